@@ -1,0 +1,199 @@
+"""Command line: `execserver serve [--listen ws://IP:PORT | stdio]`.
+
+On a WebSocket bind the server prints exactly one line, the bound URL, to stdout; logs go to
+stderr. SIGTERM/SIGINT stop listening, kill every managed process tree and exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+
+from execserver.server.app import ExecServer, ServerConfig
+from execserver.server.session import DETACHED_SESSION_TTL_S
+
+EXIT_ON_STDIN_CLOSE_ENV = "CODEX_EXEC_SERVER_EXIT_ON_STDIN_CLOSE"
+
+
+class ListenError(ValueError):
+    """An unusable `--listen` value; `str()` is the reference's message."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    """Either stdio (`host` None) or a WebSocket bind address."""
+
+    host: str | None = None
+    port: int = 0
+
+    @property
+    def is_stdio(self) -> bool:
+        return self.host is None
+
+
+def parse_listen_url(url: str) -> ListenAddress:
+    """Validate `--listen` exactly like the reference: `ws://IP:PORT`, `stdio` or `stdio://`."""
+    if url in ("stdio", "stdio://"):
+        return ListenAddress()
+    if not url.startswith("ws://"):
+        raise ListenError(f"unsupported --listen URL `{url}`; expected `ws://IP:PORT` or `stdio`")
+    invalid = ListenError(f"invalid websocket --listen URL `{url}`; expected `ws://IP:PORT`")
+    rest = url[len("ws://") :]
+    if rest.startswith("["):
+        host, sep, port_text = rest[1:].partition("]:")
+        if not sep:
+            raise invalid
+        version = 6
+    else:
+        host, sep, port_text = rest.rpartition(":")
+        if not sep:
+            raise invalid
+        version = 4
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise invalid from None
+    if address.version != version or not port_text.isdigit() or int(port_text) > 65535:
+        raise invalid
+    return ListenAddress(str(address), int(port_text))
+
+
+def format_ws_url(host: str, port: int) -> str:
+    return f"ws://[{host}]:{port}" if ":" in host else f"ws://{host}:{port}"
+
+
+def _bool_flag(value: str) -> bool:
+    if value in ("true", "false"):
+        return value == "true"
+    raise argparse.ArgumentTypeError(f"invalid value '{value}' (possible values: true, false)")
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid digit found in string: {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError("number would be zero for non-zero type")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="execserver", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the exec-server")
+    serve.add_argument("--listen", default="ws://127.0.0.1:0", help="ws://IP:PORT or stdio")
+    serve.add_argument(
+        "--concurrent-requests",
+        type=_positive_int,
+        default=1,
+        help="accepted for compatibility; requests are always pipelined (see docs/protocol.md)",
+    )
+    serve.add_argument(
+        "--exit-on-stdin-close",
+        nargs="?",
+        const=True,
+        default=None,
+        type=_bool_flag,
+        help=f"exit when stdin reaches EOF (also ${EXIT_ON_STDIN_CLOSE_ENV}=true)",
+    )
+    serve.add_argument(
+        "--session-ttl",
+        type=float,
+        default=DETACHED_SESSION_TTL_S,
+        metavar="SECONDS",
+        help="how long a detached session waits for a resume before its processes are killed",
+    )
+    serve.add_argument("--log-level", default=os.environ.get("EXECSERVER_LOG", "warning"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        listen = parse_listen_url(args.listen)
+    except ListenError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    exit_on_stdin_close = args.exit_on_stdin_close
+    if exit_on_stdin_close is None:
+        env_value = os.environ.get(EXIT_ON_STDIN_CLOSE_ENV)
+        if env_value is not None and env_value not in ("true", "false"):
+            parser.error(
+                f"invalid value '{env_value}' for '--exit-on-stdin-close' "
+                "(possible values: true, false)"
+            )
+        exit_on_stdin_close = env_value == "true"
+    config = ServerConfig(session_ttl_s=args.session_ttl, subreaper=True)
+    try:
+        return asyncio.run(_serve(listen, config, exit_on_stdin_close=exit_on_stdin_close))
+    except OSError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _serve(listen: ListenAddress, config: ServerConfig, *, exit_on_stdin_close: bool) -> int:
+    loop = asyncio.get_running_loop()
+    _ensure_standard_fds()
+    server = ExecServer(config)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, server.stop)
+    try:
+        if listen.is_stdio:
+            stdio_task = asyncio.ensure_future(server.serve_stdio())
+            await server.stopped
+            stdio_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stdio_task
+        else:
+            assert listen.host is not None
+            host, port = await server.listen_websocket(listen.host, listen.port)
+            sys.stdout.write(format_ws_url(host, port) + "\n")
+            sys.stdout.flush()
+            if exit_on_stdin_close:
+                _watch_stdin(loop, server.stop)
+            await server.stopped
+    finally:
+        await server.aclose()
+    return 0
+
+
+def _watch_stdin(loop: asyncio.AbstractEventLoop, on_eof: object) -> None:
+    """Call `on_eof` on the loop when our stdin reaches EOF (parent went away)."""
+
+    def wait_for_eof() -> None:
+        with contextlib.suppress(OSError):
+            while os.read(0, 65536):
+                pass
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(on_eof)  # type: ignore[arg-type]
+
+    threading.Thread(target=wait_for_eof, name="stdin-eof", daemon=True).start()
+
+
+def _ensure_standard_fds() -> None:
+    # Children get their stdio through dup2 onto 0-2; a closed standard fd could be reused by one
+    # of our pipes and then be dup2'ed onto itself, which would leave it close-on-exec.
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

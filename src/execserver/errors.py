@@ -1,0 +1,221 @@
+"""The public exception tree and the one table that maps it to and from JSON-RPC errors.
+
+```
+ExecServerError                 base for everything we raise
+├── TransportError
+│   ├── ConnectError            could not connect / handshake failed      (retryable)
+│   ├── ConnectionClosed        we closed it                               (not retryable)
+│   └── Disconnected            the peer or the network broke it           (retryable)
+├── ProtocolViolation           malformed JSON-RPC from the peer
+└── RpcError(code, message)     a JSON-RPC error
+    ├── InvalidRequest (-32600)  MethodNotFound (-32601)  InvalidParams (-32602)
+    ├── InternalError (-32603)   NotFound (-32004)        SessionAttached (-32010)
+```
+
+Filesystem failures stay builtin `OSError`s inside the server; `io_error()` renders them the way
+the reference (a Rust musl build) does: `<musl strerror text> (os error N)`.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+from typing import ClassVar
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+NOT_FOUND = -32004
+SESSION_ATTACHED = -32010
+
+
+class ExecServerError(Exception):
+    """Base class of every exception execserver raises on purpose."""
+
+
+class TransportError(ExecServerError):
+    """The message transport failed."""
+
+
+class ConnectError(TransportError):
+    """Could not connect or complete the opening handshake (retryable)."""
+
+
+class ConnectionClosed(TransportError):
+    """The local side closed the connection (not retryable)."""
+
+
+class Disconnected(TransportError):
+    """The peer or the network broke the connection (retryable)."""
+
+
+class ProtocolViolation(ExecServerError):
+    """The peer sent something that is not valid JSON-RPC for this protocol."""
+
+
+class RpcError(ExecServerError):
+    """A JSON-RPC error: `code`, `message` and optional `data`, exactly as sent on the wire."""
+
+    code: int = INTERNAL_ERROR
+    default_code: ClassVar[int] = INTERNAL_ERROR
+
+    def __init__(self, message: str, *, code: int | None = None, data: object = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = self.default_code if code is None else code
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code}, message={self.message!r})"
+
+
+class InvalidRequest(RpcError):
+    default_code = INVALID_REQUEST
+
+
+class MethodNotFound(RpcError):
+    default_code = METHOD_NOT_FOUND
+
+
+class InvalidParams(RpcError):
+    default_code = INVALID_PARAMS
+
+
+class InternalError(RpcError):
+    default_code = INTERNAL_ERROR
+
+
+class NotFound(RpcError):
+    default_code = NOT_FOUND
+
+
+class SessionAttached(RpcError):
+    default_code = SESSION_ATTACHED
+
+
+_BY_CODE: dict[int, type[RpcError]] = {
+    INVALID_REQUEST: InvalidRequest,
+    METHOD_NOT_FOUND: MethodNotFound,
+    INVALID_PARAMS: InvalidParams,
+    INTERNAL_ERROR: InternalError,
+    NOT_FOUND: NotFound,
+    SESSION_ATTACHED: SessionAttached,
+}
+
+
+def from_jsonrpc_error(code: int, message: str, data: object = None) -> RpcError:
+    """Build the most specific `RpcError` subclass for a wire error."""
+    return _BY_CODE.get(code, RpcError)(message, code=code, data=data)
+
+
+# musl's strerror() texts: the reference binary is statically linked against musl, and Rust's
+# io::Error prints strerror_r() output, so these (not glibc's) are what clients see.
+_MUSL_STRERROR: dict[int, str] = {
+    _errno.EPERM: "Operation not permitted",
+    _errno.ENOENT: "No such file or directory",
+    _errno.ESRCH: "No such process",
+    _errno.EINTR: "Interrupted system call",
+    _errno.EIO: "I/O error",
+    _errno.ENXIO: "No such device or address",
+    _errno.E2BIG: "Argument list too long",
+    _errno.ENOEXEC: "Exec format error",
+    _errno.EBADF: "Bad file descriptor",
+    _errno.ECHILD: "No child process",
+    _errno.EAGAIN: "Resource temporarily unavailable",
+    _errno.ENOMEM: "Out of memory",
+    _errno.EACCES: "Permission denied",
+    _errno.EFAULT: "Bad address",
+    _errno.ENOTBLK: "Block device required",
+    _errno.EBUSY: "Resource busy",
+    _errno.EEXIST: "File exists",
+    _errno.EXDEV: "Cross-device link",
+    _errno.ENODEV: "No such device",
+    _errno.ENOTDIR: "Not a directory",
+    _errno.EISDIR: "Is a directory",
+    _errno.EINVAL: "Invalid argument",
+    _errno.ENFILE: "Too many open files in system",
+    _errno.EMFILE: "No file descriptors available",
+    _errno.ENOTTY: "Not a tty",
+    _errno.ETXTBSY: "Text file busy",
+    _errno.EFBIG: "File too large",
+    _errno.ENOSPC: "No space left on device",
+    _errno.ESPIPE: "Invalid seek",
+    _errno.EROFS: "Read-only file system",
+    _errno.EMLINK: "Too many links",
+    _errno.EPIPE: "Broken pipe",
+    _errno.EDOM: "Domain error",
+    _errno.ERANGE: "Result not representable",
+    _errno.EDEADLK: "Resource deadlock would occur",
+    _errno.ENAMETOOLONG: "Filename too long",
+    _errno.ENOLCK: "No locks available",
+    _errno.ENOSYS: "Function not implemented",
+    _errno.ENOTEMPTY: "Directory not empty",
+    _errno.ELOOP: "Symbolic link loop",
+    _errno.ENOMSG: "No message of desired type",
+    _errno.EIDRM: "Identifier removed",
+    _errno.ENODATA: "No data available",
+    _errno.ETIME: "Device timeout",
+    _errno.EPROTO: "Protocol error",
+    _errno.EBADMSG: "Bad message",
+    _errno.EOVERFLOW: "Value too large for data type",
+    _errno.EILSEQ: "Illegal byte sequence",
+    _errno.ENOTSOCK: "Not a socket",
+    _errno.EDESTADDRREQ: "Destination address required",
+    _errno.EMSGSIZE: "Message too large",
+    _errno.EPROTOTYPE: "Protocol wrong type for socket",
+    _errno.ENOPROTOOPT: "Protocol not available",
+    _errno.EPROTONOSUPPORT: "Protocol not supported",
+    _errno.EOPNOTSUPP: "Not supported",
+    _errno.EAFNOSUPPORT: "Address family not supported by protocol",
+    _errno.EADDRINUSE: "Address in use",
+    _errno.EADDRNOTAVAIL: "Address not available",
+    _errno.ENETDOWN: "Network is down",
+    _errno.ENETUNREACH: "Network unreachable",
+    _errno.ENETRESET: "Connection reset by network",
+    _errno.ECONNABORTED: "Connection aborted",
+    _errno.ECONNRESET: "Connection reset by peer",
+    _errno.ENOBUFS: "No buffer space available",
+    _errno.EISCONN: "Socket is connected",
+    _errno.ENOTCONN: "Socket not connected",
+    _errno.ETIMEDOUT: "Operation timed out",
+    _errno.ECONNREFUSED: "Connection refused",
+    _errno.EHOSTDOWN: "Host is down",
+    _errno.EHOSTUNREACH: "Host is unreachable",
+    _errno.EALREADY: "Operation already in progress",
+    _errno.EINPROGRESS: "Operation in progress",
+    _errno.ESTALE: "Stale file handle",
+    _errno.EDQUOT: "Quota exceeded",
+    _errno.ECANCELED: "Operation canceled",
+}
+
+
+def os_error_text(err: int) -> str:
+    """Render errno `err` as Rust's io::Error does on the reference: `<text> (os error N)`."""
+    text = _MUSL_STRERROR.get(err) or f"Unknown error {err}"
+    return f"{text} (os error {err})"
+
+
+def io_error(exc: OSError) -> RpcError:
+    """Map an OSError from a filesystem operation with the reference's io::ErrorKind table.
+
+    NotFound -> -32004; PermissionDenied and InvalidInput -> -32600; everything else -> -32603.
+    """
+    err = exc.errno
+    if err is None:
+        return InternalError(str(exc))
+    message = os_error_text(err)
+    if err == _errno.ENOENT:
+        return NotFound(message)
+    if err in (_errno.EACCES, _errno.EPERM, _errno.EINVAL):
+        return InvalidRequest(message)
+    return InternalError(message)
+
+
+def to_jsonrpc_error(exc: BaseException) -> RpcError:
+    """Translate any exception raised by a handler into the error the client sees."""
+    if isinstance(exc, RpcError):
+        return exc
+    if isinstance(exc, OSError):
+        return io_error(exc)
+    return InternalError(f"internal error: {type(exc).__name__}: {exc}")

@@ -1,0 +1,59 @@
+"""What `environment/info` reports about this host: shell, directories, platform, capabilities."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pwd
+import sys
+from collections.abc import Mapping
+
+from execserver.protocol.pathuri import HOST_OS, PathUri
+from execserver.protocol.session import EnvironmentCapabilities, EnvironmentInfo, ShellInfo
+
+# The protocol level this server implements; orchestrators compare it with their own version.
+EXECUTOR_VERSION = "0.169.0"
+IMPLEMENTATION = "execserver-python"
+
+_SHELL_NAMES = {"bash": "bash", "zsh": "zsh", "sh": "sh", "pwsh": "powershell"}
+
+
+def detect_shell(env: Mapping[str, str]) -> ShellInfo:
+    """The user's login shell from the passwd database (like the reference, not `$SHELL`)."""
+    candidates: list[str] = []
+    try:
+        candidates.append(pwd.getpwuid(os.getuid()).pw_shell)
+    except KeyError:
+        pass
+    candidates += [env.get("SHELL", ""), "/bin/bash", "/bin/zsh", "/bin/sh"]
+    for path in candidates:
+        if path and os.path.isfile(path) and os.access(path, os.X_OK):
+            base = os.path.basename(path)
+            return ShellInfo(name=_SHELL_NAMES.get(base, base), path=path)
+    return ShellInfo(name="sh", path="/bin/sh")
+
+
+def environment_info(
+    capabilities: EnvironmentCapabilities | None = None, env: Mapping[str, str] | None = None
+) -> EnvironmentInfo:
+    env = os.environ if env is None else env
+    home = env.get("HOME") or os.path.expanduser("~")
+    tmpdir = env.get("TMPDIR")
+    temp_dirs = [PathUri.from_native(tmpdir)] if tmpdir and os.path.isabs(tmpdir) else []
+    provider = hashlib.sha256(f"{IMPLEMENTATION} {EXECUTOR_VERSION}".encode()).hexdigest()
+    return EnvironmentInfo(
+        shell=detect_shell(env),
+        executor_version=EXECUTOR_VERSION,
+        provider_id=f"sha256:{provider}",
+        cwd=PathUri.from_native(os.getcwd()),
+        user_home_dir=PathUri.from_native(home),
+        platform_os=HOST_OS,
+        prepend_path_dirs=[],
+        temporary_directories=temp_dirs,
+        temp_dir=temp_dirs[0] if temp_dirs else PathUri.from_native("/tmp"),
+        capabilities=capabilities or EnvironmentCapabilities(),
+    )
+
+
+def platform_supported() -> bool:
+    return sys.platform.startswith("linux")

@@ -1,0 +1,183 @@
+"""One process's event history: a single seq space for output, exit and close (PROTOCOL.md §6.2).
+
+Output chunks are retained up to a byte and a count budget, oldest whole chunks evicted first;
+exit and close are flags that are never evicted. Reads are by `after_seq` and never consume, so a
+cancelled or repeated read loses nothing. Long polls wait on a version counter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from execserver.protocol.process import ProcessStream
+
+RETAINED_OUTPUT_BYTES = 1024 * 1024
+RETAINED_OUTPUT_CHUNKS = 50_000
+
+
+@dataclass(slots=True, frozen=True)
+class OutputEvent:
+    seq: int
+    stream: ProcessStream
+    data: bytes
+
+
+@dataclass(slots=True, frozen=True)
+class ExitedEvent:
+    seq: int
+    exit_code: int
+    sandbox_denied: bool
+
+
+@dataclass(slots=True, frozen=True)
+class ClosedEvent:
+    seq: int
+
+
+ProcessEvent = OutputEvent | ExitedEvent | ClosedEvent
+
+
+@dataclass(slots=True)
+class ReadResult:
+    chunks: list[OutputEvent]
+    next_seq: int
+    exited: bool
+    exit_code: int | None
+    closed: bool
+    sandbox_denied: bool
+
+
+class OutputLog:
+    """Sequenced, bounded event log of one process with live fan-out to one listener."""
+
+    def __init__(
+        self,
+        *,
+        max_bytes: int = RETAINED_OUTPUT_BYTES,
+        max_chunks: int = RETAINED_OUTPUT_CHUNKS,
+    ) -> None:
+        self._max_bytes = max_bytes
+        self._max_chunks = max_chunks
+        self._chunks: deque[OutputEvent] = deque()
+        self._retained = 0
+        self.next_seq = 1
+        self.exit_code: int | None = None
+        self.exit_seq: int | None = None
+        self.sandbox_denied = False
+        self.closed = False
+        self._changed: asyncio.Event | None = None
+        self.listener: Callable[[ProcessEvent], None] | None = None
+
+    @property
+    def exited(self) -> bool:
+        return self.exit_seq is not None
+
+    @property
+    def retained_bytes(self) -> int:
+        return self._retained
+
+    def append_output(self, stream: ProcessStream, data: bytes) -> None:
+        event = OutputEvent(self.next_seq, stream, data)
+        self.next_seq += 1
+        self._chunks.append(event)
+        self._retained += len(data)
+        while self._chunks and (
+            self._retained > self._max_bytes or len(self._chunks) > self._max_chunks
+        ):
+            self._retained -= len(self._chunks.popleft().data)
+        self._publish(event)
+
+    def record_exit(self, exit_code: int, sandbox_denied: bool = False) -> None:
+        if self.exit_seq is not None:
+            return
+        self.exit_code = exit_code
+        self.sandbox_denied = sandbox_denied
+        self.exit_seq = self.next_seq
+        self.next_seq += 1
+        self._publish(ExitedEvent(self.exit_seq, exit_code, sandbox_denied))
+
+    def record_close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        seq = self.next_seq
+        self.next_seq += 1
+        self._publish(ClosedEvent(seq))
+
+    def _publish(self, event: ProcessEvent) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+        if self.listener is not None:
+            self.listener(event)
+
+    def read(self, after_seq: int = 0, max_bytes: int | None = None) -> ReadResult:
+        """Retained chunks with `seq > after_seq`, oldest first, within a byte budget.
+
+        The first chunk is always included even if larger than `max_bytes`, and the read stops
+        once the total reaches the budget (the reference's rule).
+        """
+        chunks: list[OutputEvent] = []
+        total = 0
+        if self._chunks and self._chunks[-1].seq > after_seq:
+            start = self._first_index_after(after_seq)
+            for index in range(start, len(self._chunks)):
+                event = self._chunks[index]
+                size = len(event.data)
+                if max_bytes is not None and chunks and total + size > max_bytes:
+                    break
+                chunks.append(event)
+                total += size
+                if max_bytes is not None and total >= max_bytes:
+                    break
+        next_seq = chunks[-1].seq + 1 if max_bytes is not None and chunks else self.next_seq
+        return ReadResult(
+            chunks, next_seq, self.exited, self.exit_code, self.closed, self.sandbox_denied
+        )
+
+    def _first_index_after(self, after_seq: int) -> int:
+        # Chunk seqs are increasing but not contiguous (exit/close take seqs too): bisect.
+        lo, hi = 0, len(self._chunks)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._chunks[mid].seq <= after_seq:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def is_ready(self, result: ReadResult, after_seq: int) -> bool:
+        """Whether a long poll may answer now (PROTOCOL.md §6.3)."""
+        return bool(
+            result.chunks or result.closed or (result.exited and after_seq < self.next_seq - 1)
+        )
+
+    async def read_wait(
+        self, after_seq: int = 0, max_bytes: int | None = None, wait_s: float = 0.0
+    ) -> ReadResult:
+        """`read()`, waiting up to `wait_s` seconds for something new if there is nothing yet.
+
+        Cancellation: safe at any point; nothing is consumed.
+        """
+        result = self.read(after_seq, max_bytes)
+        if wait_s <= 0 or self.is_ready(result, after_seq):
+            return result
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while not self.is_ready(result, after_seq):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            if self._changed is None:
+                self._changed = asyncio.Event()
+            changed = self._changed
+            try:
+                async with asyncio.timeout(remaining):
+                    await changed.wait()
+            except TimeoutError:
+                pass
+            result = self.read(after_seq, max_bytes)
+        return result

@@ -1,0 +1,448 @@
+"""Local processes: spawn (pipes or PTY), output capture, stdin, signals, exit, teardown.
+
+`LocalExecBackend` is one session's process table; `LocalProcess` one child. All I/O is driven
+by event-loop readers and writers on non-blocking fds (no task per process). Teardown lives in
+`LocalProcess.kill()`: the whole tree gets SIGKILL and the child is always reaped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import signal
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from execserver.errors import InternalError, InvalidParams, InvalidRequest, os_error_text
+from execserver.local import tree
+from execserver.local.env_policy import build_child_env
+from execserver.local.output_log import OutputLog, ProcessEvent
+from execserver.local.pty import PtySpawnError, open_pty, pty_cwd, pty_env, resolve_pty_program
+from execserver.local.reaper import ChildReaper, exit_code_from_status
+from execserver.local.spawn import Stdio, resolve_program, spawn
+from execserver.protocol.process import ExecEnvPolicy, ProcessStream, WriteStatus
+
+READ_CHUNK_BYTES = 64 * 1024
+CLOSED_PROCESS_RETENTION_S = 80.0
+WRITE_ID_MEMORY = 4096
+MAX_PENDING_STDIN_BYTES = 64 * 1024 * 1024
+
+EventListener = Callable[["LocalProcess", ProcessEvent], None]
+
+
+@dataclass(slots=True, frozen=True)
+class ProcessSpec:
+    """What to run. `cwd` is a native path; `env`/`env_policy` are applied by the backend."""
+
+    argv: list[str]
+    cwd: bytes
+    env: dict[str, str]
+    tty: bool = False
+    pipe_stdin: bool = False
+    arg0: str | None = None
+    env_policy: ExecEnvPolicy | None = None
+
+
+class LocalProcess:
+    """One running (or finished, still retained) child."""
+
+    def __init__(
+        self,
+        process_id: str,
+        *,
+        pid: int,
+        tty: bool,
+        readers: dict[int, ProcessStream],
+        stdin_fd: int | None,
+        loop: asyncio.AbstractEventLoop,
+        log: OutputLog,
+    ) -> None:
+        self.process_id = process_id
+        self.pid = pid
+        self.tty = tty
+        self.log = log
+        self._loop = loop
+        self._readers = readers
+        self._stdin_fd = stdin_fd
+        self._has_stdin = stdin_fd is not None
+        self._stdin_buffer = bytearray()
+        self._stdin_broken = False
+        self._writing = False
+        self._write_ids: OrderedDict[str, None] = OrderedDict()
+        self._paused = False
+        self._terminated = False
+        self._reaped = False
+        self._done = loop.create_future()
+        self.on_closed: Callable[[LocalProcess], None] | None = None
+        for fd in readers:
+            loop.add_reader(fd, self._on_readable, fd)
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def exited(self) -> bool:
+        return self.log.exited
+
+    @property
+    def closed(self) -> bool:
+        return self.log.closed
+
+    async def wait_closed(self) -> None:
+        """Wait until the process has exited and its output streams have ended.
+
+        Cancellation: safe; the process is unaffected.
+        """
+        await asyncio.shield(self._done)
+
+    # -- output --------------------------------------------------------------------------------
+
+    def _on_readable(self, fd: int) -> None:
+        try:
+            data = os.read(fd, READ_CHUNK_BYTES)
+        except BlockingIOError:
+            return
+        except OSError:  # EIO: the PTY slave has no holders left
+            data = b""
+        if data:
+            self.log.append_output(self._readers[fd], data)
+        else:
+            self._end_stream(fd)
+
+    def _drain(self) -> None:
+        """Read everything already buffered in the pipes (the child's output before its exit)."""
+        for fd in list(self._readers):
+            while fd in self._readers:
+                try:
+                    data = os.read(fd, READ_CHUNK_BYTES)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    data = b""
+                if data:
+                    self.log.append_output(self._readers[fd], data)
+                else:
+                    self._end_stream(fd)
+
+    def _end_stream(self, fd: int) -> None:
+        del self._readers[fd]
+        if not self._paused:
+            self._loop.remove_reader(fd)
+        if fd != self._stdin_fd:
+            os.close(fd)
+        self._maybe_close()
+
+    def pause_output(self) -> None:
+        """Stop reading output (back-pressure: the child blocks once its pipe is full)."""
+        if not self._paused:
+            self._paused = True
+            for fd in self._readers:
+                self._loop.remove_reader(fd)
+
+    def resume_output(self) -> None:
+        if self._paused:
+            self._paused = False
+            for fd in self._readers:
+                self._loop.add_reader(fd, self._on_readable, fd)
+
+    # -- exit ----------------------------------------------------------------------------------
+
+    def on_exit_status(self, status: int) -> None:
+        """Called by the reaper with the child's wait status."""
+        self._reaped = True
+        self._drain()
+        self.log.record_exit(exit_code_from_status(status))
+        if self._terminated:
+            self._abandon_streams()
+        self._maybe_close()
+
+    def _abandon_streams(self) -> None:
+        # After terminate the reference closes at once, even if a survivor holds the pipes.
+        for fd in list(self._readers):
+            self._end_stream(fd)
+
+    def _maybe_close(self) -> None:
+        if self._readers or not self.log.exited or self.log.closed:
+            return
+        self._close_stdin()
+        self.log.record_close()
+        if not self._done.done():
+            self._done.set_result(None)
+        if self.on_closed is not None:
+            self.on_closed(self)
+
+    # -- stdin ---------------------------------------------------------------------------------
+
+    def write(self, data: bytes, write_id: str) -> WriteStatus:
+        """Queue `data` for stdin once per `write_id`; returns the wire status."""
+        if write_id in self._write_ids:
+            return "accepted"
+        if not self._has_stdin:
+            return "stdinClosed"
+        if len(self._stdin_buffer) + len(data) > MAX_PENDING_STDIN_BYTES:
+            raise InternalError("failed to write to process stdin")
+        self._write_ids[write_id] = None
+        if len(self._write_ids) > WRITE_ID_MEMORY:
+            self._write_ids.popitem(last=False)
+        # Like the reference, a write to a process whose stdin is gone (it exited, or closed
+        # its end) is accepted and the bytes are dropped.
+        if data and self._stdin_fd is not None and not self._stdin_broken:
+            self._stdin_buffer += data
+            self._flush_stdin()
+        return "accepted"
+
+    def _flush_stdin(self) -> None:
+        fd = self._stdin_fd
+        if fd is None:
+            return
+        while self._stdin_buffer:
+            try:
+                written = os.write(fd, self._stdin_buffer)
+            except BlockingIOError:
+                break
+            except OSError:
+                self._stdin_broken = True
+                self._stdin_buffer.clear()
+                break
+            del self._stdin_buffer[:written]
+        if self._stdin_buffer and not self._writing:
+            self._writing = True
+            self._loop.add_writer(fd, self._on_writable)
+        elif not self._stdin_buffer and self._writing:
+            self._writing = False
+            self._loop.remove_writer(fd)
+
+    def _on_writable(self) -> None:
+        self._flush_stdin()
+
+    def _close_stdin(self) -> None:
+        fd = self._stdin_fd
+        if fd is None:
+            return
+        if self._writing:
+            self._loop.remove_writer(fd)
+            self._writing = False
+        self._stdin_fd = None
+        self._stdin_buffer.clear()
+        if fd not in self._readers:  # a PTY master is also the output fd
+            os.close(fd)
+
+    # -- signals -------------------------------------------------------------------------------
+
+    def interrupt(self) -> None:
+        """SIGINT to the foreground group (the terminal's, in PTY mode; the child's otherwise)."""
+        if self.log.exited:
+            return
+        group = self.pid
+        if self.tty and self._stdin_fd is not None:
+            with contextlib.suppress(OSError):
+                group = os.tcgetpgrp(self._stdin_fd)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGINT)
+
+    def terminate(self) -> bool:
+        """SIGKILL the whole tree. Returns whether the child itself was still running."""
+        running = not self.log.exited
+        self._terminated = True
+        self.kill()
+        if not running:
+            self._abandon_streams()
+        return running
+
+    def kill(self) -> None:
+        """SIGKILL the child's tree (idempotent). The reaper still reports the exit."""
+        tree.kill_tree(self.pid, root_alive=not self._reaped)
+
+
+class LocalExecBackend:
+    """The process table of one session: ids, spawning, retention of finished processes."""
+
+    def __init__(
+        self,
+        reaper: ChildReaper,
+        *,
+        server_env: Mapping[str, str] | None = None,
+        closed_retention_s: float = CLOSED_PROCESS_RETENTION_S,
+    ) -> None:
+        self._reaper = reaper
+        self._loop = asyncio.get_running_loop()
+        self._server_env = server_env if server_env is not None else os.environ
+        self._retention_s = closed_retention_s
+        self._processes: dict[str, LocalProcess] = {}
+        self._expiry: dict[str, asyncio.TimerHandle] = {}
+        self._output_paused = False
+        self.listener: EventListener | None = None
+
+    def __len__(self) -> int:
+        return len(self._processes)
+
+    def get(self, process_id: str) -> LocalProcess | None:
+        return self._processes.get(process_id)
+
+    def require(self, process_id: str) -> LocalProcess:
+        process = self._processes.get(process_id)
+        if process is None:
+            raise InvalidRequest(f"unknown process id {process_id}")
+        return process
+
+    def start(self, process_id: str, spec: ProcessSpec) -> LocalProcess:
+        """Spawn a child under `process_id`. Raises the reference's errors on failure."""
+        if not spec.argv:
+            raise InvalidParams("argv must not be empty")
+        if process_id in self._processes:
+            raise InvalidRequest(f"process {process_id} already exists")
+        env = build_child_env(spec.env, spec.env_policy, self._server_env)
+        process = self._spawn(process_id, spec, env)
+        self._processes[process_id] = process
+        process.log.listener = self._forward(process)
+        process.on_closed = self._schedule_expiry
+        if self._output_paused:
+            process.pause_output()
+        return process
+
+    def _forward(self, process: LocalProcess) -> Callable[[ProcessEvent], None]:
+        def forward(event: ProcessEvent) -> None:
+            if self.listener is not None:
+                self.listener(process, event)
+
+        return forward
+
+    def _spawn(self, process_id: str, spec: ProcessSpec, env: dict[str, str]) -> LocalProcess:
+        cwd = spec.cwd
+        if spec.tty:
+            env = pty_env(env)
+            cwd = pty_cwd(cwd, env)
+            try:
+                program = resolve_pty_program(spec.argv[0], env, cwd)
+            except PtySpawnError as exc:
+                raise InternalError(str(exc)) from None
+        elif not spec.argv[0]:
+            raise InternalError("missing program for pipe spawn")
+        envp = _encode_env(env)
+        argv = [spec.arg0 if spec.arg0 is not None else spec.argv[0], *spec.argv[1:]]
+        if any("\0" in arg for arg in (*argv, spec.argv[0])):
+            raise InternalError("nul byte found in provided data")
+        argv_bytes = [os.fsencode(arg) for arg in argv]
+        if spec.tty:
+            return self._spawn_pty(process_id, program, argv_bytes, envp, cwd)
+        search_path = env["PATH"] if "PATH" in env else self._server_env.get("PATH")
+        try:
+            program = resolve_program(spec.argv[0], search_path, cwd)
+        except OSError as exc:
+            raise InternalError(os_error_text(exc.errno or errno.EIO)) from None
+        return self._spawn_pipes(process_id, program, argv_bytes, envp, spec)
+
+    def _spawn_pipes(
+        self,
+        process_id: str,
+        program: bytes,
+        argv: list[bytes],
+        envp: list[bytes],
+        spec: ProcessSpec,
+    ) -> LocalProcess:
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        in_r, in_w = os.pipe() if spec.pipe_stdin else (None, None)
+        child_side = [out_w, err_w] + ([in_r] if in_r is not None else [])
+        parent_side = [out_r, err_r] + ([in_w] if in_w is not None else [])
+        try:
+            pid = spawn(program, argv, envp, spec.cwd, Stdio(in_r, out_w, err_w))
+        except OSError as exc:
+            for fd in child_side + parent_side:
+                os.close(fd)
+            raise InternalError(os_error_text(exc.errno or errno.EIO)) from None
+        for fd in child_side:
+            os.close(fd)
+        for fd in parent_side:
+            os.set_blocking(fd, False)
+        process = LocalProcess(
+            process_id,
+            pid=pid,
+            tty=False,
+            readers={out_r: "stdout", err_r: "stderr"},
+            stdin_fd=in_w,
+            loop=self._loop,
+            log=OutputLog(),
+        )
+        self._reaper.watch(pid, process.on_exit_status)
+        return process
+
+    def _spawn_pty(
+        self,
+        process_id: str,
+        program: bytes,
+        argv: list[bytes],
+        envp: list[bytes],
+        cwd: bytes,
+    ) -> LocalProcess:
+        master, slave = open_pty()
+        try:
+            pid = spawn(program, argv, envp, cwd, Stdio(tty_path=os.fsencode(os.ttyname(slave))))
+        except OSError as exc:
+            os.close(master)
+            raise InternalError(os_error_text(exc.errno or errno.EIO)) from None
+        finally:
+            os.close(slave)
+        os.set_blocking(master, False)
+        process = LocalProcess(
+            process_id,
+            pid=pid,
+            tty=True,
+            readers={master: "pty"},
+            stdin_fd=master,
+            loop=self._loop,
+            log=OutputLog(),
+        )
+        self._reaper.watch(pid, process.on_exit_status)
+        return process
+
+    def _schedule_expiry(self, process: LocalProcess) -> None:
+        handle = self._loop.call_later(self._retention_s, self._expire, process.process_id)
+        self._expiry[process.process_id] = handle
+
+    def _expire(self, process_id: str) -> None:
+        self._expiry.pop(process_id, None)
+        self._processes.pop(process_id, None)
+
+    def pause_output(self) -> None:
+        """Back-pressure: stop reading every process's output until `resume_output()`."""
+        self._output_paused = True
+        for process in self._processes.values():
+            process.pause_output()
+
+    def resume_output(self) -> None:
+        self._output_paused = False
+        for process in self._processes.values():
+            process.resume_output()
+
+    async def aclose(self, grace_s: float = 2.0) -> None:
+        """Kill every process tree and wait (bounded) until each child is reaped.
+
+        Cancellation: the kills are sent before the first await; waiting may be cut short.
+        """
+        pending = []
+        for process in self._processes.values():
+            if not process.closed:
+                process.terminate()
+                pending.append(process.wait_closed())
+        for handle in self._expiry.values():
+            handle.cancel()
+        self._expiry.clear()
+        if pending:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace_s):
+                    await asyncio.gather(*pending)
+        self._processes.clear()
+
+
+def _encode_env(env: Mapping[str, str]) -> list[bytes]:
+    """`K=V` items sorted by name, as the reference's (BTreeMap-backed) command env is."""
+    envp = []
+    for key, value in sorted(env.items(), key=lambda kv: os.fsencode(kv[0])):
+        item = f"{key}={value}"
+        if "\0" in item:
+            raise InternalError("data provided contains a nul byte")
+        envp.append(os.fsencode(item))
+    return envp

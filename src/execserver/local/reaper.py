@@ -1,0 +1,112 @@
+"""Collect exit statuses of our children, and reap orphans when we are a child subreaper.
+
+Each managed child is watched through a pidfd registered with the event loop, so its exit is
+seen without threads or SIGCHLD races. A server process can additionally become a child
+subreaper: descendants orphaned by a dying child are then re-parented to us instead of PID 1
+(which does not reap on our machines), and `reap_orphans()` collects them on SIGCHLD without
+ever touching a managed child's status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import logging
+import os
+import signal
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+ExitCallback = Callable[[int], None]
+
+
+class ChildReaper:
+    """Watches managed children on one event loop and reports their wait statuses."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._watched: dict[int, tuple[int, ExitCallback]] = {}
+        self._subreaper = False
+
+    def watch(self, pid: int, on_exit: ExitCallback) -> None:
+        """Call `on_exit(wait_status)` once our child `pid` has exited and been reaped.
+
+        Must be called before any await after the spawn, so no other waiter can see the pid first.
+        """
+        pidfd = os.pidfd_open(pid)
+        self._watched[pid] = (pidfd, on_exit)
+        self._loop.add_reader(pidfd, self._on_readable, pid)
+
+    def _on_readable(self, pid: int) -> None:
+        try:
+            reaped, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            reaped, status = pid, 255 << 8  # someone else reaped it: report an unknown failure
+        if reaped == 0:
+            return
+        pidfd, on_exit = self._watched.pop(pid)
+        self._loop.remove_reader(pidfd)
+        os.close(pidfd)
+        try:
+            on_exit(status)
+        finally:
+            if self._subreaper:
+                self.reap_orphans()
+
+    def is_watching(self, pid: int) -> bool:
+        return pid in self._watched
+
+    def become_subreaper(self) -> bool:
+        """Make this process the reaper of orphaned descendants (Linux). Returns success.
+
+        Only for a process that owns every child it starts: orphan reaping collects any
+        unwatched zombie child, which would steal statuses from other spawning code.
+        """
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            log.warning("could not become a child subreaper: errno %d", ctypes.get_errno())
+            return False
+        self._subreaper = True
+        self._loop.add_signal_handler(signal.SIGCHLD, self.reap_orphans)
+        return True
+
+    def reap_orphans(self) -> None:
+        """Reap every exited child that is not a managed one.
+
+        Stops at the first managed zombie: its pidfd handler reaps it and calls this again.
+        """
+        while True:
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if info is None or info.si_pid == 0:
+                return
+            if info.si_pid in self._watched:
+                return
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(info.si_pid, 0)
+
+    def close(self) -> None:
+        """Stop watching (statuses of still-running children are then collected by nobody)."""
+        for pidfd, _ in self._watched.values():
+            self._loop.remove_reader(pidfd)
+            os.close(pidfd)
+        self._watched.clear()
+        if self._subreaper:
+            self._loop.remove_signal_handler(signal.SIGCHLD)
+            self._subreaper = False
+
+
+def exit_code_from_status(status: int) -> int:
+    """Exit code as the reference reports it: the code, or 128+N for death by signal N."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status)
+    return -1

@@ -1,0 +1,80 @@
+"""Building blocks for wire structs: camelCase structs, Rust integer widths, base64 bytes.
+
+Every payload struct derives from `WireStruct`. `rust_name` is the serde struct name the
+reference prints in type errors (`expected struct ReadParams`); `rust_len` its field count, used
+for the positional-array errors. Pure data: stdlib and msgspec only.
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Annotated, Any, ClassVar
+
+import msgspec
+
+from execserver.protocol import b64
+from execserver.protocol.pathuri import PathUri
+
+I64_MAX = 2**63 - 1
+
+# Integer widths as serde names them. u64 values above i64::MAX are rejected (msgspec constraints
+# are int64-bounded); no field of this protocol can meaningfully carry them.
+U64 = Annotated[int, msgspec.Meta(ge=0, le=I64_MAX, extra={"rust": "u64"})]
+USIZE = Annotated[int, msgspec.Meta(ge=0, le=I64_MAX, extra={"rust": "usize"})]
+U32 = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1, extra={"rust": "u32"})]
+U16 = Annotated[int, msgspec.Meta(ge=0, le=2**16 - 1, extra={"rust": "u16"})]
+I64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=I64_MAX, extra={"rust": "i64"})]
+
+
+_VARIANT_ORDER: dict[frozenset[Any], tuple[Any, ...]] = {}
+
+
+def declared_order(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Variants of a `Literal` in declaration order (msgspec reports them sorted)."""
+    return _VARIANT_ORDER.get(frozenset(values), values)
+
+
+def variants(literal: Any) -> Any:
+    """Register a `Literal` so error messages list its variants in declaration order."""
+    args = typing.get_args(literal)
+    _VARIANT_ORDER[frozenset(args)] = args
+    return literal
+
+
+class WireStruct(msgspec.Struct, rename="camel", kw_only=True):
+    """Base of every wire payload: snake_case in Python, camelCase on the wire."""
+
+    rust_name: ClassVar[str] = ""
+    rust_len: ClassVar[int] = 0
+
+
+class Base64Bytes(bytes):
+    """Bytes carried as standard padded base64 text, validated at decode time.
+
+    Used for fields the reference decodes while parsing params (a bad value is a -32602 params
+    error naming the crate's complaint). Fields the reference decodes later in the handler stay
+    `str` in their struct.
+    """
+
+    __slots__ = ()
+
+
+def dec_hook(tp: type, obj: Any) -> Any:
+    """msgspec decode hook for our custom field types (both travel as JSON strings).
+
+    Raised `ValueError`s carry the reference's message for the bad value.
+    """
+    if not isinstance(obj, str):
+        raise TypeError("expected a string")
+    if tp is PathUri:
+        return PathUri.parse(obj)
+    if tp is Base64Bytes:
+        return Base64Bytes(b64.decode(obj))
+    raise NotImplementedError(f"no decoder for {tp!r}")
+
+
+def enc_hook(obj: Any) -> Any:
+    """msgspec encode hook: a PathUri travels as its canonical URI text."""
+    if isinstance(obj, PathUri):
+        return obj.uri
+    raise NotImplementedError(f"cannot encode {type(obj)!r}")

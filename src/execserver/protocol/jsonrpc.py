@@ -1,0 +1,279 @@
+"""JSON-RPC envelopes as the reference speaks them: no `jsonrpc` member, `error` before `id`.
+
+`decode_message()` turns one transport message into a `Request`, `Notification` or
+`ClientResponse`, or raises `EnvelopeError` with the serde text the reference would print.
+The fast path is msgspec; the exact serde_json emulation in `json_syntax` runs only when the
+fast path fails or a cheap check says the text may hold something serde rejects (nesting,
+value count, duplicate keys). Encoders build the compact output frames. Pure data: no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from execserver.protocol import json_syntax
+from execserver.protocol.base import enc_hook
+from execserver.protocol.serde import unexpected
+
+RequestId = int | str
+
+I64_MIN = -(2**63)
+I64_MAX = 2**63 - 1
+U64_MAX = 2**64 - 1
+_MAX_DEPTH_CONTAINERS = json_syntax.MAX_DEPTH - 1
+
+
+class EnvelopeError(ValueError):
+    """The message is not a JSON-RPC message; `str(exc)` is serde's detail text."""
+
+
+@dataclass(slots=True)
+class TraceContext:
+    """W3C trace context carried in the optional `trace` member."""
+
+    traceparent: str | None = None
+    tracestate: str | None = None
+
+
+@dataclass(slots=True)
+class Request:
+    id: RequestId
+    method: str
+    params: Any
+    trace: TraceContext | None
+
+
+@dataclass(slots=True)
+class Notification:
+    method: str
+    params: Any
+
+
+@dataclass(slots=True)
+class ClientResponse:
+    """A response or error object sent by the client; the server never sends requests."""
+
+    id: RequestId
+
+
+Message = Request | Notification | ClientResponse
+
+_decoder = msgspec.json.Decoder()
+_encoder = msgspec.json.Encoder(enc_hook=enc_hook)
+
+
+def decode_message(data: bytes) -> Message:
+    """Decode and classify one message; raise `EnvelopeError` for anything else."""
+    try:
+        obj = _decoder.decode(data)
+    except msgspec.DecodeError:
+        return _decode_slow(data)
+    if _may_violate_limits(data, obj):
+        _scan(data)  # raises the exact serde error, if there is one
+    return classify(obj)
+
+
+def _decode_slow(data: bytes) -> Message:
+    end = _scan(data)
+    try:
+        obj = _decoder.decode(data[:end])
+    except msgspec.DecodeError as exc:  # serde accepted what msgspec refused: say what msgspec saw
+        raise EnvelopeError(str(exc)) from None
+    message = classify(obj)
+    try:
+        json_syntax.check_trailing(data, end)
+    except json_syntax.JsonSyntaxError as exc:
+        raise EnvelopeError(exc.message) from None
+    return message
+
+
+def _scan(data: bytes) -> int:
+    try:
+        return json_syntax.scan_value(data)
+    except json_syntax.JsonSyntaxError as exc:
+        raise EnvelopeError(exc.message) from None
+
+
+def _may_violate_limits(data: bytes, obj: Any) -> bool:
+    """Cheap test for what msgspec accepts but serde_json rejects: deep nesting, too many
+    values, duplicate keys. False means the message certainly has none of them."""
+    containers = data.count(b"{") + data.count(b"[")
+    if containers == 0:
+        return False
+    values, keys, depth = _stats(obj, 1)
+    if depth > _MAX_DEPTH_CONTAINERS and containers > _MAX_DEPTH_CONTAINERS:
+        return True
+    if values > json_syntax.MAX_JSON_VALUES:
+        return True
+    # Every key of compact JSON ends with `":`; a count that differs from the decoded key count
+    # means a key was repeated (or the text is spaced/escaped oddly: let the exact scan decide).
+    key_ends = data.count(b'":')
+    if key_ends != keys:
+        return True
+    return b'\\":' in data or any(pat in data for pat in (b'" ', b'"\t', b'"\n', b'"\r'))
+
+
+def _stats(obj: Any, depth: int) -> tuple[int, int, int]:
+    """(values, keys, max container depth) of a decoded JSON value."""
+    if isinstance(obj, dict):
+        values, keys, deepest = 1, len(obj), depth
+        for item in obj.values():
+            if isinstance(item, dict | list):
+                v, k, d = _stats(item, depth + 1)
+                values, keys, deepest = values + v, keys + k, max(deepest, d)
+            else:
+                values += 1
+        return values, keys, deepest
+    if isinstance(obj, list):
+        values, keys, deepest = 1, 0, depth
+        for item in obj:
+            if isinstance(item, dict | list):
+                v, k, d = _stats(item, depth + 1)
+                values, keys, deepest = values + v, keys + k, max(deepest, d)
+            else:
+                values += 1
+        return values, keys, deepest
+    return 1, 0, depth - 1
+
+
+def classify(obj: Any) -> Message:
+    """Sort a decoded value into request / notification / client response like the reference."""
+    if not isinstance(obj, dict):
+        raise EnvelopeError("expected a JSON-RPC object")
+    if "method" in obj:
+        if "id" in obj:
+            return _request(obj)
+        return _notification(obj)
+    if "result" in obj:
+        return _client_response(obj, ("id",))
+    return _client_response(obj, ("error", "id"))
+
+
+def _request(obj: dict[str, Any]) -> Request:
+    request_id: RequestId = 0
+    method = ""
+    trace: TraceContext | None = None
+    for key, value in obj.items():
+        if key == "id":
+            request_id = parse_request_id(value)
+        elif key == "method":
+            method = _string(value)
+        elif key == "trace":
+            trace = parse_trace(value)
+    return Request(request_id, method, obj.get("params"), trace)
+
+
+def _notification(obj: dict[str, Any]) -> Notification:
+    return Notification(_string(obj["method"]), obj.get("params"))
+
+
+def _client_response(obj: dict[str, Any], required: tuple[str, ...]) -> ClientResponse:
+    request_id: RequestId = 0
+    for key, value in obj.items():
+        if key == "id":
+            request_id = parse_request_id(value)
+        elif key == "error" and "error" in required:
+            _check_error_object(value)
+    for name in required:
+        if name not in obj:
+            raise EnvelopeError(f"missing field `{name}`")
+    return ClientResponse(request_id)
+
+
+def _check_error_object(value: Any) -> None:
+    if not isinstance(value, dict):
+        raise EnvelopeError(f"invalid type: {unexpected(value)}, expected struct JSONRPCErrorError")
+    for key, item in value.items():
+        if key == "code" and (isinstance(item, bool) or not isinstance(item, int)):
+            raise EnvelopeError(f"invalid type: {unexpected(item)}, expected i64")
+        if key == "message":
+            _string(item)
+    for name in ("code", "message"):
+        if name not in value:
+            raise EnvelopeError(f"missing field `{name}`")
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise EnvelopeError(f"invalid type: {unexpected(value)}, expected a string")
+    return value
+
+
+def parse_request_id(value: Any) -> RequestId:
+    """A JSON-RPC id: a string or an integer in the i64 range, echoed with its type."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        if I64_MIN <= value <= I64_MAX:
+            return value
+        # Numbers outside u64/i64 cannot even be buffered by serde's untagged-enum machinery.
+        if value > U64_MAX:
+            raise EnvelopeError(f"invalid type: integer `{value}` as u128, expected any value")
+        if value < I64_MIN:
+            raise EnvelopeError(f"invalid type: integer `{value}` as i128, expected any value")
+    raise EnvelopeError("data did not match any variant of untagged enum RequestId")
+
+
+def parse_trace(value: Any) -> TraceContext | None:
+    """The optional W3C `trace` member; malformed values are envelope errors on requests."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        parent = value.get("traceparent")
+        state = value.get("tracestate")
+        for key, item in value.items():
+            if key in ("traceparent", "tracestate") and item is not None:
+                _string(item)
+        return TraceContext(parent, state)
+    if isinstance(value, list):
+        if len(value) > 2:
+            raise EnvelopeError(f"invalid length {len(value)}, expected fewer elements in array")
+        items = [None if item is None else _string(item) for item in value] + [None, None]
+        return TraceContext(items[0], items[1])
+    raise EnvelopeError(f"invalid type: {unexpected(value)}, expected struct W3cTraceContext")
+
+
+# -- encoding ---------------------------------------------------------------------------------
+
+
+def _id_bytes(request_id: RequestId) -> bytes:
+    return _encoder.encode(request_id)
+
+
+def encode_result(request_id: RequestId, result: Any) -> bytes:
+    """`{"id":ID,"result":R}` with `result` any msgspec-encodable value."""
+    return b'{"id":' + _id_bytes(request_id) + b',"result":' + _encoder.encode(result) + b"}"
+
+
+def encode_error(request_id: RequestId, code: int, message: str, data: Any = None) -> bytes:
+    """`{"error":{"code":C,"message":M},"id":ID}`: error first, as the reference orders it."""
+    inner = b'{"code":' + str(code).encode() + b',"message":' + _encoder.encode(message)
+    if data is not None:
+        inner += b',"data":' + _encoder.encode(data)
+    return b'{"error":' + inner + b'},"id":' + _id_bytes(request_id) + b"}"
+
+
+def encode_notification(method: str, params: Any) -> bytes:
+    """`{"method":M,"params":P}`."""
+    return b'{"method":' + _encoder.encode(method) + b',"params":' + _encoder.encode(params) + b"}"
+
+
+def encode_request(request_id: RequestId, method: str, params: Any) -> bytes:
+    """`{"id":ID,"method":M,"params":P}` (client side)."""
+    return (
+        b'{"id":'
+        + _id_bytes(request_id)
+        + b',"method":'
+        + _encoder.encode(method)
+        + b',"params":'
+        + _encoder.encode(params)
+        + b"}"
+    )
+
+
+def encode_value(value: Any) -> bytes:
+    """Compact JSON for any wire value."""
+    return _encoder.encode(value)

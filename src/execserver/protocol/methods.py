@@ -1,0 +1,40 @@
+"""Wire method names: the only place they are spelled. Pure data."""
+
+from __future__ import annotations
+
+INITIALIZE = "initialize"
+INITIALIZED = "initialized"
+
+ENVIRONMENT_INFO = "environment/info"
+ENVIRONMENT_STATUS = "environment/status"
+ENVIRONMENT_CONFIG_READ = "environmentConfig/read"
+CAPABILITIES_DISCOVER_V2 = "capabilities/discoverV2"
+CAPABILITY_ROOTS_DISCOVER_V1 = "capabilityRoots/discoverV1"
+
+PROCESS_START = "process/start"
+PROCESS_READ = "process/read"
+PROCESS_WRITE = "process/write"
+PROCESS_SIGNAL = "process/signal"
+PROCESS_TERMINATE = "process/terminate"
+PROCESS_OUTPUT = "process/output"
+PROCESS_EXITED = "process/exited"
+PROCESS_CLOSED = "process/closed"
+
+FS_READ_FILE = "fs/readFile"
+FS_WRITE_FILE = "fs/writeFile"
+FS_CREATE_DIRECTORY = "fs/createDirectory"
+FS_GET_METADATA = "fs/getMetadata"
+FS_CANONICALIZE = "fs/canonicalize"
+FS_READ_DIRECTORY = "fs/readDirectory"
+FS_WALK = "fs/walk"
+FS_REMOVE = "fs/remove"
+FS_COPY = "fs/copy"
+FS_OPEN = "fs/open"
+FS_READ_BLOCK = "fs/readBlock"
+FS_WRITE_BLOCK = "fs/writeBlock"
+FS_CLOSE = "fs/close"
+FS_WATCH_MISSING = "fs/watchMissing"
+FS_MISSING_CHANGED = "fs/missingChanged"
+
+HTTP_REQUEST = "http/request"
+HTTP_REQUEST_BODY_DELTA = "http/request/bodyDelta"

@@ -1,0 +1,135 @@
+"""Wire structs of the `process/*` methods and notifications. Pure data."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+from execserver.protocol.base import U64, USIZE, Base64Bytes, WireStruct, variants
+from execserver.protocol.pathuri import PathUri
+from execserver.protocol.sandbox import SandboxContext
+
+ProcessStream = Literal["stdout", "stderr", "pty"]
+SandboxType = Literal["none", "linuxSeccomp", "macosSeatbelt", "windowsRestrictedToken"]
+WriteStatus = Literal["accepted", "unknownProcess", "stdinClosed", "starting"]
+Inherit = Literal["core", "all", "none"]
+variants(Inherit)
+
+
+class ExecEnvPolicy(WireStruct):
+    """How the child environment is built from the server's own (PROTOCOL.md §10)."""
+
+    rust_name = "ExecEnvPolicy"
+    rust_len = 5
+
+    inherit: Inherit
+    ignore_default_excludes: bool
+    exclude: list[str]
+    set: dict[str, str] = msgspec.field(name="set")
+    include_only: list[str]
+
+
+class ProcessStartParams(WireStruct):
+    rust_name = "WireExecParams"
+    rust_len = 14
+
+    process_id: str
+    argv: list[str]
+    cwd: PathUri
+    env: dict[str, str]
+    tty: bool
+    pipe_stdin: bool = False
+    arg0: str | None = None
+    env_policy: ExecEnvPolicy | None = None
+    sandbox: SandboxContext | None = None
+    enforce_managed_network: bool = False
+    managed_network: dict[str, Any] | None = None
+    network_proxy: dict[str, Any] | None = None
+    shell_snapshot: dict[str, Any] | None = None
+
+
+class ProcessStartResponse(WireStruct):
+    process_id: str
+    sandbox_type: SandboxType
+
+
+class ProcessReadParams(WireStruct):
+    rust_name = "ReadParams"
+    rust_len = 4
+
+    process_id: str
+    after_seq: U64 | None = None
+    max_bytes: USIZE | None = None
+    wait_ms: U64 | None = None
+
+
+class ProcessOutputChunk(WireStruct):
+    seq: int
+    stream: ProcessStream
+    chunk: bytes
+
+
+class ProcessReadResponse(WireStruct):
+    chunks: list[ProcessOutputChunk]
+    next_seq: int
+    exited: bool
+    exit_code: int | None
+    closed: bool
+    failure: str | None
+    sandbox_denied: bool
+
+
+class ProcessWriteParams(WireStruct):
+    rust_name = "WriteParams"
+    rust_len = 3
+
+    process_id: str
+    chunk: Base64Bytes
+    write_id: str
+
+
+class ProcessWriteResponse(WireStruct):
+    status: WriteStatus
+
+
+class ProcessSignalParams(WireStruct):
+    rust_name = "SignalParams"
+    rust_len = 2
+
+    process_id: str
+    signal: Literal["interrupt"]
+
+
+class ProcessSignalResponse(WireStruct):
+    pass
+
+
+class ProcessTerminateParams(WireStruct):
+    rust_name = "TerminateParams"
+    rust_len = 1
+
+    process_id: str
+
+
+class ProcessTerminateResponse(WireStruct):
+    running: bool
+
+
+class ProcessOutputNotification(WireStruct):
+    process_id: str
+    seq: int
+    stream: ProcessStream
+    chunk: bytes
+
+
+class ProcessExitedNotification(WireStruct):
+    process_id: str
+    seq: int
+    exit_code: int
+    sandbox_denied: bool = False
+
+
+class ProcessClosedNotification(WireStruct):
+    process_id: str
+    seq: int

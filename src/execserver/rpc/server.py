@@ -1,0 +1,159 @@
+"""Server side of a JSON-RPC connection: decode, route, answer, and own the request tasks.
+
+Each inbound message is decoded and classified; requests go through the router. Synchronous
+handlers answer inline, in arrival order; awaitable results run as tasks owned by this endpoint
+and are cancelled when the connection goes away. Parse errors are answered with id -1 and keep
+the connection; protocol violations drop it (the reference's behaviour, PROTOCOL.md §2.4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from execserver.errors import MethodNotFound, RpcError, to_jsonrpc_error
+from execserver.protocol import jsonrpc
+from execserver.protocol.jsonrpc import (
+    ClientResponse,
+    EnvelopeError,
+    Notification,
+    Request,
+    RequestId,
+)
+from execserver.protocol.serde import ParamsError
+from execserver.rpc.router import Router
+from execserver.transport.base import MessageChannel
+
+log = logging.getLogger(__name__)
+
+Gate = Callable[[str], None]
+"""Raises an `RpcError` if the connection may not use methods of this family yet."""
+
+
+class ServerEndpoint:
+    """Implements `MessageReceiver` for one connection."""
+
+    def __init__(
+        self,
+        channel: MessageChannel,
+        router: Router,
+        *,
+        gate: Gate,
+        on_notification: Callable[[Notification], bool],
+        on_close: Callable[[], None],
+    ) -> None:
+        self.channel = channel
+        self._router = router
+        self._gate = gate
+        self._on_notification = on_notification
+        self._on_close = on_close
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- MessageReceiver -----------------------------------------------------------------------
+
+    def message_received(self, data: bytes) -> None:
+        if self._closed:
+            return
+        try:
+            message = jsonrpc.decode_message(data)
+        except EnvelopeError as exc:
+            self._send_error(
+                -1, RpcError(f"failed to parse {self.channel.label}: {exc}", code=-32600)
+            )
+            return
+        if isinstance(message, Request):
+            self._dispatch(message)
+        elif isinstance(message, Notification):
+            if not self._on_notification(message):
+                self.channel.abort()
+        elif isinstance(message, ClientResponse):
+            # The server never sends requests, so any response from the client is a violation.
+            self.channel.abort()
+
+    def connection_lost(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        self._on_close()
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def _dispatch(self, request: Request) -> None:
+        route = self._router.get(request.method)
+        if route is None:
+            self._send_error(
+                request.id,
+                MethodNotFound(f"exec-server stub does not implement `{request.method}` yet"),
+            )
+            return
+        try:
+            params = route.decode(request.params)
+            if route.gate is not None:
+                self._gate(route.gate)
+            result = route.handler(params)
+        except ParamsError as exc:
+            self._send_error(request.id, RpcError(str(exc), code=-32602))
+            return
+        except Exception as exc:
+            self._send_failure(request.id, exc)
+            return
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(self._finish(request.id, result))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            self._send_result(request.id, result)
+
+    async def _finish(self, request_id: RequestId, pending: Any) -> None:
+        try:
+            result = await pending
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._send_failure(request_id, exc)
+        else:
+            self._send_result(request_id, result)
+
+    def _send_failure(self, request_id: RequestId, exc: BaseException) -> None:
+        error = to_jsonrpc_error(exc)
+        if not isinstance(exc, RpcError | OSError):
+            log.exception("request %r failed", request_id, exc_info=exc)
+        self._send_error(request_id, error)
+
+    def _send_result(self, request_id: RequestId, result: Any) -> None:
+        if not self._closed:
+            self.channel.send(jsonrpc.encode_result(request_id, result))
+
+    def _send_error(self, request_id: RequestId, error: RpcError) -> None:
+        if not self._closed:
+            self.channel.send(
+                jsonrpc.encode_error(request_id, error.code, error.message, error.data)
+            )
+
+    # -- notifications -------------------------------------------------------------------------
+
+    def notify(self, method: str, params: Any) -> None:
+        """Send a server notification (dropped once the connection is closed)."""
+        if not self._closed:
+            self.channel.send(jsonrpc.encode_notification(method, params))
+
+    async def aclose(self) -> None:
+        """Cancel every in-flight request task and wait for them to finish.
+
+        Cancellation: the tasks are cancelled before the first await.
+        """
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)

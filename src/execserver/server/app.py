@@ -1,0 +1,110 @@
+"""The executor: listeners, connections, sessions, and an orderly shutdown.
+
+`ExecServer` wires transports to connections and connections to sessions. Shutdown stops the
+listener, drops every connection without a closing handshake (as the reference does), kills
+every process tree of every session and waits until the children are reaped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from execserver.local.info import environment_info
+from execserver.local.reaper import ChildReaper
+from execserver.protocol.session import EnvironmentInfo
+from execserver.rpc.server import ServerEndpoint
+from execserver.server.connection import Connection
+from execserver.server.dispatch import build_router
+from execserver.server.session import DETACHED_SESSION_TTL_S, SessionRegistry
+from execserver.transport.base import MessageChannel
+from execserver.transport.stdio import StdioConnection
+from execserver.transport.websocket import WebSocketServerConnection, serve_websocket
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    session_ttl_s: float = DETACHED_SESSION_TTL_S
+    subreaper: bool = False
+    """Become the child subreaper and reap orphaned descendants (only for a dedicated process)."""
+
+
+class ExecServer:
+    def __init__(self, config: ServerConfig | None = None) -> None:
+        self.config = config or ServerConfig()
+        loop = asyncio.get_running_loop()
+        self.reaper = ChildReaper(loop)
+        if self.config.subreaper:
+            self.reaper.become_subreaper()
+        self.registry = SessionRegistry(self.reaper, ttl_s=self.config.session_ttl_s)
+        self.info: EnvironmentInfo = environment_info()
+        self._connections: set[Connection] = set()
+        self._listener: asyncio.Server | None = None
+        self._stdio: StdioConnection | None = None
+        self.stopped = loop.create_future()
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def open_connection(self, channel: MessageChannel) -> ServerEndpoint:
+        connection = Connection(channel, self._connection_closed)
+        endpoint = ServerEndpoint(
+            channel,
+            build_router(connection, self.registry, self.info),
+            gate=connection.check_gate,
+            on_notification=connection.on_notification,
+            on_close=connection.closed,
+        )
+        connection.bind(endpoint)
+        self._connections.add(connection)
+        return endpoint
+
+    def _connection_closed(self, connection: Connection) -> None:
+        self._connections.discard(connection)
+        session = connection.session
+        if session is not None and session.connection is connection:
+            session.detach(self.registry)
+
+    # -- listeners -----------------------------------------------------------------------------
+
+    async def listen_websocket(self, host: str, port: int) -> tuple[str, int]:
+        """Start the WebSocket listener; returns the bound (host, port)."""
+
+        def on_open(ws: WebSocketServerConnection) -> ServerEndpoint:
+            return self.open_connection(ws)
+
+        self._listener = await serve_websocket(host, port, on_open)
+        sockname = self._listener.sockets[0].getsockname()
+        return sockname[0], sockname[1]
+
+    async def serve_stdio(self, input_fd: int = 0, output_fd: int = 1) -> None:
+        """Serve the single stdio connection until its input ends, then stop the server."""
+        stdio = StdioConnection()
+        self._stdio = stdio
+        endpoint = self.open_connection(stdio)
+        await stdio.open(endpoint, input_fd, output_fd)
+        await stdio.closed
+        self.stop()
+
+    def stop(self) -> None:
+        if not self.stopped.done():
+            self.stopped.set_result(None)
+
+    async def aclose(self) -> None:
+        """Stop listening, drop connections, kill every process tree, reap every child."""
+        if self._listener is not None:
+            self._listener.close()
+        for connection in list(self._connections):
+            connection.channel.abort()
+            if connection.endpoint is not None:
+                await connection.endpoint.aclose()
+        await self.registry.aclose()
+        if self._stdio is not None:
+            self._stdio.close()
+        self.reaper.close()
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._listener.wait_closed(), 1.0)

@@ -1,0 +1,84 @@
+"""Per-connection state machine and resources.
+
+Rule 1: a connection moves NEW -> INITIALIZED (a successful `initialize`) -> READY (the
+`initialized` notification) -> CLOSED, and nothing else. A failed `initialize` leaves it NEW.
+Rule 2: every method except `initialize` is gated by family: before READY it answers the
+reference's "client must ..." errors. This module holds no method logic: handlers do.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from execserver.errors import InvalidRequest
+from execserver.protocol import methods
+from execserver.protocol.jsonrpc import Notification
+from execserver.rpc.server import ServerEndpoint
+from execserver.transport.base import MessageChannel
+
+if TYPE_CHECKING:
+    from execserver.server.session import Session
+
+
+class State(enum.Enum):
+    NEW = "new"
+    INITIALIZED = "initialized"
+    READY = "ready"
+    CLOSED = "closed"
+
+
+# (state, event) -> next state; anything missing is not a legal transition.
+_TRANSITIONS: dict[tuple[State, str], State] = {
+    (State.NEW, "initialize"): State.INITIALIZED,
+    (State.INITIALIZED, "initialized"): State.READY,
+    (State.READY, "initialized"): State.READY,  # a second `initialized` is ignored
+    (State.NEW, "close"): State.CLOSED,
+    (State.INITIALIZED, "close"): State.CLOSED,
+    (State.READY, "close"): State.CLOSED,
+}
+
+
+class Connection:
+    """One client connection, attached to at most one session."""
+
+    def __init__(self, channel: MessageChannel, on_closed: Callable[[Connection], None]) -> None:
+        self.channel = channel
+        self.state = State.NEW
+        self.session: Session | None = None
+        self.taken_over = False
+        self._on_closed = on_closed
+        self.endpoint: ServerEndpoint | None = None
+
+    def bind(self, endpoint: ServerEndpoint) -> None:
+        self.endpoint = endpoint
+
+    def advance(self, event: str) -> bool:
+        """Apply `event`; returns False (state unchanged) if it is not legal now."""
+        next_state = _TRANSITIONS.get((self.state, event))
+        if next_state is None:
+            return False
+        self.state = next_state
+        return True
+
+    def check_gate(self, family: str) -> None:
+        if self.taken_over:
+            raise InvalidRequest("session has been resumed by another connection")
+        if self.state is State.NEW:
+            raise InvalidRequest(f"client must call initialize before using {family} methods")
+        if self.state is State.INITIALIZED:
+            raise InvalidRequest(f"client must send initialized before using {family} methods")
+
+    def on_notification(self, notification: Notification) -> bool:
+        """Only `initialized` is a legal client notification, and only after `initialize`."""
+        return notification.method == methods.INITIALIZED and self.advance("initialized")
+
+    def notify(self, method: str, params: object) -> None:
+        if self.endpoint is not None:
+            self.endpoint.notify(method, params)
+
+    def closed(self) -> None:
+        """The transport is gone."""
+        self.advance("close")
+        self._on_closed(self)

@@ -1,0 +1,40 @@
+"""`initialize`, `environment/info`, `environment/status`."""
+
+from __future__ import annotations
+
+from execserver.errors import InvalidRequest
+from execserver.protocol.session import (
+    EnvironmentInfo,
+    EnvironmentStatusResponse,
+    InitializeParams,
+    InitializeResponse,
+)
+from execserver.server.connection import Connection, State
+from execserver.server.session import SessionRegistry
+
+
+class SessionHandler:
+    def __init__(
+        self, connection: Connection, registry: SessionRegistry, info: EnvironmentInfo
+    ) -> None:
+        self._connection = connection
+        self._registry = registry
+        self._info = info
+
+    def initialize(self, params: InitializeParams) -> InitializeResponse:
+        connection = self._connection
+        if connection.state is not State.NEW:
+            raise InvalidRequest("initialize may only be sent once per connection")
+        if params.resume_session_id is None:
+            session = self._registry.create(connection)
+        else:
+            session = self._registry.resume(params.resume_session_id, connection)
+        connection.session = session
+        connection.advance("initialize")
+        return InitializeResponse(session_id=session.id, environment_info=self._info)
+
+    def info(self, _: None) -> EnvironmentInfo:
+        return self._info
+
+    def status(self, _: None) -> EnvironmentStatusResponse:
+        return EnvironmentStatusResponse(status="ready")

@@ -1,0 +1,148 @@
+"""Sessions: the resumable unit that owns a process table, and the registry that finds them.
+
+A session outlives its connection: when the connection goes, the session is detached, its
+processes keep running and their output keeps accumulating; a later `initialize` with
+`resumeSessionId` re-attaches it. A session left detached for `ttl_s` is expired: every
+process tree is killed and the id is forgotten. Notifications go only to the attached
+connection; while it is congested, process output reading pauses (back-pressure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Protocol
+
+from execserver.errors import InvalidRequest, SessionAttached
+from execserver.local.output_log import ClosedEvent, ExitedEvent, OutputEvent, ProcessEvent
+from execserver.local.process import LocalExecBackend, LocalProcess
+from execserver.local.reaper import ChildReaper
+from execserver.protocol import methods
+from execserver.protocol.process import (
+    ProcessClosedNotification,
+    ProcessExitedNotification,
+    ProcessOutputNotification,
+)
+from execserver.transport.base import MessageChannel
+
+log = logging.getLogger(__name__)
+
+DETACHED_SESSION_TTL_S = 80.0
+
+
+class Attachment(Protocol):
+    """What a session needs from the connection it is attached to."""
+
+    channel: MessageChannel
+
+    def notify(self, method: str, params: object) -> None: ...
+
+
+class Session:
+    def __init__(self, session_id: str, backend: LocalExecBackend) -> None:
+        self.id = session_id
+        self.backend = backend
+        self.connection: Attachment | None = None
+        self._expiry: asyncio.TimerHandle | None = None
+        self._waiting_for_drain = False
+        backend.listener = self._on_process_event
+
+    def _on_process_event(self, process: LocalProcess, event: ProcessEvent) -> None:
+        connection = self.connection
+        if connection is None:
+            return
+        pid = process.process_id
+        if isinstance(event, OutputEvent):
+            connection.notify(
+                methods.PROCESS_OUTPUT,
+                ProcessOutputNotification(
+                    process_id=pid, seq=event.seq, stream=event.stream, chunk=event.data
+                ),
+            )
+        elif isinstance(event, ExitedEvent):
+            connection.notify(
+                methods.PROCESS_EXITED,
+                ProcessExitedNotification(
+                    process_id=pid,
+                    seq=event.seq,
+                    exit_code=event.exit_code,
+                    sandbox_denied=event.sandbox_denied,
+                ),
+            )
+        elif isinstance(event, ClosedEvent):
+            connection.notify(
+                methods.PROCESS_CLOSED, ProcessClosedNotification(process_id=pid, seq=event.seq)
+            )
+        if not self._waiting_for_drain and connection.channel.is_congested():
+            self._waiting_for_drain = True
+            self.backend.pause_output()
+            connection.channel.call_when_writable(self._drained)
+
+    def _drained(self) -> None:
+        self._waiting_for_drain = False
+        self.backend.resume_output()
+
+    def attach(self, connection: Attachment) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        self.connection = connection
+
+    def detach(self, registry: SessionRegistry) -> None:
+        self.connection = None
+        if self._waiting_for_drain:
+            self._drained()
+        loop = asyncio.get_running_loop()
+        self._expiry = loop.call_later(registry.ttl_s, registry.expire, self.id)
+
+    async def aclose(self) -> None:
+        """Kill every process tree of this session and wait for the children to be reaped."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        self.connection = None
+        await self.backend.aclose()
+
+
+class SessionRegistry:
+    """All sessions of one server."""
+
+    def __init__(self, reaper: ChildReaper, *, ttl_s: float = DETACHED_SESSION_TTL_S) -> None:
+        self.reaper = reaper
+        self.ttl_s = ttl_s
+        self._sessions: dict[str, Session] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def create(self, connection: Attachment) -> Session:
+        session = Session(str(uuid.uuid4()), LocalExecBackend(self.reaper))
+        self._sessions[session.id] = session
+        session.attach(connection)
+        return session
+
+    def resume(self, session_id: str, connection: Attachment) -> Session:
+        session = self._sessions.get(session_id)
+        if session is None:
+            raise InvalidRequest(f"unknown session id {session_id}")
+        if session.connection is not None and session.connection is not connection:
+            raise SessionAttached(f"session {session_id} is already attached to another connection")
+        session.attach(connection)
+        return session
+
+    def expire(self, session_id: str) -> None:
+        session = self._sessions.pop(session_id, None)
+        if session is None:
+            return
+        log.info("session %s expired after %.0f s detached", session_id, self.ttl_s)
+        task = asyncio.ensure_future(session.aclose())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def aclose(self) -> None:
+        """Close every session (kill all process trees) and wait for pending expiries."""
+        sessions = list(self._sessions.values())
+        self._sessions.clear()
+        await asyncio.gather(*(s.aclose() for s in sessions), *self._closing)

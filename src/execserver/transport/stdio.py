@@ -1,0 +1,142 @@
+"""Newline-delimited JSON over a pair of pipes (the server's stdin/stdout, or a child's).
+
+One message per line; a trailing `\\r` is dropped, blank lines are skipped and partial lines
+are buffered. EOF on the input ends the connection. Nothing but messages is ever written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+from collections.abc import Callable
+
+from execserver.transport.base import FlowControl, MessageReceiver
+
+MAX_LINE_BYTES = 64 * 1024 * 1024
+READ_CHUNK_BYTES = 256 * 1024
+
+
+class LineSplitter:
+    """Turns a byte stream into NDJSON messages."""
+
+    def __init__(self, deliver: Callable[[bytes], None]) -> None:
+        self._deliver = deliver
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> bool:
+        """Feed bytes; returns False when a line exceeded `MAX_LINE_BYTES`."""
+        self._buffer += data
+        start = 0
+        while True:
+            end = self._buffer.find(b"\n", start)
+            if end < 0:
+                break
+            line = bytes(self._buffer[start:end])
+            start = end + 1
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if line.strip():
+                self._deliver(line)
+        del self._buffer[:start]
+        return len(self._buffer) <= MAX_LINE_BYTES
+
+
+class _WriteSide(asyncio.Protocol, FlowControl):
+    def __init__(self) -> None:
+        FlowControl.__init__(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.resume_writing()
+
+
+class _ReadSide(asyncio.Protocol):
+    def __init__(self, connection: StdioConnection) -> None:
+        self._connection = connection
+
+    def data_received(self, data: bytes) -> None:
+        self._connection.feed(data)
+
+    def eof_received(self) -> bool:
+        self._connection.input_ended()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._connection.input_ended()
+
+
+class StdioConnection:
+    """A MessageChannel over an input fd and an output fd."""
+
+    label = "JSON-RPC message from exec-server stdio"
+
+    def __init__(self) -> None:
+        self._receiver: MessageReceiver | None = None
+        self._splitter = LineSplitter(self._on_line)
+        self._writer: asyncio.WriteTransport | None = None
+        self._write_side = _WriteSide()
+        self._read_transport: asyncio.BaseTransport | None = None
+        self._ended = False
+        self.closed = asyncio.get_running_loop().create_future()
+
+    async def open(self, receiver: MessageReceiver, input_fd: int, output_fd: int) -> None:
+        """Start reading `input_fd` and writing `output_fd` (both kept open by the caller)."""
+        loop = asyncio.get_running_loop()
+        self._receiver = receiver
+        out_file = os.fdopen(os.dup(output_fd), "wb", buffering=0)
+        self._writer, _ = await loop.connect_write_pipe(lambda: self._write_side, out_file)
+        in_file = os.fdopen(os.dup(input_fd), "rb", buffering=0)
+        try:
+            self._read_transport, _ = await loop.connect_read_pipe(lambda: _ReadSide(self), in_file)
+        except ValueError:  # a regular file: epoll cannot watch it, read it from a thread
+            threading.Thread(target=self._read_file, args=(in_file, loop), daemon=True).start()
+
+    def _read_file(self, file: object, loop: asyncio.AbstractEventLoop) -> None:
+        read = file.read  # type: ignore[attr-defined]
+        with contextlib.suppress(RuntimeError):
+            while chunk := read(READ_CHUNK_BYTES):
+                loop.call_soon_threadsafe(self.feed, chunk)
+            loop.call_soon_threadsafe(self.input_ended)
+
+    def feed(self, data: bytes) -> None:
+        if not self._ended and not self._splitter.feed(data):
+            self.input_ended()
+
+    def _on_line(self, line: bytes) -> None:
+        if self._receiver is not None and not self._ended:
+            self._receiver.message_received(line)
+
+    def input_ended(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        receiver, self._receiver = self._receiver, None
+        if receiver is not None:
+            receiver.connection_lost()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    # -- MessageChannel ------------------------------------------------------------------------
+
+    def send(self, data: bytes) -> None:
+        if self._writer is not None and not self._writer.is_closing():
+            self._writer.writelines((data, b"\n"))
+
+    def is_congested(self) -> bool:
+        return self._write_side.is_congested()
+
+    def call_when_writable(self, callback: Callable[[], None]) -> None:
+        self._write_side.call_when_writable(callback)
+
+    def abort(self) -> None:
+        if self._read_transport is not None:
+            self._read_transport.close()
+        self.input_ended()
+
+    def close(self) -> None:
+        """Flush and close the output, stop reading."""
+        if self._read_transport is not None:
+            self._read_transport.close()
+        if self._writer is not None:
+            self._writer.close()

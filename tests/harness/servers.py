@@ -1,0 +1,135 @@
+"""Start exec-servers for tests: ours (`python -m execserver serve`) and the pinned reference.
+
+Both are started the same way, as subprocesses listening on ws://127.0.0.1:0; the URL is read
+from the first line of stdout. The reference binary is found through `$CODEX_BIN` or the cache
+folder `.ci/run` installs into; `reference_binary()` says why when it is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+REFERENCE_VERSION = "0.169.0"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+_CACHE_BINARY = (
+    REPO_ROOT
+    / ".cache/codex/node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex"
+)
+
+
+def reference_binary() -> Path | None:
+    """Path of the pinned `codex` binary, or None if it is not installed."""
+    configured = os.environ.get("CODEX_BIN")
+    if configured:
+        return Path(configured)
+    return _CACHE_BINARY if _CACHE_BINARY.exists() else None
+
+
+def ours_command(listen: str = "ws://127.0.0.1:0", extra: Sequence[str] = ()) -> list[str]:
+    return [sys.executable, "-m", "execserver", "serve", "--listen", listen, *extra]
+
+
+def reference_command(listen: str = "ws://127.0.0.1:0", extra: Sequence[str] = ()) -> list[str]:
+    binary = reference_binary()
+    if binary is None:
+        raise RuntimeError(
+            "the reference codex binary is not installed (run .ci/run or set CODEX_BIN)"
+        )
+    return [str(binary), "exec-server", "--listen", listen, *extra]
+
+
+@dataclass
+class RunningServer:
+    kind: str
+    url: str
+    process: asyncio.subprocess.Process
+    stderr_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    @property
+    def http_base(self) -> str:
+        return "http://" + self.url[len("ws://") :]
+
+    def stderr(self) -> str:
+        try:
+            return self.stderr_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(sig)
+            try:
+                await asyncio.wait_for(self.process.wait(), timeout)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+        assert self.process.returncode is not None
+        return self.process.returncode
+
+
+async def start_server(
+    kind: str,
+    tmp_dir: Path,
+    *,
+    extra: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> RunningServer:
+    """Start `kind` ("ours" or "reference") on an ephemeral port and wait for its URL."""
+    command = ours_command(extra=extra) if kind == "ours" else reference_command(extra=extra)
+    stderr_path = tmp_dir / f"{kind}-server-{os.getpid()}-{id(command)}.stderr"
+    child_env = dict(os.environ if env is None else env)
+    child_env.setdefault("CODEX_HOME", str(tmp_dir / "codex-home"))
+    with open(stderr_path, "wb") as stderr:
+        process = await asyncio.create_subprocess_exec(
+            *command,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=stderr,
+            env=child_env,
+            cwd=str(cwd or tmp_dir),
+            start_new_session=True,
+        )
+    assert process.stdout is not None
+    try:
+        line = await asyncio.wait_for(process.stdout.readline(), 30)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise RuntimeError(f"{kind} server printed no URL: {stderr_path.read_text()}") from None
+    url = line.decode().strip()
+    if not url.startswith("ws://"):
+        process.kill()
+        await process.wait()
+        raise RuntimeError(f"{kind} server printed {line!r}; stderr: {stderr_path.read_text()}")
+    return RunningServer(kind, url, process, stderr_path)
+
+
+@contextlib.asynccontextmanager
+async def running_server(
+    kind: str, tmp_dir: Path, *, extra: Sequence[str] = (), env: dict[str, str] | None = None
+) -> AsyncIterator[RunningServer]:
+    server = await start_server(kind, tmp_dir, extra=extra, env=env)
+    try:
+        yield server
+    finally:
+        await server.stop()
+        if server.process.stdout is not None:
+            with contextlib.suppress(Exception):
+                await server.process.stdout.read()

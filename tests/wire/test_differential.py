@@ -1,0 +1,32 @@
+"""Differential wire tests: every case runs against our server and the pinned reference, and the
+whole observations must match after masking (see tests/harness/differential.py).
+
+Cases where we differ on purpose are not here: they are listed, with the reason, in
+`tests/wire/deliberate.py`, whose tests pin our behaviour and the reference's.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ServerProcess
+from tests.harness.differential import observe
+from tests.wire.cases_core import CASES, dumps
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("name", sorted(CASES))
+async def test_matches_reference(
+    name: str, ours: ServerProcess, reference: ServerProcess, tmp_path: Path
+) -> None:
+    """Our server answers this conversation exactly like codex exec-server 0.169.0."""
+    case = CASES[name]
+    # Same directory for both runs, so paths in messages agree; emptied in between.
+    workdir = tmp_path / "case"
+    theirs = await observe(case, reference.url, workdir, "reference")
+    shutil.rmtree(workdir)
+    mine = await observe(case, ours.url, workdir, "ours")
+    assert dumps(mine) == dumps(theirs)
