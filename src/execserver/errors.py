@@ -21,6 +21,8 @@ from __future__ import annotations
 import errno as _errno
 from typing import ClassVar
 
+from execserver.protocol.pathuri import PathUriError
+
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
@@ -216,6 +218,8 @@ def to_jsonrpc_error(exc: BaseException) -> RpcError:
     """Translate any exception raised by a handler into the error the client sees."""
     if isinstance(exc, RpcError):
         return exc
+    if isinstance(exc, PathUriError):
+        return from_jsonrpc_error(exc.code, exc.message)
     if isinstance(exc, OSError):
         return io_error(exc)
     return InternalError(f"internal error: {type(exc).__name__}: {exc}")

@@ -69,7 +69,7 @@ def decode_message(data: bytes) -> Message:
     """Decode and classify one message; raise `EnvelopeError` for anything else."""
     try:
         obj = _decoder.decode(data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # msgspec's depth limit is a RecursionError
         return _decode_slow(data)
     if _may_violate_limits(data, obj):
         _scan(data)  # raises the exact serde error, if there is one

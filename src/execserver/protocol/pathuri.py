@@ -1,12 +1,7 @@
-"""``file:`` URIs as the exec-server wire carries them (`PathUri`).
-
-Owns parsing (WHATWG rules as the 0.169 reference applies them), the canonical
-URI the reference prints back, the host-specific native path, and the encoding
-of native paths into URIs; plus the exact JSON-RPC errors for bad URIs.
-
-``%2F`` decision: the 0.169 binary percent-decodes ``%2F`` to ``/`` when it
-builds the native path (``file:///tmp%2Fprobe`` is ``/tmp/probe``), so we do too;
-the canonical ``uri`` keeps ``%2F`` verbatim, as the reference echoes it.
+"""``file:`` URIs on the wire: parsing by the 0.169 reference's (WHATWG) rules, its canonical form
+and exact JSON-RPC errors, native POSIX paths, and native-path-to-URI encoding (`PathUri`).
+``%2F``: like the 0.169 binary (unlike upstream source, which rejects it) the native path decodes
+it to ``/`` (``file:///tmp%2Fprobe`` is ``/tmp/probe``); the canonical ``uri`` keeps ``%2F``.
 """
 
 from __future__ import annotations
@@ -549,6 +544,8 @@ def _parse_path(
                 break
             if c in "?#":
                 break
+            # The url crate splits a first segment already flushed as exactly
+            # "X:"; flushes only happen at tabs/newlines, hence "file:c:<TAB>x".
             if (
                 len(out) == path_start + 3
                 and out[path_start + 2] == ":"
@@ -597,9 +594,9 @@ def _parse_file_url(inp: _Input, i: int) -> _ParsedFileUrl:
     s = inp.text
     n = len(s)
     first = s[i] if i < n else ""
-    if first in ("/", "\\") and first:
+    if first in ("/", "\\"):
         second = s[i + 1] if i + 1 < n else ""
-        if second in ("/", "\\") and second:
+        if second in ("/", "\\"):
             out = "file://"
             j = i + 2
             k = j
@@ -623,6 +620,8 @@ def _parse_file_url(inp: _Input, i: int) -> _ParsedFileUrl:
                 if rest < n and s[rest] in "/\\":
                     rest += 1
                 out, rest, has_host = _parse_path(out, path_start, inp, rest, True)
+                # A drive letter right after a host drops the host:
+                # file://server/c:/x is file:///c:/x.
                 if not has_host:
                     out = out[:7] + out[host_end:]
             else:
@@ -745,8 +744,15 @@ def _native_from_path(path: str) -> bytes:
 class PathUri:
     """A parsed ``file:`` URI.  Immutable, hashable, compares by canonical ``uri``.
 
-    ``uri`` is the canonical form the reference prints back: the WHATWG
-    serialization of the input, except that a Windows drive letter is upper-cased.
+    ``uri`` is the canonical form the reference prints back (fs/walk entries, error
+    messages): the WHATWG serialization of the input, with a Windows drive letter
+    upper-cased.  It is not re-encoded from the native path: ``%41``, ``%2F`` and a
+    stray ``%`` stay as sent; `from_native` is the renderer for native paths.
+
+    Decode-time errors (`parse`, -32602) are what the reference raises while
+    deserializing params: URL syntax (``invalid URI: ...``), non-``file`` schemes,
+    query, fragment, and a ``%00`` anywhere in the path.  Host-time errors
+    (`native_path`, -32600) are drive-letter and UNC/remote-host forms.
     """
 
     __slots__ = ("_kind", "_native", "uri")

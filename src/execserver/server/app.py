@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 
 from execserver.local.info import environment_info
+from execserver.local.process import CLOSED_PROCESS_RETENTION_S
 from execserver.local.reaper import ChildReaper
 from execserver.protocol.session import EnvironmentInfo
 from execserver.rpc.server import ServerEndpoint
@@ -21,14 +22,25 @@ from execserver.server.dispatch import build_router
 from execserver.server.session import DETACHED_SESSION_TTL_S, SessionRegistry
 from execserver.transport.base import MessageChannel
 from execserver.transport.stdio import StdioConnection
-from execserver.transport.websocket import WebSocketServerConnection, serve_websocket
+from execserver.transport.websocket import (
+    PING_INTERVAL_S,
+    WebSocketServerConnection,
+    serve_websocket,
+)
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
+    """Tunables of one server. Defaults are the reference's values."""
+
     session_ttl_s: float = DETACHED_SESSION_TTL_S
+    """How long a detached session waits for a resume before its processes are killed."""
+    closed_process_retention_s: float = CLOSED_PROCESS_RETENTION_S
+    """How long a finished process stays readable (and its id taken)."""
+    ping_interval_s: float = PING_INTERVAL_S
+    """WebSocket keepalive ping period."""
     subreaper: bool = False
     """Become the child subreaper and reap orphaned descendants (only for a dedicated process)."""
 
@@ -40,7 +52,11 @@ class ExecServer:
         self.reaper = ChildReaper(loop)
         if self.config.subreaper:
             self.reaper.become_subreaper()
-        self.registry = SessionRegistry(self.reaper, ttl_s=self.config.session_ttl_s)
+        self.registry = SessionRegistry(
+            self.reaper,
+            ttl_s=self.config.session_ttl_s,
+            closed_retention_s=self.config.closed_process_retention_s,
+        )
         self.info: EnvironmentInfo = environment_info()
         self._connections: set[Connection] = set()
         self._listener: asyncio.Server | None = None
@@ -76,7 +92,9 @@ class ExecServer:
         def on_open(ws: WebSocketServerConnection) -> ServerEndpoint:
             return self.open_connection(ws)
 
-        self._listener = await serve_websocket(host, port, on_open)
+        self._listener = await serve_websocket(
+            host, port, on_open, ping_interval_s=self.config.ping_interval_s
+        )
         sockname = self._listener.sockets[0].getsockname()
         return sockname[0], sockname[1]
 

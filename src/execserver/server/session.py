@@ -16,7 +16,7 @@ from typing import Protocol
 
 from execserver.errors import InvalidRequest, SessionAttached
 from execserver.local.output_log import ClosedEvent, ExitedEvent, OutputEvent, ProcessEvent
-from execserver.local.process import LocalExecBackend, LocalProcess
+from execserver.local.process import CLOSED_PROCESS_RETENTION_S, LocalExecBackend, LocalProcess
 from execserver.local.reaper import ChildReaper
 from execserver.protocol import methods
 from execserver.protocol.process import (
@@ -108,9 +108,16 @@ class Session:
 class SessionRegistry:
     """All sessions of one server."""
 
-    def __init__(self, reaper: ChildReaper, *, ttl_s: float = DETACHED_SESSION_TTL_S) -> None:
+    def __init__(
+        self,
+        reaper: ChildReaper,
+        *,
+        ttl_s: float = DETACHED_SESSION_TTL_S,
+        closed_retention_s: float = CLOSED_PROCESS_RETENTION_S,
+    ) -> None:
         self.reaper = reaper
         self.ttl_s = ttl_s
+        self._closed_retention_s = closed_retention_s
         self._sessions: dict[str, Session] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
@@ -118,7 +125,8 @@ class SessionRegistry:
         return len(self._sessions)
 
     def create(self, connection: Attachment) -> Session:
-        session = Session(str(uuid.uuid4()), LocalExecBackend(self.reaper))
+        backend = LocalExecBackend(self.reaper, closed_retention_s=self._closed_retention_s)
+        session = Session(str(uuid.uuid4()), backend)
         self._sessions[session.id] = session
         session.attach(connection)
         return session

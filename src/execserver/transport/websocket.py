@@ -32,8 +32,8 @@ MAX_FRAME_BYTES = 16 * 1024 * 1024
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 MAX_REQUEST_HEAD_BYTES = 64 * 1024
 PING_INTERVAL_S = 30.0
-# A peer that answers nothing (not even pongs) for this long is treated as gone.
-PEER_SILENCE_LIMIT_S = 2 * PING_INTERVAL_S + 10.0
+# A peer that sends nothing (not even a pong) for this many ping periods is treated as gone.
+SILENT_PING_PERIODS = 2
 WRITE_HIGH_WATER = 1024 * 1024
 WRITE_LOW_WATER = 256 * 1024
 
@@ -167,10 +167,12 @@ class WebSocketServerConnection(asyncio.Protocol, FlowControl):
         self,
         on_open: Callable[[WebSocketServerConnection], MessageReceiver],
         hook: HttpHook | None,
+        ping_interval_s: float = PING_INTERVAL_S,
     ) -> None:
         FlowControl.__init__(self)
         self._on_open = on_open
         self._hook = hook
+        self._ping_interval_s = ping_interval_s
         self._transport: asyncio.Transport | None = None
         self._head = bytearray()
         self._ws: Protocol | None = None
@@ -253,7 +255,7 @@ class WebSocketServerConnection(asyncio.Protocol, FlowControl):
         self._ws = Protocol(SERVER, state=OPEN, max_size=(MAX_MESSAGE_BYTES, MAX_FRAME_BYTES))
         loop = asyncio.get_running_loop()
         self._last_heard = loop.time()
-        self._ping_handle = loop.call_later(PING_INTERVAL_S, self._ping)
+        self._ping_handle = loop.call_later(self._ping_interval_s, self._ping)
         self._receiver = self._on_open(self)
 
     # -- WebSocket -----------------------------------------------------------------------------
@@ -312,13 +314,18 @@ class WebSocketServerConnection(asyncio.Protocol, FlowControl):
         if self._closed or self._ws is None:
             return
         loop = asyncio.get_running_loop()
-        if loop.time() - self._last_heard > PEER_SILENCE_LIMIT_S:
+        # Slack of half a period so a pong that races the next ping still counts.
+        if loop.time() - self._last_heard > (SILENT_PING_PERIODS + 0.5) * self._ping_interval_s:
             self.abort()
             return
         with contextlib.suppress(Exception):
             self._ws.send_ping(b"")
             self._flush_protocol()
-        self._ping_handle = loop.call_later(PING_INTERVAL_S, self._ping)
+        self._ping_handle = loop.call_later(self._ping_interval_s, self._ping)
+
+    def transport_socket(self) -> socket.socket | None:
+        """The accepted socket (for inspection)."""
+        return None if self._transport is None else self._transport.get_extra_info("socket")
 
     # -- MessageChannel ------------------------------------------------------------------------
 
@@ -350,11 +357,12 @@ async def serve_websocket(
     on_open: Callable[[WebSocketServerConnection], MessageReceiver],
     *,
     hook: HttpHook | None = None,
+    ping_interval_s: float = PING_INTERVAL_S,
 ) -> asyncio.Server:
     """Listen on `host:port` and call `on_open(connection)` for every upgraded WebSocket."""
     loop = asyncio.get_running_loop()
     return await loop.create_server(
-        lambda: WebSocketServerConnection(on_open, hook),
+        lambda: WebSocketServerConnection(on_open, hook, ping_interval_s),
         host,
         port,
         reuse_address=True,

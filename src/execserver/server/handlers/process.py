@@ -7,7 +7,6 @@ from collections.abc import Awaitable, Callable
 from execserver.errors import InvalidParams
 from execserver.local.output_log import ReadResult
 from execserver.local.process import LocalExecBackend, ProcessSpec
-from execserver.protocol.pathuri import PathUriError
 from execserver.protocol.process import (
     ProcessOutputChunk,
     ProcessReadParams,
@@ -60,14 +59,9 @@ class ProcessHandler:
                 "failed to prepare process sandbox: filesystem sandbox cannot be enforced "
                 "on this executor"
             )
+        cwd = params.cwd.native_cwd()  # checked before argv, as the reference does
         if not params.argv:
             raise InvalidParams("argv must not be empty")
-        try:
-            cwd = params.cwd.native_path()
-        except PathUriError as exc:
-            raise InvalidParams(
-                f"cwd URI `{params.cwd.uri}` is not valid on this exec-server host: {exc.message}"
-            ) from None
         spec = ProcessSpec(
             argv=params.argv,
             cwd=cwd,

@@ -1,0 +1,174 @@
+"""The command line: listen URL validation, the printed URL, signals, stdin close, reaping."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from execserver.cli import ListenAddress, ListenError, parse_listen_url
+from tests.conftest import require_reference
+from tests.harness.procfs import is_alive, sleeper, wait_all_dead, wait_for_marked, zombies_of
+from tests.harness.servers import ours_command, reference_command, start_server
+from tests.harness.wire import WireClient
+
+BAD_URLS = [
+    "ws://localhost:1",
+    "ws://127.0.0.1",
+    "http://x",
+    "wss://127.0.0.1:1",
+    "stdio://x",
+    "ws://127.0.0.1:99999",
+    "ws://1.2.3.4:5/path",
+    "ws://127.0.0.1:0?x",
+    "",
+    "WS://127.0.0.1:0",
+    "ws://127.0.0.1:abc",
+    "ws://127.0.0.1:0/",
+    "ws://[::1]",
+]
+
+
+def test_cli_parse_listen_url_accepts() -> None:
+    """Literal IPv4/IPv6 with a port, and stdio, are accepted."""
+    assert parse_listen_url("ws://127.0.0.1:0") == ListenAddress("127.0.0.1", 0)
+    assert parse_listen_url("ws://[::1]:8765") == ListenAddress("::1", 8765)
+    assert parse_listen_url("ws://0.0.0.0:1") == ListenAddress("0.0.0.0", 1)
+    assert parse_listen_url("stdio").is_stdio
+    assert parse_listen_url("stdio://").is_stdio
+
+
+@pytest.mark.parametrize("url", BAD_URLS)
+def test_cli_parse_listen_url_rejects(url: str) -> None:
+    """Everything else is rejected with one of the reference's two messages."""
+    with pytest.raises(ListenError) as info:
+        parse_listen_url(url)
+    assert str(info.value) in (
+        f"invalid websocket --listen URL `{url}`; expected `ws://IP:PORT`",
+        f"unsupported --listen URL `{url}`; expected `ws://IP:PORT` or `stdio`",
+    )
+
+
+def _first_stderr_line(command: list[str]) -> tuple[int, str]:
+    result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, timeout=20)
+    return result.returncode, result.stderr.decode().splitlines()[0] if result.stderr else ""
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("url", BAD_URLS)
+def test_cli_bad_listen_url_matches_reference(url: str) -> None:
+    """Exit status and first stderr line equal the reference's for every bad --listen URL."""
+    require_reference()
+    assert _first_stderr_line(ours_command(url)) == _first_stderr_line(reference_command(url))
+
+
+def test_cli_rejects_zero_concurrent_requests() -> None:
+    """--concurrent-requests must be at least 1 (usage error, status 2)."""
+    result = subprocess.run(
+        [*ours_command(), "--concurrent-requests", "0"], capture_output=True, timeout=20
+    )
+    assert result.returncode == 2
+    assert b"number would be zero for non-zero type" in result.stderr
+
+
+def test_cli_rejects_bad_exit_on_stdin_close_env() -> None:
+    """CODEX_EXEC_SERVER_EXIT_ON_STDIN_CLOSE must be true or false."""
+    env = {**os.environ, "CODEX_EXEC_SERVER_EXIT_ON_STDIN_CLOSE": "yes"}
+    result = subprocess.run(ours_command(), capture_output=True, timeout=20, env=env)
+    assert result.returncode == 2
+    assert b"invalid value 'yes'" in result.stderr
+
+
+async def test_cli_prints_exactly_the_url(tmp_path: object) -> None:
+    """stdout carries one line, the bound URL with the real port, and nothing else."""
+    process = await asyncio.create_subprocess_exec(
+        *ours_command(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+    )
+    assert process.stdout is not None
+    line = (await process.stdout.readline()).decode()
+    assert line.startswith("ws://127.0.0.1:") and line.endswith("\n")
+    assert int(line.strip().rsplit(":", 1)[1]) > 0
+    async with await WireClient.connect(line.strip()) as client:
+        await client.initialize()
+    process.send_signal(signal.SIGTERM)
+    rest = await process.stdout.read()
+    assert await process.wait() == 0
+    assert rest == b""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_cli_signal_kills_all_trees_and_exits_zero(tmp_path: object, sig: int) -> None:
+    """SIGTERM/SIGINT: exit 0, every managed tree (even a setsid grandchild) is gone."""
+    from pathlib import Path
+
+    server = await start_server("ours", Path(str(tmp_path)))
+    marker = f"sig-{uuid.uuid4().hex}"
+    inner = " ".join(f"'{arg}'" for arg in sleeper(marker))
+    client = await WireClient.connect(server.url)
+    await client.initialize()
+    for index, argv in enumerate(
+        [sleeper(marker), ["sh", "-c", f"setsid {inner} & wait"], ["sh", "-c", f"{inner} & wait"]]
+    ):
+        params = {
+            "processId": f"p{index}",
+            "argv": argv,
+            "cwd": "file:///tmp",
+            "env": {"PATH": "/usr/bin:/bin"},
+            "tty": index == 2,
+        }
+        assert "result" in await client.request("process/start", params)
+    pids = await wait_for_marked(marker, 5)
+    assert len(pids) == 5
+    assert await server.stop(sig) == 0
+    assert await wait_all_dead(pids, timeout=5)
+    assert await client.wait_closed() == 1006
+    await client.close()
+
+
+async def test_cli_exit_on_stdin_close() -> None:
+    """With --exit-on-stdin-close the server exits 0 when its stdin reaches EOF."""
+    process = await asyncio.create_subprocess_exec(
+        *ours_command(extra=["--exit-on-stdin-close"]),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    await process.stdout.readline()
+    process.stdin.close()
+    assert await asyncio.wait_for(process.wait(), 10) == 0
+
+
+async def test_cli_reaps_orphaned_grandchildren(tmp_path: object) -> None:
+    """Descendants orphaned by their parent are re-parented to the server and reaped."""
+    from pathlib import Path
+
+    server = await start_server("ours", Path(str(tmp_path)))
+    async with await WireClient.connect(server.url) as client:
+        await client.initialize()
+        params = {
+            "processId": "orphaner",
+            "argv": ["sh", "-c", "(sleep 0.2; exit 3) & exit 0"],
+            "cwd": "file:///tmp",
+            "env": {"PATH": "/usr/bin:/bin"},
+            "tty": False,
+        }
+        await client.request("process/start", params)
+        await client.process_events("orphaner")
+        await asyncio.sleep(0.6)
+        assert zombies_of(server.pid) == []
+        assert is_alive(server.pid)
+    assert await server.stop() == 0
+
+
+def test_cli_python_module_entry_point() -> None:
+    """`python -m execserver --help` works."""
+    result = subprocess.run(
+        [sys.executable, "-m", "execserver", "serve", "--help"], capture_output=True, timeout=20
+    )
+    assert result.returncode == 0 and b"--listen" in result.stdout

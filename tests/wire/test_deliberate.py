@@ -1,0 +1,270 @@
+"""Every deliberate difference from codex exec-server 0.169.0, in one place, with the reason.
+
+Each entry of `DELIBERATE_DIFFERENCES` has a test below that pins our behaviour and, where the
+reference is deterministic, shows the reference really does behave the other way (so the list
+cannot silently go stale). docs/protocol.md summarises this list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.conftest import ServerProcess, require_reference
+from tests.harness.procfs import is_alive, sleeper, wait_all_dead, wait_for_marked
+from tests.harness.wire import WireClient
+
+DELIBERATE_DIFFERENCES: dict[str, str] = {
+    "pty_signal_exit_code": (
+        "A PTY child killed by signal N reports 128+N like a pipe child; the reference reports 1, "
+        "which hides that it was a signal death."
+    ),
+    "terminate_kills_whole_tree": (
+        "process/terminate kills every descendant, including ones that left the process group "
+        "with setsid; the reference kills only the child (and, sometimes, its group)."
+    ),
+    "requests_are_pipelined": (
+        "Requests on one connection run concurrently: a long-poll process/read never delays "
+        "unrelated requests. The reference's default (--concurrent-requests 1) serialises them; "
+        "we accept the flag and ignore it."
+    ),
+    "disabled_sandbox_runs_unwrapped": (
+        "A `disabled` permission profile runs the process directly and reports sandboxType "
+        "none; the reference still wraps it and reports linuxSeccomp. (Until sandbox "
+        "enforcement lands.)"
+    ),
+    "restricted_sandbox_fails_closed": (
+        "Until bubblewrap enforcement lands, any restricting sandbox profile is refused with "
+        "-32602 'failed to prepare process sandbox: ...' instead of running unsandboxed."
+    ),
+    "pty_arg0_only_renames_argv0": (
+        "In PTY mode arg0 only changes the argv[0] the child sees; the reference searches PATH "
+        "for the arg0 name instead of argv[0] (a bug: `arg0` is not a program)."
+    ),
+    "output_always_precedes_exit": (
+        "Output the child wrote before exiting always gets lower seqs than its exit; the "
+        "reference sometimes numbers the exit first."
+    ),
+    "environment_info_identity": (
+        "environment/info advertises false for every capability not implemented, our own "
+        "providerId, and no prependPathDirs (we ship no helper binaries)."
+    ),
+    "larger_output_chunks": (
+        "Pipe output is read up to 64 KiB at a time (the reference: 8 KiB), so fewer, larger "
+        "process/output notifications carry the same bytes."
+    ),
+}
+
+
+def start_params(process_id: str, argv: list[str], **extra: Any) -> dict[str, Any]:
+    return {
+        "processId": process_id,
+        "argv": argv,
+        "cwd": "file:///tmp",
+        "env": {"PATH": "/usr/bin:/bin"},
+        "tty": False,
+        **extra,
+    }
+
+
+async def exit_code(url: str, params: dict[str, Any]) -> int:
+    async with await WireClient.connect(url) as client:
+        await client.initialize()
+        await client.request("process/start", params)
+        events = await client.process_events(params["processId"])
+        return next(e["params"]["exitCode"] for e in events if e["method"] == "process/exited")
+
+
+def test_deliberate_differences_are_documented() -> None:
+    """docs/protocol.md names every deliberate difference."""
+    from tests.harness.servers import REPO_ROOT
+
+    text = (REPO_ROOT / "docs/protocol.md").read_text()
+    for name in DELIBERATE_DIFFERENCES:
+        assert f"`{name}`" in text, name
+
+
+async def test_pty_signal_exit_code(ours: ServerProcess) -> None:
+    params = start_params("t", ["sh", "-c", "kill -INT $$"], tty=True)
+    assert await exit_code(ours.url, params) == 130
+
+
+@pytest.mark.reference
+async def test_pty_signal_exit_code_reference(reference: ServerProcess) -> None:
+    require_reference()
+    params = start_params("t", ["sh", "-c", "kill -INT $$"], tty=True)
+    assert await exit_code(reference.url, params) == 1
+
+
+async def _terminate_tree(url: str) -> tuple[list[int], list[int]]:
+    """Start a tree with a setsid grandchild, terminate it; return (all pids, survivors)."""
+    marker = f"deliberate-{uuid.uuid4().hex}"
+    inner = " ".join(f"'{a}'" for a in sleeper(marker))
+    async with await WireClient.connect(url) as client:
+        await client.initialize()
+        await client.request(
+            "process/start", start_params("tree", ["sh", "-c", f"setsid {inner} & wait"])
+        )
+        pids = await wait_for_marked(marker, 2)  # the shell and the setsid'd sleeper
+        await client.request("process/terminate", {"processId": "tree"})
+        await client.process_events("tree")
+    await asyncio.sleep(0.2)
+    return pids, [pid for pid in pids if is_alive(pid)]
+
+
+async def test_terminate_kills_whole_tree(ours: ServerProcess) -> None:
+    pids, survivors = await _terminate_tree(ours.url)
+    assert len(pids) == 2 and survivors == []
+
+
+@pytest.mark.reference
+async def test_terminate_kills_whole_tree_reference(reference: ServerProcess) -> None:
+    require_reference()
+    pids, survivors = await _terminate_tree(reference.url)
+    try:
+        assert len(pids) == 2 and len(survivors) == 1
+    finally:
+        import os
+        import signal
+
+        for pid in survivors:
+            os.kill(pid, signal.SIGKILL)
+        await wait_all_dead(survivors)
+
+
+async def _status_during_long_poll(url: str) -> bool:
+    """True if environment/status is answered while a 1.5 s long poll is pending."""
+    async with await WireClient.connect(url) as client:
+        await client.initialize()
+        await client.request("process/start", start_params("quiet", ["sleep", "5"]))
+        await client.send(
+            {
+                "id": "poll",
+                "method": "process/read",
+                "params": {"processId": "quiet", "waitMs": 1500},
+            }
+        )
+        await client.send({"id": "status", "method": "environment/status"})
+        await client.wait_for(lambda m: m.get("id") in ("poll", "status"), timeout=5)
+        first = next(m["id"] for m in client.messages if m.get("id") in ("poll", "status"))
+        await client.response("poll", timeout=5)
+        await client.request("process/terminate", {"processId": "quiet"})
+        return first == "status"
+
+
+async def test_requests_are_pipelined(ours: ServerProcess) -> None:
+    assert await _status_during_long_poll(ours.url) is True
+
+
+@pytest.mark.reference
+async def test_requests_are_pipelined_reference(reference: ServerProcess) -> None:
+    require_reference()
+    assert await _status_during_long_poll(reference.url) is False
+
+
+SANDBOX_DISABLED = {"permissions": {"type": "disabled"}, "windowsSandboxLevel": "disabled"}
+SANDBOX_RESTRICTED = {
+    "permissions": {
+        "type": "managed",
+        "file_system": {
+            "type": "restricted",
+            "entries": [{"path": {"type": "special", "value": {"kind": "root"}}, "access": "read"}],
+        },
+        "network": "restricted",
+    },
+    "windowsSandboxLevel": "disabled",
+}
+
+
+async def _start(url: str, params: dict[str, Any]) -> dict[str, Any]:
+    async with await WireClient.connect(url) as client:
+        await client.initialize()
+        response = await client.request("process/start", params)
+        if "result" in response:
+            await client.process_events(params["processId"])
+        return response
+
+
+async def test_disabled_sandbox_runs_unwrapped(ours: ServerProcess) -> None:
+    response = await _start(ours.url, start_params("s", ["true"], sandbox=SANDBOX_DISABLED))
+    assert response["result"]["sandboxType"] == "none"
+
+
+@pytest.mark.reference
+async def test_disabled_sandbox_runs_unwrapped_reference(reference: ServerProcess) -> None:
+    require_reference()
+    response = await _start(reference.url, start_params("s", ["true"], sandbox=SANDBOX_DISABLED))
+    assert response["result"]["sandboxType"] == "linuxSeccomp"
+
+
+async def test_restricted_sandbox_fails_closed(ours: ServerProcess) -> None:
+    response = await _start(ours.url, start_params("s", ["true"], sandbox=SANDBOX_RESTRICTED))
+    assert response["error"]["code"] == -32602
+    assert response["error"]["message"].startswith("failed to prepare process sandbox: ")
+
+
+async def test_pty_arg0_only_renames_argv0(ours: ServerProcess) -> None:
+    async with await WireClient.connect(ours.url) as client:
+        await client.initialize()
+        params = start_params("a", ["sh", "-c", "echo $0"], tty=True, arg0="renamed")
+        assert "result" in await client.request("process/start", params)
+        events = await client.process_events("a")
+        output = b"".join(
+            base64.b64decode(e["params"]["chunk"])
+            for e in events
+            if e["method"] == "process/output"
+        )
+        assert output == b"renamed\r\n"
+
+
+@pytest.mark.reference
+async def test_pty_arg0_only_renames_argv0_reference(reference: ServerProcess) -> None:
+    require_reference()
+    params = start_params("a", ["sh", "-c", "echo $0"], tty=True, arg0="renamed")
+    response = await _start(reference.url, params)
+    assert response["error"]["message"].startswith("Unable to spawn renamed because:")
+
+
+async def test_output_always_precedes_exit(ours: ServerProcess) -> None:
+    async with await WireClient.connect(ours.url) as client:
+        await client.initialize()
+        for index in range(40):
+            await client.request("process/start", start_params(f"p{index}", ["echo", "x"]))
+        for index in range(40):
+            events = sorted(
+                await client.process_events(f"p{index}"), key=lambda m: m["params"]["seq"]
+            )
+            assert [e["method"] for e in events] == [
+                "process/output",
+                "process/exited",
+                "process/closed",
+            ]
+
+
+async def test_environment_info_identity(ours: ServerProcess) -> None:
+    async with await WireClient.connect(ours.url) as client:
+        info = (await client.initialize())["result"]["environmentInfo"]
+        assert info["prependPathDirs"] == []
+        assert set(info["capabilities"].values()) == {False}
+        assert info["providerId"].startswith("sha256:")
+
+
+async def test_larger_output_chunks(ours: ServerProcess) -> None:
+    async with await WireClient.connect(ours.url) as client:
+        await client.initialize()
+        code = (
+            "import sys, time; sys.stdout.buffer.write(b'x' * 60000); "
+            "sys.stdout.flush(); time.sleep(0.2)"
+        )
+        await client.request("process/start", start_params("big", ["python3", "-c", code]))
+        events = await client.process_events("big")
+        sizes = [
+            len(base64.b64decode(e["params"]["chunk"]))
+            for e in events
+            if e["method"] == "process/output"
+        ]
+        assert sum(sizes) == 60000 and max(sizes) > 8192
