@@ -18,6 +18,19 @@ from websockets.asyncio.client import ClientConnection
 Json = dict[str, Any]
 
 
+def process_params(process_id: str, argv: list[str], **extra: Any) -> Json:
+    """`process/start` params with test defaults (cwd /tmp, a minimal PATH, no tty)."""
+    params: Json = {
+        "processId": process_id,
+        "argv": argv,
+        "cwd": "file:///tmp",
+        "env": {"PATH": "/usr/bin:/bin"},
+        "tty": False,
+    }
+    params.update(extra)
+    return params
+
+
 class WireClient:
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws

@@ -10,43 +10,12 @@ import uuid
 from execserver.server.app import ExecServer
 from execserver.transport.websocket import WebSocketServerConnection
 from tests.harness.procfs import sleeper, wait_all_dead, wait_for_marked
-from tests.harness.wire import WireClient
+from tests.harness.wire import WireClient, process_params
 from tests.server.conftest import StartServer
-
-
-def start(process_id: str, argv: list[str], **extra: object) -> dict[str, object]:
-    return {
-        "processId": process_id,
-        "argv": argv,
-        "cwd": "file:///tmp",
-        "env": {"PATH": "/usr/bin:/bin"},
-        "tty": False,
-        **extra,
-    }
 
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
-
-
-async def test_process_output_precedes_exit(start_server: StartServer) -> None:
-    """Output written before the child exits always gets lower seqs than the exit."""
-    _, url = await start_server()
-    async with await WireClient.connect(url) as client:
-        await client.initialize()
-        for i in range(30):
-            await client.request(
-                "process/start", start(f"p{i}", ["sh", "-c", "echo out; echo err >&2"])
-            )
-        for i in range(30):
-            events = sorted(await client.process_events(f"p{i}"), key=lambda m: m["params"]["seq"])
-            methods = [e["method"] for e in events]
-            assert methods == [
-                "process/output",
-                "process/output",
-                "process/exited",
-                "process/closed",
-            ]
 
 
 async def test_process_retained_output_is_the_newest_mebibyte(start_server: StartServer) -> None:
@@ -55,7 +24,7 @@ async def test_process_retained_output_is_the_newest_mebibyte(start_server: Star
     async with await WireClient.connect(url) as client:
         await client.initialize()
         code = "import sys\nfor i in range(300000): sys.stdout.write('%09d\\n' % i)"
-        await client.request("process/start", start("big", ["python3", "-c", code]))
+        await client.request("process/start", process_params("big", ["python3", "-c", code]))
         await client.process_events("big", timeout=30)
         read = (await client.request("process/read", {"processId": "big"}))["result"]
         data = b"".join(base64.b64decode(c["chunk"]) for c in read["chunks"])
@@ -72,7 +41,7 @@ async def test_process_long_poll_does_not_delay_other_requests(start_server: Sta
     _, url = await start_server()
     async with await WireClient.connect(url) as client:
         await client.initialize()
-        await client.request("process/start", start("quiet", ["sleep", "30"]))
+        await client.request("process/start", process_params("quiet", ["sleep", "30"]))
         await client.send(
             {
                 "id": "poll",
@@ -93,7 +62,7 @@ async def test_process_requests_apply_in_arrival_order(start_server: StartServer
     _, url = await start_server()
     async with await WireClient.connect(url) as client:
         await client.initialize()
-        await client.request("process/start", start("cat", ["cat"], pipeStdin=True))
+        await client.request("process/start", process_params("cat", ["cat"], pipeStdin=True))
         for index, piece in enumerate([b"a", b"b", b"c", b"d\n"]):
             await client.send(
                 {
@@ -125,7 +94,7 @@ async def test_process_terminate_kills_the_whole_tree(start_server: StartServer)
     script = f"setsid {inner} & {inner} & wait"
     async with await WireClient.connect(url) as client:
         await client.initialize()
-        await client.request("process/start", start("tree", ["sh", "-c", script]))
+        await client.request("process/start", process_params("tree", ["sh", "-c", script]))
         # The outer shell's command line carries the marker too.
         pids = await wait_for_marked(marker, 3)
         assert len(pids) == 3
@@ -141,7 +110,9 @@ async def test_process_pty_signal_death_reports_128_plus_n(start_server: StartSe
     _, url = await start_server()
     async with await WireClient.connect(url) as client:
         await client.initialize()
-        await client.request("process/start", start("t", ["sh", "-c", "kill -INT $$"], tty=True))
+        await client.request(
+            "process/start", process_params("t", ["sh", "-c", "kill -INT $$"], tty=True)
+        )
         events = await client.process_events("t")
         exited = [e for e in events if e["method"] == "process/exited"]
         assert exited[0]["params"]["exitCode"] == 130
@@ -153,7 +124,7 @@ async def test_process_interrupt_reaches_pty_foreground_group(start_server: Star
     async with await WireClient.connect(url) as client:
         await client.initialize()
         await client.request(
-            "process/start", start("t", ["sh", "-c", "sleep 30; echo after"], tty=True)
+            "process/start", process_params("t", ["sh", "-c", "sleep 30; echo after"], tty=True)
         )
         await asyncio.sleep(0.2)
         await client.request("process/signal", {"processId": "t", "signal": "interrupt"})
@@ -178,3 +149,18 @@ async def test_process_accepted_sockets_have_nodelay(start_server: StartServer) 
 
 def _connections(server: ExecServer) -> list:  # type: ignore[type-arg]
     return list(server._connections)
+
+
+async def test_process_exit_with_chatty_grandchild_is_reported(start_server: StartServer) -> None:
+    """A grandchild that writes without pause does not stall the child's exit report."""
+    _, url = await start_server()
+    async with await WireClient.connect(url) as client:
+        await client.initialize()
+        await client.request(
+            "process/start", process_params("chatty", ["sh", "-c", "yes & exit 7"])
+        )
+        exited = await client.wait_for(lambda m: m.get("method") == "process/exited", timeout=10)
+        assert exited["params"]["exitCode"] == 7
+        assert (await client.request("environment/status"))["result"] == {"status": "ready"}
+        await client.request("process/terminate", {"processId": "chatty"})
+        await client.process_events("chatty")

@@ -7,19 +7,8 @@ import base64
 import uuid
 
 from tests.harness.procfs import is_alive, sleeper, wait_all_dead, wait_for_marked
-from tests.harness.wire import WireClient
+from tests.harness.wire import WireClient, process_params
 from tests.server.conftest import StartServer
-
-
-def start(process_id: str, argv: list[str], **extra: object) -> dict[str, object]:
-    return {
-        "processId": process_id,
-        "argv": argv,
-        "cwd": "file:///tmp",
-        "env": {"PATH": "/usr/bin:/bin"},
-        "tty": False,
-        **extra,
-    }
 
 
 async def resume(url: str, session_id: str) -> tuple[WireClient, dict[str, object]]:
@@ -41,7 +30,7 @@ async def test_session_output_accumulates_while_detached(start_server: StartServ
     client = await WireClient.connect(url)
     session_id = (await client.initialize())["result"]["sessionId"]
     script = "read go; echo one; echo two; sleep 0.2; echo three"
-    await client.request("process/start", start("p", ["sh", "-c", script], pipeStdin=True))
+    await client.request("process/start", process_params("p", ["sh", "-c", script], pipeStdin=True))
     await client.request(
         "process/write",
         {"processId": "p", "chunk": base64.b64encode(b"x\n").decode(), "writeId": "1"},
@@ -65,7 +54,7 @@ async def test_session_ttl_kills_process_trees(start_server: StartServer) -> Non
     marker = f"ttl-{uuid.uuid4().hex}"
     client = await WireClient.connect(url)
     session_id = (await client.initialize())["result"]["sessionId"]
-    await client.request("process/start", start("p", sleeper(marker)))
+    await client.request("process/start", process_params("p", sleeper(marker)))
     pids = await wait_for_marked(marker, 1)
     assert len(pids) == 1
     await client.close()
@@ -84,7 +73,7 @@ async def test_session_resume_before_ttl_keeps_processes(start_server: StartServ
     _, url = await start_server(session_ttl_s=0.5)
     client = await WireClient.connect(url)
     session_id = (await client.initialize())["result"]["sessionId"]
-    await client.request("process/start", start("p", ["sleep", "30"]))
+    await client.request("process/start", process_params("p", ["sleep", "30"]))
     await client.close()
     again, _ = await resume(url, session_id)
     await asyncio.sleep(0.8)
@@ -101,15 +90,15 @@ async def test_closed_process_retention_expires(start_server: StartServer) -> No
     _, url = await start_server(closed_process_retention_s=0.2)
     async with await WireClient.connect(url) as client:
         await client.initialize()
-        await client.request("process/start", start("p", ["true"]))
+        await client.request("process/start", process_params("p", ["true"]))
         await client.process_events("p")
         assert "result" in await client.request("process/read", {"processId": "p"})
-        duplicate = await client.request("process/start", start("p", ["true"]))
+        duplicate = await client.request("process/start", process_params("p", ["true"]))
         assert duplicate["error"] == {"code": -32600, "message": "process p already exists"}
         await asyncio.sleep(0.4)
         gone = await client.request("process/read", {"processId": "p"})
         assert gone["error"] == {"code": -32600, "message": "unknown process id p"}
-        again = await client.request("process/start", start("p", ["true"]))
+        again = await client.request("process/start", process_params("p", ["true"]))
         assert again["result"] == {"processId": "p", "sandboxType": "none"}
 
 
@@ -118,7 +107,7 @@ async def test_running_process_is_never_expired_by_retention(start_server: Start
     _, url = await start_server(closed_process_retention_s=0.1)
     async with await WireClient.connect(url) as client:
         await client.initialize()
-        await client.request("process/start", start("p", ["sleep", "30"]))
+        await client.request("process/start", process_params("p", ["sleep", "30"]))
         await asyncio.sleep(0.3)
         read = await client.request("process/read", {"processId": "p"})
         assert read["result"]["exited"] is False
@@ -131,10 +120,10 @@ async def test_session_shutdown_kills_every_session(start_server: StartServer) -
     marker = f"shutdown-{uuid.uuid4().hex}"
     attached = await WireClient.connect(url)
     await attached.initialize()
-    await attached.request("process/start", start("a", sleeper(marker)))
+    await attached.request("process/start", process_params("a", sleeper(marker)))
     detached = await WireClient.connect(url)
     await detached.initialize()
-    await detached.request("process/start", start("b", sleeper(marker)))
+    await detached.request("process/start", process_params("b", sleeper(marker)))
     await detached.close()
     pids = await wait_for_marked(marker, 2)
     assert len(pids) == 2

@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import ServerProcess, require_reference
 from tests.harness.procfs import is_alive, sleeper, wait_all_dead, wait_for_marked
-from tests.harness.wire import WireClient
+from tests.harness.wire import WireClient, process_params
 
 DELIBERATE_DIFFERENCES: dict[str, str] = {
     "pty_signal_exit_code": (
@@ -60,17 +60,6 @@ DELIBERATE_DIFFERENCES: dict[str, str] = {
 }
 
 
-def start_params(process_id: str, argv: list[str], **extra: Any) -> dict[str, Any]:
-    return {
-        "processId": process_id,
-        "argv": argv,
-        "cwd": "file:///tmp",
-        "env": {"PATH": "/usr/bin:/bin"},
-        "tty": False,
-        **extra,
-    }
-
-
 async def exit_code(url: str, params: dict[str, Any]) -> int:
     async with await WireClient.connect(url) as client:
         await client.initialize()
@@ -89,14 +78,14 @@ def test_deliberate_differences_are_documented() -> None:
 
 
 async def test_pty_signal_exit_code(ours: ServerProcess) -> None:
-    params = start_params("t", ["sh", "-c", "kill -INT $$"], tty=True)
+    params = process_params("t", ["sh", "-c", "kill -INT $$"], tty=True)
     assert await exit_code(ours.url, params) == 130
 
 
 @pytest.mark.reference
 async def test_pty_signal_exit_code_reference(reference: ServerProcess) -> None:
     require_reference()
-    params = start_params("t", ["sh", "-c", "kill -INT $$"], tty=True)
+    params = process_params("t", ["sh", "-c", "kill -INT $$"], tty=True)
     assert await exit_code(reference.url, params) == 1
 
 
@@ -107,7 +96,7 @@ async def _terminate_tree(url: str) -> tuple[list[int], list[int]]:
     async with await WireClient.connect(url) as client:
         await client.initialize()
         await client.request(
-            "process/start", start_params("tree", ["sh", "-c", f"setsid {inner} & wait"])
+            "process/start", process_params("tree", ["sh", "-c", f"setsid {inner} & wait"])
         )
         pids = await wait_for_marked(marker, 2)  # the shell and the setsid'd sleeper
         await client.request("process/terminate", {"processId": "tree"})
@@ -140,7 +129,7 @@ async def _status_during_long_poll(url: str) -> bool:
     """True if environment/status is answered while a 1.5 s long poll is pending."""
     async with await WireClient.connect(url) as client:
         await client.initialize()
-        await client.request("process/start", start_params("quiet", ["sleep", "5"]))
+        await client.request("process/start", process_params("quiet", ["sleep", "5"]))
         await client.send(
             {
                 "id": "poll",
@@ -190,19 +179,19 @@ async def _start(url: str, params: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_disabled_sandbox_runs_unwrapped(ours: ServerProcess) -> None:
-    response = await _start(ours.url, start_params("s", ["true"], sandbox=SANDBOX_DISABLED))
+    response = await _start(ours.url, process_params("s", ["true"], sandbox=SANDBOX_DISABLED))
     assert response["result"]["sandboxType"] == "none"
 
 
 @pytest.mark.reference
 async def test_disabled_sandbox_runs_unwrapped_reference(reference: ServerProcess) -> None:
     require_reference()
-    response = await _start(reference.url, start_params("s", ["true"], sandbox=SANDBOX_DISABLED))
+    response = await _start(reference.url, process_params("s", ["true"], sandbox=SANDBOX_DISABLED))
     assert response["result"]["sandboxType"] == "linuxSeccomp"
 
 
 async def test_restricted_sandbox_fails_closed(ours: ServerProcess) -> None:
-    response = await _start(ours.url, start_params("s", ["true"], sandbox=SANDBOX_RESTRICTED))
+    response = await _start(ours.url, process_params("s", ["true"], sandbox=SANDBOX_RESTRICTED))
     assert response["error"]["code"] == -32602
     assert response["error"]["message"].startswith("failed to prepare process sandbox: ")
 
@@ -210,7 +199,7 @@ async def test_restricted_sandbox_fails_closed(ours: ServerProcess) -> None:
 async def test_pty_arg0_only_renames_argv0(ours: ServerProcess) -> None:
     async with await WireClient.connect(ours.url) as client:
         await client.initialize()
-        params = start_params("a", ["sh", "-c", "echo $0"], tty=True, arg0="renamed")
+        params = process_params("a", ["sh", "-c", "echo $0"], tty=True, arg0="renamed")
         assert "result" in await client.request("process/start", params)
         events = await client.process_events("a")
         output = b"".join(
@@ -224,7 +213,7 @@ async def test_pty_arg0_only_renames_argv0(ours: ServerProcess) -> None:
 @pytest.mark.reference
 async def test_pty_arg0_only_renames_argv0_reference(reference: ServerProcess) -> None:
     require_reference()
-    params = start_params("a", ["sh", "-c", "echo $0"], tty=True, arg0="renamed")
+    params = process_params("a", ["sh", "-c", "echo $0"], tty=True, arg0="renamed")
     response = await _start(reference.url, params)
     assert response["error"]["message"].startswith("Unable to spawn renamed because:")
 
@@ -233,7 +222,7 @@ async def test_output_always_precedes_exit(ours: ServerProcess) -> None:
     async with await WireClient.connect(ours.url) as client:
         await client.initialize()
         for index in range(40):
-            await client.request("process/start", start_params(f"p{index}", ["echo", "x"]))
+            await client.request("process/start", process_params(f"p{index}", ["echo", "x"]))
         for index in range(40):
             events = sorted(
                 await client.process_events(f"p{index}"), key=lambda m: m["params"]["seq"]
@@ -260,7 +249,7 @@ async def test_larger_output_chunks(ours: ServerProcess) -> None:
             "import sys, time; sys.stdout.buffer.write(b'x' * 60000); "
             "sys.stdout.flush(); time.sleep(0.2)"
         )
-        await client.request("process/start", start_params("big", ["python3", "-c", code]))
+        await client.request("process/start", process_params("big", ["python3", "-c", code]))
         events = await client.process_events("big")
         sizes = [
             len(base64.b64decode(e["params"]["chunk"]))

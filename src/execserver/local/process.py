@@ -26,6 +26,9 @@ from execserver.local.spawn import Stdio, resolve_program, spawn
 from execserver.protocol.process import ExecEnvPolicy, ProcessStream, WriteStatus
 
 READ_CHUNK_BYTES = 64 * 1024
+# At exit, read at most this much more per stream before reporting the exit (a default pipe
+# holds 64 KiB; the rest arrives after the exit, as late output).
+DRAIN_BUDGET_BYTES = 1024 * 1024
 CLOSED_PROCESS_RETENTION_S = 80.0
 WRITE_ID_MEMORY = 4096
 MAX_PENDING_STDIN_BYTES = 64 * 1024 * 1024
@@ -112,9 +115,13 @@ class LocalProcess:
             self._end_stream(fd)
 
     def _drain(self) -> None:
-        """Read everything already buffered in the pipes (the child's output before its exit)."""
+        """Read what is already buffered in the pipes: the child's output before its exit.
+
+        Bounded per stream, so a grandchild that keeps writing cannot hold the loop here.
+        """
         for fd in list(self._readers):
-            while fd in self._readers:
+            budget = DRAIN_BUDGET_BYTES
+            while fd in self._readers and budget > 0:
                 try:
                     data = os.read(fd, READ_CHUNK_BYTES)
                 except BlockingIOError:
@@ -122,6 +129,7 @@ class LocalProcess:
                 except OSError:
                     data = b""
                 if data:
+                    budget -= len(data)
                     self.log.append_output(self._readers[fd], data)
                 else:
                     self._end_stream(fd)

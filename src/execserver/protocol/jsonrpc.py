@@ -9,6 +9,7 @@ value count, duplicate keys). Encoders build the compact output frames. Pure dat
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,25 +119,21 @@ def _may_violate_limits(data: bytes, obj: Any) -> bool:
 
 def _stats(obj: Any, depth: int) -> tuple[int, int, int]:
     """(values, keys, max container depth) of a decoded JSON value."""
+    children: Iterable[Any]
     if isinstance(obj, dict):
-        values, keys, deepest = 1, len(obj), depth
-        for item in obj.values():
-            if isinstance(item, dict | list):
-                v, k, d = _stats(item, depth + 1)
-                values, keys, deepest = values + v, keys + k, max(deepest, d)
-            else:
-                values += 1
-        return values, keys, deepest
-    if isinstance(obj, list):
-        values, keys, deepest = 1, 0, depth
-        for item in obj:
-            if isinstance(item, dict | list):
-                v, k, d = _stats(item, depth + 1)
-                values, keys, deepest = values + v, keys + k, max(deepest, d)
-            else:
-                values += 1
-        return values, keys, deepest
-    return 1, 0, depth - 1
+        keys, children = len(obj), obj.values()
+    elif isinstance(obj, list):
+        keys, children = 0, obj
+    else:
+        return 1, 0, depth - 1
+    values, deepest = 1, depth
+    for item in children:
+        if isinstance(item, dict | list):
+            v, k, d = _stats(item, depth + 1)
+            values, keys, deepest = values + v, keys + k, max(deepest, d)
+        else:
+            values += 1
+    return values, keys, deepest
 
 
 def classify(obj: Any) -> Message:

@@ -61,6 +61,7 @@ class ExecServer:
         self._connections: set[Connection] = set()
         self._listener: asyncio.Server | None = None
         self._stdio: StdioConnection | None = None
+        self._closing = False
         self.stopped = loop.create_future()
 
     # -- connections ---------------------------------------------------------------------------
@@ -81,7 +82,7 @@ class ExecServer:
     def _connection_closed(self, connection: Connection) -> None:
         self._connections.discard(connection)
         session = connection.session
-        if session is not None and session.connection is connection:
+        if session is not None and session.connection is connection and not self._closing:
             session.detach(self.registry)
 
     # -- listeners -----------------------------------------------------------------------------
@@ -113,6 +114,7 @@ class ExecServer:
 
     async def aclose(self) -> None:
         """Stop listening, drop connections, kill every process tree, reap every child."""
+        self._closing = True
         if self._listener is not None:
             self._listener.close()
         for connection in list(self._connections):
