@@ -1,8 +1,9 @@
 """Method table: method name -> (params type, handler, gate family).
 
 A handler takes the decoded params and returns the result, or an awaitable of it. Handlers that
-can answer at once stay synchronous, so they run inline in arrival order (no task per request);
-only those that must wait (long polls, blocking I/O) return awaitables and run concurrently.
+can answer at once stay synchronous and run inline (no task per request). An awaitable result
+holds back later requests of the connection until it completes (the reference's arrival-order
+semantics), unless the route is `detached`: then it runs on its own (long polls).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class Route:
     params_type: type | None
     handler: Handler
     gate: str | None
+    detached: bool = False
 
     def decode(self, params: Any) -> Any:
         if self.params_type is None:
@@ -44,12 +46,14 @@ class Router:
         handler: Handler,
         *,
         gate: str | None,
+        detached: bool = False,
     ) -> None:
         """Register `method`. `gate` names the method family for the handshake gate
-        (`exec`, `filesystem`, ...); None for methods allowed before the handshake."""
+        (`exec`, `filesystem`, ...); None for methods allowed before the handshake. A `detached`
+        route's pending result does not hold back the requests after it."""
         if method in self._routes:
             raise ValueError(f"duplicate route {method}")
-        self._routes[method] = Route(params_type, handler, gate)
+        self._routes[method] = Route(params_type, handler, gate, detached)
 
     def get(self, method: str) -> Route | None:
         return self._routes.get(method)

@@ -1,9 +1,11 @@
 """Server side of a JSON-RPC connection: decode, route, answer, and own the request tasks.
 
 Each inbound message is decoded and classified; requests go through the router. Synchronous
-handlers answer inline, in arrival order; awaitable results run as tasks owned by this endpoint
-and are cancelled when the connection goes away. Parse errors are answered with id -1 and keep
-the connection; protocol violations drop it (the reference's behaviour, PROTOCOL.md §2.4).
+handlers answer inline. An awaitable result runs as a task owned by this endpoint; while it is
+pending, later messages wait in a bounded backlog, so requests take effect in arrival order as
+with the reference, except results of `detached` routes (long polls), which never hold anything
+back. Tasks are cancelled when the connection goes away. Parse errors are answered with id -1
+and keep the connection; protocol violations drop it (PROTOCOL.md §2.4).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +31,10 @@ from execserver.rpc.router import Router
 from execserver.transport.base import MessageChannel
 
 log = logging.getLogger(__name__)
+
+# Past these, stop reading from the transport until the backlog drains (back-pressure).
+MAX_BACKLOG_MESSAGES = 1024
+MAX_BACKLOG_BYTES = 64 * 1024 * 1024
 
 Gate = Callable[[str], None]
 """Raises an `RpcError` if the connection may not use methods of this family yet."""
@@ -51,6 +58,10 @@ class ServerEndpoint:
         self._on_notification = on_notification
         self._on_close = on_close
         self._tasks: set[asyncio.Task[None]] = set()
+        self._lane: asyncio.Task[None] | None = None
+        self._backlog: deque[bytes] = deque()
+        self._backlog_bytes = 0
+        self._reading_paused = False
         self._closed = False
 
     @property
@@ -62,6 +73,18 @@ class ServerEndpoint:
     def message_received(self, data: bytes) -> None:
         if self._closed:
             return
+        if self._lane is not None:
+            self._backlog.append(data)
+            self._backlog_bytes += len(data)
+            if not self._reading_paused and (
+                len(self._backlog) > MAX_BACKLOG_MESSAGES or self._backlog_bytes > MAX_BACKLOG_BYTES
+            ):
+                self._reading_paused = True
+                self.channel.pause_reading()
+            return
+        self._handle(data)
+
+    def _handle(self, data: bytes) -> None:
         try:
             message = jsonrpc.decode_message(data)
         except EnvelopeError as exc:
@@ -82,6 +105,7 @@ class ServerEndpoint:
         if self._closed:
             return
         self._closed = True
+        self._backlog.clear()
         for task in list(self._tasks):
             task.cancel()
         self._on_close()
@@ -111,8 +135,21 @@ class ServerEndpoint:
             task = asyncio.ensure_future(self._finish(request.id, result))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            if not route.detached:
+                self._lane = task
+                task.add_done_callback(self._lane_done)
         else:
             self._send_result(request.id, result)
+
+    def _lane_done(self, _: asyncio.Task[None]) -> None:
+        self._lane = None
+        while self._backlog and self._lane is None and not self._closed:
+            data = self._backlog.popleft()
+            self._backlog_bytes -= len(data)
+            self._handle(data)
+        if self._reading_paused and len(self._backlog) <= MAX_BACKLOG_MESSAGES // 2:
+            self._reading_paused = False
+            self.channel.resume_reading()
 
     async def _finish(self, request_id: RequestId, pending: Any) -> None:
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from execserver.local.info import environment_info
@@ -43,6 +44,8 @@ class ServerConfig:
     """WebSocket keepalive ping period."""
     subreaper: bool = False
     """Become the child subreaper and reap orphaned descendants (only for a dedicated process)."""
+    blocking_threads: int = 8
+    """Threads for blocking filesystem work (whole-file reads and writes, walks, copies)."""
 
 
 class ExecServer:
@@ -58,6 +61,9 @@ class ExecServer:
             closed_retention_s=self.config.closed_process_retention_s,
         )
         self.info: EnvironmentInfo = environment_info()
+        self._blocking = ThreadPoolExecutor(
+            max_workers=self.config.blocking_threads, thread_name_prefix="execserver-io"
+        )
         self._connections: set[Connection] = set()
         self._listener: asyncio.Server | None = None
         self._stdio: StdioConnection | None = None
@@ -70,7 +76,7 @@ class ExecServer:
         connection = Connection(channel, self._connection_closed)
         endpoint = ServerEndpoint(
             channel,
-            build_router(connection, self.registry, self.info),
+            build_router(connection, self.registry, self.info, self._blocking),
             gate=connection.check_gate,
             on_notification=connection.on_notification,
             on_close=connection.closed,
@@ -125,6 +131,7 @@ class ExecServer:
         if self._stdio is not None:
             self._stdio.close()
         self.reaper.close()
+        self._blocking.shutdown(wait=False, cancel_futures=True)
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._listener.wait_closed(), 1.0)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from execserver.errors import InvalidRequest
+from execserver.local.file_handles import FileHandleTable
 from execserver.protocol import methods
 from execserver.protocol.jsonrpc import Notification
 from execserver.rpc.server import ServerEndpoint
@@ -48,6 +49,8 @@ class Connection:
         self.state = State.NEW
         self.session: Session | None = None
         self.taken_over = False
+        # File handles belong to the connection, not the session: a resume does not carry them.
+        self.handles = FileHandleTable()
         self._on_closed = on_closed
         self.endpoint: ServerEndpoint | None = None
 
@@ -81,4 +84,5 @@ class Connection:
     def closed(self) -> None:
         """The transport is gone."""
         self.advance("close")
+        self.handles.close_all()
         self._on_closed(self)

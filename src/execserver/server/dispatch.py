@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
+
 from execserver.protocol import methods
+from execserver.protocol.file_system import (
+    FsCanonicalizeParams,
+    FsCloseParams,
+    FsCopyParams,
+    FsCreateDirectoryParams,
+    FsGetMetadataParams,
+    FsOpenParams,
+    FsReadBlockParams,
+    FsReadDirectoryParams,
+    FsReadFileParams,
+    FsRemoveParams,
+    FsWalkParams,
+    FsWriteBlockParams,
+    FsWriteFileParams,
+)
 from execserver.protocol.process import (
     ProcessReadParams,
     ProcessSignalParams,
@@ -13,29 +30,51 @@ from execserver.protocol.process import (
 from execserver.protocol.session import EnvironmentInfo, InitializeParams
 from execserver.rpc.router import Router
 from execserver.server.connection import Connection
+from execserver.server.handlers.file_system import FileSystemHandler
 from execserver.server.handlers.process import ProcessHandler
 from execserver.server.handlers.session import SessionHandler
 from execserver.server.session import SessionRegistry
 
 EXEC = "exec"
+FILESYSTEM = "filesystem"
 ENVIRONMENT_INFO = "environment info"
 ENVIRONMENT_STATUS = "environment status"
 
 
 def build_router(
-    connection: Connection, registry: SessionRegistry, info: EnvironmentInfo
+    connection: Connection,
+    registry: SessionRegistry,
+    info: EnvironmentInfo,
+    blocking: Executor,
 ) -> Router:
     router = Router()
     session = SessionHandler(connection, registry, info)
     process = ProcessHandler(connection)
+    fs = FileSystemHandler(connection.handles, blocking)
 
     router.add(methods.INITIALIZE, InitializeParams, session.initialize, gate=None)
     router.add(methods.ENVIRONMENT_INFO, None, session.info, gate=ENVIRONMENT_INFO)
     router.add(methods.ENVIRONMENT_STATUS, None, session.status, gate=ENVIRONMENT_STATUS)
 
     router.add(methods.PROCESS_START, ProcessStartParams, process.start, gate=EXEC)
-    router.add(methods.PROCESS_READ, ProcessReadParams, process.read, gate=EXEC)
+    router.add(methods.PROCESS_READ, ProcessReadParams, process.read, gate=EXEC, detached=True)
     router.add(methods.PROCESS_WRITE, ProcessWriteParams, process.write, gate=EXEC)
     router.add(methods.PROCESS_SIGNAL, ProcessSignalParams, process.signal, gate=EXEC)
     router.add(methods.PROCESS_TERMINATE, ProcessTerminateParams, process.terminate, gate=EXEC)
+
+    router.add(methods.FS_READ_FILE, FsReadFileParams, fs.read_file, gate=FILESYSTEM)
+    router.add(methods.FS_WRITE_FILE, FsWriteFileParams, fs.write_file, gate=FILESYSTEM)
+    router.add(
+        methods.FS_CREATE_DIRECTORY, FsCreateDirectoryParams, fs.create_directory, gate=FILESYSTEM
+    )
+    router.add(methods.FS_GET_METADATA, FsGetMetadataParams, fs.get_metadata, gate=FILESYSTEM)
+    router.add(methods.FS_CANONICALIZE, FsCanonicalizeParams, fs.canonicalize, gate=FILESYSTEM)
+    router.add(methods.FS_READ_DIRECTORY, FsReadDirectoryParams, fs.read_directory, gate=FILESYSTEM)
+    router.add(methods.FS_WALK, FsWalkParams, fs.walk, gate=FILESYSTEM)
+    router.add(methods.FS_REMOVE, FsRemoveParams, fs.remove, gate=FILESYSTEM)
+    router.add(methods.FS_COPY, FsCopyParams, fs.copy, gate=FILESYSTEM)
+    router.add(methods.FS_OPEN, FsOpenParams, fs.open, gate=FILESYSTEM)
+    router.add(methods.FS_READ_BLOCK, FsReadBlockParams, fs.read_block, gate=FILESYSTEM)
+    router.add(methods.FS_WRITE_BLOCK, FsWriteBlockParams, fs.write_block, gate=FILESYSTEM)
+    router.add(methods.FS_CLOSE, FsCloseParams, fs.close, gate=FILESYSTEM)
     return router

@@ -35,6 +35,12 @@ class MessageChannel(Protocol):
         """Drop the connection at once, without a closing handshake."""
         ...
 
+    def pause_reading(self) -> None:
+        """Stop delivering inbound messages until `resume_reading()` (back-pressure)."""
+        ...
+
+    def resume_reading(self) -> None: ...
+
 
 class MessageReceiver(Protocol):
     """Inbound half: what a transport feeds."""

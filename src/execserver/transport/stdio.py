@@ -134,6 +134,14 @@ class StdioConnection:
             self._read_transport.close()
         self.input_ended()
 
+    def pause_reading(self) -> None:
+        if isinstance(self._read_transport, asyncio.ReadTransport):
+            self._read_transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if isinstance(self._read_transport, asyncio.ReadTransport):
+            self._read_transport.resume_reading()
+
     def close(self) -> None:
         """Flush and close the output, stop reading."""
         if self._read_transport is not None:

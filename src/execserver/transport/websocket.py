@@ -340,6 +340,14 @@ class WebSocketServerConnection(asyncio.Protocol, FlowControl):
             self._closed = True
             self._transport.abort()
 
+    def pause_reading(self) -> None:
+        if self._transport is not None and not self._closed:
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._transport is not None and not self._closed:
+            self._transport.resume_reading()
+
 
 def _is_utf8(data: bytes) -> bool:
     if data.isascii():

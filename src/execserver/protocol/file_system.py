@@ -1,0 +1,199 @@
+"""Wire structs of the `fs/*` methods. Pure data."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from execserver.protocol.base import U64, USIZE, Base64Bytes, WireStruct, variants
+from execserver.protocol.pathuri import PathUri
+from execserver.protocol.sandbox import SandboxContext
+
+OpenMode = Literal["read", "replace"]
+variants(OpenMode)
+WalkEntryKind = Literal["file", "directory"]
+
+
+class FsReadFileParams(WireStruct):
+    rust_name = "WireFsReadFileParams"
+    rust_len = 3
+
+    path: PathUri
+    sandbox: SandboxContext | None = None
+    follow_symlinks: bool | None = None
+
+
+class FsReadFileResponse(WireStruct):
+    data_base64: bytes
+
+
+class FsWriteFileParams(WireStruct):
+    rust_name = "WireFsWriteFileParams"
+    rust_len = 4
+
+    path: PathUri
+    data_base64: str
+    sandbox: SandboxContext | None = None
+    follow_symlinks: bool | None = None
+
+
+class FsCreateDirectoryParams(WireStruct):
+    rust_name = "WireFsCreateDirectoryParams"
+    rust_len = 4
+
+    path: PathUri
+    recursive: bool | None = None
+    sandbox: SandboxContext | None = None
+    follow_symlinks: bool | None = None
+
+
+class FsGetMetadataParams(WireStruct):
+    rust_name = "WireFsGetMetadataParams"
+    rust_len = 3
+
+    path: PathUri
+    sandbox: SandboxContext | None = None
+    follow_symlinks: bool | None = None
+
+
+class FileMetadata(WireStruct):
+    is_directory: bool
+    is_file: bool
+    is_symlink: bool
+    size: int
+    created_at_ms: int
+    modified_at_ms: int
+
+
+class FsCanonicalizeParams(WireStruct):
+    rust_name = "WireFsCanonicalizeParams"
+    rust_len = 2
+
+    path: PathUri
+    sandbox: SandboxContext | None = None
+
+
+class FsCanonicalizeResponse(WireStruct):
+    path: PathUri
+
+
+class FsReadDirectoryParams(WireStruct):
+    rust_name = "WireFsReadDirectoryParams"
+    rust_len = 2
+
+    path: PathUri
+    sandbox: SandboxContext | None = None
+
+
+class DirectoryEntry(WireStruct):
+    file_name: str
+    is_directory: bool
+    is_file: bool
+
+
+class FsReadDirectoryResponse(WireStruct):
+    entries: list[DirectoryEntry]
+
+
+class WalkOptions(WireStruct):
+    rust_name = "WalkOptions"
+    rust_len = 5
+
+    max_depth: USIZE
+    max_directories: USIZE
+    max_entries: USIZE
+    follow_directory_symlinks: bool
+    prune_hidden_directories: bool = False
+
+
+class FsWalkParams(WireStruct):
+    rust_name = "WireFsWalkParams"
+    rust_len = 3
+
+    path: PathUri
+    options: WalkOptions
+    sandbox: SandboxContext | None = None
+
+
+class WalkEntry(WireStruct):
+    path: PathUri
+    kind: WalkEntryKind
+
+
+class WalkError(WireStruct):
+    path: PathUri
+    message: str
+
+
+class FsWalkResponse(WireStruct):
+    entries: list[WalkEntry]
+    errors: list[WalkError]
+    truncated: bool
+
+
+class FsRemoveParams(WireStruct):
+    rust_name = "WireFsRemoveParams"
+    rust_len = 5
+
+    path: PathUri
+    recursive: bool | None = None
+    force: bool | None = None
+    sandbox: SandboxContext | None = None
+    follow_symlinks: bool | None = None
+
+
+class FsCopyParams(WireStruct):
+    rust_name = "WireFsCopyParams"
+    rust_len = 4
+
+    source_path: PathUri
+    destination_path: PathUri
+    recursive: bool
+    sandbox: SandboxContext | None = None
+
+
+class FsOpenParams(WireStruct):
+    rust_name = "WireFsOpenParams"
+    rust_len = 4
+
+    handle_id: str
+    path: PathUri
+    sandbox: SandboxContext | None = None
+    mode: OpenMode | None = None
+
+
+class FsOpenResponse(WireStruct):
+    handle_id: str
+
+
+class FsReadBlockParams(WireStruct):
+    rust_name = "FsReadBlockParams"
+    rust_len = 3
+
+    handle_id: str
+    offset: U64
+    len: USIZE
+
+
+class FsReadBlockResponse(WireStruct):
+    chunk: bytes
+    eof: bool
+
+
+class FsWriteBlockParams(WireStruct):
+    rust_name = "FsWriteBlockParams"
+    rust_len = 3
+
+    handle_id: str
+    offset: U64
+    chunk: Base64Bytes
+
+
+class FsCloseParams(WireStruct):
+    rust_name = "FsCloseParams"
+    rust_len = 1
+
+    handle_id: str
+
+
+class FsEmptyResponse(WireStruct):
+    """`{}`: the result of writes, removals and closes."""
