@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -52,6 +54,15 @@ DELIBERATE_DIFFERENCES: dict[str, str] = {
     "environment_info_identity": (
         "environment/info advertises false for every capability not implemented, our own "
         "providerId, and no prependPathDirs (we ship no helper binaries)."
+    ),
+    "copy_onto_itself_refused": (
+        "fs/copy of a file onto itself (same path, a symlink to it, or a hard link of it) is an "
+        "error and the file is untouched; the reference truncates it to zero bytes."
+    ),
+    "write_file_is_atomic": (
+        "fs/writeFile writes a temporary file and renames it over a regular file, so the path "
+        "never holds a partial file; the path gets a new inode, so another hard link keeps the "
+        "old content. The reference writes in place."
     ),
     "larger_output_chunks": (
         "Pipe output is read up to 64 KiB at a time (the reference: 8 KiB), so fewer, larger "
@@ -257,3 +268,64 @@ async def test_larger_output_chunks(ours: ServerProcess) -> None:
             if e["method"] == "process/output"
         ]
         assert sum(sizes) == 60000 and max(sizes) > 8192
+
+
+async def _copy_onto_itself(url: str, tmp: Path) -> list[tuple[object, int]]:
+    """Copy f onto f, onto a symlink to it and onto a hard link of it; (response, size after)."""
+    out: list[tuple[object, int]] = []
+    async with await WireClient.connect(url) as client:
+        await client.initialize()
+        for index, kind in enumerate(("same", "symlink", "hardlink")):
+            source = tmp / f"f{index}"
+            source.write_bytes(b"precious")
+            destination = source
+            if kind == "symlink":
+                destination = tmp / f"link{index}"
+                destination.symlink_to(source)
+            elif kind == "hardlink":
+                destination = tmp / f"hard{index}"
+                os.link(source, destination)
+            response = await client.request(
+                "fs/copy",
+                {
+                    "sourcePath": f"file://{source}",
+                    "destinationPath": f"file://{destination}",
+                    "recursive": False,
+                },
+            )
+            out.append((response.get("error", response.get("result")), source.stat().st_size))
+    return out
+
+
+async def test_copy_onto_itself_refused(ours: ServerProcess, tmp_path: Path) -> None:
+    results = await _copy_onto_itself(ours.url, tmp_path)
+    error = {"code": -32600, "message": "fs/copy sourcePath and destinationPath are the same file"}
+    assert results == [(error, 8), (error, 8), (error, 8)]
+
+
+@pytest.mark.reference
+async def test_copy_onto_itself_refused_reference(reference: ServerProcess, tmp_path: Path) -> None:
+    require_reference()
+    assert await _copy_onto_itself(reference.url, tmp_path) == [({}, 0), ({}, 0), ({}, 0)]
+
+
+async def _write_with_hard_link(url: str, tmp: Path) -> tuple[bytes, bytes, bool]:
+    """Write `new` to a file that has a second hard link: (file, other link, same inode?)."""
+    target, other = tmp / "a", tmp / "b"
+    target.write_bytes(b"old")
+    os.link(target, other)
+    inode = target.stat().st_ino
+    async with await WireClient.connect(url) as client:
+        await client.initialize()
+        await client.request("fs/writeFile", {"path": f"file://{target}", "dataBase64": "bmV3"})
+    return target.read_bytes(), other.read_bytes(), target.stat().st_ino == inode
+
+
+async def test_write_file_is_atomic(ours: ServerProcess, tmp_path: Path) -> None:
+    assert await _write_with_hard_link(ours.url, tmp_path) == (b"new", b"old", False)
+
+
+@pytest.mark.reference
+async def test_write_file_is_atomic_reference(reference: ServerProcess, tmp_path: Path) -> None:
+    require_reference()
+    assert await _write_with_hard_link(reference.url, tmp_path) == (b"new", b"new", True)

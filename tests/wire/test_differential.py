@@ -14,7 +14,10 @@ import pytest
 
 from tests.conftest import ServerProcess
 from tests.harness.differential import observe
-from tests.wire.cases_core import CASES, dumps
+from tests.wire import cases_core, cases_fs
+from tests.wire.cases_core import dumps
+
+CASES = {**cases_core.CASES, **cases_fs.CASES}
 
 
 @pytest.mark.reference

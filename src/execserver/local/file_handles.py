@@ -16,6 +16,7 @@ from execserver.protocol.file_system import OpenMode
 
 MAX_OPEN_HANDLES = 128
 MAX_BLOCK_BYTES = 1024 * 1024
+MAX_FILE_OFFSET = 2**63 - 1
 
 
 @dataclass(slots=True)
@@ -32,13 +33,17 @@ class FileHandleTable:
     def __len__(self) -> int:
         return len(self._handles)
 
-    def open(self, handle_id: str, path: bytes, mode: OpenMode) -> None:
+    def check_new(self, handle_id: str) -> None:
+        """The checks `fs/open` makes before it looks at the path: duplicate id, then the cap."""
         if handle_id in self._handles:
             raise InvalidRequest(f"file handle `{handle_id}` already exists")
         if len(self._handles) >= self._max_handles:
             raise InvalidRequest(
                 f"at most {self._max_handles} file handles may be open per connection"
             )
+
+    def open(self, handle_id: str, path: bytes, mode: OpenMode) -> None:
+        self.check_new(handle_id)
         if mode == "read":
             fd = open_regular_file(path)
         else:
@@ -57,14 +62,23 @@ class FileHandleTable:
         if not 1 <= length <= MAX_BLOCK_BYTES:
             raise InvalidRequest(f"file read block length must be between 1 and {MAX_BLOCK_BYTES}")
         handle = self._get(handle_id)
-        if handle.mode != "read":
-            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
-        chunk = os.pread(handle.fd, length, offset)
+        try:
+            if handle.mode != "read":
+                raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+            if offset >= MAX_FILE_OFFSET:
+                raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+            chunk = os.pread(handle.fd, length, offset)
+        except OSError:
+            # Like the reference, a failed read ends the handle.
+            self.close(handle_id)
+            raise
         return chunk, len(chunk) < length
 
     def write_block(self, handle_id: str, offset: int, data: bytes) -> None:
         if not 1 <= len(data) <= MAX_BLOCK_BYTES:
             raise InvalidRequest(f"file write block length must be between 1 and {MAX_BLOCK_BYTES}")
+        if offset + len(data) > MAX_FILE_OFFSET:
+            raise InvalidRequest("file write range exceeds the signed 64-bit file offset limit")
         handle = self._get(handle_id)
         if handle.mode != "replace":
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))

@@ -39,15 +39,19 @@ def _os_error(code: int) -> OSError:
 def open_regular_file(path: bytes, *, follow_symlinks: bool = True) -> int:
     """Open a regular file for reading; anything else is `path ... is not a file`.
 
-    Opened non-blocking first so a FIFO cannot hang us, then switched back to blocking.
+    Opened non-blocking first so a FIFO cannot hang us, then switched back to blocking. Without
+    `follow_symlinks`, a symlink anywhere in the path fails (ENOTDIR in the middle, ELOOP last).
     """
     flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
     if not follow_symlinks:
+        check_no_follow(path)
         flags |= os.O_NOFOLLOW
     fd = os.open(path, flags)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise not_a_file(path)
+            if follow_symlinks:
+                raise not_a_file(path)
+            raise InvalidRequest("path is not a regular file")
         os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)
@@ -96,7 +100,8 @@ def write_file(path: bytes, data: bytes, *, follow_symlinks: bool = True) -> Non
     if follow_symlinks:
         target = _resolve_final_symlinks(path)
     else:
-        if os.path.islink(path):
+        found = check_no_follow(path)
+        if found is not None and stat.S_ISLNK(found.st_mode):
             raise _os_error(errno.ELOOP)
         target = path
     try:
@@ -149,39 +154,62 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def create_directory(path: bytes, *, recursive: bool = True) -> None:
+def create_directory(path: bytes, *, recursive: bool = True, follow_symlinks: bool = True) -> None:
+    if not follow_symlinks:
+        found = check_no_follow(path)
+        if found is not None and stat.S_ISLNK(found.st_mode) and recursive:
+            raise _os_error(errno.ENOTDIR)
     if recursive:
         os.makedirs(path, exist_ok=True)
     else:
         os.mkdir(path)
 
 
-def _check_no_symlink_components(path: bytes) -> None:
-    """For followSymlinks:false: an intermediate symlink is ENOTDIR (as an O_NOFOLLOW walk
-    reports it); a final one is the reference's `path contains a symbolic link`."""
+def check_no_follow(path: bytes) -> os.stat_result | None:
+    """Resolve `path` without following any symlink, like an O_NOFOLLOW walk does: a symlink
+    in the middle is ENOTDIR. Returns the final component's lstat (None if it is missing), and
+    leaves a symlink as the final component to the caller."""
     parts = [p for p in path.split(b"/") if p]
     current = b""
     for index, part in enumerate(parts):
         current += b"/" + part
-        if stat.S_ISLNK(os.lstat(current).st_mode):
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
             if index == len(parts) - 1:
-                raise InvalidRequest("path contains a symbolic link")
+                return None
+            raise
+        if stat.S_ISLNK(st.st_mode) and index < len(parts) - 1:
             raise _os_error(errno.ENOTDIR)
+        if index == len(parts) - 1:
+            return st
+    return os.lstat(b"/")
+
+
+def _no_symlink(st: os.stat_result | None) -> None:
+    if st is not None and stat.S_ISLNK(st.st_mode):
+        raise InvalidRequest("path contains a symbolic link")
 
 
 def get_metadata(path: bytes, *, follow_symlinks: bool = True) -> FileMetadata:
     if follow_symlinks:
         link = os.lstat(path)
         st = os.stat(path) if stat.S_ISLNK(link.st_mode) else link
+        # The reference reports no birth time when it follows symlinks (std's metadata()).
+        created = 0
     else:
-        _check_no_symlink_components(path)
-        st = link = os.lstat(path)
+        found = check_no_follow(path)
+        _no_symlink(found)
+        if found is None:
+            raise _os_error(errno.ENOENT)
+        st = link = found
+        created = birth_time_ms(path, follow_symlinks=False)
     return FileMetadata(
         is_directory=stat.S_ISDIR(st.st_mode),
         is_file=stat.S_ISREG(st.st_mode),
         is_symlink=stat.S_ISLNK(link.st_mode),
         size=st.st_size,
-        created_at_ms=birth_time_ms(path, follow_symlinks=follow_symlinks),
+        created_at_ms=created,
         modified_at_ms=st.st_mtime_ns // 1_000_000,
     )
 
@@ -215,7 +243,14 @@ def remove(
     if recursive and not follow_symlinks:
         raise InternalError("recursive no-follow removal is unsupported")
     try:
-        st = os.lstat(path)
+        if follow_symlinks:
+            st = os.lstat(path)
+        else:
+            found = check_no_follow(path)
+            _no_symlink(found)
+            if found is None:
+                raise _os_error(errno.ENOENT)
+            st = found
     except FileNotFoundError:
         if force:
             return
@@ -245,19 +280,12 @@ def copy(source: bytes, destination: bytes, *, recursive: bool) -> None:
     elif stat.S_ISREG(st.st_mode):
         _copy_file(source, destination, st)
     else:
-        raise _unsupported_copy()
-
-
-def _unsupported_copy() -> InvalidRequest:
-    return InvalidRequest("fs/copy only supports regular files, directories, and symlinks")
+        raise InvalidRequest("fs/copy only supports regular files, directories, and symlinks")
 
 
 def _copy_symlink(source: bytes, destination: bytes) -> None:
-    target = os.readlink(source)
-    with contextlib.suppress(FileNotFoundError):
-        if not stat.S_ISDIR(os.lstat(destination).st_mode):
-            os.unlink(destination)
-    os.symlink(target, destination)
+    # Never replaces an existing destination (EEXIST), like the reference.
+    os.symlink(os.readlink(source), destination)
 
 
 def _copy_file(source: bytes, destination: bytes, st: os.stat_result) -> None:
@@ -302,5 +330,4 @@ def _copy_tree(source: bytes, destination: bytes) -> None:
             _copy_symlink(src, dst)
         elif stat.S_ISREG(st.st_mode):
             _copy_file(src, dst, st)
-        else:
-            raise _unsupported_copy()
+        # Special files (FIFOs, sockets, devices) inside a directory are skipped.

@@ -47,10 +47,12 @@ def validate(options: WalkOptions) -> None:
 def walk(root: PathUri, options: WalkOptions) -> FsWalkResponse:
     validate(options)
     root_path = root.native_path()
-    root_stat = os.lstat(root_path)
+    root_link = os.lstat(root_path)
+    root_stat = os.stat(root_path)  # a dangling or looping root fails even when not following
     entries: list[WalkEntry] = []
     errors: list[WalkError] = []
-    if not stat.S_ISDIR(root_stat.st_mode):
+    is_link = stat.S_ISLNK(root_link.st_mode)
+    if not stat.S_ISDIR(root_stat.st_mode) or (is_link and not options.follow_directory_symlinks):
         return FsWalkResponse(entries=entries, errors=errors, truncated=False)
     seen = {(root_stat.st_dev, root_stat.st_ino)}
     queue = deque([_Pending(root, root_path, 0)])
@@ -67,30 +69,30 @@ def walk(root: PathUri, options: WalkOptions) -> FsWalkResponse:
             errors.append(WalkError(path=current.uri, message=os_error_text(exc.errno or 0)))
             continue
         for name in names:
-            if examined >= options.max_entries:
-                return FsWalkResponse(entries=entries, errors=errors, truncated=True)
-            examined += 1
-            child_path = os.path.join(current.path, name)
-            child_uri = PathUri.from_native(child_path)
+            # Entries are addressed through their URI, as the reference does: a name that is not
+            # UTF-8 becomes a lossy path that does not exist, and is reported as an error.
+            child_uri = current.uri.child(name)
+            child_path = child_uri.native_path()
             try:
-                link = os.lstat(child_path)
+                st = os.lstat(child_path)
             except OSError as exc:
                 errors.append(WalkError(path=child_uri, message=os_error_text(exc.errno or 0)))
                 continue
-            st = link
-            if stat.S_ISLNK(link.st_mode):
-                if not options.follow_directory_symlinks:
-                    continue
+            is_link = stat.S_ISLNK(st.st_mode)
+            if is_link:
                 try:
                     st = os.stat(child_path)
                 except OSError:
-                    continue
-                if not stat.S_ISDIR(st.st_mode):
-                    continue
+                    continue  # dangling or looping links are not even counted
+            if examined >= options.max_entries:
+                return FsWalkResponse(entries=entries, errors=errors, truncated=True)
+            examined += 1
+            if is_link and not (options.follow_directory_symlinks and stat.S_ISDIR(st.st_mode)):
+                continue
             if stat.S_ISDIR(st.st_mode):
                 entries.append(WalkEntry(path=child_uri, kind="directory"))
-                hidden = name.startswith(b".")
                 identity = (st.st_dev, st.st_ino)
+                hidden = child_uri.uri.rsplit("/", 1)[1].startswith(".")
                 if (
                     current.depth < options.max_depth
                     and not (hidden and options.prune_hidden_directories)

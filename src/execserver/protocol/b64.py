@@ -54,6 +54,10 @@ def _explain(data: bytes) -> None:
     """Raise the crate's error for `data`, scanning the way it does."""
     n = len(data)
     rem = n % 4
+    # A lone trailing symbol can never decode: the crate names it first if it is not even in
+    # the alphabet (`aGk=\n` -> symbol 10 at offset 4, not the earlier `=`).
+    if rem == 1 and data[-1] != _PAD and data[-1] not in _VALUE:
+        raise Base64Error(f"Invalid symbol {data[-1]}, offset {n - 1}.")
     body_end = n - rem if rem else max(n - 4, 0)
     for i in range(body_end):
         b = data[i]

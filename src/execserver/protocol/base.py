@@ -14,6 +14,7 @@ import msgspec
 
 from execserver.protocol import b64
 from execserver.protocol.pathuri import PathUri
+from execserver.protocol.rust import unexpected, unknown_variant
 
 I64_MAX = 2**63 - 1
 
@@ -59,13 +60,56 @@ class Base64Bytes(bytes):
     __slots__ = ()
 
 
+U64_MAX = 2**64 - 1
+
+
+class WideU64(int):
+    """A u64 over its whole range (the constrained `U64` stops at i64::MAX, which msgspec's
+    bounds cannot exceed). Used where values past i64::MAX mean something (file offsets)."""
+
+    __slots__ = ()
+
+    @classmethod
+    def decode(cls, obj: Any) -> WideU64:
+        if isinstance(obj, bool) or not isinstance(obj, int | float):
+            raise ValueError(f"invalid type: {unexpected(obj)}, expected u64")
+        if isinstance(obj, float) or not 0 <= obj <= U64_MAX:
+            raise ValueError("invalid number")
+        return cls(obj)
+
+
+class UnitEnum(str):
+    """A serde enum of unit variants: `"name"` or the single-key map form `{"name": null}`."""
+
+    variants: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def decode(cls, obj: Any) -> UnitEnum:
+        if isinstance(obj, str):
+            if obj in cls.variants:
+                return cls(obj)
+            raise ValueError(unknown_variant(obj, cls.variants))
+        if isinstance(obj, dict):
+            if len(obj) != 1:
+                raise ValueError("invalid value: map, expected map with a single key")
+            ((key, value),) = obj.items()
+            if key not in cls.variants:
+                raise ValueError(unknown_variant(key, cls.variants))
+            if value is not None:
+                raise ValueError(f"invalid type: {unexpected(value)}, expected unit")
+            return cls(key)
+        raise ValueError(f"invalid type: {unexpected(obj)}, expected string or map")
+
+
 def dec_hook(tp: type, obj: Any) -> Any:
-    """msgspec decode hook for our custom field types (both travel as JSON strings).
+    """msgspec decode hook for our custom field types.
 
     Raised `ValueError`s carry the reference's message for the bad value.
     """
+    if isinstance(tp, type) and issubclass(tp, UnitEnum | WideU64):
+        return tp.decode(obj)
     if not isinstance(obj, str):
-        raise TypeError("expected a string")
+        raise ValueError(f"invalid type: {unexpected(obj)}, expected a string")
     if tp is PathUri:
         return PathUri.parse(obj)
     if tp is Base64Bytes:

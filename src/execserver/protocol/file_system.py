@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from execserver.protocol.base import U64, USIZE, Base64Bytes, WireStruct, variants
+from execserver.protocol.base import USIZE, Base64Bytes, UnitEnum, WideU64, WireStruct
 from execserver.protocol.pathuri import PathUri
 from execserver.protocol.sandbox import SandboxContext
 
-OpenMode = Literal["read", "replace"]
-variants(OpenMode)
+
+class OpenMode(UnitEnum):
+    variants = ("read", "replace")
+
+
 WalkEntryKind = Literal["file", "directory"]
 
 
@@ -158,7 +161,7 @@ class FsOpenParams(WireStruct):
     handle_id: str
     path: PathUri
     sandbox: SandboxContext | None = None
-    mode: OpenMode | None = None
+    mode: OpenMode = OpenMode("read")
 
 
 class FsOpenResponse(WireStruct):
@@ -170,7 +173,7 @@ class FsReadBlockParams(WireStruct):
     rust_len = 3
 
     handle_id: str
-    offset: U64
+    offset: WideU64
     len: USIZE
 
 
@@ -184,7 +187,7 @@ class FsWriteBlockParams(WireStruct):
     rust_len = 3
 
     handle_id: str
-    offset: U64
+    offset: WideU64
     chunk: Base64Bytes
 
 

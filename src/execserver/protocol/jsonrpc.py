@@ -17,7 +17,7 @@ import msgspec
 
 from execserver.protocol import json_syntax
 from execserver.protocol.base import enc_hook
-from execserver.protocol.serde import unexpected
+from execserver.protocol.rust import unexpected
 
 RequestId = int | str
 

@@ -8,13 +8,13 @@ serde does. Pure data: stdlib and msgspec only.
 
 from __future__ import annotations
 
-import unicodedata
 from typing import Any, TypeVar
 
 import msgspec
 import msgspec.inspect as mi
 
 from execserver.protocol.base import Base64Bytes, dec_hook, declared_order
+from execserver.protocol.rust import rust_debug_str, unexpected, unknown_variant
 
 T = TypeVar("T")
 
@@ -59,46 +59,6 @@ def _type_info(tp: type) -> mi.Type:
 def explain(obj: Any, tp: type) -> str | None:
     """Return serde's message for the first problem in `obj` as a `tp`, or None if none found."""
     return _check(obj, _type_info(tp))
-
-
-def unexpected(value: Any) -> str:
-    """serde's `Unexpected` rendering of a JSON value (numbers print as plain `number`)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"boolean `{'true' if value else 'false'}`"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return f"string {rust_debug_str(value)}"
-    if isinstance(value, list):
-        return "sequence"
-    return "map"
-
-
-def rust_debug_str(text: str) -> str:
-    """Quote `text` like Rust's `{:?}` for str."""
-    out = ['"']
-    for ch in text:
-        code = ord(ch)
-        if ch in _SIMPLE_ESCAPES:
-            out.append(_SIMPLE_ESCAPES[ch])
-        elif code < 0x20 or code == 0x7F or (code > 0x7F and _non_printable(ch)):
-            out.append(f"\\u{{{code:x}}}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
-_SIMPLE_ESCAPES = {"\t": "\\t", "\r": "\\r", "\n": "\\n", "\\": "\\\\", '"': '\\"', "\0": "\\0"}
-
-
-def _non_printable(ch: str) -> bool:
-    category = unicodedata.category(ch)
-    return category in {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Mn", "Me"} or (
-        category == "Zs" and ch != " "
-    )
 
 
 def _positional(items: list[Any], info: mi.StructType) -> dict[str, Any]:
@@ -154,7 +114,6 @@ def _mismatch(value: Any, info: mi.Type) -> str | None:
         return None
     kinds: dict[type[mi.Type], tuple[type, ...]] = {
         mi.StrType: (str,),
-        mi.CustomType: (str,),
         mi.BoolType: (bool,),
         mi.ListType: (list,),
         mi.DictType: (dict,),
@@ -221,14 +180,7 @@ def _check_int(value: int | float, info: mi.IntType) -> str | None:
 def _check_variant(value: str, variants: tuple[Any, ...]) -> str | None:
     if value in variants:
         return None
-    names = [f"`{v}`" for v in declared_order(variants)]
-    if len(names) == 1:
-        expected = names[0]
-    elif len(names) == 2:
-        expected = f"{names[0]} or {names[1]}"
-    else:
-        expected = "one of " + ", ".join(names)
-    return f"unknown variant `{value}`, expected {expected}"
+    return unknown_variant(value, declared_order(variants))
 
 
 def _check_union(value: Any, info: mi.UnionType) -> str | None:
@@ -292,4 +244,12 @@ def _check_custom(value: Any, cls: type) -> str | None:
     return None
 
 
-__all__ = ["Base64Bytes", "ParamsError", "decode_params", "decode_unit", "explain", "unexpected"]
+__all__ = [
+    "Base64Bytes",
+    "ParamsError",
+    "decode_params",
+    "decode_unit",
+    "explain",
+    "rust_debug_str",
+    "unexpected",
+]

@@ -48,8 +48,9 @@ T = TypeVar("T")
 
 
 def require_unrestricted(sandbox: SandboxContext | None) -> None:
-    """Fail closed: a restricting profile is refused until sandbox enforcement exists."""
-    if sandbox is not None and sandbox.requests_enforcement():
+    """Fail closed: a restricted filesystem policy is refused until sandbox enforcement exists;
+    anything else (no sandbox, disabled, external, unrestricted) runs directly."""
+    if sandbox is not None and sandbox.restricts_filesystem():
         raise InvalidRequest("filesystem sandbox cannot be enforced on this executor")
 
 
@@ -88,7 +89,11 @@ class FileSystemHandler:
 
     def create_directory(self, params: FsCreateDirectoryParams) -> FsEmptyResponse:
         path = native(params.path, params.sandbox)
-        fs.create_directory(path, recursive=params.recursive is not False)
+        fs.create_directory(
+            path,
+            recursive=params.recursive is not False,
+            follow_symlinks=params.follow_symlinks is not False,
+        )
         return FsEmptyResponse()
 
     def get_metadata(self, params: FsGetMetadataParams) -> FileMetadata:
@@ -125,8 +130,9 @@ class FileSystemHandler:
         return FsEmptyResponse()
 
     def open(self, params: FsOpenParams) -> FsOpenResponse:
+        self._handles.check_new(params.handle_id)
         path = native(params.path, params.sandbox)
-        self._handles.open(params.handle_id, path, params.mode or "read")
+        self._handles.open(params.handle_id, path, params.mode)
         return FsOpenResponse(handle_id=params.handle_id)
 
     def read_block(self, params: FsReadBlockParams) -> FsReadBlockResponse:
