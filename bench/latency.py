@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import msgspec
 import websockets
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,9 +52,20 @@ class Client:
         self.next_id += 1
         await self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
         while True:
-            message = json.loads(await self.ws.recv())
+            message = msgspec.json.decode(await self.ws.recv(decode=False))
             if message.get("id") == self.next_id:
-                return message
+                return message  # type: ignore[no-any-return]
+
+    async def call_raw(self, method: str, params: dict[str, object]) -> bytes:
+        """Send a request and return the raw response frame (no JSON decoding: measures the
+        server, not this client's parser)."""
+        self.next_id += 1
+        await self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        prefix = b'{"id":%d,' % self.next_id
+        while True:
+            frame = await self.ws.recv(decode=False)
+            if frame.startswith(prefix):
+                return frame
 
     async def one_shot(self, process_id: str, argv: list[str], tty: bool) -> float:
         params = {

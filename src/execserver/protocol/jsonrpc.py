@@ -236,39 +236,54 @@ def parse_trace(value: Any) -> TraceContext | None:
 # -- encoding ---------------------------------------------------------------------------------
 
 
-def _id_bytes(request_id: RequestId) -> bytes:
-    return _encoder.encode(request_id)
+class _ResultEnvelope(msgspec.Struct):
+    id: RequestId
+    result: Any
+
+
+class _ErrorBody(msgspec.Struct, omit_defaults=True):
+    code: int
+    message: str
+    data: Any = None
+
+
+class _ErrorEnvelope(msgspec.Struct):
+    error: _ErrorBody
+    id: RequestId
+
+
+class _NotificationEnvelope(msgspec.Struct):
+    method: str
+    params: Any
+
+
+# Envelopes are encoded in one pass (no concatenation of large payloads).
 
 
 def encode_result(request_id: RequestId, result: Any) -> bytes:
     """`{"id":ID,"result":R}` with `result` any msgspec-encodable value."""
-    return b'{"id":' + _id_bytes(request_id) + b',"result":' + _encoder.encode(result) + b"}"
+    return _encoder.encode(_ResultEnvelope(request_id, result))
 
 
 def encode_error(request_id: RequestId, code: int, message: str, data: Any = None) -> bytes:
     """`{"error":{"code":C,"message":M},"id":ID}`: error first, as the reference orders it."""
-    inner = b'{"code":' + str(code).encode() + b',"message":' + _encoder.encode(message)
-    if data is not None:
-        inner += b',"data":' + _encoder.encode(data)
-    return b'{"error":' + inner + b'},"id":' + _id_bytes(request_id) + b"}"
+    return _encoder.encode(_ErrorEnvelope(_ErrorBody(code, message, data), request_id))
 
 
 def encode_notification(method: str, params: Any) -> bytes:
     """`{"method":M,"params":P}`."""
-    return b'{"method":' + _encoder.encode(method) + b',"params":' + _encoder.encode(params) + b"}"
+    return _encoder.encode(_NotificationEnvelope(method, params))
+
+
+class _RequestEnvelope(msgspec.Struct):
+    id: RequestId
+    method: str
+    params: Any
 
 
 def encode_request(request_id: RequestId, method: str, params: Any) -> bytes:
     """`{"id":ID,"method":M,"params":P}` (client side)."""
-    return (
-        b'{"id":'
-        + _id_bytes(request_id)
-        + b',"method":'
-        + _encoder.encode(method)
-        + b',"params":'
-        + _encoder.encode(params)
-        + b"}"
-    )
+    return _encoder.encode(_RequestEnvelope(request_id, method, params))
 
 
 def encode_value(value: Any) -> bytes:

@@ -38,6 +38,8 @@ WRITE_HIGH_WATER = 1024 * 1024
 WRITE_LOW_WATER = 256 * 1024
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+# Below this, header and payload go out as one write (one segment with TCP_NODELAY).
+_SMALL_MESSAGE_BYTES = 256 * 1024
 
 _REASONS = {
     101: "Switching Protocols",
@@ -333,7 +335,11 @@ class WebSocketServerConnection(asyncio.Protocol, FlowControl):
         transport = self._transport
         if transport is None or self._closed or transport.is_closing():
             return
-        transport.writelines((_frame_header(len(data)), data))
+        if len(data) < _SMALL_MESSAGE_BYTES:
+            transport.write(_frame_header(len(data)) + data)
+        else:  # no joined copy of a large payload
+            transport.write(_frame_header(len(data)))
+            transport.write(data)
 
     def abort(self) -> None:
         if self._transport is not None and not self._closed:
