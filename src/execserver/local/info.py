@@ -33,6 +33,11 @@ def detect_shell(env: Mapping[str, str]) -> ShellInfo:
     return ShellInfo(name="sh", path="/bin/sh")
 
 
+def implemented_capabilities() -> EnvironmentCapabilities:
+    """What this server implements; everything else is advertised as false."""
+    return EnvironmentCapabilities(http_header_env_vars=True, file_write_streaming=True)
+
+
 def environment_info(
     capabilities: EnvironmentCapabilities | None = None, env: Mapping[str, str] | None = None
 ) -> EnvironmentInfo:
@@ -51,7 +56,7 @@ def environment_info(
         prepend_path_dirs=[],
         temporary_directories=temp_dirs,
         temp_dir=temp_dirs[0] if temp_dirs else PathUri.from_native("/tmp"),
-        capabilities=capabilities or EnvironmentCapabilities(),
+        capabilities=capabilities or implemented_capabilities(),
     )
 
 

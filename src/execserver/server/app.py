@@ -13,6 +13,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from execserver.local.http_client import LocalHttpClient
 from execserver.local.info import environment_info
 from execserver.local.process import CLOSED_PROCESS_RETENTION_S
 from execserver.local.reaper import ChildReaper
@@ -61,6 +62,7 @@ class ExecServer:
             closed_retention_s=self.config.closed_process_retention_s,
         )
         self.info: EnvironmentInfo = environment_info()
+        self.http_client = LocalHttpClient()
         self._blocking = ThreadPoolExecutor(
             max_workers=self.config.blocking_threads, thread_name_prefix="execserver-io"
         )
@@ -76,7 +78,7 @@ class ExecServer:
         connection = Connection(channel, self._connection_closed)
         endpoint = ServerEndpoint(
             channel,
-            build_router(connection, self.registry, self.info, self._blocking),
+            build_router(connection, self.registry, self.info, self._blocking, self.http_client),
             gate=connection.check_gate,
             on_notification=connection.on_notification,
             on_close=connection.closed,
@@ -132,6 +134,7 @@ class ExecServer:
             self._stdio.close()
         self.reaper.close()
         self._blocking.shutdown(wait=False, cancel_futures=True)
+        await self.http_client.aclose()
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._listener.wait_closed(), 1.0)

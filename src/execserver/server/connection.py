@@ -8,6 +8,7 @@ reference's "client must ..." errors. This module holds no method logic: handler
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -51,6 +52,8 @@ class Connection:
         self.taken_over = False
         # File handles belong to the connection, not the session: a resume does not carry them.
         self.handles = FileHandleTable()
+        # Streaming http/request bodies by request id (None while the headers are awaited).
+        self.http_streams: dict[str, asyncio.Task[None] | None] = {}
         self._on_closed = on_closed
         self.endpoint: ServerEndpoint | None = None
 
@@ -81,8 +84,28 @@ class Connection:
         if self.endpoint is not None:
             self.endpoint.notify(method, params)
 
+    async def writable(self) -> None:
+        """Return once the outbound buffer is below its high-water mark.
+
+        Cancellation: safe.
+        """
+        if not self.channel.is_congested():
+            return
+        drained: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def wake() -> None:
+            if not drained.done():
+                drained.set_result(None)
+
+        self.channel.call_when_writable(wake)
+        await drained
+
     def closed(self) -> None:
         """The transport is gone."""
         self.advance("close")
         self.handles.close_all()
+        for stream in self.http_streams.values():
+            if stream is not None:
+                stream.cancel()
+        self.http_streams.clear()
         self._on_closed(self)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import Executor
 
+from execserver.local.http_client import LocalHttpClient
 from execserver.protocol import methods
 from execserver.protocol.file_system import (
     FsCanonicalizeParams,
@@ -20,6 +21,7 @@ from execserver.protocol.file_system import (
     FsWriteBlockParams,
     FsWriteFileParams,
 )
+from execserver.protocol.http import HttpRequestParams
 from execserver.protocol.process import (
     ProcessReadParams,
     ProcessSignalParams,
@@ -31,12 +33,14 @@ from execserver.protocol.session import EnvironmentInfo, InitializeParams
 from execserver.rpc.router import Router
 from execserver.server.connection import Connection
 from execserver.server.handlers.file_system import FileSystemHandler
+from execserver.server.handlers.http import HttpHandler
 from execserver.server.handlers.process import ProcessHandler
 from execserver.server.handlers.session import SessionHandler
 from execserver.server.session import SessionRegistry
 
 EXEC = "exec"
 FILESYSTEM = "filesystem"
+HTTP = "http"
 ENVIRONMENT_INFO = "environment info"
 ENVIRONMENT_STATUS = "environment status"
 
@@ -46,11 +50,13 @@ def build_router(
     registry: SessionRegistry,
     info: EnvironmentInfo,
     blocking: Executor,
+    http_client: LocalHttpClient,
 ) -> Router:
     router = Router()
     session = SessionHandler(connection, registry, info)
     process = ProcessHandler(connection)
     fs = FileSystemHandler(connection.handles, blocking)
+    http = HttpHandler(connection, http_client)
 
     router.add(methods.INITIALIZE, InitializeParams, session.initialize, gate=None)
     router.add(methods.ENVIRONMENT_INFO, None, session.info, gate=ENVIRONMENT_INFO)
@@ -77,4 +83,7 @@ def build_router(
     router.add(methods.FS_READ_BLOCK, FsReadBlockParams, fs.read_block, gate=FILESYSTEM)
     router.add(methods.FS_WRITE_BLOCK, FsWriteBlockParams, fs.write_block, gate=FILESYSTEM)
     router.add(methods.FS_CLOSE, FsCloseParams, fs.close, gate=FILESYSTEM)
+
+    # HTTP requests are independent of fs and process state: they never hold others back.
+    router.add(methods.HTTP_REQUEST, HttpRequestParams, http.request, gate=HTTP, detached=True)
     return router
