@@ -90,6 +90,10 @@ class OutputLog:
             self._retained -= len(self._chunks.popleft().data)
         self._publish(event)
 
+    def retained(self) -> list[OutputEvent]:
+        """The retained output chunks, oldest first."""
+        return list(self._chunks)
+
     def record_exit(self, exit_code: int, sandbox_denied: bool = False) -> None:
         if self.exit_seq is not None:
             return

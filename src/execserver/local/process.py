@@ -22,8 +22,9 @@ from execserver.local.env_policy import build_child_env
 from execserver.local.output_log import OutputLog, ProcessEvent
 from execserver.local.pty import PtySpawnError, open_pty, pty_cwd, pty_env, resolve_pty_program
 from execserver.local.reaper import ChildReaper, exit_code_from_status
+from execserver.local.sandbox.denial import TRAILING_OUTPUT_GRACE_S, looks_denied
 from execserver.local.spawn import Stdio, resolve_program, spawn
-from execserver.protocol.process import ExecEnvPolicy, ProcessStream, WriteStatus
+from execserver.protocol.process import ExecEnvPolicy, ProcessStream, SandboxType, WriteStatus
 
 READ_CHUNK_BYTES = 64 * 1024
 # At exit, read at most this much more per stream before reporting the exit (a default pipe
@@ -78,6 +79,9 @@ class LocalProcess:
         self._paused = False
         self._terminated = False
         self._reaped = False
+        self._exit_code: int | None = None
+        self._grace: asyncio.TimerHandle | None = None
+        self.sandbox_type: SandboxType = "none"
         self._done = loop.create_future()
         self.on_closed: Callable[[LocalProcess], None] | None = None
         for fd in readers:
@@ -140,6 +144,8 @@ class LocalProcess:
             self._loop.remove_reader(fd)
         if fd != self._stdin_fd:
             os.close(fd)
+        if not self._readers and self._grace is not None:
+            self._finish_exit()
         self._maybe_close()
 
     def pause_output(self) -> None:
@@ -161,7 +167,26 @@ class LocalProcess:
         """Called by the reaper with the child's wait status."""
         self._reaped = True
         self._drain()
-        self.log.record_exit(exit_code_from_status(status))
+        self._exit_code = exit_code_from_status(status)
+        if self.sandbox_type != "none" and self._readers and not self._terminated:
+            # Give trailing output a moment, so the denial heuristic sees it (the reference's
+            # grace period); the exit is recorded when the streams end or the grace is over.
+            self._grace = self._loop.call_later(TRAILING_OUTPUT_GRACE_S, self._finish_exit)
+        else:
+            self._finish_exit()
+
+    def _finish_exit(self) -> None:
+        if self._exit_code is None or self.log.exited:
+            return
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
+        denied = looks_denied(
+            self.sandbox_type,
+            self._exit_code,
+            ((chunk.stream, chunk.data) for chunk in self.log.retained()),
+        )
+        self.log.record_exit(self._exit_code, denied)
         if self._terminated:
             self._abandon_streams()
         self._maybe_close()
