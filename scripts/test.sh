@@ -15,17 +15,27 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
-# 2. The pinned reference binary for the differential tests.
+# 2. System packages: bubblewrap enforces sandbox intent (tests must run, not skip, in CI).
+if ! command -v bwrap >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null \
+      || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; }
+  else
+    echo "warning: bubblewrap (bwrap) is not installed; sandbox tests will skip" >&2
+  fi
+fi
+
+# 3. The pinned reference binary for the differential tests.
 if [ ! -x "$CODEX_BIN" ] || ! "$CODEX_BIN" --version 2>/dev/null | grep -q "$CODEX_VERSION"; then
   mkdir -p "$CODEX_DIR"
   npm install --silent --no-audit --no-fund --prefix "$CODEX_DIR" "@openai/codex@$CODEX_VERSION"
 fi
 export CODEX_BIN="$PWD/$CODEX_BIN"
 
-# 3. Static checks.
+# 4. Static checks.
 .venv/bin/ruff check src tests bench
 .venv/bin/ruff format --check src tests bench
 .venv/bin/mypy
 
-# 4. The suite.
+# 5. The suite.
 exec .venv/bin/python -m pytest "$@"

@@ -228,6 +228,20 @@ def close_without_response() -> Handler:
     return handler
 
 
+async def _released_or_gone(release: asyncio.Event, exchange: Exchange) -> str:
+    """Wait for `release` or for the client to disconnect, whichever comes first."""
+    gone = asyncio.ensure_future(exchange.wait_disconnect())
+    released = asyncio.ensure_future(release.wait())
+    try:
+        await asyncio.wait([gone, released], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (gone, released):
+            task.cancel()
+        # The reader must be free again before the next request is read from it.
+        await asyncio.gather(gone, released, return_exceptions=True)
+    return "released" if release.is_set() else "gone"
+
+
 class HoldHeaders:
     """A route that sends nothing until `release` is set (or the client gives up).
 
@@ -242,14 +256,7 @@ class HoldHeaders:
 
     async def __call__(self, request: RecordedRequest, exchange: Exchange) -> None:
         self.arrived.set()
-        gone = asyncio.ensure_future(exchange.wait_disconnect())
-        released = asyncio.ensure_future(self.release.wait())
-        try:
-            await asyncio.wait([gone, released], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (gone, released):
-                task.cancel()
-        if gone.done() and not gone.cancelled():
+        if await _released_or_gone(self.release, exchange) == "gone":
             self.disconnected.set()
             exchange.close()
             return
@@ -296,14 +303,7 @@ class StalledBody:
         await exchange.send_head(200, [*self.headers, framing])
         await exchange.write(self._frame(self.head))
         self.stalled.set()
-        gone = asyncio.ensure_future(exchange.wait_disconnect())
-        released = asyncio.ensure_future(self.release.wait())
-        try:
-            await asyncio.wait([gone, released], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (gone, released):
-                task.cancel()
-        if gone.done() and not gone.cancelled():
+        if await _released_or_gone(self.release, exchange) == "gone":
             self.disconnected.set()
             exchange.close()
         elif self.then == "finish":
