@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.servers import (
+    REFERENCE_CODEX_HOME,
     REFERENCE_VERSION,
     ours_command,
     reference_binary,
@@ -46,7 +47,8 @@ class ServerProcess:
 
     def __init__(self, command: list[str], workdir: Path, name: str) -> None:
         env = dict(os.environ)
-        env.setdefault("CODEX_HOME", str(workdir / f"codex-home-{name}"))
+        REFERENCE_CODEX_HOME.mkdir(parents=True, exist_ok=True)
+        env.setdefault("CODEX_HOME", str(REFERENCE_CODEX_HOME))
         self.name = name
         self.stderr_path = workdir / f"{name}-stderr.log"
         self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115 - closed in stop()

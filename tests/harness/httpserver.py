@@ -25,6 +25,7 @@ import gzip
 import random
 import re
 import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,14 @@ _REASONS = {
 }
 
 
+def text(data: bytes) -> str:
+    """`data` as UTF-8 text, or `hex:<hex digits>` when it is not UTF-8."""
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return "hex:" + data.hex()
+
+
 @dataclass
 class RecordedRequest:
     """One request as the server read it off the socket."""
@@ -65,19 +74,15 @@ class RecordedRequest:
         return self.target.split("?", 1)[0]
 
     def header(self, name: str) -> list[str]:
-        """All values of a header (name compared case-insensitively), in order."""
-        return [v for k, v in self.headers if k.lower() == name.lower()]
+        """All values of a header (name compared case-insensitively, values stripped), in order."""
+        return [v.strip(" \t") for k, v in self.headers if k.lower() == name.lower()]
 
     def view(self) -> dict[str, Any]:
         """A JSON-able picture of the request (body as text when it is UTF-8, else its hex)."""
-        try:
-            body: str = self.body.decode()
-        except UnicodeDecodeError:
-            body = "hex:" + self.body.hex()
         return {
             "requestLine": f"{self.method} {self.target} {self.version}",
-            "headers": [[k, v] for k, v in self.headers],
-            "body": body,
+            "headers": [[k, text(v.encode("latin-1"))] for k, v in self.headers],
+            "body": text(self.body),
         }
 
 
@@ -118,8 +123,11 @@ class Exchange:
         self.writer.close()
 
     def abort(self) -> None:
-        """Drop the connection with a reset instead of a FIN."""
+        """Drop the connection with a reset (RST, via SO_LINGER 0) instead of a FIN."""
         self.keep_alive = False
+        sock = self.writer.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.writer.transport.abort()
 
 
@@ -347,9 +355,12 @@ class HttpTestServer:
         return f"http://{self.authority}{path}"
 
     def mask(self, value: Any, *, ports: Iterable[int] = ()) -> Any:
-        """Replace this server's port (and any in `ports`) by `<port>` in strings, recursively."""
+        """Replace this server's port (and any in `ports`) by `<port>` in strings, recursively.
+
+        Only a port right after a colon is replaced (`127.0.0.1:<port>`), so digits inside
+        digests or bodies stay as they are."""
         numbers = "|".join(str(p) for p in (self.port, *ports))
-        pattern = re.compile(rf"(?<![0-9])({numbers})(?![0-9])")
+        pattern = re.compile(rf"(?<=:)({numbers})(?![0-9])")
 
         def walk(item: Any) -> Any:
             if isinstance(item, str):
@@ -400,30 +411,36 @@ class HttpTestServer:
         index = self._connections
         self._connections += 1
         try:
-            while True:
-                request = await self._read_request(reader, index)
-                if request is None:
-                    break
-                async with self._changed:
-                    self.requests.append(request)
-                    self._changed.notify_all()
-                exchange = Exchange(reader, writer, request)
-                handler = self.routes.get(request.path) or respond(404, [], b"no route")
-                await handler(request, exchange)
-                wants_close = any(v.lower() == "close" for v in request.header("connection"))
-                if not exchange.keep_alive or wants_close or writer.is_closing():
-                    break
+            await self._exchanges(reader, writer, index)
+            writer.close()
+            await writer.wait_closed()
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass
         except asyncio.CancelledError:
-            # Cancelled by close(); asyncio's stream callback would log a cancelled task.
+            # Cancelled by close(): end quietly (asyncio's stream callback would log it).
             pass
         finally:
-            self._writers.discard(writer)
             writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            self._writers.discard(writer)
             self._tasks.discard(task)
+
+    async def _exchanges(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, index: int
+    ) -> None:
+        """Serve requests on one connection until either side closes it."""
+        while True:
+            request = await self._read_request(reader, index)
+            if request is None:
+                return
+            async with self._changed:
+                self.requests.append(request)
+                self._changed.notify_all()
+            exchange = Exchange(reader, writer, request)
+            handler = self.routes.get(request.path) or respond(404, [], b"no route")
+            await handler(request, exchange)
+            wants_close = any(v.lower() == "close" for v in request.header("connection"))
+            if not exchange.keep_alive or wants_close or writer.is_closing():
+                return
 
     @staticmethod
     async def _read_request(reader: asyncio.StreamReader, index: int) -> RecordedRequest | None:
@@ -435,9 +452,11 @@ class HttpTestServer:
         method, target, version = [*lines[0].split(" ", 2), "", ""][:3]
         headers: list[tuple[str, str]] = []
         for line in lines[1:]:
+            # Kept as sent: only the one space after the colon is dropped (values are latin-1
+            # decoded, i.e. byte for byte; `view()` shows them as UTF-8).
             name, _, value = line.partition(":")
-            headers.append((name, value.strip(" \t")))
-        lowered = {k.lower(): v for k, v in headers}
+            headers.append((name, value.removeprefix(" ")))
+        lowered = {k.lower(): v.strip(" \t") for k, v in headers}
         body = b""
         if "chunked" in lowered.get("transfer-encoding", "").lower():
             while True:
@@ -495,5 +514,6 @@ __all__ = [
     "raw",
     "redirect",
     "respond",
+    "text",
     "unused_port",
 ]

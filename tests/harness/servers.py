@@ -24,6 +24,11 @@ _CACHE_BINARY = (
 )
 
 
+# The reference refuses to create its sandbox helper alias under the temp directory, so its
+# CODEX_HOME must live elsewhere: a folder of the checkout (ignored by git).
+REFERENCE_CODEX_HOME = REPO_ROOT / ".cache" / "codex-home"
+
+
 def reference_binary() -> Path | None:
     """Path of the pinned `codex` binary, or None if it is not installed."""
     configured = os.environ.get("CODEX_BIN")
@@ -95,7 +100,8 @@ async def start_server(
     command = ours_command(extra=extra) if kind == "ours" else reference_command(extra=extra)
     stderr_path = tmp_dir / f"{kind}-server-{os.getpid()}-{id(command)}.stderr"
     child_env = dict(os.environ if env is None else env)
-    child_env.setdefault("CODEX_HOME", str(tmp_dir / "codex-home"))
+    REFERENCE_CODEX_HOME.mkdir(parents=True, exist_ok=True)
+    child_env.setdefault("CODEX_HOME", str(REFERENCE_CODEX_HOME))
     with open(stderr_path, "wb") as stderr:
         process = await asyncio.create_subprocess_exec(
             *command,

@@ -34,15 +34,6 @@ DELIBERATE_DIFFERENCES: dict[str, str] = {
         "unrelated requests. The reference's default (--concurrent-requests 1) serialises them; "
         "we accept the flag and ignore it."
     ),
-    "disabled_sandbox_runs_unwrapped": (
-        "A `disabled` permission profile runs the process directly and reports sandboxType "
-        "none; the reference still wraps it and reports linuxSeccomp. (Until sandbox "
-        "enforcement lands.)"
-    ),
-    "restricted_sandbox_fails_closed": (
-        "Until bubblewrap enforcement lands, any restricting sandbox profile is refused with "
-        "-32602 'failed to prepare process sandbox: ...' instead of running unsandboxed."
-    ),
     "pty_arg0_only_renames_argv0": (
         "In PTY mode arg0 only changes the argv[0] the child sees; the reference searches PATH "
         "for the arg0 name instead of argv[0] (a bug: `arg0` is not a program)."
@@ -164,47 +155,6 @@ async def test_requests_are_pipelined(ours: ServerProcess) -> None:
 async def test_requests_are_pipelined_reference(reference: ServerProcess) -> None:
     require_reference()
     assert await _status_during_long_poll(reference.url) is False
-
-
-SANDBOX_DISABLED = {"permissions": {"type": "disabled"}, "windowsSandboxLevel": "disabled"}
-SANDBOX_RESTRICTED = {
-    "permissions": {
-        "type": "managed",
-        "file_system": {
-            "type": "restricted",
-            "entries": [{"path": {"type": "special", "value": {"kind": "root"}}, "access": "read"}],
-        },
-        "network": "restricted",
-    },
-    "windowsSandboxLevel": "disabled",
-}
-
-
-async def _start(url: str, params: dict[str, Any]) -> dict[str, Any]:
-    async with await WireClient.connect(url) as client:
-        await client.initialize()
-        response = await client.request("process/start", params)
-        if "result" in response:
-            await client.process_events(params["processId"])
-        return response
-
-
-async def test_disabled_sandbox_runs_unwrapped(ours: ServerProcess) -> None:
-    response = await _start(ours.url, process_params("s", ["true"], sandbox=SANDBOX_DISABLED))
-    assert response["result"]["sandboxType"] == "none"
-
-
-@pytest.mark.reference
-async def test_disabled_sandbox_runs_unwrapped_reference(reference: ServerProcess) -> None:
-    require_reference()
-    response = await _start(reference.url, process_params("s", ["true"], sandbox=SANDBOX_DISABLED))
-    assert response["result"]["sandboxType"] == "linuxSeccomp"
-
-
-async def test_restricted_sandbox_fails_closed(ours: ServerProcess) -> None:
-    response = await _start(ours.url, process_params("s", ["true"], sandbox=SANDBOX_RESTRICTED))
-    assert response["error"]["code"] == -32602
-    assert response["error"]["message"].startswith("failed to prepare process sandbox: ")
 
 
 async def test_pty_arg0_only_renames_argv0(ours: ServerProcess) -> None:

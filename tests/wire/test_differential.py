@@ -14,10 +14,10 @@ import pytest
 
 from tests.conftest import ServerProcess
 from tests.harness.differential import observe
-from tests.wire import cases_core, cases_fs
+from tests.wire import cases_core, cases_fs, cases_http, cases_sandbox
 from tests.wire.cases_core import dumps
 
-CASES = {**cases_core.CASES, **cases_fs.CASES}
+CASES = {**cases_core.CASES, **cases_fs.CASES, **cases_http.CASES, **cases_sandbox.CASES}
 
 
 @pytest.mark.reference

@@ -19,6 +19,13 @@ MAX_BLOCK_BYTES = 1024 * 1024
 MAX_FILE_OFFSET = 2**63 - 1
 
 
+def open_handle_fd(path: bytes, mode: str) -> int:
+    """Open `path` for a handle: `read` needs a regular file; `replace` truncates at open."""
+    if mode == "read":
+        return open_regular_file(path)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+
+
 @dataclass(slots=True)
 class FileHandle:
     fd: int
@@ -44,11 +51,11 @@ class FileHandleTable:
 
     def open(self, handle_id: str, path: bytes, mode: OpenMode) -> None:
         self.check_new(handle_id)
-        if mode == "read":
-            fd = open_regular_file(path)
-        else:
-            # Like the reference, `replace` truncates at open.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        self.adopt(handle_id, open_handle_fd(path, mode), mode)
+
+    def adopt(self, handle_id: str, fd: int, mode: OpenMode) -> None:
+        """Register an fd opened elsewhere (e.g. inside the sandbox) as a handle."""
+        self.check_new(handle_id)
         self._handles[handle_id] = FileHandle(fd, mode)
 
     def _get(self, handle_id: str) -> FileHandle:

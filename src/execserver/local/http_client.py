@@ -1,46 +1,102 @@
 """Outbound HTTP from this host for `http/request` (PROTOCOL.md §11), on one shared httpx client.
 
-Requests are validated with the reference's messages, sent exactly as asked (method spelling,
-header order and repeats, no user-agent, no compression negotiated, no cookie jar), redirects
-are followed by hand (at most 10, with a `referer`, like the reference's client), and bodies are
-returned undecoded. The caller reads the body as a stream, so a slow consumer bounds memory.
+The request goes out as the reference's client would send it: method spelled as given, URL
+normalised (WHATWG), headers in the reference's order (the user's, grouped by name, then
+`accept`, `host` and `content-length`), userinfo turned into Basic authorization, no
+user-agent, no compression negotiated, no cookies kept. Redirects are followed here (at most
+10), rebuilding headers the way the reference does on each hop. Bodies come back undecoded, as
+a stream, so a slow consumer bounds memory. Errors use the reference's wording.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.cookiejar
 import os
 import re
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote_to_bytes
 
 import httpx
 
 from execserver.errors import InternalError, InvalidParams
 from execserver.protocol.http import HttpHeader
+from execserver.protocol.weburl import UrlError, WebUrl, is_valid_uri_reference, join, parse_url
 
 MAX_REDIRECTS = 10
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_REDIRECT_STATUSES = {301, 302, 303, 307, 308}
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_PAYLOAD_HEADERS = ("content-type", "content-length", "content-encoding", "transfer-encoding")
+_SENSITIVE_HEADERS = ("authorization", "cookie", "proxy-authorization", "www-authenticate")
+
+
+class HeaderMap:
+    """Ordered header entries with the semantics of Rust's `http::HeaderMap`.
+
+    One entry per (lower-case) name, in order of first insertion, holding all its values;
+    `insert` replaces an entry's values in place; `swap_remove` moves the last entry into the
+    freed slot. The reference's header order on the wire follows from these rules.
+    """
+
+    def __init__(self) -> None:
+        self._entries: list[tuple[str, list[str]]] = []
+
+    def _index(self, name: str) -> int | None:
+        for index, (entry_name, _) in enumerate(self._entries):
+            if entry_name == name:
+                return index
+        return None
+
+    def __contains__(self, name: str) -> bool:
+        return self._index(name) is not None
+
+    def append(self, name: str, value: str) -> None:
+        index = self._index(name)
+        if index is None:
+            self._entries.append((name, [value]))
+        else:
+            self._entries[index][1].append(value)
+
+    def insert(self, name: str, value: str) -> None:
+        index = self._index(name)
+        if index is None:
+            self._entries.append((name, [value]))
+        else:
+            self._entries[index] = (name, [value])
+
+    def swap_remove(self, name: str) -> None:
+        index = self._index(name)
+        if index is None:
+            return
+        last = self._entries.pop()
+        if index < len(self._entries):
+            self._entries[index] = last
+
+    def copy(self) -> HeaderMap:
+        clone = HeaderMap()
+        clone._entries = [(name, list(values)) for name, values in self._entries]
+        return clone
+
+    def items(self) -> list[tuple[str, str]]:
+        return [(name, value) for name, values in self._entries for value in values]
 
 
 @dataclass(slots=True)
 class PreparedRequest:
     method: str
-    url: str
-    headers: list[tuple[str, str]]
+    url: WebUrl
+    headers: HeaderMap
     body: bytes | None
+    user_host: bool = False
+    user_length: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
-def display_url(url: str) -> str:
-    """The URL as the reference prints it in errors (an empty path becomes `/`)."""
-    parts = urlsplit(url)
-    if parts.path == "" and parts.query == "" and parts.fragment == "":
-        return url + "/"
-    return url
+def _valid_header_value(value: str) -> bool:
+    return all(ch == "\t" or 0x20 <= ord(ch) <= 0x7E or ord(ch) >= 0x80 for ch in value)
 
 
 def prepare(
@@ -50,42 +106,103 @@ def prepare(
     body: bytes | None,
     env: Mapping[str, str],
 ) -> PreparedRequest:
-    """Validate the request the way the reference does; raise `InvalidParams` otherwise."""
+    """Validate the request in the reference's order; raise `InvalidParams` otherwise."""
     if not _TOKEN.fullmatch(method):
         raise InvalidParams("http/request method is invalid: invalid HTTP method")
-    parts = urlsplit(url)
-    if not parts.scheme or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.\-]*", parts.scheme):
-        raise InvalidParams("http/request url is invalid: relative URL without a base")
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
-        raise InvalidParams(f"http/request only supports http and https URLs, got {scheme}")
-    if not parts.hostname:
-        raise InvalidParams("http/request url is invalid: empty host")
-    prepared: list[tuple[str, str]] = []
+    try:
+        parsed = parse_url(url)
+    except UrlError as exc:
+        raise InvalidParams(f"http/request url is invalid: {exc}") from None
+    if parsed.scheme not in ("http", "https"):
+        raise InvalidParams(f"http/request only supports http and https URLs, got {parsed.scheme}")
+    header_map = HeaderMap()
+    if parsed.username or parsed.password is not None:
+        credentials = unquote_to_bytes(parsed.username) + b":"
+        credentials += unquote_to_bytes(parsed.password or "")
+        header_map.append("authorization", "Basic " + base64.b64encode(credentials).decode())
+    from_url_authorization = "authorization" in header_map
     for header in headers:
         if not _TOKEN.fullmatch(header.name):
             raise InvalidParams("http/request header name is invalid: invalid HTTP header name")
         value = header.value
         if header.value_env_var is not None:
-            extra = env.get(header.value_env_var, "")
-            if not extra:
+            extra = env.get(header.value_env_var)
+            if extra is None:
                 raise InvalidParams(
                     f"http/request header {header.name} requires executor environment variable "
                     f"{header.value_env_var}"
                 )
+            if not extra:
+                raise InvalidParams(
+                    f"http/request header {header.name} requires a non-empty executor "
+                    f"environment variable {header.value_env_var}"
+                )
             value += extra
-        if any(ch in value for ch in "\r\n\0") or any(ord(ch) > 0xFF for ch in value):
+        if not _valid_header_value(value):
             raise InvalidParams(
                 f"http/request header value is invalid for {header.name}: "
                 "failed to parse header value"
             )
-        prepared.append((header.name, value))
-    return PreparedRequest(method, url, prepared, body)
+        name = header.name.lower()
+        if name == "authorization" and from_url_authorization:
+            header_map.insert(name, value)  # the user's replaces the one from the URL
+            from_url_authorization = False
+        else:
+            header_map.append(name, value)
+    user_host = "host" in header_map
+    user_length = "content-length" in header_map or "transfer-encoding" in header_map
+    if "accept" not in header_map:
+        header_map.append("accept", "*/*")
+    return PreparedRequest(method, parsed, header_map, body or None, user_host, user_length)
+
+
+def _wire_headers(request: PreparedRequest) -> list[tuple[str, str]]:
+    """The header map plus what the transport adds at send time: host, content-length."""
+    headers = request.headers.copy()
+    if not request.user_host:
+        headers.append("host", request.url.authority())
+    if request.body and not request.user_length:
+        headers.append("content-length", str(len(request.body)))
+    return headers.items()
+
+
+def _redirect(previous: PreparedRequest, status: int, target: WebUrl) -> PreparedRequest:
+    """The next hop's request, built from the previous one as the reference does."""
+    method = previous.method
+    body = previous.body
+    if (status in (301, 302) and method == "POST") or (status == 303 and method != "HEAD"):
+        method = "GET"
+        body = None
+    elif status == 303:
+        body = None
+    headers = previous.headers.copy()
+    user_length = previous.user_length
+    if (body is None and previous.body is not None) or status == 303:
+        for name in _PAYLOAD_HEADERS:
+            headers.swap_remove(name)
+        user_length = False
+    if target.origin() != previous.url.origin():
+        for name in _SENSITIVE_HEADERS:
+            headers.swap_remove(name)
+    headers.insert("referer", previous.url.serialize(fragment=False, userinfo=False))
+    return PreparedRequest(method, target, headers, body, previous.user_host, user_length)
 
 
 class _NoCookies(http.cookiejar.DefaultCookiePolicy):
     def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
         return False
+
+
+def _response_headers(response: httpx.Response) -> list[tuple[str, str]]:
+    """Lower-case names, grouped by name in order of first appearance; values that are not
+    printable ASCII are dropped (the reference cannot render them as strings)."""
+    groups: dict[str, list[str]] = {}
+    for raw_name, raw_value in response.headers.raw:
+        name = raw_name.decode("latin-1").lower()
+        values = groups.setdefault(name, [])
+        if all(0x20 <= b <= 0x7E or b == 0x09 for b in raw_value):
+            values.append(raw_value.decode("ascii"))
+    return [(name, value) for name, values in groups.items() for value in values]
 
 
 @dataclass(slots=True)
@@ -105,16 +222,6 @@ class HttpResponse:
         await self._response.aclose()
 
 
-def _response_headers(response: httpx.Response) -> list[tuple[str, str]]:
-    headers = []
-    for name, value in response.headers.raw:
-        try:
-            headers.append((name.decode("ascii").lower(), value.decode("utf-8")))
-        except UnicodeDecodeError:
-            continue  # the reference drops values that are not UTF-8
-    return headers
-
-
 class LocalHttpClient:
     """One pooled client for the whole server."""
 
@@ -124,53 +231,63 @@ class LocalHttpClient:
 
     def _get_client(self) -> httpx.AsyncClient:
         if self._client is None:
-            client = httpx.AsyncClient(
+            self._client = httpx.AsyncClient(
                 trust_env=True,
                 follow_redirects=False,
                 timeout=None,
                 cookies=http.cookiejar.CookieJar(policy=_NoCookies()),
             )
-            for name in ("user-agent", "accept-encoding", "connection"):
-                del client.headers[name]
-            self._client = client
         return self._client
 
-    async def send(self, request: PreparedRequest, *, follow_redirects: bool) -> HttpResponse:
-        """Send and return once the response headers are in.
-
-        Raises `InternalError("http/request failed: ...")` on transport failures.
-        Cancellation: the connection is released.
-        """
+    async def _send_one(self, request: PreparedRequest) -> httpx.Response:
         client = self._get_client()
-        outgoing = client.build_request(
-            request.method, request.url, headers=request.headers, content=request.body
-        )
+        url = request.url.serialize(fragment=False, userinfo=False)
+        outgoing = client.build_request(request.method, url, content=request.body)
         outgoing.method = request.method  # httpx upper-cases; send it as given
-        for _ in range(MAX_REDIRECTS + 1):
+        outgoing.headers = httpx.Headers(_wire_headers(request))
+        outgoing.extensions["target"] = request.url.target().encode("ascii")
+        return await client.send(outgoing, stream=True, follow_redirects=False)
+
+    async def send(self, request: PreparedRequest, *, follow_redirects: bool) -> HttpResponse:
+        """Send (following redirects if asked) and return once the final headers are in.
+
+        Raises `InternalError("http/request failed: ...")` on failures before the headers.
+        Cancellation: any open response is released.
+        """
+        original = request.url.serialize(userinfo=False)
+        redirects = 0
+        while True:
             try:
-                response = await client.send(outgoing, stream=True, follow_redirects=False)
-            except httpx.HTTPError:
+                response = await self._send_one(request)
+            except (httpx.HTTPError, ValueError):
                 raise InternalError(
-                    f"http/request failed: error sending request for url "
-                    f"({display_url(str(outgoing.url))})"
+                    f"http/request failed: error sending request for url ({original})"
                 ) from None
+            location = response.headers.get("location")
+            final = HttpResponse(response.status_code, _response_headers(response), response)
             if not (
                 follow_redirects
                 and response.status_code in _REDIRECT_STATUSES
-                and "location" in response.headers
+                and location is not None
+                and is_valid_uri_reference(location)
             ):
-                return HttpResponse(response.status_code, _response_headers(response), response)
+                return final
+            try:
+                target = join(request.url, location)
+            except UrlError:
+                return final  # an unusable Location leaves the 3xx as the answer
             await response.aclose()
-            previous = outgoing
-            outgoing = client._build_redirect_request(previous, response)
-            if previous.url.scheme == "https" and outgoing.url.scheme == "http":
-                outgoing.headers.pop("referer", None)
-            else:
-                outgoing.headers["referer"] = str(previous.url.copy_with(fragment=None))
-        raise InternalError(
-            f"http/request failed: error following redirect for url "
-            f"({display_url(str(outgoing.url))})"
-        )
+            if target.scheme not in ("http", "https"):
+                raise InternalError(
+                    f"http/request failed: builder error for url ({target.serialize()})"
+                )
+            if redirects == MAX_REDIRECTS:
+                raise InternalError(
+                    f"http/request failed: error following redirect for url "
+                    f"({request.url.serialize(userinfo=False)})"
+                )
+            redirects += 1
+            request = _redirect(request, response.status_code, target)
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -179,19 +296,15 @@ class LocalHttpClient:
             self._client = None
 
 
+BODY_ERROR = "error decoding response body"
+
+
 async def read_all(response: HttpResponse) -> bytes:
-    """The whole body. Raises `InternalError` if reading it fails."""
+    """The whole body. Raises `httpx.HTTPError` if reading it fails."""
     parts = []
     try:
         async for chunk in response.chunks():
             parts.append(chunk)
-    except httpx.HTTPError as exc:
-        raise InternalError(f"http/request failed: {body_error(exc)}") from None
     finally:
         await response.aclose()
     return b"".join(parts)
-
-
-def body_error(exc: BaseException) -> str:
-    """How the reference words a failure while reading a body."""
-    return "error decoding response body"

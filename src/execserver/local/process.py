@@ -22,9 +22,13 @@ from execserver.local.env_policy import build_child_env
 from execserver.local.output_log import OutputLog, ProcessEvent
 from execserver.local.pty import PtySpawnError, open_pty, pty_cwd, pty_env, resolve_pty_program
 from execserver.local.reaper import ChildReaper, exit_code_from_status
+from execserver.local.sandbox import launch as sandbox_launch
+from execserver.local.sandbox.bwrap import SandboxUnavailable
 from execserver.local.sandbox.denial import TRAILING_OUTPUT_GRACE_S, looks_denied
+from execserver.local.sandbox.policy import SandboxError
 from execserver.local.spawn import Stdio, resolve_program, spawn
 from execserver.protocol.process import ExecEnvPolicy, ProcessStream, SandboxType, WriteStatus
+from execserver.protocol.sandbox import SandboxContext
 
 READ_CHUNK_BYTES = 64 * 1024
 # At exit, read at most this much more per stream before reporting the exit (a default pipe
@@ -48,6 +52,7 @@ class ProcessSpec:
     pipe_stdin: bool = False
     arg0: str | None = None
     env_policy: ExecEnvPolicy | None = None
+    sandbox: SandboxContext | None = None
 
 
 class LocalProcess:
@@ -84,6 +89,7 @@ class LocalProcess:
         self.sandbox_type: SandboxType = "none"
         self._done = loop.create_future()
         self.on_closed: Callable[[LocalProcess], None] | None = None
+        self.cleanup: Callable[[], None] | None = None
         for fd in readers:
             loop.add_reader(fd, self._on_readable, fd)
 
@@ -200,6 +206,9 @@ class LocalProcess:
         if self._readers or not self.log.exited or self.log.closed:
             return
         self._close_stdin()
+        if self.cleanup is not None:
+            cleanup, self.cleanup = self.cleanup, None
+            cleanup()
         self.log.record_close()
         if not self._done.done():
             self._done.set_result(None)
@@ -327,7 +336,10 @@ class LocalExecBackend:
         if process_id in self._processes:
             raise InvalidRequest(f"process {process_id} already exists")
         env = build_child_env(spec.env, spec.env_policy, self._server_env)
-        process = self._spawn(process_id, spec, env)
+        if spec.sandbox is None:
+            process = self._spawn(process_id, spec, env)
+        else:
+            process = self._spawn_sandboxed(process_id, spec, env, spec.sandbox)
         self._processes[process_id] = process
         process.log.listener = self._forward(process)
         process.on_closed = self._schedule_expiry
@@ -341,6 +353,54 @@ class LocalExecBackend:
                 self.listener(process, event)
 
         return forward
+
+    def _spawn_sandboxed(
+        self, process_id: str, spec: ProcessSpec, env: dict[str, str], sandbox: SandboxContext
+    ) -> LocalProcess:
+        """Start the program under bubblewrap (or directly, if the intent restricts nothing).
+
+        Fails closed: if the sandbox cannot be prepared, nothing runs.
+        """
+        if not spec.argv[0]:
+            raise InternalError(f"missing program for {'PTY' if spec.tty else 'pipe'} spawn")
+        try:
+            launch = sandbox_launch.prepare(sandbox, spec.cwd, env)
+        except (SandboxUnavailable, SandboxError) as exc:
+            raise InvalidParams(f"failed to prepare process sandbox: {exc}") from None
+        if launch is None:
+            process = self._spawn(process_id, spec, env)
+            process.sandbox_type = "linuxSeccomp"
+            return process
+        try:
+            if spec.tty:
+                env = pty_env(env)
+            envp = _encode_env(env)
+            argv = [*launch.prefix]
+            if spec.arg0 is not None and launch.argv0_supported:
+                argv[-1:-1] = [b"--argv0", os.fsencode(spec.arg0)]
+            if any("\0" in arg for arg in spec.argv):
+                raise InternalError("nul byte found in provided data")
+            argv += [os.fsencode(arg) for arg in spec.argv]
+            if spec.tty:
+                process = self._spawn_pty(
+                    process_id, launch.prefix[0], argv, envp, cwd=b"/", extra_fds=launch.extra_fds
+                )
+            else:
+                process = self._spawn_pipes(
+                    process_id,
+                    launch.prefix[0],
+                    argv,
+                    envp,
+                    spec,
+                    cwd=b"/",
+                    extra_fds=launch.extra_fds,
+                )
+        except BaseException:
+            launch.close()
+            raise
+        process.sandbox_type = "linuxSeccomp"
+        process.cleanup = launch.close
+        return process
 
     def _spawn(self, process_id: str, spec: ProcessSpec, env: dict[str, str]) -> LocalProcess:
         cwd = spec.cwd
@@ -359,13 +419,13 @@ class LocalExecBackend:
             raise InternalError("nul byte found in provided data")
         argv_bytes = [os.fsencode(arg) for arg in argv]
         if spec.tty:
-            return self._spawn_pty(process_id, program, argv_bytes, envp, cwd)
+            return self._spawn_pty(process_id, program, argv_bytes, envp, cwd=cwd)
         search_path = env["PATH"] if "PATH" in env else self._server_env.get("PATH")
         try:
             program = resolve_program(spec.argv[0], search_path, cwd)
         except OSError as exc:
             raise InternalError(os_error_text(exc.errno or errno.EIO)) from None
-        return self._spawn_pipes(process_id, program, argv_bytes, envp, spec)
+        return self._spawn_pipes(process_id, program, argv_bytes, envp, spec, cwd=spec.cwd)
 
     def _spawn_pipes(
         self,
@@ -374,6 +434,9 @@ class LocalExecBackend:
         argv: list[bytes],
         envp: list[bytes],
         spec: ProcessSpec,
+        *,
+        cwd: bytes,
+        extra_fds: tuple[tuple[int, int], ...] = (),
     ) -> LocalProcess:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -381,7 +444,7 @@ class LocalExecBackend:
         child_side = [out_w, err_w] + ([in_r] if in_r is not None else [])
         parent_side = [out_r, err_r] + ([in_w] if in_w is not None else [])
         try:
-            pid = spawn(program, argv, envp, spec.cwd, Stdio(in_r, out_w, err_w))
+            pid = spawn(program, argv, envp, cwd, Stdio(in_r, out_w, err_w, extra_fds=extra_fds))
         except OSError as exc:
             for fd in child_side + parent_side:
                 os.close(fd)
@@ -408,11 +471,14 @@ class LocalExecBackend:
         program: bytes,
         argv: list[bytes],
         envp: list[bytes],
+        *,
         cwd: bytes,
+        extra_fds: tuple[tuple[int, int], ...] = (),
     ) -> LocalProcess:
         master, slave = open_pty()
         try:
-            pid = spawn(program, argv, envp, cwd, Stdio(tty_path=os.fsencode(os.ttyname(slave))))
+            tty = os.fsencode(os.ttyname(slave))
+            pid = spawn(program, argv, envp, cwd, Stdio(tty_path=tty, extra_fds=extra_fds))
         except OSError as exc:
             os.close(master)
             raise InternalError(os_error_text(exc.errno or errno.EIO)) from None

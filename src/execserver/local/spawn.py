@@ -44,6 +44,8 @@ class Stdio:
     stdout: int | None = None
     stderr: int | None = None
     tty_path: bytes | None = None
+    extra_fds: tuple[tuple[int, int], ...] = ()
+    """(parent fd, child fd) pairs also handed to the child (e.g. a seccomp program)."""
 
 
 class _Libc:
@@ -162,6 +164,8 @@ def spawn(
                         _check(lib.addopen(actions, target, b"/dev/null", os.O_WRONLY, 0))
                     else:
                         _check(lib.adddup2(actions, fd, target))
+            for parent_fd, child_fd in stdio.extra_fds:
+                _check(lib.adddup2(actions, parent_fd, child_fd))
             pid = ctypes.c_int(0)
             rc = lib.spawn(
                 ctypes.byref(pid),

@@ -1,5 +1,6 @@
 """``file:`` URIs on the wire: parsing by the 0.169 reference's (WHATWG) rules, its canonical form
 and exact JSON-RPC errors, native POSIX paths, and native-path-to-URI encoding (`PathUri`).
+The URL machinery itself (hosts, the ``file:`` parser) lives in `whatwg`.
 ``%2F``: like the 0.169 binary (unlike upstream source, which rejects it) the native path decodes
 it to ``/`` (``file:///tmp%2Fprobe`` is ``/tmp/probe``); the canonical ``uri`` keeps ``%2F``.
 """
@@ -7,11 +8,21 @@ it to ``/`` (``file:///tmp%2Fprobe`` is ``/tmp/probe``); the canonical ``uri`` k
 from __future__ import annotations
 
 import re
-import stringprep
 import sys
-import unicodedata
 from typing import Final, Literal
 from urllib.parse import quote, quote_from_bytes, unquote_to_bytes
+
+from execserver.protocol.whatwg import (
+    ASCII_ALPHA,
+    SPECIAL_SCHEMES,
+    TAB_NEWLINE,
+    Input,
+    UrlError,
+    parse_file_url,
+    parse_host,
+    parse_opaque_host,
+    split_scheme,
+)
 
 __all__ = [
     "HOST_OS",
@@ -60,30 +71,9 @@ class PathUriError(ValueError):
         return f"PathUriError({self.code}, {self.message!r})"
 
 
-class _UrlError(Exception):
-    """A failure of the URL parser proper; the text is the `url` crate's wording."""
-
-
-# --- character sets ----------------------------------------------------------
-
-# Safe sets for urllib's quoting (which always keeps ASCII alphanumerics and
-# "_.-~").  PATH is the WHATWG path percent-encode set as applied while parsing;
-# SEGMENT additionally encodes "%", "\\", "?" and "#", which is how the
-# reference renders native names (fs/canonicalize, fs/walk).
-_PATH_SAFE: Final = "!#$%&'()*+,/:;=?@[\\]^|"
+# Safe set for rendering native names (fs/canonicalize, fs/walk): the WHATWG path
+# percent-encode set plus "%", "\\", "?" and "#".
 _SEGMENT_SAFE: Final = "!$&'()*+,:;=@[]^|"
-
-_SPECIAL_SCHEMES: Final = frozenset({"http", "https", "ws", "wss", "ftp"})
-_ASCII_ALPHA: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-_SCHEME_CHARS: Final = _ASCII_ALPHA | frozenset("0123456789+-.")
-_C0_OR_SPACE: Final = "".join(chr(c) for c in range(0x21))
-_TAB_NEWLINE: Final = frozenset("\t\n\r")
-_FORBIDDEN_DOMAIN: Final = frozenset(_C0_OR_SPACE) | frozenset("#%/:<>?@[\\]^|\x7f")
-_FORBIDDEN_OPAQUE_HOST: Final = frozenset("\x00\t\n\r #/:<>?@[\\]^|")
-_SINGLE_DOT: Final = frozenset({".", "%2e", "%2E"})
-_DOUBLE_DOT: Final = frozenset(
-    {"..", ".%2e", ".%2E", "%2e.", "%2E.", "%2e%2e", "%2e%2E", "%2E%2e", "%2E%2E"}
-)
 
 # Plain `file:///abs/path` (printable ASCII that needs no encoding, no "%",
 # no empty or dot segments, no drive-letter-looking first segment) parses to
@@ -95,545 +85,7 @@ _FAST_PATH_RE: Final = re.compile(
 )
 
 
-def _encode_path_text(text: str) -> str:
-    return quote(text, safe=_PATH_SAFE) if text else ""
-
-
-# --- Windows drive letters (WHATWG flavour) ----------------------------------
-
-
-def _starts_with_drive(s: str) -> bool:
-    return (
-        len(s) >= 2 and s[0] in _ASCII_ALPHA and s[1] in ":|" and (len(s) == 2 or s[2] in "/\\?#")
-    )
-
-
-def _is_drive(s: str) -> bool:
-    return len(s) == 2 and _starts_with_drive(s)
-
-
-def _is_normalized_drive(s: str) -> bool:
-    return len(s) == 2 and s[0] in _ASCII_ALPHA and s[1] == ":"
-
-
-def _path_starts_with_drive(s: str) -> bool:
-    return bool(s) and s[0] in "/\\?#" and _starts_with_drive(s[1:])
-
-
-# --- host parsing --------------------------------------------------------------
-
-
-def _parse_ipv4_number(text: str) -> int | None:
-    """Value of one IPv4 part; None when it is not a number at all."""
-    if not text:
-        return None
-    radix = 10
-    if text[:2] in ("0x", "0X"):
-        text, radix = text[2:], 16
-    elif len(text) >= 2 and text[0] == "0":
-        text, radix = text[1:], 8
-    if not text:
-        return 0
-    digits = {8: "01234567", 10: "0123456789", 16: "0123456789abcdefABCDEF"}[radix]
-    if any(c not in digits for c in text):
-        return None
-    return int(text, radix)
-
-
-def _ends_in_number(domain: str) -> bool:
-    parts = domain.split(".")
-    if parts[-1] == "":
-        if len(parts) == 1:
-            return False
-        parts.pop()
-    last = parts[-1]
-    if last and all(c in "0123456789" for c in last):
-        return True
-    return _parse_ipv4_number(last) is not None
-
-
-def _parse_ipv4(domain: str) -> str:
-    parts = domain.split(".")
-    if parts[-1] == "":
-        parts.pop()
-    if len(parts) > 4:
-        raise _UrlError("invalid IPv4 address")
-    numbers: list[int] = []
-    for part in parts:
-        n = _parse_ipv4_number(part)
-        if n is None or n > 0xFFFFFFFF:
-            raise _UrlError("invalid IPv4 address")
-        numbers.append(n)
-    address = numbers.pop()
-    if address >= 256 ** (4 - len(numbers)) or any(n > 255 for n in numbers):
-        raise _UrlError("invalid IPv4 address")
-    for index, n in enumerate(numbers):
-        address += n << (8 * (3 - index))
-    return ".".join(str((address >> shift) & 0xFF) for shift in (24, 16, 8, 0))
-
-
-_HEX: Final = frozenset("0123456789abcdefABCDEF")
-
-
-def _parse_ipv6(text: str) -> list[int]:
-    """WHATWG IPv6 parser (the text between the brackets)."""
-    bad = _UrlError("invalid IPv6 address")
-    n = len(text)
-    if n < 2:
-        raise bad
-    pieces = [0] * 8
-    piece = 0
-    compress: int | None = None
-    i = 0
-    if text[0] == ":":
-        if text[1] != ":":
-            raise bad
-        i, piece, compress = 2, 1, 1
-    ipv4_tail = False
-    while i < n:
-        if piece == 8:
-            raise bad
-        if text[i] == ":":
-            if compress is not None:
-                raise bad
-            i += 1
-            piece += 1
-            compress = piece
-            continue
-        start = i
-        value = 0
-        while i < n and i - start < 4 and text[i] in _HEX:
-            value = value * 16 + int(text[i], 16)
-            i += 1
-        if i < n:
-            if text[i] == ".":
-                if i == start or piece > 6:
-                    raise bad
-                i = start
-                ipv4_tail = True
-                break
-            if text[i] != ":":
-                raise bad
-            i += 1
-            if i == n:
-                raise bad
-        pieces[piece] = value
-        piece += 1
-    if ipv4_tail:
-        seen = 0
-        while i < n:
-            if seen > 0:
-                if seen < 4 and text[i] == ".":
-                    i += 1
-                else:
-                    raise bad
-            part: int | None = None
-            while i < n and "0" <= text[i] <= "9":
-                digit = ord(text[i]) - 48
-                if part is None:
-                    part = digit
-                elif part == 0:
-                    raise bad
-                else:
-                    part = part * 10 + digit
-                    if part > 255:
-                        raise bad
-                i += 1
-            if part is None:
-                raise bad
-            pieces[piece] = pieces[piece] * 0x100 + part
-            seen += 1
-            if seen in (2, 4):
-                piece += 1
-        if seen != 4:
-            raise bad
-    if compress is not None:
-        swaps = piece - compress
-        piece = 7
-        while swaps > 0:
-            other = compress + swaps - 1
-            pieces[piece], pieces[other] = pieces[other], pieces[piece]
-            piece -= 1
-            swaps -= 1
-    elif piece != 8:
-        raise bad
-    return pieces
-
-
-def _serialize_ipv6(pieces: list[int]) -> str:
-    best_start, best_len = -1, 1
-    i = 0
-    while i < 8:
-        if pieces[i] == 0:
-            j = i
-            while j < 8 and pieces[j] == 0:
-                j += 1
-            if j - i > best_len:
-                best_start, best_len = i, j - i
-            i = j
-        else:
-            i += 1
-    out = []
-    i = 0
-    while i < 8:
-        if i == best_start:
-            out.append("::" if i == 0 else ":")
-            i += best_len
-            continue
-        out.append(f"{pieces[i]:x}")
-        if i < 7:
-            out.append(":")
-        i += 1
-    return "".join(out)
-
-
-# UTS #46 is not in the stdlib.  Non-ASCII hosts can only ever produce a
-# "not valid on this host" error, so an approximation is enough: NFKC plus case
-# folding per code point, UTS #46's nontransitional deviations, its label
-# separators and "ignored" code points, and nameprep's prohibition tables.  It
-# agrees with the reference on everything we probed except code points newer
-# than the stdlib's Unicode database.
-_LABEL_SEPARATORS: Final = frozenset("\u3002\uff0e\uff61")
-_FULL_STOPS: Final = frozenset(".") | _LABEL_SEPARATORS
-_DEVIATIONS: Final = frozenset("\u00df\u03c2\u200c\u200d")
-_JOINERS: Final = frozenset("\u200c\u200d")
-_IGNORED: Final = frozenset(
-    chr(c)
-    for c in (
-        0x00AD,
-        0x034F,
-        0x115F,
-        0x1160,
-        0x17B4,
-        0x17B5,
-        *range(0x180B, 0x1810),
-        0x200B,
-        *range(0x2060, 0x2065),
-        *range(0x206A, 0x2070),
-        0x3164,
-        *range(0xFE00, 0xFE10),
-        0xFEFF,
-        0xFFA0,
-        *range(0x1BCA0, 0x1BCA4),
-        *range(0x1D173, 0x1D17B),
-        *range(0xE0100, 0xE01F0),
-    )
-)
-_DISALLOWED_CATEGORIES: Final = frozenset({"Cc", "Cf", "Cn", "Co", "Cs", "Zl", "Zp", "Zs"})
-_PROHIBITED_TABLES: Final = (
-    stringprep.in_table_c5,
-    stringprep.in_table_c6,
-    stringprep.in_table_c7,
-    stringprep.in_table_c8,
-    stringprep.in_table_c9,
-)
-_RTL: Final = frozenset({"R", "AL", "AN"})
-
-
-def _idna_error() -> _UrlError:
-    return _UrlError("invalid international domain name")
-
-
-def _map_code_point(c: str) -> str:
-    if c.isascii():
-        return c.lower()
-    if c in _LABEL_SEPARATORS:
-        return "."
-    if c in _DEVIATIONS:
-        return c
-    if c == "\u1e9e":
-        # Capital sharp s maps onto the (kept) deviation, not to "ss".
-        return "\u00df"
-    if c in _IGNORED:
-        return ""
-    mapped = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", c).casefold())
-    # Compatibility forms that contain a full stop ("⒈", "㏂") are disallowed.
-    if any(stop in mapped for stop in _FULL_STOPS):
-        raise _idna_error()
-    return mapped
-
-
-def _uts46_map(text: str) -> str:
-    result = unicodedata.normalize("NFC", "".join(_map_code_point(c) for c in text))
-    for c in result:
-        if c.isascii():
-            if c in _FORBIDDEN_DOMAIN:
-                raise _idna_error()
-        elif c not in _JOINERS and (
-            unicodedata.category(c) in _DISALLOWED_CATEGORIES
-            or any(table(c) for table in _PROHIBITED_TABLES)
-        ):
-            raise _idna_error()
-    return result
-
-
-def _check_bidi_label(label: str) -> None:
-    classes = [unicodedata.bidirectional(c) for c in label]
-    first = classes[0]
-    if first not in ("L", "R", "AL"):
-        raise _idna_error()
-    trailing = list(classes)
-    while len(trailing) > 1 and trailing[-1] == "NSM":
-        trailing.pop()
-    if first == "L":
-        allowed = {"L", "EN", "ES", "CS", "ET", "ON", "BN", "NSM"}
-        if any(c not in allowed for c in classes) or trailing[-1] not in ("L", "EN"):
-            raise _idna_error()
-        return
-    allowed = {"R", "AL", "AN", "EN", "ES", "CS", "ET", "ON", "BN", "NSM"}
-    if any(c not in allowed for c in classes) or trailing[-1] not in ("R", "AL", "EN", "AN"):
-        raise _idna_error()
-    if "EN" in classes and "AN" in classes:
-        raise _idna_error()
-
-
-def _check_unicode_label(label: str) -> None:
-    if not unicodedata.is_normalized("NFC", label):
-        raise _idna_error()
-    if unicodedata.category(label[0]).startswith("M"):
-        raise _idna_error()
-    for index, c in enumerate(label):
-        # Joiners are only valid right after a virama (combining class 9).
-        if c in _JOINERS and (index == 0 or unicodedata.combining(label[index - 1]) != 9):
-            raise _idna_error()
-
-
-def _check_punycode_label(label: str) -> str:
-    try:
-        decoded = label[4:].encode("ascii").decode("punycode")
-    except (UnicodeError, ValueError, IndexError, OverflowError):
-        raise _idna_error() from None
-    if not decoded or decoded.isascii() or _uts46_map(decoded) != decoded:
-        raise _idna_error()
-    _check_unicode_label(decoded)
-    return decoded
-
-
-def _domain_to_ascii(domain: str) -> str:
-    if domain.isascii():
-        lowered = domain.lower()
-        if any(c in _FORBIDDEN_DOMAIN for c in lowered):
-            raise _idna_error()
-        unicode_labels = [
-            _check_punycode_label(label) if label.startswith("xn--") else label
-            for label in lowered.split(".")
-        ]
-        if any(not label.isascii() for label in unicode_labels):
-            _check_bidi(unicode_labels)
-        return lowered
-    labels = _uts46_map(domain).split(".")
-    unicode_labels = []
-    out = []
-    for label in labels:
-        if label.startswith("xn--"):
-            unicode_labels.append(_check_punycode_label(label))
-            out.append(label)
-        elif label.isascii():
-            unicode_labels.append(label)
-            out.append(label)
-        else:
-            _check_unicode_label(label)
-            unicode_labels.append(label)
-            out.append("xn--" + label.encode("punycode").decode("ascii"))
-    _check_bidi(unicode_labels)
-    return ".".join(out)
-
-
-def _check_bidi(labels: list[str]) -> None:
-    if any(unicodedata.bidirectional(c) in _RTL for label in labels for c in label):
-        for label in labels:
-            if label:
-                _check_bidi_label(label)
-
-
-def _parse_host(text: str) -> str:
-    """Serialized host of a special (incl. file) URL; raises _UrlError."""
-    if text.startswith("["):
-        if not text.endswith("]") or len(text) < 2:
-            raise _UrlError("invalid IPv6 address")
-        return "[" + _serialize_ipv6(_parse_ipv6(text[1:-1])) + "]"
-    raw = unquote_to_bytes(text) if "%" in text else text.encode("utf-8")
-    try:
-        decoded = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise _idna_error() from None
-    domain = _domain_to_ascii(decoded)
-    if not domain:
-        raise _UrlError("empty host")
-    if _ends_in_number(domain):
-        return _parse_ipv4(domain)
-    return domain
-
-
-def _parse_opaque_host(text: str) -> str:
-    if text.startswith("["):
-        if not text.endswith("]") or len(text) < 2:
-            raise _UrlError("invalid IPv6 address")
-        return "[" + _serialize_ipv6(_parse_ipv6(text[1:-1])) + "]"
-    if any(c in _FORBIDDEN_OPAQUE_HOST for c in text):
-        raise _UrlError("invalid domain character")
-    return text
-
-
-# --- the URL parser (file scheme in full, other schemes validated only) ------
-
-
-class _Input:
-    """The input after trimming, with tabs and newlines removed.
-
-    The `url` crate skips tabs and newlines everywhere, but while it collects a
-    path segment it flushes pending text at each of them, and one drive-letter
-    rule looks only at flushed text.  ``breaks`` remembers where they were.
-    """
-
-    __slots__ = ("breaks", "text")
-
-    def __init__(self, raw: str) -> None:
-        trimmed = raw.strip(_C0_OR_SPACE)
-        if not any(c in trimmed for c in _TAB_NEWLINE):
-            self.text = trimmed
-            self.breaks: frozenset[int] = frozenset()
-            return
-        chars: list[str] = []
-        breaks: set[int] = set()
-        for c in trimmed:
-            if c in _TAB_NEWLINE:
-                breaks.add(len(chars))
-            else:
-                chars.append(c)
-        self.text = "".join(chars)
-        self.breaks = frozenset(breaks)
-
-
-def _shorten_path(out: str, path_start: int) -> str:
-    if len(out) == path_start or _is_normalized_drive(out[path_start:]):
-        return out
-    slash = out.rfind("/", path_start)
-    if slash < 0:
-        return out
-    if _is_normalized_drive(out[slash + 1 :]):
-        return out
-    return out[: slash + 1]
-
-
-def _last_slash_can_be_removed(out: str, path_start: int) -> bool:
-    slash = out.rfind("/", 0, len(out) - 1)
-    return slash >= path_start and not _path_starts_with_drive(out[slash:])
-
-
-def _parse_path(
-    out: str, path_start: int, inp: _Input, i: int, has_host: bool
-) -> tuple[str, int, bool]:
-    """WHATWG path state for a file URL; returns (serialization, index, has_host)."""
-    s = inp.text
-    breaks = inp.breaks
-    n = len(s)
-    while True:
-        segment_start = len(out)
-        ends_with_slash = False
-        pending = i
-        while i < n:
-            c = s[i]
-            if i in breaks:
-                out += _encode_path_text(s[pending:i])
-                pending = i
-            if c in "/\\":
-                out += _encode_path_text(s[pending:i]) + "/"
-                i += 1
-                ends_with_slash = True
-                break
-            if c in "?#":
-                break
-            # The url crate splits a first segment already flushed as exactly
-            # "X:"; flushes only happen at tabs/newlines, hence "file:c:<TAB>x".
-            if (
-                len(out) == path_start + 3
-                and out[path_start + 2] == ":"
-                and out[path_start + 1] in _ASCII_ALPHA
-            ):
-                out += _encode_path_text(s[pending:i]) + "/"
-                pending = i
-                segment_start += 1
-            i += 1
-        if not ends_with_slash:
-            out += _encode_path_text(s[pending:i])
-        end = len(out) - 1 if ends_with_slash else len(out)
-        segment = out[segment_start:end]
-        if segment in _DOUBLE_DOT:
-            out = out[:segment_start]
-            if out.endswith("/") and _last_slash_can_be_removed(out, path_start):
-                out = out[:-1]
-            out = _shorten_path(out, path_start)
-            if ends_with_slash and not out.endswith("/"):
-                out += "/"
-        elif segment in _SINGLE_DOT:
-            out = out[:segment_start]
-            if not out.endswith("/"):
-                out += "/"
-        elif segment_start == path_start + 1 and _is_drive(segment):
-            out = out[:segment_start] + segment[0] + ":" + ("/" if ends_with_slash else "")
-            has_host = False
-        if not ends_with_slash:
-            break
-    # Leading empty segments of a file URL path collapse ("file:////x" is "/x").
-    out = out[:path_start] + "/" + out[path_start:].lstrip("/")
-    return out, i, has_host
-
-
-class _ParsedFileUrl:
-    __slots__ = ("host", "path", "serialization", "tail")
-
-    def __init__(self, serialization: str, host: str | None, tail: str) -> None:
-        self.serialization = serialization
-        self.host = host
-        self.path = serialization[7 + len(host or "") :]
-        self.tail = tail
-
-
-def _parse_file_url(inp: _Input, i: int) -> _ParsedFileUrl:
-    s = inp.text
-    n = len(s)
-    first = s[i] if i < n else ""
-    if first in ("/", "\\"):
-        second = s[i + 1] if i + 1 < n else ""
-        if second in ("/", "\\"):
-            out = "file://"
-            j = i + 2
-            k = j
-            while k < n and s[k] not in "/\\?#":
-                k += 1
-            host_text = s[j:k]
-            has_host = False
-            if _is_drive(host_text):
-                rest = j
-            else:
-                rest = k
-                if host_text:
-                    host = _parse_host(host_text)
-                    if host != "localhost":
-                        out += host
-                        has_host = True
-            host_end = len(out)
-            if has_host:
-                path_start = len(out)
-                out += "/"
-                if rest < n and s[rest] in "/\\":
-                    rest += 1
-                out, rest, has_host = _parse_path(out, path_start, inp, rest, True)
-                # A drive letter right after a host drops the host:
-                # file://server/c:/x is file:///c:/x.
-                if not has_host:
-                    out = out[:7] + out[host_end:]
-            else:
-                path_start = len(out)
-                out += "/"
-                out, rest, _ = _parse_path(out, path_start, inp, rest, False)
-            host_value = out[7:host_end] if has_host else None
-            return _ParsedFileUrl(out, host_value, s[rest:])
-        out, rest, _ = _parse_path("file://", 7, inp, i, False)
-        return _ParsedFileUrl(out, None, s[rest:])
-    out, rest, _ = _parse_path("file:///", 7, inp, i, False)
-    return _ParsedFileUrl(out, None, s[rest:])
+# --- non-file URLs: validated only --------------------------------------------
 
 
 def _validate_authority(s: str, i: int, special: bool) -> None:
@@ -650,7 +102,7 @@ def _validate_authority(s: str, i: int, special: bool) -> None:
     if last_at == i:
         after = s[i + 1] if i + 1 < n else ""
         if after and after in stop:
-            raise _UrlError("empty host")
+            raise UrlError("empty host")
         i += 1
     elif last_at > i:
         has_authority = s[i:last_at] != ":"
@@ -669,36 +121,25 @@ def _validate_authority(s: str, i: int, special: bool) -> None:
     host_text = s[i:k]
     if special:
         if not host_text:
-            raise _UrlError("empty host")
-        host = _parse_host(host_text)
+            raise UrlError("empty host")
+        host = parse_host(host_text)
     else:
-        host = _parse_opaque_host(host_text)
+        host = parse_opaque_host(host_text)
         if not host and k < n and s[k] == ":":
-            raise _UrlError("empty host")
+            raise UrlError("empty host")
     if k < n and s[k] == ":":
         port = 0
         for c in s[k + 1 :]:
             if "0" <= c <= "9":
                 port = port * 10 + ord(c) - 48
                 if port > 0xFFFF:
-                    raise _UrlError("invalid port number")
+                    raise UrlError("invalid port number")
             elif c in "/\\?#":
                 break
             else:
-                raise _UrlError("invalid port number")
+                raise UrlError("invalid port number")
     if not host and has_authority:
-        raise _UrlError("empty host")
-
-
-def _split_scheme(s: str) -> tuple[str, int] | None:
-    if not s or s[0] not in _ASCII_ALPHA:
-        return None
-    for index, c in enumerate(s):
-        if c == ":":
-            return s[:index].lower(), index + 1
-        if c not in _SCHEME_CHARS:
-            return None
-    return None
+        raise UrlError("empty host")
 
 
 # --- native paths --------------------------------------------------------------
@@ -725,7 +166,7 @@ def normalize_native(path: bytes) -> bytes:
 
 def _is_windows_drive_segment(segment: str) -> bool:
     # The reference accepts "C:" and also "C%3A"/"C%3a" (but not "%43:").
-    if not segment or segment[0] not in _ASCII_ALPHA:
+    if not segment or segment[0] not in ASCII_ALPHA:
         return False
     if len(segment) == 2:
         return segment[1] == ":"
@@ -815,15 +256,15 @@ class PathUri:
 
     @classmethod
     def _parse_slow(cls, text: str) -> PathUri:
-        inp = _Input(text)
+        inp = Input(text)
         s = inp.text
-        split = _split_scheme(s)
+        split = split_scheme(s)
         if split is None:
             raise PathUriError(_INVALID_PARAMS, "invalid URI: relative URL without a base")
         scheme, after = split
         try:
             if scheme != "file":
-                if scheme in _SPECIAL_SCHEMES:
+                if scheme in SPECIAL_SCHEMES:
                     j = after
                     while j < len(s) and s[j] in "/\\":
                         j += 1
@@ -831,8 +272,8 @@ class PathUri:
                 elif s.startswith("//", after):
                     _validate_authority(s, after + 2, special=False)
                 raise PathUriError(_INVALID_PARAMS, f"unsupported path URI scheme `{scheme}`")
-            url = _parse_file_url(inp, after)
-        except _UrlError as exc:
+            url = parse_file_url(inp, after)
+        except UrlError as exc:
             raise PathUriError(_INVALID_PARAMS, f"invalid URI: {exc}") from None
         if url.tail.startswith("?"):
             raise PathUriError(_INVALID_PARAMS, "query parameters are not allowed in path URIs")
@@ -900,8 +341,8 @@ class PathUri:
         which is what the reference does.
         """
         text = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
-        if any(c in text for c in _TAB_NEWLINE):
-            text = "".join(c for c in text if c not in _TAB_NEWLINE)
+        if any(c in text for c in TAB_NEWLINE):
+            text = "".join(c for c in text if c not in TAB_NEWLINE)
         base = self.uri[:-1] if self.uri.endswith("/") else self.uri
         encoded = quote(text, safe=_SEGMENT_SAFE)
         uri = base + "/" + encoded

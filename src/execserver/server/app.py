@@ -17,10 +17,11 @@ from execserver.local.http_client import LocalHttpClient
 from execserver.local.info import environment_info
 from execserver.local.process import CLOSED_PROCESS_RETENTION_S
 from execserver.local.reaper import ChildReaper
+from execserver.local.sandbox.fs_runner import SandboxedFileSystem
 from execserver.protocol.session import EnvironmentInfo
 from execserver.rpc.server import ServerEndpoint
 from execserver.server.connection import Connection
-from execserver.server.dispatch import build_router
+from execserver.server.dispatch import Services, build_router
 from execserver.server.session import DETACHED_SESSION_TTL_S, SessionRegistry
 from execserver.transport.base import MessageChannel
 from execserver.transport.stdio import StdioConnection
@@ -66,6 +67,13 @@ class ExecServer:
         self._blocking = ThreadPoolExecutor(
             max_workers=self.config.blocking_threads, thread_name_prefix="execserver-io"
         )
+        self._services = Services(
+            registry=self.registry,
+            info=self.info,
+            blocking=self._blocking,
+            http_client=self.http_client,
+            sandboxed_fs=SandboxedFileSystem(self.reaper, self._blocking),
+        )
         self._connections: set[Connection] = set()
         self._listener: asyncio.Server | None = None
         self._stdio: StdioConnection | None = None
@@ -78,7 +86,7 @@ class ExecServer:
         connection = Connection(channel, self._connection_closed)
         endpoint = ServerEndpoint(
             channel,
-            build_router(connection, self.registry, self.info, self._blocking, self.http_client),
+            build_router(connection, self._services),
             gate=connection.check_gate,
             on_notification=connection.on_notification,
             on_close=connection.closed,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from concurrent.futures import Executor
+from dataclasses import dataclass
 
 from execserver.local.http_client import LocalHttpClient
+from execserver.local.sandbox.fs_runner import SandboxedFileSystem
 from execserver.protocol import methods
 from execserver.protocol.file_system import (
     FsCanonicalizeParams,
@@ -45,18 +47,23 @@ ENVIRONMENT_INFO = "environment info"
 ENVIRONMENT_STATUS = "environment status"
 
 
-def build_router(
-    connection: Connection,
-    registry: SessionRegistry,
-    info: EnvironmentInfo,
-    blocking: Executor,
-    http_client: LocalHttpClient,
-) -> Router:
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What handlers share across the whole server."""
+
+    registry: SessionRegistry
+    info: EnvironmentInfo
+    blocking: Executor
+    http_client: LocalHttpClient
+    sandboxed_fs: SandboxedFileSystem
+
+
+def build_router(connection: Connection, services: Services) -> Router:
     router = Router()
-    session = SessionHandler(connection, registry, info)
+    session = SessionHandler(connection, services.registry, services.info)
     process = ProcessHandler(connection)
-    fs = FileSystemHandler(connection.handles, blocking)
-    http = HttpHandler(connection, http_client)
+    fs = FileSystemHandler(connection.handles, services.blocking, services.sandboxed_fs)
+    http = HttpHandler(connection, services.http_client)
 
     router.add(methods.INITIALIZE, InitializeParams, session.initialize, gate=None)
     router.add(methods.ENVIRONMENT_INFO, None, session.info, gate=ENVIRONMENT_INFO)

@@ -10,10 +10,10 @@ import httpx
 
 from execserver.errors import InternalError, InvalidParams
 from execserver.local.http_client import (
+    BODY_ERROR,
     HttpResponse,
     LocalHttpClient,
-    body_error,
-    display_url,
+    PreparedRequest,
     prepare,
     read_all,
 )
@@ -49,27 +49,37 @@ class HttpHandler:
             # Reserve the id before the first await, so a concurrent duplicate is refused.
             streams[params.request_id] = None
         try:
-            try:
-                async with asyncio.timeout_at(deadline):
-                    response = await self._client.send(prepared, follow_redirects=follow)
-                    if not params.stream_response:
-                        data = await read_all(response)
-            except TimeoutError:
-                raise InternalError(
-                    f"http/request failed: error sending request for url "
-                    f"({display_url(params.url)})"
-                ) from None
+            response = await self._send(prepared, follow, deadline)
         except BaseException:
             if params.stream_response:
                 streams.pop(params.request_id, None)
             raise
         headers = [HttpResponseHeader(name=n, value=v) for n, v in response.headers]
-        if not params.stream_response:
-            return HttpRequestResponse(status=response.status, headers=headers, body_base64=data)
-        streams[params.request_id] = asyncio.ensure_future(
-            self._pump(params.request_id, response, deadline)
-        )
-        return HttpRequestResponse(status=response.status, headers=headers, body_base64=b"")
+        if params.stream_response:
+            streams[params.request_id] = asyncio.ensure_future(
+                self._pump(params.request_id, response, deadline)
+            )
+            return HttpRequestResponse(status=response.status, headers=headers, body_base64=b"")
+        try:
+            async with asyncio.timeout_at(deadline):
+                data = await read_all(response)
+        except (httpx.HTTPError, TimeoutError):
+            raise InternalError(
+                f"failed to read http/request response body: {BODY_ERROR}"
+            ) from None
+        return HttpRequestResponse(status=response.status, headers=headers, body_base64=data)
+
+    async def _send(
+        self, prepared: PreparedRequest, follow: bool, deadline: float | None
+    ) -> HttpResponse:
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self._client.send(prepared, follow_redirects=follow)
+        except TimeoutError:
+            raise InternalError(
+                "http/request failed: error sending request for url "
+                f"({prepared.url.serialize(userinfo=False)})"
+            ) from None
 
     async def _pump(self, request_id: str, response: HttpResponse, deadline: float | None) -> None:
         """Forward the body in order; always ends with a `done` delta unless the connection is
@@ -93,8 +103,8 @@ class HttpHandler:
                     async for chunk in response.chunks():
                         send(chunk, False, None)
                         await connection.writable()
-            except (httpx.HTTPError, TimeoutError) as exc:
-                send(b"", True, body_error(exc))
+            except (httpx.HTTPError, TimeoutError):
+                send(b"", True, BODY_ERROR)
             else:
                 send(b"", True, None)
         finally:

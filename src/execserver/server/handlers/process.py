@@ -53,15 +53,19 @@ class ProcessHandler:
         return session.backend
 
     def start(self, params: ProcessStartParams) -> ProcessStartResponse:
-        if params.sandbox is not None and params.sandbox.requests_enforcement():
-            # Fail closed: never run a restricted request unsandboxed.
-            raise InvalidParams(
-                "failed to prepare process sandbox: filesystem sandbox cannot be enforced "
-                "on this executor"
-            )
         cwd = params.cwd.native_cwd()  # checked before argv, as the reference does
         if not params.argv:
             raise InvalidParams("argv must not be empty")
+        sandbox = params.sandbox
+        if sandbox is not None:
+            if sandbox.windows_sandbox_level == "mxc":
+                raise InvalidParams("native MXC is unavailable on this executor")
+            if params.enforce_managed_network:
+                # Fail closed: there is no managed network proxy on this executor.
+                raise InvalidParams(
+                    "failed to prepare process sandbox: managed network enforcement needs a "
+                    "network proxy, which this executor does not provide"
+                )
         spec = ProcessSpec(
             argv=params.argv,
             cwd=cwd,
@@ -70,9 +74,10 @@ class ProcessHandler:
             pipe_stdin=params.pipe_stdin,
             arg0=params.arg0,
             env_policy=params.env_policy,
+            sandbox=sandbox,
         )
-        self._backend.start(params.process_id, spec)
-        return ProcessStartResponse(process_id=params.process_id, sandbox_type="none")
+        process = self._backend.start(params.process_id, spec)
+        return ProcessStartResponse(process_id=params.process_id, sandbox_type=process.sandbox_type)
 
     def read(
         self, params: ProcessReadParams

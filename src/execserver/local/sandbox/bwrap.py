@@ -1,0 +1,221 @@
+"""Bubblewrap: find and probe the system `bwrap` once, and build its command line for a policy.
+
+The filesystem view is built in layers, later mounts winning: the readable base (the host
+read-only, or an empty tmpfs with the `minimal` system directories), `/dev`, writable roots,
+read-only paths inside them (protected metadata), then denied paths masked by empty,
+inaccessible mounts. The program runs in new user, PID and IPC namespaces with no capabilities,
+and in a new network namespace (plus a seccomp filter) when the network is restricted.
+Missing or unusable bubblewrap raises `SandboxUnavailable`: callers refuse, never run unsandboxed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from execserver.local.sandbox.policy import MINIMAL_PATHS, Mechanism, ResolvedPolicy
+from execserver.local.spawn import Stdio, spawn
+
+BWRAP_ENV = "EXECSERVER_BWRAP"
+SECCOMP_FD = 3
+
+
+class SandboxUnavailable(Exception):
+    """Sandbox enforcement is not possible on this host; `str()` says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Bwrap:
+    path: bytes
+    version: tuple[int, ...]
+
+    @property
+    def has_argv0(self) -> bool:
+        return self.version >= (0, 9)
+
+
+_probed: dict[bytes, Bwrap | str] = {}
+
+
+def _run(argv: list[bytes], output: bool = False) -> tuple[int, bytes]:
+    """Run a short probe synchronously and reap it ourselves (no SIGCHLD race)."""
+    read_end, write_end = os.pipe()
+    try:
+        pid = spawn(argv[0], argv, [b"PATH=/usr/bin:/bin"], b"/", Stdio(None, write_end, write_end))
+    finally:
+        os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), data
+
+
+def locate(env: Mapping[str, str] | None = None) -> Bwrap:
+    """The usable bubblewrap (from $EXECSERVER_BWRAP or PATH), probed once per path."""
+    env = os.environ if env is None else env
+    configured = env.get(BWRAP_ENV)
+    found = configured if configured is not None else shutil.which("bwrap", path=env.get("PATH"))
+    if not found:
+        raise SandboxUnavailable("bubblewrap (bwrap) is not installed on this executor")
+    path = os.fsencode(found)
+    cached = _probed.get(path)
+    if cached is None:
+        cached = _probed[path] = _probe(path)
+    if isinstance(cached, str):
+        raise SandboxUnavailable(cached)
+    return cached
+
+
+def _probe(path: bytes) -> Bwrap | str:
+    try:
+        code, out = _run([path, b"--version"])
+    except OSError as exc:
+        return f"bubblewrap at {os.fsdecode(path)} cannot run: {exc.strerror}"
+    words = out.decode(errors="replace").split()
+    try:
+        version = tuple(int(p) for p in words[-1].split("."))
+    except (ValueError, IndexError):
+        return f"bubblewrap at {os.fsdecode(path)} did not report a version"
+    if code != 0 or version < (0, 5):
+        return f"bubblewrap at {os.fsdecode(path)} is too old (need 0.5 or newer)"
+    smoke = [
+        path,
+        b"--ro-bind",
+        b"/",
+        b"/",
+        b"--unshare-user",
+        b"--unshare-pid",
+        b"--unshare-net",
+        b"--cap-drop",
+        b"ALL",
+        b"--proc",
+        b"/proc",
+        b"--",
+        b"/bin/true",
+    ]
+    try:
+        code, out = _run(smoke)
+    except OSError as exc:
+        return f"bubblewrap cannot run: {exc.strerror}"
+    if code != 0:
+        detail = out.decode(errors="replace").strip() or f"exit status {code}"
+        return f"bubblewrap cannot create namespaces on this host: {detail}"
+    return Bwrap(path, version)
+
+
+@dataclass(slots=True)
+class MountPlan:
+    """bwrap arguments plus host-side placeholders to clean up after the run."""
+
+    args: list[bytes] = field(default_factory=list)
+    placeholders: list[bytes] = field(default_factory=list)
+
+    def cleanup(self) -> None:
+        for path in reversed(self.placeholders):
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass
+
+
+_empty_file: bytes | None = None
+
+
+def _inaccessible_file() -> bytes:
+    """An empty, mode-000 file to mount over denied files (one per server process)."""
+    global _empty_file
+    if _empty_file is None or not os.path.exists(_empty_file):
+        directory = tempfile.mkdtemp(prefix="execserver-sandbox-")
+        path = os.path.join(directory, "denied")
+        with open(path, "wb"):
+            pass
+        os.chmod(path, 0)
+        _empty_file = os.fsencode(path)
+    return _empty_file
+
+
+def _depth(path: bytes) -> int:
+    return path.rstrip(b"/").count(b"/")
+
+
+def filesystem_args(policy: ResolvedPolicy) -> MountPlan:
+    """The mount layers for a FILESYSTEM policy."""
+    plan = MountPlan()
+    args = plan.args
+    if policy.full_read:
+        args += [b"--ro-bind", b"/", b"/"]
+    else:
+        args += [b"--tmpfs", b"/"]
+        if policy.minimal:
+            for path in MINIMAL_PATHS:
+                if os.path.exists(path):
+                    args += [b"--ro-bind", path, path]
+        for path in sorted(set(policy.readable), key=_depth):
+            args += [b"--ro-bind", path, path]
+    args += [b"--dev", b"/dev"]
+    for path in sorted(set(policy.writable), key=_depth):
+        args += [b"--bind", path, path]
+    for path in sorted(set(policy.read_only), key=_depth):
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            st = None
+        if st is not None and stat.S_ISLNK(st.st_mode):
+            raise SandboxUnavailable(
+                f"cannot enforce sandbox read-only path {os.fsdecode(path)} because it is a "
+                "symlink inside a writable root"
+            )
+        if st is None or (stat.S_ISDIR(st.st_mode) and not os.listdir(path)):
+            # Missing or empty: an empty read-only directory, so nothing can be planted there.
+            if st is None:
+                plan.placeholders.append(path)
+            args += [b"--perms", b"0555", b"--tmpfs", path, b"--remount-ro", path]
+        else:
+            args += [b"--ro-bind", path, path]
+    for path in sorted(set(policy.denied), key=_depth):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue  # nothing there to hide
+        if stat.S_ISDIR(st.st_mode):
+            args += [b"--perms", b"0000", b"--tmpfs", path, b"--remount-ro", path]
+        else:
+            args += [b"--ro-bind", _inaccessible_file(), path]
+    return plan
+
+
+def command(
+    bwrap: Bwrap,
+    policy: ResolvedPolicy,
+    *,
+    chdir: bytes,
+    seccomp: bool,
+) -> MountPlan:
+    """bwrap's argv up to and including `--` for running a program under `policy`."""
+    if policy.mechanism is Mechanism.FILESYSTEM:
+        plan = filesystem_args(policy)
+        plan.args = [
+            bwrap.path,
+            b"--die-with-parent",
+            b"--unshare-user",
+            b"--unshare-pid",
+            b"--unshare-ipc",
+            *plan.args,
+            b"--cap-drop",
+            b"ALL",
+        ]
+    else:
+        plan = MountPlan(
+            [bwrap.path, b"--die-with-parent", b"--dev-bind", b"/", b"/", b"--unshare-pid"]
+        )
+    if policy.network_restricted:
+        plan.args.append(b"--unshare-net")
+    plan.args += [b"--proc", b"/proc", b"--chdir", chdir]
+    if seccomp:
+        plan.args += [b"--seccomp", str(SECCOMP_FD).encode()]
+    plan.args.append(b"--")
+    return plan

@@ -1,0 +1,93 @@
+"""Filesystem operations inside the sandbox: a one-shot helper process under bubblewrap.
+
+The server starts `python -m execserver.local.sandbox.fs_helper` under the request's policy
+(plus a read-only view of the Python installation), sends one msgpack request on stdin and
+reads one msgpack reply from stdout. The operation runs the same code as unsandboxed requests,
+but sees only the sandbox's filesystem, so the kernel enforces the policy. `fs/open` replies
+with the opened fd over a unix socket (SCM_RIGHTS) instead of data.
+"""
+
+from __future__ import annotations
+
+import array
+import os
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from execserver.protocol.base import dec_hook, enc_hook
+from execserver.protocol.file_system import FsWalkResponse, WalkOptions
+from execserver.protocol.pathuri import PathUri
+
+FD_SOCKET = 4  # fd number of the fd-passing socket inside the helper
+
+_encoder = msgspec.msgpack.Encoder(enc_hook=enc_hook)
+
+
+class Request(msgspec.Struct):
+    op: str
+    args: dict[str, Any]
+
+
+class Reply(msgspec.Struct, omit_defaults=True):
+    result: Any = None
+    errno: int | None = None
+    code: int | None = None
+    message: str | None = None
+
+
+def _send_fd(fd: int) -> None:
+    with socket.socket(fileno=os.dup(FD_SOCKET)) as sock:
+        sock.sendmsg([b"f"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
+
+
+def _run(request: Request) -> Any:
+    from execserver.local import file_system as fs
+    from execserver.local import walk as fs_walk
+    from execserver.local.file_handles import open_handle_fd
+
+    args = request.args
+    op = request.op
+    if op == "walk":
+        root = msgspec.convert(args["root"], PathUri, dec_hook=dec_hook)
+        options = msgspec.convert(args["options"], WalkOptions, dec_hook=dec_hook)
+        return fs_walk.walk(root, options)
+    if op == "open":
+        fd = open_handle_fd(args["path"], args["mode"])
+        _send_fd(fd)
+        return None
+    functions: dict[str, Callable[..., Any]] = {
+        "read_file": fs.read_file,
+        "write_file": fs.write_file,
+        "create_directory": fs.create_directory,
+        "get_metadata": fs.get_metadata,
+        "canonicalize": fs.canonicalize,
+        "read_directory": fs.read_directory,
+        "remove": fs.remove,
+        "copy": fs.copy,
+    }
+    return functions[op](*args.get("positional", ()), **args.get("keywords", {}))
+
+
+def main() -> None:
+    """Helper entry point: one request in, one reply out."""
+    from execserver.errors import RpcError
+
+    request = msgspec.msgpack.decode(sys.stdin.buffer.read(), type=Request)
+    try:
+        reply = Reply(result=_run(request))
+    except OSError as exc:
+        reply = Reply(errno=exc.errno or 0)
+    except RpcError as exc:
+        reply = Reply(code=exc.code, message=exc.message)
+    sys.stdout.buffer.write(_encoder.encode(reply))
+    sys.stdout.buffer.flush()
+
+
+RESULT_TYPES: dict[str, Any] = {"walk": FsWalkResponse}
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""Run filesystem operations inside the sandbox (server side of `fs_helper`).
+
+Decides per request whether the policy needs the helper at all (reads run in-process when the
+whole filesystem is readable and nothing is denied; writes when everything is writable, as the
+reference decides), and otherwise starts the helper under bubblewrap, exchanges one request and
+one reply, and reaps it through the server's reaper.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import functools
+import os
+import socket
+import sys
+from concurrent.futures import Executor
+from typing import Any
+
+import msgspec
+
+import execserver
+from execserver.errors import InternalError, InvalidParams, from_jsonrpc_error
+from execserver.local.reaper import ChildReaper, exit_code_from_status
+from execserver.local.sandbox import bwrap as bw
+from execserver.local.sandbox.fs_helper import FD_SOCKET, Reply, Request
+from execserver.local.sandbox.policy import (
+    Mechanism,
+    ResolvedPolicy,
+    SandboxError,
+    resolve,
+)
+from execserver.local.spawn import Stdio, spawn
+from execserver.protocol.base import dec_hook, enc_hook
+from execserver.protocol.sandbox import (
+    GlobPatternPath,
+    ManagedProfile,
+    RestrictedFileSystem,
+    SandboxContext,
+    SpecialCwd,
+    SpecialEntryPath,
+    SpecialProjectRoots,
+)
+
+_encoder = msgspec.msgpack.Encoder(enc_hook=enc_hook)
+
+
+def _needs_cwd(context: SandboxContext) -> bool:
+    permissions = context.permissions
+    if not isinstance(permissions, ManagedProfile) or not isinstance(
+        permissions.file_system, RestrictedFileSystem
+    ):
+        return False
+    for entry in permissions.file_system.entries:
+        path = entry.path
+        if isinstance(path, SpecialEntryPath) and isinstance(
+            path.value, SpecialProjectRoots | SpecialCwd
+        ):
+            return True
+        if isinstance(path, GlobPatternPath) and not path.pattern.startswith("/"):
+            return True
+    return False
+
+
+def fs_policy(context: SandboxContext) -> ResolvedPolicy:
+    """The policy of an fs request (resolved against the sandbox cwd, else ours)."""
+    if context.cwd is None and _needs_cwd(context):
+        raise InvalidParams("file system sandbox context with dynamic permissions requires cwd")
+    cwd = context.cwd.native_path() if context.cwd is not None else os.fsencode(os.getcwd())
+    # The helper's environment holds only PATH, so a `tmpdir` entry grants nothing.
+    return resolve(context, cwd, {}, strict_roots=False)
+
+
+def needs_helper(policy: ResolvedPolicy, *, writes: bool) -> bool:
+    if policy.mechanism is not Mechanism.FILESYSTEM:
+        return False
+    return policy.restricts_writes if writes else policy.restricts_reads
+
+
+def _python_paths() -> list[bytes]:
+    """What the helper's Python needs to see (interpreter, stdlib, packages, our source)."""
+    paths = {sys.base_prefix, sys.prefix, sys.exec_prefix, os.path.dirname(sys.executable)}
+    paths.add(os.path.dirname(os.path.dirname(os.path.abspath(execserver.__file__))))
+    paths.update(p for p in sys.path if p and os.path.isdir(p))
+    return [os.fsencode(os.path.realpath(p)) for p in sorted(paths)]
+
+
+class SandboxedFileSystem:
+    def __init__(self, reaper: ChildReaper, executor: Executor) -> None:
+        self._reaper = reaper
+        self._executor = executor
+
+    async def call(
+        self,
+        policy: ResolvedPolicy,
+        op: str,
+        args: dict[str, Any],
+        result_type: Any = None,
+    ) -> Any:
+        """Run `op` in a helper under `policy`; raise the operation's error as ours would."""
+        reply, _ = await self._exchange(policy, Request(op, args), want_fd=False)
+        if reply.result is None or result_type is None:
+            return reply.result
+        return msgspec.convert(reply.result, result_type, dec_hook=dec_hook)
+
+    async def open(self, policy: ResolvedPolicy, path: bytes, mode: str) -> int:
+        """Open `path` inside the sandbox and return the fd (passed back over a socket)."""
+        _, fd = await self._exchange(
+            policy, Request("open", {"path": path, "mode": mode}), want_fd=True
+        )
+        assert fd is not None
+        return fd
+
+    async def _exchange(
+        self, policy: ResolvedPolicy, request: Request, *, want_fd: bool
+    ) -> tuple[Reply, int | None]:
+        helper_policy = ResolvedPolicy(
+            Mechanism.FILESYSTEM,
+            network_restricted=True,
+            full_read=policy.full_read,
+            full_write=policy.full_write,
+            minimal=True,
+            readable=[*policy.readable, *_python_paths()],
+            writable=list(policy.writable),
+            read_only=list(policy.read_only),
+            denied=list(policy.denied),
+            has_deny_entries=policy.has_deny_entries,
+        )
+        try:
+            plan = bw.command(bw.locate(), helper_policy, chdir=b"/", seccomp=False)
+        except (bw.SandboxUnavailable, SandboxError) as exc:
+            raise InvalidParams(f"failed to prepare fs sandbox: {exc}") from None
+        argv = [
+            *plan.args,
+            os.fsencode(sys.executable),
+            b"-I",
+            b"-m",
+            b"execserver.local.sandbox.fs_helper",
+        ]
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        loop = asyncio.get_running_loop()
+        exited: asyncio.Future[int] = loop.create_future()
+        try:
+            pid = spawn(
+                argv[0],
+                argv,
+                [b"PATH=/usr/bin:/bin"],
+                b"/",
+                Stdio(in_r, out_w, err_w, extra_fds=((theirs.fileno(), FD_SOCKET),)),
+            )
+        except OSError as exc:
+            for pipe_fd in (in_r, in_w, out_r, out_w, err_r, err_w):
+                os.close(pipe_fd)
+            ours.close()
+            theirs.close()
+            plan.cleanup()
+            raise InternalError(f"fs sandbox helper failed to start: {exc.strerror}") from None
+
+        def on_exit(status: int) -> None:
+            if not exited.done():
+                exited.set_result(status)
+
+        self._reaper.watch(pid, on_exit)
+        for child_fd in (in_r, out_w, err_w):
+            os.close(child_fd)
+        theirs.close()
+        try:
+            talk = functools.partial(
+                _talk,
+                in_w,
+                out_r,
+                err_r,
+                sock=ours,
+                request=_encoder.encode(request),
+                want_fd=want_fd,
+            )
+            out, err, fd = await loop.run_in_executor(self._executor, talk)
+            status = await exited
+        finally:
+            ours.close()
+            plan.cleanup()
+        try:
+            reply = msgspec.msgpack.decode(out, type=Reply)
+        except msgspec.DecodeError:
+            code = exit_code_from_status(status)
+            detail = err.decode(errors="replace").strip()
+            raise InternalError(
+                f"fs sandbox helper failed with status exit status: {code}: {detail}"
+            ) from None
+        if reply.errno is not None:
+            raise OSError(reply.errno, os.strerror(reply.errno))
+        if reply.code is not None:
+            raise from_jsonrpc_error(reply.code, reply.message or "")
+        return reply, fd
+
+
+def _talk(
+    stdin: int, stdout: int, stderr: int, *, sock: socket.socket, request: bytes, want_fd: bool
+) -> tuple[bytes, bytes, int | None]:
+    """Blocking: send the request, collect stdout/stderr (and an fd), close our ends."""
+    try:
+        with os.fdopen(stdin, "wb") as pipe:
+            pipe.write(request)
+    except BrokenPipeError:
+        pass
+    fd = None
+    if want_fd:
+        fds = array.array("i")
+        _, ancillary, _, _ = sock.recvmsg(1, socket.CMSG_SPACE(fds.itemsize))
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
+        fd = fds[0] if fds else None
+    with os.fdopen(stdout, "rb") as out_pipe, os.fdopen(stderr, "rb") as err_pipe:
+        out = out_pipe.read()
+        err = err_pipe.read()
+    return out, err, fd
