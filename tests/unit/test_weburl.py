@@ -718,7 +718,7 @@ INVALID_REFERENCES = [
     "%",
     "1a:b",
     ":",
-    "a:b:c/",
+    "a:b c",
     "/a[b]",
     "?a[b]",
     "#a#b",
@@ -932,6 +932,7 @@ def test_only_references_with_a_scheme_or_authority_fail_the_builder(text: str) 
     current = parse_url(BASE)
     if not text.isascii() or redirect_fails_builder(current, text.encode()) is False:
         return
+    text = text.strip(" \t")
     assert text.startswith("//") or re.match(r"[A-Za-z][A-Za-z0-9+\-.]*:", text)
 
 

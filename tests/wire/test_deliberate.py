@@ -70,13 +70,75 @@ async def exit_code(url: str, params: dict[str, Any]) -> int:
         return next(e["params"]["exitCode"] for e in events if e["method"] == "process/exited")
 
 
+# Differential cases (tests/wire/cases_*.py) whose outcome differs on purpose: each maps to the
+# reason and to a check of what our server does instead. The differential runner skips them;
+# `test_deliberate_case` below shows that the outcomes really differ and that ours is as stated.
+DELIBERATE_CASES: dict[str, tuple[str, str]] = {
+    "sandbox_enforce_managed_network": (
+        "enforceManagedNetwork with a sandbox is refused up front (-32602): there is no managed "
+        "proxy here; the reference starts the process and its helper panics (exit 101).",
+        "managed network enforcement needs a network proxy",
+    ),
+    "sandbox_legacy_landlock": (
+        "useLegacyLandlock is ignored: every restricted filesystem runs under bubblewrap; the "
+        "reference's helper panics (exit 101) instead.",
+        "Read-only file system",
+    ),
+    "sandbox_path_entry_naming_a_file": (
+        "A `path` permission entry naming a file grants access to that file; the reference's "
+        "helper crashes (exit 101) trying to protect `<file>/.git`.",
+        '"exitCode": 0',
+    ),
+    "sandbox_fs_path_entry_naming_a_file": (
+        "The same for fs methods: a file entry works (the reference fails with the helper crash).",
+        '"result": {}',
+    ),
+    "sandbox_glob_deny_entries": (
+        "Glob patterns we cannot expand safely (brace alternatives, no non-root prefix) refuse "
+        "the request up front; the reference starts the process, which fails with exit 1.",
+        "failed to prepare process sandbox: unreadable glob",
+    ),
+    "sandbox_protected_git_symlink_refuses_to_run": (
+        "A protected name (`.git`) that is a symlink in a writable root refuses the request up "
+        "front; the reference starts the process, which fails with exit 1.",
+        "failed to prepare process sandbox: cannot enforce sandbox read-only path",
+    ),
+    "sandbox_profile_empty_entries_and_root_deny": (
+        "A policy that leaves nothing to run fails with bubblewrap's own error (exit 1); the "
+        "reference's helper panics (exit 101) and so reports sandboxDenied.",
+        "bwrap: ",
+    ),
+}
+
+
 def test_deliberate_differences_are_documented() -> None:
     """docs/protocol.md names every deliberate difference."""
     from tests.harness.servers import REPO_ROOT
 
     text = (REPO_ROOT / "docs/protocol.md").read_text()
-    for name in DELIBERATE_DIFFERENCES:
+    for name in [*DELIBERATE_DIFFERENCES, *DELIBERATE_CASES]:
         assert f"`{name}`" in text, name
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("name", sorted(DELIBERATE_CASES))
+async def test_deliberate_case(
+    name: str, ours: ServerProcess, reference: ServerProcess, tmp_path: Path
+) -> None:
+    """The case's outcome differs from the reference's, and ours does what the list says."""
+    from tests.harness.differential import observe
+    from tests.wire.cases_core import dumps
+    from tests.wire.test_differential import ALL_CASES
+
+    require_reference()
+    workdir = tmp_path / "case"
+    theirs = dumps(await observe(ALL_CASES[name], reference.url, workdir, "reference"))
+    import shutil
+
+    shutil.rmtree(workdir)
+    mine = dumps(await observe(ALL_CASES[name], ours.url, workdir, "ours"))
+    assert mine != theirs
+    assert DELIBERATE_CASES[name][1] in mine
 
 
 async def test_pty_signal_exit_code(ours: ServerProcess) -> None:
@@ -155,6 +217,16 @@ async def test_requests_are_pipelined(ours: ServerProcess) -> None:
 async def test_requests_are_pipelined_reference(reference: ServerProcess) -> None:
     require_reference()
     assert await _status_during_long_poll(reference.url) is False
+
+
+async def _start(url: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Start a process; wait for its close if it started. Returns the start response."""
+    async with await WireClient.connect(url) as client:
+        await client.initialize()
+        response = await client.request("process/start", params)
+        if "result" in response:
+            await client.process_events(params["processId"])
+        return response
 
 
 async def test_pty_arg0_only_renames_argv0(ours: ServerProcess) -> None:

@@ -78,6 +78,21 @@ class WideU64(int):
         return cls(obj)
 
 
+class NonZeroUsize(int):
+    """serde's `NonZeroUsize` (only inside buffered enum content, where values are printed)."""
+
+    __slots__ = ()
+
+    @classmethod
+    def decode(cls, obj: Any) -> NonZeroUsize:
+        if isinstance(obj, bool) or not isinstance(obj, int):
+            found = unexpected(obj, content=True)
+            raise ValueError(f"invalid type: {found}, expected a nonzero usize")
+        if not 0 < obj <= U64_MAX:
+            raise ValueError(f"invalid value: integer `{obj}`, expected a nonzero usize")
+        return cls(obj)
+
+
 class UnitEnum(str):
     """A serde enum of unit variants: `"name"` or the single-key map form `{"name": null}`."""
 
@@ -106,7 +121,7 @@ def dec_hook(tp: type, obj: Any) -> Any:
 
     Raised `ValueError`s carry the reference's message for the bad value.
     """
-    if isinstance(tp, type) and issubclass(tp, UnitEnum | WideU64):
+    if isinstance(tp, type) and issubclass(tp, UnitEnum | WideU64 | NonZeroUsize):
         return tp.decode(obj)
     if not isinstance(obj, str):
         raise ValueError(f"invalid type: {unexpected(obj)}, expected a string")

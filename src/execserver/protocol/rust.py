@@ -6,14 +6,21 @@ import unicodedata
 from typing import Any
 
 
-def unexpected(value: Any) -> str:
-    """serde's `Unexpected` rendering of a JSON value (numbers print as plain `number`)."""
+def unexpected(value: Any, *, content: bool = False) -> str:
+    """serde's `Unexpected` rendering of a JSON value.
+
+    Params are deserialised from an arbitrary-precision JSON value, where numbers print as plain
+    `number`; inside internally tagged enums serde buffers values first (`content`), and then
+    numbers print with their value and null as `unit value`.
+    """
     if value is None:
-        return "null"
+        return "unit value" if content else "null"
     if isinstance(value, bool):
         return f"boolean `{'true' if value else 'false'}`"
-    if isinstance(value, int | float):
-        return "number"
+    if isinstance(value, int):
+        return f"integer `{value}`" if content else "number"
+    if isinstance(value, float):
+        return f"floating point `{value!r}`" if content else "number"
     if isinstance(value, str):
         return f"string {rust_debug_str(value)}"
     if isinstance(value, list):

@@ -7,11 +7,11 @@ Pure data: what the intent *means* for this host is decided in `local/`.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import msgspec
 
-from execserver.protocol.base import USIZE, UnitEnum, WireStruct, variants
+from execserver.protocol.base import NonZeroUsize, UnitEnum, WireStruct, variants
 from execserver.protocol.pathuri import PathUri
 
 Access = Literal["read", "write", "deny", "none"]
@@ -60,7 +60,7 @@ class SpecialSlashTmp(_Special, tag="slash_tmp"):
 
 
 class SpecialUnknown(_Special, tag="unknown"):
-    pass
+    path: str
 
 
 SpecialPath = (
@@ -116,10 +116,10 @@ class UnrestrictedFileSystem(_FsPolicy, tag="unrestricted"):
 
 class RestrictedFileSystem(_FsPolicy, tag="restricted"):
     entries: list[FileSystemEntry]
-    glob_scan_max_depth: USIZE | None = None
+    glob_scan_max_depth: NonZeroUsize | None = None
 
 
-FileSystemPolicy = UnrestrictedFileSystem | RestrictedFileSystem
+FileSystemPolicy = RestrictedFileSystem | UnrestrictedFileSystem
 
 
 class _Profile(_Snake, tag_field="type"):
@@ -146,6 +146,20 @@ class WindowsSandboxLevel(UnitEnum):
     variants = ("disabled", "restricted-token", "elevated", "mxc")
 
 
+class SandboxOverride(UnitEnum):
+    variants = ("noOverride", "escalatedSandboxWithRestrictions", "bypassSandboxFirstAttempt")
+
+
+class ProxySettingsMode(UnitEnum):
+    variants = ("reconcile", "preserve")
+
+
+class PolicyContext(WireStruct):
+    """Orchestrator-side policy details; carried, not used here."""
+
+    rust_name = "WireFileSystemPolicyContext"
+
+
 class SandboxContext(WireStruct):
     rust_name = "WireFileSystemSandboxContext"
     rust_len = 10
@@ -153,11 +167,11 @@ class SandboxContext(WireStruct):
     permissions: PermissionProfile
     windows_sandbox_level: WindowsSandboxLevel
     cwd: PathUri | None = None
-    workspace_roots: list[PathUri] | None = None
-    use_legacy_landlock: bool | None = None
-    policy_context: dict[str, Any] | None = None
-    sandbox_override: str | None = None
-    windows_sandbox_proxy_settings_mode: str | None = None
+    workspace_roots: list[PathUri] = msgspec.field(default_factory=list)
+    use_legacy_landlock: bool = False
+    policy_context: PolicyContext | None = None
+    sandbox_override: SandboxOverride = SandboxOverride("noOverride")
+    windows_sandbox_proxy_settings_mode: ProxySettingsMode = ProxySettingsMode("reconcile")
 
     def restricts_filesystem(self) -> bool:
         """True when file access must be limited (a managed, restricted filesystem policy)."""

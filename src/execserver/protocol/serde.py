@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import msgspec
 import msgspec.inspect as mi
 
-from execserver.protocol.base import Base64Bytes, dec_hook, declared_order
+from execserver.protocol.base import Base64Bytes, NonZeroUsize, dec_hook, declared_order
 from execserver.protocol.rust import rust_debug_str, unexpected, unknown_variant
 
 T = TypeVar("T")
@@ -107,7 +107,7 @@ def _expected(info: mi.Type) -> str:
     return "a value"
 
 
-def _mismatch(value: Any, info: mi.Type) -> str | None:
+def _mismatch(value: Any, info: mi.Type, content: bool = False) -> str | None:
     """The error for a value of the wrong JSON kind, or None if the kind fits."""
     base = info.type if isinstance(info, mi.Metadata) else info
     if isinstance(base, mi.AnyType):
@@ -123,22 +123,23 @@ def _mismatch(value: Any, info: mi.Type) -> str | None:
     }
     if isinstance(base, mi.IntType | mi.FloatType):
         if isinstance(value, bool) or not isinstance(value, int | float):
-            return f"invalid type: {unexpected(value)}, expected {_expected(info)}"
+            return f"invalid type: {unexpected(value, content=content)}, expected {_expected(info)}"
         return None
     allowed = kinds.get(type(base))
     if allowed is None:
         return None
     if isinstance(value, bool) and bool not in allowed:
-        return f"invalid type: {unexpected(value)}, expected {_expected(info)}"
+        return f"invalid type: {unexpected(value, content=content)}, expected {_expected(info)}"
     if not isinstance(value, allowed):
-        return f"invalid type: {unexpected(value)}, expected {_expected(info)}"
+        return f"invalid type: {unexpected(value, content=content)}, expected {_expected(info)}"
     return None
 
 
-def _check(value: Any, info: mi.Type) -> str | None:
+def _check(value: Any, info: mi.Type, content: bool = False) -> str | None:
+    """`content`: inside an internally tagged enum (serde renders values differently there)."""
     if isinstance(info, mi.UnionType):
-        return _check_union(value, info)
-    mismatch = _mismatch(value, info)
+        return _check_union(value, info, content)
+    mismatch = _mismatch(value, info, content)
     if mismatch is not None:
         return mismatch
     base = info.type if isinstance(info, mi.Metadata) else info
@@ -146,22 +147,22 @@ def _check(value: Any, info: mi.Type) -> str | None:
         return _check_int(value, base)
     if isinstance(base, mi.ListType):
         for item in value:
-            problem = _check(item, base.item_type)
+            problem = _check(item, base.item_type, content)
             if problem is not None:
                 return problem
         return None
     if isinstance(base, mi.DictType):
         for item in value.values():
-            problem = _check(item, base.value_type)
+            problem = _check(item, base.value_type, content)
             if problem is not None:
                 return problem
         return None
     if isinstance(base, mi.LiteralType):
         return _check_variant(value, base.values)
     if isinstance(base, mi.StructType):
-        return _check_struct(value, base)
+        return _check_struct(value, base, content)
     if isinstance(base, mi.CustomType):
-        return _check_custom(value, base.cls)
+        return _check_custom(value, base.cls, content)
     return None
 
 
@@ -183,40 +184,41 @@ def _check_variant(value: str, variants: tuple[Any, ...]) -> str | None:
     return unknown_variant(value, declared_order(variants))
 
 
-def _check_union(value: Any, info: mi.UnionType) -> str | None:
+def _check_union(value: Any, info: mi.UnionType, content: bool) -> str | None:
     members = [t for t in info.types if not isinstance(t, mi.NoneType)]
     if value is None and len(members) < len(info.types):
         return None
     structs = [t for t in members if isinstance(t, mi.StructType)]
     if structs and structs[0].tag_field is not None and len(structs) == len(members):
-        return _check_tagged(value, structs)
+        return _check_tagged(value, structs, content)
     if len(members) == 1:
-        return _check(value, members[0])
+        return _check(value, members[0], content)
     for member in members:
-        if _mismatch(value, member) is None:
-            return _check(value, member)
-    return _mismatch(value, members[0])
+        if _mismatch(value, member, content) is None:
+            return _check(value, member, content)
+    return _mismatch(value, members[0], content)
 
 
-def _check_tagged(value: Any, variants: list[mi.StructType]) -> str | None:
-    """serde's internally tagged enum: `{"type": "<tag>", ...}`."""
+def _check_tagged(value: Any, variants: list[mi.StructType], content: bool) -> str | None:
+    """serde's internally tagged enum: `{"type": "<tag>", ...}` (members are buffered first)."""
     tag_field = variants[0].tag_field
     assert tag_field is not None
     enum_name = getattr(variants[0].cls, "rust_enum", "") or "enum"
     if not isinstance(value, dict):
-        return f"invalid type: {unexpected(value)}, expected internally tagged enum {enum_name}"
+        found = unexpected(value, content=content)
+        return f"invalid type: {found}, expected internally tagged enum {enum_name}"
     if tag_field not in value:
         return f"missing field `{tag_field}`"
     tag = value[tag_field]
     for variant in variants:
         if variant.tag == tag:
-            return _check_struct(value, variant)
+            return _check_struct(value, variant, content=True)
     if not isinstance(tag, str):
-        return f"invalid type: {unexpected(tag)}, expected variant identifier"
+        return f"invalid type: {unexpected(tag, content=True)}, expected variant identifier"
     return _check_variant(tag, tuple(v.tag for v in variants))
 
 
-def _check_struct(value: Any, info: mi.StructType) -> str | None:
+def _check_struct(value: Any, info: mi.StructType, content: bool = False) -> str | None:
     if isinstance(value, list):
         try:
             value = _positional(value, info)
@@ -227,7 +229,7 @@ def _check_struct(value: Any, info: mi.StructType) -> str | None:
         field = fields.get(key)
         if field is None:
             continue
-        problem = _check(item, field.type)
+        problem = _check(item, field.type, content)
         if problem is not None:
             return problem
     for field in info.fields:
@@ -236,7 +238,9 @@ def _check_struct(value: Any, info: mi.StructType) -> str | None:
     return None
 
 
-def _check_custom(value: Any, cls: type) -> str | None:
+def _check_custom(value: Any, cls: type, content: bool) -> str | None:
+    if content and not isinstance(value, str) and cls is not NonZeroUsize:
+        return f"invalid type: {unexpected(value, content=True)}, expected a string"
     try:
         dec_hook(cls, value)
     except (ValueError, TypeError) as exc:

@@ -16,6 +16,10 @@ do with a 3xx ``Location`` value; two independent layers are involved:
   to_str``: tab, space and ``!``..``~``) and is ``Url::join``-ed to the current URL; if that fails
   the 3xx is the answer.  So ``/e cho`` *is* followed (to ``/e%20cho``); ``/é``, ``//``,
   ``///x`` and ``http://[::1`` are not.
+
+Messages show a URL as reqwest holds it: the initial URL without its userinfo (reqwest moves it
+into an ``Authorization`` header), a redirect target with it (and no ``Authorization`` is made
+from it), the fragment always; ``fits_http_uri`` tells when reqwest refuses a URL outright.
 """
 
 from __future__ import annotations
@@ -46,9 +50,9 @@ from execserver.protocol.whatwg import (
 __all__ = [
     "DEFAULT_PORTS",
     "HTTP_URI_MAX_LEN",
-    "fits_http_uri",
     "UrlError",
     "WebUrl",
+    "fits_http_uri",
     "is_valid_uri_reference",
     "join",
     "location_text",

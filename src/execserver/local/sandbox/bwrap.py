@@ -113,8 +113,15 @@ class MountPlan:
 
     args: list[bytes] = field(default_factory=list)
     placeholders: list[bytes] = field(default_factory=list)
+    placeholder_files: list[bytes] = field(default_factory=list)
 
     def cleanup(self) -> None:
+        for path in self.placeholder_files:
+            try:
+                if os.lstat(path).st_size == 0:
+                    os.unlink(path)
+            except OSError:
+                pass
         for path in reversed(self.placeholders):
             try:
                 os.rmdir(path)
@@ -122,20 +129,30 @@ class MountPlan:
                 pass
 
 
-_empty_file: bytes | None = None
+_mount_sources: dict[int, bytes] = {}
+
+
+def _empty_file(mode: int) -> bytes:
+    """An empty file with `mode`, to mount over denied names (one of each per process)."""
+    path = _mount_sources.get(mode)
+    if path is None or not os.path.exists(path):
+        directory = tempfile.mkdtemp(prefix="execserver-sandbox-")
+        name = os.path.join(directory, f"empty-{mode:o}")
+        with open(name, "wb"):
+            pass
+        os.chmod(name, mode)
+        path = _mount_sources[mode] = os.fsencode(name)
+    return path
 
 
 def _inaccessible_file() -> bytes:
-    """An empty, mode-000 file to mount over denied files (one per server process)."""
-    global _empty_file
-    if _empty_file is None or not os.path.exists(_empty_file):
-        directory = tempfile.mkdtemp(prefix="execserver-sandbox-")
-        path = os.path.join(directory, "denied")
-        with open(path, "wb"):
-            pass
-        os.chmod(path, 0)
-        _empty_file = os.fsencode(path)
-    return _empty_file
+    """Mounted over denied files: no access at all for a program without capabilities."""
+    return _empty_file(0)
+
+
+def _placeholder_file() -> bytes:
+    """Mounted (read-only) on denied names that do not exist: present, empty, unwritable."""
+    return _empty_file(0o600)
 
 
 def _depth(path: bytes) -> int:
@@ -176,16 +193,27 @@ def filesystem_args(policy: ResolvedPolicy) -> MountPlan:
             args += [b"--perms", b"0555", b"--tmpfs", path, b"--remount-ro", path]
         else:
             args += [b"--ro-bind", path, path]
+    writable = sorted(set(policy.writable), key=_depth)
     for path in sorted(set(policy.denied), key=_depth):
         try:
             st = os.stat(path)
         except OSError:
-            continue  # nothing there to hide
+            # Not there yet: if the sandbox could create it, occupy the name with an empty
+            # read-only file for the duration of the run (removed afterwards).
+            parent = os.path.dirname(path)
+            if os.path.isdir(parent) and any(_within(parent, root) for root in writable):
+                plan.placeholder_files.append(path)
+                args += [b"--ro-bind", _placeholder_file(), path]
+            continue
         if stat.S_ISDIR(st.st_mode):
             args += [b"--perms", b"0000", b"--tmpfs", path, b"--remount-ro", path]
         else:
             args += [b"--ro-bind", _inaccessible_file(), path]
     return plan
+
+
+def _within(path: bytes, root: bytes) -> bool:
+    return path == root or path.startswith(root.rstrip(b"/") + b"/")
 
 
 def command(
@@ -208,13 +236,16 @@ def command(
             b"--cap-drop",
             b"ALL",
         ]
+        if policy.network_restricted:
+            plan.args.append(b"--unshare-net")
+        plan.args += [b"--proc", b"/proc"]
     else:
-        plan = MountPlan(
-            [bwrap.path, b"--die-with-parent", b"--dev-bind", b"/", b"/", b"--unshare-pid"]
-        )
-    if policy.network_restricted:
-        plan.args.append(b"--unshare-net")
-    plan.args += [b"--proc", b"/proc", b"--chdir", chdir]
+        # Only the network is taken away: the filesystem and the process table stay the host's
+        # (the reference applies just its seccomp filter here).
+        plan = MountPlan([bwrap.path, b"--die-with-parent", b"--dev-bind", b"/", b"/"])
+        if policy.network_restricted:
+            plan.args.append(b"--unshare-net")
+    plan.args += [b"--chdir", chdir]
     if seccomp:
         plan.args += [b"--seccomp", str(SECCOMP_FD).encode()]
     plan.args.append(b"--")

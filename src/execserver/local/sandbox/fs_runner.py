@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import contextlib
 import functools
 import os
 import socket
@@ -20,7 +21,7 @@ from typing import Any
 import msgspec
 
 import execserver
-from execserver.errors import InternalError, InvalidParams, from_jsonrpc_error
+from execserver.errors import InternalError, InvalidParams, InvalidRequest, from_jsonrpc_error
 from execserver.local.reaper import ChildReaper, exit_code_from_status
 from execserver.local.sandbox import bwrap as bw
 from execserver.local.sandbox.fs_helper import FD_SOCKET, Reply, Request
@@ -32,6 +33,7 @@ from execserver.local.sandbox.policy import (
 )
 from execserver.local.spawn import Stdio, spawn
 from execserver.protocol.base import dec_hook, enc_hook
+from execserver.protocol.pathuri import PathUriError
 from execserver.protocol.sandbox import (
     GlobPatternPath,
     ManagedProfile,
@@ -66,7 +68,10 @@ def fs_policy(context: SandboxContext) -> ResolvedPolicy:
     """The policy of an fs request (resolved against the sandbox cwd, else ours)."""
     if context.cwd is None and _needs_cwd(context):
         raise InvalidParams("file system sandbox context with dynamic permissions requires cwd")
-    cwd = context.cwd.native_path() if context.cwd is not None else os.fsencode(os.getcwd())
+    cwd = os.fsencode(os.getcwd())
+    if context.cwd is not None:
+        with contextlib.suppress(PathUriError):  # fs requests ignore an unusable policy cwd
+            cwd = context.cwd.native_path()
     # The helper's environment holds only PATH, so a `tmpdir` entry grants nothing.
     return resolve(context, cwd, {}, strict_roots=False)
 
@@ -129,7 +134,7 @@ class SandboxedFileSystem:
         try:
             plan = bw.command(bw.locate(), helper_policy, chdir=b"/", seccomp=False)
         except (bw.SandboxUnavailable, SandboxError) as exc:
-            raise InvalidParams(f"failed to prepare fs sandbox: {exc}") from None
+            raise InvalidRequest(f"failed to prepare fs sandbox: {exc}") from None
         argv = [
             *plan.args,
             os.fsencode(sys.executable),

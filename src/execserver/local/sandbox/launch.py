@@ -34,7 +34,10 @@ class SandboxLaunch:
 
 
 def visible_cwd(policy: ResolvedPolicy, cwd: bytes) -> bytes:
-    """`cwd` if the sandboxed program can see it, else `/` (where the reference starts it)."""
+    """`cwd` if it exists in the sandbox's view, else `/` (where the reference starts it).
+
+    Inside a bound path, or an ancestor of one (bwrap creates the parents of mount points).
+    """
     if policy.mechanism is not Mechanism.FILESYSTEM or policy.full_read:
         return cwd
     roots = [*policy.readable, *policy.writable]
@@ -42,6 +45,8 @@ def visible_cwd(policy: ResolvedPolicy, cwd: bytes) -> bytes:
         roots += [b"/bin", b"/etc", b"/lib", b"/lib64", b"/sbin", b"/usr"]
     for root in roots:
         if cwd == root or cwd.startswith(root.rstrip(b"/") + b"/"):
+            return cwd
+        if root.startswith(cwd.rstrip(b"/") + b"/"):
             return cwd
     return b"/"
 

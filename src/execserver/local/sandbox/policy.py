@@ -141,7 +141,7 @@ def _resolve_restricted(
 ) -> ResolvedPolicy:
     policy = ResolvedPolicy(Mechanism.FILESYSTEM, network_restricted)
     workspace_roots = []
-    for root_uri in context.workspace_roots or []:
+    for root_uri in context.workspace_roots:
         try:
             workspace_roots.append(_native(root_uri, "workspace root"))
         except SandboxPathError:
@@ -212,6 +212,8 @@ def _resolve_restricted(
         path for path in policy.readable if any(_under(path, root) for root in policy.writable)
     ]
     for root in policy.writable:
+        if not os.path.isdir(root):
+            continue  # a single writable file has no metadata beneath it
         for name in PROTECTED_NAMES:
             policy.read_only.append(os.path.join(root, name))
             policy.read_only += _gitdir_target(os.path.join(root, name))
@@ -247,7 +249,9 @@ def _expand_glob(pattern: str, cwd: bytes, max_depth: int) -> list[bytes]:
             break
         literal.append(part)
     prefix = "/".join(literal) or "/"
-    if prefix == "/":
+    if prefix == "/" or "{" in pattern:
+        # Brace alternatives are not expanded, and a pattern rooted at `/` would scan the host:
+        # refuse rather than enforce less than asked.
         raise SandboxError(
             f"unreadable glob `{pattern}` cannot be safely expanded; use a pattern with a "
             "non-root directory prefix"
