@@ -103,6 +103,21 @@ DELIBERATE_CASES: dict[str, tuple[str, str]] = {
         "front; the reference starts the process, which fails with exit 1.",
         "failed to prepare process sandbox: cannot enforce sandbox read-only path",
     ),
+    "http_requests_wait_in_line": (
+        "http/request never holds back the connection's later requests (it runs concurrently, "
+        "like a long poll); the reference answers them only after the request's headers arrive.",
+        'true,\n [\n  "status",\n  "http"',
+    ),
+    "http_request_header_values_kept_verbatim": (
+        "Blanks around a request header value are not sent (HTTP's optional whitespace is not "
+        "part of the value, and the HTTP/1.1 writer refuses it); the reference sends them.",
+        "x-v: padded",
+    ),
+    "http_malformed_responses": (
+        "A response header folded over two lines (obsolete line folding) is accepted and "
+        "unfolded; the reference's client rejects the whole response.",
+        '"value": "a b"',
+    ),
     "sandbox_profile_empty_entries_and_root_deny": (
         "A policy that leaves nothing to run fails with bubblewrap's own error (exit 1); the "
         "reference's helper panics (exit 101) and so reports sandboxDenied.",

@@ -20,6 +20,9 @@ from tests.wire.cases_core import dumps
 ALL_CASES = {**cases_core.CASES, **cases_fs.CASES, **cases_http.CASES, **cases_sandbox.CASES}
 # Cases whose outcome differs on purpose run in test_deliberate.py instead.
 _DELIBERATE = {
+    "http_requests_wait_in_line",
+    "http_request_header_values_kept_verbatim",
+    "http_malformed_responses",
     "sandbox_enforce_managed_network",
     "sandbox_legacy_landlock",
     "sandbox_path_entry_naming_a_file",

@@ -24,7 +24,14 @@ import httpx
 
 from execserver.errors import InternalError, InvalidParams
 from execserver.protocol.http import HttpHeader
-from execserver.protocol.weburl import UrlError, WebUrl, is_valid_uri_reference, join, parse_url
+from execserver.protocol.weburl import (
+    UrlError,
+    WebUrl,
+    fits_http_uri,
+    parse_url,
+    redirect_fails_builder,
+    redirect_target,
+)
 
 MAX_REDIRECTS = 10
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -151,14 +158,15 @@ def prepare(
             header_map.append(name, value)
     user_host = "host" in header_map
     user_length = "content-length" in header_map or "transfer-encoding" in header_map
-    if "accept" not in header_map:
-        header_map.append("accept", "*/*")
     return PreparedRequest(method, parsed, header_map, body or None, user_host, user_length)
 
 
 def _wire_headers(request: PreparedRequest) -> list[tuple[str, str]]:
-    """The header map plus what the transport adds at send time: host, content-length."""
+    """The header map plus what is added at send time: accept, host, content-length (redirects
+    rebuild the map without them, so they always come last)."""
     headers = request.headers.copy()
+    if "accept" not in headers:
+        headers.append("accept", "*/*")
     if not request.user_host:
         headers.append("host", request.url.authority())
     if request.body and not request.user_length:
@@ -181,16 +189,39 @@ def _redirect(previous: PreparedRequest, status: int, target: WebUrl) -> Prepare
         for name in _PAYLOAD_HEADERS:
             headers.swap_remove(name)
         user_length = False
-    if target.origin() != previous.url.origin():
+    cross_origin = target.origin() != previous.url.origin()
+    if cross_origin:
         for name in _SENSITIVE_HEADERS:
             headers.swap_remove(name)
-    headers.insert("referer", previous.url.serialize(fragment=False, userinfo=False))
+    referer = _referer(previous.url, target, cross_origin)
+    if referer is not None:
+        headers.insert("referer", referer)
     return PreparedRequest(method, target, headers, body, previous.user_host, user_length)
+
+
+def _referer(previous: WebUrl, target: WebUrl, cross_origin: bool) -> str | None:
+    """The previous URL without userinfo and fragment; only its origin across origins; none
+    from https to http."""
+    if previous.scheme == "https" and target.scheme == "http":
+        return None
+    if cross_origin:
+        port = "" if previous.port is None else f":{previous.port}"
+        return f"{previous.scheme}://{previous.host}{port}/"
+    return previous.serialize(fragment=False, userinfo=False)
 
 
 class _NoCookies(http.cookiejar.DefaultCookiePolicy):
     def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
         return False
+
+
+def _malformed(response: httpx.Response) -> bool:
+    """Control characters (other than tab) in a header value make the response unusable, as
+    they do for the reference's client."""
+    return any(
+        any((b < 0x20 and b != 0x09) or b == 0x7F for b in value)
+        for _, value in response.headers.raw
+    )
 
 
 def _response_headers(response: httpx.Response) -> list[tuple[str, str]]:
@@ -244,48 +275,67 @@ class LocalHttpClient:
         url = request.url.serialize(fragment=False, userinfo=False)
         outgoing = client.build_request(request.method, url, content=request.body)
         outgoing.method = request.method  # httpx upper-cases; send it as given
-        outgoing.headers = httpx.Headers(_wire_headers(request))
-        outgoing.extensions["target"] = request.url.target().encode("ascii")
-        return await client.send(outgoing, stream=True, follow_redirects=False)
+        # Values as UTF-8 bytes (httpx would insist on ASCII text); surrounding blanks are
+        # dropped, since the HTTP/1.1 writer refuses them and they are not part of a value.
+        outgoing.headers = httpx.Headers(
+            [(name.encode(), value.strip(" \t").encode()) for name, value in _wire_headers(request)]
+        )
+        # CONNECT asks for a tunnel: its target is the authority, not a path.
+        target = request.url.authority() if request.method == "CONNECT" else request.url.target()
+        outgoing.extensions["target"] = target.encode("ascii")
+        # One exchange, nothing else: `client.send()` would also parse the Location of a 3xx
+        # with its own (different) URL rules; redirects are decided here instead.
+        return await client._send_single_request(outgoing)
 
     async def send(self, request: PreparedRequest, *, follow_redirects: bool) -> HttpResponse:
         """Send (following redirects if asked) and return once the final headers are in.
 
-        Raises `InternalError("http/request failed: ...")` on failures before the headers.
+        Raises `InternalError("http/request failed: ...")` on failures before the headers, in the
+        reference's order: a Location its client cannot even build a URL from fails the request
+        (under any policy); an unusable Location leaves the 3xx as the answer; then the target's
+        scheme and the redirect limit are checked.
         Cancellation: any open response is released.
         """
         original = request.url.serialize(userinfo=False)
         redirects = 0
         while True:
+            if not fits_http_uri(request.url):
+                raise InternalError(
+                    f"http/request failed: builder error for url ({request.url.serialize()})"
+                )
             try:
                 response = await self._send_one(request)
             except (httpx.HTTPError, ValueError):
+                shown = original if redirects == 0 else request.url.serialize()
                 raise InternalError(
-                    f"http/request failed: error sending request for url ({original})"
+                    f"http/request failed: error sending request for url ({shown})"
                 ) from None
-            location = response.headers.get("location")
+            if _malformed(response):
+                await response.aclose()
+                shown = original if redirects == 0 else request.url.serialize()
+                raise InternalError(f"http/request failed: error sending request for url ({shown})")
             final = HttpResponse(response.status_code, _response_headers(response), response)
-            if not (
-                follow_redirects
-                and response.status_code in _REDIRECT_STATUSES
-                and location is not None
-                and is_valid_uri_reference(location)
-            ):
+            if response.status_code not in _REDIRECT_STATUSES:
                 return final
-            try:
-                target = join(request.url, location)
-            except UrlError:
+            raw_location = response.headers.get_list("location")
+            location = raw_location[0].encode("latin-1") if raw_location else None
+            if location is not None and redirect_fails_builder(request.url, location):
+                await response.aclose()
+                shown = request.url.serialize(userinfo=redirects > 0)
+                raise InternalError(f"http/request failed: builder error for url ({shown})")
+            if not follow_redirects or location is None:
+                return final
+            target = redirect_target(request.url, location)
+            if target is None:
                 return final  # an unusable Location leaves the 3xx as the answer
             await response.aclose()
             if target.scheme not in ("http", "https"):
                 raise InternalError(
-                    f"http/request failed: builder error for url ({target.serialize()})"
+                    "http/request failed: redirect target uses unsupported URL scheme: "
+                    f"{target.scheme}"
                 )
             if redirects == MAX_REDIRECTS:
-                raise InternalError(
-                    f"http/request failed: error following redirect for url "
-                    f"({request.url.serialize(userinfo=False)})"
-                )
+                raise InternalError("http/request failed: too many redirects")
             redirects += 1
             request = _redirect(request, response.status_code, target)
 

@@ -47,6 +47,8 @@ class WireStruct(msgspec.Struct, rename="camel", kw_only=True):
 
     rust_name: ClassVar[str] = ""
     rust_len: ClassVar[int] = 0
+    rust_min_len: ClassVar[int | None] = None
+    """Shortest positional (array) form serde accepts, when trailing fields have defaults."""
 
 
 class Base64Bytes(bytes):

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import msgspec
 
-from execserver.protocol.base import U64, Base64Bytes, WireStruct, variants
+from execserver.protocol.base import Base64Bytes, UnitEnum, WideU64, WireStruct
 
-RedirectPolicy = Literal["follow", "stop"]
-variants(RedirectPolicy)
+
+class RedirectPolicy(UnitEnum):
+    variants = ("follow", "stop")
 
 
 class HttpHeader(WireStruct):
     rust_name = "HttpHeader"
     rust_len = 3
+    rust_min_len = 2  # `valueEnvVar` defaults when a positional header omits it
 
     name: str
     value: str
@@ -29,8 +29,8 @@ class HttpRequestParams(WireStruct, kw_only=True):
     url: str
     headers: list[HttpHeader] = msgspec.field(default_factory=list)
     body_base64: Base64Bytes | None = None
-    timeout_ms: U64 | None = None
-    redirect_policy: RedirectPolicy = "follow"
+    timeout_ms: WideU64 | None = None
+    redirect_policy: RedirectPolicy = RedirectPolicy("follow")
     request_id: str
     stream_response: bool = False
 

@@ -32,7 +32,14 @@ def decode_params(obj: Any, tp: type[T]) -> T:
         try:
             return msgspec.convert(obj, tp, dec_hook=dec_hook)
         except msgspec.ValidationError as exc:
-            raise ParamsError(explain(obj, tp) or str(exc)) from None
+            problem = explain(obj, tp)
+            if problem is not None:
+                raise ParamsError(problem) from None
+            # serde also accepts structs in their positional (array) form anywhere.
+            try:
+                return msgspec.convert(_objects(obj, _type_info(tp)), tp, dec_hook=dec_hook)
+            except msgspec.ValidationError:
+                raise ParamsError(str(exc)) from None
     info = _type_info(tp)
     if isinstance(obj, list) and isinstance(info, mi.StructType):
         return decode_params(_positional(obj, info), tp)
@@ -64,7 +71,8 @@ def explain(obj: Any, tp: type) -> str | None:
 def _positional(items: list[Any], info: mi.StructType) -> dict[str, Any]:
     cls = info.cls
     expected = getattr(cls, "rust_len", 0) or len(info.fields)
-    if len(items) < expected:
+    minimum = getattr(cls, "rust_min_len", None) or expected
+    if len(items) < minimum:
         noun = "element" if expected == 1 else "elements"
         raise ParamsError(
             f"invalid length {len(items)}, expected struct {_struct_name(info)} "
@@ -73,6 +81,29 @@ def _positional(items: list[Any], info: mi.StructType) -> dict[str, Any]:
     if len(items) > expected:
         raise ParamsError(f"invalid length {len(items)}, expected fewer elements in array")
     return {f.encode_name: v for f, v in zip(info.fields, items, strict=False)}
+
+
+def _objects(value: Any, info: mi.Type) -> Any:
+    """`value` with every positional (array) struct turned into an object, as serde reads it."""
+    if isinstance(info, mi.Metadata):
+        info = info.type
+    if isinstance(info, mi.UnionType):
+        members = [
+            t for t in info.types if isinstance(t, mi.StructType | mi.ListType | mi.DictType)
+        ]
+        return _objects(value, members[0]) if len(members) == 1 else value
+    if isinstance(info, mi.StructType):
+        if isinstance(value, list):
+            value = _positional(value, info)
+        if isinstance(value, dict):
+            fields = {f.encode_name: f for f in info.fields}
+            return {k: _objects(v, fields[k].type) if k in fields else v for k, v in value.items()}
+        return value
+    if isinstance(info, mi.ListType) and isinstance(value, list):
+        return [_objects(item, info.item_type) for item in value]
+    if isinstance(info, mi.DictType) and isinstance(value, dict):
+        return {k: _objects(v, info.value_type) for k, v in value.items()}
+    return value
 
 
 def _struct_name(info: mi.StructType) -> str:

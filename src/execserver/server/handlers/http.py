@@ -26,6 +26,9 @@ from execserver.protocol.http import (
 )
 from execserver.server.connection import Connection
 
+# Timeouts past this (about 31 years) are treated as no timeout.
+MAX_TIMEOUT_MS = 10**12
+
 
 class HttpHandler:
     def __init__(self, connection: Connection, client: LocalHttpClient) -> None:
@@ -43,7 +46,9 @@ class HttpHandler:
         if params.timeout_ms == 0:
             raise InternalError("http/request failed: route-aware request timed out")
         loop = asyncio.get_running_loop()
-        deadline = None if params.timeout_ms is None else loop.time() + params.timeout_ms / 1000
+        deadline = None
+        if params.timeout_ms is not None and params.timeout_ms < MAX_TIMEOUT_MS:
+            deadline = loop.time() + params.timeout_ms / 1000
         follow = params.redirect_policy == "follow"
         if params.stream_response:
             # Reserve the id before the first await, so a concurrent duplicate is refused.
