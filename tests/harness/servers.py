@@ -25,8 +25,10 @@ _CACHE_BINARY = (
 
 
 # The reference refuses to create its sandbox helper alias under the temp directory, so its
-# CODEX_HOME must live elsewhere: a folder of the checkout (ignored by git).
-REFERENCE_CODEX_HOME = REPO_ROOT / ".cache" / "codex-home"
+# CODEX_HOME must live elsewhere (the checkout itself may be under /tmp): the user's cache.
+REFERENCE_CODEX_HOME = (
+    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "execserver" / "codex-home"
+)
 
 
 def reference_binary() -> Path | None:

@@ -31,14 +31,14 @@ from typing import Any
 import pytest
 
 from tests.conftest import IN_CI, require_reference
-from tests.harness.servers import REPO_ROOT, RunningServer, running_server
+from tests.harness.servers import REFERENCE_CODEX_HOME, RunningServer, running_server
 from tests.harness.wire import Json, WireClient
 from tests.wire.cases_sandbox import TcpListener
 
 ORIGINAL = "original\n"
 _TIMEOUT = 30.0
 # The reference creates helper aliases under $CODEX_HOME; it must not be inside the temp dir.
-_REFERENCE_CODEX_HOME = REPO_ROOT / ".cache" / "codex-home-sandbox-tests"
+_REFERENCE_CODEX_HOME = REFERENCE_CODEX_HOME
 
 
 def bwrap_path() -> str | None:

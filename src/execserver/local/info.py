@@ -35,7 +35,11 @@ def detect_shell(env: Mapping[str, str]) -> ShellInfo:
 
 def implemented_capabilities() -> EnvironmentCapabilities:
     """What this server implements; everything else is advertised as false."""
-    return EnvironmentCapabilities(http_header_env_vars=True, file_write_streaming=True)
+    return EnvironmentCapabilities(
+        http_header_env_vars=True,
+        file_write_streaming=True,
+        sandboxed_file_streaming=True,  # fs/open honours the sandbox (fd opened inside it)
+    )
 
 
 def environment_info(
