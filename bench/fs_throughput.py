@@ -20,7 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.latency import CODEX, Client, start
+from tests.harness.servers import reference_command
+
+from bench.latency import Client, start
 
 MiB = 1024 * 1024
 
@@ -62,9 +64,7 @@ async def main() -> None:
         for _ in range(args.stream_mib):
             f.write(os.urandom(MiB))
     ours, ours_url = start([sys.executable, "-m", "execserver", "serve"])
-    theirs, their_url = start(
-        [os.environ.get("CODEX_BIN", str(CODEX)), "exec-server", "--listen", "ws://127.0.0.1:0"]
-    )
+    theirs, their_url = start(reference_command())
     try:
         clients = {
             "ours": await Client.connect(ours_url),

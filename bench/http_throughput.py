@@ -21,7 +21,9 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.latency import CODEX, Client, start
+from tests.harness.servers import reference_command
+
+from bench.latency import Client, start
 
 MiB = 1024 * 1024
 
@@ -104,9 +106,7 @@ async def main() -> None:
     http_server, port = await serve_body(args.mib * MiB)
     url = f"http://127.0.0.1:{port}/body"
     ours, ours_url = start([sys.executable, "-m", "execserver", "serve"])
-    theirs, their_url = start(
-        [os.environ.get("CODEX_BIN", str(CODEX)), "exec-server", "--listen", "ws://127.0.0.1:0"]
-    )
+    theirs, their_url = start(reference_command())
     try:
         clients = {
             "ours": await Client.connect(ours_url),

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -24,10 +23,9 @@ import msgspec
 import websockets
 
 ROOT = Path(__file__).resolve().parents[1]
-CODEX = (
-    ROOT
-    / ".cache/codex/node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex"
-)
+sys.path.insert(0, str(ROOT))
+
+from tests.harness.servers import reference_command
 
 
 def start(command: list[str]) -> tuple[subprocess.Popen[bytes], str]:
@@ -108,9 +106,7 @@ async def main() -> None:
         process, urls["ours"] = start([sys.executable, "-m", "execserver", "serve"])
         processes.append(process)
     if urls["reference"] is None:
-        process, urls["reference"] = start(
-            [os.environ.get("CODEX_BIN", str(CODEX)), "exec-server", "--listen", "ws://127.0.0.1:0"]
-        )
+        process, urls["reference"] = start(reference_command())
         processes.append(process)
     try:
         clients = {name: await Client.connect(url) for name, url in urls.items()}

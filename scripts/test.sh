@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 CODEX_VERSION=0.169.0
-CODEX_DIR=.cache/codex
+# Outside the checkout (see tests/harness/servers.py for why).
+CODEX_DIR=${XDG_CACHE_HOME:-${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}/.cache}/execserver/codex-$CODEX_VERSION
 CODEX_BIN=$CODEX_DIR/node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex
 
 # 1. Python environment with the package and its test dependencies.
@@ -30,7 +31,7 @@ if [ ! -x "$CODEX_BIN" ] || ! "$CODEX_BIN" --version 2>/dev/null | grep -q "$COD
   mkdir -p "$CODEX_DIR"
   npm install --silent --no-audit --no-fund --prefix "$CODEX_DIR" "@openai/codex@$CODEX_VERSION"
 fi
-export CODEX_BIN="$PWD/$CODEX_BIN"
+export CODEX_BIN
 
 # 4. Static checks.
 .venv/bin/ruff check src tests bench

@@ -18,17 +18,17 @@ from pathlib import Path
 
 REFERENCE_VERSION = "0.169.0"
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# The reference binary and its CODEX_HOME live in the user's cache, never in the checkout: the
+# checkout may be under /tmp, where the reference refuses to create its sandbox helper alias, and
+# its sandbox mounts the directory holding the binary (which would make /tmp appear in sandboxes).
+# scripts/test.sh installs the binary into the same directory.
+CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "execserver"
 _CACHE_BINARY = (
-    REPO_ROOT
-    / ".cache/codex/node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex"
+    CACHE_DIR
+    / f"codex-{REFERENCE_VERSION}"
+    / "node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex"
 )
-
-
-# The reference refuses to create its sandbox helper alias under the temp directory, so its
-# CODEX_HOME must live elsewhere (the checkout itself may be under /tmp): the user's cache.
-REFERENCE_CODEX_HOME = (
-    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "execserver" / "codex-home"
-)
+REFERENCE_CODEX_HOME = CACHE_DIR / "codex-home"
 
 
 def reference_binary() -> Path | None:

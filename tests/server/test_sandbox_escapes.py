@@ -141,11 +141,11 @@ def b64(text: str) -> str:
 
 
 def output_of(events: list[Json]) -> str:
-    chunks = [
-        base64.b64decode(e["params"]["chunk"]).decode(errors="replace")
-        for e in sorted(events, key=lambda m: m["params"]["seq"])
-        if e["method"] == "process/output"
-    ]
+    """Stdout, then stderr: the `label=N` lines go to stdout and must not be interleaved with
+    error messages that the shell writes to stderr at the same time."""
+    outputs = [e["params"] for e in events if e["method"] == "process/output"]
+    outputs.sort(key=lambda p: (p["stream"] != "stdout", p["seq"]))
+    chunks = [base64.b64decode(p["chunk"]).decode(errors="replace") for p in outputs]
     return "".join(chunks)
 
 
@@ -157,6 +157,13 @@ def statuses(output: str) -> dict[str, int]:
         if sep and value.isdigit():
             found[label] = int(value)
     return found
+
+
+def status_of(output: str, label: str) -> int:
+    """The status a script printed as `label=N`; fails (showing the output) if it printed none."""
+    found = statuses(output)
+    assert label in found, f"no {label}= line in the process output: {output!r}"
+    return found[label]
 
 
 def assert_denied(response: Json) -> None:
@@ -198,7 +205,7 @@ async def sandbox(server: RunningServer, tmp_path: Path) -> AsyncIterator[Sandbo
 
 async def test_dotdot_through_process(sandbox: Sandbox) -> None:
     output = await sandbox.run("dotdot", "echo escaped > ../outside/target.txt; echo dotdot=$?")
-    assert statuses(output)["dotdot"] != 0, output
+    assert status_of(output, "dotdot") != 0, output
     sandbox.assert_outside_unchanged()
 
 
@@ -217,7 +224,7 @@ async def test_absolute_path_through_process(sandbox: Sandbox) -> None:
     output = await sandbox.run(
         "abs", f"echo escaped > {sandbox.target}; echo abs=$?; touch {sandbox.target}.new"
     )
-    assert statuses(output)["abs"] != 0, output
+    assert status_of(output, "abs") != 0, output
     sandbox.assert_outside_unchanged()
 
 
@@ -316,7 +323,7 @@ async def test_symlink_swapped_after_start_through_process(sandbox: Sandbox) -> 
     events = await sandbox.client.process_events("swap", timeout=_TIMEOUT)
     output = output_of(events)
     assert output.startswith("ready\n"), output
-    assert statuses(output)["swap"] != 0, output
+    assert status_of(output, "swap") != 0, output
     sandbox.assert_outside_unchanged()
 
 
@@ -345,12 +352,12 @@ async def test_hard_link_through_process(sandbox: Sandbox) -> None:
     hard = sandbox.ws / "hard"
     if hard.exists():
         assert not os.path.samefile(hard, sandbox.target), output
-    assert statuses(output)["link"] != 0, output
+    assert status_of(output, "link") != 0, output
 
 
 async def test_hard_link_through_fs(sandbox: Sandbox) -> None:
     output = await sandbox.run("hard", f"ln {sandbox.target} hard; echo link=$?")
-    assert statuses(output)["link"] != 0, output
+    assert status_of(output, "link") != 0, output
     hard = sandbox.ws / "hard"
     response = await sandbox.fs(
         "fs/writeFile", {"path": sandbox.uri(hard), "dataBase64": b64("escaped\n")}
