@@ -9,7 +9,8 @@ ExecServerError                 base for everything we raise
 ├── ProtocolViolation           malformed JSON-RPC from the peer
 └── RpcError(code, message)     a JSON-RPC error
     ├── InvalidRequest (-32600)  MethodNotFound (-32601)  InvalidParams (-32602)
-    ├── InternalError (-32603)   NotFound (-32004)        SessionAttached (-32010)
+    ├── InternalError (-32603)   NotFound (-32004, also a FileNotFoundError)
+    └── SessionAttached (-32010)
 ```
 
 Filesystem failures stay builtin `OSError`s inside the server; `io_error()` renders them the way
@@ -88,7 +89,10 @@ class InternalError(RpcError):
     default_code = INTERNAL_ERROR
 
 
-class NotFound(RpcError):
+class NotFound(RpcError, FileNotFoundError):
+    """-32004: a missing path or file handle. Also a `FileNotFoundError`, so callers of the
+    filesystem capability can catch it the builtin way."""
+
     default_code = NOT_FOUND
 
 

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from execserver.local.output_log import (
-    ClosedEvent,
-    ExitedEvent,
-    OutputEvent,
-    OutputLog,
-    ProcessEvent,
-)
+from execserver.environment.process import ClosedEvent, ExitedEvent, OutputEvent, ProcessEvent
+from execserver.local.output_log import OutputLog
 
 
 def filled() -> OutputLog:

@@ -1,1 +1,77 @@
-"""execserver."""
+"""Capability interfaces shared by the local and remote environments. Imports protocol and
+errors only.
+
+An `Environment` bundles one implementation of each capability: `process` (`ExecBackend`),
+`fs` (`FileSystem`) and `http` (`HttpClient`), plus `info()`. Only the factories
+(`local_environment()`, `remote_environment()`) know which implementation they hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Self
+
+from execserver.environment.file_system import FileHandle, FileSystem
+from execserver.environment.http_client import HttpClient, HttpResponse, HttpStream
+from execserver.environment.process import (
+    ClosedEvent,
+    CompletedProcess,
+    ExecBackend,
+    ExecProcess,
+    ExitedEvent,
+    OutputEvent,
+    ProcessEvent,
+    ProcessExitError,
+    ProcessFailed,
+    Unsupported,
+)
+from execserver.protocol.session import EnvironmentInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Environment:
+    """Where commands run and files live: this host, or an executor behind a client."""
+
+    process: ExecBackend
+    fs: FileSystem
+    http: HttpClient
+    _info: Callable[[], Awaitable[EnvironmentInfo]] = field(repr=False)
+    _close: Callable[[], Awaitable[None]] = field(repr=False)
+
+    async def info(self) -> EnvironmentInfo:
+        """The executor's shell, platform, directories and capabilities."""
+        return await self._info()
+
+    async def aclose(self) -> None:
+        """Release the environment (stop its processes' followers, close its connection).
+
+        Cancellation: cleanup completes first.
+        """
+        await self._close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+__all__ = [
+    "ClosedEvent",
+    "CompletedProcess",
+    "Environment",
+    "ExecBackend",
+    "ExecProcess",
+    "ExitedEvent",
+    "FileHandle",
+    "FileSystem",
+    "HttpClient",
+    "HttpResponse",
+    "HttpStream",
+    "OutputEvent",
+    "ProcessEvent",
+    "ProcessExitError",
+    "ProcessFailed",
+    "Unsupported",
+]

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 
 from execserver.errors import InvalidRequest, NotFound
-from execserver.local.file_system import open_regular_file
+from execserver.local.fs_ops import open_regular_file
 from execserver.protocol.file_system import OpenMode
 
 MAX_OPEN_HANDLES = 128

@@ -10,44 +10,18 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from execserver.environment.process import (
+    ClosedEvent,
+    ExitedEvent,
+    OutputEvent,
+    ProcessEvent,
+    ReadResult,
+)
 from execserver.protocol.process import ProcessStream
 
 RETAINED_OUTPUT_BYTES = 1024 * 1024
 RETAINED_OUTPUT_CHUNKS = 50_000
-
-
-@dataclass(slots=True, frozen=True)
-class OutputEvent:
-    seq: int
-    stream: ProcessStream
-    data: bytes
-
-
-@dataclass(slots=True, frozen=True)
-class ExitedEvent:
-    seq: int
-    exit_code: int
-    sandbox_denied: bool
-
-
-@dataclass(slots=True, frozen=True)
-class ClosedEvent:
-    seq: int
-
-
-ProcessEvent = OutputEvent | ExitedEvent | ClosedEvent
-
-
-@dataclass(slots=True)
-class ReadResult:
-    chunks: list[OutputEvent]
-    next_seq: int
-    exited: bool
-    exit_code: int | None
-    closed: bool
-    sandbox_denied: bool
 
 
 class OutputLog:

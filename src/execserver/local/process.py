@@ -16,10 +16,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from execserver.environment.process import ProcessEvent
 from execserver.errors import InternalError, InvalidParams, InvalidRequest, os_error_text
 from execserver.local import tree
 from execserver.local.env_policy import build_child_env
-from execserver.local.output_log import OutputLog, ProcessEvent
+from execserver.local.output_log import OutputLog
 from execserver.local.pty import PtySpawnError, open_pty, pty_cwd, pty_env, resolve_pty_program
 from execserver.local.reaper import ChildReaper, exit_code_from_status
 from execserver.local.sandbox import launch as sandbox_launch

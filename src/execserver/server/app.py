@@ -13,6 +13,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from execserver.local.file_system import LocalFileSystem
 from execserver.local.http_client import LocalHttpClient
 from execserver.local.info import environment_info
 from execserver.local.process import CLOSED_PROCESS_RETENTION_S
@@ -70,9 +71,8 @@ class ExecServer:
         self._services = Services(
             registry=self.registry,
             info=self.info,
-            blocking=self._blocking,
+            fs=LocalFileSystem(self._blocking, SandboxedFileSystem(self.reaper, self._blocking)),
             http_client=self.http_client,
-            sandboxed_fs=SandboxedFileSystem(self.reaper, self._blocking),
         )
         self._connections: set[Connection] = set()
         self._listener: asyncio.Server | None = None

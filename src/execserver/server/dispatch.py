@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from concurrent.futures import Executor
 from dataclasses import dataclass
 
+from execserver.local.file_system import LocalFileSystem
 from execserver.local.http_client import LocalHttpClient
-from execserver.local.sandbox.fs_runner import SandboxedFileSystem
 from execserver.protocol import methods
 from execserver.protocol.file_system import (
     FsCanonicalizeParams,
@@ -53,16 +52,15 @@ class Services:
 
     registry: SessionRegistry
     info: EnvironmentInfo
-    blocking: Executor
+    fs: LocalFileSystem
     http_client: LocalHttpClient
-    sandboxed_fs: SandboxedFileSystem
 
 
 def build_router(connection: Connection, services: Services) -> Router:
     router = Router()
     session = SessionHandler(connection, services.registry, services.info)
     process = ProcessHandler(connection)
-    fs = FileSystemHandler(connection.handles, services.blocking, services.sandboxed_fs)
+    fs = FileSystemHandler(connection.handles, services.fs)
     http = HttpHandler(connection, services.http_client)
 
     router.add(methods.INITIALIZE, InitializeParams, session.initialize, gate=None)

@@ -14,8 +14,8 @@ import logging
 import uuid
 from typing import Protocol
 
+from execserver.environment.process import ClosedEvent, ExitedEvent, OutputEvent, ProcessEvent
 from execserver.errors import InvalidRequest, SessionAttached
-from execserver.local.output_log import ClosedEvent, ExitedEvent, OutputEvent, ProcessEvent
 from execserver.local.process import CLOSED_PROCESS_RETENTION_S, LocalExecBackend, LocalProcess
 from execserver.local.reaper import ChildReaper
 from execserver.protocol import methods

@@ -45,7 +45,7 @@ def _send_fd(fd: int) -> None:
 
 
 def _run(request: Request) -> Any:
-    from execserver.local import file_system as fs
+    from execserver.local import fs_ops as fs
     from execserver.local import walk as fs_walk
     from execserver.local.file_handles import open_handle_fd
 
@@ -79,10 +79,10 @@ def main() -> None:
     request = msgspec.msgpack.decode(sys.stdin.buffer.read(), type=Request)
     try:
         reply = Reply(result=_run(request))
+    except RpcError as exc:  # first: NotFound is also an OSError
+        reply = Reply(code=exc.code, message=exc.message)
     except OSError as exc:
         reply = Reply(errno=exc.errno or 0)
-    except RpcError as exc:
-        reply = Reply(code=exc.code, message=exc.message)
     sys.stdout.buffer.write(_encoder.encode(reply))
     sys.stdout.buffer.flush()
 

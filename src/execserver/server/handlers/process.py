@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from execserver.environment.process import ReadResult
 from execserver.errors import InvalidParams
-from execserver.local.output_log import ReadResult
 from execserver.local.process import LocalExecBackend, ProcessSpec
 from execserver.protocol.process import (
     ProcessOutputChunk,

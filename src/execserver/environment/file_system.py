@@ -1,0 +1,140 @@
+"""The filesystem capability: what every environment offers for files, and its values.
+
+Paths are absolute native paths of the environment's host (`str`, `bytes` or `os.PathLike`);
+they are normalised lexically (`a/../b` is `b`) exactly as the wire's file URIs are. Failures
+raise `RpcError`s with the executor's code and wording: `NotFound` (-32004, also a
+`FileNotFoundError`) for missing paths, `InvalidRequest` (-32600) for permission denials and
+sandbox refusals, `InternalError` (-32603) for the rest.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal, Protocol, Self
+
+from execserver.protocol.file_system import (
+    DirectoryEntry,
+    FileMetadata,
+    FsWalkResponse,
+    WalkOptions,
+)
+from execserver.protocol.pathuri import PathUri
+from execserver.protocol.sandbox import SandboxContext
+
+PathArg = str | bytes | os.PathLike[str] | os.PathLike[bytes]
+OpenModeName = Literal["read", "replace"]
+
+# What `walk()` uses when no options are given: deep enough for a repository, bounded.
+DEFAULT_WALK_OPTIONS = WalkOptions(
+    max_depth=64, max_directories=10_000, max_entries=100_000, follow_directory_symlinks=False
+)
+
+
+def path_uri(path: PathArg) -> PathUri:
+    """The wire URI of an absolute native path. Raises `ValueError` for a relative path."""
+    return PathUri.from_native(os.fsencode(path))
+
+
+class FileHandle(Protocol):
+    """An open file (`open()`), read or written in blocks at explicit offsets."""
+
+    async def read_block(self, offset: int, length: int) -> tuple[bytes, bool]:
+        """Up to `length` bytes at `offset`, and whether the end of the file was reached.
+
+        Cancellation: safe; nothing is consumed (reads are positional).
+        """
+        ...
+
+    async def write_block(self, offset: int, data: bytes) -> None:
+        """Write `data` at `offset` (handles opened with mode `replace`)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the handle (idempotent). Cancellation: the handle is released anyway."""
+        ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(self, *exc_info: object) -> None: ...
+
+
+class FileSystem(Protocol):
+    """File operations on the environment's host, optionally confined by a sandbox intent."""
+
+    async def read_file(
+        self, path: PathArg, *, follow_symlinks: bool = True, sandbox: SandboxContext | None = None
+    ) -> bytes:
+        """The whole file. Cancellation: safe."""
+        ...
+
+    async def write_file(
+        self,
+        path: PathArg,
+        data: bytes,
+        *,
+        follow_symlinks: bool = True,
+        sandbox: SandboxContext | None = None,
+    ) -> None:
+        """Create or replace the file with `data`.
+
+        Cancellation: the file holds either the old or the new content.
+        """
+        ...
+
+    async def create_directory(
+        self, path: PathArg, *, recursive: bool = True, sandbox: SandboxContext | None = None
+    ) -> None: ...
+
+    async def get_metadata(
+        self, path: PathArg, *, follow_symlinks: bool = True, sandbox: SandboxContext | None = None
+    ) -> FileMetadata: ...
+
+    async def canonicalize(self, path: PathArg, *, sandbox: SandboxContext | None = None) -> str:
+        """The absolute path with every symlink resolved."""
+        ...
+
+    async def read_directory(
+        self, path: PathArg, *, sandbox: SandboxContext | None = None
+    ) -> list[DirectoryEntry]:
+        """The directory's entries (those whose metadata cannot be read are left out)."""
+        ...
+
+    async def walk(
+        self,
+        path: PathArg,
+        options: WalkOptions = DEFAULT_WALK_OPTIONS,
+        *,
+        sandbox: SandboxContext | None = None,
+    ) -> FsWalkResponse:
+        """Every file and directory below `path`, within the limits of `options`."""
+        ...
+
+    async def remove(
+        self,
+        path: PathArg,
+        *,
+        recursive: bool = True,
+        force: bool = True,
+        sandbox: SandboxContext | None = None,
+    ) -> None: ...
+
+    async def copy(
+        self,
+        source: PathArg,
+        destination: PathArg,
+        *,
+        recursive: bool = False,
+        sandbox: SandboxContext | None = None,
+    ) -> None:
+        """Copy a file, or a directory tree with `recursive=True` (symlinks stay symlinks)."""
+        ...
+
+    async def open(
+        self, path: PathArg, mode: OpenModeName = "read", *, sandbox: SandboxContext | None = None
+    ) -> FileHandle:
+        """Open for block reads, or (`replace`) create/truncate for block writes.
+
+        The handle belongs to the current connection of a remote environment: after a
+        reconnect its operations fail with `NotFound`.
+        """
+        ...

@@ -1,0 +1,210 @@
+"""One process's event stream on the orchestrator side: pushed events in seq order, gaps
+filled by reads, bounded memory, exactly-once delivery (PROTOCOL.md §6.2, §13.3).
+
+`ProcessEventStream` takes events pushed by whoever watches the process (notifications of a
+remote server, or the local output log) and hands them to one consumer strictly in seq order.
+Events that arrive early wait for the lower seqs. A gap on an ordered channel means events
+were dropped, so the stream asks for them with `read(after_seq)`; so does a consumer that fell
+behind (the stream stops buffering at `max_buffered_bytes` and re-reads once drained). If the
+retained output no longer covers a gap, the stream fails with `ProcessFailed` after delivering
+everything before it. Pure asyncio; the one catch-up task is owned and cancelled by the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from execserver.environment.process import (
+    ClosedEvent,
+    ExitedEvent,
+    OutputEvent,
+    ProcessEvent,
+    ProcessFailed,
+    ReadResult,
+)
+from execserver.errors import ExecServerError
+
+log = logging.getLogger(__name__)
+
+# A consumer that falls further behind than this stops the stream from buffering; the rest is
+# re-read from the executor's retained output (1 MiB) once the consumer catches up.
+MAX_BUFFERED_BYTES = 8 * 1024 * 1024
+
+Reader = Callable[[int], Awaitable[ReadResult]]
+
+
+class EventsLost(ProcessFailed):
+    """The executor no longer retains events this stream has not delivered."""
+
+
+def events_from_read(result: ReadResult, after_seq: int) -> list[ProcessEvent]:
+    """Rebuild the events after `after_seq` from a `process/read` answer (made without
+    `maxBytes`): its chunks, plus the exit and close events its flags imply.
+
+    The exit event's seq is the one seq in the range that neither a chunk nor the close event
+    holds. Raises `EventsLost` when more than that is missing (evicted output).
+    """
+    end = result.next_seq - 1
+    close_seq = end if result.closed else None
+    events: list[ProcessEvent] = [c for c in result.chunks if c.seq > after_seq]
+    held = {c.seq for c in events}
+    missing = [s for s in range(after_seq + 1, end + 1) if s not in held and s != close_seq]
+    if result.exited and missing:
+        exit_seq = missing.pop()
+        code = result.exit_code if result.exit_code is not None else -1
+        events.append(ExitedEvent(exit_seq, code, result.sandbox_denied))
+    if missing:
+        raise EventsLost(
+            f"process events are no longer retained (seq {missing[0]} to {missing[-1]} "
+            "were evicted from the executor's output buffer)"
+        )
+    if close_seq is not None and close_seq > after_seq:
+        events.append(ClosedEvent(close_seq))
+    events.sort(key=lambda e: e.seq)
+    return events
+
+
+class ProcessEventStream:
+    def __init__(self, read: Reader, *, max_buffered_bytes: int = MAX_BUFFERED_BYTES) -> None:
+        self._read = read
+        self._max_buffered = max_buffered_bytes
+        self.delivered_seq = 0  # the last seq queued for the consumer, in order
+        self._early: dict[int, ProcessEvent] = {}
+        self._queue: deque[ProcessEvent] = deque()
+        self._queued_bytes = 0
+        self._lagged = False
+        self._failure: ExecServerError | None = None
+        self._closed = False  # the close event was queued
+        self._wakeup = asyncio.Event()
+        self._catch_up: asyncio.Task[None] | None = None
+        self._catch_up_again = False
+        self._exit: asyncio.Future[ExitedEvent] = asyncio.get_running_loop().create_future()
+        self._iterated = False
+
+    # -- producer side -------------------------------------------------------------------------
+
+    @property
+    def is_closed(self) -> bool:
+        """The close event was received (every event is queued or delivered)."""
+        return self._closed
+
+    @property
+    def exit_event(self) -> ExitedEvent | None:
+        return self._exit.result() if self._exit.done() and not self._exit.exception() else None
+
+    def push(self, event: ProcessEvent) -> None:
+        """Accept an event (duplicates and stale seqs are ignored)."""
+        if isinstance(event, ExitedEvent):
+            self._record_exit(event)
+        if event.seq <= self.delivered_seq or self._failure is not None or self._closed:
+            return
+        if self._lagged:
+            return  # re-read once the consumer drains
+        if event.seq != self.delivered_seq + 1:
+            self._early[event.seq] = event
+            self.request_catch_up()
+            return
+        self._enqueue(event)
+        while self.delivered_seq + 1 in self._early:
+            self._enqueue(self._early.pop(self.delivered_seq + 1))
+        self._early = {s: e for s, e in self._early.items() if s > self.delivered_seq}
+
+    def _enqueue(self, event: ProcessEvent) -> None:
+        self.delivered_seq = event.seq
+        self._queue.append(event)
+        self._wakeup.set()
+        if isinstance(event, OutputEvent):
+            self._queued_bytes += len(event.data)
+            if self._queued_bytes > self._max_buffered:
+                self._lagged = True
+                self._early.clear()
+        elif isinstance(event, ClosedEvent):
+            self._closed = True
+            self._early.clear()
+
+    def _record_exit(self, event: ExitedEvent) -> None:
+        if not self._exit.done():
+            self._exit.set_result(event)
+
+    def fail(self, error: ExecServerError) -> None:
+        """End the stream with `error` after the events already queued."""
+        if self._failure is None and not self._closed:
+            self._failure = error
+            self._early.clear()
+            self._wakeup.set()
+            if not self._exit.done():
+                self._exit.set_exception(error)
+                self._exit.exception()  # retrieved: wait() may never be called
+
+    def request_catch_up(self) -> None:
+        """Read everything after the last delivered seq (once; again if asked meanwhile)."""
+        if self._closed or self._failure is not None:
+            return
+        if self._catch_up is not None and not self._catch_up.done():
+            self._catch_up_again = True
+            return
+        self._catch_up = asyncio.ensure_future(self._run_catch_up())
+
+    async def _run_catch_up(self) -> None:
+        while True:
+            self._catch_up_again = False
+            after = self.delivered_seq
+            try:
+                result = await self._read(after)
+                events = events_from_read(result, after)
+            except EventsLost as exc:
+                self.fail(exc)
+                return
+            except ExecServerError as exc:
+                # Disconnected: the client catches up again after it reconnects; failures of
+                # the connection as a whole reach the stream through `fail()`.
+                log.debug("process catch-up read failed: %s", exc)
+                return
+            if self._lagged and self._queued_bytes > self._max_buffered // 2:
+                return  # the consumer is still behind; it asks again when it drains
+            self._lagged = False
+            for event in events:
+                self.push(event)
+            if not self._catch_up_again:
+                return
+
+    # -- consumer side -------------------------------------------------------------------------
+
+    async def wait_exit(self) -> ExitedEvent:
+        """The exit event, as soon as it is known (even before earlier output is consumed).
+
+        Cancellation: safe.
+        """
+        return await asyncio.shield(self._exit)
+
+    async def events(self) -> AsyncIterator[ProcessEvent]:
+        """The events in seq order, ending after the close event. Iterate once."""
+        if self._iterated:
+            raise RuntimeError("a process's events can be iterated only once")
+        self._iterated = True
+        while True:
+            while self._queue:
+                event = self._queue.popleft()
+                if isinstance(event, OutputEvent):
+                    self._queued_bytes -= len(event.data)
+                    if self._lagged and self._queued_bytes <= self._max_buffered // 2:
+                        self.request_catch_up()
+                yield event
+                if isinstance(event, ClosedEvent):
+                    return
+            if self._failure is not None:
+                raise self._failure
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    async def aclose(self) -> None:
+        """Stop the catch-up task. Cancellation: the task is stopped anyway."""
+        task = self._catch_up
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.shield(task)
