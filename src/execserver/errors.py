@@ -5,7 +5,8 @@ ExecServerError                 base for everything we raise
 ├── TransportError
 │   ├── ConnectError            could not connect / handshake failed      (retryable)
 │   ├── ConnectionClosed        we closed it                               (not retryable)
-│   └── Disconnected            the peer or the network broke it           (retryable)
+│   ├── Disconnected            the peer or the network broke it           (retryable)
+│   └── RecoveryFailed          the session could not be resumed after a break (final)
 ├── ProtocolViolation           malformed JSON-RPC from the peer
 └── RpcError(code, message)     a JSON-RPC error
     ├── InvalidRequest (-32600)  MethodNotFound (-32601)  InvalidParams (-32602)
@@ -51,6 +52,10 @@ class ConnectionClosed(TransportError):
 
 class Disconnected(TransportError):
     """The peer or the network broke the connection (retryable)."""
+
+
+class RecoveryFailed(TransportError):
+    """The connection broke and the client could not resume its session (final)."""
 
 
 class ProtocolViolation(ExecServerError):

@@ -71,7 +71,13 @@ async def test_process_requests_apply_in_arrival_order(start_server: StartServer
                     "params": {"processId": "cat", "chunk": b64(piece), "writeId": str(index)},
                 }
             )
-        await client.wait_for(lambda m: m.get("method") == "process/output")
+        # cat echoes as it reads, possibly in several chunks; "d\n" comes last.
+        await client.wait_for(
+            lambda m: (
+                m.get("method") == "process/output"
+                and base64.b64decode(m["params"]["chunk"]).endswith(b"\n")
+            )
+        )
         await client.send(
             {"id": "t", "method": "process/terminate", "params": {"processId": "cat"}}
         )

@@ -17,6 +17,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Self
 
 from execserver.environment.process import (
     ClosedEvent,
@@ -208,3 +209,46 @@ class ProcessEventStream:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.shield(task)
+
+
+class StreamedProcess:
+    """The parts of an `ExecProcess` that only depend on its event stream; local and remote
+    processes add the operations."""
+
+    def __init__(self, process_id: str, stream: ProcessEventStream) -> None:
+        self._process_id = process_id
+        self._stream = stream
+
+    @property
+    def process_id(self) -> str:
+        return self._process_id
+
+    def __aiter__(self) -> AsyncIterator[ProcessEvent]:
+        return self._stream.events()
+
+    async def wait(self) -> int:
+        return (await self._stream.wait_exit()).exit_code
+
+    @property
+    def exited(self) -> bool:
+        return self._stream.exit_event is not None
+
+    async def terminate(self) -> bool:
+        raise NotImplementedError
+
+    async def _stop_following(self) -> None:
+        await self._stream.aclose()
+
+    async def aclose(self) -> None:
+        try:
+            if not self.exited and not self._stream.is_closed:
+                with contextlib.suppress(ExecServerError):
+                    await self.terminate()
+        finally:
+            await asyncio.shield(self._stop_following())
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

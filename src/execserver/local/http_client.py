@@ -10,6 +10,7 @@ a stream, so a slow consumer bounds memory. Errors use the reference's wording.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import http.cookiejar
@@ -34,6 +35,9 @@ from execserver.protocol.weburl import (
 )
 
 MAX_REDIRECTS = 10
+# Timeouts past this (about 31 years) are treated as no timeout.
+MAX_TIMEOUT_MS = 10**12
+BODY_ERROR = "error decoding response body"
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _PAYLOAD_HEADERS = ("content-type", "content-length", "content-encoding", "transfer-encoding")
@@ -238,19 +242,43 @@ def _response_headers(response: httpx.Response) -> list[tuple[str, str]]:
 
 @dataclass(slots=True)
 class HttpResponse:
-    """Status and headers received; `chunks()` yields the raw body; `aclose()` releases it."""
+    """Status and headers received; `chunks()` yields the raw body within the request's
+    deadline (raising `InternalError(BODY_ERROR_TEXT)` if it fails); `aclose()` releases it."""
 
     status: int
     headers: list[tuple[str, str]]
     _response: httpx.Response
+    deadline: float | None = None
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        async for chunk in self._response.aiter_raw():
+        raw = self._response.aiter_raw()
+        while True:
+            # The deadline covers each read, not the consumer's time between chunks: a timeout
+            # scope must not stay open across a yield.
+            try:
+                async with asyncio.timeout_at(self.deadline):
+                    chunk = await anext(raw)
+            except StopAsyncIteration:
+                return
+            except (httpx.HTTPError, TimeoutError):
+                raise InternalError(BODY_ERROR) from None
             if chunk:
                 yield chunk
 
+    async def read_all(self) -> bytes:
+        """The whole body; the response is released. Raises `InternalError` if reading fails."""
+        try:
+            return b"".join([chunk async for chunk in self.chunks()])
+        except InternalError:
+            raise InternalError(
+                f"failed to read http/request response body: {BODY_ERROR}"
+            ) from None
+        finally:
+            await self.aclose()
+
     async def aclose(self) -> None:
-        await self._response.aclose()
+        with contextlib.suppress(Exception):
+            await self._response.aclose()
 
 
 class LocalHttpClient:
@@ -286,6 +314,38 @@ class LocalHttpClient:
         # One exchange, nothing else: `client.send()` would also parse the Location of a 3xx
         # with its own (different) URL rules; redirects are decided here instead.
         return await client._send_single_request(outgoing)
+
+    async def fetch(
+        self,
+        method: str,
+        url: str,
+        headers: list[HttpHeader],
+        body: bytes | None,
+        *,
+        timeout_ms: int | None,
+        follow_redirects: bool,
+    ) -> HttpResponse:
+        """Validate and send a request; return once the final response headers are in.
+
+        `timeout_ms` bounds the whole exchange, body included (0 fails at once, as the
+        reference's does; absurdly large values mean no timeout).
+        """
+        prepared = prepare(method, url, headers, body, self.env)
+        if timeout_ms == 0:
+            raise InternalError("http/request failed: route-aware request timed out")
+        deadline = None
+        if timeout_ms is not None and timeout_ms < MAX_TIMEOUT_MS:
+            deadline = asyncio.get_running_loop().time() + timeout_ms / 1000
+        try:
+            async with asyncio.timeout_at(deadline):
+                response = await self.send(prepared, follow_redirects=follow_redirects)
+        except TimeoutError:
+            raise InternalError(
+                "http/request failed: error sending request for url "
+                f"({prepared.url.serialize(userinfo=False)})"
+            ) from None
+        response.deadline = deadline
+        return response
 
     async def send(self, request: PreparedRequest, *, follow_redirects: bool) -> HttpResponse:
         """Send (following redirects if asked) and return once the final headers are in.
@@ -344,17 +404,3 @@ class LocalHttpClient:
             with contextlib.suppress(Exception):
                 await self._client.aclose()
             self._client = None
-
-
-BODY_ERROR = "error decoding response body"
-
-
-async def read_all(response: HttpResponse) -> bytes:
-    """The whole body. Raises `httpx.HTTPError` if reading it fails."""
-    parts = []
-    try:
-        async for chunk in response.chunks():
-            parts.append(chunk)
-    finally:
-        await response.aclose()
-    return b"".join(parts)

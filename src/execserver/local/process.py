@@ -260,6 +260,17 @@ class LocalProcess:
     def _on_writable(self) -> None:
         self._flush_stdin()
 
+    def close_stdin(self) -> None:
+        """End the child's input: EOF on its stdin pipe (later writes: `stdinClosed`), or the
+        terminal's EOF character in PTY mode."""
+        if self.tty:
+            if self._stdin_fd is not None and not self._stdin_broken:
+                self._stdin_buffer += b"\x04"
+                self._flush_stdin()
+            return
+        self._has_stdin = False
+        self._close_stdin()
+
     def _close_stdin(self) -> None:
         fd = self._stdin_fd
         if fd is None:

@@ -135,7 +135,14 @@ def dec_hook(tp: type, obj: Any) -> Any:
 
 
 def enc_hook(obj: Any) -> Any:
-    """msgspec encode hook: a PathUri travels as its canonical URI text."""
+    """msgspec encode hook: a PathUri travels as its canonical URI text, `Base64Bytes` as the
+    base64 text msgspec writes for plain bytes."""
     if isinstance(obj, PathUri):
         return obj.uri
+    if isinstance(obj, bytes):
+        return bytes(obj)
+    if isinstance(obj, int):  # WideU64, NonZeroUsize
+        return int(obj)
+    if isinstance(obj, str):  # UnitEnum
+        return str(obj)
     raise NotImplementedError(f"cannot encode {type(obj)!r}")

@@ -4,19 +4,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-
-import httpx
 
 from execserver.errors import InternalError, InvalidParams
-from execserver.local.http_client import (
-    BODY_ERROR,
-    HttpResponse,
-    LocalHttpClient,
-    PreparedRequest,
-    prepare,
-    read_all,
-)
+from execserver.local.http_client import HttpResponse, LocalHttpClient
 from execserver.protocol import methods
 from execserver.protocol.http import (
     HttpRequestBodyDeltaNotification,
@@ -25,9 +15,6 @@ from execserver.protocol.http import (
     HttpResponseHeader,
 )
 from execserver.server.connection import Connection
-
-# Timeouts past this (about 31 years) are treated as no timeout.
-MAX_TIMEOUT_MS = 10**12
 
 
 class HttpHandler:
@@ -41,20 +28,18 @@ class HttpHandler:
             raise InvalidParams(
                 f"http/request streamResponse requestId `{params.request_id}` is already active"
             )
-        body = None if params.body_base64 is None else bytes(params.body_base64)
-        prepared = prepare(params.method, params.url, params.headers, body, self._client.env)
-        if params.timeout_ms == 0:
-            raise InternalError("http/request failed: route-aware request timed out")
-        loop = asyncio.get_running_loop()
-        deadline = None
-        if params.timeout_ms is not None and params.timeout_ms < MAX_TIMEOUT_MS:
-            deadline = loop.time() + params.timeout_ms / 1000
-        follow = params.redirect_policy == "follow"
         if params.stream_response:
             # Reserve the id before the first await, so a concurrent duplicate is refused.
             streams[params.request_id] = None
         try:
-            response = await self._send(prepared, follow, deadline)
+            response = await self._client.fetch(
+                params.method,
+                params.url,
+                params.headers,
+                None if params.body_base64 is None else bytes(params.body_base64),
+                timeout_ms=params.timeout_ms,
+                follow_redirects=params.redirect_policy == "follow",
+            )
         except BaseException:
             if params.stream_response:
                 streams.pop(params.request_id, None)
@@ -62,31 +47,13 @@ class HttpHandler:
         headers = [HttpResponseHeader(name=n, value=v) for n, v in response.headers]
         if params.stream_response:
             streams[params.request_id] = asyncio.ensure_future(
-                self._pump(params.request_id, response, deadline)
+                self._pump(params.request_id, response)
             )
             return HttpRequestResponse(status=response.status, headers=headers, body_base64=b"")
-        try:
-            async with asyncio.timeout_at(deadline):
-                data = await read_all(response)
-        except (httpx.HTTPError, TimeoutError):
-            raise InternalError(
-                f"failed to read http/request response body: {BODY_ERROR}"
-            ) from None
+        data = await response.read_all()
         return HttpRequestResponse(status=response.status, headers=headers, body_base64=data)
 
-    async def _send(
-        self, prepared: PreparedRequest, follow: bool, deadline: float | None
-    ) -> HttpResponse:
-        try:
-            async with asyncio.timeout_at(deadline):
-                return await self._client.send(prepared, follow_redirects=follow)
-        except TimeoutError:
-            raise InternalError(
-                "http/request failed: error sending request for url "
-                f"({prepared.url.serialize(userinfo=False)})"
-            ) from None
-
-    async def _pump(self, request_id: str, response: HttpResponse, deadline: float | None) -> None:
+    async def _pump(self, request_id: str, response: HttpResponse) -> None:
         """Forward the body in order; always ends with a `done` delta unless the connection is
         gone. Waits while the connection is congested, so a slow reader bounds memory."""
         connection = self._connection
@@ -104,16 +71,14 @@ class HttpHandler:
 
         try:
             try:
-                async with asyncio.timeout_at(deadline):
-                    async for chunk in response.chunks():
-                        send(chunk, False, None)
-                        await connection.writable()
-            except (httpx.HTTPError, TimeoutError):
-                send(b"", True, BODY_ERROR)
+                async for chunk in response.chunks():
+                    send(chunk, False, None)
+                    await connection.writable()
+            except InternalError as exc:
+                send(b"", True, exc.message)
             else:
                 send(b"", True, None)
         finally:
-            with contextlib.suppress(Exception):
-                await response.aclose()
+            await response.aclose()
             if connection.http_streams.get(request_id) is asyncio.current_task():
                 del connection.http_streams[request_id]

@@ -1,0 +1,317 @@
+"""`ExecServerClient`: one logical client over changing connections (PROTOCOL.md §4, §13.3).
+
+States: CONNECTED -> (connection lost) -> RECOVERING -> CONNECTED again, or FAILED; CLOSED
+after `aclose()`. A supervisor task (owned by the client) notices the loss, fails the calls
+that were in flight (never replayed: their effect is unknown), then reconnects every
+`interval_s` and resumes the session by id until `deadline_s` passes. Calls made while
+recovering wait for the outcome. Listeners (the remote capabilities) hear about notifications,
+losses, resumptions and the final failure, and catch their own state up.
+
+A stdio connection has nothing to resume (the server's session ends with it): losing it is
+final.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
+
+import msgspec
+
+from execserver.client.reconnect import ReconnectPolicy, backoff, is_retryable
+from execserver.client.rpc import RpcConnection
+from execserver.client.transport import ClientTransport, StdioTransport, WebSocketTransport
+from execserver.errors import (
+    ConnectionClosed,
+    ExecServerError,
+    RecoveryFailed,
+)
+from execserver.protocol import methods
+from execserver.protocol.session import EnvironmentInfo, InitializeParams, InitializeResponse
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+DEFAULT_CLIENT_NAME = "execserver-python"
+
+Connector = Callable[[], Awaitable[ClientTransport]]
+
+
+class ClientState(enum.Enum):
+    CONNECTED = "connected"
+    RECOVERING = "recovering"
+    FAILED = "failed"
+    CLOSED = "closed"
+
+
+class ClientListener(Protocol):
+    """What a client tells the parts built on it. Called on the client's tasks; must not block."""
+
+    def on_notification(self, method: str, params: msgspec.Raw) -> None: ...
+
+    def on_disconnected(self) -> None:
+        """The connection broke; calls in flight failed; recovery may follow."""
+
+    def on_resumed(self) -> None:
+        """The session was resumed on a new connection: catch up what was missed."""
+
+    def on_failed(self, error: ExecServerError) -> None:
+        """The client is FAILED or CLOSED for good."""
+
+
+class ExecServerClient:
+    """A connection to an exec-server that survives drops (see the module docstring).
+
+    Use `connect()` (WebSocket URL) or `spawn()` (stdio command), then `call()`; `aclose()`
+    or `async with` when done.
+    """
+
+    def __init__(
+        self,
+        connector: Connector,
+        *,
+        client_name: str = DEFAULT_CLIENT_NAME,
+        policy: ReconnectPolicy | None = None,
+        resumable: bool = True,
+        description: str = "exec-server",
+    ) -> None:
+        self._connector = connector
+        self._client_name = client_name
+        self.policy = policy or ReconnectPolicy()
+        self._resumable = resumable
+        self.description = description
+        self._conn: RpcConnection | None = None
+        self._state = ClientState.RECOVERING
+        self._ready = asyncio.Event()
+        self._failure: ExecServerError | None = None
+        self._listeners: list[ClientListener] = []
+        self._supervisor: asyncio.Task[None] | None = None
+        self.session_id: str | None = None
+        self.environment_info: EnvironmentInfo | None = None
+        self.reconnects = 0
+
+    # -- construction --------------------------------------------------------------------------
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        *,
+        bearer_token: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        client_name: str = DEFAULT_CLIENT_NAME,
+        policy: ReconnectPolicy | None = None,
+    ) -> ExecServerClient:
+        """Connect to a WebSocket exec-server and complete the handshake.
+
+        Raises `ConnectError` (or the server's `RpcError`) if the first connection fails; the
+        first connection is not retried. Cancellation: nothing is left open.
+        """
+        policy = policy or ReconnectPolicy()
+
+        async def connector() -> ClientTransport:
+            return await WebSocketTransport.connect(
+                url,
+                bearer_token=bearer_token,
+                headers=headers,
+                timeout=policy.connect_timeout_s,
+            )
+
+        client = cls(connector, client_name=client_name, policy=policy, description=url)
+        await client._start()
+        return client
+
+    @classmethod
+    async def spawn(
+        cls,
+        program: str,
+        args: Sequence[str] = (),
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        client_name: str = DEFAULT_CLIENT_NAME,
+        policy: ReconnectPolicy | None = None,
+    ) -> ExecServerClient:
+        """Start `program args…` and speak JSON-RPC over its stdin/stdout.
+
+        Closing the client kills the program's process group.
+        """
+
+        async def connector() -> ClientTransport:
+            return await StdioTransport.spawn(program, args, env=env, cwd=cwd)
+
+        description = " ".join([program, *args])
+        client = cls(
+            connector,
+            client_name=client_name,
+            policy=policy,
+            resumable=False,
+            description=description,
+        )
+        await client._start()
+        return client
+
+    async def _start(self) -> None:
+        try:
+            self._conn, response = await self._open(None)
+        except BaseException:
+            self._state = ClientState.CLOSED
+            raise
+        self._accept(response)
+        self._supervisor = asyncio.ensure_future(self._supervise())
+
+    async def _open(self, resume: str | None) -> tuple[RpcConnection, InitializeResponse]:
+        """Connect and complete the handshake (resuming `resume`, if given)."""
+        transport = await self._connector()
+        conn = RpcConnection(transport, self._dispatch)
+        try:
+            async with asyncio.timeout(self.policy.initialize_timeout_s):
+                response = await conn.call(
+                    methods.INITIALIZE,
+                    InitializeParams(client_name=self._client_name, resume_session_id=resume),
+                    InitializeResponse,
+                )
+                await conn.notify(methods.INITIALIZED, {})
+        except BaseException:
+            await asyncio.shield(conn.aclose())
+            raise
+        return conn, response
+
+    def _accept(self, response: InitializeResponse) -> None:
+        self.session_id = response.session_id
+        self.environment_info = response.environment_info
+        self._state = ClientState.CONNECTED
+        self._ready.set()
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> ClientState:
+        return self._state
+
+    def add_listener(self, listener: ClientListener) -> None:
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: ClientListener) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
+    def _dispatch(self, method: str, params: msgspec.Raw) -> None:
+        for listener in list(self._listeners):
+            listener.on_notification(method, params)
+
+    def _each_listener(self, action: Callable[[ClientListener], None]) -> None:
+        for listener in list(self._listeners):
+            try:
+                action(listener)
+            except Exception:
+                log.exception("exec-server client listener failed")
+
+    async def wait_connected(self) -> None:
+        """Wait while the client is recovering. Raises the final error once FAILED or CLOSED.
+
+        Cancellation: safe.
+        """
+        await self._connection()
+
+    async def _connection(self) -> RpcConnection:
+        while True:
+            if self._state is ClientState.CONNECTED and self._conn is not None:
+                return self._conn
+            if self._failure is not None:
+                raise self._failure
+            await self._ready.wait()
+
+    # -- calls ---------------------------------------------------------------------------------
+
+    async def call(self, method: str, params: Any, result_type: type[T]) -> T:
+        """Send a request and decode its result.
+
+        Waits while the client is recovering. Raises `RpcError` (the server's answer),
+        `Disconnected` (the connection broke before the answer: the request may or may not
+        have taken effect, and it is not resent), `RecoveryFailed`/`ConnectionClosed` once the
+        client is finished. Cancellation: the answer, if it comes, is dropped.
+        """
+        conn = await self._connection()
+        return await conn.call(method, params, result_type)
+
+    # -- recovery ------------------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        while True:
+            conn = self._conn
+            assert conn is not None
+            await conn.closed
+            if self._state is ClientState.CLOSED:
+                return
+            self._state = ClientState.RECOVERING
+            self._ready.clear()
+            self._each_listener(lambda listener: listener.on_disconnected())
+            if not self._resumable:
+                self._finish(RecoveryFailed(f"lost the connection to {self.description}"))
+                return
+            try:
+                self._conn, response = await self._recover()
+            except ExecServerError as exc:
+                self._finish(exc)
+                return
+            self.reconnects += 1
+            self._accept(response)
+            self._each_listener(lambda listener: listener.on_resumed())
+
+    async def _recover(self) -> tuple[RpcConnection, InitializeResponse]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.policy.deadline_s
+        delays = backoff(self.policy)
+        while True:
+            try:
+                return await self._open(self.session_id)
+            except (ExecServerError, OSError, TimeoutError) as exc:
+                if not is_retryable(exc):
+                    raise RecoveryFailed(
+                        f"could not resume session {self.session_id} on {self.description}: {exc}"
+                    ) from exc
+                last = exc
+            delay = next(delays)
+            if loop.time() + delay >= deadline:
+                raise RecoveryFailed(
+                    f"could not reconnect to {self.description} within "
+                    f"{self.policy.deadline_s:g} s: {last}"
+                ) from last
+            log.debug("reconnecting to %s in %.2f s after: %s", self.description, delay, last)
+            await asyncio.sleep(delay)
+
+    def _finish(self, error: ExecServerError) -> None:
+        if self._failure is None:
+            self._failure = error
+        self._state = (
+            ClientState.CLOSED if isinstance(error, ConnectionClosed) else (ClientState.FAILED)
+        )
+        self._ready.set()
+        self._each_listener(lambda listener: listener.on_failed(error))
+
+    async def aclose(self) -> None:
+        """Close the connection and stop recovering. Pending calls fail with `Disconnected`,
+        later ones with `ConnectionClosed`. Cancellation: cleanup completes first."""
+        if self._state is ClientState.CLOSED:
+            return
+        self._state = ClientState.CLOSED
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None:
+            supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.shield(supervisor)
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await asyncio.shield(conn.aclose())
+        self._finish(ConnectionClosed("the client was closed"))
+
+    async def __aenter__(self) -> ExecServerClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

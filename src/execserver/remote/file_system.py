@@ -1,0 +1,189 @@
+"""The filesystem capability of a remote executor: one `fs/*` call per operation."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from typing import Any, Self, TypeVar
+
+from execserver.client.client import ExecServerClient
+from execserver.environment.file_system import (
+    DEFAULT_WALK_OPTIONS,
+    OpenModeName,
+    PathArg,
+    path_uri,
+)
+from execserver.protocol import b64, methods
+from execserver.protocol.base import Base64Bytes, WideU64, WireStruct
+from execserver.protocol.file_system import (
+    DirectoryEntry,
+    FileMetadata,
+    FsCanonicalizeParams,
+    FsCanonicalizeResponse,
+    FsCloseParams,
+    FsCopyParams,
+    FsCreateDirectoryParams,
+    FsEmptyResponse,
+    FsGetMetadataParams,
+    FsOpenParams,
+    FsOpenResponse,
+    FsReadBlockParams,
+    FsReadBlockResponse,
+    FsReadDirectoryParams,
+    FsReadDirectoryResponse,
+    FsReadFileParams,
+    FsReadFileResponse,
+    FsRemoveParams,
+    FsWalkParams,
+    FsWalkResponse,
+    FsWriteBlockParams,
+    FsWriteFileParams,
+    OpenMode,
+    WalkOptions,
+)
+from execserver.protocol.sandbox import SandboxContext
+
+R = TypeVar("R", bound=WireStruct)
+
+
+def _follow(follow_symlinks: bool) -> bool | None:
+    return None if follow_symlinks else False
+
+
+class RemoteFileSystem:
+    def __init__(self, client: ExecServerClient) -> None:
+        self._client = client
+
+    async def _call(self, method: str, params: Any, result: type[R]) -> R:
+        return await self._client.call(method, params, result)
+
+    async def read_file(
+        self, path: PathArg, *, follow_symlinks: bool = True, sandbox: SandboxContext | None = None
+    ) -> bytes:
+        params = FsReadFileParams(
+            path=path_uri(path), sandbox=sandbox, follow_symlinks=_follow(follow_symlinks)
+        )
+        return (await self._call(methods.FS_READ_FILE, params, FsReadFileResponse)).data_base64
+
+    async def write_file(
+        self,
+        path: PathArg,
+        data: bytes,
+        *,
+        follow_symlinks: bool = True,
+        sandbox: SandboxContext | None = None,
+    ) -> None:
+        params = FsWriteFileParams(
+            path=path_uri(path),
+            data_base64=b64.encode(data),
+            sandbox=sandbox,
+            follow_symlinks=_follow(follow_symlinks),
+        )
+        await self._call(methods.FS_WRITE_FILE, params, FsEmptyResponse)
+
+    async def create_directory(
+        self, path: PathArg, *, recursive: bool = True, sandbox: SandboxContext | None = None
+    ) -> None:
+        params = FsCreateDirectoryParams(path=path_uri(path), recursive=recursive, sandbox=sandbox)
+        await self._call(methods.FS_CREATE_DIRECTORY, params, FsEmptyResponse)
+
+    async def get_metadata(
+        self, path: PathArg, *, follow_symlinks: bool = True, sandbox: SandboxContext | None = None
+    ) -> FileMetadata:
+        params = FsGetMetadataParams(
+            path=path_uri(path), sandbox=sandbox, follow_symlinks=_follow(follow_symlinks)
+        )
+        return await self._call(methods.FS_GET_METADATA, params, FileMetadata)
+
+    async def canonicalize(self, path: PathArg, *, sandbox: SandboxContext | None = None) -> str:
+        params = FsCanonicalizeParams(path=path_uri(path), sandbox=sandbox)
+        response = await self._call(methods.FS_CANONICALIZE, params, FsCanonicalizeResponse)
+        return os.fsdecode(response.path.native_path())
+
+    async def read_directory(
+        self, path: PathArg, *, sandbox: SandboxContext | None = None
+    ) -> list[DirectoryEntry]:
+        params = FsReadDirectoryParams(path=path_uri(path), sandbox=sandbox)
+        return (
+            await self._call(methods.FS_READ_DIRECTORY, params, FsReadDirectoryResponse)
+        ).entries
+
+    async def walk(
+        self,
+        path: PathArg,
+        options: WalkOptions = DEFAULT_WALK_OPTIONS,
+        *,
+        sandbox: SandboxContext | None = None,
+    ) -> FsWalkResponse:
+        params = FsWalkParams(path=path_uri(path), options=options, sandbox=sandbox)
+        return await self._call(methods.FS_WALK, params, FsWalkResponse)
+
+    async def remove(
+        self,
+        path: PathArg,
+        *,
+        recursive: bool = True,
+        force: bool = True,
+        sandbox: SandboxContext | None = None,
+    ) -> None:
+        params = FsRemoveParams(
+            path=path_uri(path), recursive=recursive, force=force, sandbox=sandbox
+        )
+        await self._call(methods.FS_REMOVE, params, FsEmptyResponse)
+
+    async def copy(
+        self,
+        source: PathArg,
+        destination: PathArg,
+        *,
+        recursive: bool = False,
+        sandbox: SandboxContext | None = None,
+    ) -> None:
+        params = FsCopyParams(
+            source_path=path_uri(source),
+            destination_path=path_uri(destination),
+            recursive=recursive,
+            sandbox=sandbox,
+        )
+        await self._call(methods.FS_COPY, params, FsEmptyResponse)
+
+    async def open(
+        self, path: PathArg, mode: OpenModeName = "read", *, sandbox: SandboxContext | None = None
+    ) -> RemoteFileHandle:
+        handle_id = f"py-{secrets.token_hex(8)}"
+        params = FsOpenParams(
+            handle_id=handle_id, path=path_uri(path), sandbox=sandbox, mode=OpenMode(mode)
+        )
+        await self._call(methods.FS_OPEN, params, FsOpenResponse)
+        return RemoteFileHandle(self, handle_id)
+
+
+class RemoteFileHandle:
+    def __init__(self, fs: RemoteFileSystem, handle_id: str) -> None:
+        self._fs = fs
+        self.handle_id = handle_id
+        self._closed = False
+
+    async def read_block(self, offset: int, length: int) -> tuple[bytes, bool]:
+        params = FsReadBlockParams(handle_id=self.handle_id, offset=WideU64(offset), len=length)
+        response = await self._fs._call(methods.FS_READ_BLOCK, params, FsReadBlockResponse)
+        return response.chunk, response.eof
+
+    async def write_block(self, offset: int, data: bytes) -> None:
+        params = FsWriteBlockParams(
+            handle_id=self.handle_id, offset=WideU64(offset), chunk=Base64Bytes(data)
+        )
+        await self._fs._call(methods.FS_WRITE_BLOCK, params, FsEmptyResponse)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        params = FsCloseParams(handle_id=self.handle_id)
+        await self._fs._call(methods.FS_CLOSE, params, FsEmptyResponse)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

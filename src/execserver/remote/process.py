@@ -1,0 +1,281 @@
+"""Processes on a remote executor: `RemoteExecBackend` starts them, `RemoteExecProcess` drives
+one. Events come from the pushed `process/*` notifications, in seq order; `process/read` is used
+only to fill a gap (events dropped while the connection was down, a consumer that fell behind,
+or an exit notification without `sandboxDenied`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from collections.abc import Mapping, Sequence
+from typing import TypeVar
+
+import msgspec
+
+from execserver.client.client import ExecServerClient
+from execserver.environment.file_system import PathArg, path_uri
+from execserver.environment.process import (
+    INHERIT_ALL,
+    ClosedEvent,
+    CompletedProcess,
+    ExitedEvent,
+    OutputEvent,
+    ProcessFailed,
+    ReadResult,
+    Unsupported,
+    run_process,
+)
+from execserver.environment.process_events import ProcessEventStream, StreamedProcess
+from execserver.errors import Disconnected, ExecServerError, ProtocolViolation
+from execserver.protocol import methods
+from execserver.protocol.base import Base64Bytes, WireStruct, dec_hook
+from execserver.protocol.process import (
+    ExecEnvPolicy,
+    ProcessClosedNotification,
+    ProcessOutputNotification,
+    ProcessReadParams,
+    ProcessReadResponse,
+    ProcessSignalParams,
+    ProcessSignalResponse,
+    ProcessStartParams,
+    ProcessStartResponse,
+    ProcessTerminateParams,
+    ProcessTerminateResponse,
+    ProcessWriteParams,
+    ProcessWriteResponse,
+    SandboxType,
+    WriteStatus,
+)
+from execserver.protocol.sandbox import SandboxContext
+
+
+class _ExitedNotification(WireStruct):
+    """`process/exited` as older servers may send it: without `sandboxDenied`."""
+
+    process_id: str
+    seq: int
+    exit_code: int
+    sandbox_denied: bool | None = None
+
+
+def read_result(response: ProcessReadResponse) -> ReadResult:
+    return ReadResult(
+        chunks=[OutputEvent(c.seq, c.stream, c.chunk) for c in response.chunks],
+        next_seq=response.next_seq,
+        exited=response.exited,
+        exit_code=response.exit_code,
+        closed=response.closed,
+        sandbox_denied=response.sandbox_denied,
+        failure=response.failure,
+    )
+
+
+class RemoteExecProcess(StreamedProcess):
+    def __init__(
+        self,
+        backend: RemoteExecBackend,
+        process_id: str,
+        stream: ProcessEventStream,
+        sandbox_type: SandboxType,
+    ) -> None:
+        super().__init__(process_id, stream)
+        self._backend = backend
+        self._client = backend.client
+        self._sandbox_type = sandbox_type
+
+    @property
+    def sandbox_type(self) -> SandboxType:
+        return self._sandbox_type
+
+    async def write(self, data: bytes) -> WriteStatus:
+        # One write id for every attempt: the executor applies a retried write only once.
+        params = ProcessWriteParams(
+            process_id=self.process_id, chunk=Base64Bytes(data), write_id=secrets.token_hex(12)
+        )
+        while True:
+            try:
+                response = await self._client.call(
+                    methods.PROCESS_WRITE, params, ProcessWriteResponse
+                )
+            except Disconnected:
+                await self._client.wait_connected()
+                continue
+            return response.status
+
+    async def close_stdin(self) -> None:
+        raise Unsupported("the exec-server protocol cannot close a remote process's stdin")
+
+    async def signal(self) -> None:
+        await self._client.call(
+            methods.PROCESS_SIGNAL,
+            ProcessSignalParams(process_id=self.process_id, signal="interrupt"),
+            ProcessSignalResponse,
+        )
+
+    async def terminate(self) -> bool:
+        response = await self._client.call(
+            methods.PROCESS_TERMINATE,
+            ProcessTerminateParams(process_id=self.process_id),
+            ProcessTerminateResponse,
+        )
+        return response.running
+
+    async def read(
+        self, after_seq: int = 0, *, max_bytes: int | None = None, wait: float = 0.0
+    ) -> ReadResult:
+        return await self._backend.read(self.process_id, after_seq, max_bytes, wait)
+
+    async def _stop_following(self) -> None:
+        try:
+            await super()._stop_following()
+        finally:
+            self._backend.forget(self.process_id)
+
+
+class RemoteExecBackend:
+    """The process capability of a remote executor (one per client)."""
+
+    def __init__(self, client: ExecServerClient) -> None:
+        self.client = client
+        self._streams: dict[str, ProcessEventStream] = {}
+        # Process ids are the client's to choose; a random prefix keeps several clients of one
+        # session (or one session over many runs) from colliding.
+        self._prefix = f"py-{secrets.token_hex(4)}-"
+        self._ids = itertools.count(1)
+        client.add_listener(self)
+
+    # -- ClientListener ------------------------------------------------------------------------
+
+    def on_notification(self, method: str, params: msgspec.Raw) -> None:
+        try:
+            if method == methods.PROCESS_OUTPUT:
+                output = _decode(params, ProcessOutputNotification)
+                stream = self._streams.get(output.process_id)
+                if stream is not None:
+                    stream.push(OutputEvent(output.seq, output.stream, output.chunk))
+            elif method == methods.PROCESS_EXITED:
+                exited = _decode(params, _ExitedNotification)
+                stream = self._streams.get(exited.process_id)
+                if stream is None:
+                    return
+                if exited.sandbox_denied is None:
+                    stream.request_catch_up()  # the read answer carries the classification
+                else:
+                    stream.push(ExitedEvent(exited.seq, exited.exit_code, exited.sandbox_denied))
+            elif method == methods.PROCESS_CLOSED:
+                closed = _decode(params, ProcessClosedNotification)
+                stream = self._streams.get(closed.process_id)
+                if stream is not None:
+                    stream.push(ClosedEvent(closed.seq))
+        except ProtocolViolation:
+            pass  # not a notification we can use; a gap (if any) is filled by a read
+
+    def on_disconnected(self) -> None:
+        pass
+
+    def on_resumed(self) -> None:
+        for stream in list(self._streams.values()):
+            stream.request_catch_up()
+
+    def on_failed(self, error: ExecServerError) -> None:
+        for stream in list(self._streams.values()):
+            stream.fail(ProcessFailed(f"the executor connection is gone: {error}"))
+
+    # -- processes -----------------------------------------------------------------------------
+
+    def forget(self, process_id: str) -> None:
+        self._streams.pop(process_id, None)
+
+    async def read(
+        self, process_id: str, after_seq: int, max_bytes: int | None, wait: float
+    ) -> ReadResult:
+        response = await self.client.call(
+            methods.PROCESS_READ,
+            ProcessReadParams(
+                process_id=process_id,
+                after_seq=after_seq,
+                max_bytes=max_bytes,
+                wait_ms=round(wait * 1000),
+            ),
+            ProcessReadResponse,
+        )
+        return read_result(response)
+
+    async def start(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: PathArg | None = None,
+        env: Mapping[str, str] | None = None,
+        tty: bool = False,
+        pipe_stdin: bool = False,
+        arg0: str | None = None,
+        env_policy: ExecEnvPolicy | None = None,
+        sandbox: SandboxContext | None = None,
+    ) -> RemoteExecProcess:
+        process_id = f"{self._prefix}{next(self._ids)}"
+        if cwd is None:
+            info = self.client.environment_info
+            if info is None:
+                raise ProtocolViolation("the executor did not report its working directory")
+            cwd_uri = info.cwd
+        else:
+            cwd_uri = path_uri(cwd)
+        params = ProcessStartParams(
+            process_id=process_id,
+            argv=list(argv),
+            cwd=cwd_uri,
+            env=dict(env or {}),
+            tty=tty,
+            pipe_stdin=pipe_stdin,
+            arg0=arg0,
+            env_policy=env_policy if env_policy is not None or env is not None else INHERIT_ALL,
+            sandbox=sandbox,
+        )
+
+        async def read(after_seq: int) -> ReadResult:
+            return await self.read(process_id, after_seq, None, 0.0)
+
+        # Registered before the request: output may be pushed before the answer arrives.
+        stream = ProcessEventStream(read)
+        self._streams[process_id] = stream
+        try:
+            response = await self.client.call(methods.PROCESS_START, params, ProcessStartResponse)
+        except BaseException:
+            self._streams.pop(process_id, None)
+            await stream.aclose()
+            raise
+        return RemoteExecProcess(self, process_id, stream, response.sandbox_type)
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: PathArg | None = None,
+        env: Mapping[str, str] | None = None,
+        tty: bool = False,
+        sandbox: SandboxContext | None = None,
+        timeout: float | None = None,
+        check: bool = False,
+    ) -> CompletedProcess:
+        return await run_process(
+            self, argv, timeout=timeout, check=check, cwd=cwd, env=env, tty=tty, sandbox=sandbox
+        )
+
+    async def aclose(self) -> None:
+        self.client.remove_listener(self)
+        streams, self._streams = list(self._streams.values()), {}
+        for stream in streams:
+            stream.fail(ProcessFailed("the environment was closed"))
+            await stream.aclose()
+
+
+S = TypeVar("S", bound=WireStruct)
+
+
+def _decode(params: msgspec.Raw, kind: type[S]) -> S:
+    try:
+        return msgspec.json.decode(params, type=kind, dec_hook=dec_hook)
+    except msgspec.ValidationError as exc:
+        raise ProtocolViolation(f"unexpected notification: {exc}") from None
