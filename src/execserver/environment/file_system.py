@@ -24,9 +24,9 @@ from execserver.protocol.sandbox import SandboxContext
 PathArg = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 OpenModeName = Literal["read", "replace"]
 
-# What `walk()` uses when no options are given: deep enough for a repository, bounded.
+# What `walk()` uses when no options are given: the largest limits executors accept (§7.7).
 DEFAULT_WALK_OPTIONS = WalkOptions(
-    max_depth=64, max_directories=10_000, max_entries=100_000, follow_directory_symlinks=False
+    max_depth=64, max_directories=10_000, max_entries=50_000, follow_directory_symlinks=False
 )
 
 
