@@ -86,6 +86,7 @@ class ExecServerClient:
         self.description = description
         self._conn: RpcConnection | None = None
         self._state = ClientState.RECOVERING
+        self._state_changed = asyncio.Event()
         self._ready = asyncio.Event()
         self._failure: ExecServerError | None = None
         self._listeners: list[ClientListener] = []
@@ -159,7 +160,7 @@ class ExecServerClient:
         try:
             self._conn, response = await self._open(None)
         except BaseException:
-            self._state = ClientState.CLOSED
+            self._set_state(ClientState.CLOSED)
             raise
         self._accept(response)
         self._supervisor = asyncio.ensure_future(self._supervise())
@@ -184,13 +185,27 @@ class ExecServerClient:
     def _accept(self, response: InitializeResponse) -> None:
         self.session_id = response.session_id
         self.environment_info = response.environment_info
-        self._state = ClientState.CONNECTED
+        self._set_state(ClientState.CONNECTED)
         self._ready.set()
 
     # -- state ---------------------------------------------------------------------------------
 
     @property
     def state(self) -> ClientState:
+        return self._state
+
+    def _set_state(self, state: ClientState) -> None:
+        self._state = state
+        self._state_changed.set()
+        self._state_changed = asyncio.Event()
+
+    async def wait_for_state(self, *states: ClientState) -> ClientState:
+        """Wait until the client is in one of `states` (e.g. to report recovery in a UI).
+
+        Cancellation: safe.
+        """
+        while self._state not in states:
+            await self._state_changed.wait()
         return self._state
 
     def add_listener(self, listener: ClientListener) -> None:
@@ -220,11 +235,21 @@ class ExecServerClient:
 
     async def _connection(self) -> RpcConnection:
         while True:
-            if self._state is ClientState.CONNECTED and self._conn is not None:
-                return self._conn
+            conn = self._conn
+            if self._state is ClientState.CONNECTED and conn is not None:
+                if conn.is_connected:
+                    return conn
+                # Broken, and the supervisor has not run yet: never hand out a dead connection
+                # (a caller retrying on Disconnected would spin).
+                self._mark_lost()
             if self._failure is not None:
                 raise self._failure
             await self._ready.wait()
+
+    def _mark_lost(self) -> None:
+        if self._state is ClientState.CONNECTED:
+            self._set_state(ClientState.RECOVERING)
+            self._ready.clear()
 
     # -- calls ---------------------------------------------------------------------------------
 
@@ -248,8 +273,7 @@ class ExecServerClient:
             await conn.closed
             if self._state is ClientState.CLOSED:
                 return
-            self._state = ClientState.RECOVERING
-            self._ready.clear()
+            self._mark_lost()
             self._each_listener(lambda listener: listener.on_disconnected())
             if not self._resumable:
                 self._finish(RecoveryFailed(f"lost the connection to {self.description}"))
@@ -258,6 +282,10 @@ class ExecServerClient:
                 self._conn, response = await self._recover()
             except ExecServerError as exc:
                 self._finish(exc)
+                return
+            except Exception as exc:  # a bug must not leave callers waiting forever
+                log.exception("exec-server client recovery failed")
+                self._finish(RecoveryFailed(f"recovery failed: {exc!r}"))
                 return
             self.reconnects += 1
             self._accept(response)
@@ -288,9 +316,8 @@ class ExecServerClient:
     def _finish(self, error: ExecServerError) -> None:
         if self._failure is None:
             self._failure = error
-        self._state = (
-            ClientState.CLOSED if isinstance(error, ConnectionClosed) else (ClientState.FAILED)
-        )
+        closed = isinstance(error, ConnectionClosed)
+        self._set_state(ClientState.CLOSED if closed else ClientState.FAILED)
         self._ready.set()
         self._each_listener(lambda listener: listener.on_failed(error))
 
@@ -299,7 +326,7 @@ class ExecServerClient:
         later ones with `ConnectionClosed`. Cancellation: cleanup completes first."""
         if self._state is ClientState.CLOSED:
             return
-        self._state = ClientState.CLOSED
+        self._set_state(ClientState.CLOSED)
         supervisor, self._supervisor = self._supervisor, None
         if supervisor is not None:
             supervisor.cancel()

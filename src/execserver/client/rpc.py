@@ -72,7 +72,14 @@ class RpcConnection:
         future: asyncio.Future[msgspec.Raw] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
-            await self._transport.send(jsonrpc.encode_request(request_id, method, params))
+            try:
+                await self._transport.send(jsonrpc.encode_request(request_id, method, params))
+            except Disconnected as exc:
+                # The reader may not have noticed yet; a caller retrying on Disconnected must
+                # see a broken connection from now on.
+                del self._pending[request_id]
+                self._fail_all(exc)
+                raise
             raw = await future
         finally:
             self._pending.pop(request_id, None)

@@ -62,7 +62,7 @@ class WebSocketTransport:
                     ping_interval=20.0,
                     ping_timeout=20.0,
                 )
-        except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
+        except (OSError, TimeoutError, EOFError, websockets.WebSocketException) as exc:
             raise ConnectError(f"could not connect to {url}: {exc}") from exc
         return cls(ws)
 

@@ -1,0 +1,130 @@
+"""A TCP proxy on 127.0.0.1 that cuts connections on demand, for reconnect tests.
+
+    async with CuttingProxy(target_port) as proxy:
+        url = f"ws://127.0.0.1:{proxy.port}"
+        ...
+        proxy.cut()                # abort every open connection (both sides, mid-stream)
+        proxy.refuse_for(0.3)      # and turn new connections away for a while
+        proxy.cut(hold_upstream=True); ...; proxy.release()
+                                   # break only the client's side: the server keeps its end
+
+Both sides of a cut connection are aborted (RST, no close handshake), so the server sees the
+loss as promptly as a real network failure lets it, and bytes in flight are lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+from types import TracebackType
+
+
+def _abort(writer: asyncio.StreamWriter) -> None:
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            # Linger 0: close() sends RST instead of FIN.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+class CuttingProxy:
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+        self._target = (target_host, target_port)
+        self._server: asyncio.Server | None = None
+        self._links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._refuse_until = 0.0
+        self._held: list[asyncio.StreamWriter] = []
+        self.cuts = 0
+        """Cuts that actually broke at least one open connection."""
+        self.connections = 0
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def __aenter__(self) -> CuttingProxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._server is not None
+        self._server.close()
+        self.cut()
+        self.release()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    def cut(self, *, hold_upstream: bool = False) -> bool:
+        """Abort every open connection; True if there was one. With `hold_upstream`, the
+        server's side stays open (the server still sees a live connection) until `release()`."""
+        links = list(self._links)
+        self._links.clear()
+        for client, upstream in links:
+            _abort(client)
+            if hold_upstream:
+                self._held.append(upstream)
+            else:
+                _abort(upstream)
+        if links:
+            self.cuts += 1
+        return bool(links)
+
+    def release(self) -> None:
+        """Abort the server sides kept by `cut(hold_upstream=True)`."""
+        held, self._held = self._held, []
+        for upstream in held:
+            _abort(upstream)
+
+    def refuse_for(self, seconds: float) -> None:
+        """Accept-and-reset new connections for `seconds` (the server looks unreachable)."""
+        self._refuse_until = asyncio.get_running_loop().time() + seconds
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if asyncio.get_running_loop().time() < self._refuse_until:
+            _abort(writer)
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self._target)
+        except OSError:
+            _abort(writer)
+            return
+        self.connections += 1
+        link = (writer, up_writer)
+        self._links.add(link)
+        for source, sink in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.ensure_future(self._pump(source, sink, link))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pump(
+        self,
+        source: asyncio.StreamReader,
+        sink: asyncio.StreamWriter,
+        link: tuple[asyncio.StreamWriter, asyncio.StreamWriter],
+    ) -> None:
+        try:
+            while data := await source.read(65536):
+                sink.write(data)
+                await sink.drain()
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            # One side ended: end the other the same way (a clean close stays clean).
+            if link in self._links:
+                self._links.discard(link)
+                for writer in link:
+                    with contextlib.suppress(OSError, RuntimeError):
+                        writer.close()
