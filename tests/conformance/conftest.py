@@ -30,13 +30,14 @@ ENVIRONMENT_KINDS = ["local", "ours-ws", "ours-stdio", "reference-ws", "referenc
 @dataclass(frozen=True)
 class Capabilities:
     close_stdin: bool
-    """The environment can close a process's stdin (the wire protocol has no method for it)."""
+    """The environment can close a process's stdin (codex 0.169 has no method for it; ours
+    offers the `process/closeStdin` extension)."""
 
 
 CAPABILITIES = {
     "local": Capabilities(close_stdin=True),
-    "ours-ws": Capabilities(close_stdin=False),
-    "ours-stdio": Capabilities(close_stdin=False),
+    "ours-ws": Capabilities(close_stdin=True),
+    "ours-stdio": Capabilities(close_stdin=True),
     "reference-ws": Capabilities(close_stdin=False),
     "reference-stdio": Capabilities(close_stdin=False),
 }

@@ -170,3 +170,33 @@ async def test_process_exit_with_chatty_grandchild_is_reported(start_server: Sta
         assert (await client.request("environment/status"))["result"] == {"status": "ready"}
         await client.request("process/terminate", {"processId": "chatty"})
         await client.process_events("chatty")
+
+
+async def test_process_close_stdin_statuses(start_server: StartServer) -> None:
+    """process/closeStdin (extension): EOF for pipeStdin, stdinClosed without it, unknown ids."""
+    _, url = await start_server()
+    async with await WireClient.connect(url) as client:
+        await client.initialize()
+        await client.request("process/start", process_params("wc", ["wc", "-c"], pipeStdin=True))
+        await client.request("process/start", process_params("nostdin", ["sleep", "30"]))
+        await client.request(
+            "process/write", {"processId": "wc", "chunk": b64(b"12345"), "writeId": "1"}
+        )
+        close = {"processId": "wc"}
+        assert (await client.request("process/closeStdin", close))["result"] == {
+            "status": "accepted"
+        }
+        assert (await client.request("process/closeStdin", close))["result"] == {
+            "status": "stdinClosed"
+        }
+        events = await client.process_events("wc")
+        out = b"".join(
+            base64.b64decode(e["params"]["chunk"])
+            for e in events
+            if e["method"] == "process/output"
+        )
+        assert out.strip() == b"5"
+        for process_id, status in [("nostdin", "stdinClosed"), ("ghost", "unknownProcess")]:
+            response = await client.request("process/closeStdin", {"processId": process_id})
+            assert response["result"] == {"status": status}
+        await client.request("process/terminate", {"processId": "nostdin"})

@@ -55,6 +55,10 @@ DELIBERATE_DIFFERENCES: dict[str, str] = {
         "never holds a partial file; the path gets a new inode, so another hard link keeps the "
         "old content. The reference writes in place."
     ),
+    "process_close_stdin_extension": (
+        "process/closeStdin (an extension) gives a pipe_stdin process EOF, so `cat`, `wc` or "
+        "`sha256sum` can finish; the reference has no way to end a process's input (-32601)."
+    ),
     "larger_output_chunks": (
         "Pipe output is read up to 64 KiB at a time (the reference: 8 KiB), so fewer, larger "
         "process/output notifications carry the same bytes."
@@ -367,3 +371,31 @@ async def test_write_file_is_atomic(ours: ServerProcess, tmp_path: Path) -> None
 async def test_write_file_is_atomic_reference(reference: ServerProcess, tmp_path: Path) -> None:
     require_reference()
     assert await _write_with_hard_link(reference.url, tmp_path) == (b"new", b"new", True)
+
+
+async def _close_stdin_of_cat(url: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    async with await WireClient.connect(url) as client:
+        await client.initialize()
+        await client.request("process/start", process_params("cat", ["cat"], pipeStdin=True))
+        await client.request(
+            "process/write",
+            {"processId": "cat", "chunk": base64.b64encode(b"x\n").decode(), "writeId": "1"},
+        )
+        response = await client.request("process/closeStdin", {"processId": "cat"})
+        if "error" in response:
+            await client.request("process/terminate", {"processId": "cat"})
+        return response, await client.process_events("cat")
+
+
+async def test_process_close_stdin_extension(ours: ServerProcess) -> None:
+    response, events = await _close_stdin_of_cat(ours.url)
+    assert response["result"] == {"status": "accepted"}
+    exits = [e["params"]["exitCode"] for e in events if e["method"] == "process/exited"]
+    assert exits == [0]
+
+
+@pytest.mark.reference
+async def test_process_close_stdin_extension_reference(reference: ServerProcess) -> None:
+    require_reference()
+    response, _ = await _close_stdin_of_cat(reference.url)
+    assert response["error"]["code"] == -32601

@@ -129,8 +129,10 @@ class ExecProcess(Protocol):
         ...
 
     async def close_stdin(self) -> None:
-        """Close stdin (EOF for the child). Raises `Unsupported` on remote environments:
-        the exec-server protocol has no such method."""
+        """Close stdin: EOF for a `pipe_stdin` child, the EOF character (^D) on a terminal.
+
+        Raises `Unsupported` where the executor cannot (codex exec-server has no such method;
+        `process/closeStdin` is an execserver extension)."""
         ...
 
     async def signal(self) -> None:

@@ -260,16 +260,19 @@ class LocalProcess:
     def _on_writable(self) -> None:
         self._flush_stdin()
 
-    def close_stdin(self) -> None:
+    def close_stdin(self) -> WriteStatus:
         """End the child's input: EOF on its stdin pipe (later writes: `stdinClosed`), or the
-        terminal's EOF character in PTY mode."""
+        terminal's EOF character in PTY mode. `stdinClosed` if there is no stdin to close."""
         if self.tty:
             if self._stdin_fd is not None and not self._stdin_broken:
                 self._stdin_buffer += b"\x04"
                 self._flush_stdin()
-            return
+            return "accepted"
+        if not self._has_stdin:
+            return "stdinClosed"
         self._has_stdin = False
         self._close_stdin()
+        return "accepted"
 
     def _close_stdin(self) -> None:
         fd = self._stdin_fd

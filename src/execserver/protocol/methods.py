@@ -16,6 +16,8 @@ PROCESS_READ = "process/read"
 PROCESS_WRITE = "process/write"
 PROCESS_SIGNAL = "process/signal"
 PROCESS_TERMINATE = "process/terminate"
+# Extension (not in codex 0.169): end a process's stdin. Other servers answer -32601.
+PROCESS_CLOSE_STDIN = "process/closeStdin"
 PROCESS_OUTPUT = "process/output"
 PROCESS_EXITED = "process/exited"
 PROCESS_CLOSED = "process/closed"

@@ -93,6 +93,15 @@ class ProcessWriteResponse(WireStruct):
     status: WriteStatus
 
 
+class ProcessCloseStdinParams(WireStruct):
+    """Extension: `process/closeStdin` (EOF on a pipe, the EOF character on a terminal)."""
+
+    rust_name = "CloseStdinParams"
+    rust_len = 1
+
+    process_id: str
+
+
 class ProcessSignalParams(WireStruct):
     rust_name = "SignalParams"
     rust_len = 2

@@ -46,12 +46,13 @@ async def connect_environment(
     url: str,
     *,
     bearer_token: str | None = None,
+    headers: Mapping[str, str] | None = None,
     client_name: str = DEFAULT_CLIENT_NAME,
     policy: ReconnectPolicy | None = None,
 ) -> Environment:
     """Connect to a WebSocket exec-server (ours or `codex exec-server`). Raises `ConnectError`."""
     client = await ExecServerClient.connect(
-        url, bearer_token=bearer_token, client_name=client_name, policy=policy
+        url, bearer_token=bearer_token, headers=headers, client_name=client_name, policy=policy
     )
     return remote_environment(client)
 
@@ -63,9 +64,12 @@ async def spawn_environment(
     env: Mapping[str, str] | None = None,
     cwd: str | None = None,
     client_name: str = DEFAULT_CLIENT_NAME,
+    policy: ReconnectPolicy | None = None,
 ) -> Environment:
     """Start an exec-server speaking stdio (e.g. `ssh host codex exec-server --listen stdio`)."""
-    client = await ExecServerClient.spawn(program, args, env=env, cwd=cwd, client_name=client_name)
+    client = await ExecServerClient.spawn(
+        program, args, env=env, cwd=cwd, client_name=client_name, policy=policy
+    )
     return remote_environment(client)
 
 

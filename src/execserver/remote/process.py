@@ -27,12 +27,13 @@ from execserver.environment.process import (
     run_process,
 )
 from execserver.environment.process_events import ProcessEventStream, StreamedProcess
-from execserver.errors import Disconnected, ExecServerError, ProtocolViolation
+from execserver.errors import Disconnected, ExecServerError, MethodNotFound, ProtocolViolation
 from execserver.protocol import methods
 from execserver.protocol.base import Base64Bytes, WireStruct, dec_hook
 from execserver.protocol.process import (
     ExecEnvPolicy,
     ProcessClosedNotification,
+    ProcessCloseStdinParams,
     ProcessOutputNotification,
     ProcessReadParams,
     ProcessReadResponse,
@@ -104,7 +105,18 @@ class RemoteExecProcess(StreamedProcess):
             return response.status
 
     async def close_stdin(self) -> None:
-        raise Unsupported("the exec-server protocol cannot close a remote process's stdin")
+        # An extension of ours: codex exec-server has no way to close a process's stdin.
+        try:
+            await self._client.call(
+                methods.PROCESS_CLOSE_STDIN,
+                ProcessCloseStdinParams(process_id=self.process_id),
+                ProcessWriteResponse,
+            )
+        except MethodNotFound:
+            raise Unsupported(
+                "this executor cannot close a process's stdin (process/closeStdin is an "
+                "execserver extension)"
+            ) from None
 
     async def signal(self) -> None:
         await self._client.call(

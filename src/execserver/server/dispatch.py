@@ -24,6 +24,7 @@ from execserver.protocol.file_system import (
 )
 from execserver.protocol.http import HttpRequestParams
 from execserver.protocol.process import (
+    ProcessCloseStdinParams,
     ProcessReadParams,
     ProcessSignalParams,
     ProcessStartParams,
@@ -72,6 +73,7 @@ def build_router(connection: Connection, services: Services) -> Router:
     router.add(methods.PROCESS_WRITE, ProcessWriteParams, process.write, gate=EXEC)
     router.add(methods.PROCESS_SIGNAL, ProcessSignalParams, process.signal, gate=EXEC)
     router.add(methods.PROCESS_TERMINATE, ProcessTerminateParams, process.terminate, gate=EXEC)
+    router.add(methods.PROCESS_CLOSE_STDIN, ProcessCloseStdinParams, process.close_stdin, gate=EXEC)
 
     router.add(methods.FS_READ_FILE, FsReadFileParams, fs.read_file, gate=FILESYSTEM)
     router.add(methods.FS_WRITE_FILE, FsWriteFileParams, fs.write_file, gate=FILESYSTEM)

@@ -8,6 +8,7 @@ from execserver.environment.process import ReadResult
 from execserver.errors import InvalidParams
 from execserver.local.process import LocalExecBackend, ProcessSpec
 from execserver.protocol.process import (
+    ProcessCloseStdinParams,
     ProcessOutputChunk,
     ProcessReadParams,
     ProcessReadResponse,
@@ -102,6 +103,12 @@ class ProcessHandler:
         if process is None:
             return ProcessWriteResponse(status="unknownProcess")
         return ProcessWriteResponse(status=process.write(bytes(params.chunk), params.write_id))
+
+    def close_stdin(self, params: ProcessCloseStdinParams) -> ProcessWriteResponse:
+        process = self._backend.get(params.process_id)
+        if process is None:
+            return ProcessWriteResponse(status="unknownProcess")
+        return ProcessWriteResponse(status=process.close_stdin())
 
     def signal(self, params: ProcessSignalParams) -> ProcessSignalResponse:
         process = self._backend.get(params.process_id)

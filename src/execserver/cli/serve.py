@@ -1,4 +1,4 @@
-"""Command line: `execserver serve [--listen ws://IP:PORT | stdio]`.
+"""`execserver serve [--listen ws://IP:PORT | stdio]`.
 
 On a WebSocket bind the server prints exactly one line, the bound URL, to stdout; logs go to
 stderr. SIGTERM/SIGINT stop listening, kill every managed process tree and exit 0.
@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import contextlib
 import ipaddress
-import logging
 import os
 import signal
 import sys
@@ -86,9 +85,7 @@ def _positive_int(value: str) -> int:
     return number
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="execserver", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = commands.add_parser("serve", help="run the exec-server")
     serve.add_argument("--listen", default="ws://127.0.0.1:0", help="ws://IP:PORT or stdio")
     serve.add_argument(
@@ -112,18 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long a detached session waits for a resume before its processes are killed",
     )
-    serve.add_argument("--log-level", default=os.environ.get("EXECSERVER_LOG", "warning"))
-    return parser
+    serve.add_argument("--log-level", default=argparse.SUPPRESS, help="log level (stderr)")
+    serve.set_defaults(handler=run)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         listen = parse_listen_url(args.listen)
     except ListenError as exc:
@@ -193,7 +183,3 @@ def _ensure_standard_fds() -> None:
             os.fstat(fd)
         except OSError:
             os.open(os.devnull, os.O_RDWR)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

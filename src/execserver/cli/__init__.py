@@ -1,0 +1,57 @@
+"""Command line.
+
+    execserver serve [--listen ws://IP:PORT | stdio]     run the exec-server
+    execserver run [TARGET] [--env NAME] [-t] -- ARGV…   run a command on an executor
+    execserver info [TARGET] [--env NAME]                describe an executor
+    execserver cp SRC DST                                copy a file; either side TARGET:/path
+
+A TARGET is a `ws://`/`wss://` URL, `local`, or an id from `$CODEX_HOME/environments.toml`;
+without one, the file's default environment is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from execserver.cli import cp, info, run, serve
+from execserver.cli.serve import ListenAddress, ListenError, parse_listen_url
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="execserver",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--log-level", default=os.environ.get("EXECSERVER_LOG", "warning"))
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve.add_parser(commands)
+    run.add_parser(commands)
+    info.add_parser(commands)
+    cp.add_parser(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    # Everything after the first `--` is the remote command (`run`), untouched by argparse.
+    command: list[str] = []
+    if "--" in argv:
+        split = argv.index("--")
+        argv, command = argv[:split], argv[split + 1 :]
+    args = parser.parse_args(argv)
+    args.command_argv = command
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    code: int = args.handler(args, parser)
+    return code
+
+
+__all__ = ["ListenAddress", "ListenError", "main", "parse_listen_url"]
