@@ -209,6 +209,39 @@ class ExecBackend(Protocol):
         ...
 
 
+class ProcessRunner:
+    """`run()` for a backend, written once on top of its `start()`."""
+
+    async def start(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: PathArg | None = None,
+        env: Mapping[str, str] | None = None,
+        tty: bool = False,
+        pipe_stdin: bool = False,
+        arg0: str | None = None,
+        env_policy: ExecEnvPolicy | None = None,
+        sandbox: SandboxContext | None = None,
+    ) -> ExecProcess:
+        raise NotImplementedError
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: PathArg | None = None,
+        env: Mapping[str, str] | None = None,
+        tty: bool = False,
+        sandbox: SandboxContext | None = None,
+        timeout: float | None = None,
+        check: bool = False,
+    ) -> CompletedProcess:
+        return await run_process(
+            self, argv, timeout=timeout, check=check, cwd=cwd, env=env, tty=tty, sandbox=sandbox
+        )
+
+
 async def collect(process: ExecProcess, argv: Sequence[str]) -> CompletedProcess:
     """Consume a process's events into a `CompletedProcess`."""
     stdout: list[bytes] = []
@@ -231,15 +264,18 @@ async def collect(process: ExecProcess, argv: Sequence[str]) -> CompletedProcess
 
 
 async def run_process(
-    backend: ExecBackend,
+    backend: ExecBackend | ProcessRunner,
     argv: Sequence[str],
     *,
     timeout: float | None = None,
     check: bool = False,
-    **start: object,
+    cwd: PathArg | None = None,
+    env: Mapping[str, str] | None = None,
+    tty: bool = False,
+    sandbox: SandboxContext | None = None,
 ) -> CompletedProcess:
     """`ExecBackend.run()`, written once for every backend."""
-    process = await backend.start(argv, **start)  # type: ignore[arg-type]
+    process = await backend.start(argv, cwd=cwd, env=env, tty=tty, sandbox=sandbox)
     try:
         async with asyncio.timeout(timeout):
             result = await collect(process, argv)

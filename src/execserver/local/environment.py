@@ -20,10 +20,9 @@ from execserver.environment.file_system import PathArg
 from execserver.environment.http_client import Headers, HttpResponse
 from execserver.environment.process import (
     INHERIT_ALL,
-    CompletedProcess,
     ProcessEvent,
+    ProcessRunner,
     ReadResult,
-    run_process,
 )
 from execserver.environment.process_events import ProcessEventStream, StreamedProcess
 from execserver.local.file_system import LocalFileSystem, native
@@ -68,7 +67,7 @@ class LocalExecProcess(StreamedProcess):
         return await self._process.log.read_wait(after_seq, max_bytes, wait)
 
 
-class LocalProcessBackend:
+class LocalProcessBackend(ProcessRunner):
     """Starts processes on this host. Closing it kills every process tree it started."""
 
     def __init__(self, reaper: ChildReaper) -> None:
@@ -123,21 +122,6 @@ class LocalProcessBackend:
         if log.next_seq > 1:
             stream.request_catch_up()
         return LocalExecProcess(process, stream)
-
-    async def run(
-        self,
-        argv: Sequence[str],
-        *,
-        cwd: PathArg | None = None,
-        env: Mapping[str, str] | None = None,
-        tty: bool = False,
-        sandbox: SandboxContext | None = None,
-        timeout: float | None = None,
-        check: bool = False,
-    ) -> CompletedProcess:
-        return await run_process(
-            self, argv, timeout=timeout, check=check, cwd=cwd, env=env, tty=tty, sandbox=sandbox
-        )
 
     async def aclose(self) -> None:
         await self._backend.aclose()

@@ -18,13 +18,12 @@ from execserver.environment.file_system import PathArg, path_uri
 from execserver.environment.process import (
     INHERIT_ALL,
     ClosedEvent,
-    CompletedProcess,
     ExitedEvent,
     OutputEvent,
     ProcessFailed,
+    ProcessRunner,
     ReadResult,
     Unsupported,
-    run_process,
 )
 from execserver.environment.process_events import ProcessEventStream, StreamedProcess
 from execserver.errors import Disconnected, ExecServerError, MethodNotFound, ProtocolViolation
@@ -145,7 +144,7 @@ class RemoteExecProcess(StreamedProcess):
             self._backend.forget(self.process_id)
 
 
-class RemoteExecBackend:
+class RemoteExecBackend(ProcessRunner):
     """The process capability of a remote executor (one per client)."""
 
     def __init__(self, client: ExecServerClient) -> None:
@@ -259,21 +258,6 @@ class RemoteExecBackend:
             await stream.aclose()
             raise
         return RemoteExecProcess(self, process_id, stream, response.sandbox_type)
-
-    async def run(
-        self,
-        argv: Sequence[str],
-        *,
-        cwd: PathArg | None = None,
-        env: Mapping[str, str] | None = None,
-        tty: bool = False,
-        sandbox: SandboxContext | None = None,
-        timeout: float | None = None,
-        check: bool = False,
-    ) -> CompletedProcess:
-        return await run_process(
-            self, argv, timeout=timeout, check=check, cwd=cwd, env=env, tty=tty, sandbox=sandbox
-        )
 
     async def aclose(self) -> None:
         self.client.remove_listener(self)
