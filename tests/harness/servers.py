@@ -97,9 +97,13 @@ async def start_server(
     extra: Sequence[str] = (),
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
+    wrap: Sequence[str] = (),
 ) -> RunningServer:
-    """Start `kind` ("ours" or "reference") on an ephemeral port and wait for its URL."""
+    """Start `kind` ("ours" or "reference") on an ephemeral port and wait for its URL.
+
+    `wrap` is a command prefix the server runs under (such as a `bwrap` invocation)."""
     command = ours_command(extra=extra) if kind == "ours" else reference_command(extra=extra)
+    command = [*wrap, *command]
     stderr_path = tmp_dir / f"{kind}-server-{os.getpid()}-{id(command)}.stderr"
     child_env = dict(os.environ if env is None else env)
     REFERENCE_CODEX_HOME.mkdir(parents=True, exist_ok=True)
@@ -131,9 +135,14 @@ async def start_server(
 
 @contextlib.asynccontextmanager
 async def running_server(
-    kind: str, tmp_dir: Path, *, extra: Sequence[str] = (), env: dict[str, str] | None = None
+    kind: str,
+    tmp_dir: Path,
+    *,
+    extra: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    wrap: Sequence[str] = (),
 ) -> AsyncIterator[RunningServer]:
-    server = await start_server(kind, tmp_dir, extra=extra, env=env)
+    server = await start_server(kind, tmp_dir, extra=extra, env=env, wrap=wrap)
     try:
         yield server
     finally:

@@ -1,0 +1,139 @@
+"""End-to-end fixtures: the real `codex app-server` running agent turns on an exec-server.
+
+Each test gets its own of everything: a scripted model (`MockModel`), an exec-server (ours or
+the pinned reference, the `executor_kind` parameter), a cutting TCP proxy in front of it, a
+fresh `CODEX_HOME`, and a `codex app-server` with that exec-server registered as the
+environment `remote`.
+
+How a test knows the work happened on the exec-server and not in the app-server:
+
+* **A directory only the executor sees.** The exec-server runs under bubblewrap in its own
+  mount namespace, where a private tmpfs on `/srv` holds the test's work directory at
+  `EXECUTOR_CWD`. The app-server (and this test process) cannot reach that path: outside the
+  namespace `/srv` has no such directory. The thread's cwd is that path, so a command that
+  runs there, a patch that lands in the work directory and an AGENTS.md that is found there
+  can only have gone through the exec-server.
+* **An environment variable only the executor has.** `E2E_MARK` (a random token) is set for
+  the exec-server and removed from the app-server's environment; a command that prints it
+  ran as a child of the exec-server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import IN_CI, require_reference
+from tests.harness.app_server import AppServer, Turn
+from tests.harness.faults import CuttingProxy
+from tests.harness.mock_model import MockModel, ModelRequest, Reply
+from tests.harness.servers import CACHE_DIR, RunningServer, running_server
+
+EXECUTOR_CWD = "/srv/execserver-e2e"
+ENVIRONMENT_ID = "remote"
+MODEL = "gpt-5.5"  # a slug from the bundled catalog: the normal tool set, apply_patch included
+
+
+def require_bwrap() -> str:
+    found = shutil.which("bwrap")
+    if found is None:
+        if IN_CI:
+            pytest.fail("CI=true but bubblewrap (`bwrap`) is not installed")
+        pytest.skip("bubblewrap (`bwrap`) is not installed")
+    return found
+
+
+def private_cwd(bwrap: str, host_dir: Path) -> list[str]:
+    """A bwrap prefix: the whole system as it is, plus `host_dir` at EXECUTOR_CWD, privately."""
+    return [
+        bwrap,
+        "--dev-bind", "/", "/",
+        "--tmpfs", str(Path(EXECUTOR_CWD).parent),
+        "--bind", str(host_dir), EXECUTOR_CWD,
+        "--chdir", EXECUTOR_CWD,
+        "--die-with-parent",
+        "--",
+    ]  # fmt: skip
+
+
+@dataclass
+class Agent:
+    """One app-server whose environment `remote` is the exec-server under test."""
+
+    kind: str
+    app: AppServer
+    model: MockModel
+    proxy: CuttingProxy
+    executor: RunningServer
+    work: Path
+    """The executor's cwd as this test process sees it (EXECUTOR_CWD inside the executor)."""
+    mark: str
+    """The value of E2E_MARK, which only the exec-server's processes see."""
+    thread_id: str | None = None
+    turns: list[Turn] = field(default_factory=list)
+
+    async def turn(self, *replies: Reply, text: str = "go") -> tuple[Turn, list[ModelRequest]]:
+        """Run one turn in which the model replies `replies` in order and then finishes.
+
+        Returns the turn and the model requests it made (the first carries the user text,
+        each later one the tool outputs of the reply before it)."""
+        if self.thread_id is None:
+            self.thread_id = await self.app.start_thread(ENVIRONMENT_ID, EXECUTOR_CWD)
+        first = len(self.model.requests)
+        self.model.script.extend(replies)
+        turn = await self.app.run_turn(self.thread_id, text)
+        self.turns.append(turn)
+        if self.model.errors:
+            raise self.model.errors[0]
+        assert turn.status == "completed", (turn.error, self.app.stderr())
+        assert not self.app.server_requests, self.app.server_requests
+        return turn, self.model.requests[first:]
+
+
+@pytest.fixture(params=["ours", "reference"])
+def executor_kind(request: pytest.FixtureRequest) -> str:
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture
+async def agent(executor_kind: str, tmp_path: Path) -> AsyncIterator[Agent]:
+    require_reference()  # the app-server is the reference binary whichever executor runs
+    bwrap = require_bwrap()
+    work = tmp_path / "work"
+    work.mkdir()
+    mark = secrets.token_hex(8)
+    # CODEX_HOME outside /tmp: Codex refuses to set up its helper aliases under a temp dir.
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    home = Path(tempfile.mkdtemp(prefix="e2e-home-", dir=CACHE_DIR))
+    model = MockModel()
+    await model.start()
+    try:
+        (home / "config.toml").write_text(
+            f'model = "{MODEL}"\n'
+            'approval_policy = "never"\n'
+            'sandbox_mode = "danger-full-access"\n' + model.provider_config()
+        )
+        env = {**os.environ, "E2E_MARK": mark}
+        async with (
+            running_server(executor_kind, tmp_path, env=env, wrap=private_cwd(bwrap, work)) as ex,
+            CuttingProxy(ex.port) as proxy,
+            AppServer.start(home, tmp_path) as app,
+        ):
+            await app.call(
+                "environment/add",
+                {"environmentId": ENVIRONMENT_ID, "execServerUrl": f"ws://127.0.0.1:{proxy.port}"},
+            )
+            yield Agent(executor_kind, app, model, proxy, ex, work, mark)
+    finally:
+        await model.close()
+        with contextlib.suppress(OSError):
+            shutil.rmtree(home)
