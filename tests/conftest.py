@@ -7,6 +7,7 @@ missing binary is a failure (CI must prove the differential suite ran).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -40,6 +41,23 @@ def require_reference() -> Path:
             pytest.fail("CI=true but the pinned reference codex binary is not installed")
         pytest.skip("reference codex binary not installed (run .ci/run or set CODEX_BIN)")
     return binary
+
+
+def bwrap_path() -> str | None:
+    """The bubblewrap binary a sandboxing server would use, or None."""
+    return shutil.which("bwrap") or (
+        "/usr/bin/bwrap" if os.access("/usr/bin/bwrap", os.X_OK) else None
+    )
+
+
+def require_bwrap() -> str:
+    """`bwrap`'s path; skips when it is missing, except under CI=true, where that fails."""
+    path = bwrap_path()
+    if path is None:
+        if IN_CI:
+            pytest.fail("CI=true but bubblewrap (`bwrap`) is not installed")
+        pytest.skip("bubblewrap (`bwrap`) is not installed")
+    return path
 
 
 class ServerProcess:

@@ -10,7 +10,6 @@ difference is a capability flag here, never a branch on the kind in a test.
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import pytest
 from execserver.environment import Environment
 from execserver.local.environment import local_environment
 from execserver.remote import connect_environment, spawn_environment
-from tests.conftest import IN_CI, ServerProcess, require_reference
+from tests.conftest import ServerProcess, require_reference
 from tests.harness.servers import REFERENCE_CODEX_HOME, reference_binary
 
 ENVIRONMENT_KINDS = ["local", "ours-ws", "ours-stdio", "reference-ws", "reference-stdio"]
@@ -48,17 +47,6 @@ class Target:
     env: Environment
     capabilities: Capabilities
     workdir: Path
-
-
-def bwrap_available() -> bool:
-    return shutil.which("bwrap") is not None
-
-
-def require_bwrap() -> None:
-    if not bwrap_available():
-        if IN_CI:
-            pytest.fail("CI=true but bubblewrap (`bwrap`) is not installed")
-        pytest.skip("bubblewrap (`bwrap`) is not installed")
 
 
 async def open_environment(kind: str, request: pytest.FixtureRequest) -> Environment:

@@ -23,8 +23,8 @@ from execserver.errors import RpcError
 from execserver.protocol.base import dec_hook
 from execserver.protocol.pathuri import PathUri
 from execserver.protocol.sandbox import SandboxContext
-from tests.conformance.conftest import Target, require_bwrap
-from tests.conftest import TIME
+from tests.conformance.conftest import Target
+from tests.conftest import TIME, require_bwrap
 
 PY = sys.executable
 

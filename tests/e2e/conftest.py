@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import IN_CI, require_reference
+from tests.conftest import require_bwrap, require_reference
 from tests.harness.app_server import AppServer, Turn
 from tests.harness.faults import CuttingProxy
 from tests.harness.mock_model import MockModel, ModelRequest, Reply
@@ -40,15 +40,6 @@ from tests.harness.servers import CACHE_DIR, RunningServer, running_server
 EXECUTOR_CWD = "/srv/execserver-e2e"
 ENVIRONMENT_ID = "remote"
 MODEL = "gpt-5.5"  # a slug from the bundled catalog: the normal tool set, apply_patch included
-
-
-def require_bwrap() -> str:
-    found = shutil.which("bwrap")
-    if found is None:
-        if IN_CI:
-            pytest.fail("CI=true but bubblewrap (`bwrap`) is not installed")
-        pytest.skip("bubblewrap (`bwrap`) is not installed")
-    return found
 
 
 def private_cwd(bwrap: str, host_dir: Path) -> list[str]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import IN_CI, require_reference
+from tests.conftest import require_bwrap, require_reference
 from tests.harness.servers import REFERENCE_CODEX_HOME, RunningServer, running_server
 from tests.harness.wire import Json, WireClient
 from tests.wire.cases_sandbox import TcpListener
@@ -39,22 +38,6 @@ ORIGINAL = "original\n"
 _TIMEOUT = 30.0
 # The reference creates helper aliases under $CODEX_HOME; it must not be inside the temp dir.
 _REFERENCE_CODEX_HOME = REFERENCE_CODEX_HOME
-
-
-def bwrap_path() -> str | None:
-    """The bubblewrap binary a sandboxing server would use, or None."""
-    return shutil.which("bwrap") or (
-        "/usr/bin/bwrap" if os.access("/usr/bin/bwrap", os.X_OK) else None
-    )
-
-
-def require_bwrap() -> str:
-    path = bwrap_path()
-    if path is None:
-        if IN_CI:
-            pytest.fail("CI=true but bubblewrap (`bwrap`) is not installed")
-        pytest.skip("bubblewrap (`bwrap`) is not installed; sandbox escape tests need it")
-    return path
 
 
 @pytest.fixture(scope="module")
