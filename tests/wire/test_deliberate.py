@@ -59,6 +59,17 @@ DELIBERATE_DIFFERENCES: dict[str, str] = {
         "process/closeStdin (an extension) gives a pipe_stdin process EOF, so `cat`, `wc` or "
         "`sha256sum` can finish; the reference has no way to end a process's input (-32601)."
     ),
+    "resume_same_principal": (
+        "With --ws-auth, a session can be resumed only by the principal that created it (the "
+        "same JWT `sub`, else the same token); anyone else is told the id is unknown. The "
+        "reference lets any authenticated client take over any session. Tested in "
+        "tests/server/test_auth.py."
+    ),
+    "remote_listen_needs_auth": (
+        "A non-loopback --listen without --ws-auth refuses to start unless "
+        "--allow-unauthenticated-remote is given; the reference serves anyone who can connect. "
+        "Tested in tests/server/test_auth.py."
+    ),
     "larger_output_chunks": (
         "Pipe output is read up to 64 KiB at a time (the reference: 8 KiB), so fewer, larger "
         "process/output notifications carry the same bytes."

@@ -17,6 +17,15 @@ import threading
 from dataclasses import dataclass
 
 from execserver.server.app import ExecServer, ServerConfig
+from execserver.server.auth import (
+    AUTH_MODES,
+    DEFAULT_MAX_CLOCK_SKEW_S,
+    AuthConfigError,
+    Authenticator,
+    AuthOptions,
+    check_auth_flags,
+    load_authenticator,
+)
 from execserver.server.session import DETACHED_SESSION_TTL_S
 
 EXIT_ON_STDIN_CLOSE_ENV = "CODEX_EXEC_SERVER_EXIT_ON_STDIN_CLOSE"
@@ -65,6 +74,21 @@ def parse_listen_url(url: str) -> ListenAddress:
     return ListenAddress(str(address), int(port_text))
 
 
+def check_exposure(
+    listen: ListenAddress, authenticator: Authenticator | None, *, allow: bool
+) -> None:
+    """Deliberate difference `remote_listen_needs_auth`: no open door on a network address."""
+    if listen.is_stdio or authenticator is not None or allow:
+        return
+    assert listen.host is not None
+    if not ipaddress.ip_address(listen.host).is_loopback:
+        raise ListenError(
+            f"refusing to listen on non-loopback address {listen.host} without --ws-auth: "
+            "anyone who can connect could run commands here; configure --ws-auth, or pass "
+            "--allow-unauthenticated-remote to accept that"
+        )
+
+
 def format_ws_url(host: str, port: int) -> str:
     return f"ws://[{host}]:{port}" if ":" in host else f"ws://{host}:{port}"
 
@@ -83,6 +107,35 @@ def _positive_int(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError("number would be zero for non-zero type")
     return number
+
+
+def _auth_mode(value: str) -> str:
+    if value in AUTH_MODES:
+        return value
+    raise argparse.ArgumentTypeError(
+        f"invalid value '{value}' (possible values: {', '.join(AUTH_MODES)})"
+    )
+
+
+def _u64(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError("invalid digit found in string")
+    number = int(value)
+    if number >= 1 << 64:
+        raise argparse.ArgumentTypeError("number too large to fit in target type")
+    return number
+
+
+def auth_options(args: argparse.Namespace) -> AuthOptions:
+    return AuthOptions(
+        mode=args.ws_auth,
+        token_file=args.ws_token_file,
+        token_sha256=args.ws_token_sha256,
+        shared_secret_file=args.ws_shared_secret_file,
+        issuer=args.ws_issuer,
+        audience=args.ws_audience,
+        max_clock_skew_seconds=args.ws_max_clock_skew_seconds,
+    )
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -109,14 +162,42 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="SECONDS",
         help="how long a detached session waits for a resume before its processes are killed",
     )
+    auth = serve.add_argument_group("websocket authentication (see docs/protocol.md)")
+    auth.add_argument("--ws-auth", type=_auth_mode, metavar="MODE", help=" or ".join(AUTH_MODES))
+    auth.add_argument("--ws-token-file", metavar="PATH", help="file holding the capability token")
+    auth.add_argument("--ws-token-sha256", metavar="HEX", help="SHA-256 of the capability token")
+    auth.add_argument(
+        "--ws-shared-secret-file", metavar="PATH", help="HS256 secret for signed bearer tokens"
+    )
+    auth.add_argument("--ws-issuer", metavar="ISSUER", help="required JWT `iss`")
+    auth.add_argument("--ws-audience", metavar="AUDIENCE", help="required JWT `aud`")
+    auth.add_argument(
+        "--ws-max-clock-skew-seconds",
+        type=_u64,
+        metavar="SECONDS",
+        help=f"JWT exp/nbf leeway (default {DEFAULT_MAX_CLOCK_SKEW_S})",
+    )
+    auth.add_argument(
+        "--allow-unauthenticated-remote",
+        action="store_true",
+        help="listen on a non-loopback address without --ws-auth (anyone who can connect "
+        "can run commands)",
+    )
     serve.add_argument("--log-level", default=argparse.SUPPRESS, help="log level (stderr)")
     serve.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    options = auth_options(args)
+    # The reference's order: auth flag combinations, the listen URL, then the files.
     try:
+        check_auth_flags(options)
         listen = parse_listen_url(args.listen)
-    except ListenError as exc:
+        if listen.is_stdio and options.mode is not None:
+            raise AuthConfigError("WebSocket auth requires a WebSocket listener, not stdio")
+        authenticator = load_authenticator(options)
+        check_exposure(listen, authenticator, allow=args.allow_unauthenticated_remote)
+    except (ListenError, AuthConfigError) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
     exit_on_stdin_close = args.exit_on_stdin_close
@@ -128,7 +209,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 "(possible values: true, false)"
             )
         exit_on_stdin_close = env_value == "true"
-    config = ServerConfig(session_ttl_s=args.session_ttl, subreaper=True)
+    config = ServerConfig(
+        session_ttl_s=args.session_ttl, subreaper=True, authenticator=authenticator
+    )
     try:
         return asyncio.run(_serve(listen, config, exit_on_stdin_close=exit_on_stdin_close))
     except OSError as exc:

@@ -21,6 +21,7 @@ from execserver.local.reaper import ChildReaper
 from execserver.local.sandbox.fs_runner import SandboxedFileSystem
 from execserver.protocol.session import EnvironmentInfo
 from execserver.rpc.server import ServerEndpoint
+from execserver.server.auth import ANONYMOUS, Authenticator, AuthFailure
 from execserver.server.connection import Connection
 from execserver.server.dispatch import Services, build_router
 from execserver.server.session import DETACHED_SESSION_TTL_S, SessionRegistry
@@ -28,6 +29,8 @@ from execserver.transport.base import MessageChannel
 from execserver.transport.stdio import StdioConnection
 from execserver.transport.websocket import (
     PING_INTERVAL_S,
+    HttpRequest,
+    HttpResponse,
     WebSocketServerConnection,
     serve_websocket,
 )
@@ -49,6 +52,8 @@ class ServerConfig:
     """Become the child subreaper and reap orphaned descendants (only for a dedicated process)."""
     blocking_threads: int = 8
     """Threads for blocking filesystem work (whole-file reads and writes, walks, copies)."""
+    authenticator: Authenticator | None = None
+    """WebSocket authentication (server.auth); None lets every client in."""
 
 
 class ExecServer:
@@ -82,8 +87,10 @@ class ExecServer:
 
     # -- connections ---------------------------------------------------------------------------
 
-    def open_connection(self, channel: MessageChannel) -> ServerEndpoint:
-        connection = Connection(channel, self._connection_closed)
+    def open_connection(
+        self, channel: MessageChannel, principal: str = ANONYMOUS
+    ) -> ServerEndpoint:
+        connection = Connection(channel, self._connection_closed, principal)
         endpoint = ServerEndpoint(
             channel,
             build_router(connection, self._services),
@@ -107,10 +114,15 @@ class ExecServer:
         """Start the WebSocket listener; returns the bound (host, port)."""
 
         def on_open(ws: WebSocketServerConnection) -> ServerEndpoint:
-            return self.open_connection(ws)
+            principal = ws.request.principal if ws.request is not None else None
+            return self.open_connection(ws, principal or ANONYMOUS)
 
         self._listener = await serve_websocket(
-            host, port, on_open, ping_interval_s=self.config.ping_interval_s
+            host,
+            port,
+            on_open,
+            hook=self._authenticate if self.config.authenticator is not None else None,
+            ping_interval_s=self.config.ping_interval_s,
         )
         sockname = self._listener.sockets[0].getsockname()
         return sockname[0], sockname[1]
@@ -123,6 +135,15 @@ class ExecServer:
         await stdio.open(endpoint, input_fd, output_fd)
         await stdio.closed
         self.stop()
+
+    def _authenticate(self, request: HttpRequest) -> HttpResponse | None:
+        authenticator = self.config.authenticator
+        assert authenticator is not None
+        try:
+            request.principal = authenticator.authenticate(request.headers.get("authorization"))
+        except AuthFailure as failure:
+            return HttpResponse(401, failure.body.encode())
+        return None
 
     def stop(self) -> None:
         if not self.stopped.done():

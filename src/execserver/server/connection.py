@@ -18,6 +18,7 @@ from execserver.local.file_handles import FileHandleTable
 from execserver.protocol import methods
 from execserver.protocol.jsonrpc import Notification
 from execserver.rpc.server import ServerEndpoint
+from execserver.server.auth import ANONYMOUS
 from execserver.transport.base import MessageChannel
 
 if TYPE_CHECKING:
@@ -45,8 +46,15 @@ _TRANSITIONS: dict[tuple[State, str], State] = {
 class Connection:
     """One client connection, attached to at most one session."""
 
-    def __init__(self, channel: MessageChannel, on_closed: Callable[[Connection], None]) -> None:
+    def __init__(
+        self,
+        channel: MessageChannel,
+        on_closed: Callable[[Connection], None],
+        principal: str = ANONYMOUS,
+    ) -> None:
         self.channel = channel
+        self.principal = principal
+        """Who is on the other end (server.auth); a session is resumable only by its creator."""
         self.state = State.NEW
         self.session: Session | None = None
         self.taken_over = False

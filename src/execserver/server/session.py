@@ -35,13 +35,15 @@ class Attachment(Protocol):
     """What a session needs from the connection it is attached to."""
 
     channel: MessageChannel
+    principal: str
 
     def notify(self, method: str, params: object) -> None: ...
 
 
 class Session:
-    def __init__(self, session_id: str, backend: LocalExecBackend) -> None:
+    def __init__(self, session_id: str, backend: LocalExecBackend, principal: str) -> None:
         self.id = session_id
+        self.principal = principal
         self.backend = backend
         self.connection: Attachment | None = None
         self._expiry: asyncio.TimerHandle | None = None
@@ -126,14 +128,16 @@ class SessionRegistry:
 
     def create(self, connection: Attachment) -> Session:
         backend = LocalExecBackend(self.reaper, closed_retention_s=self._closed_retention_s)
-        session = Session(str(uuid.uuid4()), backend)
+        session = Session(str(uuid.uuid4()), backend, connection.principal)
         self._sessions[session.id] = session
         session.attach(connection)
         return session
 
     def resume(self, session_id: str, connection: Attachment) -> Session:
         session = self._sessions.get(session_id)
-        if session is None:
+        # Deliberate difference `resume_same_principal`: another principal is told the session
+        # does not exist, exactly as for an unknown id (so it learns nothing about it).
+        if session is None or session.principal != connection.principal:
             raise InvalidRequest(f"unknown session id {session_id}")
         if session.connection is not None and session.connection is not connection:
             raise SessionAttached(f"session {session_id} is already attached to another connection")

@@ -1,10 +1,11 @@
 """WebSocket listener: HTTP routing and upgrade by hand, frames by websockets' sans-I/O core.
 
 Routes follow the reference: any request carrying `Origin` -> 403 (checked first); `/readyz`
-GET/HEAD -> 200, other methods -> 405; `/` -> WebSocket upgrade with axum's rejection texts;
-anything else -> 404. After the upgrade, frames are parsed by `websockets.protocol.Protocol`
-(16 MiB frames, 64 MiB messages); oversize input drops the TCP connection without a close frame,
-as the reference does. Outbound text frames are written directly (one message per frame).
+GET/HEAD -> 200, other methods -> 405; `/` -> WebSocket upgrade with axum's rejection texts,
+then authentication (the hook); anything else -> 404. After the upgrade, frames are parsed by
+`websockets.protocol.Protocol` (16 MiB frames, 64 MiB messages); oversize input drops the TCP
+connection without a close frame, as the reference does. Outbound text frames are written
+directly (one message per frame).
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ class HttpRequest:
     method: str
     path: str
     headers: dict[str, str] = field(default_factory=dict)
+    principal: str | None = None
+    """Who the request comes from, as the authentication hook established it."""
 
     def has_token(self, name: str, token: str) -> bool:
         value = self.headers.get(name, "")
@@ -86,7 +89,8 @@ class HttpResponse:
 
 
 HttpHook = Callable[[HttpRequest], HttpResponse | None]
-"""Extra routing run after the Origin check (authentication, extra paths). None = continue."""
+"""Authentication of an upgrade request that passed every other check: a rejection, or None
+to upgrade (the hook records `request.principal`)."""
 
 
 def parse_request_head(head: bytes) -> HttpRequest | None:
@@ -133,17 +137,17 @@ def route(request: HttpRequest, hook: HttpHook | None) -> HttpResponse | None:
     """The response for a plain HTTP request, or None to upgrade to a WebSocket."""
     if "origin" in request.headers:
         return HttpResponse(403)
-    if hook is not None:
-        hooked = hook(request)
-        if hooked is not None:
-            return hooked
     if request.path == "/readyz":
         if request.method in ("GET", "HEAD"):
             return HttpResponse(200)
         return HttpResponse(405, headers=[("allow", "GET,HEAD")])
     if request.path != "/":
         return HttpResponse(404)
-    return upgrade_rejection(request)
+    rejection = upgrade_rejection(request)
+    if rejection is None and hook is not None:
+        # Like the reference, authentication runs only once the upgrade itself is valid.
+        rejection = hook(request)
+    return rejection
 
 
 def _frame_header(length: int) -> bytes:
