@@ -91,3 +91,18 @@ def kill_tree(root: int, *, root_alive: bool = True) -> None:
         _signal_group(pgid, signal.SIGKILL)
     for pid in tree | {root}:
         _signal_pid(pid, signal.SIGKILL)
+
+
+def kill_descendants(root: int) -> None:
+    """SIGKILL every process whose parent chain leads to `root` (a server shutting down, whose
+    adopted orphans are its descendants as child subreaper), freezing them first."""
+    tree: set[int] = set()
+    for _ in range(_MAX_ROUNDS):
+        new = descendants(root) - tree
+        if not new:
+            break
+        for pid in new:
+            _signal_pid(pid, signal.SIGSTOP)
+        tree |= new
+    for pid in tree:
+        _signal_pid(pid, signal.SIGKILL)
