@@ -16,6 +16,7 @@ import sys
 import threading
 from dataclasses import dataclass
 
+from execserver.local.process import MAX_PROCESSES_PER_SESSION
 from execserver.server.app import ExecServer, ServerConfig
 from execserver.server.auth import (
     AUTH_MODES,
@@ -26,7 +27,7 @@ from execserver.server.auth import (
     check_auth_flags,
     load_authenticator,
 )
-from execserver.server.session import DETACHED_SESSION_TTL_S
+from execserver.server.session import DETACHED_SESSION_TTL_S, MAX_SESSIONS
 
 EXIT_ON_STDIN_CLOSE_ENV = "CODEX_EXEC_SERVER_EXIT_ON_STDIN_CLOSE"
 
@@ -162,6 +163,19 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="SECONDS",
         help="how long a detached session waits for a resume before its processes are killed",
     )
+    serve.add_argument(
+        "--max-sessions",
+        type=_positive_int,
+        default=MAX_SESSIONS,
+        help="sessions on the server, attached or detached (default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-processes-per-session",
+        type=_positive_int,
+        default=MAX_PROCESSES_PER_SESSION,
+        help="processes per session, finished ones included until they expire "
+        "(default %(default)s)",
+    )
     auth = serve.add_argument_group("websocket authentication (see docs/protocol.md)")
     auth.add_argument("--ws-auth", type=_auth_mode, metavar="MODE", help=" or ".join(AUTH_MODES))
     auth.add_argument("--ws-token-file", metavar="PATH", help="file holding the capability token")
@@ -210,7 +224,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             )
         exit_on_stdin_close = env_value == "true"
     config = ServerConfig(
-        session_ttl_s=args.session_ttl, subreaper=True, authenticator=authenticator
+        session_ttl_s=args.session_ttl,
+        subreaper=True,
+        process_cgroups=True,
+        max_sessions=args.max_sessions,
+        max_processes_per_session=args.max_processes_per_session,
+        authenticator=authenticator,
     )
     try:
         return asyncio.run(_serve(listen, config, exit_on_stdin_close=exit_on_stdin_close))

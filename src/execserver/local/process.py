@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import os
 import signal
 from collections import OrderedDict
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from execserver.environment.process import ProcessEvent
 from execserver.errors import InternalError, InvalidParams, InvalidRequest, os_error_text
 from execserver.local import tree
+from execserver.local.cgroup import ProcessCgroups
 from execserver.local.env_policy import build_child_env
 from execserver.local.output_log import OutputLog
 from execserver.local.pty import PtySpawnError, open_pty, pty_cwd, pty_env, resolve_pty_program
@@ -32,6 +34,8 @@ from execserver.protocol.process import ExecEnvPolicy, ProcessStream, SandboxTyp
 from execserver.protocol.sandbox import SandboxContext
 
 READ_CHUNK_BYTES = 64 * 1024
+MAX_PROCESSES_PER_SESSION = 1024
+"""Entries in one session's process table, running or finished-and-retained."""
 # At exit, read at most this much more per stream before reporting the exit (a default pipe
 # holds 64 KiB; the rest arrives after the exit, as late output).
 DRAIN_BUDGET_BYTES = 1024 * 1024
@@ -91,6 +95,8 @@ class LocalProcess:
         self._done = loop.create_future()
         self.on_closed: Callable[[LocalProcess], None] | None = None
         self.cleanup: Callable[[], None] | None = None
+        self.kill_escaped: Callable[[], None] | None = None
+        """Kills descendants the tree walk cannot find (the process's cgroup), if tracked."""
         for fd in readers:
             loop.add_reader(fd, self._on_readable, fd)
 
@@ -311,6 +317,8 @@ class LocalProcess:
     def kill(self) -> None:
         """SIGKILL the child's tree (idempotent). The reaper still reports the exit."""
         tree.kill_tree(self.pid, root_alive=not self._reaped)
+        if self.kill_escaped is not None:
+            self.kill_escaped()
 
 
 class LocalExecBackend:
@@ -322,8 +330,15 @@ class LocalExecBackend:
         *,
         server_env: Mapping[str, str] | None = None,
         closed_retention_s: float = CLOSED_PROCESS_RETENTION_S,
+        cgroups: ProcessCgroups | None = None,
+        max_processes: int = MAX_PROCESSES_PER_SESSION,
     ) -> None:
         self._reaper = reaper
+        self._max_processes = max_processes
+        self._cgroups = cgroups or ProcessCgroups.disabled()
+        self._cgroup_names: set[str] = set()
+        """Cgroups of this backend's processes, kept after an entry expires while still busy."""
+        self._spawned = 0
         self._loop = asyncio.get_running_loop()
         self._server_env = server_env if server_env is not None else os.environ
         self._retention_s = closed_retention_s
@@ -350,11 +365,22 @@ class LocalExecBackend:
             raise InvalidParams("argv must not be empty")
         if process_id in self._processes:
             raise InvalidRequest(f"process {process_id} already exists")
+        if len(self._processes) >= self._max_processes:
+            raise InvalidRequest(
+                f"too many processes in this session (limit {self._max_processes}, finished "
+                "ones included until they expire); terminate some or wait"
+            )
         env = build_child_env(spec.env, spec.env_policy, self._server_env)
-        if spec.sandbox is None:
-            process = self._spawn(process_id, spec, env)
-        else:
-            process = self._spawn_sandboxed(process_id, spec, env, spec.sandbox)
+        self._spawned += 1
+        cgroup = f"{id(self):x}-{self._spawned}"
+        with self._cgroups.enter(cgroup):
+            if spec.sandbox is None:
+                process = self._spawn(process_id, spec, env)
+            else:
+                process = self._spawn_sandboxed(process_id, spec, env, spec.sandbox)
+        if self._cgroups.enabled:
+            self._cgroup_names.add(cgroup)
+            process.kill_escaped = functools.partial(self._cgroups.kill, cgroup)
         self._processes[process_id] = process
         process.log.listener = self._forward(process)
         process.on_closed = self._schedule_expiry
@@ -519,6 +545,9 @@ class LocalExecBackend:
     def _expire(self, process_id: str) -> None:
         self._expiry.pop(process_id, None)
         self._processes.pop(process_id, None)
+        for cgroup in [c for c in self._cgroup_names if not self._cgroups.pids(c)]:
+            if self._cgroups.remove(cgroup):
+                self._cgroup_names.discard(cgroup)
 
     def pause_output(self) -> None:
         """Back-pressure: stop reading every process's output until `resume_output()`."""
@@ -544,11 +573,17 @@ class LocalExecBackend:
         for handle in self._expiry.values():
             handle.cancel()
         self._expiry.clear()
+        # Daemons and double-forked orphans of processes that already finished.
+        for cgroup in list(self._cgroup_names):
+            self._cgroups.kill(cgroup)
         if pending:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(grace_s):
                     await asyncio.gather(*pending)
         self._processes.clear()
+        for cgroup in list(self._cgroup_names):
+            if self._cgroups.remove(cgroup):
+                self._cgroup_names.discard(cgroup)
 
 
 def _encode_env(env: Mapping[str, str]) -> list[bytes]:

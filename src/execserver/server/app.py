@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from execserver.local import tree
+from execserver.local.cgroup import ProcessCgroups
 from execserver.local.file_system import LocalFileSystem
 from execserver.local.http_client import LocalHttpClient
 from execserver.local.info import environment_info
-from execserver.local.process import CLOSED_PROCESS_RETENTION_S
+from execserver.local.process import CLOSED_PROCESS_RETENTION_S, MAX_PROCESSES_PER_SESSION
 from execserver.local.reaper import ChildReaper
 from execserver.local.sandbox.fs_runner import SandboxedFileSystem
 from execserver.protocol.session import EnvironmentInfo
@@ -24,7 +27,7 @@ from execserver.rpc.server import ServerEndpoint
 from execserver.server.auth import ANONYMOUS, Authenticator, AuthFailure
 from execserver.server.connection import Connection
 from execserver.server.dispatch import Services, build_router
-from execserver.server.session import DETACHED_SESSION_TTL_S, SessionRegistry
+from execserver.server.session import DETACHED_SESSION_TTL_S, MAX_SESSIONS, SessionRegistry
 from execserver.transport.base import MessageChannel
 from execserver.transport.stdio import StdioConnection
 from execserver.transport.websocket import (
@@ -50,6 +53,14 @@ class ServerConfig:
     """WebSocket keepalive ping period."""
     subreaper: bool = False
     """Become the child subreaper and reap orphaned descendants (only for a dedicated process)."""
+    max_sessions: int = MAX_SESSIONS
+    """Sessions on the server (attached or detached); `initialize` beyond it is refused."""
+    max_processes_per_session: int = MAX_PROCESSES_PER_SESSION
+    """Process table entries per session (running or retained); `process/start` beyond it is
+    refused."""
+    process_cgroups: bool = False
+    """Start each process in its own cgroup (local/cgroup.py) where the host allows it, so
+    kills reach daemons and double-forked orphans (only for a dedicated process)."""
     blocking_threads: int = 8
     """Threads for blocking filesystem work (whole-file reads and writes, walks, copies)."""
     authenticator: Authenticator | None = None
@@ -63,8 +74,14 @@ class ExecServer:
         self.reaper = ChildReaper(loop)
         if self.config.subreaper:
             self.reaper.become_subreaper()
+        self.cgroups = (
+            ProcessCgroups.create() if self.config.process_cgroups else ProcessCgroups.disabled()
+        )
         self.registry = SessionRegistry(
             self.reaper,
+            cgroups=self.cgroups,
+            max_sessions=self.config.max_sessions,
+            max_processes_per_session=self.config.max_processes_per_session,
             ttl_s=self.config.session_ttl_s,
             closed_retention_s=self.config.closed_process_retention_s,
         )
@@ -159,6 +176,10 @@ class ExecServer:
             if connection.endpoint is not None:
                 await connection.endpoint.aclose()
         await self.registry.aclose()
+        self.cgroups.close()
+        if self.config.subreaper:
+            # Orphans we adopted that no cgroup or tree walk attributed to a process.
+            tree.kill_descendants(os.getpid())
         if self._stdio is not None:
             self._stdio.close()
         self.reaper.close()

@@ -16,7 +16,13 @@ from typing import Protocol
 
 from execserver.environment.process import ClosedEvent, ExitedEvent, OutputEvent, ProcessEvent
 from execserver.errors import InvalidRequest, SessionAttached
-from execserver.local.process import CLOSED_PROCESS_RETENTION_S, LocalExecBackend, LocalProcess
+from execserver.local.cgroup import ProcessCgroups
+from execserver.local.process import (
+    CLOSED_PROCESS_RETENTION_S,
+    MAX_PROCESSES_PER_SESSION,
+    LocalExecBackend,
+    LocalProcess,
+)
 from execserver.local.reaper import ChildReaper
 from execserver.protocol import methods
 from execserver.protocol.process import (
@@ -29,6 +35,8 @@ from execserver.transport.base import MessageChannel
 log = logging.getLogger(__name__)
 
 DETACHED_SESSION_TTL_S = 80.0
+MAX_SESSIONS = 256
+"""Sessions on one server, attached or detached."""
 
 
 class Attachment(Protocol):
@@ -116,8 +124,14 @@ class SessionRegistry:
         *,
         ttl_s: float = DETACHED_SESSION_TTL_S,
         closed_retention_s: float = CLOSED_PROCESS_RETENTION_S,
+        cgroups: ProcessCgroups | None = None,
+        max_sessions: int = MAX_SESSIONS,
+        max_processes_per_session: int = MAX_PROCESSES_PER_SESSION,
     ) -> None:
         self.reaper = reaper
+        self.cgroups = cgroups
+        self.max_sessions = max_sessions
+        self._max_processes = max_processes_per_session
         self.ttl_s = ttl_s
         self._closed_retention_s = closed_retention_s
         self._sessions: dict[str, Session] = {}
@@ -127,7 +141,17 @@ class SessionRegistry:
         return len(self._sessions)
 
     def create(self, connection: Attachment) -> Session:
-        backend = LocalExecBackend(self.reaper, closed_retention_s=self._closed_retention_s)
+        if len(self._sessions) >= self.max_sessions:
+            raise InvalidRequest(
+                f"too many sessions on this server (limit {self.max_sessions}, detached ones "
+                "included until they expire); resume an existing session or retry later"
+            )
+        backend = LocalExecBackend(
+            self.reaper,
+            closed_retention_s=self._closed_retention_s,
+            cgroups=self.cgroups,
+            max_processes=self._max_processes,
+        )
         session = Session(str(uuid.uuid4()), backend, connection.principal)
         self._sessions[session.id] = session
         session.attach(connection)
