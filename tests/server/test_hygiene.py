@@ -60,7 +60,7 @@ def assert_no_zombies(server: RunningServer) -> None:
 
 
 async def test_hygiene_terminate_disconnect_expiry_and_shutdown(tmp_path: Path) -> None:
-    server = await start_server("ours", tmp_path, extra=["--session-ttl", "1"])
+    server = await start_server("ours", tmp_path, extra=["--session-ttl", "1", "--process-cgroups"])
     run = uuid.uuid4().hex
     try:
         # 1. process/terminate kills each whole tree, even where the direct child is gone
