@@ -9,7 +9,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import hmac
 import json
 import subprocess
 import time
@@ -167,8 +169,6 @@ def make_jwt(
 
 def raw_jwt(header: dict[str, Any], claims: Any, key: bytes = SECRET) -> str:
     """A token with any claims JSON (PyJWT refuses some), signed HS256."""
-    import base64
-    import hmac
 
     def part(data: bytes) -> str:
         return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
