@@ -6,6 +6,10 @@ pending, later messages wait in a bounded backlog, so requests take effect in ar
 with the reference, except results of `detached` routes (long polls), which never hold anything
 back. Tasks are cancelled when the connection goes away. Parse errors are answered with id -1
 and keep the connection; protocol violations drop it (PROTOCOL.md §2.4).
+
+A client that stops reading cannot grow server memory: while the outbound buffer is congested,
+or `MAX_IN_FLIGHT` requests are still running, later messages wait in the backlog too, and once
+the backlog is full the transport stops reading (TCP back-pressure reaches the client).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ log = logging.getLogger(__name__)
 # Past these, stop reading from the transport until the backlog drains (back-pressure).
 MAX_BACKLOG_MESSAGES = 1024
 MAX_BACKLOG_BYTES = 64 * 1024 * 1024
+MAX_IN_FLIGHT = 256
+"""Running request tasks per connection (mostly long polls); more wait in the backlog."""
 
 Gate = Callable[[str], None]
 """Raises an `RpcError` if the connection may not use methods of this family yet."""
@@ -62,6 +68,7 @@ class ServerEndpoint:
         self._backlog: deque[bytes] = deque()
         self._backlog_bytes = 0
         self._reading_paused = False
+        self._awaiting_drain = False
         self._closed = False
 
     @property
@@ -73,7 +80,7 @@ class ServerEndpoint:
     def message_received(self, data: bytes) -> None:
         if self._closed:
             return
-        if self._lane is not None:
+        if self._backlog or self._must_wait():
             self._backlog.append(data)
             self._backlog_bytes += len(data)
             if not self._reading_paused and (
@@ -83,6 +90,22 @@ class ServerEndpoint:
                 self.channel.pause_reading()
             return
         self._handle(data)
+
+    def _must_wait(self) -> bool:
+        """Whether the next message has to wait: an ordered request is running, too many are,
+        or the client is not reading what we already sent (then retry once it drains)."""
+        if self._lane is not None or len(self._tasks) >= MAX_IN_FLIGHT:
+            return True
+        if self.channel.is_congested():
+            if not self._awaiting_drain:
+                self._awaiting_drain = True
+                self.channel.call_when_writable(self._drained)
+            return True
+        return False
+
+    def _drained(self) -> None:
+        self._awaiting_drain = False
+        self._run_backlog()
 
     def _handle(self, data: bytes) -> None:
         try:
@@ -134,16 +157,20 @@ class ServerEndpoint:
         if inspect.isawaitable(result):
             task = asyncio.ensure_future(self._finish(request.id, result))
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
             if not route.detached:
                 self._lane = task
-                task.add_done_callback(self._lane_done)
+            task.add_done_callback(self._task_done)
         else:
             self._send_result(request.id, result)
 
-    def _lane_done(self, _: asyncio.Task[None]) -> None:
-        self._lane = None
-        while self._backlog and self._lane is None and not self._closed:
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if self._lane is task:
+            self._lane = None
+        self._run_backlog()
+
+    def _run_backlog(self) -> None:
+        while self._backlog and not self._closed and not self._must_wait():
             data = self._backlog.popleft()
             self._backlog_bytes -= len(data)
             self._handle(data)
