@@ -7,6 +7,7 @@ import asyncio
 import base64
 import contextlib
 import os
+import socket
 import struct
 
 from websockets.utils import apply_mask
@@ -20,9 +21,23 @@ class RawWebSocket:
         self.writer = writer
 
     @classmethod
-    async def connect(cls, url: str, extra_headers: bytes = b"") -> RawWebSocket:
+    async def connect(
+        cls, url: str, extra_headers: bytes = b"", *, receive_buffer: int | None = None
+    ) -> RawWebSocket:
+        """`receive_buffer` fixes SO_RCVBUF (no autotuning) and the stream's own buffering, so a
+        client that stops reading makes the server's socket back up after a few hundred KiB
+        rather than tens of MiB."""
         host, port = url[len("ws://") :].rsplit(":", 1)
-        reader, writer = await asyncio.open_connection(host.strip("[]"), int(port), limit=2**26)
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        if receive_buffer is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        sock.setblocking(False)
+        try:
+            await asyncio.get_running_loop().sock_connect(sock, (host.strip("[]"), int(port)))
+        except BaseException:
+            sock.close()
+            raise
+        reader, writer = await asyncio.open_connection(sock=sock, limit=receive_buffer or 2**26)
         key = base64.b64encode(os.urandom(16))
         writer.write(
             b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"

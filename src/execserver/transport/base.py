@@ -51,7 +51,12 @@ class MessageReceiver(Protocol):
 
 
 class FlowControl:
-    """Congestion flag plus drain callbacks; a mixin for asyncio-protocol based channels."""
+    """Congestion flag plus drain callbacks; a mixin for asyncio-protocol based channels.
+
+    List it before `asyncio.Protocol` in the bases: `asyncio.BaseProtocol` has no-op
+    `pause_writing`/`resume_writing` that would otherwise win and silently disable
+    back-pressure (tests/server/test_memory.py catches that).
+    """
 
     def __init__(self) -> None:
         self._congested = False

@@ -43,7 +43,7 @@ class LineSplitter:
         return len(self._buffer) <= MAX_LINE_BYTES
 
 
-class _WriteSide(asyncio.Protocol, FlowControl):
+class _WriteSide(FlowControl, asyncio.Protocol):
     def __init__(self) -> None:
         FlowControl.__init__(self)
 

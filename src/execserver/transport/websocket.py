@@ -166,7 +166,7 @@ def format_peer(address: object) -> str:
     return str(address)
 
 
-class WebSocketServerConnection(asyncio.Protocol, FlowControl):
+class WebSocketServerConnection(FlowControl, asyncio.Protocol):
     """One accepted TCP connection: HTTP head, then (maybe) a WebSocket."""
 
     def __init__(
