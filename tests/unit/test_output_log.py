@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from execserver.environment.process import ClosedEvent, ExitedEvent, OutputEvent, ProcessEvent
-from execserver.local.output_log import OutputLog
+from execserver.local.output_log import OutputLog, RetainedOutputBudget
 
 
 def filled() -> OutputLog:
@@ -116,3 +116,30 @@ async def test_output_log_cancelled_read_loses_nothing() -> None:
     waiter.cancel()
     log.append_output("stdout", b"kept")
     assert [c.data for c in log.read(0).chunks] == [b"kept"]
+
+
+def test_output_budget_evicts_the_oldest_chunks_on_the_server() -> None:
+    budget = RetainedOutputBudget(10)
+    first, second = OutputLog(budget=budget), OutputLog(budget=budget)
+    first.append_output("stdout", b"1111")
+    second.append_output("stdout", b"2222")
+    first.append_output("stdout", b"33")
+    assert budget.total == 10
+    second.append_output("stdout", b"4")  # over by 1: the oldest chunk anywhere goes
+    assert [c.data for c in first.read().chunks] == [b"33"]
+    assert [c.data for c in second.read().chunks] == [b"2222", b"4"]
+    assert budget.total == 7
+    second.discard()
+    assert budget.total == 2
+    second.append_output("stdout", b"late")  # a discarded log no longer counts
+    assert budget.total == 2
+
+
+def test_output_budget_bookkeeping_stays_proportional_to_what_is_retained() -> None:
+    """Chunks a log evicts on its own leave stale entries; they are compacted away."""
+    budget = RetainedOutputBudget(1 << 30)
+    log = OutputLog(max_bytes=100, budget=budget)
+    for _ in range(100_000):
+        log.append_output("stdout", b"0123456789")
+    assert budget.total == log.retained_bytes == 100
+    assert budget.tracked <= 2 * 10 + 1024 + 1

@@ -16,6 +16,7 @@ import sys
 import threading
 from dataclasses import dataclass
 
+from execserver.local.output_log import MAX_RETAINED_OUTPUT_BYTES
 from execserver.local.process import MAX_PROCESSES_PER_SESSION
 from execserver.server.app import ExecServer, ServerConfig
 from execserver.server.auth import (
@@ -27,6 +28,7 @@ from execserver.server.auth import (
     check_auth_flags,
     load_authenticator,
 )
+from execserver.server.handlers.http import MAX_HTTP_STREAMS
 from execserver.server.session import DETACHED_SESSION_TTL_S, MAX_SESSIONS
 
 EXIT_ON_STDIN_CLOSE_ENV = "CODEX_EXEC_SERVER_EXIT_ON_STDIN_CLOSE"
@@ -177,6 +179,20 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "(default %(default)s)",
     )
     serve.add_argument(
+        "--max-retained-output",
+        type=_positive_int,
+        default=MAX_RETAINED_OUTPUT_BYTES,
+        metavar="BYTES",
+        help="output retained by all processes together; past it the oldest chunks on the "
+        "server are dropped first (default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-http-streams",
+        type=_positive_int,
+        default=MAX_HTTP_STREAMS,
+        help="streamed http/request bodies open at once per connection (default %(default)s)",
+    )
+    serve.add_argument(
         "--process-cgroups",
         action="store_true",
         help="start each process in its own cgroup (v1 pids hierarchy) so terminate and session "
@@ -236,6 +252,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         process_cgroups=args.process_cgroups,
         max_sessions=args.max_sessions,
         max_processes_per_session=args.max_processes_per_session,
+        max_retained_output=args.max_retained_output,
+        max_http_streams=args.max_http_streams,
         authenticator=authenticator,
     )
     try:

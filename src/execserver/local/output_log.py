@@ -1,8 +1,10 @@
 """One process's event history: a single seq space for output, exit and close (PROTOCOL.md §6.2).
 
 Output chunks are retained up to a byte and a count budget, oldest whole chunks evicted first;
-exit and close are flags that are never evicted. Reads are by `after_seq` and never consume, so a
-cancelled or repeated read loses nothing. Long polls wait on a version counter.
+exit and close are flags that are never evicted. All logs of a server also share a
+`RetainedOutputBudget`: past it, the oldest chunks on the whole server go first. Reads are by
+`after_seq` and never consume, so a cancelled or repeated read loses nothing. Long polls wait
+on a version counter.
 """
 
 from __future__ import annotations
@@ -22,6 +24,43 @@ from execserver.protocol.process import ProcessStream
 
 RETAINED_OUTPUT_BYTES = 1024 * 1024
 RETAINED_OUTPUT_CHUNKS = 50_000
+MAX_RETAINED_OUTPUT_BYTES = 256 * 1024 * 1024
+"""Output retained by all processes of a server together."""
+
+
+class RetainedOutputBudget:
+    """Bytes of output retained by every log of one server, evicting the oldest chunks anywhere
+    once past `limit`.
+
+    `_order` lists (log, seq) in append order. Entries whose chunk a log already evicted on its
+    own, or whose log was discarded, go stale; they are skipped on eviction and compacted away
+    once they outnumber the live ones, so the list stays proportional to what is retained.
+    """
+
+    def __init__(self, limit: int = MAX_RETAINED_OUTPUT_BYTES) -> None:
+        self.limit = limit
+        self.total = 0
+        self._chunks = 0
+        self._order: deque[tuple[OutputLog, int]] = deque()
+
+    def added(self, log: OutputLog, event: OutputEvent) -> None:
+        self.total += len(event.data)
+        self._chunks += 1
+        self._order.append((log, event.seq))
+        while self.total > self.limit and self._order:
+            oldest, seq = self._order.popleft()
+            oldest.evict_through(seq)
+        if len(self._order) > 2 * self._chunks + 1024:
+            self._order = deque(entry for entry in self._order if entry[0].retains(entry[1]))
+
+    @property
+    def tracked(self) -> int:
+        """Entries in the eviction order, stale ones included (bounded by the live chunks)."""
+        return len(self._order)
+
+    def released(self, size: int, chunks: int) -> None:
+        self.total -= size
+        self._chunks -= chunks
 
 
 class OutputLog:
@@ -32,8 +71,10 @@ class OutputLog:
         *,
         max_bytes: int = RETAINED_OUTPUT_BYTES,
         max_chunks: int = RETAINED_OUTPUT_CHUNKS,
+        budget: RetainedOutputBudget | None = None,
     ) -> None:
         self._max_bytes = max_bytes
+        self._budget = budget
         self._max_chunks = max_chunks
         self._chunks: deque[OutputEvent] = deque()
         self._retained = 0
@@ -61,8 +102,32 @@ class OutputLog:
         while self._chunks and (
             self._retained > self._max_bytes or len(self._chunks) > self._max_chunks
         ):
-            self._retained -= len(self._chunks.popleft().data)
+            self._evict_oldest()
+        if self._budget is not None:
+            self._budget.added(self, event)
         self._publish(event)
+
+    def _evict_oldest(self) -> None:
+        size = len(self._chunks.popleft().data)
+        self._retained -= size
+        if self._budget is not None:
+            self._budget.released(size, 1)
+
+    def evict_through(self, seq: int) -> None:
+        """Drop retained chunks with seq <= `seq` (the server-wide budget's eviction)."""
+        while self._chunks and self._chunks[0].seq <= seq:
+            self._evict_oldest()
+
+    def retains(self, seq: int) -> bool:
+        return bool(self._chunks) and self._chunks[0].seq <= seq
+
+    def discard(self) -> None:
+        """The process left the table: give its retained output back to the budget."""
+        if self._budget is not None:
+            self._budget.released(self._retained, len(self._chunks))
+            self._budget = None
+        self._chunks.clear()
+        self._retained = 0
 
     def retained(self) -> list[OutputEvent]:
         """The retained output chunks, oldest first."""

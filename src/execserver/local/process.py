@@ -22,7 +22,7 @@ from execserver.errors import InternalError, InvalidParams, InvalidRequest, os_e
 from execserver.local import tree
 from execserver.local.cgroup import ProcessCgroups
 from execserver.local.env_policy import build_child_env
-from execserver.local.output_log import OutputLog
+from execserver.local.output_log import OutputLog, RetainedOutputBudget
 from execserver.local.pty import PtySpawnError, open_pty, pty_cwd, pty_env, resolve_pty_program
 from execserver.local.reaper import ChildReaper, exit_code_from_status
 from execserver.local.sandbox import launch as sandbox_launch
@@ -332,8 +332,10 @@ class LocalExecBackend:
         closed_retention_s: float = CLOSED_PROCESS_RETENTION_S,
         cgroups: ProcessCgroups | None = None,
         max_processes: int = MAX_PROCESSES_PER_SESSION,
+        output_budget: RetainedOutputBudget | None = None,
     ) -> None:
         self._reaper = reaper
+        self._output_budget = output_budget
         self._max_processes = max_processes
         self._cgroups = cgroups or ProcessCgroups.disabled()
         self._cgroup_names: set[str] = set()
@@ -501,7 +503,7 @@ class LocalExecBackend:
             readers={out_r: "stdout", err_r: "stderr"},
             stdin_fd=in_w,
             loop=self._loop,
-            log=OutputLog(),
+            log=OutputLog(budget=self._output_budget),
         )
         self._reaper.watch(pid, process.on_exit_status)
         return process
@@ -533,7 +535,7 @@ class LocalExecBackend:
             readers={master: "pty"},
             stdin_fd=master,
             loop=self._loop,
-            log=OutputLog(),
+            log=OutputLog(budget=self._output_budget),
         )
         self._reaper.watch(pid, process.on_exit_status)
         return process
@@ -544,7 +546,9 @@ class LocalExecBackend:
 
     def _expire(self, process_id: str) -> None:
         self._expiry.pop(process_id, None)
-        self._processes.pop(process_id, None)
+        process = self._processes.pop(process_id, None)
+        if process is not None:
+            process.log.discard()
         for cgroup in [c for c in self._cgroup_names if not self._cgroups.pids(c)]:
             if self._cgroups.remove(cgroup):
                 self._cgroup_names.discard(cgroup)
@@ -580,6 +584,8 @@ class LocalExecBackend:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(grace_s):
                     await asyncio.gather(*pending)
+        for process in self._processes.values():
+            process.log.discard()
         self._processes.clear()
         for cgroup in list(self._cgroup_names):
             if self._cgroups.remove(cgroup):

@@ -19,6 +19,7 @@ from execserver.local.cgroup import ProcessCgroups
 from execserver.local.file_system import LocalFileSystem
 from execserver.local.http_client import LocalHttpClient
 from execserver.local.info import environment_info
+from execserver.local.output_log import MAX_RETAINED_OUTPUT_BYTES, RetainedOutputBudget
 from execserver.local.process import CLOSED_PROCESS_RETENTION_S, MAX_PROCESSES_PER_SESSION
 from execserver.local.reaper import ChildReaper
 from execserver.local.sandbox.fs_runner import SandboxedFileSystem
@@ -27,6 +28,7 @@ from execserver.rpc.server import ServerEndpoint
 from execserver.server.auth import ANONYMOUS, Authenticator, AuthFailure
 from execserver.server.connection import Connection
 from execserver.server.dispatch import Services, build_router
+from execserver.server.handlers.http import MAX_HTTP_STREAMS
 from execserver.server.session import DETACHED_SESSION_TTL_S, MAX_SESSIONS, SessionRegistry
 from execserver.transport.base import MessageChannel
 from execserver.transport.stdio import StdioConnection
@@ -58,6 +60,10 @@ class ServerConfig:
     max_processes_per_session: int = MAX_PROCESSES_PER_SESSION
     """Process table entries per session (running or retained); `process/start` beyond it is
     refused."""
+    max_retained_output: int = MAX_RETAINED_OUTPUT_BYTES
+    """Output retained by all processes together; past it the oldest chunks anywhere go."""
+    max_http_streams: int = MAX_HTTP_STREAMS
+    """Streamed `http/request` bodies open at once on one connection."""
     process_cgroups: bool = False
     """Start each process in its own cgroup (local/cgroup.py) where the host allows it, so
     kills reach daemons and double-forked orphans (only for a dedicated process)."""
@@ -82,6 +88,7 @@ class ExecServer:
             cgroups=self.cgroups,
             max_sessions=self.config.max_sessions,
             max_processes_per_session=self.config.max_processes_per_session,
+            output_budget=RetainedOutputBudget(self.config.max_retained_output),
             ttl_s=self.config.session_ttl_s,
             closed_retention_s=self.config.closed_process_retention_s,
         )
@@ -95,6 +102,7 @@ class ExecServer:
             info=self.info,
             fs=LocalFileSystem(self._blocking, SandboxedFileSystem(self.reaper, self._blocking)),
             http_client=self.http_client,
+            max_http_streams=self.config.max_http_streams,
         )
         self._connections: set[Connection] = set()
         self._listener: asyncio.Server | None = None

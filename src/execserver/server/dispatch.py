@@ -35,7 +35,7 @@ from execserver.protocol.session import EnvironmentInfo, InitializeParams
 from execserver.rpc.router import Router
 from execserver.server.connection import Connection
 from execserver.server.handlers.file_system import FileSystemHandler
-from execserver.server.handlers.http import HttpHandler
+from execserver.server.handlers.http import MAX_HTTP_STREAMS, HttpHandler
 from execserver.server.handlers.process import ProcessHandler
 from execserver.server.handlers.session import SessionHandler
 from execserver.server.session import SessionRegistry
@@ -55,6 +55,7 @@ class Services:
     info: EnvironmentInfo
     fs: LocalFileSystem
     http_client: LocalHttpClient
+    max_http_streams: int = MAX_HTTP_STREAMS
 
 
 def build_router(connection: Connection, services: Services) -> Router:
@@ -62,7 +63,7 @@ def build_router(connection: Connection, services: Services) -> Router:
     session = SessionHandler(connection, services.registry, services.info)
     process = ProcessHandler(connection)
     fs = FileSystemHandler(connection.handles, services.fs)
-    http = HttpHandler(connection, services.http_client)
+    http = HttpHandler(connection, services.http_client, services.max_http_streams)
 
     router.add(methods.INITIALIZE, InitializeParams, session.initialize, gate=None)
     router.add(methods.ENVIRONMENT_INFO, None, session.info, gate=ENVIRONMENT_INFO)

@@ -17,6 +17,7 @@ from typing import Protocol
 from execserver.environment.process import ClosedEvent, ExitedEvent, OutputEvent, ProcessEvent
 from execserver.errors import InvalidRequest, SessionAttached
 from execserver.local.cgroup import ProcessCgroups
+from execserver.local.output_log import RetainedOutputBudget
 from execserver.local.process import (
     CLOSED_PROCESS_RETENTION_S,
     MAX_PROCESSES_PER_SESSION,
@@ -127,8 +128,10 @@ class SessionRegistry:
         cgroups: ProcessCgroups | None = None,
         max_sessions: int = MAX_SESSIONS,
         max_processes_per_session: int = MAX_PROCESSES_PER_SESSION,
+        output_budget: RetainedOutputBudget | None = None,
     ) -> None:
         self.reaper = reaper
+        self.output_budget = output_budget or RetainedOutputBudget()
         self.cgroups = cgroups
         self.max_sessions = max_sessions
         self._max_processes = max_processes_per_session
@@ -151,6 +154,7 @@ class SessionRegistry:
             closed_retention_s=self._closed_retention_s,
             cgroups=self.cgroups,
             max_processes=self._max_processes,
+            output_budget=self.output_budget,
         )
         session = Session(str(uuid.uuid4()), backend, connection.principal)
         self._sessions[session.id] = session

@@ -1,11 +1,12 @@
 """`http/request`: validate, send from this host, answer buffered or stream the body as
-`http/request/bodyDelta` notifications. Streams belong to the connection and end with it."""
+`http/request/bodyDelta` notifications. Streams belong to the connection and end with it; at
+most `max_streams` are open on one connection at a time."""
 
 from __future__ import annotations
 
 import asyncio
 
-from execserver.errors import InternalError, InvalidParams
+from execserver.errors import InternalError, InvalidParams, InvalidRequest
 from execserver.local.http_client import HttpResponse, LocalHttpClient
 from execserver.protocol import methods
 from execserver.protocol.http import (
@@ -16,17 +17,28 @@ from execserver.protocol.http import (
 )
 from execserver.server.connection import Connection
 
+MAX_HTTP_STREAMS = 64
+"""Streamed `http/request` bodies open at once on one connection."""
+
 
 class HttpHandler:
-    def __init__(self, connection: Connection, client: LocalHttpClient) -> None:
+    def __init__(
+        self, connection: Connection, client: LocalHttpClient, max_streams: int = MAX_HTTP_STREAMS
+    ) -> None:
         self._connection = connection
         self._client = client
+        self._max_streams = max_streams
 
     async def request(self, params: HttpRequestParams) -> HttpRequestResponse:
         streams = self._connection.http_streams
         if params.stream_response and params.request_id in streams:
             raise InvalidParams(
                 f"http/request streamResponse requestId `{params.request_id}` is already active"
+            )
+        if params.stream_response and len(streams) >= self._max_streams:
+            raise InvalidRequest(
+                f"too many streamed http/request bodies open on this connection (limit "
+                f"{self._max_streams}); read one to its end or wait"
             )
         if params.stream_response:
             # Reserve the id before the first await, so a concurrent duplicate is refused.
