@@ -27,6 +27,8 @@ from tests.harness.servers import (
 IN_CI = os.environ.get("CI", "").lower() == "true"
 # Scale factor for timeouts in tests (like websockets' MS): raise it on slow machines.
 TIME = float(os.environ.get("EXECSERVER_TEST_TIME", "1.0"))
+# EXECSERVER_SOAK=1 turns the bounded fuzz and chaos tests into long soaks (README, Testing).
+SOAK = os.environ.get("EXECSERVER_SOAK", "") not in ("", "0")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

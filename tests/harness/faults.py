@@ -8,6 +8,9 @@
         proxy.cut(hold_upstream=True); ...; proxy.release()
                                    # break only the client's side: the server keeps its end
 
+    CuttingProxy(target_port, chaos=Chaos(rng, max_delay_s=0.004, split=True, stall=0.01))
+                                   # and delay, split and now and then stall what it forwards
+
 Both sides of a cut connection are aborted (RST, no close handshake), so the server sees the
 loss as promptly as a real network failure lets it, and bytes in flight are lost.
 """
@@ -16,9 +19,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import random
 import socket
 import struct
+from dataclasses import dataclass
 from types import TracebackType
+
+
+@dataclass
+class Chaos:
+    """How a proxy mangles the timing and framing of what it forwards (never the bytes)."""
+
+    rng: random.Random
+    max_delay_s: float = 0.0
+    """Each forwarded piece waits a random time up to this."""
+    split: bool = False
+    """Forward each read as up to four pieces cut at random offsets (frames arrive in parts)."""
+    stall_probability: float = 0.0
+    """Chance that a piece waits `stall_s` instead (a congested or lossy link)."""
+    stall_s: float = 0.2
+
+    def pieces(self, data: bytes) -> list[bytes]:
+        if not self.split or len(data) < 2:
+            return [data]
+        cuts = sorted(self.rng.sample(range(1, len(data)), min(3, len(data) - 1)))
+        bounds = [0, *cuts[: self.rng.randint(0, len(cuts))], len(data)]
+        return [data[a:b] for a, b in itertools.pairwise(bounds)]
+
+    def delay(self) -> float:
+        if self.stall_probability and self.rng.random() < self.stall_probability:
+            return self.stall_s
+        return self.rng.uniform(0, self.max_delay_s) if self.max_delay_s else 0.0
 
 
 def _abort(writer: asyncio.StreamWriter) -> None:
@@ -31,8 +63,11 @@ def _abort(writer: asyncio.StreamWriter) -> None:
 
 
 class CuttingProxy:
-    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, target_port: int, target_host: str = "127.0.0.1", *, chaos: Chaos | None = None
+    ) -> None:
         self._target = (target_host, target_port)
+        self._chaos = chaos
         self._server: asyncio.Server | None = None
         self._links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -115,10 +150,18 @@ class CuttingProxy:
         sink: asyncio.StreamWriter,
         link: tuple[asyncio.StreamWriter, asyncio.StreamWriter],
     ) -> None:
+        chaos = self._chaos
         try:
             while data := await source.read(65536):
-                sink.write(data)
-                await sink.drain()
+                if chaos is None:
+                    sink.write(data)
+                    await sink.drain()
+                    continue
+                for piece in chaos.pieces(data):
+                    if delay := chaos.delay():
+                        await asyncio.sleep(delay)
+                    sink.write(piece)
+                    await sink.drain()
         except (OSError, asyncio.IncompleteReadError):
             pass
         finally:
