@@ -27,6 +27,7 @@ from execserver.protocol.json_syntax import (
     check_trailing,
     scan_value,
 )
+from execserver.protocol.jsonrpc import EnvelopeError, decode_message
 
 CORPUS_PATH = Path(__file__).resolve().parents[1] / "data" / "json_syntax_cases.json"
 _POSITIONED = re.compile(r" at line \d+ column \d+$")
@@ -480,3 +481,28 @@ def test_early_error_in_huge_message() -> None:
 def test_late_error_in_huge_string(tail: bytes, detail: str) -> None:
     data = b'{"id":1,"method":"x","params":"' + "é".encode() * (32 << 20) + tail
     assert (outcome(data) or "").startswith(detail + " at line 1 column ")
+
+
+_LONG = base64.b64encode(bytes(range(256)) * 64).decode()
+
+
+@pytest.mark.parametrize(
+    ("template", "rejected"),
+    [
+        ('{"id":1,"method":"m","params":{"d":"@"}}', False),
+        ('{"id":1,"method":"m","params":{"d":"@","d":1}}', True),
+        ('{"id":1,"method":"m","params":{"d":"@","e":"@"},"id":2}', True),
+        ('{"id":1,"method":"m","params":{"d":"@\\"x","e":1,"e":2}}', True),
+        ('{"id":1,"method":"m","params":{"d":"@\\n","d":"@"}}', True),
+        ('{"id":1,"method":"m","params":{"d":"x\\"@","d":1}}', True),
+        ('{"id":1,"method":"m","params":{"d":"@" ,"d":1}}', True),
+    ],
+)
+def test_duplicate_keys_found_next_to_long_strings(template: str, rejected: bool) -> None:
+    """The fast path skips long plain strings when scanning; duplicates are still caught."""
+    text = template.replace("@", _LONG).encode()
+    if rejected:
+        with pytest.raises(EnvelopeError, match="duplicate JSON object key"):
+            decode_message(text)
+    else:
+        assert decode_message(text).method == "m"  # type: ignore[union-attr]

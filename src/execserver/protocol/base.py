@@ -18,10 +18,11 @@ from execserver.protocol.rust import unexpected, unknown_variant
 
 I64_MAX = 2**63 - 1
 
-# Integer widths as serde names them. u64 values above i64::MAX are rejected (msgspec constraints
-# are int64-bounded); no field of this protocol can meaningfully carry them.
-U64 = Annotated[int, msgspec.Meta(ge=0, le=I64_MAX, extra={"rust": "u64"})]
-USIZE = Annotated[int, msgspec.Meta(ge=0, le=I64_MAX, extra={"rust": "usize"})]
+# Integer widths as serde names them. msgspec cannot bound an int past int64, so u64 and usize
+# carry their upper bound (`max`) here: structs with such members call `check_u64()` from
+# `__post_init__`, and `serde.explain` words the failure.
+U64 = Annotated[int, msgspec.Meta(ge=0, extra={"rust": "u64", "max": 2**64 - 1})]
+USIZE = Annotated[int, msgspec.Meta(ge=0, extra={"rust": "usize", "max": 2**64 - 1})]
 U32 = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1, extra={"rust": "u32"})]
 U16 = Annotated[int, msgspec.Meta(ge=0, le=2**16 - 1, extra={"rust": "u16"})]
 I64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=I64_MAX, extra={"rust": "i64"})]
@@ -65,9 +66,17 @@ class Base64Bytes(bytes):
 U64_MAX = 2**64 - 1
 
 
+def check_u64(*values: int | None) -> None:
+    """Refuse u64/usize members past u64::MAX (see `U64`); call from `__post_init__`."""
+    for value in values:
+        if value is not None and value > U64_MAX:
+            raise ValueError("invalid number")
+
+
 class WideU64(int):
-    """A u64 over its whole range (the constrained `U64` stops at i64::MAX, which msgspec's
-    bounds cannot exceed). Used where values past i64::MAX mean something (file offsets)."""
+    """A u64 over its whole range, decoded by `dec_hook` with the reference's error texts (for
+    `u64` wording outside structs that check `U64` members themselves). Used for file offsets
+    and timeouts."""
 
     __slots__ = ()
 

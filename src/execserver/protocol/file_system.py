@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from execserver.protocol.base import USIZE, Base64Bytes, UnitEnum, WideU64, WireStruct
+from execserver.protocol.base import USIZE, Base64Bytes, UnitEnum, WideU64, WireStruct, check_u64
 from execserver.protocol.pathuri import PathUri
 from execserver.protocol.sandbox import SandboxContext
 
@@ -107,6 +107,9 @@ class WalkOptions(WireStruct):
     follow_directory_symlinks: bool
     prune_hidden_directories: bool = False
 
+    def __post_init__(self) -> None:
+        check_u64(self.max_depth, self.max_directories, self.max_entries)
+
 
 class FsWalkParams(WireStruct):
     rust_name = "WireFsWalkParams"
@@ -175,6 +178,9 @@ class FsReadBlockParams(WireStruct):
     handle_id: str
     offset: WideU64
     len: USIZE
+
+    def __post_init__(self) -> None:
+        check_u64(self.len)
 
 
 class FsReadBlockResponse(WireStruct):

@@ -9,6 +9,7 @@ value count, duplicate keys). Encoders build the compact output frames. Pure dat
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,8 @@ RequestId = int | str
 I64_MIN = -(2**63)
 I64_MAX = 2**63 - 1
 U64_MAX = 2**64 - 1
+U128_MAX = 2**128 - 1
+I128_MIN = -(2**127)
 _MAX_DEPTH_CONTAINERS = json_syntax.MAX_DEPTH - 1
 
 
@@ -81,14 +84,34 @@ def _decode_slow(data: bytes) -> Message:
     end = _scan(data)
     try:
         obj = _decoder.decode(data[:end])
-    except msgspec.DecodeError as exc:  # serde accepted what msgspec refused: say what msgspec saw
-        raise EnvelopeError(str(exc)) from None
+    except msgspec.DecodeError:
+        # serde accepted what msgspec refused: numbers past msgspec's range (`1e400`, integers
+        # of thousands of digits), which the reference keeps as arbitrary-precision numbers.
+        obj = _decode_wide_numbers(data[:end])
     message = classify(obj)
     try:
         json_syntax.check_trailing(data, end)
     except json_syntax.JsonSyntaxError as exc:
         raise EnvelopeError(exc.message) from None
     return message
+
+
+def _wide_int(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:  # more digits than int() converts: only its sign and size matter
+        return float(text)
+
+
+def _decode_wide_numbers(data: bytes) -> Any:
+    """Decode text `json_syntax` validated (so UTF-8, no lone surrogates, no NaN or Infinity
+    literals) whose numbers msgspec cannot hold. Out-of-range numbers become infinite floats,
+    which every consumer treats as the reference treats an arbitrary-precision number that fits
+    nothing: `invalid number` for integer fields, `invalid type: number, ...` elsewhere."""
+    try:
+        return json.loads(data, parse_int=_wide_int)
+    except (ValueError, RecursionError) as exc:  # not expected after the scan; stay an envelope
+        raise EnvelopeError(str(exc)) from None
 
 
 def _scan(data: bytes) -> int:
@@ -98,41 +121,78 @@ def _scan(data: bytes) -> int:
         raise EnvelopeError(exc.message) from None
 
 
+_LONG_STRING = 4096
+"""Strings at least this long are cut out of the text before the raw scans below."""
+
+
 def _may_violate_limits(data: bytes, obj: Any) -> bool:
     """Cheap test for what msgspec accepts but serde_json rejects: deep nesting, too many
     values, duplicate keys. False means the message certainly has none of them."""
-    containers = data.count(b"{") + data.count(b"[")
-    if containers == 0:
+    long_strings: list[str] = []
+    values, keys, depth = _stats(obj, 1, long_strings)
+    if depth == 0:  # a scalar: nothing to repeat or nest
         return False
-    values, keys, depth = _stats(obj, 1)
-    if depth > _MAX_DEPTH_CONTAINERS and containers > _MAX_DEPTH_CONTAINERS:
+    if depth > _MAX_DEPTH_CONTAINERS or values > json_syntax.MAX_JSON_VALUES:
         return True
-    if values > json_syntax.MAX_JSON_VALUES:
-        return True
+    # Long string values (file contents, base64) hold no structure: scan only the rest.
+    text = _without_plain_strings(data, long_strings) if long_strings else data
     # Every key of compact JSON ends with `":`; a count that differs from the decoded key count
     # means a key was repeated (or the text is spaced/escaped oddly: let the exact scan decide).
-    key_ends = data.count(b'":')
-    if key_ends != keys:
+    if text.count(b'":') != keys:
         return True
-    return b'\\":' in data or any(pat in data for pat in (b'" ', b'"\t', b'"\n', b'"\r'))
+    return b'\\":' in text or any(pat in text for pat in (b'" ', b'"\t', b'"\n', b'"\r'))
 
 
-def _stats(obj: Any, depth: int) -> tuple[int, int, int]:
-    """(values, keys, max container depth) of a decoded JSON value."""
+def _without_plain_strings(data: bytes, strings: list[str]) -> bytes:
+    """`data` with the contents of these strings removed where each is a string token without
+    escapes: found by a prefix that starts alphanumeric right after a quote (in valid JSON that
+    quote opens a string, or is escaped, which the backslash check rejects) and cut up to the
+    next quote, with no backslash in between."""
+    cuts: list[tuple[int, int]] = []
+    for value in strings:
+        prefix = value[:64]
+        if not (prefix.isascii() and prefix[0].isalnum()) or '"' in prefix or "\\" in prefix:
+            continue
+        start = data.find(prefix.encode())
+        if start <= 0 or data[start - 1] != 0x22:
+            continue
+        end = data.find(b'"', start)
+        if end < 0 or data.find(b"\\", start, end) >= 0:
+            continue
+        cuts.append((start, end))
+    if not cuts:
+        return data
+    cuts.sort()
+    kept: list[bytes] = []
+    position = 0
+    for start, end in cuts:
+        if start >= position:  # the same token may be found twice
+            kept.append(data[position:start])
+            position = end
+    kept.append(data[position:])
+    return b"".join(kept)
+
+
+def _stats(obj: Any, depth: int, long_strings: list[str]) -> tuple[int, int, int]:
+    """(values, keys, max container depth) of a decoded JSON value; collects long strings."""
     children: Iterable[Any]
     if isinstance(obj, dict):
         keys, children = len(obj), obj.values()
     elif isinstance(obj, list):
         keys, children = 0, obj
     else:
+        if isinstance(obj, str) and len(obj) >= _LONG_STRING:
+            long_strings.append(obj)
         return 1, 0, depth - 1
     values, deepest = 1, depth
     for item in children:
         if isinstance(item, dict | list):
-            v, k, d = _stats(item, depth + 1)
+            v, k, d = _stats(item, depth + 1, long_strings)
             values, keys, deepest = values + v, keys + k, max(deepest, d)
         else:
             values += 1
+            if isinstance(item, str) and len(item) >= _LONG_STRING:
+                long_strings.append(item)
     return values, keys, deepest
 
 
@@ -206,10 +266,11 @@ def parse_request_id(value: Any) -> RequestId:
     if isinstance(value, int) and not isinstance(value, bool):
         if I64_MIN <= value <= I64_MAX:
             return value
-        # Numbers outside u64/i64 cannot even be buffered by serde's untagged-enum machinery.
-        if value > U64_MAX:
+        # Numbers outside u64/i64 cannot even be buffered by serde's untagged-enum machinery;
+        # past u128/i128 they are not integers to it at all (no variant matches).
+        if U64_MAX < value <= U128_MAX:
             raise EnvelopeError(f"invalid type: integer `{value}` as u128, expected any value")
-        if value < I64_MIN:
+        if I128_MIN <= value < I64_MIN:
             raise EnvelopeError(f"invalid type: integer `{value}` as i128, expected any value")
     raise EnvelopeError("data did not match any variant of untagged enum RequestId")
 

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from execserver.protocol.base import U64, USIZE, Base64Bytes, WireStruct, variants
+from execserver.protocol.base import U64, USIZE, Base64Bytes, WireStruct, check_u64, variants
 from execserver.protocol.pathuri import PathUri
 from execserver.protocol.sandbox import SandboxContext
 
@@ -62,6 +62,9 @@ class ProcessReadParams(WireStruct):
     after_seq: U64 | None = None
     max_bytes: USIZE | None = None
     wait_ms: U64 | None = None
+
+    def __post_init__(self) -> None:
+        check_u64(self.after_seq, self.max_bytes, self.wait_ms)
 
 
 class ProcessOutputChunk(WireStruct):

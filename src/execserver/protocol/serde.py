@@ -175,7 +175,8 @@ def _check(value: Any, info: mi.Type, content: bool = False) -> str | None:
         return mismatch
     base = info.type if isinstance(info, mi.Metadata) else info
     if isinstance(base, mi.IntType):
-        return _check_int(value, base)
+        limit = (info.extra or {}).get("max") if isinstance(info, mi.Metadata) else None
+        return _check_int(value, base, limit)
     if isinstance(base, mi.ListType):
         for item in value:
             problem = _check(item, base.item_type, content)
@@ -197,7 +198,7 @@ def _check(value: Any, info: mi.Type, content: bool = False) -> str | None:
     return None
 
 
-def _check_int(value: int | float, info: mi.IntType) -> str | None:
+def _check_int(value: int | float, info: mi.IntType, limit: int | None = None) -> str | None:
     # The reference parses params with arbitrary-precision numbers: any number that does not fit
     # the target integer type (negative, fractional, too large) is reported as "invalid number".
     if isinstance(value, float):
@@ -205,6 +206,8 @@ def _check_int(value: int | float, info: mi.IntType) -> str | None:
     if info.ge is not None and value < info.ge:
         return "invalid number"
     if info.le is not None and value > info.le:
+        return "invalid number"
+    if limit is not None and value > limit:  # bounds past int64 (base.U64)
         return "invalid number"
     return None
 
