@@ -223,17 +223,18 @@ def read_directory(path: bytes) -> list[DirectoryEntry]:
     entries = []
     with os.scandir(path) as listing:
         for entry in listing:
+            # The type from readdir (d_type) answers without a stat, except for symlinks (and
+            # filesystems that report no type), whose target is looked up.
             try:
-                st = entry.stat(follow_symlinks=True)
+                if entry.is_symlink():
+                    mode = entry.stat(follow_symlinks=True).st_mode
+                    is_directory, is_file = stat.S_ISDIR(mode), stat.S_ISREG(mode)
+                else:
+                    is_directory = entry.is_dir(follow_symlinks=False)
+                    is_file = entry.is_file(follow_symlinks=False)
             except OSError:
                 continue
-            entries.append(
-                DirectoryEntry(
-                    file_name=display(entry.name),
-                    is_directory=stat.S_ISDIR(st.st_mode),
-                    is_file=stat.S_ISREG(st.st_mode),
-                )
-            )
+            entries.append(DirectoryEntry(display(entry.name), is_directory, is_file))
     return entries
 
 
