@@ -164,19 +164,24 @@ class LocalFileSystem:
         follow_symlinks: bool = True,
         sandbox: SandboxContext | None = None,
     ) -> FileMetadata:
-        target = native(path)
         if sandbox is None:  # the common case answers inline, without a thread hop
-            with os_errors():
-                return fs_ops.get_metadata(target, follow_symlinks=follow_symlinks)
+            return self.get_metadata_now(path, follow_symlinks=follow_symlinks)
         metadata: FileMetadata = await self._run(
             sandbox,
             "get_metadata",
-            target,
+            native(path),
             writes=False,
             result_type=FileMetadata,
             follow_symlinks=follow_symlinks,
         )
         return metadata
+
+    def get_metadata_now(
+        self, path: PathArg | PathUri, *, follow_symlinks: bool = True
+    ) -> FileMetadata:
+        """`get_metadata` without a sandbox, answered on the calling thread (one stat)."""
+        with os_errors():
+            return fs_ops.get_metadata(native(path), follow_symlinks=follow_symlinks)
 
     async def canonicalize_native(
         self, path: PathArg | PathUri, *, sandbox: SandboxContext | None = None

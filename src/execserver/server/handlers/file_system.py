@@ -6,6 +6,8 @@ belong to the connection's table.
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
+
 from execserver.errors import InvalidRequest
 from execserver.local.file_handles import FileHandleTable
 from execserver.local.file_system import LocalFileSystem
@@ -72,12 +74,13 @@ class FileSystemHandler:
         )
         return FsEmptyResponse()
 
-    async def get_metadata(self, params: FsGetMetadataParams) -> FileMetadata:
-        return await self._fs.get_metadata(
-            params.path,
-            follow_symlinks=params.follow_symlinks is not False,
-            sandbox=params.sandbox,
-        )
+    def get_metadata(
+        self, params: FsGetMetadataParams
+    ) -> FileMetadata | Coroutine[None, None, FileMetadata]:
+        follow = params.follow_symlinks is not False
+        if params.sandbox is None:  # answered inline: no task, no wait for the next loop turn
+            return self._fs.get_metadata_now(params.path, follow_symlinks=follow)
+        return self._fs.get_metadata(params.path, follow_symlinks=follow, sandbox=params.sandbox)
 
     async def canonicalize(self, params: FsCanonicalizeParams) -> FsCanonicalizeResponse:
         real = await self._fs.canonicalize_native(params.path, sandbox=params.sandbox)
