@@ -39,7 +39,8 @@ WRITE_HIGH_WATER = 1024 * 1024
 WRITE_LOW_WATER = 256 * 1024
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-# Below this, header and payload go out as one write (one segment with TCP_NODELAY).
+# Messages below this are batched: every one queued in a loop turn goes out in one write at its
+# end (one send syscall instead of one per message; pipelined answers share TCP segments).
 _SMALL_MESSAGE_BYTES = 256 * 1024
 
 _REASONS = {
@@ -188,6 +189,9 @@ class WebSocketServerConnection(FlowControl, asyncio.Protocol):
         self._ping_handle: asyncio.TimerHandle | None = None
         self._last_heard = 0.0
         self._closed = False
+        self._batch: list[bytes] = []
+        self._batch_bytes = 0
+        self._batch_scheduled = False
         self.peer = ""
         self.label = ""
         self.request: HttpRequest | None = None
@@ -312,6 +316,7 @@ class WebSocketServerConnection(FlowControl, asyncio.Protocol):
         ws = self._ws
         if ws is None or self._transport is None:
             return
+        self._flush_batch()
         chunks = ws.data_to_send()
         if chunks:
             self._transport.writelines([c for c in chunks if c])
@@ -340,9 +345,29 @@ class WebSocketServerConnection(FlowControl, asyncio.Protocol):
         if transport is None or self._closed or transport.is_closing():
             return
         if len(data) < _SMALL_MESSAGE_BYTES:
-            transport.write(_frame_header(len(data)) + data)
+            self._batch.append(_frame_header(len(data)))
+            self._batch.append(data)
+            self._batch_bytes += len(data)
+            if self._batch_bytes >= _SMALL_MESSAGE_BYTES:
+                self._flush_batch()
+            elif not self._batch_scheduled:
+                self._batch_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush_batch)
         else:  # no joined copy of a large payload
+            self._flush_batch()
             transport.write(_frame_header(len(data)))
+            transport.write(data)
+
+    def _flush_batch(self) -> None:
+        """Write the queued small messages (before any other write, to keep the order)."""
+        self._batch_scheduled = False
+        if not self._batch:
+            return
+        data = b"".join(self._batch)
+        self._batch.clear()
+        self._batch_bytes = 0
+        transport = self._transport
+        if transport is not None and not self._closed and not transport.is_closing():
             transport.write(data)
 
     def abort(self) -> None:
