@@ -696,6 +696,14 @@ METRICS += [
         params=lambda s: {"calls": s.file_32m_reads},
     ),
     Metric(
+        "readfile_64m",
+        "MiB/s",
+        "higher",
+        read_file("file64m.bin", 64 * MiB, lambda s: s.file_32m_reads),
+        "fs/readFile of a 64 MiB file (one sample per call)",
+        params=lambda s: {"calls": s.file_32m_reads},
+    ),
+    Metric(
         "writefile_1m",
         "MiB/s",
         "higher",
@@ -794,6 +802,8 @@ def prepare_files(ctx: Context, metrics: list[Metric]) -> None:
         (workdir / "file1m.bin").write_bytes(os.urandom(MiB))
     if "readfile_32m" in names:
         (workdir / "file32m.bin").write_bytes(os.urandom(32 * MiB))
+    if "readfile_64m" in names:
+        (workdir / "file64m.bin").write_bytes(os.urandom(64 * MiB))
     if "readblock_256m" in names:
         with open(workdir / "block.bin", "wb") as f:
             chunk = os.urandom(8 * MiB)
