@@ -20,8 +20,7 @@ from execserver.errors import (
 )
 from execserver.protocol.pathuri import PathUri, PathUriError
 from execserver.server.app import ExecServer, ServerConfig
-
-__version__ = "0.1.0"
+from execserver.version import __version__
 
 __all__ = [
     "ConnectError",

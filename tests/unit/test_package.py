@@ -12,12 +12,13 @@ SRC = Path(execserver.__file__).parent
 # Which of our packages each layer may import (besides itself).
 ALLOWED: dict[str, set[str]] = {
     "protocol": set(),
+    "observability": {"version"},
     "environment": {"protocol", "errors"},
-    "local": {"environment", "protocol", "errors"},
+    "local": {"environment", "protocol", "errors", "observability"},
     "transport": set(),
-    "rpc": {"protocol", "transport", "errors"},
-    "server": {"local", "environment", "protocol", "rpc", "transport", "errors"},
-    "client": {"rpc", "transport", "protocol", "errors"},
+    "rpc": {"protocol", "transport", "errors", "observability"},
+    "server": {"local", "environment", "protocol", "rpc", "transport", "errors", "observability"},
+    "client": {"rpc", "transport", "protocol", "errors", "observability"},
     "remote": {"client", "environment", "protocol", "errors"},
 }
 

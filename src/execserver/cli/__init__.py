@@ -12,12 +12,12 @@ without one, the file's default environment is used.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
 from execserver.cli import cp, info, run, serve
 from execserver.cli.serve import ListenAddress, ListenError, parse_listen_url
+from execserver.observability.logs import FORMATS, configure_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +26,17 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--log-level", default=os.environ.get("EXECSERVER_LOG", "warning"))
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("EXECSERVER_LOG", "warning"),
+        help="debug, info (lifecycle lines), warning (default) or error",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default=os.environ.get("EXECSERVER_LOG_FORMAT", "text"),
+        help="stderr log lines as text (default) or one JSON object per line",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     serve.add_parser(commands)
     run.add_parser(commands)
@@ -45,11 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         argv, command = argv[:split], argv[split + 1 :]
     args = parser.parse_args(argv)
     args.command_argv = command
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.log_level, args.log_format)
     code: int = args.handler(args, parser)
     return code
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import os
 import signal
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 
 from execserver.local.output_log import MAX_RETAINED_OUTPUT_BYTES
 from execserver.local.process import MAX_PROCESSES_PER_SESSION
+from execserver.observability.setup import ObservabilityError
+from execserver.observability.setup import configure as configure_observability
 from execserver.server.app import ExecServer, ServerConfig
 from execserver.server.auth import (
     AUTH_MODES,
@@ -199,6 +202,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "expiry also kill setsid daemons and double-forked orphans; costs ~8 ms per spawn "
         "(cgroup migration), so it is off by default",
     )
+    serve.add_argument(
+        "--metrics",
+        action="store_true",
+        help="serve Prometheus metrics at /metrics on the WebSocket listener (same auth); "
+        "traces and OTLP export follow the OTEL_* variables (docs/observability.md)",
+    )
     auth = serve.add_argument_group("websocket authentication (see docs/protocol.md)")
     auth.add_argument("--ws-auth", type=_auth_mode, metavar="MODE", help=" or ".join(AUTH_MODES))
     auth.add_argument("--ws-token-file", metavar="PATH", help="file holding the capability token")
@@ -246,7 +255,13 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 "(possible values: true, false)"
             )
         exit_on_stdin_close = env_value == "true"
+    try:
+        observability = configure_observability(metrics_page=args.metrics)
+    except ObservabilityError as exc:
+        parser.error(str(exc))
     config = ServerConfig(
+        telemetry=observability.telemetry,
+        metrics_page=observability.metrics_page,
         session_ttl_s=args.session_ttl,
         subreaper=True,
         process_cgroups=args.process_cgroups,
@@ -261,12 +276,17 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except OSError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        observability.shutdown()  # flush spans and metrics still buffered
 
 
 async def _serve(listen: ListenAddress, config: ServerConfig, *, exit_on_stdin_close: bool) -> int:
     loop = asyncio.get_running_loop()
     _ensure_standard_fds()
     server = ExecServer(config)
+    # Everything imported and built so far lives as long as the server: keep it out of every
+    # garbage collection (less work per collection on the request path).
+    gc.freeze()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.stop)
     try:

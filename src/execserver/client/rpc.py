@@ -19,6 +19,7 @@ import msgspec
 
 from execserver.client.transport import ClientTransport
 from execserver.errors import Disconnected, ProtocolViolation, from_jsonrpc_error
+from execserver.observability.telemetry import current_trace_headers
 from execserver.protocol import jsonrpc
 from execserver.protocol.base import dec_hook
 
@@ -73,7 +74,11 @@ class RpcConnection:
         self._pending[request_id] = future
         try:
             try:
-                await self._transport.send(jsonrpc.encode_request(request_id, method, params))
+                # The caller's span (if tracing is on) becomes the parent of the server's span.
+                trace = current_trace_headers()
+                await self._transport.send(
+                    jsonrpc.encode_request(request_id, method, params, trace)
+                )
             except Disconnected as exc:
                 # The reader may not have noticed yet; a caller retrying on Disconnected must
                 # see a broken connection from now on.

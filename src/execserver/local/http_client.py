@@ -24,6 +24,7 @@ from urllib.parse import unquote_to_bytes
 import httpx
 
 from execserver.errors import InternalError, InvalidParams
+from execserver.observability.telemetry import current_trace_headers
 from execserver.protocol.http import HttpHeader
 from execserver.protocol.weburl import (
     UrlError,
@@ -159,6 +160,10 @@ def prepare(
             header_map.insert(name, value)  # the user's replaces the one from the URL
             from_url_authorization = False
         else:
+            header_map.append(name, value)
+    # W3C trace context of the http/request span (only while a span is current: tracing on).
+    for name, value in current_trace_headers().items():
+        if name not in header_map:
             header_map.append(name, value)
     user_host = "host" in header_map
     user_length = "content-length" in header_map or "transfer-encoding" in header_map

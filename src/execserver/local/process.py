@@ -11,8 +11,10 @@ import asyncio
 import contextlib
 import errno
 import functools
+import logging
 import os
 import signal
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,8 +32,11 @@ from execserver.local.sandbox.bwrap import SandboxUnavailable
 from execserver.local.sandbox.denial import TRAILING_OUTPUT_GRACE_S, looks_denied
 from execserver.local.sandbox.policy import SandboxError
 from execserver.local.spawn import Stdio, resolve_program, spawn
+from execserver.observability.telemetry import ProcessTrace, Telemetry
 from execserver.protocol.process import ExecEnvPolicy, ProcessStream, SandboxType, WriteStatus
 from execserver.protocol.sandbox import SandboxContext
+
+log = logging.getLogger(__name__)
 
 READ_CHUNK_BYTES = 64 * 1024
 MAX_PROCESSES_PER_SESSION = 1024
@@ -88,6 +93,12 @@ class LocalProcess:
         self._write_ids: OrderedDict[str, None] = OrderedDict()
         self._paused = False
         self._terminated = False
+        self.terminated_while_running = False
+        self.started_at = time.monotonic()
+        self.trace: ProcessTrace | None = None
+        """Where the process's trace span goes (observability); made once it finishes."""
+        self.finish_recorded = False
+        self.program = ""
         self._reaped = False
         self._exit_code: int | None = None
         self._grace: asyncio.TimerHandle | None = None
@@ -309,6 +320,8 @@ class LocalProcess:
         """SIGKILL the whole tree. Returns whether the child itself was still running."""
         running = not self.log.exited
         self._terminated = True
+        if running:
+            self.terminated_while_running = True
         self.kill()
         if not running:
             self._abandon_streams()
@@ -333,9 +346,13 @@ class LocalExecBackend:
         cgroups: ProcessCgroups | None = None,
         max_processes: int = MAX_PROCESSES_PER_SESSION,
         output_budget: RetainedOutputBudget | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._reaper = reaper
         self._output_budget = output_budget
+        self._telemetry = telemetry
+        self.session_id = ""
+        """For log lines only."""
         self._max_processes = max_processes
         self._cgroups = cgroups or ProcessCgroups.disabled()
         self._cgroup_names: set[str] = set()
@@ -351,6 +368,11 @@ class LocalExecBackend:
 
     def __len__(self) -> int:
         return len(self._processes)
+
+    @property
+    def active(self) -> int:
+        """Processes in the table that have not closed yet."""
+        return sum(1 for process in self._processes.values() if not process.closed)
 
     def get(self, process_id: str) -> LocalProcess | None:
         return self._processes.get(process_id)
@@ -385,7 +407,20 @@ class LocalExecBackend:
             process.kill_escaped = functools.partial(self._cgroups.kill, cgroup)
         self._processes[process_id] = process
         process.log.listener = self._forward(process)
-        process.on_closed = self._schedule_expiry
+        process.on_closed = self._on_closed
+        if self._telemetry is not None:
+            process.trace = self._telemetry.process_started()
+            process.program = os.path.basename(spec.argv[0])
+        log.info(
+            "process started",
+            extra={
+                "session_id": self.session_id,
+                "process_id": process_id,
+                "pid": process.pid,
+                "tty": spec.tty,
+                "sandbox": process.sandbox_type,
+            },
+        )
         if self._output_paused:
             process.pause_output()
         return process
@@ -540,6 +575,44 @@ class LocalExecBackend:
         self._reaper.watch(pid, process.on_exit_status)
         return process
 
+    def _on_closed(self, process: LocalProcess) -> None:
+        # After this loop turn, once the closed notification has been written.
+        self._loop.call_soon(self._record_finish, process)
+        self._schedule_expiry(process)
+
+    def _record_finish(self, process: LocalProcess) -> None:
+        """Count and log a process once: when it closes, or when shutdown gives up on it."""
+        if process.finish_recorded:
+            return
+        process.finish_recorded = True
+        exit_code = process.log.exit_code
+        if process.terminated_while_running:
+            result = "terminated"
+        else:
+            result = "success" if exit_code == 0 else "error"
+        seconds = time.monotonic() - process.started_at
+        if self._telemetry is not None and process.trace is not None:
+            self._telemetry.process_finished(
+                process.trace,
+                process_id=process.process_id,
+                program=process.program,
+                pid=process.pid,
+                result=result,
+                exit_code=exit_code,
+                seconds=seconds,
+            )
+        log.info(
+            "process finished",
+            extra={
+                "session_id": self.session_id,
+                "process_id": process.process_id,
+                "pid": process.pid,
+                "exit_code": exit_code,
+                "result": result,
+                "duration_ms": round(seconds * 1000, 3),
+            },
+        )
+
     def _schedule_expiry(self, process: LocalProcess) -> None:
         handle = self._loop.call_later(self._retention_s, self._expire, process.process_id)
         self._expiry[process.process_id] = handle
@@ -585,6 +658,7 @@ class LocalExecBackend:
                 async with asyncio.timeout(grace_s):
                     await asyncio.gather(*pending)
         for process in self._processes.values():
+            self._record_finish(process)
             process.log.discard()
         self._processes.clear()
         for cgroup in list(self._cgroup_names):

@@ -342,8 +342,19 @@ class _RequestEnvelope(msgspec.Struct):
     params: Any
 
 
-def encode_request(request_id: RequestId, method: str, params: Any) -> bytes:
-    """`{"id":ID,"method":M,"params":P}` (client side)."""
+class _TracedRequestEnvelope(msgspec.Struct):
+    id: RequestId
+    method: str
+    params: Any
+    trace: dict[str, str]
+
+
+def encode_request(
+    request_id: RequestId, method: str, params: Any, trace: dict[str, str] | None = None
+) -> bytes:
+    """`{"id":ID,"method":M,"params":P}` (client side), with `"trace":{...}` when given."""
+    if trace:
+        return _encoder.encode(_TracedRequestEnvelope(request_id, method, params, trace))
     return _encoder.encode(_RequestEnvelope(request_id, method, params))
 
 

@@ -17,11 +17,20 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from opentelemetry import context as otel_context
+
 from execserver.errors import MethodNotFound, RpcError, to_jsonrpc_error
+from execserver.observability.telemetry import (
+    UNKNOWN_METHOD,
+    PendingRequest,
+    Telemetry,
+    parent_context,
+)
 from execserver.protocol import jsonrpc
 from execserver.protocol.jsonrpc import (
     ClientResponse,
@@ -57,15 +66,17 @@ class ServerEndpoint:
         gate: Gate,
         on_notification: Callable[[Notification], bool],
         on_close: Callable[[], None],
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.channel = channel
+        self._telemetry = telemetry
         self._router = router
         self._gate = gate
         self._on_notification = on_notification
         self._on_close = on_close
         self._tasks: set[asyncio.Task[None]] = set()
         self._lane: asyncio.Task[None] | None = None
-        self._backlog: deque[bytes] = deque()
+        self._backlog: deque[tuple[bytes, float]] = deque()
         self._backlog_bytes = 0
         self._reading_paused = False
         self._awaiting_drain = False
@@ -80,8 +91,9 @@ class ServerEndpoint:
     def message_received(self, data: bytes) -> None:
         if self._closed:
             return
+        received = time.perf_counter() if self._telemetry is not None else 0.0
         if self._backlog or self._must_wait():
-            self._backlog.append(data)
+            self._backlog.append((data, received))
             self._backlog_bytes += len(data)
             if not self._reading_paused and (
                 len(self._backlog) > MAX_BACKLOG_MESSAGES or self._backlog_bytes > MAX_BACKLOG_BYTES
@@ -89,7 +101,7 @@ class ServerEndpoint:
                 self._reading_paused = True
                 self.channel.pause_reading()
             return
-        self._handle(data)
+        self._handle(data, received)
 
     def _must_wait(self) -> bool:
         """Whether the next message has to wait: an ordered request is running, too many are,
@@ -107,7 +119,7 @@ class ServerEndpoint:
         self._awaiting_drain = False
         self._run_backlog()
 
-    def _handle(self, data: bytes) -> None:
+    def _handle(self, data: bytes, received: float) -> None:
         try:
             message = jsonrpc.decode_message(data)
         except EnvelopeError as exc:
@@ -116,7 +128,7 @@ class ServerEndpoint:
             )
             return
         if isinstance(message, Request):
-            self._dispatch(message)
+            self._dispatch(message, received)
         elif isinstance(message, Notification):
             if not self._on_notification(message):
                 self.channel.abort()
@@ -135,33 +147,51 @@ class ServerEndpoint:
 
     # -- requests ------------------------------------------------------------------------------
 
-    def _dispatch(self, request: Request) -> None:
+    def _dispatch(self, request: Request, received: float) -> None:
         route = self._router.get(request.method)
+        pending: PendingRequest | None = None
+        if self._telemetry is not None:
+            trace_context = request.trace
+            parent = (
+                None
+                if trace_context is None
+                else parent_context(trace_context.traceparent, trace_context.tracestate)
+            )
+            method = request.method if route is not None else UNKNOWN_METHOD
+            pending = self._telemetry.request_started(method, parent, received)
         if route is None:
             self._send_error(
                 request.id,
                 MethodNotFound(f"exec-server stub does not implement `{request.method}` yet"),
+                pending,
             )
             return
+        # The request's span is current while its handler runs (and in the task it may start),
+        # so spans and outbound trace headers the handler creates are its children.
+        token = None if pending is None else otel_context.attach(pending.context)
         try:
-            params = route.decode(request.params)
-            if route.gate is not None:
-                self._gate(route.gate)
-            result = route.handler(params)
-        except ParamsError as exc:
-            self._send_error(request.id, RpcError(str(exc), code=-32602))
-            return
-        except Exception as exc:
-            self._send_failure(request.id, exc)
-            return
-        if inspect.isawaitable(result):
-            task = asyncio.ensure_future(self._finish(request.id, result))
-            self._tasks.add(task)
-            if not route.detached:
-                self._lane = task
-            task.add_done_callback(self._task_done)
-        else:
-            self._send_result(request.id, result)
+            try:
+                params = route.decode(request.params)
+                if route.gate is not None:
+                    self._gate(route.gate)
+                result = route.handler(params)
+            except ParamsError as exc:
+                self._send_error(request.id, RpcError(str(exc), code=-32602), pending)
+                return
+            except Exception as exc:
+                self._send_failure(request.id, exc, pending)
+                return
+            if inspect.isawaitable(result):
+                task = asyncio.ensure_future(self._finish(request.id, result, pending))
+                self._tasks.add(task)
+                if not route.detached:
+                    self._lane = task
+                task.add_done_callback(self._task_done)
+                return
+        finally:
+            if token is not None:
+                otel_context.detach(token)
+        self._send_result(request.id, result, pending)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -171,38 +201,52 @@ class ServerEndpoint:
 
     def _run_backlog(self) -> None:
         while self._backlog and not self._closed and not self._must_wait():
-            data = self._backlog.popleft()
+            data, received = self._backlog.popleft()
             self._backlog_bytes -= len(data)
-            self._handle(data)
+            self._handle(data, received)
         if self._reading_paused and len(self._backlog) <= MAX_BACKLOG_MESSAGES // 2:
             self._reading_paused = False
             self.channel.resume_reading()
 
-    async def _finish(self, request_id: RequestId, pending: Any) -> None:
+    async def _finish(
+        self, request_id: RequestId, awaitable: Any, pending: PendingRequest | None
+    ) -> None:
         try:
-            result = await pending
+            result = await awaitable
         except asyncio.CancelledError:
+            if pending is not None:
+                pending.span.end()
             raise
         except Exception as exc:
-            self._send_failure(request_id, exc)
+            self._send_failure(request_id, exc, pending)
         else:
-            self._send_result(request_id, result)
+            self._send_result(request_id, result, pending)
 
-    def _send_failure(self, request_id: RequestId, exc: BaseException) -> None:
+    def _send_failure(
+        self, request_id: RequestId, exc: BaseException, pending: PendingRequest | None = None
+    ) -> None:
         error = to_jsonrpc_error(exc)
         if not isinstance(exc, RpcError | OSError):
             log.exception("request %r failed", request_id, exc_info=exc)
-        self._send_error(request_id, error)
+        self._send_error(request_id, error, pending)
 
-    def _send_result(self, request_id: RequestId, result: Any) -> None:
+    def _send_result(
+        self, request_id: RequestId, result: Any, pending: PendingRequest | None = None
+    ) -> None:
         if not self._closed:
             self.channel.send(jsonrpc.encode_result(request_id, result))
+        if pending is not None and self._telemetry is not None:
+            self._telemetry.request_finished(pending, None)
 
-    def _send_error(self, request_id: RequestId, error: RpcError) -> None:
+    def _send_error(
+        self, request_id: RequestId, error: RpcError, pending: PendingRequest | None = None
+    ) -> None:
         if not self._closed:
             self.channel.send(
                 jsonrpc.encode_error(request_id, error.code, error.message, error.data)
             )
+        if pending is not None and self._telemetry is not None:
+            self._telemetry.request_finished(pending, error.code)
 
     # -- notifications -------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from execserver.local.output_log import MAX_RETAINED_OUTPUT_BYTES, RetainedOutpu
 from execserver.local.process import CLOSED_PROCESS_RETENTION_S, MAX_PROCESSES_PER_SESSION
 from execserver.local.reaper import ChildReaper
 from execserver.local.sandbox.fs_runner import SandboxedFileSystem
+from execserver.observability.telemetry import Telemetry
 from execserver.protocol.session import EnvironmentInfo
 from execserver.rpc.server import ServerEndpoint
 from execserver.server.auth import ANONYMOUS, Authenticator, AuthFailure
@@ -71,6 +73,10 @@ class ServerConfig:
     """Threads for blocking filesystem work (whole-file reads and writes, walks, copies)."""
     authenticator: Authenticator | None = None
     """WebSocket authentication (server.auth); None lets every client in."""
+    telemetry: Telemetry | None = None
+    """Spans and metrics (observability); None records nothing and costs nothing."""
+    metrics_page: Callable[[], bytes] | None = None
+    """Renders `/metrics` (Prometheus text) on the WebSocket listener; None: no such page."""
 
 
 class ExecServer:
@@ -91,6 +97,7 @@ class ExecServer:
             output_budget=RetainedOutputBudget(self.config.max_retained_output),
             ttl_s=self.config.session_ttl_s,
             closed_retention_s=self.config.closed_process_retention_s,
+            telemetry=self.config.telemetry,
         )
         self.info: EnvironmentInfo = environment_info()
         self.http_client = LocalHttpClient()
@@ -105,6 +112,10 @@ class ExecServer:
             max_http_streams=self.config.max_http_streams,
         )
         self._connections: set[Connection] = set()
+        if self.config.telemetry is not None:
+            self.config.telemetry.observe(
+                lambda: len(self._connections), self.registry.active_processes
+            )
         self._listener: asyncio.Server | None = None
         self._stdio: StdioConnection | None = None
         self._closing = False
@@ -116,20 +127,32 @@ class ExecServer:
         self, channel: MessageChannel, principal: str = ANONYMOUS
     ) -> ServerEndpoint:
         connection = Connection(channel, self._connection_closed, principal)
+        telemetry = self.config.telemetry
         endpoint = ServerEndpoint(
             channel,
             build_router(connection, self._services),
             gate=connection.check_gate,
             on_notification=connection.on_notification,
             on_close=connection.closed,
+            telemetry=telemetry,
         )
         connection.bind(endpoint)
         self._connections.add(connection)
+        if telemetry is not None:
+            telemetry.connection_opened()
+        log.info("connection opened", extra={"peer": channel.label, "principal": principal})
         return endpoint
 
     def _connection_closed(self, connection: Connection) -> None:
         self._connections.discard(connection)
         session = connection.session
+        log.info(
+            "connection closed",
+            extra={
+                "peer": connection.channel.label,
+                "session_id": session.id if session is not None else None,
+            },
+        )
         if session is not None and session.connection is connection and not self._closing:
             session.detach(self.registry)
 
@@ -148,6 +171,7 @@ class ExecServer:
             on_open,
             hook=self._authenticate if self.config.authenticator is not None else None,
             ping_interval_s=self.config.ping_interval_s,
+            pages={} if self.config.metrics_page is None else {"/metrics": self._metrics},
         )
         sockname = self._listener.sockets[0].getsockname()
         return sockname[0], sockname[1]
@@ -160,6 +184,14 @@ class ExecServer:
         await stdio.open(endpoint, input_fd, output_fd)
         await stdio.closed
         self.stop()
+
+    def _metrics(self, request: HttpRequest) -> HttpResponse:
+        assert self.config.metrics_page is not None
+        return HttpResponse(
+            200,
+            self.config.metrics_page(),
+            headers=[("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+        )
 
     def _authenticate(self, request: HttpRequest) -> HttpResponse | None:
         authenticator = self.config.authenticator

@@ -25,6 +25,7 @@ from execserver.local.process import (
     LocalProcess,
 )
 from execserver.local.reaper import ChildReaper
+from execserver.observability.telemetry import Telemetry
 from execserver.protocol import methods
 from execserver.protocol.process import (
     ProcessClosedNotification,
@@ -106,6 +107,14 @@ class Session:
             self._drained()
         loop = asyncio.get_running_loop()
         self._expiry = loop.call_later(registry.ttl_s, registry.expire, self.id)
+        log.info(
+            "session detached",
+            extra={
+                "session_id": self.id,
+                "processes": self.backend.active,
+                "ttl_s": registry.ttl_s,
+            },
+        )
 
     async def aclose(self) -> None:
         """Kill every process tree of this session and wait for the children to be reaped."""
@@ -129,8 +138,10 @@ class SessionRegistry:
         max_sessions: int = MAX_SESSIONS,
         max_processes_per_session: int = MAX_PROCESSES_PER_SESSION,
         output_budget: RetainedOutputBudget | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.reaper = reaper
+        self.telemetry = telemetry
         self.output_budget = output_budget or RetainedOutputBudget()
         self.cgroups = cgroups
         self.max_sessions = max_sessions
@@ -142,6 +153,10 @@ class SessionRegistry:
 
     def __len__(self) -> int:
         return len(self._sessions)
+
+    def active_processes(self) -> int:
+        """Processes of every session that have not closed yet."""
+        return sum(session.backend.active for session in self._sessions.values())
 
     def create(self, connection: Attachment) -> Session:
         if len(self._sessions) >= self.max_sessions:
@@ -155,10 +170,13 @@ class SessionRegistry:
             cgroups=self.cgroups,
             max_processes=self._max_processes,
             output_budget=self.output_budget,
+            telemetry=self.telemetry,
         )
         session = Session(str(uuid.uuid4()), backend, connection.principal)
+        backend.session_id = session.id
         self._sessions[session.id] = session
         session.attach(connection)
+        log.info("session created", extra={"session_id": session.id})
         return session
 
     def resume(self, session_id: str, connection: Attachment) -> Session:
@@ -170,13 +188,21 @@ class SessionRegistry:
         if session.connection is not None and session.connection is not connection:
             raise SessionAttached(f"session {session_id} is already attached to another connection")
         session.attach(connection)
+        log.info("session resumed", extra={"session_id": session_id})
         return session
 
     def expire(self, session_id: str) -> None:
         session = self._sessions.pop(session_id, None)
         if session is None:
             return
-        log.info("session %s expired after %.0f s detached", session_id, self.ttl_s)
+        log.info(
+            "session expired",
+            extra={
+                "session_id": session_id,
+                "ttl_s": self.ttl_s,
+                "processes": session.backend.active,
+            },
+        )
         task = asyncio.ensure_future(session.aclose())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)

@@ -18,7 +18,7 @@ import hashlib
 import logging
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from websockets.exceptions import PayloadTooBig
@@ -90,6 +90,7 @@ class HttpResponse:
 
 
 HttpHook = Callable[[HttpRequest], HttpResponse | None]
+HttpPage = Callable[[HttpRequest], HttpResponse]
 """Authentication of an upgrade request that passed every other check: a rejection, or None
 to upgrade (the hook records `request.principal`)."""
 
@@ -134,14 +135,24 @@ def accept_key(key: str) -> str:
     return base64.b64encode(hashlib.sha1(key.encode("latin-1") + _GUID).digest()).decode()
 
 
-def route(request: HttpRequest, hook: HttpHook | None) -> HttpResponse | None:
-    """The response for a plain HTTP request, or None to upgrade to a WebSocket."""
+def route(
+    request: HttpRequest, hook: HttpHook | None, pages: Mapping[str, HttpPage] | None = None
+) -> HttpResponse | None:
+    """The response for a plain HTTP request, or None to upgrade to a WebSocket.
+
+    `pages` are extra GET/HEAD pages (such as `/metrics`): after the Origin check and behind the
+    same authentication hook as the WebSocket."""
     if "origin" in request.headers:
         return HttpResponse(403)
     if request.path == "/readyz":
         if request.method in ("GET", "HEAD"):
             return HttpResponse(200)
         return HttpResponse(405, headers=[("allow", "GET,HEAD")])
+    page = pages.get(request.path) if pages else None
+    if page is not None:
+        if request.method not in ("GET", "HEAD"):
+            return HttpResponse(405, headers=[("allow", "GET,HEAD")])
+        return (hook(request) if hook is not None else None) or page(request)
     if request.path != "/":
         return HttpResponse(404)
     rejection = upgrade_rejection(request)
@@ -175,10 +186,12 @@ class WebSocketServerConnection(FlowControl, asyncio.Protocol):
         on_open: Callable[[WebSocketServerConnection], MessageReceiver],
         hook: HttpHook | None,
         ping_interval_s: float = PING_INTERVAL_S,
+        pages: Mapping[str, HttpPage] | None = None,
     ) -> None:
         FlowControl.__init__(self)
         self._on_open = on_open
         self._hook = hook
+        self._pages = pages
         self._ping_interval_s = ping_interval_s
         self._transport: asyncio.Transport | None = None
         self._head = bytearray()
@@ -226,7 +239,7 @@ class WebSocketServerConnection(FlowControl, asyncio.Protocol):
             self._respond(HttpResponse(400, b"invalid HTTP request"))
             return
         self.request = request
-        response = route(request, self._hook)
+        response = route(request, self._hook, self._pages)
         if response is not None:
             self._respond(response, head_only=request.method == "HEAD")
             return
@@ -401,11 +414,12 @@ async def serve_websocket(
     *,
     hook: HttpHook | None = None,
     ping_interval_s: float = PING_INTERVAL_S,
+    pages: Mapping[str, HttpPage] | None = None,
 ) -> asyncio.Server:
     """Listen on `host:port` and call `on_open(connection)` for every upgraded WebSocket."""
     loop = asyncio.get_running_loop()
     return await loop.create_server(
-        lambda: WebSocketServerConnection(on_open, hook, ping_interval_s),
+        lambda: WebSocketServerConnection(on_open, hook, ping_interval_s, pages),
         host,
         port,
         reuse_address=True,

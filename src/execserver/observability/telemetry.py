@@ -1,0 +1,206 @@
+"""The server's instruments (§14 names) and how requests and processes are recorded.
+
+One span per request, named for the method and parented on the request's `trace` member, kept
+open until the response is queued; one span per process from start to closed. Requests are
+counted by method and outcome with three durations: queue (received → handler starts), handler
+(start → response queued) and total. Processes are counted once, when they close (or when the
+server gives up on them at shutdown), by result: `success`, `error` or `terminated`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, trace
+from opentelemetry.context import Context
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from execserver.version import __version__
+
+SCOPE = "execserver"
+W3C = TraceContextTextMapPropagator()
+
+CONNECTIONS_TOTAL = "exec_server_connections_total"
+CONNECTIONS_ACTIVE = "exec_server_connections_active"
+REQUESTS_TOTAL = "exec_server_requests_total"
+REQUEST_DURATION = "exec_server_request_duration_seconds"
+REQUEST_QUEUE_DURATION = "exec_server_request_queue_duration_seconds"
+REQUEST_TOTAL_DURATION = "exec_server_request_total_duration_seconds"
+PROCESSES_ACTIVE = "exec_server_processes_active"
+PROCESSES_FINISHED_TOTAL = "exec_server_processes_finished_total"
+PROCESS_DURATION = "exec_server_process_duration_seconds"
+
+UNKNOWN_METHOD = "unknown"
+"""Method label of requests for methods the server does not have (bounded cardinality)."""
+
+
+def parent_context(traceparent: str | None, tracestate: str | None) -> Context | None:
+    """The remote parent a W3C `trace` member names, or None."""
+    if traceparent is None:
+        return None
+    carrier = {"traceparent": traceparent}
+    if tracestate is not None:
+        carrier["tracestate"] = tracestate
+    return W3C.extract(carrier)
+
+
+def current_trace_headers() -> dict[str, str]:
+    """`traceparent`/`tracestate` of the current span, or {} when there is none."""
+    carrier: dict[str, str] = {}
+    if trace.get_current_span().get_span_context().is_valid:
+        W3C.inject(carrier)
+    return carrier
+
+
+@dataclass(slots=True)
+class PendingRequest:
+    method: str
+    span: Span
+    context: Context
+    """A context with `span` current (for the handler)."""
+    received: float
+    started: float
+
+
+class Telemetry:
+    """Tracer and instruments; no-op unless the given (or global) providers record."""
+
+    def __init__(
+        self,
+        tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+    ) -> None:
+        self.tracer = trace.get_tracer(SCOPE, __version__, tracer_provider=tracer_provider)
+        meter = metrics.get_meter(SCOPE, __version__, meter_provider=meter_provider)
+        self._meter = meter
+        self._connections = meter.create_counter(
+            CONNECTIONS_TOTAL, unit="{connection}", description="Connections accepted"
+        )
+        self._requests = meter.create_counter(
+            REQUESTS_TOTAL, unit="{request}", description="Requests answered, by method, outcome"
+        )
+        self._request_duration = meter.create_histogram(
+            REQUEST_DURATION, unit="s", description="Handler start to response queued"
+        )
+        self._queue_duration = meter.create_histogram(
+            REQUEST_QUEUE_DURATION, unit="s", description="Request received to handler start"
+        )
+        self._total_duration = meter.create_histogram(
+            REQUEST_TOTAL_DURATION, unit="s", description="Request received to response queued"
+        )
+        self._finished = meter.create_counter(
+            PROCESSES_FINISHED_TOTAL, unit="{process}", description="Processes finished, by result"
+        )
+        self._process_duration = meter.create_histogram(
+            PROCESS_DURATION, unit="s", description="Process start to closed, by result"
+        )
+
+    def observe(
+        self, connections_active: Callable[[], int], processes_active: Callable[[], int]
+    ) -> None:
+        """Gauges that report the current state on every collection."""
+
+        def gauge(read: Callable[[], int]) -> Callable[[CallbackOptions], Iterable[Observation]]:
+            def callback(_: CallbackOptions) -> Iterable[Observation]:
+                return [Observation(read())]
+
+            return callback
+
+        self._meter.create_observable_gauge(
+            CONNECTIONS_ACTIVE,
+            [gauge(connections_active)],
+            unit="{connection}",
+            description="Connections open now",
+        )
+        self._meter.create_observable_gauge(
+            PROCESSES_ACTIVE,
+            [gauge(processes_active)],
+            unit="{process}",
+            description="Processes not yet closed",
+        )
+
+    # -- connections and requests -------------------------------------------------------------
+
+    def connection_opened(self) -> None:
+        self._connections.add(1)
+
+    def request_started(
+        self, method: str, parent: Context | None, received: float
+    ) -> PendingRequest:
+        # No attributes: the name is the method, and attribute handling costs more than the span
+        # (this is on every request's path; docs/observability.md has the overhead figures).
+        span = self.tracer.start_span(method, context=parent, kind=SpanKind.SERVER)
+        context = trace.set_span_in_context(span, parent)
+        return PendingRequest(method, span, context, received, time.perf_counter())
+
+    def request_finished(self, pending: PendingRequest, error_code: int | None) -> None:
+        """The response is queued: note the time now, record it after this loop turn (once the
+        response has been written), so the recording is not on the request's latency path."""
+        end, end_ns = time.perf_counter(), time.time_ns()
+        asyncio.get_running_loop().call_soon(self._record_request, pending, error_code, end, end_ns)
+
+    def _record_request(
+        self, pending: PendingRequest, error_code: int | None, end: float, end_ns: int
+    ) -> None:
+        labels = {"method": pending.method, "outcome": "ok" if error_code is None else "error"}
+        self._requests.add(1, labels)
+        self._queue_duration.record(pending.started - pending.received, {"method": pending.method})
+        self._request_duration.record(end - pending.started, labels)
+        self._total_duration.record(end - pending.received, labels)
+        span = pending.span
+        if error_code is not None and span.is_recording():
+            span.set_attribute("rpc.jsonrpc.error_code", error_code)
+            span.set_status(Status(StatusCode.ERROR))
+        span.end(end_time=end_ns)
+
+    # -- processes -----------------------------------------------------------------------------
+
+    def process_started(self) -> ProcessTrace:
+        """Where a process's span will hang (the current request's span) and when it started;
+        the span itself is made when the process finishes, off the start's latency path."""
+        return ProcessTrace(otel_context.get_current(), time.time_ns())
+
+    def process_finished(
+        self,
+        started: ProcessTrace,
+        *,
+        process_id: str,
+        program: str,
+        pid: int,
+        result: str,
+        exit_code: int | None,
+        seconds: float,
+    ) -> None:
+        labels = {"result": result}
+        self._finished.add(1, labels)
+        self._process_duration.record(seconds, labels)
+        attributes: dict[str, str | int] = {
+            "exec_server.process_id": process_id,
+            "process.executable.name": program,
+            "process.pid": pid,
+            "exec_server.result": result,
+        }
+        if exit_code is not None:
+            attributes["process.exit.code"] = exit_code
+        span = self.tracer.start_span(
+            "process", context=started.parent, start_time=started.start_ns, attributes=attributes
+        )
+        if result == "error" and span.is_recording():
+            span.set_status(Status(StatusCode.ERROR))
+        span.end()
+
+
+@dataclass(slots=True, frozen=True)
+class ProcessTrace:
+    parent: Context
+    start_ns: int
+
+
+NO_TELEMETRY = Telemetry(trace.NoOpTracerProvider(), metrics.NoOpMeterProvider())
+"""Records nothing (for backends used outside a server)."""
