@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import os
 import socket
 import uuid
 
@@ -200,3 +202,27 @@ async def test_process_close_stdin_statuses(start_server: StartServer) -> None:
             response = await client.request("process/closeStdin", {"processId": process_id})
             assert response["result"] == {"status": status}
         await client.request("process/terminate", {"processId": "nostdin"})
+
+
+async def test_process_close_stdin_after_every_queued_write(start_server: StartServer) -> None:
+    """closeStdin while writes are still queued (the child has not read yet): EOF comes after
+    every accepted byte, none is dropped (a piped `execserver run` lost its tail once)."""
+    _, url = await start_server()
+    data = os.urandom(2 * 1024 * 1024)
+    async with await WireClient.connect(url) as client:
+        await client.initialize()
+        argv = ["sh", "-c", "sleep 0.5; sha256sum"]
+        await client.request("process/start", process_params("p", argv, pipeStdin=True))
+        for index in range(0, len(data), 256 * 1024):
+            chunk = b64(data[index : index + 256 * 1024])
+            params = {"processId": "p", "chunk": chunk, "writeId": f"w{index}"}
+            assert (await client.request("process/write", params))["result"] == {
+                "status": "accepted"
+            }
+        close = await client.request("process/closeStdin", {"processId": "p"})
+        assert close["result"] == {"status": "accepted"}
+        events = await client.process_events("p")
+    stdout = b"".join(
+        base64.b64decode(e["params"]["chunk"]) for e in events if e["method"] == "process/output"
+    )
+    assert stdout.split()[0].decode() == hashlib.sha256(data).hexdigest()

@@ -89,6 +89,7 @@ class LocalProcess:
         self._has_stdin = stdin_fd is not None
         self._stdin_buffer = bytearray()
         self._stdin_broken = False
+        self._close_when_flushed = False
         self._writing = False
         self._write_ids: OrderedDict[str, None] = OrderedDict()
         self._paused = False
@@ -273,6 +274,8 @@ class LocalProcess:
         elif not self._stdin_buffer and self._writing:
             self._writing = False
             self._loop.remove_writer(fd)
+        if not self._stdin_buffer and self._close_when_flushed:
+            self._close_stdin()
 
     def _on_writable(self) -> None:
         self._flush_stdin()
@@ -288,7 +291,12 @@ class LocalProcess:
         if not self._has_stdin:
             return "stdinClosed"
         self._has_stdin = False
-        self._close_stdin()
+        # EOF comes after every accepted byte: with writes still queued (the child reads slower
+        # than we write), the pipe closes once they are flushed.
+        if self._stdin_buffer and not self._stdin_broken:
+            self._close_when_flushed = True
+        else:
+            self._close_stdin()
         return "accepted"
 
     def _close_stdin(self) -> None:
@@ -300,6 +308,7 @@ class LocalProcess:
             self._writing = False
         self._stdin_fd = None
         self._stdin_buffer.clear()
+        self._close_when_flushed = False
         if fd not in self._readers:  # a PTY master is also the output fd
             os.close(fd)
 
