@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from opentelemetry import context as otel_context
@@ -58,14 +59,31 @@ def current_trace_headers() -> dict[str, str]:
     return carrier
 
 
+EAGER_SPAN_METHODS = frozenset({"http/request"})
+"""Methods whose span must exist while the handler runs (it goes into outbound headers). Other
+requests get their span when they finish, made with the recorded start time: the same span,
+but its cost falls after the response is written (for `process/start`, while the child runs)."""
+
+CURRENT_REQUEST: ContextVar[PendingRequest | None] = ContextVar("execserver_request", default=None)
+"""The request whose handler is running (set by the RPC engine while telemetry is on)."""
+
+
 @dataclass(slots=True)
 class PendingRequest:
     method: str
-    span: Span
-    context: Context
-    """A context with `span` current (for the handler)."""
+    parent: Context | None
+    start_ns: int
     received: float
     started: float
+    span: Span | None = None
+    context: Context | None = None
+    """With an eager span: a context with it current, for the handler."""
+
+    def span_context(self) -> Context | None:
+        """A context whose current span is this request's (None before it exists)."""
+        if self.span is None:
+            return None
+        return self.context or trace.set_span_in_context(self.span, self.parent)
 
 
 class Telemetry:
@@ -133,11 +151,11 @@ class Telemetry:
     def request_started(
         self, method: str, parent: Context | None, received: float
     ) -> PendingRequest:
-        # No attributes: the name is the method, and attribute handling costs more than the span
-        # (this is on every request's path; docs/observability.md has the overhead figures).
-        span = self.tracer.start_span(method, context=parent, kind=SpanKind.SERVER)
-        context = trace.set_span_in_context(span, parent)
-        return PendingRequest(method, span, context, received, time.perf_counter())
+        pending = PendingRequest(method, parent, time.time_ns(), received, time.perf_counter())
+        if method in EAGER_SPAN_METHODS:
+            pending.span = self.tracer.start_span(method, context=parent, kind=SpanKind.SERVER)
+            pending.context = trace.set_span_in_context(pending.span, parent)
+        return pending
 
     def request_finished(self, pending: PendingRequest, error_code: int | None) -> None:
         """The response is queued: note the time now, record it after this loop turn (once the
@@ -154,6 +172,13 @@ class Telemetry:
         self._request_duration.record(end - pending.started, labels)
         self._total_duration.record(end - pending.received, labels)
         span = pending.span
+        if span is None:
+            span = pending.span = self.tracer.start_span(
+                pending.method,
+                context=pending.parent,
+                kind=SpanKind.SERVER,
+                start_time=pending.start_ns,
+            )
         if error_code is not None and span.is_recording():
             span.set_attribute("rpc.jsonrpc.error_code", error_code)
             span.set_status(Status(StatusCode.ERROR))
@@ -164,7 +189,7 @@ class Telemetry:
     def process_started(self) -> ProcessTrace:
         """Where a process's span will hang (the current request's span) and when it started;
         the span itself is made when the process finishes, off the start's latency path."""
-        return ProcessTrace(otel_context.get_current(), time.time_ns())
+        return ProcessTrace(CURRENT_REQUEST.get(), otel_context.get_current(), time.time_ns())
 
     def process_finished(
         self,
@@ -188,8 +213,10 @@ class Telemetry:
         }
         if exit_code is not None:
             attributes["process.exit.code"] = exit_code
+        request = started.request
+        parent = (request.span_context() if request is not None else None) or started.context
         span = self.tracer.start_span(
-            "process", context=started.parent, start_time=started.start_ns, attributes=attributes
+            "process", context=parent, start_time=started.start_ns, attributes=attributes
         )
         if result == "error" and span.is_recording():
             span.set_status(Status(StatusCode.ERROR))
@@ -198,7 +225,9 @@ class Telemetry:
 
 @dataclass(slots=True, frozen=True)
 class ProcessTrace:
-    parent: Context
+    request: PendingRequest | None
+    """The `process/start` request (its span is the parent, made by the time this ends)."""
+    context: Context
     start_ns: int
 
 

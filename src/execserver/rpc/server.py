@@ -26,6 +26,7 @@ from opentelemetry import context as otel_context
 
 from execserver.errors import MethodNotFound, RpcError, to_jsonrpc_error
 from execserver.observability.telemetry import (
+    CURRENT_REQUEST,
     UNKNOWN_METHOD,
     PendingRequest,
     Telemetry,
@@ -168,7 +169,12 @@ class ServerEndpoint:
             return
         # The request's span is current while its handler runs (and in the task it may start),
         # so spans and outbound trace headers the handler creates are its children.
-        token = None if pending is None else otel_context.attach(pending.context)
+        token = (
+            None
+            if pending is None or pending.context is None
+            else otel_context.attach(pending.context)
+        )
+        request_token = None if pending is None else CURRENT_REQUEST.set(pending)
         try:
             try:
                 params = route.decode(request.params)
@@ -189,6 +195,8 @@ class ServerEndpoint:
                 task.add_done_callback(self._task_done)
                 return
         finally:
+            if request_token is not None:
+                CURRENT_REQUEST.reset(request_token)
             if token is not None:
                 otel_context.detach(token)
         self._send_result(request.id, result, pending)
@@ -214,7 +222,7 @@ class ServerEndpoint:
         try:
             result = await awaitable
         except asyncio.CancelledError:
-            if pending is not None:
+            if pending is not None and pending.span is not None:
                 pending.span.end()
             raise
         except Exception as exc:
