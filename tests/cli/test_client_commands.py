@@ -72,7 +72,7 @@ async def test_run_forwards_typed_lines_and_ctrl_d(ours: ServerProcess) -> None:
 async def test_run_without_close_stdin_still_forwards(reference: ServerProcess) -> None:
     """On an executor that cannot close stdin, input still flows and EOF is reported."""
     code, stdout, stderr = await run_cli(
-        "run", reference.url, "--", "sh", "-c", 'read a; echo "$a"; sleep 1', stdin=b"first\n"
+        "run", reference.url, "--", "sh", "-c", 'read a; echo "$a"; sleep 3', stdin=b"first\n"
     )
     assert (code, stdout) == (0, b"first\n")
     assert b"cannot close the command's stdin" in stderr

@@ -123,6 +123,9 @@ async def _follow(process: ExecProcess) -> int:
     return exit_code if 0 <= exit_code <= 255 else FAILED_EXIT
 
 
+STDIN_EOF_WARNING_DELAY_S = 1.0
+
+
 async def _forward_stdin(process: ExecProcess) -> None:
     """Copy local stdin to the process until EOF, then close its stdin (where possible)."""
     loop = asyncio.get_running_loop()
@@ -148,6 +151,9 @@ async def _forward_stdin(process: ExecProcess) -> None:
     try:
         await process.close_stdin()
     except Unsupported:
+        # Only worth saying if the command is still running a moment later (it may be waiting
+        # for an EOF that will not come); this task is cancelled when the command ends.
+        await asyncio.sleep(STDIN_EOF_WARNING_DELAY_S)
         print(
             "execserver: this executor cannot close the command's stdin; it will not see EOF",
             file=sys.stderr,
