@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
+import signal
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,14 @@ from typing import Any
 import pytest
 
 from tests.conftest import ServerProcess, require_reference
-from tests.harness.procfs import is_alive, sleeper, wait_all_dead, wait_for_marked
+from tests.harness.procfs import (
+    is_alive,
+    pids_with_marker,
+    sleeper,
+    stat_fields,
+    wait_all_dead,
+    wait_for_marked,
+)
 from tests.harness.wire import WireClient, process_params
 
 DELIBERATE_DIFFERENCES: dict[str, str] = {
@@ -183,8 +192,16 @@ async def test_pty_signal_exit_code_reference(reference: ServerProcess) -> None:
     assert await exit_code(reference.url, params) == 1
 
 
-async def _terminate_tree(url: str) -> tuple[list[int], list[int]]:
-    """Start a tree with a setsid grandchild, terminate it; return (all pids, survivors)."""
+def _session_leader(pid: int) -> bool:
+    fields = stat_fields(pid)
+    return fields is not None and fields[3] == str(pid)
+
+
+async def _terminate_tree(url: str) -> tuple[list[int], list[int], str]:
+    """Start a tree with a setsid grandchild, terminate it; return (all pids, survivors, marker).
+
+    The pids are taken once the sleeper leads its own session (before that, a marked pid may be
+    a transient `setsid` that forks and exits, and the real sleeper would be missed)."""
     marker = f"deliberate-{uuid.uuid4().hex}"
     inner = " ".join(f"'{a}'" for a in sleeper(marker))
     async with await WireClient.connect(url) as client:
@@ -193,30 +210,36 @@ async def _terminate_tree(url: str) -> tuple[list[int], list[int]]:
             "process/start", process_params("tree", ["sh", "-c", f"setsid {inner} & wait"])
         )
         pids = await wait_for_marked(marker, 2)  # the shell and the setsid'd sleeper
+        for _ in range(250):
+            if any(_session_leader(pid) for pid in pids):
+                break
+            await asyncio.sleep(0.02)
+            pids = pids_with_marker(marker)
+        assert any(_session_leader(pid) for pid in pids), pids
         await client.request("process/terminate", {"processId": "tree"})
         await client.process_events("tree")
     await asyncio.sleep(0.2)
-    return pids, [pid for pid in pids if is_alive(pid)]
+    return pids, [pid for pid in pids if is_alive(pid)], marker
 
 
 async def test_terminate_kills_whole_tree(ours: ServerProcess) -> None:
-    pids, survivors = await _terminate_tree(ours.url)
+    pids, survivors, marker = await _terminate_tree(ours.url)
     assert len(pids) == 2 and survivors == []
+    assert pids_with_marker(marker) == []
 
 
 @pytest.mark.reference
 async def test_terminate_kills_whole_tree_reference(reference: ServerProcess) -> None:
     require_reference()
-    pids, survivors = await _terminate_tree(reference.url)
+    pids, survivors, marker = await _terminate_tree(reference.url)
     try:
         assert len(pids) == 2 and len(survivors) == 1
     finally:
-        import os
-        import signal
-
-        for pid in survivors:
-            os.kill(pid, signal.SIGKILL)
-        await wait_all_dead(survivors)
+        leftovers = pids_with_marker(marker)
+        for pid in leftovers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        await wait_all_dead(leftovers)
 
 
 async def _status_during_long_poll(url: str) -> bool:
