@@ -21,6 +21,8 @@ async def _framing_transcript(command: list[str]) -> list[object]:
         await server.write(b'{"id":1,"method":"initialize","params":{"clientName":"s"}}\r\n')
         out.append(await server.read())
         await server.write(b'\n   \n{"method":"initialized"}\n')
+        # lines of Unicode whitespace are blank too (Rust's `trim`), not parse errors
+        await server.write("\u00a0 \u3000\u2028\x85\r\n\u205f\n".encode())
         await server.write(b'{"id":2,"method":"environment/')
         await server.write(b'status"}\n')
         out.append(await server.read())

@@ -18,6 +18,27 @@ MAX_LINE_BYTES = 64 * 1024 * 1024
 READ_CHUNK_BYTES = 256 * 1024
 
 
+# Rust's `char::is_whitespace` (Unicode White_Space): the reference skips lines that trim to
+# nothing. Python's str.isspace also counts U+001C..U+001F, so the set is spelled out.
+_UNICODE_BLANKS = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680"
+    + "".join(map(chr, range(0x2000, 0x200B)))
+    + ("\u2028\u2029\u202f\u205f\u3000")
+)
+
+
+def _is_blank(line: bytes) -> bool:
+    rest = line.strip()
+    if not rest:
+        return True
+    if rest[0] < 0x80:  # a message starts with ASCII (`{`): the common case ends here
+        return False
+    try:
+        return not line.decode("utf-8").strip(_UNICODE_BLANKS)
+    except UnicodeDecodeError:
+        return False
+
+
 class LineSplitter:
     """Turns a byte stream into NDJSON messages."""
 
@@ -37,7 +58,7 @@ class LineSplitter:
             start = end + 1
             if line.endswith(b"\r"):
                 line = line[:-1]
-            if line.strip():
+            if not _is_blank(line):
                 self._deliver(line)
         del self._buffer[:start]
         return len(self._buffer) <= MAX_LINE_BYTES
