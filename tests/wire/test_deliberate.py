@@ -27,6 +27,8 @@ from tests.harness.procfs import (
     wait_all_dead,
     wait_for_marked,
 )
+from tests.harness.servers import ours_command, reference_command
+from tests.harness.stdio import StdioServer
 from tests.harness.wire import WireClient, process_params
 
 DELIBERATE_DIFFERENCES: dict[str, str] = {
@@ -78,6 +80,15 @@ DELIBERATE_DIFFERENCES: dict[str, str] = {
         "A non-loopback --listen without --ws-auth refuses to start unless "
         "--allow-unauthenticated-remote is given; the reference serves anyone who can connect. "
         "Tested in tests/server/test_auth.py."
+    ),
+    "stdio_invalid_utf8_line_answered": (
+        "Over stdio, a line that is not UTF-8 is answered with the usual -1 parse error and the "
+        "server goes on; the reference exits silently (status 0), ending the session."
+    ),
+    "stdio_violation_ends_the_server": (
+        "Over stdio, a protocol violation (a response object from the client) ends the server "
+        "(status 0) as it drops a WebSocket connection; the reference keeps running but never "
+        "answers again."
     ),
     "larger_output_chunks": (
         "Pipe output is read up to 64 KiB at a time (the reference: 8 KiB), so fewer, larger "
@@ -433,3 +444,46 @@ async def test_process_close_stdin_extension_reference(reference: ServerProcess)
     require_reference()
     response, _ = await _close_stdin_of_cat(reference.url)
     assert response["error"]["code"] == -32601
+
+
+async def _stdio_after(command: list[str], line: bytes) -> tuple[int | None, list[dict[str, Any]]]:
+    """Send `line`, then a request; return (exit status or None if running, what came back)."""
+    server = await StdioServer.start(command)
+    try:
+        await server.write(line)
+        await server.send({"id": 7, "method": "initialize", "params": {"clientName": "d"}})
+        answers: list[dict[str, Any]] = []
+        with contextlib.suppress(EOFError, TimeoutError):
+            while len(answers) < 2:
+                answers.append(await server.read(timeout=1.5))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(server.process.wait(), 1.0)
+        return server.process.returncode, answers
+    finally:
+        await server.kill()
+
+
+async def test_stdio_invalid_utf8_line_answered() -> None:
+    status, answers = await _stdio_after(ours_command("stdio"), b"\xff\xfe{}\n")
+    assert status is None
+    assert answers[0]["id"] == -1 and answers[0]["error"]["code"] == -32600
+    assert answers[1]["id"] == 7 and "result" in answers[1]
+
+
+@pytest.mark.reference
+async def test_stdio_invalid_utf8_line_answered_reference() -> None:
+    require_reference()
+    status, answers = await _stdio_after(reference_command("stdio"), b"\xff\xfe{}\n")
+    assert (status, answers) == (0, [])
+
+
+async def test_stdio_violation_ends_the_server() -> None:
+    status, answers = await _stdio_after(ours_command("stdio"), b'{"id":1,"result":{}}\n')
+    assert (status, answers) == (0, [])
+
+
+@pytest.mark.reference
+async def test_stdio_violation_ends_the_server_reference() -> None:
+    require_reference()
+    status, answers = await _stdio_after(reference_command("stdio"), b'{"id":1,"result":{}}\n')
+    assert (status, answers) == (None, [])
