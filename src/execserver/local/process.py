@@ -420,16 +420,17 @@ class LocalExecBackend:
         if self._telemetry is not None:
             process.trace = self._telemetry.process_started()
             process.program = os.path.basename(spec.argv[0])
-        log.info(
-            "process started",
-            extra={
-                "session_id": self.session_id,
-                "process_id": process_id,
-                "pid": process.pid,
-                "tty": spec.tty,
-                "sandbox": process.sandbox_type,
-            },
-        )
+        if log.isEnabledFor(logging.INFO):  # the extras are built only when someone reads them
+            log.info(
+                "process started",
+                extra={
+                    "session_id": self.session_id,
+                    "process_id": process_id,
+                    "pid": process.pid,
+                    "tty": spec.tty,
+                    "sandbox": process.sandbox_type,
+                },
+            )
         if self._output_paused:
             process.pause_output()
         return process
@@ -585,8 +586,10 @@ class LocalExecBackend:
         return process
 
     def _on_closed(self, process: LocalProcess) -> None:
-        # After this loop turn, once the closed notification has been written.
-        self._loop.call_soon(self._record_finish, process)
+        if self._telemetry is None:
+            self._record_finish(process)
+        else:  # the span after this loop turn, once the closed notification has been written
+            self._loop.call_soon(self._record_finish, process)
         self._schedule_expiry(process)
 
     def _record_finish(self, process: LocalProcess) -> None:
@@ -610,17 +613,18 @@ class LocalExecBackend:
                 exit_code=exit_code,
                 seconds=seconds,
             )
-        log.info(
-            "process finished",
-            extra={
-                "session_id": self.session_id,
-                "process_id": process.process_id,
-                "pid": process.pid,
-                "exit_code": exit_code,
-                "result": result,
-                "duration_ms": round(seconds * 1000, 3),
-            },
-        )
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "process finished",
+                extra={
+                    "session_id": self.session_id,
+                    "process_id": process.process_id,
+                    "pid": process.pid,
+                    "exit_code": exit_code,
+                    "result": result,
+                    "duration_ms": round(seconds * 1000, 3),
+                },
+            )
 
     def _schedule_expiry(self, process: LocalProcess) -> None:
         handle = self._loop.call_later(self._retention_s, self._expire, process.process_id)

@@ -229,7 +229,3 @@ class ProcessTrace:
     """The `process/start` request (its span is the parent, made by the time this ends)."""
     context: Context
     start_ns: int
-
-
-NO_TELEMETRY = Telemetry(trace.NoOpTracerProvider(), metrics.NoOpMeterProvider())
-"""Records nothing (for backends used outside a server)."""

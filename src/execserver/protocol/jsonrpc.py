@@ -336,26 +336,18 @@ def encode_notification(method: str, params: Any) -> bytes:
     return _encoder.encode(_NotificationEnvelope(method, params))
 
 
-class _RequestEnvelope(msgspec.Struct):
+class _RequestEnvelope(msgspec.Struct, omit_defaults=True):
     id: RequestId
     method: str
     params: Any
-
-
-class _TracedRequestEnvelope(msgspec.Struct):
-    id: RequestId
-    method: str
-    params: Any
-    trace: dict[str, str]
+    trace: dict[str, str] | None = None
 
 
 def encode_request(
     request_id: RequestId, method: str, params: Any, trace: dict[str, str] | None = None
 ) -> bytes:
     """`{"id":ID,"method":M,"params":P}` (client side), with `"trace":{...}` when given."""
-    if trace:
-        return _encoder.encode(_TracedRequestEnvelope(request_id, method, params, trace))
-    return _encoder.encode(_RequestEnvelope(request_id, method, params))
+    return _encoder.encode(_RequestEnvelope(request_id, method, params, trace or None))
 
 
 def encode_value(value: Any) -> bytes:

@@ -107,14 +107,15 @@ class Session:
             self._drained()
         loop = asyncio.get_running_loop()
         self._expiry = loop.call_later(registry.ttl_s, registry.expire, self.id)
-        log.info(
-            "session detached",
-            extra={
-                "session_id": self.id,
-                "processes": self.backend.active,
-                "ttl_s": registry.ttl_s,
-            },
-        )
+        if log.isEnabledFor(logging.INFO):  # counting the processes is not free
+            log.info(
+                "session detached",
+                extra={
+                    "session_id": self.id,
+                    "processes": self.backend.active,
+                    "ttl_s": registry.ttl_s,
+                },
+            )
 
     async def aclose(self) -> None:
         """Kill every process tree of this session and wait for the children to be reaped."""
