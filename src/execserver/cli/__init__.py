@@ -4,6 +4,7 @@
     execserver run [TARGET] [--env NAME] [-t] -- ARGV…   run a command on an executor
     execserver info [TARGET] [--env NAME]                describe an executor
     execserver cp SRC DST                                copy a file; either side TARGET:/path
+    execserver relay [--listen IP:PORT] [--public-url URL]  run the relay (registry + rendezvous)
 
 A TARGET is a `ws://`/`wss://` URL, `local`, or an id from `$CODEX_HOME/environments.toml`;
 without one, the file's default environment is used.
@@ -15,7 +16,7 @@ import argparse
 import os
 import sys
 
-from execserver.cli import cp, info, run, serve
+from execserver.cli import cp, info, relay, run, serve
 from execserver.cli.serve import ListenAddress, ListenError, parse_listen_url
 from execserver.observability.logs import FORMATS, configure_logging
 
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_parser(commands)
     info.add_parser(commands)
     cp.add_parser(commands)
+    relay.add_parser(commands)
     return parser
 
 

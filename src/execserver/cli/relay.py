@@ -1,0 +1,281 @@
+"""`execserver relay --listen IP:PORT …`: the environment registry and rendezvous service.
+
+Codex executors (`codex exec-server --remote URL --environment-id ID`, bearer from
+`CODEX_API_KEY`) register with it and dial out to it; harnesses (`codex app-server` with
+`CODEX_EXEC_SERVER_NOISE_REGISTRY_URL=URL`, `…_ENVIRONMENT_ID=ID`, `…_AUTH_TOKEN=TOKEN`)
+connect through it. The first line on stdout is that URL (`http://IP:PORT`, the real port
+when 0 was asked); logs go to stderr. SIGTERM/SIGINT close every socket (1001) and exit 0.
+
+Token files: one bearer token per line (`#` comments and blank lines ignored), or
+`sha256:<hex>` to keep only the token's digest on disk. A role without a file accepts any
+bearer, which only a loopback listener allows unless --allow-unauthenticated is given.
+/metrics takes a --metrics-token-file token, or else an executor token.
+
+Scopes file (TOML, or JSON when named *.json): with one, a token may use only the
+environment ids its entries match (fnmatch globs); a token without an entry may use none.
+
+    [[scope]]
+    token_sha256 = "<sha256 hex of the token>"   # or: token = "<the token>"
+    environments = ["team-a-*", "shared"]
+
+Restarts: tickets in rendezvous URLs are HMAC-signed with a secret that is random per
+process unless --ticket-secret-file or --state-dir keeps it. With --state-dir the
+registrations are kept there too, so after a restart the executors' reconnects (same URL)
+are accepted without registering again; without it they are refused with 401/410 and the
+executors register again. Harnesses reconnect through /connect either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import secrets
+import signal
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from execserver.relay.service import (
+    AccessConfigError,
+    AccessPolicy,
+    MemoryRelayState,
+    RelayConfig,
+    RelayServer,
+    Role,
+    Scopes,
+    TokenSet,
+)
+from execserver.relay.service.hub import MAX_STREAMS_PER_EXECUTOR
+from execserver.relay.service.registrations import AUTHORIZATION_TTL_S
+from execserver.relay.service.registry import (
+    CONNECT_WAIT_S,
+    EXECUTOR_TICKET_TTL_S,
+    HARNESS_TICKET_TTL_S,
+)
+from execserver.relay.service.rendezvous import OUTBOX_LIMIT_BYTES
+from execserver.relay.service.tickets import load_secret_file, state_dir_secret
+
+SNAPSHOT_FILE_NAME = "registrations.json"
+
+
+class RelayConfigError(ValueError):
+    """An unusable flag or file; printed as `Error: …` with exit status 1."""
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """`HOST:PORT` or `[IPv6]:PORT` (an optional `http://` prefix is ignored); HOST is an IP.
+
+    Raises:
+        RelayConfigError: anything else.
+    """
+    text = value.removeprefix("http://")
+    invalid = RelayConfigError(f"invalid --listen `{value}`; expected IP:PORT or [IPv6]:PORT")
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+    else:
+        host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise invalid
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise invalid from None
+    if (address.version == 6) != text.startswith("["):
+        raise invalid
+    return str(address), int(port)
+
+
+def parse_public_url(value: str) -> str:
+    """The rendezvous base for `--public-url`: `http(s)://` becomes `ws(s)://`, no trailing `/`.
+
+    Raises:
+        RelayConfigError: not an absolute http/https/ws/wss URL without query or fragment.
+    """
+    parts = urlsplit(value)
+    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme)
+    if scheme is None or not parts.netloc or parts.query or parts.fragment:
+        raise RelayConfigError(
+            f"invalid --public-url `{value}`; expected http(s):// or ws(s)://HOST[:PORT][/PATH]"
+        )
+    return f"{scheme}://{parts.netloc}{parts.path}".rstrip("/")
+
+
+def _positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not number > 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return number
+
+
+def _positive_int(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {value!r}")
+    return int(value)
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    relay = commands.add_parser(
+        "relay",
+        help="run the environment registry and rendezvous (relay mode)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    relay.add_argument("--listen", default="127.0.0.1:0", help="IP:PORT (default %(default)s)")
+    relay.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="base of the rendezvous URLs handed out (default: ws://LISTEN-ADDRESS)",
+    )
+    auth = relay.add_argument_group("authentication")
+    auth.add_argument(
+        "--executor-token-file", metavar="PATH", help="bearer tokens that may register/validate"
+    )
+    auth.add_argument("--harness-token-file", metavar="PATH", help="bearer tokens that may connect")
+    auth.add_argument(
+        "--scopes-file",
+        metavar="PATH",
+        help="TOML/JSON mapping tokens to the environment ids (globs) they may use",
+    )
+    auth.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="listen on a non-loopback address although a role has no token file",
+    )
+    persistence = relay.add_argument_group("restarts")
+    persistence.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="keep the ticket secret and the registrations here across restarts",
+    )
+    persistence.add_argument(
+        "--ticket-secret-file",
+        metavar="PATH",
+        help="ticket HMAC secret (≥ 32 bytes; share it between nodes); overrides --state-dir's",
+    )
+    relay.add_argument(
+        "--metrics",
+        action="store_true",
+        help="serve Prometheus text at /metrics (bearer: --metrics-token-file, else an "
+        "executor token)",
+    )
+    relay.add_argument("--metrics-token-file", metavar="PATH", help="bearer tokens for /metrics")
+    limits = relay.add_argument_group("limits (seconds, counts, bytes)")
+    limits.add_argument(
+        "--executor-ticket-ttl", type=_positive_float, default=EXECUTOR_TICKET_TTL_S
+    )
+    limits.add_argument("--harness-ticket-ttl", type=_positive_float, default=HARNESS_TICKET_TTL_S)
+    limits.add_argument("--authorization-ttl", type=_positive_float, default=AUTHORIZATION_TTL_S)
+    limits.add_argument(
+        "--connect-wait",
+        type=_positive_float,
+        default=CONNECT_WAIT_S,
+        help="how long /connect waits for a disconnected executor (default %(default)s)",
+    )
+    limits.add_argument(
+        "--max-streams-per-executor", type=_positive_int, default=MAX_STREAMS_PER_EXECUTOR
+    )
+    limits.add_argument(
+        "--outbound-buffer-bytes",
+        type=_positive_int,
+        default=OUTBOX_LIMIT_BYTES,
+        help="per-socket queue cap; a harness past it is closed with 1013 (default %(default)s)",
+    )
+    relay.add_argument("--log-level", default=argparse.SUPPRESS, help="log level (stderr)")
+    relay.set_defaults(handler=run)
+
+
+def _tokens(path: str | None) -> TokenSet | None:
+    return None if path is None else TokenSet.load(Path(path))
+
+
+def build_config(args: argparse.Namespace) -> tuple[str, int, RelayConfig, Path | None]:
+    """(host, port, config, snapshot path) from the flags; reads the files.
+
+    Raises:
+        RelayConfigError, AccessConfigError: a flag or file is unusable.
+    """
+    host, port = parse_listen(args.listen)
+    executor_tokens = _tokens(args.executor_token_file)
+    harness_tokens = _tokens(args.harness_token_file)
+    metrics_tokens = _tokens(args.metrics_token_file) or executor_tokens
+    scopes = None if args.scopes_file is None else Scopes.load(Path(args.scopes_file))
+    open_roles = [
+        name
+        for name, tokens in (("executor", executor_tokens), ("harness", harness_tokens))
+        if tokens is None
+    ]
+    if open_roles and not ipaddress.ip_address(host).is_loopback and not args.allow_unauthenticated:
+        raise RelayConfigError(
+            f"refusing to listen on non-loopback address {host} without "
+            f"--{open_roles[0]}-token-file: anyone who can connect could use the relay; "
+            "give the token files, or pass --allow-unauthenticated to accept that"
+        )
+    state_dir = None if args.state_dir is None else Path(args.state_dir)
+    try:
+        if args.ticket_secret_file is not None:
+            secret = load_secret_file(Path(args.ticket_secret_file))
+        elif state_dir is not None:
+            secret = state_dir_secret(state_dir)
+        else:
+            secret = secrets.token_bytes(32)  # tickets die with the process
+    except (OSError, ValueError) as exc:
+        raise RelayConfigError(str(exc)) from None
+    config = RelayConfig(
+        ticket_secret=secret,
+        access=AccessPolicy(
+            tokens={
+                Role.EXECUTOR: executor_tokens,
+                Role.HARNESS: harness_tokens,
+                Role.METRICS: metrics_tokens,
+            },
+            scopes=scopes,
+        ),
+        public_url=None if args.public_url is None else parse_public_url(args.public_url),
+        metrics=args.metrics,
+        executor_ticket_ttl_s=args.executor_ticket_ttl,
+        harness_ticket_ttl_s=args.harness_ticket_ttl,
+        authorization_ttl_s=args.authorization_ttl,
+        connect_wait_s=args.connect_wait,
+        max_streams_per_executor=args.max_streams_per_executor,
+        outbox_limit_bytes=args.outbound_buffer_bytes,
+    )
+    snapshot = None if state_dir is None else state_dir / SNAPSHOT_FILE_NAME
+    return host, port, config, snapshot
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    try:
+        host, port, config, snapshot = build_config(args)
+        state = MemoryRelayState(snapshot_path=snapshot)
+    except (RelayConfigError, AccessConfigError, ValueError) as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        return asyncio.run(_serve(host, port, config, state))
+    except OSError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _serve(host: str, port: int, config: RelayConfig, state: MemoryRelayState) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    server = RelayServer(config, state)
+    try:
+        url = await server.start(host, port)
+        sys.stdout.write(url + "\n")
+        sys.stdout.flush()
+        await stop.wait()
+    finally:
+        await server.aclose()
+        await state.aclose()
+    return 0
+
+
+__all__ = ["RelayConfigError", "add_parser", "build_config", "parse_listen", "parse_public_url"]

@@ -1,0 +1,83 @@
+"""The relay's counters and their Prometheus text exposition (format 0.0.4).
+
+Counters are plain integers bumped on the event loop (no locks, no OpenTelemetry SDK needed);
+gauges are computed by the caller when the page is rendered. Labels carry only fixed
+vocabularies (directions, reasons, outcomes): never an id, a token or a key.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from typing import Final
+
+TO_EXECUTOR: Final = "to_executor"
+TO_HARNESS: Final = "to_harness"
+_PREFIX: Final = "exec_server_relay_"
+
+_HELP: Final = {
+    "executors_registered": "environments with a registration",
+    "executors_connected": "executor sockets attached to this node",
+    "harness_sockets": "harness sockets open on this node",
+    "streams_active": "streams routed through this node",
+    "frames_forwarded_total": "frames forwarded, by direction",
+    "bytes_forwarded_total": "frame bytes forwarded, by direction",
+    "handshake_frames_total": "Noise handshake frames forwarded, by direction",
+    "frames_dropped_total": "frames not forwarded, by reason",
+    "stream_resets_total": "resets the relay sent, by receiving side and reason",
+    "sockets_closed_total": "sockets the relay closed, by role and reason",
+    "registry_requests_total": "registry requests, by operation and HTTP status",
+    "validations_total": "authorization validations, by outcome",
+    "rejections_total": "refused rendezvous upgrades, by role and reason",
+}
+
+
+class RelayMetrics:
+    """Counters of one relay node."""
+
+    def __init__(self) -> None:
+        # The hot path bumps these four directly.
+        self.frames: dict[str, int] = {TO_EXECUTOR: 0, TO_HARNESS: 0}
+        self.bytes: dict[str, int] = {TO_EXECUTOR: 0, TO_HARNESS: 0}
+        self.handshakes: dict[str, int] = {TO_EXECUTOR: 0, TO_HARNESS: 0}
+        self._counters: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
+
+    def count(self, name: str, amount: int = 1, **labels: str) -> None:
+        """Add `amount` to the counter `name` (without prefix, ending in `_total`)."""
+        self._counters[name, tuple(sorted(labels.items()))] += amount
+
+    def value(self, name: str, **labels: str) -> int:
+        """The current value of a counter (for tests and logs)."""
+        return self._counters[name, tuple(sorted(labels.items()))]
+
+    def render(self, gauges: Mapping[str, int]) -> bytes:
+        """The Prometheus text page: `gauges` (name → value) and every counter."""
+        series: dict[str, list[tuple[tuple[tuple[str, str], ...], int]]] = {}
+        for name, value in gauges.items():
+            series.setdefault(name, []).append(((), value))
+        for label, per_direction in (
+            ("frames_forwarded_total", self.frames),
+            ("bytes_forwarded_total", self.bytes),
+            ("handshake_frames_total", self.handshakes),
+        ):
+            for direction, value in per_direction.items():
+                series.setdefault(label, []).append(((("direction", direction),), value))
+        for (name, labels), value in sorted(self._counters.items()):
+            series.setdefault(name, []).append((labels, value))
+        lines: list[str] = []
+        for name, points in series.items():
+            full = _PREFIX + name
+            kind = "counter" if name.endswith("_total") else "gauge"
+            lines.append(f"# HELP {full} {_HELP.get(name, name)}")
+            lines.append(f"# TYPE {full} {kind}")
+            for labels, value in points:
+                rendered = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
+                lines.append(f"{full}{{{rendered}}} {value}" if rendered else f"{full} {value}")
+        return ("\n".join(lines) + "\n").encode()
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+__all__ = ["TO_EXECUTOR", "TO_HARNESS", "RelayMetrics"]

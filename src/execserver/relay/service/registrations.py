@@ -1,0 +1,265 @@
+"""The registry's transitions over `RelayState`: register, attach/detach an executor socket,
+wait for an attachment, issue and validate connect authorizations.
+
+Each registration write is a read followed by a compare-and-swap, retried a few times when
+another writer got there first; none ever overwrites a registration it did not read.
+Authorizations are random strings handed to the harness once; the state keeps only their
+digest, bound to the environment, the registration and the harness key's fingerprint, and
+`/validate` consumes them atomically (single use, even when the answer is no).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Final
+
+from execserver.relay.api import NoisePublicKey
+from execserver.relay.service.state import (
+    Attachment,
+    Authorization,
+    Entry,
+    Registration,
+    RelayState,
+    RevisionConflict,
+)
+
+CAS_ATTEMPTS: Final = 8
+AUTHORIZATION_TTL_S: Final = 60.0
+
+
+def fingerprint(key: NoisePublicKey) -> str:
+    """SHA-256 (hex) of the suite and both raw key halves: equal iff the keys are equal."""
+    digest = hashlib.sha256()
+    for part in (key.suite.encode(), key.x25519_public_key, key.mlkem768_public_key):
+        digest.update(len(part).to_bytes(8, "big") + part)
+    return digest.hexdigest()
+
+
+def authorization_key(authorization: str) -> str:
+    """The state key of an authorization string (its digest; the string is never stored)."""
+    return "auth." + hashlib.sha256(authorization.encode()).hexdigest()
+
+
+def new_registration_id() -> str:
+    return "reg_" + secrets.token_urlsafe(18)
+
+
+def new_connection_id() -> str:
+    return "conn_" + secrets.token_hex(8)
+
+
+class Validation(enum.Enum):
+    """The outcome of `/validate` (only VALID answers `{"valid": true}`)."""
+
+    VALID = "valid"
+    UNKNOWN = "unknown"
+    """Never issued, already used, or expired."""
+    WRONG_REGISTRATION = "wrong_registration"
+    WRONG_KEY = "wrong_key"
+    STALE_REGISTRATION = "stale_registration"
+    """The registration it was issued for has been replaced."""
+
+
+class Registrations:
+    """The control plane of one relay node.
+
+    Args:
+        state: the shared state.
+        node_id: this node's id (recorded in attachments).
+        authorization_ttl_s: lifetime of a connect authorization.
+        clock: the time source, UNIX seconds.
+    """
+
+    def __init__(
+        self,
+        state: RelayState,
+        *,
+        node_id: str,
+        authorization_ttl_s: float = AUTHORIZATION_TTL_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.state = state
+        self.node_id = node_id
+        self._authorization_ttl_s = authorization_ttl_s
+        self._clock = clock
+
+    async def register(self, environment_id: str, key: NoisePublicKey) -> Registration:
+        """A new registration of the environment for `key`, replacing any previous one.
+
+        Raises:
+            RevisionConflict: other writers kept winning.
+            StateUnavailable: the state cannot answer.
+
+        Cancellation: the registration may or may not have been stored.
+        """
+        for _ in range(CAS_ATTEMPTS):
+            current = await self.state.get_registration(environment_id)
+            registration = Registration(
+                environment_id=environment_id,
+                registration_id=new_registration_id(),
+                executor_public_key=key,
+                epoch=1 if current is None else current.value.epoch + 1,
+                registered_at=self._clock(),
+            )
+            try:
+                entry = await self.state.put_registration(
+                    registration, expected_revision=None if current is None else current.revision
+                )
+            except RevisionConflict:
+                continue
+            return entry.value
+        raise RevisionConflict(environment_id)
+
+    async def attach(self, environment_id: str, registration_id: str, connection_id: str) -> bool:
+        """Record that socket `connection_id` on this node now carries the registration.
+
+        Returns:
+            False when the registration is gone or replaced.
+
+        Raises:
+            RevisionConflict: other writers kept winning.
+            StateUnavailable: the state cannot answer.
+
+        Cancellation: the attachment may or may not have been recorded.
+        """
+        for _ in range(CAS_ATTEMPTS):
+            current = await self.state.get_registration(environment_id)
+            if current is None or current.value.registration_id != registration_id:
+                return False
+            attachment = Attachment(self.node_id, connection_id, self._clock())
+            try:
+                await self.state.put_registration(
+                    replace(current.value, attachment=attachment),
+                    expected_revision=current.revision,
+                )
+            except RevisionConflict:
+                continue
+            return True
+        raise RevisionConflict(environment_id)
+
+    async def detach(self, environment_id: str, registration_id: str, connection_id: str) -> None:
+        """Clear the attachment if it is still `connection_id`'s (a newer socket's is kept).
+
+        Raises:
+            StateUnavailable: the state cannot answer.
+
+        Cancellation: the attachment may or may not have been cleared.
+        """
+        for _ in range(CAS_ATTEMPTS):
+            current = await self.state.get_registration(environment_id)
+            if (
+                current is None
+                or current.value.registration_id != registration_id
+                or current.value.attachment is None
+                or current.value.attachment.connection_id != connection_id
+            ):
+                return
+            try:
+                await self.state.put_registration(
+                    replace(current.value, attachment=None), expected_revision=current.revision
+                )
+            except RevisionConflict:
+                continue
+            return
+
+    async def wait_attached(self, environment_id: str, timeout: float) -> Registration | None:
+        """The environment's registration once an executor socket carries it, or as it is
+        after `timeout` seconds (None: still no registration). Waiting for a registration
+        to appear too makes a harness that starts together with its executor work: codex
+        does not retry a failed `/connect`.
+
+        Raises:
+            StateUnavailable: the state cannot answer.
+
+        Cancellation: safe.
+        """
+        changed = asyncio.Event()
+
+        def listener(changed_id: str, _entry: Entry[Registration] | None) -> None:
+            if changed_id == environment_id:
+                changed.set()
+
+        unsubscribe = self.state.subscribe(listener)
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while True:
+                changed.clear()
+                entry = await self.state.get_registration(environment_id)
+                if entry is not None and entry.value.attachment is not None:
+                    return entry.value
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return None if entry is None else entry.value
+                try:
+                    async with asyncio.timeout(remaining):
+                        await changed.wait()
+                except TimeoutError:
+                    pass
+        finally:
+            unsubscribe()
+
+    async def authorize(self, registration: Registration, harness_key: NoisePublicKey) -> str:
+        """A new single-use authorization for `harness_key` to reach `registration`.
+
+        Raises:
+            StateUnavailable: the state cannot answer or holds too many.
+
+        Cancellation: the authorization may or may not have been stored.
+        """
+        authorization = "hka_" + secrets.token_urlsafe(32)
+        await self.state.issue_authorization(
+            authorization_key(authorization),
+            Authorization(
+                environment_id=registration.environment_id,
+                registration_id=registration.registration_id,
+                harness_key_digest=fingerprint(harness_key),
+                expires_at=self._clock() + self._authorization_ttl_s,
+            ),
+        )
+        return authorization
+
+    async def validate(
+        self,
+        environment_id: str,
+        registration_id: str,
+        harness_key: NoisePublicKey,
+        authorization: str,
+    ) -> Validation:
+        """Consume `authorization` and say whether it was issued for exactly this
+        environment, registration and harness key (and that registration is current).
+
+        Raises:
+            StateUnavailable: the state cannot answer.
+
+        Cancellation: the authorization may have been consumed.
+        """
+        granted = await self.state.consume_authorization(authorization_key(authorization))
+        if granted is None:
+            return Validation.UNKNOWN
+        if granted.environment_id != environment_id or granted.registration_id != registration_id:
+            return Validation.WRONG_REGISTRATION
+        if not secrets.compare_digest(granted.harness_key_digest, fingerprint(harness_key)):
+            return Validation.WRONG_KEY
+        current = await self.state.get_registration(environment_id)
+        if current is None or current.value.registration_id != registration_id:
+            return Validation.STALE_REGISTRATION
+        return Validation.VALID
+
+
+__all__ = [
+    "AUTHORIZATION_TTL_S",
+    "CAS_ATTEMPTS",
+    "Registrations",
+    "Validation",
+    "authorization_key",
+    "fingerprint",
+    "new_connection_id",
+    "new_registration_id",
+]

@@ -1,0 +1,190 @@
+"""`execserver relay` as a process: the URL line, clean shutdown, refusals, restarts."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from execserver.cli import build_parser
+from execserver.cli.relay import RelayConfigError, build_config, parse_listen, parse_public_url
+from execserver.relay import api
+from tests.conftest import TIME
+from tests.relay.support import (
+    EXECUTOR_TOKEN,
+    HARNESS_TOKEN,
+    fake_key,
+    start_relay_process,
+    wait_for_metric,
+)
+
+
+def token_files(tmp_path: Path) -> list[str]:
+    (tmp_path / "executor.tokens").write_text(f"# executors\n{EXECUTOR_TOKEN}\n")
+    (tmp_path / "harness.tokens").write_text(f"{HARNESS_TOKEN}\n")
+    return [
+        "--executor-token-file",
+        str(tmp_path / "executor.tokens"),
+        "--harness-token-file",
+        str(tmp_path / "harness.tokens"),
+    ]
+
+
+def relay_args(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(["relay", *argv])
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("127.0.0.1:0", ("127.0.0.1", 0)),
+        ("0.0.0.0:18090", ("0.0.0.0", 18090)),
+        ("[::1]:8080", ("::1", 8080)),
+        ("http://127.0.0.1:9", ("127.0.0.1", 9)),
+    ],
+)
+def test_cli_relay_parses_listen(value: str, expected: tuple[str, int]) -> None:
+    """--listen is IP:PORT or [IPv6]:PORT."""
+    assert parse_listen(value) == expected
+
+
+@pytest.mark.parametrize("value", ["localhost:1", "127.0.0.1", "::1:80", "1.2.3.4:70000", ":80"])
+def test_cli_relay_refuses_bad_listen(value: str) -> None:
+    """Host names, missing ports, unbracketed IPv6 and big ports are refused."""
+    with pytest.raises(RelayConfigError):
+        parse_listen(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("http://relay.example:8080/", "ws://relay.example:8080"),
+        ("https://relay.example/prefix", "wss://relay.example/prefix"),
+        ("wss://relay.example", "wss://relay.example"),
+    ],
+)
+def test_cli_relay_parses_public_url(value: str, expected: str) -> None:
+    """--public-url becomes the ws(s) base of rendezvous URLs."""
+    assert parse_public_url(value) == expected
+
+
+@pytest.mark.parametrize("value", ["relay.example", "ftp://x", "http://x/?q=1", "ws://"])
+def test_cli_relay_refuses_bad_public_url(value: str) -> None:
+    with pytest.raises(RelayConfigError):
+        parse_public_url(value)
+
+
+def test_cli_relay_needs_tokens_off_loopback(tmp_path: Path) -> None:
+    """A non-loopback listener needs both token files, or --allow-unauthenticated."""
+    with pytest.raises(RelayConfigError, match="--allow-unauthenticated"):
+        build_config(relay_args("--listen", "0.0.0.0:0"))
+    executor_only = ["--executor-token-file", token_files(tmp_path)[1]]
+    with pytest.raises(RelayConfigError, match="--harness-token-file"):
+        build_config(relay_args("--listen", "0.0.0.0:0", *executor_only))
+    build_config(relay_args("--listen", "0.0.0.0:0", "--allow-unauthenticated"))
+    build_config(relay_args("--listen", "0.0.0.0:0", *token_files(tmp_path)))
+    build_config(relay_args("--listen", "127.0.0.1:0"))
+
+
+def test_cli_relay_refusals_exit_1(tmp_path: Path) -> None:
+    """Configuration errors print `Error: …` and exit 1 without listening."""
+    cases = [
+        ["--listen", "0.0.0.0:0"],
+        ["--listen", "nonsense"],
+        ["--executor-token-file", str(tmp_path / "missing")],
+        ["--ticket-secret-file", str(tmp_path / "missing")],
+    ]
+    for args in cases:
+        result = subprocess.run(
+            [sys.executable, "-m", "execserver", "relay", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 1, (args, result)
+        assert result.stdout == ""
+        assert result.stderr.startswith("Error: "), result.stderr
+
+
+async def test_cli_relay_prints_its_url_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """The first stdout line is http://IP:PORT (the real port); SIGTERM exits 0."""
+    relay = await start_relay_process(["--listen", "127.0.0.1:0", *token_files(tmp_path)], tmp_path)
+    try:
+        assert relay.url.startswith("http://127.0.0.1:")
+        assert relay.port > 0
+        async with aiohttp.ClientSession() as session, session.get(relay.url + "/readyz") as r:
+            assert r.status == 200
+    finally:
+        assert await relay.stop() == 0
+
+
+async def test_cli_relay_state_dir_keeps_tickets_and_registrations(tmp_path: Path) -> None:
+    """With --state-dir, an executor URL issued before a restart still attaches after it."""
+    state = tmp_path / "state"
+    args = [*token_files(tmp_path), "--state-dir", str(state), "--metrics"]
+    relay = await start_relay_process(["--listen", "127.0.0.1:0", *args], tmp_path)
+    port = relay.port
+    async with aiohttp.ClientSession() as session:
+        try:
+            async with session.post(
+                api.registry_url(relay.url, "test1", api.REGISTER),
+                data=api.encode(api.RegisterRequest(api.SECURITY_PROFILE, fake_key())),
+                headers=api.bearer(EXECUTOR_TOKEN),
+            ) as response:
+                assert response.status == 200
+                registration = api.decode(await response.read(), api.RegisterResponse)
+        finally:
+            assert await relay.stop() == 0
+        assert (state / "ticket-secret").stat().st_mode & 0o077 == 0
+        assert registration.executor_registration_id in (state / "registrations.json").read_text()
+        relay = await start_relay_process(["--listen", f"127.0.0.1:{port}", *args], tmp_path)
+        try:
+            ws = await session.ws_connect(registration.url)
+            page = await wait_for_metric(
+                relay.url, EXECUTOR_TOKEN, "exec_server_relay_executors_connected 1"
+            )
+            assert "registry_requests_total" not in page  # no new registration was needed
+            await ws.close()
+        finally:
+            assert await relay.stop() == 0
+        # Without the state dir the same URL is refused with a 4xx (the executor re-registers).
+        relay = await start_relay_process(
+            ["--listen", f"127.0.0.1:{port}", *token_files(tmp_path)], tmp_path
+        )
+        try:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+                await session.ws_connect(registration.url)
+            assert info.value.status == 401
+            assert info.value.headers is not None
+            assert info.value.headers[api.REJECTION_REASON_HEADER] == "invalid_signature"
+        finally:
+            assert await relay.stop() == 0
+
+
+async def test_cli_relay_sigterm_closes_sockets_with_1001(tmp_path: Path) -> None:
+    """Shutdown closes attached sockets with 1001 (an executor retries the same URL)."""
+    relay = await start_relay_process(["--listen", "127.0.0.1:0"], tmp_path)
+    async with aiohttp.ClientSession() as session:
+        try:
+            async with session.post(
+                api.registry_url(relay.url, "test1", api.REGISTER),
+                data=api.encode(api.RegisterRequest(api.SECURITY_PROFILE, fake_key())),
+            ) as response:
+                registration = api.decode(await response.read(), api.RegisterResponse)
+            ws = await session.ws_connect(registration.url)
+        except BaseException:
+            await relay.stop()
+            raise
+        stopping = asyncio.ensure_future(relay.stop())
+        try:
+            message = await ws.receive(timeout=10 * TIME)
+            assert message.type is aiohttp.WSMsgType.CLOSE
+            assert message.data == 1001
+            await ws.close()
+        finally:
+            assert await stopping == 0
