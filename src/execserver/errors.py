@@ -4,6 +4,7 @@
 ExecServerError                 base for everything we raise
 ├── TransportError
 │   ├── ConnectError            could not connect / handshake failed      (retryable)
+│   │   └── HandshakeRejected   the server refused the upgrade (HTTP status, body)
 │   ├── ConnectionClosed        we closed it                               (not retryable)
 │   ├── Disconnected            the peer or the network broke it           (retryable)
 │   └── RecoveryFailed          the session could not be resumed after a break (final)
@@ -20,7 +21,9 @@ the reference (a Rust musl build) does: `<musl strerror text> (os error N)`.
 
 from __future__ import annotations
 
+import contextlib
 import errno as _errno
+from collections.abc import Iterator
 from typing import ClassVar
 
 from execserver.protocol.pathuri import PathUriError
@@ -44,6 +47,15 @@ class TransportError(ExecServerError):
 
 class ConnectError(TransportError):
     """Could not connect or complete the opening handshake (retryable)."""
+
+
+class HandshakeRejected(ConnectError):
+    """The server answered the opening handshake with an HTTP error (`status`, `body`)."""
+
+    def __init__(self, message: str, *, status: int, body: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
 
 
 class ConnectionClosed(TransportError):
@@ -221,6 +233,17 @@ def io_error(exc: OSError) -> RpcError:
     if err in (_errno.EACCES, _errno.EPERM, _errno.EINVAL):
         return InvalidRequest(message)
     return InternalError(message)
+
+
+@contextlib.contextmanager
+def os_errors() -> Iterator[None]:
+    """Map builtin `OSError`s to the executor's errors (ours pass through)."""
+    try:
+        yield
+    except RpcError:
+        raise
+    except OSError as exc:
+        raise io_error(exc) from None
 
 
 def to_jsonrpc_error(exc: BaseException) -> RpcError:

@@ -39,8 +39,8 @@ async def test_stdio_loss_is_final() -> None:
     async with remote_environment(client) as env:
         process = await env.process.start(sleeper(marker))
         orphans = await wait_for_marked(marker, 1)
-        transport_process = client._conn._transport._process  # type: ignore[union-attr]
-        transport_process.send_signal(signal.SIGKILL)
+        server_pid = client._conn.channel.pid  # type: ignore[union-attr]
+        os.kill(server_pid, signal.SIGKILL)
         state = await asyncio.wait_for(client.wait_for_state(ClientState.FAILED), 10 * TIME)
         assert state is ClientState.FAILED
         with pytest.raises(ProcessFailed):

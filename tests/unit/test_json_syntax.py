@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from execserver.protocol.json_syntax import (
+from execserver.compat.json_syntax import (
     MAX_DEPTH,
     MAX_JSON_VALUES,
     JsonSyntaxError,

@@ -28,9 +28,9 @@ def test_output_log_shares_one_seq_space() -> None:
     log.append_output("stdout", b"late")
     log.record_close()
     assert seen == [
-        OutputEvent(1, "stdout", b"x"),
+        OutputEvent(seq=1, stream="stdout", chunk=b"x"),
         ExitedEvent(2, 0, False),
-        OutputEvent(3, "stdout", b"late"),
+        OutputEvent(seq=3, stream="stdout", chunk=b"late"),
         ClosedEvent(4),
     ]
 

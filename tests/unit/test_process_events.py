@@ -22,7 +22,7 @@ from execserver.environment.process_events import (
 
 
 def out(seq: int, data: bytes = b"x") -> OutputEvent:
-    return OutputEvent(seq, "stdout", data)
+    return OutputEvent(seq=seq, stream="stdout", chunk=data)
 
 
 def result(
@@ -33,7 +33,15 @@ def result(
     closed: bool = False,
     code: int | None = None,
 ) -> ReadResult:
-    return ReadResult(chunks, next_seq, exited, code, closed, sandbox_denied=False)
+    return ReadResult(
+        chunks=chunks,
+        next_seq=next_seq,
+        exited=exited,
+        exit_code=code,
+        closed=closed,
+        failure=None,
+        sandbox_denied=False,
+    )
 
 
 class Log:
@@ -55,11 +63,12 @@ class Log:
         exit_event = next((e for e in self.events if isinstance(e, ExitedEvent)), None)
         closed = any(isinstance(e, ClosedEvent) for e in self.events)
         return ReadResult(
-            chunks,
-            len(self.events) + 1,
-            exit_event is not None,
-            None if exit_event is None else exit_event.exit_code,
-            closed,
+            chunks=chunks,
+            next_seq=len(self.events) + 1,
+            exited=exit_event is not None,
+            exit_code=None if exit_event is None else exit_event.exit_code,
+            closed=closed,
+            failure=None,
             sandbox_denied=False,
         )
 

@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 
+from execserver.compat.rust import rust_debug_str
+from execserver.protocol.params import ParamsError, decode_params, decode_unit
 from execserver.protocol.process import (
     ProcessReadParams,
     ProcessSignalParams,
@@ -13,7 +15,6 @@ from execserver.protocol.process import (
     ProcessTerminateParams,
     ProcessWriteParams,
 )
-from execserver.protocol.serde import ParamsError, decode_params, decode_unit, rust_debug_str
 from execserver.protocol.session import InitializeParams
 
 READ_CASES: list[tuple[Any, str]] = [

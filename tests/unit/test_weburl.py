@@ -24,19 +24,16 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from execserver.protocol.pathuri import PathUri, PathUriError
-from execserver.protocol.weburl import (
-    HTTP_URI_MAX_LEN,
-    UrlError,
-    WebUrl,
+from execserver.compat.http_uri import MAX_LEN as HTTP_URI_MAX_LEN
+from execserver.compat.reqwest import (
     fits_http_uri,
-    is_valid_uri_reference,
-    join,
     location_text,
-    parse_url,
     redirect_fails_builder,
     redirect_target,
 )
+from execserver.compat.rfc3986 import is_valid_uri_reference
+from execserver.compat.url import UrlError, WebUrl, join, parse_url
+from execserver.protocol.pathuri import PathUri, PathUriError
 
 PORT = 47913
 BASE = f"http://127.0.0.1:{PORT}/redir"

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ServerProcess, require_reference
+from tests.conftest import TIME, ServerProcess, require_reference
 from tests.harness.procfs import (
     is_alive,
     pids_with_marker,
@@ -208,11 +208,14 @@ def _session_leader(pid: int) -> bool:
     return fields is not None and fields[3] == str(pid)
 
 
-async def _terminate_tree(url: str) -> tuple[list[int], list[int], str]:
-    """Start a tree with a setsid grandchild, terminate it; return (all pids, survivors, marker).
+async def _terminate_tree(url: str) -> tuple[int, int, str]:
+    """Start a tree with a setsid grandchild, terminate it; return (shell pid, sleeper pid,
+    marker) once the shell is gone.
 
-    The pids are taken once the sleeper leads its own session (before that, a marked pid may be
-    a transient `setsid` that forks and exits, and the real sleeper would be missed)."""
+    Both the shell (the executor starts it in a session of its own) and the sleeper must lead
+    their sessions before the terminate: until the sleeper has called setsid, the second marked
+    pid is the shell's transient fork, still in the shell's group, and a kill of that group
+    takes it too (the cause of an earlier flaky failure)."""
     marker = f"deliberate-{uuid.uuid4().hex}"
     inner = " ".join(f"'{a}'" for a in sleeper(marker))
     async with await WireClient.connect(url) as client:
@@ -222,29 +225,39 @@ async def _terminate_tree(url: str) -> tuple[list[int], list[int], str]:
         )
         pids = await wait_for_marked(marker, 2)  # the shell and the setsid'd sleeper
         for _ in range(250):
-            if any(_session_leader(pid) for pid in pids):
+            if len(pids) == 2 and all(_session_leader(pid) for pid in pids):
                 break
             await asyncio.sleep(0.02)
             pids = pids_with_marker(marker)
-        assert any(_session_leader(pid) for pid in pids), pids
+        assert len(pids) == 2 and all(_session_leader(pid) for pid in pids), pids
+        shell, sleeper_pid = sorted(pids, key=lambda pid: b"sh" not in _argv0(pid))
         await client.request("process/terminate", {"processId": "tree"})
         await client.process_events("tree")
-    await asyncio.sleep(0.2)
-    return pids, [pid for pid in pids if is_alive(pid)], marker
+    assert await wait_all_dead([shell], 10 * TIME)
+    return shell, sleeper_pid, marker
+
+
+def _argv0(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            return os.path.basename(file.read().split(b"\0", 1)[0])
+    except OSError:
+        return b""
 
 
 async def test_terminate_kills_whole_tree(ours: ServerProcess) -> None:
-    pids, survivors, marker = await _terminate_tree(ours.url)
-    assert len(pids) == 2 and survivors == []
+    _, sleeper_pid, marker = await _terminate_tree(ours.url)
+    assert await wait_all_dead([sleeper_pid], 10 * TIME)
     assert pids_with_marker(marker) == []
 
 
 @pytest.mark.reference
 async def test_terminate_kills_whole_tree_reference(reference: ServerProcess) -> None:
     require_reference()
-    pids, survivors, marker = await _terminate_tree(reference.url)
+    _, sleeper_pid, marker = await _terminate_tree(reference.url)
     try:
-        assert len(pids) == 2 and len(survivors) == 1
+        # The reference kills the shell's group only: the setsid'd sleeper survives.
+        assert is_alive(sleeper_pid)
     finally:
         leftovers = pids_with_marker(marker)
         for pid in leftovers:

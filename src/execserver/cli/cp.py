@@ -18,6 +18,7 @@ from execserver.cli.targets import open_target, split_remote_path
 from execserver.environment import Environment
 from execserver.errors import ExecServerError
 from execserver.local.environment import local_environment
+from execserver.tasks import TaskOwner
 
 BLOCK_BYTES = 1024 * 1024  # the executors' block size cap
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
@@ -111,14 +112,13 @@ async def copy_file(
         await dest_env.fs.open(destination, "replace") as writer,
     ):
         offset = 0
-        pending = asyncio.ensure_future(reader.read_block(0, BLOCK_BYTES))
+        reads = TaskOwner("execserver cp read-ahead")
+        pending = reads.spawn(reader.read_block(0, BLOCK_BYTES))
         try:
             while True:
                 chunk, eof = await pending
                 if not eof:  # read ahead while this block is written
-                    pending = asyncio.ensure_future(
-                        reader.read_block(offset + len(chunk), BLOCK_BYTES)
-                    )
+                    pending = reads.spawn(reader.read_block(offset + len(chunk), BLOCK_BYTES))
                 if chunk:
                     await writer.write_block(offset, chunk)
                     offset += len(chunk)
@@ -127,5 +127,4 @@ async def copy_file(
                 if eof:
                     return offset
         finally:
-            if not pending.done():
-                pending.cancel()
+            await reads.aclose()

@@ -17,7 +17,7 @@ import sys
 import termios
 import threading
 import tty
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 
 from execserver.cli.targets import add_target_arguments, open_target, target_name
 from execserver.client.environments import EnvironmentsError
@@ -25,6 +25,7 @@ from execserver.environment import ExitedEvent, OutputEvent, ProcessFailed, Unsu
 from execserver.environment.process import ExecProcess
 from execserver.errors import ExecServerError
 from execserver.protocol.process import ExecEnvPolicy
+from execserver.tasks import TaskOwner
 
 READ_BYTES = 65536
 FAILED_EXIT = 255
@@ -94,15 +95,19 @@ async def _follow(process: ExecProcess) -> int:
     loop = asyncio.get_running_loop()
     interrupts = 0
 
+    tasks = TaskOwner("execserver run")
+
+    async def quietly(action: Awaitable[object]) -> None:
+        with contextlib.suppress(ExecServerError):
+            await action
+
     def on_interrupt() -> None:
         nonlocal interrupts
         interrupts += 1
-        action = process.signal() if interrupts == 1 else process.terminate()
-        task = asyncio.ensure_future(action)
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        tasks.spawn(quietly(process.signal() if interrupts == 1 else process.terminate()))
 
     loop.add_signal_handler(signal.SIGINT, on_interrupt)
-    stdin_task = asyncio.ensure_future(_forward_stdin(process))
+    tasks.spawn(quietly(_forward_stdin(process)))
     exit_code = FAILED_EXIT
     try:
         async for event in process:
@@ -117,9 +122,7 @@ async def _follow(process: ExecProcess) -> int:
         return FAILED_EXIT
     finally:
         loop.remove_signal_handler(signal.SIGINT)
-        stdin_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, ExecServerError):
-            await stdin_task
+        await tasks.aclose()
     return exit_code if 0 <= exit_code <= 255 else FAILED_EXIT
 
 

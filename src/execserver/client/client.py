@@ -23,8 +23,6 @@ from typing import Any, Protocol, TypeVar
 import msgspec
 
 from execserver.client.reconnect import ReconnectPolicy, backoff, is_retryable
-from execserver.client.rpc import RpcConnection
-from execserver.client.transport import ClientTransport, StdioTransport, WebSocketTransport
 from execserver.errors import (
     ConnectionClosed,
     ExecServerError,
@@ -32,13 +30,32 @@ from execserver.errors import (
 )
 from execserver.protocol import methods
 from execserver.protocol.session import EnvironmentInfo, InitializeParams, InitializeResponse
+from execserver.rpc.client import RpcClient
+from execserver.tasks import TaskOwner
+from execserver.transport.base import DialledChannel, MessageReceiver
+from execserver.transport.stdio import spawn_stdio
+from execserver.transport.websocket import connect_websocket
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 DEFAULT_CLIENT_NAME = "execserver-python"
 
-Connector = Callable[[], Awaitable[ClientTransport]]
+Connector = Callable[[MessageReceiver], Awaitable[DialledChannel]]
+"""Opens a new connection whose messages go to the given receiver (raises `ConnectError`)."""
+
+
+class Connection:
+    """One open connection of the client: its channel and the RPC state on it."""
+
+    def __init__(self, rpc: RpcClient, channel: DialledChannel) -> None:
+        self.rpc = rpc
+        self.channel = channel
+
+    async def aclose(self) -> None:
+        """Close the channel and wait until it has ended. Cancellation: cleanup completes."""
+        self.rpc.close()
+        await asyncio.shield(self.channel.wait_closed())
 
 
 class ClientState(enum.Enum):
@@ -84,13 +101,13 @@ class ExecServerClient:
         self.policy = policy or ReconnectPolicy()
         self._resumable = resumable
         self.description = description
-        self._conn: RpcConnection | None = None
+        self._conn: Connection | None = None
         self._state = ClientState.RECOVERING
         self._state_changed = asyncio.Event()
         self._ready = asyncio.Event()
         self._failure: ExecServerError | None = None
         self._listeners: list[ClientListener] = []
-        self._supervisor: asyncio.Task[None] | None = None
+        self._tasks = TaskOwner(f"client of {description}")
         self.session_id: str | None = None
         self.environment_info: EnvironmentInfo | None = None
         self.reconnects = 0
@@ -114,12 +131,13 @@ class ExecServerClient:
         """
         policy = policy or ReconnectPolicy()
 
-        async def connector() -> ClientTransport:
-            return await WebSocketTransport.connect(
-                url,
-                bearer_token=bearer_token,
-                headers=headers,
-                timeout=policy.connect_timeout_s,
+        extra = dict(headers or {})
+        if bearer_token is not None:
+            extra["Authorization"] = f"Bearer {bearer_token}"
+
+        async def connector(receiver: MessageReceiver) -> DialledChannel:
+            return await connect_websocket(
+                url, receiver, headers=extra, timeout=policy.connect_timeout_s
             )
 
         client = cls(connector, client_name=client_name, policy=policy, description=url)
@@ -142,8 +160,8 @@ class ExecServerClient:
         Closing the client kills the program's process group.
         """
 
-        async def connector() -> ClientTransport:
-            return await StdioTransport.spawn(program, args, env=env, cwd=cwd)
+        async def connector(receiver: MessageReceiver) -> DialledChannel:
+            return await spawn_stdio(program, args, receiver, env=env, cwd=cwd)
 
         description = " ".join([program, *args])
         client = cls(
@@ -163,20 +181,22 @@ class ExecServerClient:
             self._set_state(ClientState.CLOSED)
             raise
         self._accept(response)
-        self._supervisor = asyncio.ensure_future(self._supervise())
+        self._tasks.spawn(self._supervise())
 
-    async def _open(self, resume: str | None) -> tuple[RpcConnection, InitializeResponse]:
+    async def _open(self, resume: str | None) -> tuple[Connection, InitializeResponse]:
         """Connect and complete the handshake (resuming `resume`, if given)."""
-        transport = await self._connector()
-        conn = RpcConnection(transport, self._dispatch)
+        rpc = RpcClient(self._dispatch)
+        channel = await self._connector(rpc)
+        rpc.bind(channel)
+        conn = Connection(rpc, channel)
         try:
             async with asyncio.timeout(self.policy.initialize_timeout_s):
-                response = await conn.call(
+                response = await rpc.call(
                     methods.INITIALIZE,
                     InitializeParams(client_name=self._client_name, resume_session_id=resume),
                     InitializeResponse,
                 )
-                await conn.notify(methods.INITIALIZED, {})
+                rpc.notify(methods.INITIALIZED, {})
         except BaseException:
             await asyncio.shield(conn.aclose())
             raise
@@ -233,12 +253,12 @@ class ExecServerClient:
         """
         await self._connection()
 
-    async def _connection(self) -> RpcConnection:
+    async def _connection(self) -> RpcClient:
         while True:
             conn = self._conn
             if self._state is ClientState.CONNECTED and conn is not None:
-                if conn.is_connected:
-                    return conn
+                if conn.rpc.is_connected:
+                    return conn.rpc
                 # Broken, and the supervisor has not run yet: never hand out a dead connection
                 # (a caller retrying on Disconnected would spin).
                 self._mark_lost()
@@ -270,7 +290,7 @@ class ExecServerClient:
         while True:
             conn = self._conn
             assert conn is not None
-            await conn.closed
+            await conn.rpc.closed
             if self._state is ClientState.CLOSED:
                 return
             self._mark_lost()
@@ -278,6 +298,7 @@ class ExecServerClient:
             if not self._resumable:
                 self._finish(RecoveryFailed(f"lost the connection to {self.description}"))
                 return
+            await asyncio.shield(conn.aclose())  # the broken channel is gone: release it
             try:
                 self._conn, response = await self._recover()
             except ExecServerError as exc:
@@ -291,7 +312,7 @@ class ExecServerClient:
             self._accept(response)
             self._each_listener(lambda listener: listener.on_resumed())
 
-    async def _recover(self) -> tuple[RpcConnection, InitializeResponse]:
+    async def _recover(self) -> tuple[Connection, InitializeResponse]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.policy.deadline_s
         delays = backoff(self.policy)
@@ -327,11 +348,7 @@ class ExecServerClient:
         if self._state is ClientState.CLOSED:
             return
         self._set_state(ClientState.CLOSED)
-        supervisor, self._supervisor = self._supervisor, None
-        if supervisor is not None:
-            supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.shield(supervisor)
+        await self._tasks.aclose()
         conn, self._conn = self._conn, None
         if conn is not None:
             await asyncio.shield(conn.aclose())

@@ -29,7 +29,7 @@ in the reference's two phases:
    ``\\nin `<key path>``` (map keys only, joined with "."; array indices never appear) when the
    problem is below the top level, and always by a final newline (the ``toml`` crate's errors end
    with one).  Timeouts become durations here too, so a negative or NaN timeout is a decoding
-   error.
+   error.  msgspec structs mirror the reference's serde structs; `compat.serde` words the errors.
 2. *Validation*: each environment in order (its id, which keys it combines, its URL or program),
    then duplicates, then ``default``.
 
@@ -49,16 +49,18 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final, Literal, NoReturn, TypeAlias
+from typing import Annotated, Any, ClassVar, Final, Literal, TypeAlias
 
+import msgspec
+
+from execserver.compat import http_uri, serde
+from execserver.compat.rust import rust_trim
+from execserver.compat.url import UrlError, parse_url
 from execserver.errors import ExecServerError
-from execserver.protocol.rust import rust_debug_str
-from execserver.protocol.weburl import UrlError, parse_url
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT_S",
@@ -235,14 +237,7 @@ def parse_environments(text: str, *, codex_home: Path) -> EnvironmentsConfig:
         document = tomllib.loads(text.removeprefix("\ufeff"))
     except tomllib.TOMLDecodeError as err:
         raise EnvironmentsError(f"failed to parse environment config `{path}`: {err}\n") from None
-    try:
-        raw = _decode_struct(document, _TOP, ())
-    except _DecodeError as err:
-        suffix = f"\nin `{'.'.join(err.path)}`" if err.path else ""
-        raise EnvironmentsError(
-            f"failed to parse environment config `{path}`: {err.message}{suffix}\n"
-        ) from None
-    return _validate(raw, codex_home)
+    return _validate(_decode(document, path), codex_home)
 
 
 def _io_error(err: OSError) -> str:
@@ -254,75 +249,92 @@ def _io_error(err: OSError) -> str:
 
 # --- phase 1: decoding, as serde over the toml crate -----------------------------------------
 
-
-class _DecodeError(Exception):
-    def __init__(self, message: str, path: tuple[str, ...]) -> None:
-        super().__init__(message)
-        self.message = message
-        self.path = path
-
-
 # How the toml crate presents a datetime to serde: a one-entry map.
 _DATETIME_KEY: Final = "$__toml_private_datetime"
-
-_Decoder: TypeAlias = Callable[[Any, tuple[str, ...]], Any]
-
-
-@dataclass(frozen=True)
-class _Field:
-    name: str
-    decode: _Decoder
-    required: bool = False  # missing from a table: "missing field"
-    seq_default: bool = False  # missing from the array form of the struct: defaulted
+_TWO_POW_64: Final = 2.0**64
 
 
-@dataclass(frozen=True)
-class _Struct:
-    name: str
-    fields: tuple[_Field, ...]
+class _Seconds(float):
+    """A timeout: an f64 of seconds that ``Duration::try_from_secs_f64`` accepts."""
 
-    def field(self, name: str) -> _Field | None:
-        for f in self.fields:
-            if f.name == name:
-                return f
-        return None
-
-
-def _fail(message: str, path: tuple[str, ...]) -> NoReturn:
-    raise _DecodeError(message, path)
-
-
-def _rust_float(value: float) -> str:
-    """Rust's ``Display`` for f64 (shortest round-trip digits, never an exponent)."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    if value == 0:
-        return "-0" if repr(value).startswith("-") else "0"
-    return format(Decimal(repr(value)), "f")
+    @classmethod
+    def decode(cls, value: Any) -> _Seconds:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"invalid type: {serde.toml_unexpected(value)}, expected f64")
+        secs = float(value)
+        if secs < 0:
+            raise ValueError("cannot convert float seconds to Duration: value is negative")
+        if math.isnan(secs) or secs >= _TWO_POW_64:
+            raise ValueError(
+                "cannot convert float seconds to Duration: value is either too big or NaN"
+            )
+        return cls(secs)
 
 
-def _unexpected(value: Any) -> str:
-    """serde's ``Unexpected`` for a value the toml crate hands over."""
-    if isinstance(value, bool):
-        return f"boolean `{'true' if value else 'false'}`"
-    if isinstance(value, int):
-        return f"integer `{value}`"
-    if isinstance(value, float):
-        text = _rust_float(value)
-        if math.isfinite(value) and "." not in text:
-            text += ".0"  # serde's WithDecimalPoint
-        return f"floating point `{text}`"
-    if isinstance(value, str):
-        return f"string {rust_debug_str(value)}"
+def _dec_hook(tp: type, obj: Any) -> Any:
+    if tp is _Seconds:
+        return _Seconds.decode(obj)
+    raise NotImplementedError(f"no decoder for {tp!r}")
+
+
+_PathString: TypeAlias = Annotated[str, msgspec.Meta(extra={"rust": "path string"})]
+
+
+# The reference's serde structs, all `deny_unknown_fields`, members in declaration order.
+class _SkillsToml(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    rust_name: ClassVar[str] = "ScopedSkillsConfig"
+    rust_defaults: ClassVar[frozenset[str]] = frozenset({"required"})
+
+    required: list[str] = msgspec.field(default_factory=list)
+
+
+class _EnvironmentToml(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    rust_name: ClassVar[str] = "EnvironmentToml"
+    rust_defaults: ClassVar[frozenset[str]] = frozenset(
+        {"skills", "connect_timeout_sec", "initialize_timeout_sec"}
+    )
+
+    id: str
+    skills: _SkillsToml | None = None
+    url: str | None = None
+    auth_bearer_token: str | None = None
+    program: str | None = None
+    args: list[str] | None = None
+    env: dict[str, str] | None = None
+    cwd: _PathString | None = None
+    connect_timeout_sec: _Seconds | None = None
+    initialize_timeout_sec: _Seconds | None = None
+
+
+class _EnvironmentsToml(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    rust_name: ClassVar[str] = "EnvironmentsToml"
+
+    default: str | None = None
+    include_local: bool | None = None
+    environments: list[_EnvironmentToml] | None = None
+
+
+def _decode(document: dict[str, Any], path: str) -> _EnvironmentsToml:
+    """serde over the toml crate: the whole document is checked, in document order."""
+    try:
+        return serde.from_value(
+            _datetimes_as_maps(document), _EnvironmentsToml, serde.TOML, dec_hook=_dec_hook
+        )
+    except serde.SerdeError as err:
+        suffix = f"\nin `{'.'.join(err.path)}`" if err.path else ""
+        raise EnvironmentsError(
+            f"failed to parse environment config `{path}`: {err.message}{suffix}\n"
+        ) from None
+
+
+def _datetimes_as_maps(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _datetimes_as_maps(item) for key, item in value.items()}
     if isinstance(value, list):
-        return "sequence"
-    return "map"  # tables and datetimes
-
-
-def _invalid_type(value: Any, expected: str, path: tuple[str, ...]) -> NoReturn:
-    _fail(f"invalid type: {_unexpected(value)}, expected {expected}", path)
+        return [_datetimes_as_maps(item) for item in value]
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return {_DATETIME_KEY: _toml_datetime_text(value)}
+    return value
 
 
 def _toml_datetime_text(value: dt.datetime | dt.date | dt.time) -> str:
@@ -350,175 +362,22 @@ def _toml_datetime_text(value: dt.datetime | dt.date | dt.time) -> str:
     return time_text(value)
 
 
-def _as_map(value: Any) -> dict[str, Any] | None:
-    if isinstance(value, dict):
-        return value
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return {_DATETIME_KEY: _toml_datetime_text(value)}
-    return None
-
-
-def _string(value: Any, path: tuple[str, ...]) -> str:
-    if not isinstance(value, str):
-        _invalid_type(value, "a string", path)
-    return value
-
-
-def _path_string(value: Any, path: tuple[str, ...]) -> str:
-    if not isinstance(value, str):
-        _invalid_type(value, "path string", path)
-    return value
-
-
-def _boolean(value: Any, path: tuple[str, ...]) -> bool:
-    if not isinstance(value, bool):
-        _invalid_type(value, "a boolean", path)
-    return value
-
-
-def _string_list(value: Any, path: tuple[str, ...]) -> tuple[str, ...]:
-    if not isinstance(value, list):
-        _invalid_type(value, "a sequence", path)
-    return tuple(_string(item, path) for item in value)
-
-
-def _string_map(value: Any, path: tuple[str, ...]) -> dict[str, str]:
-    table = _as_map(value)
-    if table is None:
-        _invalid_type(value, "a map", path)
-    return {key: _string(item, (*path, key)) for key, item in table.items()}
-
-
-_TWO_POW_64: Final = 2.0**64
-
-
-def _seconds(value: Any, path: tuple[str, ...]) -> float:
-    """``Duration::try_from_secs_f64`` over a TOML number."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        _invalid_type(value, "f64", path)
-    secs = float(value)
-    if secs < 0:
-        _fail("cannot convert float seconds to Duration: value is negative", path)
-    if math.isnan(secs) or secs >= _TWO_POW_64:
-        _fail("cannot convert float seconds to Duration: value is either too big or NaN", path)
-    return secs
-
-
-def _struct_decoder(spec: _Struct) -> _Decoder:
-    def decode(value: Any, path: tuple[str, ...]) -> dict[str, Any]:
-        return _decode_struct(value, spec, path)
-
-    return decode
-
-
-def _decode_struct(value: Any, spec: _Struct, path: tuple[str, ...]) -> dict[str, Any]:
-    """A ``#[serde(deny_unknown_fields)]`` struct: from a table (keys in document order, then
-    missing fields) or, as serde allows, from an array of its fields in declaration order."""
-    if isinstance(value, list):
-        return _decode_struct_seq(value, spec, path)
-    table = _as_map(value)
-    if table is None:
-        _invalid_type(value, f"struct {spec.name}", path)
-    out: dict[str, Any] = {}
-    for key, item in table.items():
-        f = spec.field(key)
-        if f is None:
-            _fail(f"unknown field `{key}`, expected {_expected_fields(spec)}", path)
-        out[key] = f.decode(item, (*path, key))
-    for f in spec.fields:
-        if f.required and f.name not in out:
-            _fail(f"missing field `{f.name}`", path)
-    return out
-
-
-def _decode_struct_seq(items: list[Any], spec: _Struct, path: tuple[str, ...]) -> dict[str, Any]:
-    """serde's ``visit_seq``: fields in declaration order, extra items ignored; a missing field
-    without a default fails with its index (not the array's length)."""
-    out: dict[str, Any] = {}
-    count = len(spec.fields)
-    for index, f in enumerate(spec.fields):
-        if index < len(items):
-            out[f.name] = f.decode(items[index], path)
-        elif not f.seq_default:
-            noun = "element" if count == 1 else "elements"
-            _fail(f"invalid length {index}, expected struct {spec.name} with {count} {noun}", path)
-    return out
-
-
-def _expected_fields(spec: _Struct) -> str:
-    names = [f"`{f.name}`" for f in spec.fields]
-    if not names:
-        return "there are no fields"
-    if len(names) == 1:
-        return names[0]
-    if len(names) == 2:
-        return f"{names[0]} or {names[1]}"
-    return "one of " + ", ".join(names)
-
-
-_SKILLS: Final = _Struct(
-    "ScopedSkillsConfig", (_Field("required", _string_list, seq_default=True),)
-)
-
-_ENVIRONMENT: Final = _Struct(
-    "EnvironmentToml",
-    (
-        _Field("id", _string, required=True),
-        _Field("skills", _struct_decoder(_SKILLS), seq_default=True),
-        _Field("url", _string),
-        _Field("auth_bearer_token", _string),
-        _Field("program", _string),
-        _Field("args", _string_list),
-        _Field("env", _string_map),
-        _Field("cwd", _path_string),
-        _Field("connect_timeout_sec", _seconds, seq_default=True),
-        _Field("initialize_timeout_sec", _seconds, seq_default=True),
-    ),
-)
-
-
-def _environment_list(value: Any, path: tuple[str, ...]) -> list[dict[str, Any]]:
-    if not isinstance(value, list):
-        _invalid_type(value, "a sequence", path)
-    return [_decode_struct(item, _ENVIRONMENT, path) for item in value]
-
-
-_TOP: Final = _Struct(
-    "EnvironmentsToml",
-    (
-        _Field("default", _string),
-        _Field("include_local", _boolean),
-        _Field("environments", _environment_list),
-    ),
-)
-
-
 # --- phase 2: validation -------------------------------------------------------------------
 
-# Rust's char::is_whitespace (Unicode White_Space), which str::trim strips.  Python's
-# str.strip() also strips U+001C..U+001F, which Rust keeps.
-_RUST_WHITESPACE: Final = (
-    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
-    "\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
-)
 _ID_CHARS: Final = re.compile(r"[A-Za-z0-9_-]*")
 
 
-def _rust_trim(text: str) -> str:
-    return text.strip(_RUST_WHITESPACE)
-
-
-def _validate(raw: Mapping[str, Any], codex_home: Path) -> EnvironmentsConfig:
-    include_local: bool = raw.get("include_local", True)
+def _validate(raw: _EnvironmentsToml, codex_home: Path) -> EnvironmentsConfig:
+    include_local = True if raw.include_local is None else raw.include_local
     ids: set[str] = {LOCAL_ENVIRONMENT_ID} if include_local else set()
     environments: list[EnvironmentSpec] = []
-    for item in raw.get("environments", ()):
+    for item in raw.environments or ():
         env = _environment(item, codex_home)
         if env.id in ids:
             raise EnvironmentsError(f"environment id `{env.id}` is duplicated")
         ids.add(env.id)
         environments.append(env)
-    default = _default(raw.get("default"), include_local, ids)
+    default = _default(raw.default, include_local, ids)
     return EnvironmentsConfig(tuple(environments), default, include_local)
 
 
@@ -530,7 +389,7 @@ def _is_none(text: str) -> bool:
 def _default(default: str | None, include_local: bool, ids: set[str]) -> str | None:
     if default is None:
         return LOCAL_ENVIRONMENT_ID if include_local else None
-    default = _rust_trim(default)
+    default = rust_trim(default)
     if not default:
         raise EnvironmentsError("default environment id cannot be empty")
     if _is_none(default):
@@ -541,7 +400,7 @@ def _default(default: str | None, include_local: bool, ids: set[str]) -> str | N
 
 
 def _validate_id(env_id: str) -> None:
-    trimmed = _rust_trim(env_id)
+    trimmed = rust_trim(env_id)
     if not trimmed:
         raise EnvironmentsError("environment id cannot be empty")
     if trimmed != env_id:
@@ -560,18 +419,15 @@ def _validate_id(env_id: str) -> None:
         )
 
 
-def _environment(item: Mapping[str, Any], codex_home: Path) -> EnvironmentSpec:
-    env_id: str = item["id"]
-    url: str | None = item.get("url")
-    token: str | None = item.get("auth_bearer_token")
-    program: str | None = item.get("program")
-    args: Sequence[str] | None = item.get("args")
-    env: Mapping[str, str] | None = item.get("env")
-    cwd: str | None = item.get("cwd")
-    connect: float | None = item.get("connect_timeout_sec")
-    initialize: float = item.get("initialize_timeout_sec", DEFAULT_INITIALIZE_TIMEOUT_S)
-    skills: Mapping[str, Any] = item.get("skills", {})
-    required_skills: tuple[str, ...] = skills.get("required", ())
+def _environment(item: _EnvironmentToml, codex_home: Path) -> EnvironmentSpec:
+    env_id, url, token, program = item.id, item.url, item.auth_bearer_token, item.program
+    args, env, cwd, connect = item.args, item.env, item.cwd, item.connect_timeout_sec
+    initialize = (
+        DEFAULT_INITIALIZE_TIMEOUT_S
+        if item.initialize_timeout_sec is None
+        else float(item.initialize_timeout_sec)
+    )
+    required_skills = () if item.skills is None else tuple(item.skills.required)
 
     _validate_id(env_id)
     if program is None and (args is not None or env is not None or cwd is not None):
@@ -589,12 +445,12 @@ def _environment(item: Mapping[str, Any], codex_home: Path) -> EnvironmentSpec:
             id=env_id,
             url=url,
             auth_bearer_token=token,
-            connect_timeout_s=DEFAULT_CONNECT_TIMEOUT_S if connect is None else connect,
+            connect_timeout_s=DEFAULT_CONNECT_TIMEOUT_S if connect is None else float(connect),
             initialize_timeout_s=initialize,
             required_skills=required_skills,
         )
     if program is not None and url is None:
-        program = _rust_trim(program)
+        program = rust_trim(program)
         if not program:
             raise EnvironmentsError(f"environment `{env_id}` program cannot be empty")
         return StdioEnvironment(
@@ -613,14 +469,17 @@ def _environment(item: Mapping[str, Any], codex_home: Path) -> EnvironmentSpec:
 
 
 def _validate_websocket_url(url: str) -> str:
-    url = _rust_trim(url)
+    url = rust_trim(url)
     if not url:
         raise EnvironmentsError("environment url cannot be empty")
     if not url.startswith(("ws://", "wss://")):
         raise EnvironmentsError(f"environment url `{url}` must use ws:// or wss://")
-    problem = _http_uri_problem(url)
-    if problem is not None:
-        raise EnvironmentsError(f"environment url `{url}` is invalid: HTTP format error: {problem}")
+    try:
+        http_uri.parse(url)  # tungstenite's into_client_request
+    except http_uri.InvalidUri as err:
+        raise EnvironmentsError(
+            f"environment url `{url}` is invalid: HTTP format error: {err}"
+        ) from None
     return url
 
 
@@ -654,97 +513,3 @@ def _is_loopback_host(host: str) -> bool:
     if _DOTTED_QUAD.fullmatch(host):
         return host.split(".", 1)[0] == "127"
     return host.isascii() and host.lower() == "localhost"
-
-
-# http::Uri: the bytes an authority may hold ("%" is handled apart), and those a path and a
-# query may hold (ASCII; bytes of non-ASCII characters are always allowed there).
-_AUTHORITY_CHARS: Final = frozenset(
-    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$&'()*+,-./:;=?@[]_~"
-)
-_PATH_BYTES: Final = frozenset(
-    {0x21, *range(0x24, 0x3C), 0x3D, *range(0x40, 0x60), *range(0x61, 0x7B), 0x7C, 0x7E}
-    | {0x22, 0x7B, 0x7D}
-    | set(range(0x7F, 0x100))
-)
-_QUERY_BYTES: Final = frozenset({0x21, *range(0x24, 0x3C), 0x3D, *range(0x3F, 0x100)})
-_HTTP_URI_MAX_LEN: Final = 65534
-_MAX_COLONS: Final = 8
-
-
-def _http_uri_problem(url: str) -> str | None:
-    """Why ``http::Uri`` refuses `url` (which starts with ws:// or wss://), or None.
-
-    This is what tungstenite's ``into_client_request`` checks; its own host checks cannot fail
-    once ``http`` accepted the URL.
-    """
-    data = url.encode("utf-8", "surrogatepass")
-    if len(data) > _HTTP_URI_MAX_LEN:
-        return "uri too long"
-    rest = data[data.index(b"://") + 3 :]
-    if not rest:
-        return "empty string"
-    end, problem = _authority_end(rest)
-    if problem is not None:
-        return problem
-    if end == 0:
-        return "invalid format"
-    return _path_and_query_problem(rest[end:])
-
-
-def _authority_end(data: bytes) -> tuple[int, str | None]:
-    colons = 0
-    start_bracket = end_bracket = has_percent = False
-    at_sign: int | None = None
-    end = len(data)
-    for i, b in enumerate(data):
-        if b in b"/?#":
-            end = i
-            break
-        if b == ord(":"):
-            if colons >= _MAX_COLONS:
-                return 0, "invalid authority"
-            colons += 1
-        elif b == ord("["):
-            if has_percent or start_bracket:
-                return 0, "invalid authority"
-            start_bracket = True
-        elif b == ord("]"):
-            if not start_bracket or end_bracket:
-                return 0, "invalid authority"
-            end_bracket = True
-            colons = 0
-            has_percent = False
-        elif b == ord("@"):
-            at_sign = i
-            colons = 0
-            has_percent = False
-        elif b == ord("%"):
-            has_percent = True
-        elif b not in _AUTHORITY_CHARS:
-            return 0, "invalid uri character"
-    if start_bracket != end_bracket or colons > 1:
-        return 0, "invalid authority"
-    if end > 0 and at_sign == end - 1:
-        return 0, "invalid authority"
-    if has_percent:
-        return 0, "invalid authority"
-    return end, None
-
-
-def _path_and_query_problem(data: bytes) -> str | None:
-    i = 0
-    while i < len(data):
-        b = data[i]
-        if b == ord("#"):
-            return None
-        if b == ord("?"):
-            break
-        if b not in _PATH_BYTES:
-            return "invalid uri character"
-        i += 1
-    for b in data[i + 1 :]:
-        if b == ord("#"):
-            return None
-        if b not in _QUERY_BYTES:
-            return "invalid uri character"
-    return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from typing import Literal, Protocol, Self
 
+from execserver.errors import InvalidRequest
 from execserver.protocol.file_system import (
     DirectoryEntry,
     FileMetadata,
@@ -21,7 +22,7 @@ from execserver.protocol.file_system import (
 from execserver.protocol.pathuri import PathUri
 from execserver.protocol.sandbox import SandboxContext
 
-PathArg = str | bytes | os.PathLike[str] | os.PathLike[bytes]
+PathArg = str | bytes | os.PathLike[str] | os.PathLike[bytes] | PathUri
 OpenModeName = Literal["read", "replace"]
 
 # What `walk()` uses when no options are given: the largest limits executors accept (§7.7).
@@ -30,8 +31,29 @@ DEFAULT_WALK_OPTIONS = WalkOptions(
 )
 
 
+MAX_BLOCK_BYTES = 1024 * 1024
+"""The most one `read_block`/`write_block` moves (the executors' limit)."""
+
+
+def check_block_length(length: int, op: Literal["read", "write"]) -> None:
+    """The executors' block-size rule, with their wording."""
+    if not 1 <= length <= MAX_BLOCK_BYTES:
+        raise InvalidRequest(f"file {op} block length must be between 1 and {MAX_BLOCK_BYTES}")
+
+
+MAX_FILE_OFFSET = 2**63 - 1
+
+
+def check_write_range(offset: int, length: int) -> None:
+    """A block write must end within the signed 64-bit file offset range."""
+    if offset + length > MAX_FILE_OFFSET:
+        raise InvalidRequest("file write range exceeds the signed 64-bit file offset limit")
+
+
 def path_uri(path: PathArg) -> PathUri:
     """The wire URI of an absolute native path. Raises `ValueError` for a relative path."""
+    if isinstance(path, PathUri):
+        return path
     return PathUri.from_native(os.fsencode(path))
 
 
@@ -82,12 +104,24 @@ class FileSystem(Protocol):
         ...
 
     async def create_directory(
-        self, path: PathArg, *, recursive: bool = True, sandbox: SandboxContext | None = None
+        self,
+        path: PathArg,
+        *,
+        recursive: bool = True,
+        follow_symlinks: bool = True,
+        sandbox: SandboxContext | None = None,
     ) -> None: ...
 
     async def get_metadata(
         self, path: PathArg, *, follow_symlinks: bool = True, sandbox: SandboxContext | None = None
     ) -> FileMetadata: ...
+
+    def get_metadata_nowait(
+        self, path: PathArg, *, follow_symlinks: bool = True
+    ) -> FileMetadata | None:
+        """`get_metadata` without a sandbox, answered at once if this environment can (one
+        `stat` on this host); None where it would have to wait (a remote environment)."""
+        ...
 
     async def canonicalize(self, path: PathArg, *, sandbox: SandboxContext | None = None) -> str:
         """The absolute path with every symlink resolved."""
@@ -115,6 +149,7 @@ class FileSystem(Protocol):
         *,
         recursive: bool = True,
         force: bool = True,
+        follow_symlinks: bool = True,
         sandbox: SandboxContext | None = None,
     ) -> None: ...
 

@@ -11,7 +11,19 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
-Headers = Sequence[tuple[str, str]]
+from execserver.protocol.http import HttpHeader
+
+Headers = Sequence[tuple[str, str] | HttpHeader]
+"""Request headers: `(name, value)` pairs, or `HttpHeader`s (which may take a value from an
+environment variable of the executor, `value_env_var`)."""
+
+
+def wire_headers(headers: Headers) -> list[HttpHeader]:
+    """The headers as the wire's `HttpHeader` values."""
+    return [
+        header if isinstance(header, HttpHeader) else HttpHeader(name=header[0], value=header[1])
+        for header in headers
+    ]
 
 
 @dataclass(slots=True)

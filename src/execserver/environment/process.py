@@ -1,7 +1,15 @@
 """The process capability: what every environment (local or remote) offers, and its values.
 
-Contracts are documented here once; implementations add only deviations. Paths are native
-path strings of the environment's host. Outcomes are values (`WriteStatus`, exit codes,
+Two faces. The orchestrator's (`ExecBackend` -> `ExecProcess`): start a command, iterate its
+events, write, wait, `run()` to completion. The executor's (`ProcessTable` -> `HostedProcess`):
+the process table of one session, driven by the server's `process/*` handlers with the ids and
+sequence numbers of the wire. `local/` implements the executor face; `HostedExecBackend`
+(environment/hosted.py) turns any table into an orchestrator face, and `remote/` implements the
+orchestrator face over a client.
+
+Values are the wire structs: output events are `ProcessOutputChunk`s, reads answer
+`ProcessReadResponse`s, starts take `ProcessStartParams`. Contracts are documented here once;
+implementations add only deviations. Outcomes are values (`WriteStatus`, exit codes,
 `terminate()`'s bool); only `run(check=True)` raises for a non-zero exit.
 """
 
@@ -9,16 +17,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, Self, runtime_checkable
 
+from execserver.environment.file_system import PathArg, path_uri
 from execserver.errors import ExecServerError
-from execserver.protocol.process import ExecEnvPolicy, ProcessStream, SandboxType, WriteStatus
+from execserver.protocol.pathuri import PathUri
+from execserver.protocol.process import (
+    ExecEnvPolicy,
+    ProcessOutputChunk,
+    ProcessReadResponse,
+    ProcessStartParams,
+    SandboxType,
+    WriteStatus,
+)
 from execserver.protocol.sandbox import SandboxContext
-
-PathArg = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 
 # `env=None`: the environment's own variables, minus names that look like secrets (§10).
 INHERIT_ALL = ExecEnvPolicy(
@@ -27,12 +41,11 @@ INHERIT_ALL = ExecEnvPolicy(
 # How long `run()` waits for the process to close after killing it on cancellation or timeout.
 KILL_WAIT_S = 10.0
 
+OutputEvent = ProcessOutputChunk
+"""A chunk of output (`seq`, `stream`, `chunk`, also readable as `.data`)."""
 
-@dataclass(slots=True, frozen=True)
-class OutputEvent:
-    seq: int
-    stream: ProcessStream
-    data: bytes
+ReadResult = ProcessReadResponse
+"""What a read returns: retained chunks after a seq, and the process state."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -47,20 +60,7 @@ class ClosedEvent:
     seq: int
 
 
-ProcessEvent = OutputEvent | ExitedEvent | ClosedEvent
-
-
-@dataclass(slots=True)
-class ReadResult:
-    """A `process/read` answer: retained chunks after a seq, and the process state."""
-
-    chunks: list[OutputEvent]
-    next_seq: int
-    exited: bool
-    exit_code: int | None
-    closed: bool
-    sandbox_denied: bool
-    failure: str | None = None
+ProcessEvent = ProcessOutputChunk | ExitedEvent | ClosedEvent
 
 
 @dataclass(slots=True)
@@ -99,6 +99,9 @@ class ProcessFailed(ExecServerError):
 
 class Unsupported(ExecServerError):
     """The environment cannot do this (e.g. the exec-server protocol has no method for it)."""
+
+
+# -- the orchestrator's face ---------------------------------------------------------------------
 
 
 @runtime_checkable
@@ -152,7 +155,7 @@ class ExecProcess(Protocol):
 
     async def read(
         self, after_seq: int = 0, *, max_bytes: int | None = None, wait: float = 0.0
-    ) -> ReadResult:
+    ) -> ProcessReadResponse:
         """Retained output after `after_seq` (no consumption: repeatable, cancellation-safe)."""
         ...
 
@@ -210,7 +213,17 @@ class ExecBackend(Protocol):
 
 
 class ProcessRunner:
-    """`run()` for a backend, written once on top of its `start()`."""
+    """`start()` and `run()` written once: an implementation supplies `_spawn(params)` (the
+    wire's start parameters, with a fresh process id) and `_default_cwd()`."""
+
+    def _new_process_id(self) -> str:
+        raise NotImplementedError
+
+    def _default_cwd(self) -> PathUri:
+        raise NotImplementedError
+
+    async def _spawn(self, params: ProcessStartParams) -> ExecProcess:
+        raise NotImplementedError
 
     async def start(
         self,
@@ -224,7 +237,18 @@ class ProcessRunner:
         env_policy: ExecEnvPolicy | None = None,
         sandbox: SandboxContext | None = None,
     ) -> ExecProcess:
-        raise NotImplementedError
+        params = ProcessStartParams(
+            process_id=self._new_process_id(),
+            argv=list(argv),
+            cwd=self._default_cwd() if cwd is None else path_uri(cwd),
+            env=dict(env or {}),
+            tty=tty,
+            pipe_stdin=pipe_stdin,
+            arg0=arg0,
+            env_policy=env_policy if env_policy is not None or env is not None else INHERIT_ALL,
+            sandbox=sandbox,
+        )
+        return await self._spawn(params)
 
     async def run(
         self,
@@ -237,9 +261,16 @@ class ProcessRunner:
         timeout: float | None = None,
         check: bool = False,
     ) -> CompletedProcess:
-        return await run_process(
-            self, argv, timeout=timeout, check=check, cwd=cwd, env=env, tty=tty, sandbox=sandbox
-        )
+        process = await self.start(argv, cwd=cwd, env=env, tty=tty, sandbox=sandbox)
+        try:
+            async with asyncio.timeout(timeout):
+                result = await collect(process, argv)
+        except BaseException:
+            await asyncio.shield(_kill_and_wait(process))
+            raise
+        finally:
+            await asyncio.shield(process.aclose())
+        return result.check() if check else result
 
 
 async def collect(process: ExecProcess, argv: Sequence[str]) -> CompletedProcess:
@@ -249,8 +280,8 @@ async def collect(process: ExecProcess, argv: Sequence[str]) -> CompletedProcess
     exit_code = -1
     denied = False
     async for event in process:
-        if isinstance(event, OutputEvent):
-            (stderr if event.stream == "stderr" else stdout).append(event.data)
+        if isinstance(event, ProcessOutputChunk):
+            (stderr if event.stream == "stderr" else stdout).append(event.chunk)
         elif isinstance(event, ExitedEvent):
             exit_code, denied = event.exit_code, event.sandbox_denied
     return CompletedProcess(
@@ -263,32 +294,86 @@ async def collect(process: ExecProcess, argv: Sequence[str]) -> CompletedProcess
     )
 
 
-async def run_process(
-    backend: ExecBackend | ProcessRunner,
-    argv: Sequence[str],
-    *,
-    timeout: float | None = None,
-    check: bool = False,
-    cwd: PathArg | None = None,
-    env: Mapping[str, str] | None = None,
-    tty: bool = False,
-    sandbox: SandboxContext | None = None,
-) -> CompletedProcess:
-    """`ExecBackend.run()`, written once for every backend."""
-    process = await backend.start(argv, cwd=cwd, env=env, tty=tty, sandbox=sandbox)
-    try:
-        async with asyncio.timeout(timeout):
-            result = await collect(process, argv)
-    except BaseException:
-        await asyncio.shield(_kill_and_wait(process))
-        raise
-    finally:
-        await asyncio.shield(process.aclose())
-    return result.check() if check else result
-
-
 async def _kill_and_wait(process: ExecProcess) -> None:
     with contextlib.suppress(ExecServerError, TimeoutError):
         await process.terminate()
         async with asyncio.timeout(KILL_WAIT_S):
             await process.wait()
+
+
+# -- the executor's face -------------------------------------------------------------------------
+
+
+class HostedProcess(Protocol):
+    """One entry of a `ProcessTable`: a process the executor runs (or ran, while retained).
+
+    Every operation but the long poll answers at once.
+    """
+
+    @property
+    def process_id(self) -> str: ...
+
+    @property
+    def sandbox_type(self) -> SandboxType: ...
+
+    def read_nowait(
+        self, after_seq: int, max_bytes: int | None, *, only_if_ready: bool = False
+    ) -> ProcessReadResponse | None:
+        """Retained output after `after_seq` and the state; with `only_if_ready`, None when
+        a long poll would wait (nothing new yet)."""
+        ...
+
+    async def read(
+        self, after_seq: int, max_bytes: int | None, wait_s: float
+    ) -> ProcessReadResponse:
+        """`read_nowait`, waiting up to `wait_s` for something new. Cancellation: safe."""
+        ...
+
+    def write(self, data: bytes, write_id: str) -> WriteStatus:
+        """Queue `data` for stdin once per `write_id` (a retry with the same id is a no-op)."""
+        ...
+
+    def close_stdin(self) -> WriteStatus: ...
+
+    def interrupt(self) -> None:
+        """SIGINT to the foreground process group."""
+        ...
+
+    def terminate(self) -> bool:
+        """Kill the whole tree; True if the process itself was still running."""
+        ...
+
+
+ProcessListener = Callable[[HostedProcess, ProcessEvent], None]
+
+
+class ProcessTable(Protocol):
+    """The processes of one session, by the ids its client chose."""
+
+    listener: ProcessListener | None
+    """Hears every event of every process, in order, as it happens (must not block)."""
+
+    @property
+    def active(self) -> int:
+        """Processes in the table that have not closed yet."""
+        ...
+
+    def start(self, params: ProcessStartParams) -> HostedProcess:
+        """Spawn now, under `params.process_id`. Raises the executor's errors."""
+        ...
+
+    def get(self, process_id: str) -> HostedProcess | None: ...
+
+    def require(self, process_id: str) -> HostedProcess:
+        """The entry, or the executor's `unknown process id` error."""
+        ...
+
+    def pause_output(self) -> None:
+        """Back-pressure: stop reading every process's output until `resume_output()`."""
+        ...
+
+    def resume_output(self) -> None: ...
+
+    async def aclose(self) -> None:
+        """Kill every process tree and wait (bounded) until each child is reaped."""
+        ...

@@ -28,6 +28,7 @@ from execserver.environment.process import (
     ReadResult,
 )
 from execserver.errors import ExecServerError
+from execserver.tasks import TaskOwner
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class ProcessEventStream:
         self._failure: ExecServerError | None = None
         self._closed = False  # the close event was queued
         self._wakeup = asyncio.Event()
+        self._tasks = TaskOwner("process event catch-up")
         self._catch_up: asyncio.Task[None] | None = None
         self._catch_up_again = False
         self._exit: asyncio.Future[ExitedEvent] = asyncio.get_running_loop().create_future()
@@ -119,7 +121,7 @@ class ProcessEventStream:
         self._queue.append(event)
         self._wakeup.set()
         if isinstance(event, OutputEvent):
-            self._queued_bytes += len(event.data)
+            self._queued_bytes += len(event.chunk)
             if self._queued_bytes > self._max_buffered:
                 self._lagged = True
                 self._early.clear()
@@ -148,7 +150,8 @@ class ProcessEventStream:
         if self._catch_up is not None and not self._catch_up.done():
             self._catch_up_again = True
             return
-        self._catch_up = asyncio.ensure_future(self._run_catch_up())
+        if not self._tasks.closed:
+            self._catch_up = self._tasks.spawn(self._run_catch_up())
 
     async def _run_catch_up(self) -> None:
         while True:
@@ -191,7 +194,7 @@ class ProcessEventStream:
             while self._queue:
                 event = self._queue.popleft()
                 if isinstance(event, OutputEvent):
-                    self._queued_bytes -= len(event.data)
+                    self._queued_bytes -= len(event.chunk)
                     if self._lagged and self._queued_bytes <= self._max_buffered // 2:
                         self.request_catch_up()
                 yield event
@@ -204,11 +207,7 @@ class ProcessEventStream:
 
     async def aclose(self) -> None:
         """Stop the catch-up task. Cancellation: the task is stopped anyway."""
-        task = self._catch_up
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.shield(task)
+        await self._tasks.aclose()
 
 
 class StreamedProcess:

@@ -10,12 +10,11 @@ environment both use it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
 from execserver.environment.file_system import (
     DEFAULT_WALK_OPTIONS,
@@ -23,10 +22,10 @@ from execserver.environment.file_system import (
     PathArg,
     path_uri,
 )
-from execserver.errors import InvalidRequest, RpcError, io_error
+from execserver.errors import InvalidRequest, os_errors
 from execserver.local import fs_ops
 from execserver.local import walk as fs_walk
-from execserver.local.file_handles import FileHandleTable
+from execserver.local.file_handles import LocalFileHandle, open_handle_fd
 from execserver.local.sandbox.fs_runner import SandboxedFileSystem, fs_policy, needs_helper
 from execserver.local.sandbox.policy import (
     Mechanism,
@@ -38,7 +37,6 @@ from execserver.protocol.file_system import (
     DirectoryEntry,
     FileMetadata,
     FsWalkResponse,
-    OpenMode,
     WalkOptions,
 )
 from execserver.protocol.pathuri import PathUri
@@ -67,17 +65,6 @@ def sandbox_policy(sandbox: SandboxContext | None) -> ResolvedPolicy | None:
     return policy
 
 
-@contextlib.contextmanager
-def os_errors() -> Iterator[None]:
-    """Map builtin `OSError`s to the executor's errors (ours pass through)."""
-    try:
-        yield
-    except RpcError:
-        raise
-    except OSError as exc:
-        raise io_error(exc) from None
-
-
 def native(path: PathArg | PathUri) -> bytes:
     """A native byte path, normalised exactly as a file URI of it would be."""
     uri = path if isinstance(path, PathUri) else path_uri(path)
@@ -90,7 +77,6 @@ class LocalFileSystem:
     def __init__(self, executor: Executor, sandboxed: SandboxedFileSystem) -> None:
         self._executor = executor
         self._sandboxed = sandboxed
-        self.handles = FileHandleTable()
 
     def _blocking(self, function: Callable[..., T], /, *args: object, **kwargs: object) -> Any:
         loop = asyncio.get_running_loop()
@@ -165,7 +151,7 @@ class LocalFileSystem:
         sandbox: SandboxContext | None = None,
     ) -> FileMetadata:
         if sandbox is None:  # the common case answers inline, without a thread hop
-            return self.get_metadata_now(path, follow_symlinks=follow_symlinks)
+            return self.get_metadata_nowait(path, follow_symlinks=follow_symlinks)
         metadata: FileMetadata = await self._run(
             sandbox,
             "get_metadata",
@@ -176,23 +162,18 @@ class LocalFileSystem:
         )
         return metadata
 
-    def get_metadata_now(
+    def get_metadata_nowait(
         self, path: PathArg | PathUri, *, follow_symlinks: bool = True
     ) -> FileMetadata:
-        """`get_metadata` without a sandbox, answered on the calling thread (one stat)."""
+        """Answered on the calling thread (one stat)."""
         with os_errors():
             return fs_ops.get_metadata(native(path), follow_symlinks=follow_symlinks)
-
-    async def canonicalize_native(
-        self, path: PathArg | PathUri, *, sandbox: SandboxContext | None = None
-    ) -> bytes:
-        real: bytes = await self._run(sandbox, "canonicalize", native(path), writes=False)
-        return real
 
     async def canonicalize(
         self, path: PathArg | PathUri, *, sandbox: SandboxContext | None = None
     ) -> str:
-        return os.fsdecode(await self.canonicalize_native(path, sandbox=sandbox))
+        real: bytes = await self._run(sandbox, "canonicalize", native(path), writes=False)
+        return os.fsdecode(real)
 
     async def read_directory(
         self, path: PathArg | PathUri, *, sandbox: SandboxContext | None = None
@@ -255,26 +236,6 @@ class LocalFileSystem:
         src, dst = native(source), native(destination)
         await self._run(sandbox, "copy", src, dst, writes=True, recursive=recursive)
 
-    async def open_into(
-        self,
-        table: FileHandleTable,
-        handle_id: str,
-        path: PathArg | PathUri,
-        mode: OpenModeName | str = "read",
-        *,
-        sandbox: SandboxContext | None = None,
-    ) -> None:
-        """Open `path` as `handle_id` in `table` (a connection's handles, or this object's)."""
-        table.check_new(handle_id)
-        target = native(path)
-        policy = sandbox_policy(sandbox)
-        with os_errors():
-            if policy is not None and needs_helper(policy, writes=mode == "replace"):
-                fd = await self._sandboxed.open(policy, target, mode)
-                table.adopt(handle_id, fd, OpenMode(mode))
-            else:
-                table.open(handle_id, target, OpenMode(mode))
-
     async def open(
         self,
         path: PathArg | PathUri,
@@ -282,32 +243,11 @@ class LocalFileSystem:
         *,
         sandbox: SandboxContext | None = None,
     ) -> LocalFileHandle:
-        handle = LocalFileHandle(self.handles)
-        await self.open_into(self.handles, handle.handle_id, path, mode, sandbox=sandbox)
-        return handle
-
-
-class LocalFileHandle:
-    _counter = 0
-
-    def __init__(self, table: FileHandleTable) -> None:
-        LocalFileHandle._counter += 1
-        self.handle_id = f"local-{LocalFileHandle._counter}"
-        self._table = table
-
-    async def read_block(self, offset: int, length: int) -> tuple[bytes, bool]:
+        target = native(path)
+        policy = sandbox_policy(sandbox)
         with os_errors():
-            return self._table.read_block(self.handle_id, offset, length)
-
-    async def write_block(self, offset: int, data: bytes) -> None:
-        with os_errors():
-            self._table.write_block(self.handle_id, offset, data)
-
-    async def aclose(self) -> None:
-        self._table.close(self.handle_id)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
+            if policy is not None and needs_helper(policy, writes=mode == "replace"):
+                fd = await self._sandboxed.open(policy, target, mode)
+            else:
+                fd = open_handle_fd(target, mode)
+        return LocalFileHandle(fd, mode)

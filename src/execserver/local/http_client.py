@@ -23,17 +23,13 @@ from urllib.parse import unquote_to_bytes
 
 import httpx
 
+from execserver.compat.reqwest import fits_http_uri, redirect_fails_builder, redirect_target
+from execserver.compat.url import UrlError, WebUrl, parse_url
+from execserver.environment.http_client import Headers, wire_headers
+from execserver.environment.http_client import HttpResponse as BufferedResponse
 from execserver.errors import InternalError, InvalidParams
 from execserver.observability.telemetry import current_trace_headers
 from execserver.protocol.http import HttpHeader
-from execserver.protocol.weburl import (
-    UrlError,
-    WebUrl,
-    fits_http_uri,
-    parse_url,
-    redirect_fails_builder,
-    redirect_target,
-)
 
 MAX_REDIRECTS = 10
 # Timeouts past this (about 31 years) are treated as no timeout.
@@ -246,9 +242,10 @@ def _response_headers(response: httpx.Response) -> list[tuple[str, str]]:
 
 
 @dataclass(slots=True)
-class HttpResponse:
+class StreamedResponse:
     """Status and headers received; `chunks()` yields the raw body within the request's
-    deadline (raising `InternalError(BODY_ERROR_TEXT)` if it fails); `aclose()` releases it."""
+    deadline (raising `InternalError(BODY_ERROR_TEXT)` if it fails); `aclose()` releases it.
+    An `HttpStream` (`aiter_bytes()`)."""
 
     status: int
     headers: list[tuple[str, str]]
@@ -270,6 +267,9 @@ class HttpResponse:
             if chunk:
                 yield chunk
 
+    def aiter_bytes(self) -> AsyncIterator[bytes]:
+        return self.chunks()
+
     async def read_all(self) -> bytes:
         """The whole body; the response is released. Raises `InternalError` if reading fails."""
         try:
@@ -286,8 +286,17 @@ class HttpResponse:
             await self._response.aclose()
 
 
+def timeout_ms(timeout: float | None) -> int | None:
+    """Seconds of the capability API as the wire's milliseconds (a positive timeout stays
+    positive: 0 means "fail at once")."""
+    if timeout is None:
+        return None
+    ms = round(timeout * 1000)
+    return 1 if ms == 0 and timeout > 0 else ms
+
+
 class LocalHttpClient:
-    """One pooled client for the whole server."""
+    """The HTTP capability of this host (`HttpClient`): one pooled client for everything."""
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         self.env = os.environ if env is None else env
@@ -320,27 +329,72 @@ class LocalHttpClient:
         # with its own (different) URL rules; redirects are decided here instead.
         return await client._send_single_request(outgoing)
 
-    async def fetch(
+    async def request(
         self,
         method: str,
         url: str,
-        headers: list[HttpHeader],
-        body: bytes | None,
         *,
-        timeout_ms: int | None,
+        headers: Headers = (),
+        body: bytes | None = None,
+        timeout: float | None = None,
+        follow_redirects: bool = True,
+    ) -> BufferedResponse:
+        response = await self._fetch(
+            method,
+            url,
+            headers=headers,
+            body=body,
+            timeout=timeout,
+            follow_redirects=follow_redirects,
+        )
+        return BufferedResponse(response.status, response.headers, await response.read_all())
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Headers = (),
+        body: bytes | None = None,
+        timeout: float | None = None,
+        follow_redirects: bool = True,
+    ) -> AsyncIterator[StreamedResponse]:
+        response = await self._fetch(
+            method,
+            url,
+            headers=headers,
+            body=body,
+            timeout=timeout,
+            follow_redirects=follow_redirects,
+        )
+        try:
+            yield response
+        finally:
+            await asyncio.shield(response.aclose())
+
+    async def _fetch(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Headers,
+        body: bytes | None,
+        timeout: float | None,
         follow_redirects: bool,
-    ) -> HttpResponse:
+    ) -> StreamedResponse:
         """Validate and send a request; return once the final response headers are in.
 
-        `timeout_ms` bounds the whole exchange, body included (0 fails at once, as the
+        `timeout` bounds the whole exchange, body included (0 fails at once, as the
         reference's does; absurdly large values mean no timeout).
         """
-        prepared = prepare(method, url, headers, body, self.env)
-        if timeout_ms == 0:
+        prepared = prepare(method, url, wire_headers(headers), body, self.env)
+        timeout_ms_ = timeout_ms(timeout)
+        if timeout_ms_ == 0:
             raise InternalError("http/request failed: route-aware request timed out")
         deadline = None
-        if timeout_ms is not None and timeout_ms < MAX_TIMEOUT_MS:
-            deadline = asyncio.get_running_loop().time() + timeout_ms / 1000
+        if timeout_ms_ is not None and timeout_ms_ < MAX_TIMEOUT_MS:
+            deadline = asyncio.get_running_loop().time() + timeout_ms_ / 1000
         try:
             async with asyncio.timeout_at(deadline):
                 response = await self.send(prepared, follow_redirects=follow_redirects)
@@ -352,7 +406,7 @@ class LocalHttpClient:
         response.deadline = deadline
         return response
 
-    async def send(self, request: PreparedRequest, *, follow_redirects: bool) -> HttpResponse:
+    async def send(self, request: PreparedRequest, *, follow_redirects: bool) -> StreamedResponse:
         """Send (following redirects if asked) and return once the final headers are in.
 
         Raises `InternalError("http/request failed: ...")` on failures before the headers, in the
@@ -379,7 +433,7 @@ class LocalHttpClient:
                 await response.aclose()
                 shown = original if redirects == 0 else request.url.serialize()
                 raise InternalError(f"http/request failed: error sending request for url ({shown})")
-            final = HttpResponse(response.status_code, _response_headers(response), response)
+            final = StreamedResponse(response.status_code, _response_headers(response), response)
             if response.status_code not in _REDIRECT_STATUSES:
                 return final
             raw_location = response.headers.get_list("location")

@@ -13,14 +13,8 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 
-from execserver.environment.process import (
-    ClosedEvent,
-    ExitedEvent,
-    OutputEvent,
-    ProcessEvent,
-    ReadResult,
-)
-from execserver.protocol.process import ProcessStream
+from execserver.environment.process import ClosedEvent, ExitedEvent, ProcessEvent
+from execserver.protocol.process import ProcessOutputChunk, ProcessReadResponse, ProcessStream
 
 RETAINED_OUTPUT_BYTES = 1024 * 1024
 RETAINED_OUTPUT_CHUNKS = 50_000
@@ -43,8 +37,8 @@ class RetainedOutputBudget:
         self._chunks = 0
         self._order: deque[tuple[OutputLog, int]] = deque()
 
-    def added(self, log: OutputLog, event: OutputEvent) -> None:
-        self.total += len(event.data)
+    def added(self, log: OutputLog, event: ProcessOutputChunk) -> None:
+        self.total += len(event.chunk)
         self._chunks += 1
         self._order.append((log, event.seq))
         while self.total > self.limit and self._order:
@@ -76,7 +70,7 @@ class OutputLog:
         self._max_bytes = max_bytes
         self._budget = budget
         self._max_chunks = max_chunks
-        self._chunks: deque[OutputEvent] = deque()
+        self._chunks: deque[ProcessOutputChunk] = deque()
         self._retained = 0
         self.next_seq = 1
         self.exit_code: int | None = None
@@ -95,7 +89,7 @@ class OutputLog:
         return self._retained
 
     def append_output(self, stream: ProcessStream, data: bytes) -> None:
-        event = OutputEvent(self.next_seq, stream, data)
+        event = ProcessOutputChunk(seq=self.next_seq, stream=stream, chunk=data)
         self.next_seq += 1
         self._chunks.append(event)
         self._retained += len(data)
@@ -108,7 +102,7 @@ class OutputLog:
         self._publish(event)
 
     def _evict_oldest(self) -> None:
-        size = len(self._chunks.popleft().data)
+        size = len(self._chunks.popleft().chunk)
         self._retained -= size
         if self._budget is not None:
             self._budget.released(size, 1)
@@ -129,7 +123,7 @@ class OutputLog:
         self._chunks.clear()
         self._retained = 0
 
-    def retained(self) -> list[OutputEvent]:
+    def retained(self) -> list[ProcessOutputChunk]:
         """The retained output chunks, oldest first."""
         return list(self._chunks)
 
@@ -157,19 +151,19 @@ class OutputLog:
         if self.listener is not None:
             self.listener(event)
 
-    def read(self, after_seq: int = 0, max_bytes: int | None = None) -> ReadResult:
+    def read(self, after_seq: int = 0, max_bytes: int | None = None) -> ProcessReadResponse:
         """Retained chunks with `seq > after_seq`, oldest first, within a byte budget.
 
         The first chunk is always included even if larger than `max_bytes`, and the read stops
         once the total reaches the budget (the reference's rule).
         """
-        chunks: list[OutputEvent] = []
+        chunks: list[ProcessOutputChunk] = []
         total = 0
         if self._chunks and self._chunks[-1].seq > after_seq:
             start = self._first_index_after(after_seq)
             for index in range(start, len(self._chunks)):
                 event = self._chunks[index]
-                size = len(event.data)
+                size = len(event.chunk)
                 if max_bytes is not None and chunks and total + size > max_bytes:
                     break
                 chunks.append(event)
@@ -177,8 +171,14 @@ class OutputLog:
                 if max_bytes is not None and total >= max_bytes:
                     break
         next_seq = chunks[-1].seq + 1 if max_bytes is not None and chunks else self.next_seq
-        return ReadResult(
-            chunks, next_seq, self.exited, self.exit_code, self.closed, self.sandbox_denied
+        return ProcessReadResponse(
+            chunks=chunks,
+            next_seq=next_seq,
+            exited=self.exited,
+            exit_code=self.exit_code,
+            closed=self.closed,
+            failure=None,
+            sandbox_denied=self.sandbox_denied,
         )
 
     def _first_index_after(self, after_seq: int) -> int:
@@ -192,7 +192,7 @@ class OutputLog:
                 hi = mid
         return lo
 
-    def is_ready(self, result: ReadResult, after_seq: int) -> bool:
+    def is_ready(self, result: ProcessReadResponse, after_seq: int) -> bool:
         """Whether a long poll may answer now (PROTOCOL.md §6.3)."""
         return bool(
             result.chunks or result.closed or (result.exited and after_seq < self.next_seq - 1)
@@ -200,7 +200,7 @@ class OutputLog:
 
     async def read_wait(
         self, after_seq: int = 0, max_bytes: int | None = None, wait_s: float = 0.0
-    ) -> ReadResult:
+    ) -> ProcessReadResponse:
         """`read()`, waiting up to `wait_s` seconds for something new if there is nothing yet.
 
         Cancellation: safe at any point; nothing is consumed.

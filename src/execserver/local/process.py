@@ -1,8 +1,9 @@
 """Local processes: spawn (pipes or PTY), output capture, stdin, signals, exit, teardown.
 
-`LocalExecBackend` is one session's process table; `LocalProcess` one child. All I/O is driven
-by event-loop readers and writers on non-blocking fds (no task per process). Teardown lives in
-`LocalProcess.kill()`: the whole tree gets SIGKILL and the child is always reaped.
+`LocalExecBackend` is one session's process table (`ProcessTable`); `LocalProcess` one child
+(`HostedProcess`). All I/O is driven by event-loop readers and writers on non-blocking fds (no
+task per process). Teardown lives in `LocalProcess.kill()`: the whole tree gets SIGKILL and the
+child is always reaped.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from execserver.environment.process import ProcessEvent
+from execserver.environment.process import ProcessEvent, ProcessListener
 from execserver.errors import InternalError, InvalidParams, InvalidRequest, os_error_text
 from execserver.local import tree
 from execserver.local.cgroup import ProcessCgroups
@@ -33,7 +34,14 @@ from execserver.local.sandbox.denial import TRAILING_OUTPUT_GRACE_S, looks_denie
 from execserver.local.sandbox.policy import SandboxError
 from execserver.local.spawn import Stdio, resolve_program, spawn
 from execserver.observability.telemetry import ProcessTrace, Telemetry
-from execserver.protocol.process import ExecEnvPolicy, ProcessStream, SandboxType, WriteStatus
+from execserver.protocol.process import (
+    ExecEnvPolicy,
+    ProcessReadResponse,
+    ProcessStartParams,
+    ProcessStream,
+    SandboxType,
+    WriteStatus,
+)
 from execserver.protocol.sandbox import SandboxContext
 
 log = logging.getLogger(__name__)
@@ -48,21 +56,19 @@ CLOSED_PROCESS_RETENTION_S = 80.0
 WRITE_ID_MEMORY = 4096
 MAX_PENDING_STDIN_BYTES = 64 * 1024 * 1024
 
-EventListener = Callable[["LocalProcess", ProcessEvent], None]
-
 
 @dataclass(slots=True, frozen=True)
 class ProcessSpec:
-    """What to run. `cwd` is a native path; `env`/`env_policy` are applied by the backend."""
+    """What to run, resolved from `ProcessStartParams`: `cwd` is the native path."""
 
     argv: list[str]
     cwd: bytes
     env: dict[str, str]
-    tty: bool = False
-    pipe_stdin: bool = False
-    arg0: str | None = None
-    env_policy: ExecEnvPolicy | None = None
-    sandbox: SandboxContext | None = None
+    tty: bool
+    pipe_stdin: bool
+    arg0: str | None
+    env_policy: ExecEnvPolicy | None
+    sandbox: SandboxContext | None
 
 
 class LocalProcess:
@@ -128,6 +134,19 @@ class LocalProcess:
         Cancellation: safe; the process is unaffected.
         """
         await asyncio.shield(self._done)
+
+    def read_nowait(
+        self, after_seq: int, max_bytes: int | None, *, only_if_ready: bool = False
+    ) -> ProcessReadResponse | None:
+        result = self.log.read(after_seq, max_bytes)
+        if only_if_ready and not self.log.is_ready(result, after_seq):
+            return None
+        return result
+
+    async def read(
+        self, after_seq: int, max_bytes: int | None, wait_s: float
+    ) -> ProcessReadResponse:
+        return await self.log.read_wait(after_seq, max_bytes, wait_s)
 
     # -- output --------------------------------------------------------------------------------
 
@@ -373,7 +392,7 @@ class LocalExecBackend:
         self._processes: dict[str, LocalProcess] = {}
         self._expiry: dict[str, asyncio.TimerHandle] = {}
         self._output_paused = False
-        self.listener: EventListener | None = None
+        self.listener: ProcessListener | None = None
 
     def __len__(self) -> int:
         return len(self._processes)
@@ -392,10 +411,33 @@ class LocalExecBackend:
             raise InvalidRequest(f"unknown process id {process_id}")
         return process
 
-    def start(self, process_id: str, spec: ProcessSpec) -> LocalProcess:
-        """Spawn a child under `process_id`. Raises the reference's errors on failure."""
-        if not spec.argv:
+    def start(self, params: ProcessStartParams) -> LocalProcess:
+        """Spawn a child under `params.process_id`. Raises the reference's errors on failure,
+        in the reference's order of checks."""
+        cwd = params.cwd.native_cwd()  # checked before argv, as the reference does
+        if not params.argv:
             raise InvalidParams("argv must not be empty")
+        sandbox = params.sandbox
+        if sandbox is not None:
+            if sandbox.windows_sandbox_level == "mxc":
+                raise InvalidParams("native MXC is unavailable on this executor")
+            if params.enforce_managed_network:
+                # Fail closed: there is no managed network proxy on this executor.
+                raise InvalidParams(
+                    "failed to prepare process sandbox: managed network enforcement needs a "
+                    "network proxy, which this executor does not provide"
+                )
+        spec = ProcessSpec(
+            argv=params.argv,
+            cwd=cwd,
+            env=params.env,
+            tty=params.tty,
+            pipe_stdin=params.pipe_stdin,
+            arg0=params.arg0,
+            env_policy=params.env_policy,
+            sandbox=sandbox,
+        )
+        process_id = params.process_id
         if process_id in self._processes:
             raise InvalidRequest(f"process {process_id} already exists")
         if len(self._processes) >= self._max_processes:

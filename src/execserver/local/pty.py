@@ -16,7 +16,7 @@ import struct
 import termios
 from collections.abc import Mapping
 
-from execserver.protocol.rust import rust_debug_str
+from execserver.compat.rust import rust_debug_str
 
 ROWS = 24
 COLS = 80

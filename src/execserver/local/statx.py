@@ -45,10 +45,16 @@ def birth_time_ms(path: bytes, *, follow_symlinks: bool = True) -> int:
     flags = 0 if follow_symlinks else _AT_SYMLINK_NOFOLLOW
     if _statx(_AT_FDCWD, os.fsencode(path), flags, _STATX_BTIME, buffer) != 0:
         return 0
-    mask: int = struct.unpack_from("<I", buffer, _MASK_OFFSET)[0]
+    return decode_birth_time_ms(buffer.raw)
+
+
+def decode_birth_time_ms(buffer: bytes) -> int:
+    """The birth time in a `struct statx` the kernel filled, or 0 when its mask says there is
+    none. The kernel writes in the machine's byte order, so the fields are read natively."""
+    mask: int = struct.unpack_from("=I", buffer, _MASK_OFFSET)[0]
     if not mask & _STATX_BTIME:
         return 0
     seconds: int
     nanos: int
-    seconds, nanos = struct.unpack_from("<qI", buffer, _BTIME_OFFSET)
+    seconds, nanos = struct.unpack_from("=qI", buffer, _BTIME_OFFSET)
     return max(0, seconds * 1000 + nanos // 1_000_000)

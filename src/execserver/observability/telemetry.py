@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
@@ -39,6 +40,13 @@ PROCESS_DURATION = "exec_server_process_duration_seconds"
 
 UNKNOWN_METHOD = "unknown"
 """Method label of requests for methods the server does not have (bounded cardinality)."""
+
+
+class TraceFields(Protocol):
+    """A request's W3C `trace` member (protocol.jsonrpc.TraceContext)."""
+
+    traceparent: str | None
+    tracestate: str | None
 
 
 def parent_context(traceparent: str | None, tracestate: str | None) -> Context | None:
@@ -149,13 +157,37 @@ class Telemetry:
         self._connections.add(1)
 
     def request_started(
-        self, method: str, parent: Context | None, received: float
+        self, method: str | None, trace_fields: TraceFields | None, received: float
     ) -> PendingRequest:
+        """A request arrived (`method` None: one the server does not have). Implements the
+        RPC engine's `RequestObserver`, like `enter`/`leave`/`request_cancelled`/..."""
+        parent = (
+            None
+            if trace_fields is None
+            else parent_context(trace_fields.traceparent, trace_fields.tracestate)
+        )
+        method = UNKNOWN_METHOD if method is None else method
         pending = PendingRequest(method, parent, time.time_ns(), received, time.perf_counter())
         if method in EAGER_SPAN_METHODS:
             pending.span = self.tracer.start_span(method, context=parent, kind=SpanKind.SERVER)
             pending.context = trace.set_span_in_context(pending.span, parent)
         return pending
+
+    def enter(self, pending: PendingRequest) -> object:
+        """Make `pending` the current request (and its eager span the current span)."""
+        context_token = None if pending.context is None else otel_context.attach(pending.context)
+        return context_token, CURRENT_REQUEST.set(pending)
+
+    def leave(self, token: object) -> None:
+        assert isinstance(token, tuple)
+        context_token, request_token = token
+        CURRENT_REQUEST.reset(request_token)
+        if context_token is not None:
+            otel_context.detach(context_token)
+
+    def request_cancelled(self, pending: PendingRequest) -> None:
+        if pending.span is not None:
+            pending.span.end()
 
     def request_finished(self, pending: PendingRequest, error_code: int | None) -> None:
         """The response is queued: note the time now, record it after this loop turn (once the

@@ -1,26 +1,26 @@
 """Building blocks for wire structs: camelCase structs, Rust integer widths, base64 bytes.
 
 Every payload struct derives from `WireStruct`. `rust_name` is the serde struct name the
-reference prints in type errors (`expected struct ReadParams`); `rust_len` its field count, used
-for the positional-array errors. Pure data: stdlib and msgspec only.
+reference prints in type errors (`expected struct ReadParams`); `rust_len` its field count and
+`rust_defaults` its defaulted members, used for the positional-array errors. Pure data: stdlib,
+msgspec and `compat` only.
 """
 
 from __future__ import annotations
 
-import typing
 from typing import Annotated, Any, ClassVar
 
 import msgspec
 
+from execserver.compat.serde import unexpected, unknown_variant
 from execserver.protocol import b64
 from execserver.protocol.pathuri import PathUri
-from execserver.protocol.rust import unexpected, unknown_variant
 
 I64_MAX = 2**63 - 1
 
 # Integer widths as serde names them. msgspec cannot bound an int past int64, so u64 and usize
 # carry their upper bound (`max`) here: structs with such members call `check_u64()` from
-# `__post_init__`, and `serde.explain` words the failure.
+# `__post_init__`, and `compat.serde` words the failure.
 U64 = Annotated[int, msgspec.Meta(ge=0, extra={"rust": "u64", "max": 2**64 - 1})]
 USIZE = Annotated[int, msgspec.Meta(ge=0, extra={"rust": "usize", "max": 2**64 - 1})]
 U32 = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1, extra={"rust": "u32"})]
@@ -28,28 +28,13 @@ U16 = Annotated[int, msgspec.Meta(ge=0, le=2**16 - 1, extra={"rust": "u16"})]
 I64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=I64_MAX, extra={"rust": "i64"})]
 
 
-_VARIANT_ORDER: dict[frozenset[Any], tuple[Any, ...]] = {}
-
-
-def declared_order(values: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Variants of a `Literal` in declaration order (msgspec reports them sorted)."""
-    return _VARIANT_ORDER.get(frozenset(values), values)
-
-
-def variants(literal: Any) -> Any:
-    """Register a `Literal` so error messages list its variants in declaration order."""
-    args = typing.get_args(literal)
-    _VARIANT_ORDER[frozenset(args)] = args
-    return literal
-
-
 class WireStruct(msgspec.Struct, rename="camel", kw_only=True):
     """Base of every wire payload: snake_case in Python, camelCase on the wire."""
 
     rust_name: ClassVar[str] = ""
     rust_len: ClassVar[int] = 0
-    rust_min_len: ClassVar[int | None] = None
-    """Shortest positional (array) form serde accepts, when trailing fields have defaults."""
+    rust_defaults: ClassVar[frozenset[str]] = frozenset()
+    """Wire names of the `#[serde(default)]` members, which a positional (array) form may omit."""
 
 
 class Base64Bytes(bytes):

@@ -14,7 +14,7 @@ class RedirectPolicy(UnitEnum):
 class HttpHeader(WireStruct):
     rust_name = "HttpHeader"
     rust_len = 3
-    rust_min_len = 2  # `valueEnvVar` defaults when a positional header omits it
+    rust_defaults = frozenset({"valueEnvVar"})  # a positional header may omit it
 
     name: str
     value: str

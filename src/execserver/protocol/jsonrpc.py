@@ -1,7 +1,9 @@
 """JSON-RPC envelopes as the reference speaks them: no `jsonrpc` member, `error` before `id`.
 
-`decode_message()` turns one transport message into a `Request`, `Notification` or
-`ClientResponse`, or raises `EnvelopeError` with the serde text the reference would print.
+`decode_message()` (the server's side) turns one transport message into a `Request`,
+`Notification` or `ClientResponse`, or raises `EnvelopeError` with the serde text the reference
+would print. `decode_from_server()` (the client's side) reads what a server sends: a
+`Response` or a `Notification`, with `result` and `params` left raw for a typed decode.
 The fast path is msgspec; the exact serde_json emulation in `json_syntax` runs only when the
 fast path fails or a cheap check says the text may hold something serde rejects (nesting,
 value count, duplicate keys). Encoders build the compact output frames. Pure data: no I/O.
@@ -16,9 +18,9 @@ from typing import Any
 
 import msgspec
 
-from execserver.protocol import json_syntax
+from execserver.compat import json_syntax
+from execserver.compat.serde import unexpected
 from execserver.protocol.base import enc_hook
-from execserver.protocol.rust import unexpected
 
 RequestId = int | str
 
@@ -64,6 +66,23 @@ class ClientResponse:
 
 
 Message = Request | Notification | ClientResponse
+
+
+@dataclass(slots=True)
+class ErrorObject:
+    code: int
+    message: str
+    data: Any = None
+
+
+@dataclass(slots=True)
+class Response:
+    """A server's answer as a client reads it: `result` raw (JSON text), or `error`."""
+
+    id: RequestId | None
+    result: msgspec.Raw | None
+    error: ErrorObject | None
+
 
 _decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder(enc_hook=enc_hook)
@@ -348,6 +367,47 @@ def encode_request(
 ) -> bytes:
     """`{"id":ID,"method":M,"params":P}` (client side), with `"trace":{...}` when given."""
     return _encoder.encode(_RequestEnvelope(request_id, method, params, trace or None))
+
+
+_ABSENT = msgspec.Raw(b"")
+NULL = msgspec.Raw(b"null")
+
+
+class _FromServer(msgspec.Struct):
+    id: int | str | None = None
+    method: str | None = None
+    params: msgspec.Raw = _ABSENT  # (msgspec.Raw cannot be part of a union)
+    result: msgspec.Raw = _ABSENT
+    error: dict[str, Any] | None = None
+
+
+_from_server = msgspec.json.Decoder(_FromServer)
+
+
+def decode_from_server(data: bytes) -> Response | Notification:
+    """Classify a message from a server; raise `EnvelopeError` if it is neither a response nor
+    a notification. Notification params and results stay raw (`NULL` when absent)."""
+    try:
+        message = _from_server.decode(data)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise EnvelopeError(str(exc)) from None
+    if message.method is not None and message.id is None:
+        return Notification(message.method, message.params if len(message.params) else NULL)
+    if message.error is not None:
+        error = message.error
+        code = error.get("code", -32603)
+        return Response(
+            message.id,
+            None,
+            ErrorObject(
+                code if isinstance(code, int) else -32603,
+                str(error.get("message", "")),
+                error.get("data"),
+            ),
+        )
+    if message.method is not None:
+        raise EnvelopeError("a request from the server (servers only answer and notify)")
+    return Response(message.id, message.result if len(message.result) else NULL, None)
 
 
 def encode_value(value: Any) -> bytes:

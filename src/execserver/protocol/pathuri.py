@@ -1,6 +1,6 @@
 """``file:`` URIs on the wire: parsing by the 0.169 reference's (WHATWG) rules, its canonical form
 and exact JSON-RPC errors, native POSIX paths, and native-path-to-URI encoding (`PathUri`).
-The URL machinery itself (hosts, the ``file:`` parser) lives in `whatwg`.
+The URL machinery itself (hosts, the ``file:`` parser, ``Url::parse``) is in `compat`.
 ``%2F``: like the 0.169 binary (unlike upstream source, which rejects it) the native path decodes
 it to ``/`` (``file:///tmp%2Fprobe`` is ``/tmp/probe``); the canonical ``uri`` keeps ``%2F``.
 """
@@ -12,15 +12,13 @@ import sys
 from typing import Final, Literal
 from urllib.parse import quote, quote_from_bytes, unquote_to_bytes
 
-from execserver.protocol.whatwg import (
+from execserver.compat.url import parse_url
+from execserver.compat.whatwg import (
     ASCII_ALPHA,
-    SPECIAL_SCHEMES,
     TAB_NEWLINE,
     Input,
     UrlError,
     parse_file_url,
-    parse_host,
-    parse_opaque_host,
     split_scheme,
 )
 
@@ -83,63 +81,6 @@ _PLAIN_SEGMENT: Final = rf"(?!\.\.?(?:/|$)){_SAFE_CHAR}+"
 _FAST_PATH_RE: Final = re.compile(
     rf"file:///(?:(?![A-Za-z][:|](?:/|$)){_PLAIN_SEGMENT}(?:/{_PLAIN_SEGMENT})*/?)?"
 )
-
-
-# --- non-file URLs: validated only --------------------------------------------
-
-
-def _validate_authority(s: str, i: int, special: bool) -> None:
-    """Authority of a non-file URL: only whether the `url` crate accepts it matters."""
-    n = len(s)
-    stop = "/?#\\" if special else "/?#"
-    last_at = -1
-    j = i
-    while j < n and s[j] not in stop:
-        if s[j] == "@":
-            last_at = j
-        j += 1
-    has_authority = False
-    if last_at == i:
-        after = s[i + 1] if i + 1 < n else ""
-        if after and after in stop:
-            raise UrlError("empty host")
-        i += 1
-    elif last_at > i:
-        has_authority = s[i:last_at] != ":"
-        i = last_at + 1
-    k = i
-    in_brackets = False
-    while k < n:
-        c = s[k]
-        if (c == ":" and not in_brackets) or c in stop:
-            break
-        if c == "[":
-            in_brackets = True
-        elif c == "]":
-            in_brackets = False
-        k += 1
-    host_text = s[i:k]
-    if special:
-        if not host_text:
-            raise UrlError("empty host")
-        host = parse_host(host_text)
-    else:
-        host = parse_opaque_host(host_text)
-        if not host and k < n and s[k] == ":":
-            raise UrlError("empty host")
-    if k < n and s[k] == ":":
-        port = 0
-        for c in s[k + 1 :]:
-            if "0" <= c <= "9":
-                port = port * 10 + ord(c) - 48
-                if port > 0xFFFF:
-                    raise UrlError("invalid port number")
-            elif c in "/\\?#":
-                break
-            else:
-                raise UrlError("invalid port number")
-    if not host and has_authority:
-        raise UrlError("empty host")
 
 
 # --- native paths --------------------------------------------------------------
@@ -264,13 +205,7 @@ class PathUri:
         scheme, after = split
         try:
             if scheme != "file":
-                if scheme in SPECIAL_SCHEMES:
-                    j = after
-                    while j < len(s) and s[j] in "/\\":
-                        j += 1
-                    _validate_authority(s, j, special=True)
-                elif s.startswith("//", after):
-                    _validate_authority(s, after + 2, special=False)
+                parse_url(text)  # only whether the url crate accepts it matters
                 raise PathUriError(_INVALID_PARAMS, f"unsupported path URI scheme `{scheme}`")
             url = parse_file_url(inp, after)
         except UrlError as exc:

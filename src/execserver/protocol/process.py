@@ -6,7 +6,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from execserver.protocol.base import U64, USIZE, Base64Bytes, WireStruct, check_u64, variants
+from execserver.compat.serde import variants
+from execserver.protocol.base import U64, USIZE, Base64Bytes, WireStruct, check_u64
 from execserver.protocol.pathuri import PathUri
 from execserver.protocol.sandbox import SandboxContext
 
@@ -68,9 +69,16 @@ class ProcessReadParams(WireStruct):
 
 
 class ProcessOutputChunk(WireStruct):
+    """One chunk of output: a `process/read` entry, and the output event of the Python API."""
+
     seq: int
     stream: ProcessStream
     chunk: bytes
+
+    @property
+    def data(self) -> bytes:
+        """The output bytes (`chunk`)."""
+        return self.chunk
 
 
 class ProcessReadResponse(WireStruct):

@@ -11,7 +11,8 @@ from typing import ClassVar, Literal
 
 import msgspec
 
-from execserver.protocol.base import NonZeroUsize, UnitEnum, WireStruct, variants
+from execserver.compat.serde import variants
+from execserver.protocol.base import NonZeroUsize, UnitEnum, WireStruct
 from execserver.protocol.pathuri import PathUri
 
 Access = Literal["read", "write", "deny", "none"]

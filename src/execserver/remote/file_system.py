@@ -82,9 +82,19 @@ class RemoteFileSystem:
         await self._call(methods.FS_WRITE_FILE, params, FsEmptyResponse)
 
     async def create_directory(
-        self, path: PathArg, *, recursive: bool = True, sandbox: SandboxContext | None = None
+        self,
+        path: PathArg,
+        *,
+        recursive: bool = True,
+        follow_symlinks: bool = True,
+        sandbox: SandboxContext | None = None,
     ) -> None:
-        params = FsCreateDirectoryParams(path=path_uri(path), recursive=recursive, sandbox=sandbox)
+        params = FsCreateDirectoryParams(
+            path=path_uri(path),
+            recursive=recursive,
+            sandbox=sandbox,
+            follow_symlinks=_follow(follow_symlinks),
+        )
         await self._call(methods.FS_CREATE_DIRECTORY, params, FsEmptyResponse)
 
     async def get_metadata(
@@ -94,6 +104,11 @@ class RemoteFileSystem:
             path=path_uri(path), sandbox=sandbox, follow_symlinks=_follow(follow_symlinks)
         )
         return await self._call(methods.FS_GET_METADATA, params, FileMetadata)
+
+    def get_metadata_nowait(
+        self, path: PathArg, *, follow_symlinks: bool = True
+    ) -> FileMetadata | None:
+        return None  # every answer is a round trip
 
     async def canonicalize(self, path: PathArg, *, sandbox: SandboxContext | None = None) -> str:
         params = FsCanonicalizeParams(path=path_uri(path), sandbox=sandbox)
@@ -124,10 +139,15 @@ class RemoteFileSystem:
         *,
         recursive: bool = True,
         force: bool = True,
+        follow_symlinks: bool = True,
         sandbox: SandboxContext | None = None,
     ) -> None:
         params = FsRemoveParams(
-            path=path_uri(path), recursive=recursive, force=force, sandbox=sandbox
+            path=path_uri(path),
+            recursive=recursive,
+            force=force,
+            sandbox=sandbox,
+            follow_symlinks=_follow(follow_symlinks),
         )
         await self._call(methods.FS_REMOVE, params, FsEmptyResponse)
 

@@ -11,12 +11,11 @@ from collections.abc import AsyncIterator
 import msgspec
 
 from execserver.client.client import ExecServerClient
-from execserver.environment.http_client import Headers, HttpResponse
+from execserver.environment.http_client import Headers, HttpResponse, wire_headers
 from execserver.errors import Disconnected, ExecServerError, InternalError
 from execserver.protocol import methods
 from execserver.protocol.base import Base64Bytes, WideU64, dec_hook
 from execserver.protocol.http import (
-    HttpHeader,
     HttpRequestBodyDeltaNotification,
     HttpRequestParams,
     HttpRequestResponse,
@@ -37,7 +36,7 @@ def _params(
     return HttpRequestParams(
         method=method,
         url=url,
-        headers=[HttpHeader(name=name, value=value) for name, value in headers],
+        headers=wire_headers(headers),
         body_base64=None if body is None else Base64Bytes(body),
         timeout_ms=None if timeout is None else WideU64(max(1, round(timeout * 1000))),
         redirect_policy=RedirectPolicy("follow" if follow_redirects else "stop"),

@@ -8,31 +8,27 @@ from __future__ import annotations
 
 import itertools
 import secrets
-from collections.abc import Mapping, Sequence
 from typing import TypeVar
 
 import msgspec
 
 from execserver.client.client import ExecServerClient
-from execserver.environment.file_system import PathArg, path_uri
 from execserver.environment.process import (
-    INHERIT_ALL,
     ClosedEvent,
     ExitedEvent,
-    OutputEvent,
     ProcessFailed,
     ProcessRunner,
-    ReadResult,
     Unsupported,
 )
 from execserver.environment.process_events import ProcessEventStream, StreamedProcess
 from execserver.errors import Disconnected, ExecServerError, MethodNotFound, ProtocolViolation
 from execserver.protocol import methods
 from execserver.protocol.base import Base64Bytes, WireStruct, dec_hook
+from execserver.protocol.pathuri import PathUri
 from execserver.protocol.process import (
-    ExecEnvPolicy,
     ProcessClosedNotification,
     ProcessCloseStdinParams,
+    ProcessOutputChunk,
     ProcessOutputNotification,
     ProcessReadParams,
     ProcessReadResponse,
@@ -47,7 +43,6 @@ from execserver.protocol.process import (
     SandboxType,
     WriteStatus,
 )
-from execserver.protocol.sandbox import SandboxContext
 
 
 class _ExitedNotification(WireStruct):
@@ -57,18 +52,6 @@ class _ExitedNotification(WireStruct):
     seq: int
     exit_code: int
     sandbox_denied: bool | None = None
-
-
-def read_result(response: ProcessReadResponse) -> ReadResult:
-    return ReadResult(
-        chunks=[OutputEvent(c.seq, c.stream, c.chunk) for c in response.chunks],
-        next_seq=response.next_seq,
-        exited=response.exited,
-        exit_code=response.exit_code,
-        closed=response.closed,
-        sandbox_denied=response.sandbox_denied,
-        failure=response.failure,
-    )
 
 
 class RemoteExecProcess(StreamedProcess):
@@ -134,7 +117,7 @@ class RemoteExecProcess(StreamedProcess):
 
     async def read(
         self, after_seq: int = 0, *, max_bytes: int | None = None, wait: float = 0.0
-    ) -> ReadResult:
+    ) -> ProcessReadResponse:
         return await self._backend.read(self.process_id, after_seq, max_bytes, wait)
 
     async def _stop_following(self) -> None:
@@ -164,7 +147,9 @@ class RemoteExecBackend(ProcessRunner):
                 output = _decode(params, ProcessOutputNotification)
                 stream = self._streams.get(output.process_id)
                 if stream is not None:
-                    stream.push(OutputEvent(output.seq, output.stream, output.chunk))
+                    stream.push(
+                        ProcessOutputChunk(seq=output.seq, stream=output.stream, chunk=output.chunk)
+                    )
             elif method == methods.PROCESS_EXITED:
                 exited = _decode(params, _ExitedNotification)
                 stream = self._streams.get(exited.process_id)
@@ -200,8 +185,8 @@ class RemoteExecBackend(ProcessRunner):
 
     async def read(
         self, process_id: str, after_seq: int, max_bytes: int | None, wait: float
-    ) -> ReadResult:
-        response = await self.client.call(
+    ) -> ProcessReadResponse:
+        return await self.client.call(
             methods.PROCESS_READ,
             ProcessReadParams(
                 process_id=process_id,
@@ -211,41 +196,20 @@ class RemoteExecBackend(ProcessRunner):
             ),
             ProcessReadResponse,
         )
-        return read_result(response)
 
-    async def start(
-        self,
-        argv: Sequence[str],
-        *,
-        cwd: PathArg | None = None,
-        env: Mapping[str, str] | None = None,
-        tty: bool = False,
-        pipe_stdin: bool = False,
-        arg0: str | None = None,
-        env_policy: ExecEnvPolicy | None = None,
-        sandbox: SandboxContext | None = None,
-    ) -> RemoteExecProcess:
-        process_id = f"{self._prefix}{next(self._ids)}"
-        if cwd is None:
-            info = self.client.environment_info
-            if info is None:
-                raise ProtocolViolation("the executor did not report its working directory")
-            cwd_uri = info.cwd
-        else:
-            cwd_uri = path_uri(cwd)
-        params = ProcessStartParams(
-            process_id=process_id,
-            argv=list(argv),
-            cwd=cwd_uri,
-            env=dict(env or {}),
-            tty=tty,
-            pipe_stdin=pipe_stdin,
-            arg0=arg0,
-            env_policy=env_policy if env_policy is not None or env is not None else INHERIT_ALL,
-            sandbox=sandbox,
-        )
+    def _new_process_id(self) -> str:
+        return f"{self._prefix}{next(self._ids)}"
 
-        async def read(after_seq: int) -> ReadResult:
+    def _default_cwd(self) -> PathUri:
+        info = self.client.environment_info
+        if info is None:
+            raise ProtocolViolation("the executor did not report its working directory")
+        return info.cwd
+
+    async def _spawn(self, params: ProcessStartParams) -> RemoteExecProcess:
+        process_id = params.process_id
+
+        async def read(after_seq: int) -> ProcessReadResponse:
             return await self.read(process_id, after_seq, None, 0.0)
 
         # Registered before the request: output may be pushed before the answer arrives.

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from execserver.protocol.serde import decode_params, decode_unit
+from execserver.protocol.params import decode_params, decode_unit
 
 Handler = Callable[[Any], Any | Awaitable[Any]]
 

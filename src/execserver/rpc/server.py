@@ -1,63 +1,66 @@
-"""Server side of a JSON-RPC connection: decode, route, answer, and own the request tasks.
+"""The server side of a JSON-RPC connection: `RpcPeer` driven from a channel, plus routing.
 
-Each inbound message is decoded and classified; requests go through the router. Synchronous
-handlers answer inline. An awaitable result runs as a task owned by this endpoint; while it is
-pending, later messages wait in a bounded backlog, so requests take effect in arrival order as
-with the reference, except results of `detached` routes (long polls), which never hold anything
-back. Tasks are cancelled when the connection goes away. Parse errors are answered with id -1
-and keep the connection; protocol violations drop it (PROTOCOL.md §2.4).
+`ServerEndpoint` is the channel's receiver. Each event the core releases is handled here:
+requests go through the router; a handler that answers at once is answered inline, an
+awaitable result runs as a task owned by the endpoint (and, unless its route is `detached`,
+holds later messages back: the reference's arrival-order semantics). Parse errors are
+answered with id -1; violations drop the connection (PROTOCOL.md §2.4). Closing the connection
+cancels the request tasks; `aclose()` waits for them.
 
-A client that stops reading cannot grow server memory: while the outbound buffer is congested,
-or `MAX_IN_FLIGHT` requests are still running, later messages wait in the backlog too, and once
-the backlog is full the transport stops reading (TCP back-pressure reaches the client).
+Observation (spans and metrics) goes through a narrow `RequestObserver`; without one the
+request path does not look at the clock.
 """
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
-import time
-from collections import deque
 from collections.abc import Callable
-from typing import Any
-
-from opentelemetry import context as otel_context
+from typing import Any, Generic, Protocol, TypeVar
 
 from execserver.errors import MethodNotFound, RpcError, to_jsonrpc_error
-from execserver.observability.telemetry import (
-    CURRENT_REQUEST,
-    UNKNOWN_METHOD,
-    PendingRequest,
-    Telemetry,
-    parent_context,
+from execserver.protocol.jsonrpc import Request, RequestId, TraceContext
+from execserver.protocol.params import ParamsError
+from execserver.rpc.peer import (
+    NotificationReceived,
+    ParseFailed,
+    RequestReceived,
+    Role,
+    RpcPeer,
+    Violation,
 )
-from execserver.protocol import jsonrpc
-from execserver.protocol.jsonrpc import (
-    ClientResponse,
-    EnvelopeError,
-    Notification,
-    Request,
-    RequestId,
-)
-from execserver.protocol.serde import ParamsError
 from execserver.rpc.router import Router
+from execserver.tasks import TaskOwner
 from execserver.transport.base import MessageChannel
 
 log = logging.getLogger(__name__)
 
-# Past these, stop reading from the transport until the backlog drains (back-pressure).
-MAX_BACKLOG_MESSAGES = 1024
-MAX_BACKLOG_BYTES = 64 * 1024 * 1024
-MAX_IN_FLIGHT = 256
-"""Running request tasks per connection (mostly long polls); more wait in the backlog."""
-
 Gate = Callable[[str], None]
 """Raises an `RpcError` if the connection may not use methods of this family yet."""
 
+T = TypeVar("T")
 
-class ServerEndpoint:
-    """Implements `MessageReceiver` for one connection."""
+
+class RequestObserver(Protocol[T]):
+    """Watches requests (spans, metrics). `T` is its per-request record."""
+
+    def request_started(self, method: str | None, trace: TraceContext | None, received: float) -> T:
+        """A request arrived for `method` (None: a method the server does not have)."""
+        ...
+
+    def enter(self, record: T) -> object:
+        """The handler starts: make the request current; returns what `leave` restores."""
+        ...
+
+    def leave(self, token: object) -> None: ...
+
+    def request_cancelled(self, record: T) -> None: ...
+
+    def request_finished(self, record: T, error_code: int | None) -> None: ...
+
+
+class ServerEndpoint(Generic[T]):
+    """Implements `MessageReceiver` for one server connection."""
 
     def __init__(
         self,
@@ -65,20 +68,18 @@ class ServerEndpoint:
         router: Router,
         *,
         gate: Gate,
-        on_notification: Callable[[Notification], bool],
+        on_notification: Callable[[str], bool],
         on_close: Callable[[], None],
-        telemetry: Telemetry | None = None,
+        observer: RequestObserver[T] | None = None,
     ) -> None:
         self.channel = channel
-        self._telemetry = telemetry
+        self._peer = RpcPeer(Role.SERVER, timing=observer is not None)
         self._router = router
         self._gate = gate
         self._on_notification = on_notification
         self._on_close = on_close
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._lane: asyncio.Task[None] | None = None
-        self._backlog: deque[tuple[bytes, float]] = deque()
-        self._backlog_bytes = 0
+        self._observer = observer
+        self._tasks = TaskOwner(f"requests of {channel.label}")
         self._reading_paused = False
         self._awaiting_drain = False
         self._closed = False
@@ -92,89 +93,72 @@ class ServerEndpoint:
     def message_received(self, data: bytes) -> None:
         if self._closed:
             return
-        received = time.perf_counter() if self._telemetry is not None else 0.0
-        if self._backlog or self._must_wait():
-            self._backlog.append((data, received))
-            self._backlog_bytes += len(data)
-            if not self._reading_paused and (
-                len(self._backlog) > MAX_BACKLOG_MESSAGES or self._backlog_bytes > MAX_BACKLOG_BYTES
-            ):
-                self._reading_paused = True
-                self.channel.pause_reading()
-            return
-        self._handle(data, received)
-
-    def _must_wait(self) -> bool:
-        """Whether the next message has to wait: an ordered request is running, too many are,
-        or the client is not reading what we already sent (then retry once it drains)."""
-        if self._lane is not None or len(self._tasks) >= MAX_IN_FLIGHT:
-            return True
-        if self.channel.is_congested():
-            if not self._awaiting_drain:
-                self._awaiting_drain = True
-                self.channel.call_when_writable(self._drained)
-            return True
-        return False
-
-    def _drained(self) -> None:
-        self._awaiting_drain = False
-        self._run_backlog()
-
-    def _handle(self, data: bytes, received: float) -> None:
-        try:
-            message = jsonrpc.decode_message(data)
-        except EnvelopeError as exc:
-            self._send_error(
-                -1, RpcError(f"failed to parse {self.channel.label}: {exc}", code=-32600)
-            )
-            return
-        if isinstance(message, Request):
-            self._dispatch(message, received)
-        elif isinstance(message, Notification):
-            if not self._on_notification(message):
-                self.channel.abort()
-        elif isinstance(message, ClientResponse):
-            # The server never sends requests, so any response from the client is a violation.
-            self.channel.abort()
+        self._peer.receive_message(data)
+        self._pump()
 
     def connection_lost(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self._backlog.clear()
-        for task in list(self._tasks):
-            task.cancel()
+        self._peer.connection_lost()
+        self._tasks.cancel_all()
         self._on_close()
+
+    # -- the core's events ---------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        peer = self._peer
+        peer.congested = self.channel.is_congested()
+        while (event := peer.next_event()) is not None:
+            if isinstance(event, RequestReceived):
+                self._dispatch(event.request, event.received)
+            elif isinstance(event, NotificationReceived):
+                if not self._on_notification(event.method):
+                    self.channel.abort()
+            elif isinstance(event, ParseFailed):
+                self._send_error(
+                    -1,
+                    RpcError(f"failed to parse {self.channel.label}: {event.detail}", code=-32600),
+                )
+            elif isinstance(event, Violation):
+                self.channel.abort()
+            if self._closed:
+                return
+            peer.congested = self.channel.is_congested()
+        if peer.waiting and peer.congested and not self._awaiting_drain:
+            self._awaiting_drain = True
+            self.channel.call_when_writable(self._drained)
+        if peer.reading_paused != self._reading_paused:
+            self._reading_paused = peer.reading_paused
+            if self._reading_paused:
+                self.channel.pause_reading()
+            else:
+                self.channel.resume_reading()
+
+    def _drained(self) -> None:
+        self._awaiting_drain = False
+        if not self._closed:
+            self._pump()
 
     # -- requests ------------------------------------------------------------------------------
 
     def _dispatch(self, request: Request, received: float) -> None:
         route = self._router.get(request.method)
-        pending: PendingRequest | None = None
-        if self._telemetry is not None:
-            trace_context = request.trace
-            parent = (
-                None
-                if trace_context is None
-                else parent_context(trace_context.traceparent, trace_context.tracestate)
-            )
-            method = request.method if route is not None else UNKNOWN_METHOD
-            pending = self._telemetry.request_started(method, parent, received)
+        observer = self._observer
+        record: T | None = None
+        if observer is not None:
+            method = request.method if route is not None else None
+            record = observer.request_started(method, request.trace, received)
         if route is None:
             self._send_error(
                 request.id,
                 MethodNotFound(f"exec-server stub does not implement `{request.method}` yet"),
-                pending,
+                record,
             )
             return
-        # The request's span is current while its handler runs (and in the task it may start),
-        # so spans and outbound trace headers the handler creates are its children.
-        token = (
-            None
-            if pending is None or pending.context is None
-            else otel_context.attach(pending.context)
-        )
-        request_token = None if pending is None else CURRENT_REQUEST.set(pending)
+        # The request is current while its handler runs (and in the task it may start), so
+        # spans and outbound trace headers the handler creates are its children.
+        token = None if observer is None or record is None else observer.enter(record)
         try:
             try:
                 params = route.decode(request.params)
@@ -182,94 +166,72 @@ class ServerEndpoint:
                     self._gate(route.gate)
                 result = route.handler(params)
             except ParamsError as exc:
-                self._send_error(request.id, RpcError(str(exc), code=-32602), pending)
+                self._send_error(request.id, RpcError(str(exc), code=-32602), record)
                 return
             except Exception as exc:
-                self._send_failure(request.id, exc, pending)
+                self._send_failure(request.id, exc, record)
                 return
             if inspect.isawaitable(result):
-                task = asyncio.ensure_future(self._finish(request.id, result, pending))
-                self._tasks.add(task)
-                if not route.detached:
-                    self._lane = task
-                task.add_done_callback(self._task_done)
+                task = self._tasks.spawn(self._finish(request.id, result, record))
+                self._peer.request_started(request.id, ordered=not route.detached)
+                request_id = request.id
+                task.add_done_callback(lambda _: self._request_done(request_id))
                 return
         finally:
-            if request_token is not None:
-                CURRENT_REQUEST.reset(request_token)
             if token is not None:
-                otel_context.detach(token)
-        self._send_result(request.id, result, pending)
+                assert observer is not None
+                observer.leave(token)
+        self._send_result(request.id, result, record)
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if self._lane is task:
-            self._lane = None
-        self._run_backlog()
-
-    def _run_backlog(self) -> None:
-        while self._backlog and not self._closed and not self._must_wait():
-            data, received = self._backlog.popleft()
-            self._backlog_bytes -= len(data)
-            self._handle(data, received)
-        if self._reading_paused and len(self._backlog) <= MAX_BACKLOG_MESSAGES // 2:
-            self._reading_paused = False
-            self.channel.resume_reading()
-
-    async def _finish(
-        self, request_id: RequestId, awaitable: Any, pending: PendingRequest | None
-    ) -> None:
+    async def _finish(self, request_id: RequestId, awaitable: Any, record: T | None) -> None:
         try:
             result = await awaitable
-        except asyncio.CancelledError:
-            if pending is not None and pending.span is not None:
-                pending.span.end()
-            raise
         except Exception as exc:
-            self._send_failure(request_id, exc, pending)
+            self._send_failure(request_id, exc, record)
+        except BaseException:
+            if self._observer is not None and record is not None:
+                self._observer.request_cancelled(record)
+            raise
         else:
-            self._send_result(request_id, result, pending)
+            self._send_result(request_id, result, record)
 
-    def _send_failure(
-        self, request_id: RequestId, exc: BaseException, pending: PendingRequest | None = None
-    ) -> None:
+    def _request_done(self, request_id: RequestId) -> None:
+        # A done callback (not the task's own tail), so the next messages are handled outside
+        # the finished request's context, as they would be had they not waited.
+        self._peer.request_finished(request_id)
+        if not self._closed:
+            self._pump()
+
+    def _send_failure(self, request_id: RequestId, exc: BaseException, record: T | None) -> None:
         error = to_jsonrpc_error(exc)
         if not isinstance(exc, RpcError | OSError):
             log.exception("request %r failed", request_id, exc_info=exc)
-        self._send_error(request_id, error, pending)
+        self._send_error(request_id, error, record)
 
-    def _send_result(
-        self, request_id: RequestId, result: Any, pending: PendingRequest | None = None
-    ) -> None:
+    def _send_result(self, request_id: RequestId, result: Any, record: T | None = None) -> None:
         if not self._closed:
-            self.channel.send(jsonrpc.encode_result(request_id, result))
-        if pending is not None and self._telemetry is not None:
-            self._telemetry.request_finished(pending, None)
+            self.channel.send(RpcPeer.encode_result(request_id, result))
+        if record is not None and self._observer is not None:
+            self._observer.request_finished(record, None)
 
-    def _send_error(
-        self, request_id: RequestId, error: RpcError, pending: PendingRequest | None = None
-    ) -> None:
+    def _send_error(self, request_id: RequestId, error: RpcError, record: T | None = None) -> None:
         if not self._closed:
             self.channel.send(
-                jsonrpc.encode_error(request_id, error.code, error.message, error.data)
+                RpcPeer.encode_error(request_id, error.code, error.message, error.data)
             )
-        if pending is not None and self._telemetry is not None:
-            self._telemetry.request_finished(pending, error.code)
+        if record is not None and self._observer is not None:
+            self._observer.request_finished(record, error.code)
 
     # -- notifications -------------------------------------------------------------------------
 
     def notify(self, method: str, params: Any) -> None:
         """Send a server notification (dropped once the connection is closed)."""
         if not self._closed:
-            self.channel.send(jsonrpc.encode_notification(method, params))
+            self.channel.send(RpcPeer.encode_notification(method, params))
 
     async def aclose(self) -> None:
         """Cancel every in-flight request task and wait for them to finish.
 
         Cancellation: the tasks are cancelled before the first await.
         """
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.aclose()

@@ -10,20 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
-from execserver.local import tree
-from execserver.local.cgroup import ProcessCgroups
-from execserver.local.file_system import LocalFileSystem
-from execserver.local.http_client import LocalHttpClient
-from execserver.local.info import environment_info
-from execserver.local.output_log import MAX_RETAINED_OUTPUT_BYTES, RetainedOutputBudget
+from execserver.local.host import Host, HostConfig
+from execserver.local.output_log import MAX_RETAINED_OUTPUT_BYTES
 from execserver.local.process import CLOSED_PROCESS_RETENTION_S, MAX_PROCESSES_PER_SESSION
-from execserver.local.reaper import ChildReaper
-from execserver.local.sandbox.fs_runner import SandboxedFileSystem
 from execserver.observability.telemetry import Telemetry
 from execserver.protocol.session import EnvironmentInfo
 from execserver.rpc.server import ServerEndpoint
@@ -32,12 +25,12 @@ from execserver.server.connection import Connection
 from execserver.server.dispatch import Services, build_router
 from execserver.server.handlers.http import MAX_HTTP_STREAMS
 from execserver.server.session import DETACHED_SESSION_TTL_S, MAX_SESSIONS, SessionRegistry
+from execserver.tasks import TaskOwner
 from execserver.transport.base import MessageChannel
+from execserver.transport.http import HttpRequest, HttpResponse
 from execserver.transport.stdio import StdioConnection
 from execserver.transport.websocket import (
     PING_INTERVAL_S,
-    HttpRequest,
-    HttpResponse,
     WebSocketServerConnection,
     serve_websocket,
 )
@@ -81,41 +74,34 @@ class ServerConfig:
 
 class ExecServer:
     def __init__(self, config: ServerConfig | None = None) -> None:
-        self.config = config or ServerConfig()
+        self.config = config = config or ServerConfig()
         loop = asyncio.get_running_loop()
-        self.reaper = ChildReaper(loop)
-        if self.config.subreaper:
-            self.reaper.become_subreaper()
-        self.cgroups = (
-            ProcessCgroups.create() if self.config.process_cgroups else ProcessCgroups.disabled()
+        self.host = Host(
+            HostConfig(
+                closed_process_retention_s=config.closed_process_retention_s,
+                max_processes_per_session=config.max_processes_per_session,
+                max_retained_output=config.max_retained_output,
+                process_cgroups=config.process_cgroups,
+                subreaper=config.subreaper,
+                blocking_threads=config.blocking_threads,
+                telemetry=config.telemetry,
+            )
         )
         self.registry = SessionRegistry(
-            self.reaper,
-            cgroups=self.cgroups,
-            max_sessions=self.config.max_sessions,
-            max_processes_per_session=self.config.max_processes_per_session,
-            output_budget=RetainedOutputBudget(self.config.max_retained_output),
-            ttl_s=self.config.session_ttl_s,
-            closed_retention_s=self.config.closed_process_retention_s,
-            telemetry=self.config.telemetry,
+            self.host.process_table, max_sessions=config.max_sessions, ttl_s=config.session_ttl_s
         )
-        self.info: EnvironmentInfo = environment_info()
-        self.http_client = LocalHttpClient()
-        self._blocking = ThreadPoolExecutor(
-            max_workers=self.config.blocking_threads, thread_name_prefix="execserver-io"
-        )
+        self.info: EnvironmentInfo = self.host.info
         self._services = Services(
             registry=self.registry,
             info=self.info,
-            fs=LocalFileSystem(self._blocking, SandboxedFileSystem(self.reaper, self._blocking)),
-            http_client=self.http_client,
-            max_http_streams=self.config.max_http_streams,
+            fs=self.host.fs,
+            http_client=self.host.http,
+            max_http_streams=config.max_http_streams,
         )
         self._connections: set[Connection] = set()
-        if self.config.telemetry is not None:
-            self.config.telemetry.observe(
-                lambda: len(self._connections), self.registry.active_processes
-            )
+        self._closing_connections = TaskOwner("closing connections")
+        if config.telemetry is not None:
+            config.telemetry.observe(lambda: len(self._connections), self.registry.active_processes)
         self._listener: asyncio.Server | None = None
         self._stdio: StdioConnection | None = None
         self._closing = False
@@ -125,16 +111,17 @@ class ExecServer:
 
     def open_connection(
         self, channel: MessageChannel, principal: str = ANONYMOUS
-    ) -> ServerEndpoint:
+    ) -> ServerEndpoint[Any]:
+        """Serve one connection on `channel` (any transport); returns its receiver."""
         connection = Connection(channel, self._connection_closed, principal)
         telemetry = self.config.telemetry
-        endpoint = ServerEndpoint(
+        endpoint: ServerEndpoint[Any] = ServerEndpoint(
             channel,
             build_router(connection, self._services),
             gate=connection.check_gate,
             on_notification=connection.on_notification,
             on_close=connection.closed,
-            telemetry=telemetry,
+            observer=telemetry,
         )
         connection.bind(endpoint)
         self._connections.add(connection)
@@ -145,6 +132,8 @@ class ExecServer:
 
     def _connection_closed(self, connection: Connection) -> None:
         self._connections.discard(connection)
+        if not self._closing_connections.closed:
+            self._closing_connections.spawn(connection.aclose())
         session = connection.session
         log.info(
             "connection closed",
@@ -161,7 +150,7 @@ class ExecServer:
     async def listen_websocket(self, host: str, port: int) -> tuple[str, int]:
         """Start the WebSocket listener; returns the bound (host, port)."""
 
-        def on_open(ws: WebSocketServerConnection) -> ServerEndpoint:
+        def on_open(ws: WebSocketServerConnection) -> ServerEndpoint[Any]:
             principal = ws.request.principal if ws.request is not None else None
             return self.open_connection(ws, principal or ANONYMOUS)
 
@@ -213,18 +202,12 @@ class ExecServer:
             self._listener.close()
         for connection in list(self._connections):
             connection.channel.abort()
-            if connection.endpoint is not None:
-                await connection.endpoint.aclose()
+        await self._closing_connections.join()
+        await self._closing_connections.aclose()
         await self.registry.aclose()
-        self.cgroups.close()
-        if self.config.subreaper:
-            # Orphans we adopted that no cgroup or tree walk attributed to a process.
-            tree.kill_descendants(os.getpid())
         if self._stdio is not None:
             self._stdio.close()
-        self.reaper.close()
-        self._blocking.shutdown(wait=False, cancel_futures=True)
-        await self.http_client.aclose()
+        await self.host.aclose()
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._listener.wait_closed(), 1.0)

@@ -11,15 +11,15 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from execserver.errors import InvalidRequest
-from execserver.local.file_handles import FileHandleTable
 from execserver.protocol import methods
-from execserver.protocol.jsonrpc import Notification
 from execserver.rpc.server import ServerEndpoint
 from execserver.server.auth import ANONYMOUS
-from execserver.transport.base import MessageChannel
+from execserver.server.file_handles import HandleTable
+from execserver.tasks import TaskOwner
+from execserver.transport.base import MessageChannel, writable
 
 if TYPE_CHECKING:
     from execserver.server.session import Session
@@ -59,13 +59,15 @@ class Connection:
         self.session: Session | None = None
         self.taken_over = False
         # File handles belong to the connection, not the session: a resume does not carry them.
-        self.handles = FileHandleTable()
-        # Streaming http/request bodies by request id (None while the headers are awaited).
-        self.http_streams: dict[str, asyncio.Task[None] | None] = {}
+        self.handles = HandleTable()
+        # Request ids of the streamed http/request bodies open now (reserved from the start).
+        self.http_streams: set[str] = set()
+        self.tasks = TaskOwner(f"connection {channel.label}")
+        """Work that outlives a request but not the connection (streamed http bodies)."""
         self._on_closed = on_closed
-        self.endpoint: ServerEndpoint | None = None
+        self.endpoint: ServerEndpoint[Any] | None = None
 
-    def bind(self, endpoint: ServerEndpoint) -> None:
+    def bind(self, endpoint: ServerEndpoint[Any]) -> None:
         self.endpoint = endpoint
 
     def advance(self, event: str) -> bool:
@@ -84,9 +86,9 @@ class Connection:
         if self.state is State.INITIALIZED:
             raise InvalidRequest(f"client must send initialized before using {family} methods")
 
-    def on_notification(self, notification: Notification) -> bool:
+    def on_notification(self, method: str) -> bool:
         """Only `initialized` is a legal client notification, and only after `initialize`."""
-        return notification.method == methods.INITIALIZED and self.advance("initialized")
+        return method == methods.INITIALIZED and self.advance("initialized")
 
     def notify(self, method: str, params: object) -> None:
         if self.endpoint is not None:
@@ -97,23 +99,22 @@ class Connection:
 
         Cancellation: safe.
         """
-        if not self.channel.is_congested():
-            return
-        drained: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        def wake() -> None:
-            if not drained.done():
-                drained.set_result(None)
-
-        self.channel.call_when_writable(wake)
-        await drained
+        await writable(self.channel)
 
     def closed(self) -> None:
-        """The transport is gone."""
+        """The transport is gone: stop the connection's work (`aclose()` waits for it)."""
         self.advance("close")
-        self.handles.close_all()
-        for stream in self.http_streams.values():
-            if stream is not None:
-                stream.cancel()
-        self.http_streams.clear()
+        self.tasks.cancel_all()
         self._on_closed(self)
+
+    async def aclose(self) -> None:
+        """Wait for the connection's tasks and release its handles.
+
+        Cancellation: the handles are released anyway.
+        """
+        try:
+            if self.endpoint is not None:
+                await self.endpoint.aclose()
+            await self.tasks.aclose()
+        finally:
+            await asyncio.shield(self.handles.aclose())

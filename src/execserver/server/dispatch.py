@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from execserver.local.file_system import LocalFileSystem
-from execserver.local.http_client import LocalHttpClient
+from execserver.environment.file_system import FileSystem
+from execserver.environment.http_client import HttpClient
 from execserver.protocol import methods
 from execserver.protocol.file_system import (
     FsCanonicalizeParams,
@@ -53,8 +53,8 @@ class Services:
 
     registry: SessionRegistry
     info: EnvironmentInfo
-    fs: LocalFileSystem
-    http_client: LocalHttpClient
+    fs: FileSystem
+    http_client: HttpClient
     max_http_streams: int = MAX_HTTP_STREAMS
 
 

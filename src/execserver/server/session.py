@@ -12,26 +12,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Protocol
 
-from execserver.environment.process import ClosedEvent, ExitedEvent, OutputEvent, ProcessEvent
-from execserver.errors import InvalidRequest, SessionAttached
-from execserver.local.cgroup import ProcessCgroups
-from execserver.local.output_log import RetainedOutputBudget
-from execserver.local.process import (
-    CLOSED_PROCESS_RETENTION_S,
-    MAX_PROCESSES_PER_SESSION,
-    LocalExecBackend,
-    LocalProcess,
+from execserver.environment.process import (
+    ClosedEvent,
+    ExitedEvent,
+    HostedProcess,
+    ProcessEvent,
+    ProcessTable,
 )
-from execserver.local.reaper import ChildReaper
-from execserver.observability.telemetry import Telemetry
+from execserver.errors import InvalidRequest, SessionAttached
 from execserver.protocol import methods
 from execserver.protocol.process import (
     ProcessClosedNotification,
     ProcessExitedNotification,
+    ProcessOutputChunk,
     ProcessOutputNotification,
 )
+from execserver.tasks import TaskOwner
 from execserver.transport.base import MessageChannel
 
 log = logging.getLogger(__name__)
@@ -50,26 +49,30 @@ class Attachment(Protocol):
     def notify(self, method: str, params: object) -> None: ...
 
 
+ProcessTableFactory = Callable[[str], ProcessTable]
+"""Makes the process table of a new session (given its id, for logs)."""
+
+
 class Session:
-    def __init__(self, session_id: str, backend: LocalExecBackend, principal: str) -> None:
+    def __init__(self, session_id: str, processes: ProcessTable, principal: str) -> None:
         self.id = session_id
         self.principal = principal
-        self.backend = backend
+        self.processes = processes
         self.connection: Attachment | None = None
         self._expiry: asyncio.TimerHandle | None = None
         self._waiting_for_drain = False
-        backend.listener = self._on_process_event
+        processes.listener = self._on_process_event
 
-    def _on_process_event(self, process: LocalProcess, event: ProcessEvent) -> None:
+    def _on_process_event(self, process: HostedProcess, event: ProcessEvent) -> None:
         connection = self.connection
         if connection is None:
             return
         pid = process.process_id
-        if isinstance(event, OutputEvent):
+        if isinstance(event, ProcessOutputChunk):
             connection.notify(
                 methods.PROCESS_OUTPUT,
                 ProcessOutputNotification(
-                    process_id=pid, seq=event.seq, stream=event.stream, chunk=event.data
+                    process_id=pid, seq=event.seq, stream=event.stream, chunk=event.chunk
                 ),
             )
         elif isinstance(event, ExitedEvent):
@@ -88,12 +91,12 @@ class Session:
             )
         if not self._waiting_for_drain and connection.channel.is_congested():
             self._waiting_for_drain = True
-            self.backend.pause_output()
+            self.processes.pause_output()
             connection.channel.call_when_writable(self._drained)
 
     def _drained(self) -> None:
         self._waiting_for_drain = False
-        self.backend.resume_output()
+        self.processes.resume_output()
 
     def attach(self, connection: Attachment) -> None:
         if self._expiry is not None:
@@ -112,7 +115,7 @@ class Session:
                 "session detached",
                 extra={
                     "session_id": self.id,
-                    "processes": self.backend.active,
+                    "processes": self.processes.active,
                     "ttl_s": registry.ttl_s,
                 },
             )
@@ -123,7 +126,7 @@ class Session:
             self._expiry.cancel()
             self._expiry = None
         self.connection = None
-        await self.backend.aclose()
+        await self.processes.aclose()
 
 
 class SessionRegistry:
@@ -131,33 +134,23 @@ class SessionRegistry:
 
     def __init__(
         self,
-        reaper: ChildReaper,
+        new_table: ProcessTableFactory,
         *,
         ttl_s: float = DETACHED_SESSION_TTL_S,
-        closed_retention_s: float = CLOSED_PROCESS_RETENTION_S,
-        cgroups: ProcessCgroups | None = None,
         max_sessions: int = MAX_SESSIONS,
-        max_processes_per_session: int = MAX_PROCESSES_PER_SESSION,
-        output_budget: RetainedOutputBudget | None = None,
-        telemetry: Telemetry | None = None,
     ) -> None:
-        self.reaper = reaper
-        self.telemetry = telemetry
-        self.output_budget = output_budget or RetainedOutputBudget()
-        self.cgroups = cgroups
+        self._new_table = new_table
         self.max_sessions = max_sessions
-        self._max_processes = max_processes_per_session
         self.ttl_s = ttl_s
-        self._closed_retention_s = closed_retention_s
         self._sessions: dict[str, Session] = {}
-        self._closing: set[asyncio.Task[None]] = set()
+        self._closing = TaskOwner("session expiries")
 
     def __len__(self) -> int:
         return len(self._sessions)
 
     def active_processes(self) -> int:
         """Processes of every session that have not closed yet."""
-        return sum(session.backend.active for session in self._sessions.values())
+        return sum(session.processes.active for session in self._sessions.values())
 
     def create(self, connection: Attachment) -> Session:
         if len(self._sessions) >= self.max_sessions:
@@ -165,16 +158,8 @@ class SessionRegistry:
                 f"too many sessions on this server (limit {self.max_sessions}, detached ones "
                 "included until they expire); resume an existing session or retry later"
             )
-        backend = LocalExecBackend(
-            self.reaper,
-            closed_retention_s=self._closed_retention_s,
-            cgroups=self.cgroups,
-            max_processes=self._max_processes,
-            output_budget=self.output_budget,
-            telemetry=self.telemetry,
-        )
-        session = Session(str(uuid.uuid4()), backend, connection.principal)
-        backend.session_id = session.id
+        session_id = str(uuid.uuid4())
+        session = Session(session_id, self._new_table(session_id), connection.principal)
         self._sessions[session.id] = session
         session.attach(connection)
         log.info("session created", extra={"session_id": session.id})
@@ -201,15 +186,16 @@ class SessionRegistry:
             extra={
                 "session_id": session_id,
                 "ttl_s": self.ttl_s,
-                "processes": session.backend.active,
+                "processes": session.processes.active,
             },
         )
-        task = asyncio.ensure_future(session.aclose())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        self._closing.spawn(session.aclose())
 
     async def aclose(self) -> None:
         """Close every session (kill all process trees) and wait for pending expiries."""
         sessions = list(self._sessions.values())
         self._sessions.clear()
-        await asyncio.gather(*(s.aclose() for s in sessions), *self._closing)
+        await asyncio.gather(*(s.aclose() for s in sessions))
+        # Expiries in progress are killing their trees: let them finish rather than cancel them.
+        await self._closing.join()
+        await self._closing.aclose()

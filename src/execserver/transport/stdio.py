@@ -1,4 +1,5 @@
-"""Newline-delimited JSON over a pair of pipes (the server's stdin/stdout, or a child's).
+"""Newline-delimited JSON over a pair of pipes: the server's own stdin/stdout
+(`StdioConnection`), or a spawned child's (`spawn_stdio()`, the client side).
 
 One message per line; a trailing `\\r` is dropped, blank lines are skipped and partial lines
 are buffered. EOF on the input ends the connection. Nothing but messages is ever written.
@@ -9,13 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
+from execserver.errors import ConnectError
 from execserver.transport.base import FlowControl, MessageReceiver
 
 MAX_LINE_BYTES = 64 * 1024 * 1024
 READ_CHUNK_BYTES = 256 * 1024
+CHILD_TERM_GRACE_S = 5.0
+"""After `close()`, how long a spawned peer has between SIGTERM and SIGKILL."""
 
 
 # Rust's `char::is_whitespace` (Unicode White_Space): the reference skips lines that trim to
@@ -169,3 +174,138 @@ class StdioConnection:
             self._read_transport.close()
         if self._writer is not None:
             self._writer.close()
+        self.input_ended()
+
+
+class StdioChildConnection(FlowControl, asyncio.SubprocessProtocol):
+    """The client side of stdio: a spawned `program args…` speaking NDJSON on its stdin/stdout.
+
+    `close()` ends its stdin and sends SIGTERM to its process group, SIGKILL after
+    `CHILD_TERM_GRACE_S`; the receiver hears `connection_lost()` once the child's output ends.
+    asyncio reaps the child.
+    """
+
+    def __init__(self, receiver: MessageReceiver, label: str) -> None:
+        FlowControl.__init__(self)
+        self.label = label
+        self._receiver: MessageReceiver | None = receiver
+        self._splitter = LineSplitter(self._on_line)
+        self._transport: asyncio.SubprocessTransport | None = None
+        self._stdin: asyncio.WriteTransport | None = None
+        self._kill_timer: asyncio.TimerHandle | None = None
+        self._ended = False
+        self._exited: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pid = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.SubprocessTransport)
+        self._transport = transport
+        self.pid = transport.get_pid()
+        stdin = transport.get_pipe_transport(0)
+        assert isinstance(stdin, asyncio.WriteTransport)
+        self._stdin = stdin
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        if fd == 1 and not self._ended and not self._splitter.feed(data):
+            self.abort()
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 1:
+            self._end()
+
+    def process_exited(self) -> None:
+        if self._kill_timer is not None:
+            self._kill_timer.cancel()
+        if not self._exited.done():
+            self._exited.set_result(None)
+        self._end()
+        if self._transport is not None:
+            self._transport.close()  # the pipes; asyncio has reaped the child
+
+    def _on_line(self, line: bytes) -> None:
+        if self._receiver is not None and not self._ended:
+            self._receiver.message_received(line)
+
+    def _end(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self.resume_writing()
+        receiver, self._receiver = self._receiver, None
+        if receiver is not None:
+            receiver.connection_lost()
+
+    # -- MessageChannel ------------------------------------------------------------------------
+
+    def send(self, data: bytes) -> None:
+        if self._stdin is not None and not self._stdin.is_closing() and not self._ended:
+            self._stdin.writelines((data, b"\n"))
+
+    def pause_reading(self) -> None:
+        if self._transport is not None:
+            stdout = self._transport.get_pipe_transport(1)
+            if isinstance(stdout, asyncio.ReadTransport):
+                stdout.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._transport is not None:
+            stdout = self._transport.get_pipe_transport(1)
+            if isinstance(stdout, asyncio.ReadTransport):
+                stdout.resume_reading()
+
+    def close(self) -> None:
+        if self._stdin is not None:
+            self._stdin.close()
+        self._signal(signal.SIGTERM)
+        if self._kill_timer is None and self._transport is not None:
+            loop = asyncio.get_running_loop()
+            self._kill_timer = loop.call_later(CHILD_TERM_GRACE_S, self._signal, signal.SIGKILL)
+
+    def abort(self) -> None:
+        self._signal(signal.SIGKILL)
+        self._end()
+
+    def _signal(self, signum: int) -> None:
+        if self._transport is None or self._exited.done():
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signum)
+
+    async def wait_closed(self) -> None:
+        """Wait until the child has exited (after `close()` or on its own).
+
+        Cancellation: safe; the child is unaffected.
+        """
+        if self._transport is not None:
+            await asyncio.shield(self._exited)
+
+
+async def spawn_stdio(
+    program: str,
+    args: Sequence[str],
+    receiver: MessageReceiver,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+) -> StdioChildConnection:
+    """Start `program args…` in a new session and speak NDJSON with it; its stderr is inherited.
+
+    Raises `ConnectError` if it cannot be started. Cancellation: the child is killed.
+    """
+    loop = asyncio.get_running_loop()
+    label = " ".join([program, *args])
+    try:
+        _, connection = await loop.subprocess_exec(
+            lambda: StdioChildConnection(receiver, label),
+            program,
+            *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=None,
+            env=None if env is None else {**os.environ, **env},
+            cwd=cwd,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise ConnectError(f"could not start {program}: {exc}") from exc
+    return connection

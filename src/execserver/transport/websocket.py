@@ -1,200 +1,102 @@
-"""WebSocket listener: HTTP routing and upgrade by hand, frames by websockets' sans-I/O core.
+"""WebSocket message channels, both sides: frames by websockets' sans-I/O core, I/O by asyncio.
 
-Routes follow the reference: any request carrying `Origin` -> 403 (checked first); `/readyz`
-GET/HEAD -> 200, other methods -> 405; `/` -> WebSocket upgrade with axum's rejection texts,
-then authentication (the hook); anything else -> 404. After the upgrade, frames are parsed by
-`websockets.protocol.Protocol` (16 MiB frames, 64 MiB messages); oversize input drops the TCP
-connection without a close frame, as the reference does. Outbound text frames are written
-directly (one message per frame).
+`WebSocketChannel` is the part both sides share once the handshake is done: frames in ->
+whole messages to the receiver (16 MiB frames, 64 MiB messages by default; oversize input drops
+the TCP connection without a close frame, as the reference does), messages out as one frame each
+(small ones written together at the end of the loop turn), keepalive pings, flow control.
+`WebSocketServerConnection` adds the HTTP head and upgrade of an accepted connection (see
+`transport.http`); `connect_websocket()` dials out (ws:// or wss://) and completes the client
+handshake. Library exceptions end here: dialling raises `ConnectError`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import email.utils
-import hashlib
 import logging
 import socket
+import ssl as ssl_module
 import struct
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 
-from websockets.exceptions import PayloadTooBig
+from websockets.client import ClientProtocol
+from websockets.exceptions import InvalidStatus, PayloadTooBig
 from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
 from websockets.protocol import OPEN, SERVER, Protocol
+from websockets.uri import parse_uri
 
+from execserver.errors import ConnectError, HandshakeRejected
 from execserver.transport.base import FlowControl, MessageReceiver
+from execserver.transport.http import (
+    MAX_REQUEST_HEAD_BYTES,
+    HttpHook,
+    HttpPage,
+    HttpRequest,
+    HttpResponse,
+    accept_key,
+    format_peer,
+    parse_request_head,
+    route,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-MAX_REQUEST_HEAD_BYTES = 64 * 1024
 PING_INTERVAL_S = 30.0
+CLIENT_PING_INTERVAL_S = 20.0
+CONNECT_TIMEOUT_S = 10.0
 # A peer that sends nothing (not even a pong) for this many ping periods is treated as gone.
 SILENT_PING_PERIODS = 2
 WRITE_HIGH_WATER = 1024 * 1024
 WRITE_LOW_WATER = 256 * 1024
-
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 # Messages below this are batched: every one queued in a loop turn goes out in one write at its
 # end (one send syscall instead of one per message; pipelined answers share TCP segments).
 _SMALL_MESSAGE_BYTES = 256 * 1024
 
-_REASONS = {
-    101: "Switching Protocols",
-    200: "OK",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    431: "Request Header Fields Too Large",
-}
 
-
-@dataclass(slots=True)
-class HttpRequest:
-    """A parsed request head. Header names are lower-cased; repeats are joined with `,`."""
-
-    method: str
-    path: str
-    headers: dict[str, str] = field(default_factory=dict)
-    principal: str | None = None
-    """Who the request comes from, as the authentication hook established it."""
-
-    def has_token(self, name: str, token: str) -> bool:
-        value = self.headers.get(name, "")
-        return any(part.strip().lower() == token for part in value.split(","))
-
-
-@dataclass(slots=True)
-class HttpResponse:
-    status: int
-    body: bytes = b""
-    headers: list[tuple[str, str]] = field(default_factory=list)
-
-    def serialize(self, *, head_only: bool = False) -> bytes:
-        lines = [f"HTTP/1.1 {self.status} {_REASONS.get(self.status, 'Unknown')}"]
-        names = {name for name, _ in self.headers}
-        lines.extend(f"{name}: {value}" for name, value in self.headers)
-        if self.status != 101:
-            if self.body and "content-type" not in names:
-                lines.append("content-type: text/plain; charset=utf-8")
-            lines.append(f"content-length: {len(self.body)}")
-        lines.append(f"date: {email.utils.formatdate(usegmt=True)}")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        return head if head_only else head + self.body
-
-
-HttpHook = Callable[[HttpRequest], HttpResponse | None]
-HttpPage = Callable[[HttpRequest], HttpResponse]
-"""Authentication of an upgrade request that passed every other check: a rejection, or None
-to upgrade (the hook records `request.principal`)."""
-
-
-def parse_request_head(head: bytes) -> HttpRequest | None:
-    try:
-        text = head.decode("latin-1")
-        request_line, *header_lines = text.split("\r\n")
-        method, target, _version = request_line.split(" ", 2)
-    except ValueError:
-        return None
-    headers: dict[str, str] = {}
-    for line in header_lines:
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        if not sep:
-            return None
-        key = name.strip().lower()
-        value = value.strip()
-        headers[key] = f"{headers[key]},{value}" if key in headers else value
-    path = target.split("?", 1)[0]
-    return HttpRequest(method, path, headers)
-
-
-def upgrade_rejection(request: HttpRequest) -> HttpResponse | None:
-    """axum's WebSocketUpgrade checks, in its order and with its texts."""
-    if request.method != "GET":
-        return HttpResponse(405, b"Request method must be `GET`")
-    if not request.has_token("connection", "upgrade"):
-        return HttpResponse(400, b"Connection header did not include 'upgrade'")
-    if request.headers.get("upgrade", "").lower() != "websocket":
-        return HttpResponse(400, b"`Upgrade` header did not include 'websocket'")
-    if "sec-websocket-key" not in request.headers:
-        return HttpResponse(400, b"`Sec-WebSocket-Key` header missing")
-    if request.headers.get("sec-websocket-version", "") != "13":
-        return HttpResponse(400, b"`Sec-WebSocket-Version` header did not include '13'")
-    return None
-
-
-def accept_key(key: str) -> str:
-    return base64.b64encode(hashlib.sha1(key.encode("latin-1") + _GUID).digest()).decode()
-
-
-def route(
-    request: HttpRequest, hook: HttpHook | None, pages: Mapping[str, HttpPage] | None = None
-) -> HttpResponse | None:
-    """The response for a plain HTTP request, or None to upgrade to a WebSocket.
-
-    `pages` are extra GET/HEAD pages (such as `/metrics`): after the Origin check and behind the
-    same authentication hook as the WebSocket."""
-    if "origin" in request.headers:
-        return HttpResponse(403)
-    if request.path == "/readyz":
-        if request.method in ("GET", "HEAD"):
-            return HttpResponse(200)
-        return HttpResponse(405, headers=[("allow", "GET,HEAD")])
-    page = pages.get(request.path) if pages else None
-    if page is not None:
-        if request.method not in ("GET", "HEAD"):
-            return HttpResponse(405, headers=[("allow", "GET,HEAD")])
-        return (hook(request) if hook is not None else None) or page(request)
-    if request.path != "/":
-        return HttpResponse(404)
-    rejection = upgrade_rejection(request)
-    if rejection is None and hook is not None:
-        # Like the reference, authentication runs only once the upgrade itself is valid.
-        rejection = hook(request)
-    return rejection
-
-
-def _frame_header(length: int) -> bytes:
+def _frame_header(opcode: int, length: int) -> bytes:
+    first = 0x80 | opcode
     if length < 126:
-        return bytes((0x81, length))
+        return bytes((first, length))
     if length < 65536:
-        return struct.pack("!BBH", 0x81, 126, length)
-    return struct.pack("!BBQ", 0x81, 127, length)
+        return struct.pack("!BBH", first, 126, length)
+    return struct.pack("!BBQ", first, 127, length)
 
 
-def format_peer(address: object) -> str:
-    """`ip:port` like Rust's SocketAddr (`[v6]:port`)."""
-    if isinstance(address, tuple) and len(address) >= 2:
-        host, port = address[0], address[1]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-    return str(address)
+def _is_utf8(data: bytes) -> bool:
+    if data.isascii():
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
-class WebSocketServerConnection(FlowControl, asyncio.Protocol):
-    """One accepted TCP connection: HTTP head, then (maybe) a WebSocket."""
+class WebSocketChannel(FlowControl, asyncio.Protocol):
+    """A `MessageChannel` over one WebSocket; subclasses do the opening handshake.
+
+    `binary` chooses the opcode of outbound messages (text for JSON-RPC, binary for relay
+    frames). A server writes its (unmasked) frames itself; a client's go through the websockets
+    protocol object, which masks them.
+    """
 
     def __init__(
         self,
-        on_open: Callable[[WebSocketServerConnection], MessageReceiver],
-        hook: HttpHook | None,
-        ping_interval_s: float = PING_INTERVAL_S,
-        pages: Mapping[str, HttpPage] | None = None,
+        *,
+        ping_interval_s: float,
+        binary: bool = False,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        max_frame_bytes: int = MAX_FRAME_BYTES,
     ) -> None:
         FlowControl.__init__(self)
-        self._on_open = on_open
-        self._hook = hook
-        self._pages = pages
         self._ping_interval_s = ping_interval_s
+        self._binary = binary
+        self._max_message_bytes = max_message_bytes
+        self._max_frame_bytes = max_frame_bytes
         self._transport: asyncio.Transport | None = None
-        self._head = bytearray()
         self._ws: Protocol | None = None
         self._receiver: MessageReceiver | None = None
         self._fragments: list[bytes] = []
@@ -207,7 +109,6 @@ class WebSocketServerConnection(FlowControl, asyncio.Protocol):
         self._batch_scheduled = False
         self.peer = ""
         self.label = ""
-        self.request: HttpRequest | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -220,32 +121,9 @@ class WebSocketServerConnection(FlowControl, asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
         self.peer = format_peer(transport.get_extra_info("peername"))
-        self.label = f"websocket JSON-RPC message from exec-server websocket {self.peer}"
 
     def data_received(self, data: bytes) -> None:
-        if self._ws is not None:
-            self._receive_frames(data)
-            return
-        self._head += data
-        end = self._head.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self._head) > MAX_REQUEST_HEAD_BYTES:
-                self._respond(HttpResponse(431))
-            return
-        rest = bytes(self._head[end + 4 :])
-        request = parse_request_head(bytes(self._head[:end]))
-        self._head.clear()
-        if request is None:
-            self._respond(HttpResponse(400, b"invalid HTTP request"))
-            return
-        self.request = request
-        response = route(request, self._hook, self._pages)
-        if response is not None:
-            self._respond(response, head_only=request.method == "HEAD")
-            return
-        self._upgrade(request)
-        if rest:
-            self._receive_frames(rest)
+        self._receive_frames(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
@@ -256,32 +134,15 @@ class WebSocketServerConnection(FlowControl, asyncio.Protocol):
             receiver, self._receiver = self._receiver, None
             receiver.connection_lost()
 
-    # -- HTTP ----------------------------------------------------------------------------------
+    # -- frames --------------------------------------------------------------------------------
 
-    def _respond(self, response: HttpResponse, *, head_only: bool = False) -> None:
-        assert self._transport is not None
-        self._transport.write(response.serialize(head_only=head_only))
-        self._transport.close()
-
-    def _upgrade(self, request: HttpRequest) -> None:
-        assert self._transport is not None
-        key = request.headers["sec-websocket-key"]
-        response = HttpResponse(
-            101,
-            headers=[
-                ("connection", "upgrade"),
-                ("upgrade", "websocket"),
-                ("sec-websocket-accept", accept_key(key)),
-            ],
-        )
-        self._transport.write(response.serialize())
-        self._ws = Protocol(SERVER, state=OPEN, max_size=(MAX_MESSAGE_BYTES, MAX_FRAME_BYTES))
+    def _open(self, ws: Protocol, receiver: MessageReceiver) -> None:
+        """The handshake is done: frames from now on go to `receiver`."""
+        self._ws = ws
+        self._receiver = receiver
         loop = asyncio.get_running_loop()
         self._last_heard = loop.time()
         self._ping_handle = loop.call_later(self._ping_interval_s, self._ping)
-        self._receiver = self._on_open(self)
-
-    # -- WebSocket -----------------------------------------------------------------------------
 
     def _receive_frames(self, data: bytes) -> None:
         ws = self._ws
@@ -348,17 +209,34 @@ class WebSocketServerConnection(FlowControl, asyncio.Protocol):
         self._ping_handle = loop.call_later(self._ping_interval_s, self._ping)
 
     def transport_socket(self) -> socket.socket | None:
-        """The accepted socket (for inspection)."""
+        """The underlying socket (for inspection)."""
         return None if self._transport is None else self._transport.get_extra_info("socket")
 
     # -- MessageChannel ------------------------------------------------------------------------
 
-    def send(self, data: bytes) -> None:
+    def _writable_transport(self) -> asyncio.Transport | None:
         transport = self._transport
-        if transport is None or self._closed or transport.is_closing():
+        if transport is None or self._closed or self._ws is None or transport.is_closing():
+            return None
+        return transport
+
+    def send(self, data: bytes) -> None:
+        transport = self._writable_transport()
+        if transport is None:
             return
+        ws = self._ws
+        assert ws is not None
+        if ws.side is not SERVER:  # clients mask their frames: websockets builds them
+            self._flush_batch()
+            if self._binary:
+                ws.send_binary(data)
+            else:
+                ws.send_text(data)
+            self._flush_protocol()
+            return
+        opcode = Opcode.BINARY if self._binary else Opcode.TEXT
         if len(data) < _SMALL_MESSAGE_BYTES:
-            self._batch.append(_frame_header(len(data)))
+            self._batch.append(_frame_header(opcode.value, len(data)))
             self._batch.append(data)
             self._batch_bytes += len(data)
             if self._batch_bytes >= _SMALL_MESSAGE_BYTES:
@@ -368,7 +246,7 @@ class WebSocketServerConnection(FlowControl, asyncio.Protocol):
                 asyncio.get_running_loop().call_soon(self._flush_batch)
         else:  # no joined copy of a large payload
             self._flush_batch()
-            transport.write(_frame_header(len(data)))
+            transport.write(_frame_header(opcode.value, len(data)))
             transport.write(data)
 
     def _flush_batch(self) -> None:
@@ -382,6 +260,18 @@ class WebSocketServerConnection(FlowControl, asyncio.Protocol):
         transport = self._transport
         if transport is not None and not self._closed and not transport.is_closing():
             transport.write(data)
+
+    def close(self) -> None:
+        transport = self._writable_transport()
+        if transport is None:
+            if self._transport is not None and not self._closed:
+                self._transport.close()
+            return
+        assert self._ws is not None
+        with contextlib.suppress(Exception):
+            self._ws.send_close(1000)
+        self._flush_protocol()
+        transport.close()  # asyncio writes what is buffered first
 
     def abort(self) -> None:
         if self._transport is not None and not self._closed:
@@ -397,14 +287,74 @@ class WebSocketServerConnection(FlowControl, asyncio.Protocol):
             self._transport.resume_reading()
 
 
-def _is_utf8(data: bytes) -> bool:
-    if data.isascii():
-        return True
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
+# -- server side ---------------------------------------------------------------------------------
+
+
+class WebSocketServerConnection(WebSocketChannel):
+    """One accepted TCP connection: HTTP head, then (maybe) a WebSocket."""
+
+    def __init__(
+        self,
+        on_open: Callable[[WebSocketServerConnection], MessageReceiver],
+        hook: HttpHook | None,
+        ping_interval_s: float = PING_INTERVAL_S,
+        pages: Mapping[str, HttpPage] | None = None,
+    ) -> None:
+        super().__init__(ping_interval_s=ping_interval_s)
+        self._on_open = on_open
+        self._hook = hook
+        self._pages = pages
+        self._head = bytearray()
+        self.request: HttpRequest | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.label = f"websocket JSON-RPC message from exec-server websocket {self.peer}"
+
+    def data_received(self, data: bytes) -> None:
+        if self._ws is not None:
+            self._receive_frames(data)
+            return
+        self._head += data
+        end = self._head.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._head) > MAX_REQUEST_HEAD_BYTES:
+                self._respond(HttpResponse(431))
+            return
+        rest = bytes(self._head[end + 4 :])
+        request = parse_request_head(bytes(self._head[:end]))
+        self._head.clear()
+        if request is None:
+            self._respond(HttpResponse(400, b"invalid HTTP request"))
+            return
+        self.request = request
+        response = route(request, self._hook, self._pages)
+        if response is not None:
+            self._respond(response, head_only=request.method == "HEAD")
+            return
+        self._upgrade(request)
+        if rest:
+            self._receive_frames(rest)
+
+    def _respond(self, response: HttpResponse, *, head_only: bool = False) -> None:
+        assert self._transport is not None
+        self._transport.write(response.serialize(head_only=head_only))
+        self._transport.close()
+
+    def _upgrade(self, request: HttpRequest) -> None:
+        assert self._transport is not None
+        key = request.headers["sec-websocket-key"]
+        response = HttpResponse(
+            101,
+            headers=[
+                ("connection", "upgrade"),
+                ("upgrade", "websocket"),
+                ("sec-websocket-accept", accept_key(key)),
+            ],
+        )
+        self._transport.write(response.serialize())
+        ws = Protocol(SERVER, state=OPEN, max_size=(self._max_message_bytes, self._max_frame_bytes))
+        self._open(ws, self._on_open(self))
 
 
 async def serve_websocket(
@@ -424,3 +374,140 @@ async def serve_websocket(
         port,
         reuse_address=True,
     )
+
+
+# -- client side ---------------------------------------------------------------------------------
+
+
+class WebSocketClientConnection(WebSocketChannel):
+    """A dialled WebSocket: sends the opening handshake, then carries messages."""
+
+    def __init__(
+        self,
+        protocol: ClientProtocol,
+        receiver: MessageReceiver,
+        *,
+        ping_interval_s: float,
+        binary: bool,
+    ) -> None:
+        super().__init__(ping_interval_s=ping_interval_s, binary=binary)
+        self._client = protocol
+        self._pending_receiver = receiver
+        loop = asyncio.get_running_loop()
+        self.opened: asyncio.Future[None] = loop.create_future()
+        self._lost: asyncio.Future[None] = loop.create_future()
+        self.response: Response | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.label = f"exec-server websocket {self.peer}"
+        assert self._transport is not None
+        self._transport.writelines(self._client.data_to_send())
+
+    def data_received(self, data: bytes) -> None:
+        if self._ws is not None:
+            self._receive_frames(data)
+            return
+        client = self._client
+        client.receive_data(data)
+        events = client.events_received()
+        if not events:
+            return
+        response = events[0]
+        if isinstance(response, Response):
+            self.response = response
+        if client.handshake_exc is not None or not isinstance(response, Response):
+            if not self.opened.done():
+                self.opened.set_exception(_handshake_error(client.handshake_exc, response))
+            if self._transport is not None:
+                self._transport.abort()
+            return
+        self._open(client, self._pending_receiver)
+        if not self.opened.done():
+            self.opened.set_result(None)
+        for event in events[1:]:
+            if isinstance(event, Frame):
+                self._on_frame(event)
+        self._flush_protocol()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.opened.done():
+            reason = exc or ConnectionResetError("connection closed during the handshake")
+            self.opened.set_exception(ConnectError(f"could not connect: {reason}"))
+        if not self._lost.done():
+            self._lost.set_result(None)
+        super().connection_lost(exc)
+
+    async def wait_closed(self) -> None:
+        """Wait until the TCP connection has ended. Cancellation: safe."""
+        await asyncio.shield(self._lost)
+
+
+def _handshake_error(exc: Exception | None, response: object) -> ConnectError:
+    if isinstance(exc, InvalidStatus):
+        status = exc.response.status_code
+        body = exc.response.body.decode("utf-8", "replace").strip() if exc.response.body else ""
+        return HandshakeRejected(
+            f"the server refused the WebSocket upgrade: HTTP {status}"
+            + (f": {body}" if body else ""),
+            status=status,
+            body=body,
+        )
+    return ConnectError(f"WebSocket handshake failed: {exc or response}")
+
+
+async def connect_websocket(
+    url: str,
+    receiver: MessageReceiver,
+    *,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = CONNECT_TIMEOUT_S,
+    binary: bool = False,
+    max_message_bytes: int = MAX_MESSAGE_BYTES,
+    ping_interval_s: float = CLIENT_PING_INTERVAL_S,
+    ssl: ssl_module.SSLContext | None = None,
+) -> WebSocketClientConnection:
+    """Dial `url` (ws:// or wss://) and complete the opening handshake; `receiver` then gets
+    every message. No Origin header, no compression, no subprotocol.
+
+    Raises `ConnectError` (refused, timed out, rejected upgrade: `.status`/`.body` carry an
+    HTTP rejection). Cancellation: nothing is left open.
+    """
+    try:
+        uri = parse_uri(url)
+    except Exception as exc:
+        raise ConnectError(f"invalid WebSocket URL {url!r}: {exc}") from None
+    protocol = ClientProtocol(uri, max_size=max_message_bytes)
+    request = protocol.connect()
+    for name, value in (headers or {}).items():
+        request.headers[name] = value
+    protocol.send_request(request)
+    loop = asyncio.get_running_loop()
+    context = ssl
+    if uri.secure and context is None:
+        context = ssl_module.create_default_context()
+    connection: WebSocketClientConnection | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            _, connection = await loop.create_connection(
+                lambda: WebSocketClientConnection(
+                    protocol, receiver, ping_interval_s=ping_interval_s, binary=binary
+                ),
+                uri.host,
+                uri.port,
+                ssl=context if uri.secure else None,
+                server_hostname=uri.host if uri.secure else None,
+            )
+            await connection.opened
+    except ConnectError:
+        raise
+    except (OSError, TimeoutError, ssl_module.SSLError) as exc:
+        if connection is not None:
+            connection.abort()
+        detail = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+        raise ConnectError(f"could not connect to {url}: {detail}") from None
+    except BaseException:
+        if connection is not None:
+            connection.abort()
+        raise
+    return connection

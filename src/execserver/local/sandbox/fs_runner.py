@@ -20,7 +20,6 @@ from typing import Any
 
 import msgspec
 
-import execserver
 from execserver.errors import InternalError, InvalidParams, InvalidRequest, from_jsonrpc_error
 from execserver.local.reaper import ChildReaper, exit_code_from_status
 from execserver.local.sandbox import bwrap as bw
@@ -45,6 +44,12 @@ from execserver.protocol.sandbox import (
 )
 
 _encoder = msgspec.msgpack.Encoder(enc_hook=enc_hook)
+
+# The directory holding the `execserver` package (this file is execserver/local/sandbox/...),
+# found without importing the package's top level, which sits above this layer.
+_PACKAGE_PARENT = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+)
 
 
 def _needs_cwd(context: SandboxContext) -> bool:
@@ -85,7 +90,7 @@ def needs_helper(policy: ResolvedPolicy, *, writes: bool) -> bool:
 def _python_paths() -> list[bytes]:
     """What the helper's Python needs to see (interpreter, stdlib, packages, our source)."""
     paths = {sys.base_prefix, sys.prefix, sys.exec_prefix, os.path.dirname(sys.executable)}
-    paths.add(os.path.dirname(os.path.dirname(os.path.abspath(execserver.__file__))))
+    paths.add(_PACKAGE_PARENT)
     paths.update(p for p in sys.path if p and os.path.isdir(p))
     return [os.fsencode(os.path.realpath(p)) for p in sorted(paths)]
 

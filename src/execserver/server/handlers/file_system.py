@@ -1,4 +1,4 @@
-"""`fs/*`: params -> `LocalFileSystem` -> response. No error handling here.
+"""`fs/*`: params -> the `FileSystem` capability -> response. No error handling here.
 
 Requests of one connection take effect in arrival order (see rpc/server.py); file handles
 belong to the connection's table.
@@ -6,11 +6,16 @@ belong to the connection's table.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Coroutine
 
+from execserver.environment.file_system import (
+    FileSystem,
+    OpenModeName,
+    check_block_length,
+    check_write_range,
+)
 from execserver.errors import InvalidRequest
-from execserver.local.file_handles import FileHandleTable
-from execserver.local.file_system import LocalFileSystem
 from execserver.protocol import b64
 from execserver.protocol.file_system import (
     FileMetadata,
@@ -36,10 +41,11 @@ from execserver.protocol.file_system import (
     FsWriteFileParams,
 )
 from execserver.protocol.pathuri import PathUri
+from execserver.server.file_handles import HandleTable
 
 
 class FileSystemHandler:
-    def __init__(self, handles: FileHandleTable, fs: LocalFileSystem) -> None:
+    def __init__(self, handles: HandleTable, fs: FileSystem) -> None:
         self._handles = handles
         self._fs = fs
 
@@ -78,13 +84,15 @@ class FileSystemHandler:
         self, params: FsGetMetadataParams
     ) -> FileMetadata | Coroutine[None, None, FileMetadata]:
         follow = params.follow_symlinks is not False
-        if params.sandbox is None:  # answered inline: no task, no wait for the next loop turn
-            return self._fs.get_metadata_now(params.path, follow_symlinks=follow)
+        if params.sandbox is None:  # answered inline where it can: no task, no loop turn
+            metadata = self._fs.get_metadata_nowait(params.path, follow_symlinks=follow)
+            if metadata is not None:
+                return metadata
         return self._fs.get_metadata(params.path, follow_symlinks=follow, sandbox=params.sandbox)
 
     async def canonicalize(self, params: FsCanonicalizeParams) -> FsCanonicalizeResponse:
-        real = await self._fs.canonicalize_native(params.path, sandbox=params.sandbox)
-        return FsCanonicalizeResponse(path=PathUri.from_native(real))
+        real = await self._fs.canonicalize(params.path, sandbox=params.sandbox)
+        return FsCanonicalizeResponse(path=PathUri.from_native(os.fsencode(real)))
 
     async def read_directory(self, params: FsReadDirectoryParams) -> FsReadDirectoryResponse:
         entries = await self._fs.read_directory(params.path, sandbox=params.sandbox)
@@ -113,19 +121,33 @@ class FileSystemHandler:
         return FsEmptyResponse()
 
     async def open(self, params: FsOpenParams) -> FsOpenResponse:
-        await self._fs.open_into(
-            self._handles, params.handle_id, params.path, str(params.mode), sandbox=params.sandbox
-        )
+        self._handles.check_new(params.handle_id)  # before the path, as the reference does
+        mode: OpenModeName = "replace" if params.mode == "replace" else "read"
+        handle = await self._fs.open(params.path, mode, sandbox=params.sandbox)
+        self._handles.add(params.handle_id, handle)
         return FsOpenResponse(handle_id=params.handle_id)
 
-    def read_block(self, params: FsReadBlockParams) -> FsReadBlockResponse:
-        chunk, eof = self._handles.read_block(params.handle_id, params.offset, params.len)
+    async def read_block(self, params: FsReadBlockParams) -> FsReadBlockResponse:
+        check_block_length(params.len, "read")
+        handle = self._handles.get(params.handle_id)
+        try:
+            chunk, eof = await handle.read_block(params.offset, params.len)
+        except Exception:
+            # Like the reference, a failed read ends the handle.
+            self._handles.forget(params.handle_id)
+            await handle.aclose()
+            raise
         return FsReadBlockResponse(chunk=chunk, eof=eof)
 
-    def write_block(self, params: FsWriteBlockParams) -> FsEmptyResponse:
-        self._handles.write_block(params.handle_id, params.offset, bytes(params.chunk))
+    async def write_block(self, params: FsWriteBlockParams) -> FsEmptyResponse:
+        check_block_length(len(params.chunk), "write")
+        check_write_range(params.offset, len(params.chunk))
+        handle = self._handles.get(params.handle_id)
+        await handle.write_block(params.offset, bytes(params.chunk))
         return FsEmptyResponse()
 
-    def close(self, params: FsCloseParams) -> FsEmptyResponse:
-        self._handles.close(params.handle_id)
+    async def close(self, params: FsCloseParams) -> FsEmptyResponse:
+        handle = self._handles.forget(params.handle_id)
+        if handle is not None:
+            await handle.aclose()
         return FsEmptyResponse()

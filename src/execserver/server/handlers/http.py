@@ -1,13 +1,13 @@
-"""`http/request`: validate, send from this host, answer buffered or stream the body as
-`http/request/bodyDelta` notifications. Streams belong to the connection and end with it; at
-most `max_streams` are open on one connection at a time."""
+"""`http/request`: params -> the `HttpClient` capability -> a buffered answer, or the body
+streamed as `http/request/bodyDelta` notifications. Streams belong to the connection (its task
+owner) and end with it; at most `max_streams` are open on one connection at a time."""
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 
+from execserver.environment.http_client import HttpClient, HttpStream
 from execserver.errors import InternalError, InvalidParams, InvalidRequest
-from execserver.local.http_client import HttpResponse, LocalHttpClient
 from execserver.protocol import methods
 from execserver.protocol.http import (
     HttpRequestBodyDeltaNotification,
@@ -21,51 +21,72 @@ MAX_HTTP_STREAMS = 64
 """Streamed `http/request` bodies open at once on one connection."""
 
 
+def _headers(stream: HttpStream | list[tuple[str, str]]) -> list[HttpResponseHeader]:
+    pairs = stream if isinstance(stream, list) else stream.headers
+    return [HttpResponseHeader(name=name, value=value) for name, value in pairs]
+
+
 class HttpHandler:
     def __init__(
-        self, connection: Connection, client: LocalHttpClient, max_streams: int = MAX_HTTP_STREAMS
+        self, connection: Connection, client: HttpClient, max_streams: int = MAX_HTTP_STREAMS
     ) -> None:
         self._connection = connection
         self._client = client
         self._max_streams = max_streams
 
     async def request(self, params: HttpRequestParams) -> HttpRequestResponse:
+        headers = params.headers
+        body = None if params.body_base64 is None else bytes(params.body_base64)
+        timeout = None if params.timeout_ms is None else params.timeout_ms / 1000
+        follow = params.redirect_policy == "follow"
+        if not params.stream_response:
+            response = await self._client.request(
+                params.method,
+                params.url,
+                headers=headers,
+                body=body,
+                timeout=timeout,
+                follow_redirects=follow,
+            )
+            return HttpRequestResponse(
+                status=response.status,
+                headers=_headers(response.headers),
+                body_base64=response.body,
+            )
         streams = self._connection.http_streams
-        if params.stream_response and params.request_id in streams:
+        if params.request_id in streams:
             raise InvalidParams(
                 f"http/request streamResponse requestId `{params.request_id}` is already active"
             )
-        if params.stream_response and len(streams) >= self._max_streams:
+        if len(streams) >= self._max_streams:
             raise InvalidRequest(
                 f"too many streamed http/request bodies open on this connection (limit "
                 f"{self._max_streams}); read one to its end or wait"
             )
-        if params.stream_response:
-            # Reserve the id before the first await, so a concurrent duplicate is refused.
-            streams[params.request_id] = None
+        # Reserved before the first await, so a concurrent duplicate is refused.
+        streams.add(params.request_id)
+        exits = contextlib.AsyncExitStack()
         try:
-            response = await self._client.fetch(
-                params.method,
-                params.url,
-                params.headers,
-                None if params.body_base64 is None else bytes(params.body_base64),
-                timeout_ms=params.timeout_ms,
-                follow_redirects=params.redirect_policy == "follow",
+            stream = await exits.enter_async_context(
+                self._client.stream(
+                    params.method,
+                    params.url,
+                    headers=headers,
+                    body=body,
+                    timeout=timeout,
+                    follow_redirects=follow,
+                )
             )
+            self._connection.tasks.spawn(self._pump(params.request_id, stream, exits))
         except BaseException:
-            if params.stream_response:
-                streams.pop(params.request_id, None)
+            streams.discard(params.request_id)
+            await exits.aclose()
             raise
-        headers = [HttpResponseHeader(name=n, value=v) for n, v in response.headers]
-        if params.stream_response:
-            streams[params.request_id] = asyncio.ensure_future(
-                self._pump(params.request_id, response)
-            )
-            return HttpRequestResponse(status=response.status, headers=headers, body_base64=b"")
-        data = await response.read_all()
-        return HttpRequestResponse(status=response.status, headers=headers, body_base64=data)
+        return HttpRequestResponse(status=stream.status, headers=_headers(stream), body_base64=b"")
 
-    async def _pump(self, request_id: str, response: HttpResponse) -> None:
+    async def _pump(
+        self, request_id: str, stream: HttpStream, exits: contextlib.AsyncExitStack
+    ) -> None:
         """Forward the body in order; always ends with a `done` delta unless the connection is
         gone. Waits while the connection is congested, so a slow reader bounds memory."""
         connection = self._connection
@@ -83,7 +104,7 @@ class HttpHandler:
 
         try:
             try:
-                async for chunk in response.chunks():
+                async for chunk in stream.aiter_bytes():
                     send(chunk, False, None)
                     await connection.writable()
             except InternalError as exc:
@@ -91,6 +112,5 @@ class HttpHandler:
             else:
                 send(b"", True, None)
         finally:
-            await response.aclose()
-            if connection.http_streams.get(request_id) is asyncio.current_task():
-                del connection.http_streams[request_id]
+            await exits.aclose()
+            connection.http_streams.discard(request_id)

@@ -1,7 +1,6 @@
-"""Reproduce the reference server's JSON syntax errors byte for byte.
-
-Owns the error path of inbound JSON-RPC parsing: serde_json's grammar, error texts and positions,
-plus the reference's nesting, duplicate-key and value-count limits (PROTOCOL.md §2.1, §2.4).
+"""serde_json's syntax errors, byte for byte: its grammar, error texts and positions, plus the
+reference's nesting, duplicate-key and value-count limits (PROTOCOL.md §2.1, §2.4). Used on the
+error path of inbound JSON-RPC parsing (`protocol.jsonrpc`). Pure, stdlib only.
 """
 
 from __future__ import annotations

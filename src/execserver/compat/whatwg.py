@@ -1,21 +1,20 @@
-"""The `url` crate's WHATWG URL machinery shared by `pathuri` (``file:`` URIs) and `weburl`
-(``http/request`` URLs): input trimming, scheme splitting, host parsing (IPv4, IPv6, IDNA, opaque
-hosts) with the crate's error texts, percent-encode sets, Windows drive-letter rules, and the
-complete ``file:`` URL parser.  Pure, stdlib only.
+"""The `url` crate's WHATWG URL machinery shared by `protocol.pathuri` (``file:`` URIs) and `url`
+(``http/request`` URLs): input trimming, scheme splitting, host parsing (IPv4, IPv6, opaque hosts;
+domains through `idna`) with the crate's error texts, percent-encode sets, Windows drive-letter
+rules, and the complete ``file:`` URL parser. Pure: stdlib and `compat.idna`.
 """
 
 from __future__ import annotations
 
-import stringprep
-import unicodedata
 from typing import Final
 from urllib.parse import quote, unquote_to_bytes
+
+from execserver.compat.idna import IdnaError, domain_to_ascii
 
 __all__ = [
     "ASCII_ALPHA",
     "C0_OR_SPACE",
     "DOUBLE_DOT",
-    "FORBIDDEN_DOMAIN",
     "FORBIDDEN_OPAQUE_HOST",
     "PATH_SAFE",
     "SCHEME_CHARS",
@@ -25,7 +24,6 @@ __all__ = [
     "Input",
     "ParsedFileUrl",
     "UrlError",
-    "domain_to_ascii",
     "encode_path_text",
     "ends_in_number",
     "is_drive",
@@ -61,7 +59,6 @@ ASCII_ALPHA: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUV
 SCHEME_CHARS: Final = ASCII_ALPHA | frozenset("0123456789+-.")
 C0_OR_SPACE: Final = "".join(chr(c) for c in range(0x21))
 TAB_NEWLINE: Final = frozenset("\t\n\r")
-FORBIDDEN_DOMAIN: Final = frozenset(C0_OR_SPACE) | frozenset("#%/:<>?@[\\]^|\x7f")
 FORBIDDEN_OPAQUE_HOST: Final = frozenset("\x00\t\n\r #/:<>?@[\\]^|")
 SINGLE_DOT: Final = frozenset({".", "%2e", "%2E"})
 DOUBLE_DOT: Final = frozenset(
@@ -259,163 +256,8 @@ def serialize_ipv6(pieces: list[int]) -> str:
     return "".join(out)
 
 
-# UTS #46 is not in the stdlib.  Non-ASCII hosts can only ever produce a
-# "not valid on this host" error, so an approximation is enough: NFKC plus case
-# folding per code point, UTS #46's nontransitional deviations, its label
-# separators and "ignored" code points, and nameprep's prohibition tables.  It
-# agrees with the reference on everything we probed except code points newer
-# than the stdlib's Unicode database.
-_LABEL_SEPARATORS: Final = frozenset("\u3002\uff0e\uff61")
-_FULL_STOPS: Final = frozenset(".") | _LABEL_SEPARATORS
-_DEVIATIONS: Final = frozenset("\u00df\u03c2\u200c\u200d")
-_JOINERS: Final = frozenset("\u200c\u200d")
-_IGNORED: Final = frozenset(
-    chr(c)
-    for c in (
-        0x00AD,
-        0x034F,
-        0x115F,
-        0x1160,
-        0x17B4,
-        0x17B5,
-        *range(0x180B, 0x1810),
-        0x200B,
-        *range(0x2060, 0x2065),
-        *range(0x206A, 0x2070),
-        0x3164,
-        *range(0xFE00, 0xFE10),
-        0xFEFF,
-        0xFFA0,
-        *range(0x1BCA0, 0x1BCA4),
-        *range(0x1D173, 0x1D17B),
-        *range(0xE0100, 0xE01F0),
-    )
-)
-_DISALLOWED_CATEGORIES: Final = frozenset({"Cc", "Cf", "Cn", "Co", "Cs", "Zl", "Zp", "Zs"})
-_PROHIBITED_TABLES: Final = (
-    stringprep.in_table_c5,
-    stringprep.in_table_c6,
-    stringprep.in_table_c7,
-    stringprep.in_table_c8,
-    stringprep.in_table_c9,
-)
-_RTL: Final = frozenset({"R", "AL", "AN"})
-
-
 def _idna_error() -> UrlError:
     return UrlError("invalid international domain name")
-
-
-def _map_code_point(c: str) -> str:
-    if c.isascii():
-        return c.lower()
-    if c in _LABEL_SEPARATORS:
-        return "."
-    if c in _DEVIATIONS:
-        return c
-    if c == "\u1e9e":
-        # Capital sharp s maps onto the (kept) deviation, not to "ss".
-        return "\u00df"
-    if c in _IGNORED:
-        return ""
-    mapped = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", c).casefold())
-    # Compatibility forms that contain a full stop ("⒈", "㏂") are disallowed.
-    if any(stop in mapped for stop in _FULL_STOPS):
-        raise _idna_error()
-    return mapped
-
-
-def _uts46_map(text: str) -> str:
-    result = unicodedata.normalize("NFC", "".join(_map_code_point(c) for c in text))
-    for c in result:
-        if c.isascii():
-            if c in FORBIDDEN_DOMAIN:
-                raise _idna_error()
-        elif c not in _JOINERS and (
-            unicodedata.category(c) in _DISALLOWED_CATEGORIES
-            or any(table(c) for table in _PROHIBITED_TABLES)
-        ):
-            raise _idna_error()
-    return result
-
-
-def _check_bidi_label(label: str) -> None:
-    classes = [unicodedata.bidirectional(c) for c in label]
-    first = classes[0]
-    if first not in ("L", "R", "AL"):
-        raise _idna_error()
-    trailing = list(classes)
-    while len(trailing) > 1 and trailing[-1] == "NSM":
-        trailing.pop()
-    if first == "L":
-        allowed = {"L", "EN", "ES", "CS", "ET", "ON", "BN", "NSM"}
-        if any(c not in allowed for c in classes) or trailing[-1] not in ("L", "EN"):
-            raise _idna_error()
-        return
-    allowed = {"R", "AL", "AN", "EN", "ES", "CS", "ET", "ON", "BN", "NSM"}
-    if any(c not in allowed for c in classes) or trailing[-1] not in ("R", "AL", "EN", "AN"):
-        raise _idna_error()
-    if "EN" in classes and "AN" in classes:
-        raise _idna_error()
-
-
-def _check_unicode_label(label: str) -> None:
-    if not unicodedata.is_normalized("NFC", label):
-        raise _idna_error()
-    if unicodedata.category(label[0]).startswith("M"):
-        raise _idna_error()
-    for index, c in enumerate(label):
-        # Joiners are only valid right after a virama (combining class 9).
-        if c in _JOINERS and (index == 0 or unicodedata.combining(label[index - 1]) != 9):
-            raise _idna_error()
-
-
-def _check_punycode_label(label: str) -> str:
-    try:
-        decoded = label[4:].encode("ascii").decode("punycode")
-    except (UnicodeError, ValueError, IndexError, OverflowError):
-        raise _idna_error() from None
-    if not decoded or decoded.isascii() or _uts46_map(decoded) != decoded:
-        raise _idna_error()
-    _check_unicode_label(decoded)
-    return decoded
-
-
-def domain_to_ascii(domain: str) -> str:
-    if domain.isascii():
-        lowered = domain.lower()
-        if any(c in FORBIDDEN_DOMAIN for c in lowered):
-            raise _idna_error()
-        unicode_labels = [
-            _check_punycode_label(label) if label.startswith("xn--") else label
-            for label in lowered.split(".")
-        ]
-        if any(not label.isascii() for label in unicode_labels):
-            _check_bidi(unicode_labels)
-        return lowered
-    labels = _uts46_map(domain).split(".")
-    unicode_labels = []
-    out = []
-    for label in labels:
-        if label.startswith("xn--"):
-            unicode_labels.append(_check_punycode_label(label))
-            out.append(label)
-        elif label.isascii():
-            unicode_labels.append(label)
-            out.append(label)
-        else:
-            _check_unicode_label(label)
-            unicode_labels.append(label)
-            out.append("xn--" + label.encode("punycode").decode("ascii"))
-    _check_bidi(unicode_labels)
-    return ".".join(out)
-
-
-def _check_bidi(labels: list[str]) -> None:
-    if any(unicodedata.bidirectional(c) in _RTL for label in labels for c in label):
-        for label in labels:
-            if label:
-                _check_bidi_label(label)
 
 
 def parse_host(text: str) -> str:
@@ -429,7 +271,10 @@ def parse_host(text: str) -> str:
         decoded = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise _idna_error() from None
-    domain = domain_to_ascii(decoded)
+    try:
+        domain = domain_to_ascii(decoded)
+    except IdnaError:
+        raise _idna_error() from None
     if not domain:
         raise UrlError("empty host")
     if ends_in_number(domain):

@@ -1,0 +1,101 @@
+"""`HostedExecBackend`: the orchestrator's `ExecBackend` over an executor's `ProcessTable`.
+
+The same table the server's handlers drive becomes an in-process environment: the table's
+events are pushed straight into each handle's `ProcessEventStream`, operations call the table's
+entries. `local_environment()` is this over this host's table, so the local kind of the
+conformance suite runs exactly what the server runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+
+from execserver.environment.file_system import path_uri
+from execserver.environment.process import (
+    HostedProcess,
+    ProcessEvent,
+    ProcessRunner,
+    ProcessTable,
+)
+from execserver.environment.process_events import ProcessEventStream, StreamedProcess
+from execserver.protocol.pathuri import PathUri
+from execserver.protocol.process import (
+    ProcessReadResponse,
+    ProcessStartParams,
+    SandboxType,
+    WriteStatus,
+)
+
+
+class HostedExecProcess(StreamedProcess):
+    def __init__(self, process: HostedProcess, stream: ProcessEventStream) -> None:
+        super().__init__(process.process_id, stream)
+        self._process = process
+
+    @property
+    def sandbox_type(self) -> SandboxType:
+        return self._process.sandbox_type
+
+    async def write(self, data: bytes) -> WriteStatus:
+        return self._process.write(data, secrets.token_hex(12))
+
+    async def close_stdin(self) -> None:
+        self._process.close_stdin()
+
+    async def signal(self) -> None:
+        self._process.interrupt()
+
+    async def terminate(self) -> bool:
+        return self._process.terminate()
+
+    async def read(
+        self, after_seq: int = 0, *, max_bytes: int | None = None, wait: float = 0.0
+    ) -> ProcessReadResponse:
+        return await self._process.read(after_seq, max_bytes, wait)
+
+
+class HostedExecBackend(ProcessRunner):
+    """Starts processes in `table`; closing it kills every process tree the table holds."""
+
+    def __init__(self, table: ProcessTable, *, id_prefix: str = "local-") -> None:
+        self._table = table
+        table.listener = self._on_event
+        self._streams: dict[str, ProcessEventStream] = {}
+        self._ids = itertools.count(1)
+        self._prefix = id_prefix
+
+    def _on_event(self, process: HostedProcess, event: ProcessEvent) -> None:
+        stream = self._streams.get(process.process_id)
+        if stream is not None:
+            stream.push(event)
+
+    def _new_process_id(self) -> str:
+        return f"{self._prefix}{next(self._ids)}"
+
+    def _default_cwd(self) -> PathUri:
+        return path_uri(os.getcwd())
+
+    async def _spawn(self, params: ProcessStartParams) -> HostedExecProcess:
+        process = self._table.start(params)
+
+        async def read(after_seq: int) -> ProcessReadResponse:
+            response = process.read_nowait(after_seq, None)
+            assert response is not None
+            return response
+
+        stream = ProcessEventStream(read)
+        self._streams[params.process_id] = stream
+        # Events logged before the stream existed (none: the spawn is synchronous and output
+        # arrives on later loop turns) would be picked up by one catch-up read.
+        initial = process.read_nowait(0, None)
+        if initial is not None and initial.next_seq > 1:
+            stream.request_catch_up()
+        return HostedExecProcess(process, stream)
+
+    async def aclose(self) -> None:
+        await self._table.aclose()
+        streams, self._streams = list(self._streams.values()), {}
+        for stream in streams:
+            await stream.aclose()

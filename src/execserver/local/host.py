@@ -1,0 +1,97 @@
+"""`Host`: this machine's capabilities, built once, for the server and `local_environment()`.
+
+It owns what every session shares: the child reaper, the blocking-I/O threads, per-process
+cgroups, the server-wide output budget, the filesystem (with its sandbox helper) and the HTTP
+client, plus the environment description. `process_table()` makes one session's table.
+`aclose()` releases everything after the tables are closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from execserver.local import tree
+from execserver.local.cgroup import ProcessCgroups
+from execserver.local.file_system import LocalFileSystem
+from execserver.local.http_client import LocalHttpClient
+from execserver.local.info import environment_info
+from execserver.local.output_log import MAX_RETAINED_OUTPUT_BYTES, RetainedOutputBudget
+from execserver.local.process import (
+    CLOSED_PROCESS_RETENTION_S,
+    MAX_PROCESSES_PER_SESSION,
+    LocalExecBackend,
+)
+from execserver.local.reaper import ChildReaper
+from execserver.local.sandbox.fs_runner import SandboxedFileSystem
+from execserver.observability.telemetry import Telemetry
+from execserver.protocol.session import EnvironmentInfo
+
+
+@dataclass(frozen=True, slots=True)
+class HostConfig:
+    """Tunables of this host's capabilities."""
+
+    closed_process_retention_s: float = CLOSED_PROCESS_RETENTION_S
+    """How long a finished process stays readable (and its id taken)."""
+    max_processes_per_session: int = MAX_PROCESSES_PER_SESSION
+    max_retained_output: int = MAX_RETAINED_OUTPUT_BYTES
+    """Output retained by all processes together; past it the oldest chunks anywhere go."""
+    process_cgroups: bool = False
+    """Start each process in its own cgroup where the host allows it (only for a dedicated
+    process: kills then reach daemons and double-forked orphans)."""
+    subreaper: bool = False
+    """Become the child subreaper and reap orphaned descendants (only for a dedicated process)."""
+    blocking_threads: int = 8
+    """Threads for blocking filesystem work (whole-file reads and writes, walks, copies)."""
+    telemetry: Telemetry | None = None
+
+
+class Host:
+    """See the module docstring. Create inside the running event loop."""
+
+    def __init__(self, config: HostConfig | None = None) -> None:
+        self.config = config = config or HostConfig()
+        self.reaper = ChildReaper(asyncio.get_running_loop())
+        if config.subreaper:
+            self.reaper.become_subreaper()
+        self.cgroups = (
+            ProcessCgroups.create() if config.process_cgroups else ProcessCgroups.disabled()
+        )
+        self.output_budget = RetainedOutputBudget(config.max_retained_output)
+        self._blocking = ThreadPoolExecutor(
+            max_workers=config.blocking_threads, thread_name_prefix="execserver-io"
+        )
+        self.fs = LocalFileSystem(self._blocking, SandboxedFileSystem(self.reaper, self._blocking))
+        self.http = LocalHttpClient()
+        self.info: EnvironmentInfo = environment_info()
+
+    def process_table(self, session_id: str = "") -> LocalExecBackend:
+        """A new, empty process table (one session's)."""
+        table = LocalExecBackend(
+            self.reaper,
+            closed_retention_s=self.config.closed_process_retention_s,
+            cgroups=self.cgroups,
+            max_processes=self.config.max_processes_per_session,
+            output_budget=self.output_budget,
+            telemetry=self.config.telemetry,
+        )
+        table.session_id = session_id
+        return table
+
+    async def aclose(self) -> None:
+        """Release everything (close the process tables first).
+
+        Cancellation: the threads and the reaper are released anyway.
+        """
+        try:
+            self.cgroups.close()
+            if self.config.subreaper:
+                # Orphans we adopted that no cgroup or tree walk attributed to a process.
+                tree.kill_descendants(os.getpid())
+            await self.http.aclose()
+        finally:
+            self.reaper.close()
+            self._blocking.shutdown(wait=False, cancel_futures=True)
