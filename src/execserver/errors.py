@@ -12,7 +12,9 @@ ExecServerError                 base for everything we raise
 └── RpcError(code, message)     a JSON-RPC error
     ├── InvalidRequest (-32600)  MethodNotFound (-32601)  InvalidParams (-32602)
     ├── InternalError (-32603)   NotFound (-32004, also a FileNotFoundError)
-    └── SessionAttached (-32010)
+    ├── SessionAttached (-32010)
+    └── domain errors of the capabilities (subclasses of the above, worded here):
+        CopyRefused, HttpRequestInvalid, HttpRequestFailed, HttpBodyFailed
 ```
 
 Filesystem failures stay builtin `OSError`s inside the server; `io_error()` renders them the way
@@ -115,6 +117,53 @@ class NotFound(RpcError, FileNotFoundError):
 
 class SessionAttached(RpcError):
     default_code = SESSION_ATTACHED
+
+
+# -- domain errors of the capabilities ---------------------------------------------------------
+#
+# Raised by `local/` with what went wrong; the executor's wording (which names its wire methods)
+# lives here, once, so local code never spells a wire method.
+
+_COPY_REFUSALS = {
+    "directory_without_recursive": (
+        "fs/copy requires recursive: true when sourcePath is a directory"
+    ),
+    "into_itself": "fs/copy cannot copy a directory to itself or one of its descendants",
+    "unsupported_type": "fs/copy only supports regular files, directories, and symlinks",
+    "same_file": "fs/copy sourcePath and destinationPath are the same file",
+}
+
+
+class CopyRefused(InvalidRequest):
+    """A copy the filesystem capability will not make; `reason` is one of `_COPY_REFUSALS`."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(_COPY_REFUSALS[reason])
+        self.reason = reason
+
+
+class HttpRequestInvalid(InvalidParams):
+    """The HTTP capability cannot send this request as given (`detail` says what)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"http/request {detail}")
+        self.detail = detail
+
+
+class HttpRequestFailed(InternalError):
+    """The request failed before its response headers arrived (`detail` says how)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"http/request failed: {detail}")
+        self.detail = detail
+
+
+class HttpBodyFailed(InternalError):
+    """Reading a buffered response body failed."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"failed to read http/request response body: {detail}")
+        self.detail = detail
 
 
 _BY_CODE: dict[int, type[RpcError]] = {

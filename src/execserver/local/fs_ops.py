@@ -15,7 +15,7 @@ import secrets
 import shutil
 import stat
 
-from execserver.errors import InternalError, InvalidRequest
+from execserver.errors import CopyRefused, InternalError, InvalidRequest
 from execserver.local.statx import birth_time_ms
 from execserver.protocol.file_system import DirectoryEntry, FileMetadata
 
@@ -268,20 +268,18 @@ def copy(source: bytes, destination: bytes, *, recursive: bool) -> None:
     st = os.lstat(source)
     if stat.S_ISDIR(st.st_mode):
         if not recursive:
-            raise InvalidRequest("fs/copy requires recursive: true when sourcePath is a directory")
+            raise CopyRefused("directory_without_recursive")
         real_source = os.path.realpath(source)
         real_destination = os.path.realpath(destination)
         if real_destination == real_source or real_destination.startswith(real_source + b"/"):
-            raise InvalidRequest(
-                "fs/copy cannot copy a directory to itself or one of its descendants"
-            )
+            raise CopyRefused("into_itself")
         _copy_tree(source, destination)
     elif stat.S_ISLNK(st.st_mode):
         _copy_symlink(source, destination)
     elif stat.S_ISREG(st.st_mode):
         _copy_file(source, destination, st)
     else:
-        raise InvalidRequest("fs/copy only supports regular files, directories, and symlinks")
+        raise CopyRefused("unsupported_type")
 
 
 def _copy_symlink(source: bytes, destination: bytes) -> None:
@@ -293,7 +291,7 @@ def _copy_file(source: bytes, destination: bytes, st: os.stat_result) -> None:
     with contextlib.suppress(FileNotFoundError):
         if os.path.samefile(source, destination):
             # The reference truncates the file to zero bytes here; we refuse instead.
-            raise InvalidRequest("fs/copy sourcePath and destinationPath are the same file")
+            raise CopyRefused("same_file")
     fd_in = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
     try:
         fd_out = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)

@@ -27,7 +27,12 @@ from execserver.compat.reqwest import fits_http_uri, redirect_fails_builder, red
 from execserver.compat.url import UrlError, WebUrl, parse_url
 from execserver.environment.http_client import Headers, wire_headers
 from execserver.environment.http_client import HttpResponse as BufferedResponse
-from execserver.errors import InternalError, InvalidParams
+from execserver.errors import (
+    HttpBodyFailed,
+    HttpRequestFailed,
+    HttpRequestInvalid,
+    InternalError,
+)
 from execserver.observability.telemetry import current_trace_headers
 from execserver.protocol.http import HttpHeader
 
@@ -116,13 +121,13 @@ def prepare(
 ) -> PreparedRequest:
     """Validate the request in the reference's order; raise `InvalidParams` otherwise."""
     if not _TOKEN.fullmatch(method):
-        raise InvalidParams("http/request method is invalid: invalid HTTP method")
+        raise HttpRequestInvalid("method is invalid: invalid HTTP method")
     try:
         parsed = parse_url(url)
     except UrlError as exc:
-        raise InvalidParams(f"http/request url is invalid: {exc}") from None
+        raise HttpRequestInvalid(f"url is invalid: {exc}") from None
     if parsed.scheme not in ("http", "https"):
-        raise InvalidParams(f"http/request only supports http and https URLs, got {parsed.scheme}")
+        raise HttpRequestInvalid(f"only supports http and https URLs, got {parsed.scheme}")
     header_map = HeaderMap()
     if parsed.username or parsed.password is not None:
         credentials = unquote_to_bytes(parsed.username) + b":"
@@ -131,25 +136,24 @@ def prepare(
     from_url_authorization = "authorization" in header_map
     for header in headers:
         if not _TOKEN.fullmatch(header.name):
-            raise InvalidParams("http/request header name is invalid: invalid HTTP header name")
+            raise HttpRequestInvalid("header name is invalid: invalid HTTP header name")
         value = header.value
         if header.value_env_var is not None:
             extra = env.get(header.value_env_var)
             if extra is None:
-                raise InvalidParams(
-                    f"http/request header {header.name} requires executor environment variable "
+                raise HttpRequestInvalid(
+                    f"header {header.name} requires executor environment variable "
                     f"{header.value_env_var}"
                 )
             if not extra:
-                raise InvalidParams(
-                    f"http/request header {header.name} requires a non-empty executor "
+                raise HttpRequestInvalid(
+                    f"header {header.name} requires a non-empty executor "
                     f"environment variable {header.value_env_var}"
                 )
             value += extra
         if not _valid_header_value(value):
-            raise InvalidParams(
-                f"http/request header value is invalid for {header.name}: "
-                "failed to parse header value"
+            raise HttpRequestInvalid(
+                f"header value is invalid for {header.name}: failed to parse header value"
             )
         name = header.name.lower()
         if name == "authorization" and from_url_authorization:
@@ -275,9 +279,7 @@ class StreamedResponse:
         try:
             return b"".join([chunk async for chunk in self.chunks()])
         except InternalError:
-            raise InternalError(
-                f"failed to read http/request response body: {BODY_ERROR}"
-            ) from None
+            raise HttpBodyFailed(BODY_ERROR) from None
         finally:
             await self.aclose()
 
@@ -391,7 +393,7 @@ class LocalHttpClient:
         prepared = prepare(method, url, wire_headers(headers), body, self.env)
         timeout_ms_ = timeout_ms(timeout)
         if timeout_ms_ == 0:
-            raise InternalError("http/request failed: route-aware request timed out")
+            raise HttpRequestFailed("route-aware request timed out")
         deadline = None
         if timeout_ms_ is not None and timeout_ms_ < MAX_TIMEOUT_MS:
             deadline = asyncio.get_running_loop().time() + timeout_ms_ / 1000
@@ -399,9 +401,8 @@ class LocalHttpClient:
             async with asyncio.timeout_at(deadline):
                 response = await self.send(prepared, follow_redirects=follow_redirects)
         except TimeoutError:
-            raise InternalError(
-                "http/request failed: error sending request for url "
-                f"({prepared.url.serialize(userinfo=False)})"
+            raise HttpRequestFailed(
+                f"error sending request for url ({prepared.url.serialize(userinfo=False)})"
             ) from None
         response.deadline = deadline
         return response
@@ -409,7 +410,7 @@ class LocalHttpClient:
     async def send(self, request: PreparedRequest, *, follow_redirects: bool) -> StreamedResponse:
         """Send (following redirects if asked) and return once the final headers are in.
 
-        Raises `InternalError("http/request failed: ...")` on failures before the headers, in the
+        Raises `HttpRequestFailed("...")` on failures before the headers, in the
         reference's order: a Location its client cannot even build a URL from fails the request
         (under any policy); an unusable Location leaves the 3xx as the answer; then the target's
         scheme and the redirect limit are checked.
@@ -419,20 +420,16 @@ class LocalHttpClient:
         redirects = 0
         while True:
             if not fits_http_uri(request.url):
-                raise InternalError(
-                    f"http/request failed: builder error for url ({request.url.serialize()})"
-                )
+                raise HttpRequestFailed(f"builder error for url ({request.url.serialize()})")
             try:
                 response = await self._send_one(request)
             except (httpx.HTTPError, ValueError):
                 shown = original if redirects == 0 else request.url.serialize()
-                raise InternalError(
-                    f"http/request failed: error sending request for url ({shown})"
-                ) from None
+                raise HttpRequestFailed(f"error sending request for url ({shown})") from None
             if _malformed(response):
                 await response.aclose()
                 shown = original if redirects == 0 else request.url.serialize()
-                raise InternalError(f"http/request failed: error sending request for url ({shown})")
+                raise HttpRequestFailed(f"error sending request for url ({shown})")
             final = StreamedResponse(response.status_code, _response_headers(response), response)
             if response.status_code not in _REDIRECT_STATUSES:
                 return final
@@ -441,7 +438,7 @@ class LocalHttpClient:
             if location is not None and redirect_fails_builder(request.url, location):
                 await response.aclose()
                 shown = request.url.serialize(userinfo=redirects > 0)
-                raise InternalError(f"http/request failed: builder error for url ({shown})")
+                raise HttpRequestFailed(f"builder error for url ({shown})")
             if not follow_redirects or location is None:
                 return final
             target = redirect_target(request.url, location)
@@ -449,12 +446,11 @@ class LocalHttpClient:
                 return final  # an unusable Location leaves the 3xx as the answer
             await response.aclose()
             if target.scheme not in ("http", "https"):
-                raise InternalError(
-                    "http/request failed: redirect target uses unsupported URL scheme: "
-                    f"{target.scheme}"
+                raise HttpRequestFailed(
+                    f"redirect target uses unsupported URL scheme: {target.scheme}"
                 )
             if redirects == MAX_REDIRECTS:
-                raise InternalError("http/request failed: too many redirects")
+                raise HttpRequestFailed("too many redirects")
             redirects += 1
             request = _redirect(request, response.status_code, target)
 
