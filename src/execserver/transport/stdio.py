@@ -14,6 +14,7 @@ import signal
 import threading
 from collections.abc import Callable, Mapping, Sequence
 
+from execserver.compat.rust import rust_trim
 from execserver.errors import ConnectError
 from execserver.transport.base import FlowControl, MessageReceiver
 
@@ -23,15 +24,6 @@ CHILD_TERM_GRACE_S = 5.0
 """After `close()`, how long a spawned peer has between SIGTERM and SIGKILL."""
 
 
-# Rust's `char::is_whitespace` (Unicode White_Space): the reference skips lines that trim to
-# nothing. Python's str.isspace also counts U+001C..U+001F, so the set is spelled out.
-_UNICODE_BLANKS = (
-    "\t\n\x0b\x0c\r \x85\xa0\u1680"
-    + "".join(map(chr, range(0x2000, 0x200B)))
-    + ("\u2028\u2029\u202f\u205f\u3000")
-)
-
-
 def _is_blank(line: bytes) -> bool:
     rest = line.strip()
     if not rest:
@@ -39,7 +31,7 @@ def _is_blank(line: bytes) -> bool:
     if rest[0] < 0x80:  # a message starts with ASCII (`{`): the common case ends here
         return False
     try:
-        return not line.decode("utf-8").strip(_UNICODE_BLANKS)
+        return not rust_trim(line.decode("utf-8"))
     except UnicodeDecodeError:
         return False
 
