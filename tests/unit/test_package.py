@@ -21,6 +21,9 @@ ALLOWED: dict[str, set[str]] = {
     "server": {"local", "environment", "protocol", "rpc", "transport", "errors", "observability"},
     "client": {"rpc", "transport", "protocol", "errors", "observability"},
     "remote": {"client", "environment", "protocol", "errors"},
+    # Relay mode: pure codecs, the relay service, and the links that carry message channels
+    # (executor and harness side); the server and the client plug those channels in.
+    "relay": {"transport", "protocol", "errors", "observability"},
 }
 
 
