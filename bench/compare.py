@@ -2,10 +2,13 @@
 
     .venv/bin/python bench/compare.py [--quick] [--rounds N] [--only METRIC[,METRIC]]
                                       [--ours URL] [--reference URL] [--json PATH]
+                                      [--ours-command CMD] [--reference-command CMD]
     .venv/bin/python bench/compare.py --render bench/results.json [--markdown]
 
 Without URLs both servers are started here on 127.0.0.1 (and stopped at the end, also on Ctrl-C);
 with a URL that server is used as is, and the metrics that need its pid (RSS, CPU) are skipped.
+`--ours-command`/`--reference-command` start a different command in that slot (it must print
+its ws:// URL first), e.g. an older checkout of ours to measure a change before and after.
 Every metric runs on both servers through the same client (bench/wsclient.py), interleaved per
 round (A B, B A, A B, ...), each run on a fresh connection. Metric names are stable keys of the
 JSON output (docs/BENCHMARKS.md explains them); `--only` takes names or globs (`oneshot_*`).
@@ -171,8 +174,9 @@ def _kill_leftover_servers() -> None:
             os.killpg(pid, signal.SIGKILL)
 
 
-async def start_server(name: str, workdir: Path) -> Server:
-    command = ours_command(extra=OURS_EXTRA) if name == "ours" else reference_command()
+async def start_server(name: str, workdir: Path, command: list[str] | None = None) -> Server:
+    if command is None:
+        command = ours_command(extra=OURS_EXTRA) if name == "ours" else reference_command()
     stderr_path = workdir / f"{name}.stderr"
     env = dict(os.environ)
     REFERENCE_CODEX_HOME.mkdir(parents=True, exist_ok=True)
@@ -1114,8 +1118,10 @@ async def main_async(args: argparse.Namespace) -> int:
     try:
         print(f"preparing files in {workdir}", file=sys.stderr)
         prepare_files(ctx, metrics)
+        commands = {"ours": args.ours_command, "reference": args.reference_command}
         for name, url in (("ours", args.ours), ("reference", args.reference)):
-            servers[name] = Server(name, url) if url else await start_server(name, workdir)
+            command = shlex.split(commands[name]) if commands[name] else None
+            servers[name] = Server(name, url) if url else await start_server(name, workdir, command)
             print(f"{name}: {servers[name].url} pid {servers[name].pid}", file=sys.stderr)
         runner = Runner(servers, ctx, metrics)
         try:
@@ -1164,6 +1170,8 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated metric names or globs")
     parser.add_argument("--ours", help="URL of a running server instead of starting ours")
     parser.add_argument("--reference", help="URL of a running reference instead of starting it")
+    parser.add_argument("--ours-command", help="command line to start in the `ours` slot")
+    parser.add_argument("--reference-command", help="command line to start in the `reference` slot")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results.json")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     parser.add_argument("--render", type=Path, help="only print the table of a JSON result")

@@ -27,15 +27,9 @@ import aiohttp
 
 from execserver.relay import api
 from execserver.relay.frames import Frame, Resume, decode_frame, encode_frame
-from execserver.relay.service import (
-    AccessPolicy,
-    MemoryRelayState,
-    RelayConfig,
-    RelayServer,
-    Role,
-    TokenSet,
-)
-from execserver.relay.service.access import Scopes, token_digest
+from execserver.relay.service.access import AccessPolicy, Role, Scopes, TokenSet, token_digest
+from execserver.relay.service.app import RelayConfig, RelayServer
+from execserver.relay.service.memory_state import MemoryRelayState
 from tests.conftest import TIME
 
 EXECUTOR_TOKEN = "executor-" + secrets.token_hex(8)

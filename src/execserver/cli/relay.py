@@ -34,27 +34,23 @@ import secrets
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from execserver.relay.service import (
-    AccessConfigError,
-    AccessPolicy,
-    MemoryRelayState,
-    RelayConfig,
-    RelayServer,
-    Role,
-    Scopes,
-    TokenSet,
-)
-from execserver.relay.service.hub import MAX_STREAMS_PER_EXECUTOR
-from execserver.relay.service.registrations import AUTHORIZATION_TTL_S
-from execserver.relay.service.registry import (
+from execserver.relay.service.access import AccessConfigError, AccessPolicy, Role, Scopes, TokenSet
+from execserver.relay.service.defaults import (
+    AUTHORIZATION_TTL_S,
     CONNECT_WAIT_S,
     EXECUTOR_TICKET_TTL_S,
     HARNESS_TICKET_TTL_S,
+    MAX_STREAMS_PER_EXECUTOR,
+    OUTBOX_LIMIT_BYTES,
 )
-from execserver.relay.service.rendezvous import OUTBOX_LIMIT_BYTES
+from execserver.relay.service.memory_state import MemoryRelayState
 from execserver.relay.service.tickets import load_secret_file, state_dir_secret
+
+if TYPE_CHECKING:  # the web stack is loaded only when the relay runs
+    from execserver.relay.service.app import RelayConfig
 
 SNAPSHOT_FILE_NAME = "registrations.json"
 
@@ -224,6 +220,8 @@ def build_config(args: argparse.Namespace) -> tuple[str, int, RelayConfig, Path 
             secret = secrets.token_bytes(32)  # tickets die with the process
     except (OSError, ValueError) as exc:
         raise RelayConfigError(str(exc)) from None
+    from execserver.relay.service.app import RelayConfig
+
     config = RelayConfig(
         ticket_secret=secret,
         access=AccessPolicy(
@@ -266,6 +264,8 @@ async def _serve(host: str, port: int, config: RelayConfig, state: MemoryRelaySt
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    from execserver.relay.service.app import RelayServer
+
     server = RelayServer(config, state)
     try:
         url = await server.start(host, port)

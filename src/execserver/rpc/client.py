@@ -101,8 +101,8 @@ class RpcClient:
 
     def message_received(self, data: bytes) -> None:
         peer = self._peer
-        peer.receive_message(data)
-        while (event := peer.next_event()) is not None:
+        event = peer.receive_message(data)  # the client role never holds messages back
+        while event is not None:
             if isinstance(event, ResponseReceived):
                 request_id = event.response.id
                 assert isinstance(request_id, int)
@@ -116,6 +116,7 @@ class RpcClient:
                     log.exception("notification handler failed for %s", event.method)
             elif isinstance(event, ParseFailed | Violation):
                 log.warning("ignoring a message from the server that is not JSON-RPC")
+            event = peer.next_event()
 
     def connection_lost(self) -> None:
         self._fail_all(Disconnected("connection closed"))

@@ -114,20 +114,39 @@ class RpcPeer:
         self.reading_paused = False
         """Whether the I/O layer should keep the channel's reading paused."""
         self.ended = False
+        self._decode = self._decode_request if role is Role.SERVER else self._decode_answer
 
     # -- inbound -------------------------------------------------------------------------------
 
-    def receive_message(self, data: bytes) -> None:
-        """Take one whole inbound message (ignored once the connection has ended)."""
+    def receive_message(self, data: bytes) -> Event | None:
+        """Take one whole inbound message (ignored once the connection has ended).
+
+        Returns its event at once when nothing holds it back (the common case, no queueing);
+        otherwise it waits in the backlog for `next_event()`.
+        """
         if self.ended:
-            return
-        self._backlog.append((data, time.perf_counter() if self._timing else 0.0))
+            return None
+        received = time.perf_counter() if self._timing else 0.0
+        if (
+            not self._backlog
+            and self._lane is None
+            and not self.congested
+            and len(self._running) < self._max_in_flight
+        ):  # not held back (`_blocked()`, spelled out: this is every message's path)
+            return self._decode(data, received)
+        self._backlog.append((data, received))
         self._backlog_bytes += len(data)
         if not self.reading_paused and (
             len(self._backlog) > self._max_backlog_messages
             or self._backlog_bytes > self._max_backlog_bytes
         ):
             self.reading_paused = True
+        return None
+
+    @property
+    def backlogged(self) -> bool:
+        """Messages wait in the backlog (for `next_event()`)."""
+        return bool(self._backlog)
 
     @property
     def waiting(self) -> bool:
@@ -135,8 +154,7 @@ class RpcPeer:
         return bool(self._backlog) and self._blocked()
 
     def _blocked(self) -> bool:
-        if self.role is Role.CLIENT:
-            return False
+        # The client role never starts requests nor sets `congested`: never blocked.
         return self._lane is not None or len(self._running) >= self._max_in_flight or self.congested
 
     def next_event(self) -> Event | None:
@@ -151,19 +169,22 @@ class RpcPeer:
                 return event
         return None
 
-    def _decode(self, data: bytes, received: float) -> Event | None:
-        if self.role is Role.SERVER:
-            try:
-                message = jsonrpc.decode_message(data)
-            except EnvelopeError as exc:
-                return ParseFailed(str(exc))
-            if isinstance(message, Request):
-                return RequestReceived(message, received)
-            if isinstance(message, Notification):
-                return NotificationReceived(message.method, message.params)
-            assert isinstance(message, ClientResponse)
-            # This protocol's server never sends requests: any response is a violation.
-            return Violation("a response from the client")
+    def _decode_request(self, data: bytes, received: float) -> Event | None:
+        """The server role: what a client sends."""
+        try:
+            message = jsonrpc.decode_message(data)
+        except EnvelopeError as exc:
+            return ParseFailed(str(exc))
+        if type(message) is Request:
+            return RequestReceived(message, received)
+        if isinstance(message, Notification):
+            return NotificationReceived(message.method, message.params)
+        assert isinstance(message, ClientResponse)
+        # This protocol's server never sends requests: any response is a violation.
+        return Violation("a response from the client")
+
+    def _decode_answer(self, data: bytes, received: float) -> Event | None:
+        """The client role: what a server sends."""
         try:
             answer = jsonrpc.decode_from_server(data)
         except EnvelopeError as exc:

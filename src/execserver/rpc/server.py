@@ -22,6 +22,7 @@ from execserver.errors import MethodNotFound, RpcError, to_jsonrpc_error
 from execserver.protocol.jsonrpc import Request, RequestId, TraceContext
 from execserver.protocol.params import ParamsError
 from execserver.rpc.peer import (
+    Event,
     NotificationReceived,
     ParseFailed,
     RequestReceived,
@@ -93,8 +94,15 @@ class ServerEndpoint(Generic[T]):
     def message_received(self, data: bytes) -> None:
         if self._closed:
             return
-        self._peer.receive_message(data)
-        self._pump()
+        peer = self._peer
+        peer.congested = self.channel.is_congested()
+        event = peer.receive_message(data)
+        if type(event) is RequestReceived:  # the common case, without a call
+            self._dispatch(event.request, event.received)
+        elif event is not None:
+            self._handle(event)
+        if peer.backlogged and not self._closed:
+            self._pump()
 
     def connection_lost(self) -> None:
         if self._closed:
@@ -106,22 +114,26 @@ class ServerEndpoint(Generic[T]):
 
     # -- the core's events ---------------------------------------------------------------------
 
+    def _handle(self, event: Event) -> None:
+        if type(event) is RequestReceived:
+            self._dispatch(event.request, event.received)
+        elif isinstance(event, NotificationReceived):
+            if not self._on_notification(event.method):
+                self.channel.abort()
+        elif isinstance(event, ParseFailed):
+            self._send_error(
+                -1,
+                RpcError(f"failed to parse {self.channel.label}: {event.detail}", code=-32600),
+            )
+        elif isinstance(event, Violation):
+            self.channel.abort()
+
     def _pump(self) -> None:
+        """Handle what the backlog may release now; arrange to continue when it can."""
         peer = self._peer
         peer.congested = self.channel.is_congested()
         while (event := peer.next_event()) is not None:
-            if isinstance(event, RequestReceived):
-                self._dispatch(event.request, event.received)
-            elif isinstance(event, NotificationReceived):
-                if not self._on_notification(event.method):
-                    self.channel.abort()
-            elif isinstance(event, ParseFailed):
-                self._send_error(
-                    -1,
-                    RpcError(f"failed to parse {self.channel.label}: {event.detail}", code=-32600),
-                )
-            elif isinstance(event, Violation):
-                self.channel.abort()
+            self._handle(event)
             if self._closed:
                 return
             peer.congested = self.channel.is_congested()

@@ -20,6 +20,7 @@ from typing import Final
 from aiohttp import WSCloseCode, web
 
 from execserver.relay.frames import FrameError, Kind, encode_reset, peek
+from execserver.relay.service.defaults import MAX_STREAMS_PER_EXECUTOR
 from execserver.relay.service.links import Link
 from execserver.relay.service.metrics import TO_EXECUTOR, TO_HARNESS, RelayMetrics
 from execserver.relay.service.state import Entry, Registration
@@ -27,7 +28,6 @@ from execserver.relay.service.state import Entry, Registration
 log = logging.getLogger(__name__)
 
 FRAME_VERSION: Final = 1
-MAX_STREAMS_PER_EXECUTOR: Final = 128
 """As many as a codex executor serves on one socket."""
 
 # Reset reasons the relay writes (1..256 bytes of text; endpoints do not interpret them).

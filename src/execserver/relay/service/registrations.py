@@ -20,6 +20,7 @@ from dataclasses import replace
 from typing import Final
 
 from execserver.relay.api import NoisePublicKey
+from execserver.relay.service.defaults import AUTHORIZATION_TTL_S
 from execserver.relay.service.state import (
     Attachment,
     Authorization,
@@ -30,7 +31,6 @@ from execserver.relay.service.state import (
 )
 
 CAS_ATTEMPTS: Final = 8
-AUTHORIZATION_TTL_S: Final = 60.0
 
 
 def fingerprint(key: NoisePublicKey) -> str:

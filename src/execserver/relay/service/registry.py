@@ -22,6 +22,11 @@ from aiohttp import web
 
 from execserver.relay import api
 from execserver.relay.service.access import AccessPolicy, Role, Verdict
+from execserver.relay.service.defaults import (
+    CONNECT_WAIT_S,
+    EXECUTOR_TICKET_TTL_S,
+    HARNESS_TICKET_TTL_S,
+)
 from execserver.relay.service.metrics import RelayMetrics
 from execserver.relay.service.registrations import Registrations, Validation
 from execserver.relay.service.state import RevisionConflict, StateUnavailable
@@ -32,9 +37,6 @@ T = TypeVar("T")
 
 ENVIRONMENT_ID: Final = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,255}")
 """Accepted environment ids: 1-256 of `A-Z a-z 0-9 _ - .`, not starting with a dot."""
-EXECUTOR_TICKET_TTL_S: Final = 3600.0
-HARNESS_TICKET_TTL_S: Final = 60.0
-CONNECT_WAIT_S: Final = 5.0
 """How long `/connect` waits for the environment's executor to register and attach (a codex
 harness does not retry a failed `/connect`; a codex executor reconnects within ~1-2 s)."""
 EXECUTOR_PATH: Final = "/relay/executor"

@@ -22,6 +22,7 @@ from typing import Final
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from execserver.relay.api import REJECTION_REASON_HEADER
+from execserver.relay.service.defaults import OUTBOX_LIMIT_BYTES
 from execserver.relay.service.hub import ExecutorLink, HarnessLink, Hub
 from execserver.relay.service.links import CLOSE_TIMEOUT_S, Link
 from execserver.relay.service.metrics import RelayMetrics
@@ -41,7 +42,6 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES: Final = 262_144
 """The largest WebSocket message a codex executor accepts (and so do we)."""
-OUTBOX_LIMIT_BYTES: Final = 4 << 20
 HEARTBEAT_S: Final = 30.0
 """We ping every socket this often (codex pings every 30 s too); no pong in half of it closes."""
 

@@ -1,0 +1,13 @@
+"""The relay service's default limits and lifetimes, importable without its web stack (the
+command line builds its flags from them)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+MAX_STREAMS_PER_EXECUTOR: Final = 128
+AUTHORIZATION_TTL_S: Final = 60.0
+EXECUTOR_TICKET_TTL_S: Final = 3600.0
+HARNESS_TICKET_TTL_S: Final = 60.0
+CONNECT_WAIT_S: Final = 5.0
+OUTBOX_LIMIT_BYTES: Final = 4 << 20
