@@ -56,8 +56,11 @@ WRITE_LOW_WATER = 256 * 1024
 _SMALL_MESSAGE_BYTES = 256 * 1024
 
 
-def _frame_header(opcode: int, length: int) -> bytes:
-    first = 0x80 | opcode
+_TEXT_FIN = 0x80 | Opcode.TEXT.value
+
+
+def _frame_header(first: int, length: int) -> bytes:
+    """An unmasked frame header; `first` is FIN plus the opcode."""
     if length < 126:
         return bytes((first, length))
     if length < 65536:
@@ -221,33 +224,7 @@ class WebSocketChannel(FlowControl, asyncio.Protocol):
         return transport
 
     def send(self, data: bytes) -> None:
-        transport = self._writable_transport()
-        if transport is None:
-            return
-        ws = self._ws
-        assert ws is not None
-        if ws.side is not SERVER:  # clients mask their frames: websockets builds them
-            self._flush_batch()
-            if self._binary:
-                ws.send_binary(data)
-            else:
-                ws.send_text(data)
-            self._flush_protocol()
-            return
-        opcode = Opcode.BINARY if self._binary else Opcode.TEXT
-        if len(data) < _SMALL_MESSAGE_BYTES:
-            self._batch.append(_frame_header(opcode.value, len(data)))
-            self._batch.append(data)
-            self._batch_bytes += len(data)
-            if self._batch_bytes >= _SMALL_MESSAGE_BYTES:
-                self._flush_batch()
-            elif not self._batch_scheduled:
-                self._batch_scheduled = True
-                asyncio.get_running_loop().call_soon(self._flush_batch)
-        else:  # no joined copy of a large payload
-            self._flush_batch()
-            transport.write(_frame_header(opcode.value, len(data)))
-            transport.write(data)
+        raise NotImplementedError  # each side frames its own way
 
     def _flush_batch(self) -> None:
         """Write the queued small messages (before any other write, to keep the order)."""
@@ -335,6 +312,27 @@ class WebSocketServerConnection(WebSocketChannel):
         self._upgrade(request)
         if rest:
             self._receive_frames(rest)
+
+    def send(self, data: bytes) -> None:
+        # Written here rather than by websockets: unmasked frames need no copy of the payload.
+        transport = self._transport
+        if transport is None or self._closed or self._ws is None or transport.is_closing():
+            return
+        size = len(data)
+        if size < _SMALL_MESSAGE_BYTES:
+            batch = self._batch
+            batch.append(_frame_header(_TEXT_FIN, size))
+            batch.append(data)
+            self._batch_bytes += size
+            if self._batch_bytes >= _SMALL_MESSAGE_BYTES:
+                self._flush_batch()
+            elif not self._batch_scheduled:
+                self._batch_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush_batch)
+        else:  # no joined copy of a large payload
+            self._flush_batch()
+            transport.write(_frame_header(_TEXT_FIN, size))
+            transport.write(data)
 
     def _respond(self, response: HttpResponse, *, head_only: bool = False) -> None:
         assert self._transport is not None
@@ -428,6 +426,18 @@ class WebSocketClientConnection(WebSocketChannel):
         for event in events[1:]:
             if isinstance(event, Frame):
                 self._on_frame(event)
+        self._flush_protocol()
+
+    def send(self, data: bytes) -> None:
+        # Clients mask their frames: websockets builds them.
+        if self._writable_transport() is None:
+            return
+        ws = self._ws
+        assert ws is not None
+        if self._binary:
+            ws.send_binary(data)
+        else:
+            ws.send_text(data)
         self._flush_protocol()
 
     def connection_lost(self, exc: Exception | None) -> None:
