@@ -4,6 +4,7 @@
 ExecServerError                 base for everything we raise
 ├── TransportError
 │   ├── ConnectError            could not connect / handshake failed      (retryable)
+│   │   ├── AuthenticationFailed our credentials were refused (not retryable)
 │   │   └── HandshakeRejected   the server refused the upgrade (HTTP status, body)
 │   ├── ConnectionClosed        we closed it                               (not retryable)
 │   ├── Disconnected            the peer or the network broke it           (retryable)
@@ -49,6 +50,10 @@ class TransportError(ExecServerError):
 
 class ConnectError(TransportError):
     """Could not connect or complete the opening handshake (retryable)."""
+
+
+class AuthenticationFailed(ConnectError):
+    """Our credentials were refused (asking again with the same ones cannot succeed)."""
 
 
 class HandshakeRejected(ConnectError):

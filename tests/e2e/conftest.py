@@ -62,8 +62,9 @@ class Agent:
     kind: str
     app: AppServer
     model: MockModel
-    proxy: CuttingProxy
-    executor: RunningServer
+    proxy: CuttingProxy | None
+    """The cutting proxy in front of a directly reached executor (None through a relay)."""
+    executor: RunningServer | None
     work: Path
     """The executor's cwd as this test process sees it (EXECUTOR_CWD inside the executor)."""
     mark: str

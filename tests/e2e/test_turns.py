@@ -127,6 +127,7 @@ async def test_turn_completes_when_the_executor_connection_is_cut(agent: Agent) 
     running = asyncio.create_task(agent.turn([exec_command("c1", script, yield_time_ms=20000)]))
     try:
         await agent.app.wait_notification("item/started", start=mark, timeout=60)
+        assert agent.proxy is not None
         connections = agent.proxy.connections
         agent.proxy.cut()
         _turn, requests = await running

@@ -67,13 +67,16 @@ class AppServer:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def start(cls, codex_home: Path, cwd: Path) -> AsyncIterator[AppServer]:
+    async def start(
+        cls, codex_home: Path, cwd: Path, extra_env: dict[str, str] | None = None
+    ) -> AsyncIterator[AppServer]:
         binary = reference_binary()
         assert binary is not None, "the reference codex binary is not installed"
         # The app-server must not see what only the executor sees (the scenarios check that
         # commands ran there by an environment variable the executor alone has).
         env = {k: v for k, v in os.environ.items() if not k.startswith("E2E_")}
         env.update(CODEX_HOME=str(codex_home), RUST_LOG="warn")
+        env.update(extra_env or {})
         stderr_path = codex_home / "app-server.stderr"
         with open(stderr_path, "wb") as stderr:
             process = await asyncio.create_subprocess_exec(

@@ -18,8 +18,17 @@ ALLOWED: dict[str, set[str]] = {
     "local": {"environment", "protocol", "errors", "observability"},
     "transport": {"errors"},
     "rpc": {"protocol", "transport", "errors", "observability"},
-    "server": {"local", "environment", "protocol", "rpc", "transport", "errors", "observability"},
-    "client": {"rpc", "transport", "protocol", "errors", "observability"},
+    "server": {
+        "local",
+        "environment",
+        "protocol",
+        "rpc",
+        "transport",
+        "errors",
+        "observability",
+        "relay",
+    },
+    "client": {"rpc", "transport", "protocol", "errors", "observability", "relay"},
     "remote": {"client", "environment", "protocol", "errors"},
     # Relay mode: pure codecs, the relay service, and the links that carry message channels
     # (executor and harness side); the server and the client plug those channels in.

@@ -35,6 +35,7 @@ from execserver.server.handlers.http import MAX_HTTP_STREAMS
 from execserver.server.session import DETACHED_SESSION_TTL_S, MAX_SESSIONS
 
 EXIT_ON_STDIN_CLOSE_ENV = "CODEX_EXEC_SERVER_EXIT_ON_STDIN_CLOSE"
+REGISTRATION_TOKEN_ENV = "CODEX_API_KEY"
 
 
 class ListenError(ValueError):
@@ -229,8 +230,70 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="listen on a non-loopback address without --ws-auth (anyone who can connect "
         "can run commands)",
     )
+    remote = serve.add_argument_group(
+        "remote relay mode: register with an environment registry and serve harnesses through "
+        "its rendezvous, end-to-end encrypted (docs/relay.md)"
+    )
+    remote.add_argument(
+        "--remote",
+        metavar="URL",
+        help="registry base URL (http:// or https://); the executor dials out, nothing listens",
+    )
+    remote.add_argument("--environment-id", metavar="ID", help="environment id to register")
+    remote.add_argument(
+        "--remote-transport",
+        choices=("noise", "direct"),
+        default="noise",
+        help="only noise is supported (direct is AWS-only in codex)",
+    )
+    remote.add_argument("--name", metavar="NAME", help="accepted for compatibility (not sent)")
+    remote.add_argument(
+        "--registration-bearer-stdin",
+        action="store_true",
+        help="read the registration bearer as one line from stdin "
+        f"(else ${REGISTRATION_TOKEN_ENV})",
+    )
     serve.add_argument("--log-level", default=argparse.SUPPRESS, help="log level (stderr)")
     serve.set_defaults(handler=run)
+
+
+MAX_BEARER_LINE_BYTES = 16 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteOptions:
+    registry_url: str
+    environment_id: str
+    token: str
+
+
+def remote_options(args: argparse.Namespace) -> RemoteOptions | None:
+    """The relay-mode settings, or None without `--remote`. Raises `ListenError` (one line for
+    the user) when they are incomplete."""
+    if args.remote is None:
+        if args.environment_id is not None or args.registration_bearer_stdin:
+            raise ListenError("--environment-id and --registration-bearer-stdin need --remote")
+        return None
+    if not args.remote.startswith(("http://", "https://")):
+        raise ListenError(f"--remote must be an http:// or https:// URL, got `{args.remote}`")
+    if args.remote_transport != "noise":
+        raise ListenError("--remote-transport direct is not supported (AWS SigV4 only)")
+    environment_id = (args.environment_id or "").strip()
+    if not environment_id:
+        raise ListenError("--remote needs --environment-id")
+    if args.registration_bearer_stdin:
+        line = sys.stdin.buffer.readline(MAX_BEARER_LINE_BYTES + 1)
+        if len(line) > MAX_BEARER_LINE_BYTES:
+            raise ListenError("the registration bearer on stdin is longer than 16 KiB")
+        token = line.decode("utf-8", "replace").strip()
+    else:
+        token = os.environ.get(REGISTRATION_TOKEN_ENV, "").strip()
+    if not token:
+        raise ListenError(
+            f"no registration bearer: pass --registration-bearer-stdin or set "
+            f"${REGISTRATION_TOKEN_ENV}"
+        )
+    return RemoteOptions(args.remote, environment_id, token)
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -243,6 +306,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             raise AuthConfigError("WebSocket auth requires a WebSocket listener, not stdio")
         authenticator = load_authenticator(options)
         check_exposure(listen, authenticator, allow=args.allow_unauthenticated_remote)
+        remote = remote_options(args)
     except (ListenError, AuthConfigError) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
@@ -272,12 +336,38 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         authenticator=authenticator,
     )
     try:
+        if remote is not None:
+            return asyncio.run(_serve_remote(remote, config))
         return asyncio.run(_serve(listen, config, exit_on_stdin_close=exit_on_stdin_close))
     except OSError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
     finally:
         observability.shutdown()  # flush spans and metrics still buffered
+
+
+async def _serve_remote(remote: RemoteOptions, config: ServerConfig) -> int:
+    """Relay mode: no listener; registered and dialled out until SIGTERM/SIGINT."""
+    loop = asyncio.get_running_loop()
+    _ensure_standard_fds()
+    server = ExecServer(config)
+    gc.freeze()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, server.stop)
+    relay = asyncio.ensure_future(
+        server.serve_relay(remote.registry_url, remote.environment_id, remote.token)
+    )
+    try:
+        await asyncio.wait([relay, server.stopped], return_when=asyncio.FIRST_COMPLETED)
+        if relay.done() and not relay.cancelled() and relay.exception() is not None:
+            print(f"Error: {relay.exception()}", file=sys.stderr)
+            return 1
+        return 0
+    finally:
+        relay.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await relay
+        await server.aclose()
 
 
 async def _serve(listen: ListenAddress, config: ServerConfig, *, exit_on_stdin_close: bool) -> int:

@@ -18,7 +18,7 @@ import contextlib
 import enum
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import msgspec
 
@@ -35,6 +35,9 @@ from execserver.tasks import TaskOwner
 from execserver.transport.base import DialledChannel, MessageReceiver
 from execserver.transport.stdio import spawn_stdio
 from execserver.transport.websocket import connect_websocket
+
+if TYPE_CHECKING:
+    from execserver.relay.harness import RelayTarget
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +144,35 @@ class ExecServerClient:
             )
 
         client = cls(connector, client_name=client_name, policy=policy, description=url)
+        await client._start()
+        return client
+
+    @classmethod
+    async def connect_relay(
+        cls,
+        target: RelayTarget,
+        *,
+        client_name: str = DEFAULT_CLIENT_NAME,
+        policy: ReconnectPolicy | None = None,
+    ) -> ExecServerClient:
+        """Reach an executor through a relay (registry + rendezvous, end-to-end encrypted).
+
+        Every (re)connection is a fresh connect bundle, WebSocket and stream, under one
+        static Noise identity for this client. Raises `RelayAuthError` when our credentials
+        are refused, `ConnectError` otherwise, if the first connection fails.
+        """
+        from execserver.relay.harness import connect_relay
+        from execserver.relay.noise import NoiseIdentity
+
+        policy = policy or ReconnectPolicy()
+        identity = NoiseIdentity.generate()
+
+        async def connector(receiver: MessageReceiver) -> DialledChannel:
+            return await connect_relay(target, receiver, identity, timeout=policy.connect_timeout_s)
+
+        client = cls(
+            connector, client_name=client_name, policy=policy, description=target.describe()
+        )
         await client._start()
         return client
 

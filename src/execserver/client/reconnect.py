@@ -11,7 +11,13 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from execserver.errors import ConnectError, Disconnected, SessionAttached
+from execserver.errors import (
+    AuthenticationFailed,
+    ConnectError,
+    Disconnected,
+    HandshakeRejected,
+    SessionAttached,
+)
 
 # Codex 0.169 retries every ~100 ms (fixed) and gives up ~45 s after the loss (PROTOCOL.md §13.3).
 RECONNECT_INTERVAL_S = 0.1
@@ -46,7 +52,12 @@ def backoff(policy: ReconnectPolicy) -> Iterator[float]:
 
 def is_retryable(exc: BaseException) -> bool:
     """Whether a failed connect/resume attempt may be retried: transport failures, timeouts,
-    and -32010 (the session is still attached to the connection that just broke)."""
+    and -32010 (the session is still attached to the connection that just broke); not refused
+    credentials (an upgrade answered 401/403, a relay refusing us)."""
+    if isinstance(exc, AuthenticationFailed):
+        return False
+    if isinstance(exc, HandshakeRejected) and exc.status in (401, 403):
+        return False
     return isinstance(exc, ConnectError | Disconnected | TimeoutError | SessionAttached)
 
 

@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from execserver.local.host import Host, HostConfig
 from execserver.local.output_log import MAX_RETAINED_OUTPUT_BYTES
@@ -34,6 +34,9 @@ from execserver.transport.websocket import (
     WebSocketServerConnection,
     serve_websocket,
 )
+
+if TYPE_CHECKING:  # relay mode (and its cryptography) is loaded only when it is used
+    from execserver.relay.executor import RelayExecutor
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +108,8 @@ class ExecServer:
         self._listener: asyncio.Server | None = None
         self._stdio: StdioConnection | None = None
         self._closing = False
+        self.relay: RelayExecutor | None = None
+        """The relay link in relay mode (`serve_relay`)."""
         self.stopped = loop.create_future()
 
     # -- connections ---------------------------------------------------------------------------
@@ -173,6 +178,19 @@ class ExecServer:
         await stdio.open(endpoint, input_fd, output_fd)
         await stdio.closed
         self.stop()
+
+    async def serve_relay(self, registry_url: str, environment_id: str, token: str) -> None:
+        """Relay mode: register with the registry at `registry_url` and serve every harness
+        stream through its rendezvous as a connection of this server, until cancelled.
+
+        Raises `RegistryError` when the registry refuses this executor for good.
+        Cancellation: the rendezvous socket and its streams are dropped.
+        """
+        from execserver.relay.executor import RelayExecutor
+
+        executor = RelayExecutor(registry_url, environment_id, token, self.open_connection)
+        self.relay = executor
+        await executor.run()
 
     def _metrics(self, request: HttpRequest) -> HttpResponse:
         assert self.config.metrics_page is not None

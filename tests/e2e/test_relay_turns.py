@@ -1,0 +1,93 @@
+"""Whole Codex agent turns through a relay: the real `codex app-server` as the harness, OUR
+relay (registry + rendezvous), and an executor in `--remote` mode — ours, or the real codex
+executor — that only dials out. Proven as in the direct scenarios (conftest): the command sees
+a directory and an environment variable that only the executor has."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_bwrap, require_reference
+from tests.e2e.conftest import EXECUTOR_CWD, MODEL, Agent, private_cwd
+from tests.harness.app_server import AppServer
+from tests.harness.mock_model import MockModel, exec_command
+from tests.harness.relay import (
+    CONNECTED,
+    EXECUTOR_TOKEN,
+    noise_env,
+    relay_process,
+    remote_executor,
+    wait_for_metric,
+)
+from tests.harness.servers import CACHE_DIR
+
+pytestmark = pytest.mark.reference
+
+RELAY_ENVIRONMENT = "remote"
+"""The one environment a codex front end configured by the Noise variables has."""
+
+
+@pytest.fixture
+async def relay_agent(executor_kind: str, tmp_path: Path) -> AsyncIterator[Agent]:
+    require_reference()
+    bwrap = require_bwrap()
+    work = tmp_path / "work"
+    work.mkdir()
+    mark = secrets.token_hex(8)
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    home = Path(tempfile.mkdtemp(prefix="e2e-relay-", dir=CACHE_DIR))
+    model = MockModel()
+    await model.start()
+    try:
+        (home / "app").mkdir()
+        (home / "app" / "config.toml").write_text(
+            f'model = "{MODEL}"\n'
+            'approval_policy = "never"\n'
+            'sandbox_mode = "danger-full-access"\n' + model.provider_config()
+        )
+        async with (
+            relay_process(tmp_path) as relay,
+            remote_executor(
+                executor_kind,
+                relay.url,
+                home / "executor",
+                env={**os.environ, "E2E_MARK": mark},
+                wrap=private_cwd(bwrap, work),
+            ) as executor,
+        ):
+            await wait_for_metric(relay.url, EXECUTOR_TOKEN, CONNECTED)
+            async with AppServer.start(home / "app", tmp_path, noise_env(relay.url)) as app:
+                yield Agent(executor_kind, app, model, None, None, work, mark)
+            assert executor.process.returncode is None, executor.stderr()
+    finally:
+        await model.close()
+        with contextlib.suppress(OSError):
+            shutil.rmtree(home)
+
+
+async def test_relay_environment_is_ready(relay_agent: Agent) -> None:
+    """The Noise environment reaches `ready` through our relay."""
+    status = await relay_agent.app.call("environment/status", {"environmentId": RELAY_ENVIRONMENT})
+    assert status == {"status": "ready"}
+
+
+async def test_relay_command_runs_on_the_executor(relay_agent: Agent) -> None:
+    """A command of the agent runs on the executor behind the relay: output, exit code, cwd."""
+    turn, requests = await relay_agent.turn(
+        [exec_command("c1", 'echo "out $E2E_MARK $PWD"; head -c 300000 /dev/zero | wc -c; exit 3')]
+    )
+    output = requests[1].call_output("c1")
+    assert f"out {relay_agent.mark} {EXECUTOR_CWD}\n" in output
+    assert "300000" in output
+    assert "Process exited with code 3" in output
+    (item,) = turn.completed_items("commandExecution")
+    assert item["exitCode"] == 3
+    assert item["cwd"] == EXECUTOR_CWD
