@@ -16,13 +16,18 @@ from execserver.client.environments import (
     EnvironmentsConfig,
     EnvironmentsError,
     EnvironmentSpec,
+    RelayEnvironment,
     UrlEnvironment,
     load_environments,
 )
 from execserver.client.reconnect import LazyConnection, ReconnectPolicy
 from execserver.environment import Environment
 from execserver.local.environment import local_environment
-from execserver.remote import connect_environment, spawn_environment
+from execserver.remote import (
+    connect_environment,
+    connect_relay_environment,
+    spawn_environment,
+)
 
 
 class EnvironmentManager:
@@ -50,6 +55,14 @@ class EnvironmentManager:
         return lazy
 
     async def _connect(self, spec: EnvironmentSpec) -> Environment:
+        if isinstance(spec, RelayEnvironment):
+            policy = ReconnectPolicy(
+                connect_timeout_s=spec.connect_timeout_s,
+                initialize_timeout_s=spec.initialize_timeout_s,
+            )
+            return await connect_relay_environment(
+                spec.target, client_name=self._client_name, policy=policy
+            )
         if isinstance(spec, UrlEnvironment):
             policy = ReconnectPolicy(
                 connect_timeout_s=spec.connect_timeout_s,
@@ -70,7 +83,7 @@ class EnvironmentManager:
     def start(self) -> None:
         """Begin connecting every URL environment in the background."""
         for spec in self.config.environments:
-            if isinstance(spec, UrlEnvironment):
+            if isinstance(spec, UrlEnvironment | RelayEnvironment):
                 self._lazy(spec.id).start()
 
     async def get(self, name: str | None = None) -> Environment:

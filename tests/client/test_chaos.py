@@ -19,6 +19,7 @@ import time
 import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -28,9 +29,19 @@ from execserver.client.reconnect import ReconnectPolicy
 from execserver.environment import OutputEvent
 from execserver.environment.process import ExecProcess
 from execserver.errors import ExecServerError
+from execserver.relay.harness import RelayTarget
 from execserver.remote import remote_environment
-from tests.conftest import SOAK, TIME, ServerProcess
+from tests.conftest import SOAK, TIME, ServerProcess, require_reference
 from tests.harness.faults import Chaos, CuttingProxy
+from tests.harness.relay import (
+    CONNECTED,
+    ENVIRONMENT_ID,
+    EXECUTOR_TOKEN,
+    HARNESS_TOKEN,
+    relay_process,
+    remote_executor,
+    wait_for_metric,
+)
 
 MIN_CUTS = int(os.environ.get("EXECSERVER_CHAOS_CUTS", "1000" if SOAK else "100"))
 OUTPUT_BYTES_PER_S = 300_000
@@ -102,33 +113,68 @@ class Outages:
         pass
 
 
-@pytest.fixture(params=["ours", "reference"])
-def server(request: pytest.FixtureRequest) -> ServerProcess:
-    result: ServerProcess = request.getfixturevalue(request.param)
-    return result
-
-
 @dataclass
 class Rig:
     proxy: CuttingProxy
     client: ExecServerClient
     outages: Outages
     rng: random.Random
+    only: bytes | None = None
+    """What the cutter cuts: every connection (direct), or the harness's sockets (relay)."""
+    cut_every_s: tuple[float, float] = (0.03, 0.15)
+    """Time between cuts. A relay reconnect costs a registry round trip, a WebSocket upgrade,
+    a hybrid post-quantum handshake and a registry validation (~12 ms before chaos, ~2 ms
+    direct), so relay rigs cut less often: with direct spacing a resume and its catch-up
+    rarely finished between two cuts."""
+
+    def cut(self) -> bool:
+        return self.proxy.cut(only=self.only)
 
 
-@pytest.fixture
-async def rig(server: ServerProcess) -> AsyncIterator[Rig]:
-    rng = random.Random(int(os.environ.get("EXECSERVER_CHAOS_SEED", "20261121")))
-    chaos = Chaos(rng, max_delay_s=0.002, split=True, stall_probability=0.005, stall_s=0.15)
-    port = int(server.url.rsplit(":", 1)[1])
-    async with CuttingProxy(port, chaos=chaos) as proxy:
-        client = await ExecServerClient.connect(
-            f"ws://127.0.0.1:{proxy.port}", policy=ReconnectPolicy(deadline_s=30 * TIME)
-        )
-        outages = Outages()
-        client.add_listener(outages)
-        yield Rig(proxy, client, outages, rng)
-        await client.aclose()
+def _rng() -> random.Random:
+    return random.Random(int(os.environ.get("EXECSERVER_CHAOS_SEED", "20261121")))
+
+
+def _chaos(rng: random.Random) -> Chaos:
+    return Chaos(rng, max_delay_s=0.002, split=True, stall_probability=0.005, stall_s=0.15)
+
+
+@pytest.fixture(params=["ours", "reference", "relay-ours", "relay-reference"])
+async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Rig]:
+    """A client whose connection goes through a chaotic, cutting proxy: straight to the
+    executor, or (relay-*) through our relay to an executor in --remote mode, where the proxy
+    sits in front of the rendezvous and the harness's sockets are cut."""
+    kind: str = request.param
+    rng = _rng()
+    policy = ReconnectPolicy(deadline_s=30 * TIME)
+    outages = Outages()
+    if not kind.startswith("relay-"):
+        server: ServerProcess = request.getfixturevalue(kind)
+        port = int(server.url.rsplit(":", 1)[1])
+        async with CuttingProxy(port, chaos=_chaos(rng)) as proxy:
+            client = await ExecServerClient.connect(f"ws://127.0.0.1:{proxy.port}", policy=policy)
+            client.add_listener(outages)
+            yield Rig(proxy, client, outages, rng)
+            await client.aclose()
+        return
+    executor_kind = kind.removeprefix("relay-")
+    if executor_kind == "reference":
+        require_reference()
+    # The proxy carries both the executor's and the harness's rendezvous sockets (the relay
+    # advertises one public URL); it mangles and cuts only the harness's.
+    async with CuttingProxy(0, chaos=_chaos(rng), chaos_only=b"/relay/harness") as proxy:
+        public = ["--public-url", f"http://127.0.0.1:{proxy.port}"]
+        async with relay_process(tmp_path, public) as relay:
+            proxy.retarget(relay.port)
+            async with remote_executor(executor_kind, relay.url, tmp_path / "executor-home"):
+                await wait_for_metric(relay.url, EXECUTOR_TOKEN, CONNECTED)
+                target = RelayTarget(relay.url, ENVIRONMENT_ID, HARNESS_TOKEN)
+                client = await ExecServerClient.connect_relay(target, policy=policy)
+                client.add_listener(outages)
+                yield Rig(
+                    proxy, client, outages, rng, only=b"/relay/harness", cut_every_s=(0.15, 0.4)
+                )
+                await client.aclose()
 
 
 async def collect(process: ExecProcess) -> bytes:
@@ -173,8 +219,8 @@ async def test_chaos_output_and_writes_exactly_once(rig: Rig) -> None:
 
     async def cutter() -> None:
         while not done.is_set():
-            await asyncio.sleep(rng.uniform(0.03, 0.15))
-            if rig.proxy.cut() and rng.random() < 0.15:
+            await asyncio.sleep(rng.uniform(*rig.cut_every_s))
+            if rig.cut() and rng.random() < 0.15:
                 rig.proxy.refuse_for(rng.uniform(0.05, 0.5))
 
     async def writer(index: int) -> None:

@@ -64,15 +64,24 @@ def _abort(writer: asyncio.StreamWriter) -> None:
 
 class CuttingProxy:
     def __init__(
-        self, target_port: int, target_host: str = "127.0.0.1", *, chaos: Chaos | None = None
+        self,
+        target_port: int,
+        target_host: str = "127.0.0.1",
+        *,
+        chaos: Chaos | None = None,
+        chaos_only: bytes | None = None,
     ) -> None:
         self._target = (target_host, target_port)
         self._chaos = chaos
+        self._chaos_only = chaos_only
+        """With it, chaos applies only to connections whose first bytes contain it."""
         self._server: asyncio.Server | None = None
         self._links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._refuse_until = 0.0
         self._held: list[asyncio.StreamWriter] = []
+        self._heads: dict[tuple[asyncio.StreamWriter, asyncio.StreamWriter], bytes] = {}
+        """The first bytes each client sent (its request line), to cut connections by kind."""
         self.cuts = 0
         """Cuts that actually broke at least one open connection."""
         self.connections = 0
@@ -102,12 +111,18 @@ class CuttingProxy:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._server.wait_closed()
 
-    def cut(self, *, hold_upstream: bool = False) -> bool:
-        """Abort every open connection; True if there was one. With `hold_upstream`, the
+    def retarget(self, port: int, host: str = "127.0.0.1") -> None:
+        """Forward new connections to `host:port` (for a server started after the proxy)."""
+        self._target = (host, port)
+
+    def cut(self, *, hold_upstream: bool = False, only: bytes | None = None) -> bool:
+        """Abort every open connection (with `only`, those whose first bytes from the client
+        contain it, e.g. a request path); True if there was one. With `hold_upstream`, the
         server's side stays open (the server still sees a live connection) until `release()`."""
-        links = list(self._links)
-        self._links.clear()
+        links = [link for link in self._links if only is None or only in self._heads.get(link, b"")]
+        self._links.difference_update(links)
         for client, upstream in links:
+            self._heads.pop((client, upstream), None)
             _abort(client)
             if hold_upstream:
                 self._held.append(upstream)
@@ -153,6 +168,11 @@ class CuttingProxy:
         chaos = self._chaos
         try:
             while data := await source.read(65536):
+                if sink is link[1] and link not in self._heads:
+                    self._heads[link] = data[:512]
+                if self._chaos_only is not None:
+                    head = self._heads.get(link, b"")
+                    chaos = self._chaos if self._chaos_only in head else None
                 if chaos is None:
                     sink.write(data)
                     await sink.drain()
@@ -168,6 +188,7 @@ class CuttingProxy:
             # One side ended: end the other the same way (a clean close stays clean).
             if link in self._links:
                 self._links.discard(link)
+                self._heads.pop(link, None)
                 for writer in link:
                     with contextlib.suppress(OSError, RuntimeError):
                         writer.close()

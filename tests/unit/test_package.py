@@ -29,7 +29,7 @@ ALLOWED: dict[str, set[str]] = {
         "relay",
     },
     "client": {"rpc", "transport", "protocol", "errors", "observability", "relay"},
-    "remote": {"client", "environment", "protocol", "errors"},
+    "remote": {"client", "environment", "protocol", "errors", "relay"},
     # Relay mode: pure codecs, the relay service, and the links that carry message channels
     # (executor and harness side); the server and the client plug those channels in.
     "relay": {"transport", "protocol", "errors", "observability"},

@@ -14,7 +14,7 @@ import sys
 import time
 from contextlib import AsyncExitStack
 
-from execserver.cli.targets import open_target, split_remote_path
+from execserver.cli.targets import TOKEN_ENV, open_target, split_remote_path
 from execserver.environment import Environment
 from execserver.errors import ExecServerError
 from execserver.local.environment import local_environment
@@ -33,7 +33,11 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("source", help="PATH or TARGET:/PATH")
     parser.add_argument("destination", help="PATH or TARGET:/PATH")
-    parser.add_argument("--token", help="bearer token for ws:// or wss:// targets")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV),
+        help=f"bearer token for ws://, wss:// or relay+http(s):// targets (default: ${TOKEN_ENV})",
+    )
     parser.add_argument(
         "--progress", action="store_true", help="show progress even when stderr is not a terminal"
     )

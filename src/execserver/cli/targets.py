@@ -12,11 +12,15 @@ from execserver.client.environments import EnvironmentsError
 from execserver.environment import Environment
 from execserver.local.environment import local_environment
 from execserver.manager import EnvironmentManager
+from execserver.relay.harness import is_relay_url
 from execserver.remote import connect_environment
 
 TOKEN_ENV = "EXECSERVER_TOKEN"
-# `ws://host:port:/path`, `wss://host/:/path`, `name:/path` (an absolute path after the colon).
-_REMOTE_PATH = re.compile(r"^(wss?://[^/]+?|[A-Za-z0-9_-]+):(/.*)$")
+# `ws://host:port:/path`, `wss://host/:/path`, `relay+http://host:port/ENV:/path`, `name:/path`
+# (an absolute path after the colon).
+_REMOTE_PATH = re.compile(
+    r"^(wss?://[^/]+?|relay\+https?://[^/]+/[^:]*[^:/]|[A-Za-z0-9_-]+):(/.*)$"
+)
 
 
 def add_target_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +30,7 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--token",
         default=os.environ.get(TOKEN_ENV),
-        help=f"bearer token for a ws:// or wss:// TARGET (default: ${TOKEN_ENV})",
+        help=f"bearer token for a ws://, wss:// or relay+http(s):// TARGET (default: ${TOKEN_ENV})",
     )
 
 
@@ -39,7 +43,7 @@ def target_name(args: argparse.Namespace, parser: argparse.ArgumentParser) -> st
 
 
 def is_url(text: str) -> bool:
-    return text.startswith(("ws://", "wss://"))
+    return text.startswith(("ws://", "wss://")) or is_relay_url(text)
 
 
 def split_remote_path(text: str) -> tuple[str | None, str]:
@@ -57,7 +61,10 @@ async def open_target(name: str | None, *, token: str | None = None) -> AsyncIte
     Raises `EnvironmentsError` for unknown names, `ConnectError` when unreachable.
     """
     if name is not None and is_url(name):
-        environment = await connect_environment(name, bearer_token=token)
+        try:
+            environment = await connect_environment(name, bearer_token=token)
+        except ValueError as exc:  # a relay URL we cannot use
+            raise EnvironmentsError(f"{exc} (--token or ${TOKEN_ENV})") from None
     elif name == "local":
         environment = local_environment()
     else:

@@ -98,8 +98,11 @@ class ExecServerClient:
         policy: ReconnectPolicy | None = None,
         resumable: bool = True,
         description: str = "exec-server",
+        release: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._connector = connector
+        self._release = release
+        """Releases what the connector keeps between connections (called once, at the end)."""
         self._client_name = client_name
         self.policy = policy or ReconnectPolicy()
         self._resumable = resumable
@@ -211,6 +214,8 @@ class ExecServerClient:
             self._conn, response = await self._open(None)
         except BaseException:
             self._set_state(ClientState.CLOSED)
+            if self._release is not None:
+                await asyncio.shield(self._release())
             raise
         self._accept(response)
         self._tasks.spawn(self._supervise())
@@ -384,6 +389,8 @@ class ExecServerClient:
         conn, self._conn = self._conn, None
         if conn is not None:
             await asyncio.shield(conn.aclose())
+        if self._release is not None:
+            await asyncio.shield(self._release())
         self._finish(ConnectionClosed("the client was closed"))
 
     async def __aenter__(self) -> ExecServerClient:

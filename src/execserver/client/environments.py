@@ -14,6 +14,11 @@ The file names the exec-servers the orchestrator may run a thread in::
     skills = { required = ["name"] }  # optional
 
     [[environments]]
+    id = "behind-nat"           # an execserver extension: reached through a relay (docs/relay.md)
+    url = "relay+https://relay.example.com/ENVIRONMENT_ID"
+    auth_bearer_token = "harness-token"   # required; https:// or a loopback registry
+
+    [[environments]]
     id = "ssh-dev"
     program = "ssh"             # ... or a stdio command
     args = ["dev", "codex exec-server --listen stdio"]
@@ -61,6 +66,12 @@ from execserver.compat import http_uri, serde
 from execserver.compat.rust import rust_trim
 from execserver.compat.url import UrlError, parse_url
 from execserver.errors import ExecServerError
+from execserver.relay.harness import (
+    RelayTarget,
+    is_relay_url,
+    parse_relay_url,
+    relay_target_from_env,
+)
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT_S",
@@ -69,9 +80,11 @@ __all__ = [
     "ERROR_PREFIX",
     "LOCAL_ENVIRONMENT_ID",
     "MAX_ENVIRONMENT_ID_LEN",
+    "NOISE_ENVIRONMENT_ID",
     "EnvironmentSpec",
     "EnvironmentsConfig",
     "EnvironmentsError",
+    "RelayEnvironment",
     "StdioEnvironment",
     "UrlEnvironment",
     "default_codex_home",
@@ -141,7 +154,25 @@ class StdioEnvironment:
     required_skills: tuple[str, ...] = ()
 
 
-EnvironmentSpec: TypeAlias = UrlEnvironment | StdioEnvironment
+@dataclass(frozen=True)
+class RelayEnvironment:
+    """An executor reached through a relay (registry + rendezvous, end-to-end encrypted).
+
+    An execserver extension: codex 0.169/0.171 configure such an environment only through the
+    `CODEX_EXEC_SERVER_NOISE_*` variables, and refuse a `relay+` URL in this file.
+    """
+
+    id: str
+    target: RelayTarget = field(repr=False)
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    initialize_timeout_s: float = DEFAULT_INITIALIZE_TIMEOUT_S
+    required_skills: tuple[str, ...] = ()
+
+
+EnvironmentSpec: TypeAlias = UrlEnvironment | StdioEnvironment | RelayEnvironment
+
+NOISE_ENVIRONMENT_ID: Final = "remote"
+"""The id codex gives the one environment the `CODEX_EXEC_SERVER_NOISE_*` variables make."""
 
 
 @dataclass(frozen=True)
@@ -200,9 +231,23 @@ def default_codex_home() -> Path:
     return Path(configured) if configured else Path.home() / ".codex"
 
 
-def load_environments(codex_home: Path | None = None) -> EnvironmentsConfig:
+def load_environments(
+    codex_home: Path | None = None, environ: Mapping[str, str] | None = None
+) -> EnvironmentsConfig:
     """Read ``$CODEX_HOME/environments.toml``; a missing file gives the default registry (only
-    ``local``, which is the default). `codex_home` defaults to `default_codex_home()`."""
+    ``local``, which is the default). `codex_home` defaults to `default_codex_home()`.
+
+    As in codex, the `CODEX_EXEC_SERVER_NOISE_*` variables (all three, from `environ`, default
+    `os.environ`) take precedence: they make one relay environment, `remote`, the default and
+    only one (no `local`).
+    """
+    try:
+        target = relay_target_from_env(os.environ if environ is None else environ)
+    except ValueError as err:
+        raise EnvironmentsError(str(err)) from None
+    if target is not None:
+        relay = RelayEnvironment(NOISE_ENVIRONMENT_ID, target)
+        return EnvironmentsConfig((relay,), NOISE_ENVIRONMENT_ID, include_local=False)
     if codex_home is None:
         codex_home = default_codex_home()
     path = environments_path(codex_home)
@@ -437,6 +482,8 @@ def _environment(item: _EnvironmentToml, codex_home: Path) -> EnvironmentSpec:
     if url is None and connect is not None:
         raise EnvironmentsError(f"environment `{env_id}` connect_timeout_sec requires url")
 
+    if url is not None and program is None and is_relay_url(rust_trim(url)):
+        return _relay_environment(item, rust_trim(url), initialize, required_skills)
     if url is not None and program is None:
         url = _validate_websocket_url(url)
         if token is not None:
@@ -463,6 +510,31 @@ def _environment(item: _EnvironmentToml, codex_home: Path) -> EnvironmentSpec:
             required_skills=required_skills,
         )
     raise EnvironmentsError(f"environment `{env_id}` must set exactly one of url or program")
+
+
+def _relay_environment(
+    item: _EnvironmentToml, url: str, initialize: float, required_skills: tuple[str, ...]
+) -> RelayEnvironment:
+    env_id = item.id
+    if item.auth_bearer_token is None:
+        raise EnvironmentsError(f"environment `{env_id}` relay url requires auth_bearer_token")
+    try:
+        target = parse_relay_url(url, item.auth_bearer_token)
+        registry = parse_url(target.registry_url)
+    except (ValueError, UrlError) as err:
+        raise EnvironmentsError(f"environment `{env_id}` url is invalid: {err}") from None
+    if registry.scheme != "https" and not _is_loopback_host(registry.host):
+        raise EnvironmentsError(
+            f"environment `{env_id}`: a relay token needs https:// or a loopback registry"
+        )
+    connect = item.connect_timeout_sec
+    return RelayEnvironment(
+        id=env_id,
+        target=target,
+        connect_timeout_s=DEFAULT_CONNECT_TIMEOUT_S if connect is None else float(connect),
+        initialize_timeout_s=initialize,
+        required_skills=required_skills,
+    )
 
 
 # --- URLs ----------------------------------------------------------------------------------

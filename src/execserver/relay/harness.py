@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from execserver.errors import AuthenticationFailed, ConnectError, HandshakeRejected
@@ -52,6 +53,13 @@ class RelayAuthError(AuthenticationFailed):
     """The registry or the executor refused our credentials."""
 
 
+RELAY_SCHEMES = ("relay+http://", "relay+https://")
+NOISE_REGISTRY_URL_ENV = "CODEX_EXEC_SERVER_NOISE_REGISTRY_URL"
+NOISE_ENVIRONMENT_ID_ENV = "CODEX_EXEC_SERVER_NOISE_ENVIRONMENT_ID"
+NOISE_AUTH_TOKEN_ENV = "CODEX_EXEC_SERVER_NOISE_AUTH_TOKEN"
+NOISE_ACCOUNT_ID_ENV = "CODEX_EXEC_SERVER_NOISE_CHATGPT_ACCOUNT_ID"
+
+
 @dataclass(frozen=True, slots=True)
 class RelayTarget:
     """Where an environment is reached through a relay."""
@@ -63,6 +71,52 @@ class RelayTarget:
 
     def describe(self) -> str:
         return f"{self.registry_url.rstrip('/')} environment {self.environment_id}"
+
+    @property
+    def url(self) -> str:
+        """The `relay+http(s)://…/ENV_ID` spelling (no token)."""
+        return f"relay+{self.registry_url.rstrip('/')}/{self.environment_id}"
+
+
+def is_relay_url(text: str) -> bool:
+    return text.startswith(RELAY_SCHEMES)
+
+
+def parse_relay_url(url: str, token: str | None) -> RelayTarget:
+    """`relay+http://HOST[:PORT][/BASE]/ENV_ID` (or relay+https) and the harness bearer.
+
+    Raises `ValueError` with a one-line reason.
+    """
+    if not is_relay_url(url):
+        raise ValueError(f"`{url}` is not a relay+http:// or relay+https:// URL")
+    rest = url[len("relay+") :]
+    scheme, _, location = rest.partition("://")
+    base, slash, environment_id = location.rstrip("/").rpartition("/")
+    if not slash or not base or not environment_id.strip():
+        raise ValueError(
+            f"`{url}` names no environment: expected relay+{scheme}://HOST:PORT/ENVIRONMENT_ID"
+        )
+    if "?" in location or "#" in location:
+        raise ValueError(f"`{url}` must not have a query or fragment")
+    if not token:
+        raise ValueError(f"`{url}` needs the harness token of the relay")
+    return RelayTarget(f"{scheme}://{base}", environment_id, token)
+
+
+def relay_target_from_env(environ: Mapping[str, str] | None = None) -> RelayTarget | None:
+    """The Noise environment the `CODEX_EXEC_SERVER_NOISE_*` variables configure, as codex
+    reads them (all three or none; an optional ChatGPT account id). Raises `ValueError` for a
+    partial set."""
+    env = os.environ if environ is None else environ
+    names = (NOISE_REGISTRY_URL_ENV, NOISE_ENVIRONMENT_ID_ENV, NOISE_AUTH_TOKEN_ENV)
+    values = [env.get(name, "").strip() for name in names]
+    if not any(values):
+        return None
+    if not all(values):
+        missing = ", ".join(name for name, value in zip(names, values, strict=True) if not value)
+        raise ValueError(f"Noise environment requires {missing}")
+    account = env.get(NOISE_ACCOUNT_ID_ENV, "").strip() or None
+    return RelayTarget(values[0], values[1], values[2], account)
 
 
 class RelayChannel(NoiseStream):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
@@ -83,7 +84,14 @@ class RegistryClient:
         if account_id:
             self._headers[api.CHATGPT_ACCOUNT_ID_HEADER] = account_id
         self._timeout_s = timeout_s
-        self._http = httpx.AsyncClient(follow_redirects=False, timeout=timeout_s, trust_env=True)
+        # TCP_NODELAY as codex sets it: a request's head and body go out without waiting for
+        # an ACK (Nagle + delayed ACK cost ~40 ms per request otherwise).
+        transport = httpx.AsyncHTTPTransport(
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)], trust_env=True
+        )
+        self._http = httpx.AsyncClient(
+            follow_redirects=False, timeout=timeout_s, trust_env=True, transport=transport
+        )
 
     async def _post(
         self,

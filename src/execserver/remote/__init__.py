@@ -14,6 +14,7 @@ from execserver.client.reconnect import ReconnectPolicy
 from execserver.environment import Environment
 from execserver.protocol import methods
 from execserver.protocol.session import EnvironmentInfo
+from execserver.relay.harness import RelayTarget, is_relay_url, parse_relay_url
 from execserver.remote.file_system import RemoteFileSystem
 from execserver.remote.http_client import RemoteHttpClient
 from execserver.remote.process import RemoteExecBackend
@@ -50,10 +51,28 @@ async def connect_environment(
     client_name: str = DEFAULT_CLIENT_NAME,
     policy: ReconnectPolicy | None = None,
 ) -> Environment:
-    """Connect to a WebSocket exec-server (ours or `codex exec-server`). Raises `ConnectError`."""
+    """Connect to a WebSocket exec-server (ours or `codex exec-server`): `ws://` or `wss://`,
+    or through a relay: `relay+http(s)://REGISTRY/ENVIRONMENT_ID` with the harness token as
+    `bearer_token`. Raises `ConnectError` (`AuthenticationFailed` for refused credentials),
+    `ValueError` for a relay URL it cannot use."""
+    if is_relay_url(url):
+        return await connect_relay_environment(
+            parse_relay_url(url, bearer_token), client_name=client_name, policy=policy
+        )
     client = await ExecServerClient.connect(
         url, bearer_token=bearer_token, headers=headers, client_name=client_name, policy=policy
     )
+    return remote_environment(client)
+
+
+async def connect_relay_environment(
+    target: RelayTarget,
+    *,
+    client_name: str = DEFAULT_CLIENT_NAME,
+    policy: ReconnectPolicy | None = None,
+) -> Environment:
+    """Reach an executor through a relay (registry + rendezvous, end-to-end encrypted)."""
+    client = await ExecServerClient.connect_relay(target, client_name=client_name, policy=policy)
     return remote_environment(client)
 
 
@@ -73,4 +92,10 @@ async def spawn_environment(
     return remote_environment(client)
 
 
-__all__ = ["connect_environment", "remote_environment", "spawn_environment"]
+__all__ = [
+    "RelayTarget",
+    "connect_environment",
+    "connect_relay_environment",
+    "remote_environment",
+    "spawn_environment",
+]
