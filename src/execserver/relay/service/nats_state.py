@@ -1,0 +1,403 @@
+"""`NatsRelayState`: the relay state of a fleet, in NATS JetStream key-value buckets.
+
+Three buckets, one revision space each (the stream sequence is the compare-and-swap token):
+
+- `relay_registrations` (history 1, no expiry): `r.<env>` → the registration as JSON, with its
+  attachment (which node holds the executor's socket). Create is `create` (fails if present),
+  every change an `update(last=revision)`, removal a `delete(last=revision)`: a writer that
+  read an old revision always loses.
+- `relay_authorizations` (entries expire with the bucket's TTL): `a.<digest>` → the
+  authorization; consuming it is `delete(last=revision)`, so of two nodes racing for one
+  authorization exactly one wins.
+- `relay_claims` (TTL): `c.<digest>` created once; a second `create` fails.
+
+A watcher over the registrations keeps a local copy (for counting) and calls the listeners for
+every change, from any node, in commit order. Environment ids are base64url-encoded in keys
+(NATS keys allow fewer characters than ids). Any NATS failure is `StateUnavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.kv import KeyValue
+
+from execserver.relay.api import NoisePublicKey
+from execserver.relay.api import decode as api_decode
+from execserver.relay.api import encode as api_encode
+from execserver.relay.service.state import (
+    Attachment,
+    Authorization,
+    Entry,
+    Registration,
+    RegistrationListener,
+    RevisionConflict,
+    StateUnavailable,
+)
+from execserver.tasks import TaskOwner
+
+log = logging.getLogger(__name__)
+
+REGISTRATIONS_BUCKET = "relay_registrations"
+AUTHORIZATIONS_BUCKET = "relay_authorizations"
+CLAIMS_BUCKET = "relay_claims"
+AUTHORIZATIONS_TTL_S = 300.0
+"""Bucket expiry of authorizations (each also carries its own, shorter, `expires_at`)."""
+CLAIMS_TTL_S = 3600.0
+"""Bucket expiry of use-once claims: at least the longest ticket lifetime."""
+REQUEST_TIMEOUT_S = 2.0
+BUCKET_SETUP_ATTEMPTS = 8
+"""Creating replicated buckets on a cluster that just formed can time out: retried."""
+
+_WRONG_LAST_SEQUENCE = 10071
+"""JetStream's error code for a failed compare-and-swap (`wrong last sequence`), which some
+calls report as a plain `BadRequestError` rather than `KeyWrongLastSequenceError`."""
+
+
+def _lost_swap(exc: BaseException) -> bool:
+    return isinstance(exc, nats.js.errors.KeyWrongLastSequenceError) or (
+        isinstance(exc, nats.js.errors.APIError)
+        and getattr(exc, "err_code", None) == _WRONG_LAST_SEQUENCE
+    )
+
+
+_NATS_FAILURES: tuple[type[BaseException], ...] = (
+    nats.errors.Error,
+    nats.js.errors.Error,
+    asyncio.TimeoutError,
+    OSError,
+)
+
+
+class _Attachment(msgspec.Struct, frozen=True):
+    node_id: str
+    connection_id: str
+    attached_at: float
+
+
+class _Registration(msgspec.Struct, frozen=True):
+    environment_id: str
+    registration_id: str
+    executor_public_key: NoisePublicKey
+    epoch: int
+    registered_at: float
+    attachment: _Attachment | None = None
+
+
+class _Authorization(msgspec.Struct, frozen=True):
+    environment_id: str
+    registration_id: str
+    harness_key_digest: str
+    expires_at: float
+
+
+def _env_key(environment_id: str) -> str:
+    encoded = base64.urlsafe_b64encode(environment_id.encode()).rstrip(b"=").decode()
+    return f"r.{encoded}"
+
+
+def _env_of(key: str) -> str:
+    encoded = key.removeprefix("r.")
+    return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+
+
+def _encode_registration(registration: Registration) -> bytes:
+    attachment = registration.attachment
+    return api_encode(
+        _Registration(
+            registration.environment_id,
+            registration.registration_id,
+            registration.executor_public_key,
+            registration.epoch,
+            registration.registered_at,
+            None
+            if attachment is None
+            else _Attachment(attachment.node_id, attachment.connection_id, attachment.attached_at),
+        )
+    )
+
+
+def _decode_registration(data: bytes) -> Registration:
+    raw = api_decode(data, _Registration)
+    attachment = raw.attachment
+    return Registration(
+        raw.environment_id,
+        raw.registration_id,
+        raw.executor_public_key,
+        raw.epoch,
+        raw.registered_at,
+        None
+        if attachment is None
+        else Attachment(attachment.node_id, attachment.connection_id, attachment.attached_at),
+    )
+
+
+async def connect_nats(servers: Sequence[str], *, name: str = "execserver-relay") -> NatsClient:
+    """A client of the NATS cluster at `servers` that reconnects forever on its own.
+
+    Raises `StateUnavailable` when no server can be reached at first.
+    """
+    try:
+        return await nats.connect(
+            servers=list(servers),
+            name=name,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.25,
+            connect_timeout=2,
+            allow_reconnect=True,
+        )
+    except Exception as exc:  # nats-py raises assorted errors (and plain exceptions)
+        raise StateUnavailable(f"cannot reach NATS at {', '.join(servers)}: {exc}") from None
+
+
+class NatsRelayState:
+    """`RelayState` in JetStream KV (see the module docstring). Build with `open()`."""
+
+    def __init__(
+        self,
+        nc: NatsClient,
+        registrations: KeyValue,
+        authorizations: KeyValue,
+        claims: KeyValue,
+        *,
+        clock: Callable[[], float] = time.time,
+        owns_connection: bool = False,
+    ) -> None:
+        self._nc = nc
+        self._registrations = registrations
+        self._authorizations = authorizations
+        self._claims = claims
+        self._clock = clock
+        self._owns_connection = owns_connection
+        self._listeners: list[RegistrationListener] = []
+        self._known: dict[str, Entry[Registration]] = {}
+        self._tasks = TaskOwner("relay state watcher")
+        self.synced = asyncio.Event()
+        """Set once the watcher has replayed the registrations stored before it started."""
+
+    @classmethod
+    async def open(
+        cls,
+        nc: NatsClient,
+        *,
+        replicas: int = 1,
+        clock: Callable[[], float] = time.time,
+        owns_connection: bool = False,
+    ) -> NatsRelayState:
+        """Bind (creating them if needed) the buckets on `nc` and start watching.
+
+        Raises `StateUnavailable` if JetStream does not answer after several attempts.
+        Cancellation: nothing is left running.
+        """
+        js = nc.jetstream(timeout=REQUEST_TIMEOUT_S)
+        storage = StorageType.FILE
+        configs = (
+            KeyValueConfig(REGISTRATIONS_BUCKET, history=1, replicas=replicas, storage=storage),
+            KeyValueConfig(
+                AUTHORIZATIONS_BUCKET,
+                history=1,
+                ttl=AUTHORIZATIONS_TTL_S,
+                replicas=replicas,
+                storage=storage,
+            ),
+            KeyValueConfig(
+                CLAIMS_BUCKET, history=1, ttl=CLAIMS_TTL_S, replicas=replicas, storage=storage
+            ),
+        )
+        buckets: list[KeyValue] = []
+        for config in configs:
+            buckets.append(await _bucket(js, config))
+        state = cls(nc, *buckets, clock=clock, owns_connection=owns_connection)
+        state._tasks.spawn(state._watch())
+        return state
+
+    # --- registrations ------------------------------------------------------------------------
+
+    async def get_registration(self, environment_id: str) -> Entry[Registration] | None:
+        try:
+            entry = await self._registrations.get(_env_key(environment_id))
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return None
+        except _NATS_FAILURES as exc:
+            raise StateUnavailable(f"registration read failed: {exc!r}") from None
+        if entry.value is None or entry.revision is None:
+            return None
+        return Entry(_decode_registration(entry.value), entry.revision)
+
+    async def put_registration(
+        self, registration: Registration, *, expected_revision: int | None
+    ) -> Entry[Registration]:
+        key = _env_key(registration.environment_id)
+        value = _encode_registration(registration)
+        try:
+            if expected_revision is None:
+                revision = await self._registrations.create(key, value)
+            else:
+                revision = await self._registrations.update(key, value, last=expected_revision)
+        except _NATS_FAILURES as exc:
+            if _lost_swap(exc):
+                raise RevisionConflict(registration.environment_id) from None
+            raise StateUnavailable(f"registration write failed: {exc!r}") from None
+        return Entry(registration, revision)
+
+    async def delete_registration(self, environment_id: str, *, expected_revision: int) -> None:
+        try:
+            await self._registrations.delete(_env_key(environment_id), last=expected_revision)
+        except _NATS_FAILURES as exc:
+            if _lost_swap(exc):
+                raise RevisionConflict(environment_id) from None
+            raise StateUnavailable(f"registration delete failed: {exc!r}") from None
+
+    async def count_registrations(self) -> int:
+        return len(self._known)
+
+    def subscribe(self, listener: RegistrationListener) -> Callable[[], None]:
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
+    async def _watch(self) -> None:
+        """Follow every registration change (ours and other nodes'), in commit order; start
+        again after a NATS outage (the replay of the current values repairs the local copy)."""
+        while True:
+            try:
+                watcher = await self._registrations.watchall()
+                fresh: dict[str, Entry[Registration]] = {}
+                replaying = True
+                async for update in watcher:
+                    if update is None:  # the stored values have been replayed
+                        replaying = False
+                        self._resync(fresh)
+                        continue
+                    environment_id = _env_of(update.key)
+                    if update.operation in ("DEL", "PURGE") or update.value is None:
+                        entry = None
+                    else:
+                        entry = Entry(_decode_registration(update.value), update.revision or 0)
+                    if replaying:
+                        if entry is not None:
+                            fresh[environment_id] = entry
+                        continue
+                    self._apply(environment_id, entry)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("relay state: registration watch failed (%r); watching again", exc)
+                await asyncio.sleep(0.5)
+
+    def _resync(self, fresh: dict[str, Entry[Registration]]) -> None:
+        old, self._known = self._known, {}
+        for environment_id in old.keys() - fresh.keys():
+            self._notify(environment_id, None)
+        for environment_id, entry in fresh.items():
+            self._known[environment_id] = entry
+            if old.get(environment_id) != entry:
+                self._notify(environment_id, entry)
+        self.synced.set()
+
+    def _apply(self, environment_id: str, entry: Entry[Registration] | None) -> None:
+        if entry is None:
+            self._known.pop(environment_id, None)
+        else:
+            self._known[environment_id] = entry
+        self._notify(environment_id, entry)
+
+    def _notify(self, environment_id: str, entry: Entry[Registration] | None) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(environment_id, entry)
+            except Exception:
+                log.exception("registration listener failed")
+
+    # --- authorizations and claims ------------------------------------------------------------
+
+    async def issue_authorization(self, key: str, authorization: Authorization) -> None:
+        value = api_encode(
+            _Authorization(
+                authorization.environment_id,
+                authorization.registration_id,
+                authorization.harness_key_digest,
+                authorization.expires_at,
+            )
+        )
+        try:
+            await self._authorizations.put(f"a.{key}", value)
+        except _NATS_FAILURES as exc:
+            raise StateUnavailable(f"authorization write failed: {exc!r}") from None
+
+    async def consume_authorization(self, key: str) -> Authorization | None:
+        try:
+            entry = await self._authorizations.get(f"a.{key}")
+            if entry.value is None or entry.revision is None:
+                return None
+            await self._authorizations.delete(f"a.{key}", last=entry.revision)
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return None
+        except _NATS_FAILURES as exc:
+            if _lost_swap(exc):  # another node consumed it first
+                return None
+            raise StateUnavailable(f"authorization read failed: {exc!r}") from None
+        raw = api_decode(entry.value, _Authorization)
+        if raw.expires_at <= self._clock():
+            return None
+        return Authorization(
+            raw.environment_id, raw.registration_id, raw.harness_key_digest, raw.expires_at
+        )
+
+    async def claim_once(self, key: str, expires_at: float) -> bool:
+        if expires_at <= self._clock():
+            return False
+        try:
+            await self._claims.create(f"c.{key}", b"1")
+        except _NATS_FAILURES as exc:
+            if _lost_swap(exc):
+                return False
+            raise StateUnavailable(f"claim failed: {exc!r}") from None
+        return True
+
+    async def aclose(self) -> None:
+        self._listeners.clear()
+        await self._tasks.aclose()
+        if self._owns_connection:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._nc.drain())
+
+
+async def _bucket(js: Any, config: KeyValueConfig) -> KeyValue:
+    """Bind the bucket, creating it if it does not exist; retried while a fresh cluster is
+    still electing (creating replicated streams then times out now and then)."""
+    delay = 0.2
+    for attempt in range(BUCKET_SETUP_ATTEMPTS):
+        try:
+            try:
+                bucket: KeyValue = await js.key_value(config.bucket)
+                return bucket
+            except nats.js.errors.BucketNotFoundError:
+                created: KeyValue = await js.create_key_value(config)
+                return created
+        except _NATS_FAILURES as exc:
+            if attempt == BUCKET_SETUP_ATTEMPTS - 1:
+                raise StateUnavailable(f"cannot set up bucket {config.bucket}: {exc!r}") from None
+            log.info("relay state: bucket %s not ready (%r); retrying", config.bucket, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+    raise AssertionError("unreachable")
+
+
+__all__ = ["NatsRelayState", "connect_nats"]

@@ -1,0 +1,174 @@
+"""NATS servers for tests: one, or a cluster of three, with JetStream, all on 127.0.0.1.
+
+    async with nats_cluster(tmp_path, size=3) as cluster:
+        cluster.urls            # ["nats://127.0.0.1:P1", ...]
+        await cluster.kill(1)   # SIGKILL one server (and `restart(1)` brings it back)
+
+Each server gets its own store directory and ports picked by the kernel. Readiness is the
+monitoring endpoint's `/healthz` (JetStream included), polled with a deadline. Tests skip when
+`nats-server` is missing, except under CI=true, where that fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import signal
+import socket
+import urllib.request
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import IN_CI, TIME
+
+
+def nats_server_path() -> str:
+    path = shutil.which("nats-server") or (
+        "/usr/sbin/nats-server" if Path("/usr/sbin/nats-server").exists() else None
+    )
+    if path is None:
+        if IN_CI:
+            pytest.fail("CI=true but nats-server is not installed")
+        pytest.skip("nats-server is not installed")
+    return path
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@dataclass
+class NatsServer:
+    name: str
+    port: int
+    cluster_port: int
+    monitor_port: int
+    store: Path
+    routes: list[int]
+    cluster: bool
+    process: asyncio.subprocess.Process | None = None
+    log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = self.store.parent / f"{self.name}.log"
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def command(self, binary: str) -> list[str]:
+        command = [
+            binary, "-a", "127.0.0.1", "-p", str(self.port), "-n", self.name,
+            "-js", "-sd", str(self.store), "-m", str(self.monitor_port),
+        ]  # fmt: skip
+        if self.cluster:
+            routes = ",".join(f"nats://127.0.0.1:{port}" for port in self.routes)
+            command += [
+                "--cluster_name", "execserver-test",
+                "--cluster", f"nats://127.0.0.1:{self.cluster_port}",
+                "--routes", routes,
+            ]  # fmt: skip
+        return command
+
+    async def start(self, binary: str) -> None:
+        self.store.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                *self.command(binary),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+
+    def healthy(self) -> bool:
+        url = f"http://127.0.0.1:{self.monitor_port}/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    async def stop(self, sig: int = signal.SIGTERM) -> None:
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(sig)
+        try:
+            await asyncio.wait_for(process.wait(), 10 * TIME)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+@dataclass
+class NatsCluster:
+    servers: list[NatsServer]
+    binary: str
+
+    @property
+    def urls(self) -> list[str]:
+        return [server.url for server in self.servers]
+
+    async def wait_healthy(self, timeout: float = 30.0) -> None:
+        async with asyncio.timeout(timeout * TIME):
+            for server in self.servers:
+                if server.process is None or server.process.returncode is not None:
+                    continue
+                while not await asyncio.to_thread(server.healthy):  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)  # a poll with a deadline (no event to wait on)
+
+    async def kill(self, index: int) -> None:
+        """SIGKILL one server."""
+        await self.servers[index].stop(signal.SIGKILL)
+
+    async def restart(self, index: int) -> None:
+        await self.servers[index].start(self.binary)
+        await self.wait_healthy()
+
+
+@contextlib.asynccontextmanager
+async def nats_cluster(workdir: Path, size: int = 1) -> AsyncIterator[NatsCluster]:
+    """`size` NATS servers with JetStream (clustered when more than one), healthy on return."""
+    binary = nats_server_path()
+    ports = _free_ports(3 * size)
+    client_ports, cluster_ports, monitor_ports = (
+        ports[:size],
+        ports[size : 2 * size],
+        ports[2 * size :],
+    )
+    servers = [
+        NatsServer(
+            name=f"n{index}",
+            port=client_ports[index],
+            cluster_port=cluster_ports[index],
+            monitor_port=monitor_ports[index],
+            store=workdir / f"nats-n{index}",
+            routes=[p for i, p in enumerate(cluster_ports) if i != index],
+            cluster=size > 1,
+        )
+        for index in range(size)
+    ]
+    cluster = NatsCluster(servers, binary)
+    try:
+        for server in servers:
+            await server.start(binary)
+        await cluster.wait_healthy()
+        yield cluster
+    finally:
+        for server in servers:
+            await server.stop()
