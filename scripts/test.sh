@@ -5,10 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
-CODEX_VERSION=0.169.0
+# The Codex releases to test against, newest first (one per line in scripts/codex-versions).
+CODEX_VERSIONS=$(grep -v '^#' scripts/codex-versions | grep .)
 # Outside the checkout (see tests/harness/servers.py for why).
-CODEX_DIR=${XDG_CACHE_HOME:-${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}/.cache}/execserver/codex-$CODEX_VERSION
-CODEX_BIN=$CODEX_DIR/node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex
+CACHE=${XDG_CACHE_HOME:-${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}/.cache}/execserver
+codex_bin() {
+  echo "$CACHE/codex-$1/node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex"
+}
 
 # 1. Python environment with the package and its test dependencies.
 if [ ! -x .venv/bin/python ]; then
@@ -16,22 +19,29 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
-# 2. System packages: bubblewrap enforces sandbox intent (tests must run, not skip, in CI).
-if ! command -v bwrap >/dev/null 2>&1; then
+# 2. System packages: bubblewrap enforces sandbox intent, nats-server carries the relay fleet
+#    (their tests must run, not skip, in CI).
+missing=""
+command -v bwrap >/dev/null 2>&1 || missing="$missing bubblewrap"
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing="$missing nats-server"
+if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null \
-      || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; }
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null \
+      || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null; }
   else
-    echo "warning: bubblewrap (bwrap) is not installed; sandbox tests will skip" >&2
+    echo "warning:$missing not installed; their tests will skip" >&2
   fi
 fi
 
-# 3. The pinned reference binary for the differential tests.
-if [ ! -x "$CODEX_BIN" ] || ! "$CODEX_BIN" --version 2>/dev/null | grep -q "$CODEX_VERSION"; then
-  mkdir -p "$CODEX_DIR"
-  npm install --silent --no-audit --no-fund --prefix "$CODEX_DIR" "@openai/codex@$CODEX_VERSION"
-fi
-export CODEX_BIN
+# 3. The pinned reference binaries for the differential, relay and end-to-end tests.
+for version in $CODEX_VERSIONS; do
+  bin=$(codex_bin "$version")
+  if [ ! -x "$bin" ] || ! "$bin" --version 2>/dev/null | grep -q "$version"; then
+    mkdir -p "$CACHE/codex-$version"
+    npm install --silent --no-audit --no-fund --prefix "$CACHE/codex-$version" "@openai/codex@$version"
+  fi
+done
 
 # 4. Static checks.
 .venv/bin/ruff check src tests bench

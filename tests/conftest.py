@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 
 from tests.harness.servers import (
+    PREVIOUS_VERSIONS,
     REFERENCE_CODEX_HOME,
     REFERENCE_VERSION,
+    REFERENCE_VERSIONS,
     ours_command,
     reference_binary,
     reference_command,
@@ -32,16 +34,20 @@ SOAK = os.environ.get("EXECSERVER_SOAK", "") not in ("", "0")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    binary = reference_binary()
-    return [f"reference: codex {REFERENCE_VERSION} at {binary or 'NOT INSTALLED'}; CI={IN_CI}"]
+    return [
+        f"reference: codex {version} at {reference_binary(version) or 'NOT INSTALLED'}; CI={IN_CI}"
+        for version in REFERENCE_VERSIONS
+    ]
 
 
-def require_reference() -> Path:
-    binary = reference_binary()
+def require_reference(version: str = REFERENCE_VERSION) -> Path:
+    """The `codex` binary of `version` (default: the newest); skips when it is missing,
+    except under CI=true, where that fails."""
+    binary = reference_binary(version)
     if binary is None or not binary.exists():
         if IN_CI:
-            pytest.fail("CI=true but the pinned reference codex binary is not installed")
-        pytest.skip("reference codex binary not installed (run .ci/run or set CODEX_BIN)")
+            pytest.fail(f"CI=true but the pinned reference codex {version} is not installed")
+        pytest.skip(f"reference codex {version} not installed (run .ci/run or set CODEX_BIN)")
     return binary
 
 
@@ -122,6 +128,18 @@ def ours(shared_workdir: Path) -> Iterator[ServerProcess]:
 def reference(shared_workdir: Path) -> Iterator[ServerProcess]:
     require_reference()
     server = ServerProcess(reference_command(), shared_workdir, "reference")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def reference_previous(shared_workdir: Path) -> Iterator[ServerProcess]:
+    """The reference of the release before the newest (scripts/codex-versions)."""
+    version = PREVIOUS_VERSIONS[0]
+    require_reference(version)
+    server = ServerProcess(
+        reference_command(version=version), shared_workdir, f"reference-{version}"
+    )
     yield server
     server.stop()
 

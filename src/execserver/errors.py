@@ -15,7 +15,7 @@ ExecServerError                 base for everything we raise
     ├── InternalError (-32603)   NotFound (-32004, also a FileNotFoundError)
     ├── SessionAttached (-32010)
     └── domain errors of the capabilities (subclasses of the above, worded here):
-        CopyRefused, HttpRequestInvalid, HttpRequestFailed, HttpBodyFailed
+        CopyRefused, HttpRequestInvalid, HttpRequestFailed, HttpBodyFailed, StartFailed
 ```
 
 Filesystem failures stay builtin `OSError`s inside the server; `io_error()` renders them the way
@@ -169,6 +169,43 @@ class HttpBodyFailed(InternalError):
     def __init__(self, detail: str) -> None:
         super().__init__(f"failed to read http/request response body: {detail}")
         self.detail = detail
+
+
+StartFailureKind = str
+"""`data.kind` of a `process/start` failure (codex 0.171): one of `START_FAILURE_KINDS`."""
+START_FAILURE_KINDS = (
+    "spawnNotFound",
+    "spawnPermissionDenied",
+    "spawnFailed",
+    "sandboxUnavailable",
+    "sandboxPreparation",
+)
+
+
+class StartFailed(RpcError):
+    """`process/start` could not start the process; `data` is `{"kind": kind}` (codex 0.171).
+
+    Spawn failures are -32603; sandbox refusals (`sandboxUnavailable`, `sandboxPreparation`)
+    are -32602.
+    """
+
+    def __init__(self, message: str, kind: StartFailureKind) -> None:
+        code = INVALID_PARAMS if kind.startswith("sandbox") else INTERNAL_ERROR
+        super().__init__(message, code=code, data={"kind": kind})
+        self.kind = kind
+
+    @classmethod
+    def from_os_error(cls, exc: OSError) -> StartFailed:
+        """A spawn's OS error: ENOENT → `spawnNotFound`, EACCES/EPERM →
+        `spawnPermissionDenied`, anything else `spawnFailed`; the text is Rust's."""
+        err = exc.errno or _errno.EIO
+        if err == _errno.ENOENT:
+            kind = "spawnNotFound"
+        elif err in (_errno.EACCES, _errno.EPERM):
+            kind = "spawnPermissionDenied"
+        else:
+            kind = "spawnFailed"
+        return cls(os_error_text(err), kind)
 
 
 _BY_CODE: dict[int, type[RpcError]] = {

@@ -1,5 +1,5 @@
 """`execserver run / info / cp` driven through a real terminal or real pipes, against our
-server and codex 0.169.0."""
+server and the pinned codex."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TIME, ServerProcess
+from tests.harness.servers import REFERENCE_VERSION
 from tests.harness.terminal import Terminal
 
 CLI = [sys.executable, "-m", "execserver"]
@@ -109,7 +110,7 @@ async def test_info_prints_the_executor_description(any_server: ServerProcess) -
     assert code == 0
     info = json.loads(stdout)
     assert info["platformOs"] == "linux"
-    assert info["executorVersion"] == "0.169.0"
+    assert info["executorVersion"] == REFERENCE_VERSION
 
 
 async def test_cp_round_trips_a_large_file(any_server: ServerProcess, tmp_path: Path) -> None:

@@ -1,9 +1,9 @@
-"""environments.toml (PROTOCOL.md §13.1) against codex 0.169.0.
+"""environments.toml (PROTOCOL.md §13.1) against the pinned codex.
 
 Every expected message below was recorded from the pinned reference binary: each TOML text was
 written to ``<fresh CODEX_HOME>/environments.toml`` and ``codex exec --skip-git-repo-check hi``
 was run; an invalid registry makes it exit with ``Error: exec-server protocol error: <message>``
-before anything else happens, a valid one gets as far as printing its ``OpenAI Codex v0.169.0``
+before anything else happens, a valid one gets as far as printing its ``OpenAI Codex v<version>``
 banner.  ``{path}`` stands for ``<CODEX_HOME>/environments.toml``.  `test_reference_agrees`
 replays the same tables against the binary when it is installed.
 

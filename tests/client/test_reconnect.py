@@ -3,7 +3,7 @@
 The main test runs long-lived processes that print numbered ticks and echo numbered stdin
 lines while the proxy cuts every connection at random moments (at least 50 cuts) and
 sometimes turns reconnects away. Every tick and every echo must arrive exactly once and in
-order, against our server and against codex 0.169.0. The smaller tests pin each rule of the
+order, against our server and against the pinned codex. The smaller tests pin each rule of the
 recovery: in-flight calls fail, calls made while recovering wait, -32010 is retried, a
 process whose missed output is gone fails alone, the deadline ends in `RecoveryFailed`.
 """

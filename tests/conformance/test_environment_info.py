@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from execserver.environment import Environment
+from tests.harness.servers import REFERENCE_VERSION
 
 
 async def test_environment_info_describes_the_executor(environment: Environment) -> None:
@@ -14,4 +15,4 @@ async def test_environment_info_describes_the_executor(environment: Environment)
     assert os.path.isabs(info.shell.path) and os.access(info.shell.path, os.X_OK)
     assert info.cwd.native_path().startswith(b"/")
     assert info.temp_dir.native_path().startswith(b"/")
-    assert info.executor_version == "0.169.0"
+    assert info.executor_version == REFERENCE_VERSION

@@ -35,7 +35,13 @@ from tests.conftest import require_bwrap, require_reference
 from tests.harness.app_server import AppServer, Turn
 from tests.harness.faults import CuttingProxy
 from tests.harness.mock_model import MockModel, ModelRequest, Reply
-from tests.harness.servers import CACHE_DIR, RunningServer, running_server
+from tests.harness.servers import (
+    CACHE_DIR,
+    PREVIOUS_VERSIONS,
+    REFERENCE_VERSION,
+    RunningServer,
+    running_server,
+)
 
 EXECUTOR_CWD = "/srv/execserver-e2e"
 ENVIRONMENT_ID = "remote"
@@ -90,15 +96,28 @@ class Agent:
         return turn, self.model.requests[first:]
 
 
-@pytest.fixture(params=["ours", "reference"])
+# Each scenario runs the newest app-server on our executor and on the reference executor, and
+# the previous releases' app-servers on ours (older Codex clients must keep working with us).
+EXECUTOR_KINDS = ["ours", "reference", *(f"ours-app{version}" for version in PREVIOUS_VERSIONS)]
+
+
+@pytest.fixture(params=EXECUTOR_KINDS)
 def executor_kind(request: pytest.FixtureRequest) -> str:
     kind: str = request.param
     return kind
 
 
+def app_version(executor_kind: str) -> str:
+    """The app-server release of a scenario (`ours-appVERSION`: that one, else the newest)."""
+    _, _, version = executor_kind.partition("-app")
+    return version or REFERENCE_VERSION
+
+
 @pytest.fixture
 async def agent(executor_kind: str, tmp_path: Path) -> AsyncIterator[Agent]:
-    require_reference()  # the app-server is the reference binary whichever executor runs
+    version = app_version(executor_kind)
+    require_reference(version)  # the app-server is the reference binary whichever executor runs
+    server_kind = executor_kind.partition("-app")[0]
     bwrap = require_bwrap()
     work = tmp_path / "work"
     work.mkdir()
@@ -116,9 +135,9 @@ async def agent(executor_kind: str, tmp_path: Path) -> AsyncIterator[Agent]:
         )
         env = {**os.environ, "E2E_MARK": mark}
         async with (
-            running_server(executor_kind, tmp_path, env=env, wrap=private_cwd(bwrap, work)) as ex,
+            running_server(server_kind, tmp_path, env=env, wrap=private_cwd(bwrap, work)) as ex,
             CuttingProxy(ex.port) as proxy,
-            AppServer.start(home, tmp_path) as app,
+            AppServer.start(home, tmp_path, version=version) as app,
         ):
             await app.call(
                 "environment/add",

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_bwrap, require_reference
-from tests.e2e.conftest import EXECUTOR_CWD, MODEL, Agent, private_cwd
+from tests.e2e.conftest import EXECUTOR_CWD, MODEL, Agent, app_version, private_cwd
 from tests.harness.app_server import AppServer
 from tests.harness.mock_model import MockModel, exec_command
 from tests.harness.relay import (
@@ -37,7 +37,9 @@ RELAY_ENVIRONMENT = "remote"
 
 @pytest.fixture
 async def relay_agent(executor_kind: str, tmp_path: Path) -> AsyncIterator[Agent]:
-    require_reference()
+    version = app_version(executor_kind)
+    require_reference(version)
+    server_kind = executor_kind.partition("-app")[0]
     bwrap = require_bwrap()
     work = tmp_path / "work"
     work.mkdir()
@@ -56,7 +58,7 @@ async def relay_agent(executor_kind: str, tmp_path: Path) -> AsyncIterator[Agent
         async with (
             relay_process(tmp_path) as relay,
             remote_executor(
-                executor_kind,
+                server_kind,
                 relay.url,
                 home / "executor",
                 env={**os.environ, "E2E_MARK": mark},
@@ -64,7 +66,9 @@ async def relay_agent(executor_kind: str, tmp_path: Path) -> AsyncIterator[Agent
             ) as executor,
         ):
             await wait_for_metric(relay.url, EXECUTOR_TOKEN, CONNECTED)
-            async with AppServer.start(home / "app", tmp_path, noise_env(relay.url)) as app:
+            async with AppServer.start(
+                home / "app", tmp_path, noise_env(relay.url), version=version
+            ) as app:
                 yield Agent(executor_kind, app, model, None, None, work, mark)
             assert executor.process.returncode is None, executor.stderr()
     finally:

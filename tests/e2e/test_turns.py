@@ -30,12 +30,17 @@ def session_id(output: str) -> int:
 
 
 async def test_long_running_command_yields_and_is_polled(agent: Agent) -> None:
+    # The command waits for a file the test creates only once the model has seen the first
+    # output, so it is still running at the first yield however slow the machine is.
+    go = agent.work / "go"
+
     def poll(request: ModelRequest) -> list[Item]:
         sid = session_id(request.call_output("c1"))
+        go.write_text("")
         return [write_stdin("c2", sid, "", yield_time_ms=10000)]
 
-    script = 'echo "ready $E2E_MARK"; sleep 1.5; echo finished'
-    _turn, requests = await agent.turn([exec_command("c1", script, yield_time_ms=200)], poll)
+    script = 'echo "ready $E2E_MARK"; while [ ! -e go ]; do sleep 0.05; done; echo finished'
+    _turn, requests = await agent.turn([exec_command("c1", script, yield_time_ms=1000)], poll)
     first = requests[1].call_output("c1")
     assert f"ready {agent.mark}" in first
     assert "finished" not in first

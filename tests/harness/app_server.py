@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.harness.servers import reference_binary
+from tests.harness.servers import REFERENCE_VERSION, reference_binary
 
 
 class AppServerError(Exception):
@@ -68,10 +68,15 @@ class AppServer:
     @classmethod
     @contextlib.asynccontextmanager
     async def start(
-        cls, codex_home: Path, cwd: Path, extra_env: dict[str, str] | None = None
+        cls,
+        codex_home: Path,
+        cwd: Path,
+        extra_env: dict[str, str] | None = None,
+        *,
+        version: str = REFERENCE_VERSION,
     ) -> AsyncIterator[AppServer]:
-        binary = reference_binary()
-        assert binary is not None, "the reference codex binary is not installed"
+        binary = reference_binary(version)
+        assert binary is not None, f"the reference codex {version} binary is not installed"
         # The app-server must not see what only the executor sees (the scenarios check that
         # commands ran there by an environment variable the executor alone has).
         env = {k: v for k, v in os.environ.items() if not k.startswith("E2E_")}

@@ -16,38 +16,59 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-REFERENCE_VERSION = "0.169.0"
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _codex_versions() -> tuple[str, ...]:
+    lines = (REPO_ROOT / "scripts" / "codex-versions").read_text().splitlines()
+    return tuple(line.strip() for line in lines if line.strip() and not line.startswith("#"))
+
+
+REFERENCE_VERSIONS = _codex_versions()
+"""The Codex releases under test, newest first (scripts/codex-versions)."""
+REFERENCE_VERSION = REFERENCE_VERSIONS[0]
+"""The newest: the whole differential suite runs against it."""
+PREVIOUS_VERSIONS = REFERENCE_VERSIONS[1:]
+"""Older releases: the core, filesystem and end-to-end suites run against them too."""
 # The reference binary and its CODEX_HOME live in the user's cache, never in the checkout: the
 # checkout may be under /tmp, where the reference refuses to create its sandbox helper alias, and
 # its sandbox mounts the directory holding the binary (which would make /tmp appear in sandboxes).
 # scripts/test.sh installs the binary into the same directory.
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "execserver"
-_CACHE_BINARY = (
-    CACHE_DIR
-    / f"codex-{REFERENCE_VERSION}"
-    / "node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex"
-)
 REFERENCE_CODEX_HOME = CACHE_DIR / "codex-home"
 
 
-def reference_binary() -> Path | None:
-    """Path of the pinned `codex` binary, or None if it is not installed."""
+def cached_binary(version: str) -> Path:
+    return (
+        CACHE_DIR
+        / f"codex-{version}"
+        / "node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex"
+    )
+
+
+def reference_binary(version: str = REFERENCE_VERSION) -> Path | None:
+    """Path of the pinned `codex` binary of `version` (default: the newest), or None if it is
+    not installed. `$CODEX_BIN` names the newest one."""
     configured = os.environ.get("CODEX_BIN")
-    if configured:
+    if configured and version == REFERENCE_VERSION:
         return Path(configured)
-    return _CACHE_BINARY if _CACHE_BINARY.exists() else None
+    binary = cached_binary(version)
+    return binary if binary.exists() else None
 
 
 def ours_command(listen: str = "ws://127.0.0.1:0", extra: Sequence[str] = ()) -> list[str]:
     return [sys.executable, "-m", "execserver", "serve", "--listen", listen, *extra]
 
 
-def reference_command(listen: str = "ws://127.0.0.1:0", extra: Sequence[str] = ()) -> list[str]:
-    binary = reference_binary()
+def reference_command(
+    listen: str = "ws://127.0.0.1:0",
+    extra: Sequence[str] = (),
+    version: str = REFERENCE_VERSION,
+) -> list[str]:
+    binary = reference_binary(version)
     if binary is None:
         raise RuntimeError(
-            "the reference codex binary is not installed (run .ci/run or set CODEX_BIN)"
+            f"the reference codex {version} binary is not installed (run .ci/run or set CODEX_BIN)"
         )
     return [str(binary), "exec-server", "--listen", listen, *extra]
 

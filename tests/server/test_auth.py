@@ -1,4 +1,4 @@
-"""WebSocket authentication, differential against codex 0.169.0 where the wire is shared.
+"""WebSocket authentication, differential against the pinned codex where the wire is shared.
 
 * startup validation: exit status and first stderr line for every bad flag combination;
 * upgrade requests: status and body for every way a token can be wrong, in check order;

@@ -6,7 +6,7 @@ inside the sandbox) and, where the protocol can express it, through the `fs/*` m
 same sandbox. Each test also makes a legitimate write inside `ws/` first: a server that refuses
 or ignores sandboxed requests fails these tests instead of passing them vacuously.
 
-The tests run against our server and, marked `reference`, against codex 0.169.0, which denies
+The tests run against our server and, marked `reference`, against the pinned codex, which denies
 all of them. The reference is started with CODEX_HOME outside the temp dir (it refuses to create
 its sandbox helper alias under /tmp and then cannot run bubblewrap-backed processes at all).
 

@@ -760,6 +760,32 @@ async def process_arg0_and_relative_program(ctx: CaseContext) -> Any:
 
 
 @case
+async def process_write_after_terminate(ctx: CaseContext) -> Any:
+    """A new write once a process killed by `process/terminate` has exited fails (codex 0.169
+    and 0.171; a retried writeId is still `accepted`); after an exit of its own it is accepted
+    and dropped.
+    (Between the terminate and the exit the outcome is a race in the reference: not asked.)"""
+    client = await ctx.client()
+    out = []
+    for pid, extra in (("pipe", {"pipeStdin": True}), ("tty", {"tty": True}), ("none", {})):
+        await client.request("process/start", start_params(ctx, pid, ["sleep", "30"], **extra))
+        write = {"processId": pid, "chunk": b64("x\n"), "writeId": "w1"}
+        out.append(await client.request("process/write", write))
+        out.append(await client.request("process/terminate", {"processId": pid}))
+        await client.process_events(pid)
+        out.append(await client.request("process/write", write))
+        out.append(await client.request("process/write", {**write, "writeId": "w2"}))
+    await run_to_close(client, ctx, "exited", ["true"], pipeStdin=True)
+    out.append(await client.request("process/terminate", {"processId": "exited"}))
+    out.append(
+        await client.request(
+            "process/write", {"processId": "exited", "chunk": b64("x"), "writeId": "w1"}
+        )
+    )
+    return out
+
+
+@case
 async def process_read_closed_returns_immediately(ctx: CaseContext) -> Any:
     client = await ctx.client()
     await run_to_close(client, ctx, "done", ["true"])
@@ -792,6 +818,48 @@ async def process_many_pipelined_requests(ctx: CaseContext) -> Any:
 
 def dumps(value: Any) -> str:
     return json.dumps(value, indent=1, sort_keys=True, ensure_ascii=False)
+
+
+@case
+async def process_pty_arg0_rules(ctx: CaseContext) -> Any:
+    """PTY + arg0 (codex 0.171): argv[0] is what runs, the child sees arg0 as its argv[0];
+    resolution errors have their own wording; a NUL in a program name is not a crash."""
+    client = await ctx.client()
+    (ctx.workdir / "sub" / "true").mkdir(parents=True)
+    (ctx.workdir / "plain").write_text("x")
+    (ctx.workdir / "plain").chmod(0o644)
+    out = []
+    variants: list[tuple[list[str], str | None, dict[str, str]]] = [
+        (["sh", "-c", "echo $0"], "renamed", {"PATH": "/usr/bin:/bin"}),
+        (["nonexist-prog"], "A0", {"PATH": "/usr/bin:/bin"}),
+        (["true"], "A0", {"PATH": f"{ctx.workdir}/sub"}),
+        (["true"], "A0", {}),
+        (["/nonexistent/x"], "A0", {}),
+        (["./nope"], "A0", {}),
+        (["./plain"], "A0", {}),
+        (["./sub"], "A0", {}),
+        ([""], "A0", {"PATH": "/bin"}),
+        (["tr\0ue"], "A0", {"PATH": "/bin"}),
+        (["tr\0ue"], None, {"PATH": "/bin"}),
+    ]
+    for index, (argv, arg0, env) in enumerate(variants):
+        params: dict[str, Any] = {
+            "processId": f"t{index}", "argv": argv, "cwd": ctx.uri(), "env": env, "tty": True,
+        }  # fmt: skip
+        if arg0 is not None:
+            params["arg0"] = arg0
+        response = await client.request("process/start", params)
+        if "error" in response:
+            out.append(response)
+            continue
+        events = await client.process_events(f"t{index}")
+        output = b"".join(
+            base64.b64decode(e["params"]["chunk"])
+            for e in events
+            if e["method"] == "process/output"
+        )
+        out.append([response, output.decode()])
+    return out
 
 
 @case

@@ -1204,6 +1204,33 @@ async def sandbox_params_errors_process_start(ctx: CaseContext) -> Any:
 
 
 @case
+async def sandbox_spawn_cwd_and_nul(ctx: CaseContext) -> Any:
+    """Sandboxed starts check the cwd first (missing: spawnNotFound, a file: spawnFailed), a
+    PTY falls back to the home directory, NUL bytes fail as without a sandbox."""
+    make_tree(ctx)
+    (ctx.workdir / "ws" / "file.txt").write_text("x")
+    client = await ctx.client()
+    sandbox = restricted([root("read")])
+    out = []
+    variants: list[tuple[list[str], str, dict[str, Any]]] = [
+        (["true"], ctx.uri("ws", "missing"), {}),
+        (["true"], ctx.uri("ws", "file.txt"), {}),
+        (["pwd"], ctx.uri("ws", "missing"), {"tty": True, "env": {**PATH_ENV, "HOME": "/"}}),
+        (["tr\0ue"], ctx.uri("ws"), {}),
+        (["true", "a\0b"], ctx.uri("ws"), {}),
+    ]
+    for index, (argv, cwd, extra) in enumerate(variants):
+        response = await client.request(
+            "process/start", start_params(ctx, f"c{index}", argv, sandbox, cwd=cwd, **extra)
+        )
+        out.append({k: v for k, v in response.items() if k != "id"})
+        if "result" in response:
+            events = await client.process_events(f"c{index}", timeout=_PROCESS_TIMEOUT)
+            out.append(sorted(e["method"] for e in events))
+    return out
+
+
+@case
 async def sandbox_params_errors_fs(ctx: CaseContext) -> Any:
     make_tree(ctx)
     (ctx.workdir / "ws" / "file.txt").write_text("x")

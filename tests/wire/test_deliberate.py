@@ -45,10 +45,6 @@ DELIBERATE_DIFFERENCES: dict[str, str] = {
         "unrelated requests. The reference's default (--concurrent-requests 1) serialises them; "
         "we accept the flag and ignore it."
     ),
-    "pty_arg0_only_renames_argv0": (
-        "In PTY mode arg0 only changes the argv[0] the child sees; the reference searches PATH "
-        "for the arg0 name instead of argv[0] (a bug: `arg0` is not a program)."
-    ),
     "output_always_precedes_exit": (
         "Output the child wrote before exiting always gets lower seqs than its exit; the "
         "reference sometimes numbers the exit first."
@@ -304,28 +300,6 @@ async def _start(url: str, params: dict[str, Any]) -> dict[str, Any]:
         if "result" in response:
             await client.process_events(params["processId"])
         return response
-
-
-async def test_pty_arg0_only_renames_argv0(ours: ServerProcess) -> None:
-    async with await WireClient.connect(ours.url) as client:
-        await client.initialize()
-        params = process_params("a", ["sh", "-c", "echo $0"], tty=True, arg0="renamed")
-        assert "result" in await client.request("process/start", params)
-        events = await client.process_events("a")
-        output = b"".join(
-            base64.b64decode(e["params"]["chunk"])
-            for e in events
-            if e["method"] == "process/output"
-        )
-        assert output == b"renamed\r\n"
-
-
-@pytest.mark.reference
-async def test_pty_arg0_only_renames_argv0_reference(reference: ServerProcess) -> None:
-    require_reference()
-    params = process_params("a", ["sh", "-c", "echo $0"], tty=True, arg0="renamed")
-    response = await _start(reference.url, params)
-    assert response["error"]["message"].startswith("Unable to spawn renamed because:")
 
 
 async def test_output_always_precedes_exit(ours: ServerProcess) -> None:

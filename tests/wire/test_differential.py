@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.conftest import ServerProcess
 from tests.harness.differential import observe
+from tests.harness.servers import PREVIOUS_VERSIONS
 from tests.wire import cases_core, cases_fs, cases_http, cases_sandbox
 from tests.wire.cases_core import dumps
 
@@ -34,16 +36,60 @@ _DELIBERATE = {
 CASES = {name: case for name, case in ALL_CASES.items() if name not in _DELIBERATE}
 
 
+# The core and filesystem suites also run against the previous release, so that Codex
+# clients of that release keep working with us. Where the newest release changed the wire on
+# purpose, the comparison leaves the change out (`as_previous`), or the case is newer than the
+# previous release.
+PREVIOUS_CASES = {
+    name: case
+    for name, case in {**cases_core.CASES, **cases_fs.CASES}.items()
+    if name in CASES and name != "process_pty_arg0_rules"  # PTY + arg0 changed in 0.171
+}
+
+
+def as_previous(value: Any) -> Any:
+    """An observation without what the newest release added: `data` on errors (the typed
+    `process/start` failures) and the `networkProxyTransparentTcp` capability."""
+    if isinstance(value, dict):
+        return {
+            key: as_previous(item)
+            for key, item in value.items()
+            if not (key == "data" and "code" in value and "message" in value)
+            and key != "networkProxyTransparentTcp"
+        }
+    if isinstance(value, list):
+        return [as_previous(item) for item in value if item != "networkProxyTransparentTcp"]
+    return value
+
+
+async def _differential(name: str, case: Any, ours: str, theirs: str, tmp_path: Path) -> None:
+    # Same directory for both runs, so paths in messages agree; emptied in between.
+    workdir = tmp_path / "case"
+    reference = await observe(case, theirs, workdir, "reference")
+    shutil.rmtree(workdir)
+    mine = await observe(case, ours, workdir, "ours")
+    assert dumps(mine) == dumps(reference), name
+
+
 @pytest.mark.reference
 @pytest.mark.parametrize("name", sorted(CASES))
 async def test_matches_reference(
     name: str, ours: ServerProcess, reference: ServerProcess, tmp_path: Path
 ) -> None:
-    """Our server answers this conversation exactly like codex exec-server 0.169.0."""
-    case = CASES[name]
-    # Same directory for both runs, so paths in messages agree; emptied in between.
+    """Our server answers this conversation exactly like the newest codex exec-server."""
+    await _differential(name, CASES[name], ours.url, reference.url, tmp_path)
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("name", sorted(PREVIOUS_CASES))
+async def test_matches_previous_reference(
+    name: str, ours: ServerProcess, reference_previous: ServerProcess, tmp_path: Path
+) -> None:
+    """Our server answers this core or filesystem conversation like the previous codex
+    release, apart from what the newest one added."""
+    case = PREVIOUS_CASES[name]
     workdir = tmp_path / "case"
-    theirs = await observe(case, reference.url, workdir, "reference")
+    theirs = as_previous(await observe(case, reference_previous.url, workdir, "reference"))
     shutil.rmtree(workdir)
-    mine = await observe(case, ours.url, workdir, "ours")
-    assert dumps(mine) == dumps(theirs)
+    mine = as_previous(await observe(case, ours.url, workdir, "ours"))
+    assert dumps(mine) == dumps(theirs), PREVIOUS_VERSIONS[0]

@@ -17,7 +17,7 @@ import sys
 import termios
 import threading
 import tty
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 from execserver.cli.targets import add_target_arguments, open_target, target_name
 from execserver.client.environments import EnvironmentsError
@@ -97,17 +97,19 @@ async def _follow(process: ExecProcess) -> int:
 
     tasks = TaskOwner("execserver run")
 
-    async def quietly(action: Awaitable[object]) -> None:
+    async def quietly(action: Callable[[], Awaitable[object]]) -> None:
+        # The coroutine is made here, inside the task: a task cancelled before it started
+        # leaves no coroutine behind that was never awaited.
         with contextlib.suppress(ExecServerError):
-            await action
+            await action()
 
     def on_interrupt() -> None:
         nonlocal interrupts
         interrupts += 1
-        tasks.spawn(quietly(process.signal() if interrupts == 1 else process.terminate()))
+        tasks.spawn(quietly(process.signal if interrupts == 1 else process.terminate))
 
     loop.add_signal_handler(signal.SIGINT, on_interrupt)
-    tasks.spawn(quietly(_forward_stdin(process)))
+    tasks.spawn(quietly(lambda: _forward_stdin(process)))
     exit_code = FAILED_EXIT
     try:
         async for event in process:

@@ -16,12 +16,14 @@ import contextlib
 import http.cookiejar
 import os
 import re
+import zlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
 import httpx
+import zstandard
 
 from execserver.compat.reqwest import fits_http_uri, redirect_fails_builder, redirect_target
 from execserver.compat.url import UrlError, WebUrl, parse_url
@@ -176,6 +178,8 @@ def _wire_headers(request: PreparedRequest) -> list[tuple[str, str]]:
     headers = request.headers.copy()
     if "accept" not in headers:
         headers.append("accept", "*/*")
+    if "accept-encoding" not in headers:  # codex 0.171 decodes these (see `BodyDecoder`)
+        headers.append("accept-encoding", "zstd,gzip")
     if not request.user_host:
         headers.append("host", request.url.authority())
     if request.body and not request.user_length:
@@ -245,28 +249,96 @@ def _response_headers(response: httpx.Response) -> list[tuple[str, str]]:
     return [(name, value) for name, values in groups.items() for value in values]
 
 
+class BodyDecoder:
+    """Undoes a `gzip` or `zstd` content-coding, as codex 0.171's client does: only when the
+    response has exactly one `content-encoding` header whose value is exactly one of those
+    (`GZIP`, `gzip, gzip`, `br`, ... pass through); the decoded response loses its
+    `content-encoding` and `content-length` headers. Undecodable or truncated input raises
+    `ValueError`."""
+
+    def __init__(self, coding: str) -> None:
+        self.coding = coding
+        self._gzip = zlib.decompressobj(16 + zlib.MAX_WBITS) if coding == "gzip" else None
+        self._zstd = zstandard.ZstdDecompressor().decompressobj() if coding == "zstd" else None
+        self._fed = False
+
+    @classmethod
+    def for_headers(cls, headers: list[tuple[str, str]]) -> BodyDecoder | None:
+        codings = [value for name, value in headers if name == "content-encoding"]
+        if len(codings) == 1 and codings[0] in ("gzip", "zstd"):
+            return cls(codings[0])
+        return None
+
+    @staticmethod
+    def decoded_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        return [(n, v) for n, v in headers if n not in ("content-encoding", "content-length")]
+
+    def feed(self, data: bytes) -> bytes:
+        self._fed = self._fed or bool(data)
+        try:
+            if self._gzip is not None:
+                return self._gzip.decompress(data)
+            assert self._zstd is not None
+            return bytes(self._zstd.decompress(data))
+        except (zlib.error, zstandard.ZstdError) as exc:
+            raise ValueError(str(exc)) from None
+
+    def finish(self) -> bytes:
+        """What is left; raises `ValueError` when the encoded body ended early."""
+        if not self._fed:  # HEAD, or an empty body: nothing to decode
+            return b""
+        if self._gzip is not None:
+            if not self._gzip.eof:
+                raise ValueError("truncated gzip body")
+            return self._gzip.flush()
+        assert self._zstd is not None
+        try:
+            return bytes(self._zstd.flush())
+        except zstandard.ZstdError as exc:
+            raise ValueError(str(exc)) from None
+
+
 @dataclass(slots=True)
 class StreamedResponse:
-    """Status and headers received; `chunks()` yields the raw body within the request's
-    deadline (raising `InternalError(BODY_ERROR_TEXT)` if it fails); `aclose()` releases it.
-    An `HttpStream` (`aiter_bytes()`)."""
+    """Status and headers received; `chunks()` yields the body (decoded, see `BodyDecoder`)
+    within the request's deadline (raising `InternalError(BODY_ERROR_TEXT)` if it fails);
+    `aclose()` releases it. An `HttpStream` (`aiter_bytes()`)."""
 
     status: int
     headers: list[tuple[str, str]]
     _response: httpx.Response
     deadline: float | None = None
+    decoder: BodyDecoder | None = None
+
+    @classmethod
+    def of(cls, response: httpx.Response) -> StreamedResponse:
+        headers = _response_headers(response)
+        decoder = BodyDecoder.for_headers(headers)
+        if decoder is not None:
+            headers = decoder.decoded_headers(headers)
+        return cls(response.status_code, headers, response, decoder=decoder)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         raw = self._response.aiter_raw()
+        decoder = self.decoder
         while True:
             # The deadline covers each read, not the consumer's time between chunks: a timeout
             # scope must not stay open across a yield.
             try:
                 async with asyncio.timeout_at(self.deadline):
                     chunk = await anext(raw)
+                if decoder is not None:
+                    chunk = decoder.feed(chunk)
             except StopAsyncIteration:
+                if decoder is not None:
+                    try:
+                        rest = decoder.finish()
+                    except ValueError:
+                        raise InternalError(BODY_ERROR) from None
+                    if rest:
+                        yield rest
                 return
-            except (httpx.HTTPError, TimeoutError):
+            except (httpx.HTTPError, TimeoutError, ValueError):
                 raise InternalError(BODY_ERROR) from None
             if chunk:
                 yield chunk
@@ -430,7 +502,7 @@ class LocalHttpClient:
                 await response.aclose()
                 shown = original if redirects == 0 else request.url.serialize()
                 raise HttpRequestFailed(f"error sending request for url ({shown})")
-            final = StreamedResponse(response.status_code, _response_headers(response), response)
+            final = StreamedResponse.of(response)
             if response.status_code not in _REDIRECT_STATUSES:
                 return final
             raw_location = response.headers.get_list("location")

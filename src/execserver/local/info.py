@@ -12,7 +12,7 @@ from execserver.protocol.pathuri import HOST_OS, PathUri
 from execserver.protocol.session import EnvironmentCapabilities, EnvironmentInfo, ShellInfo
 
 # The protocol level this server implements; orchestrators compare it with their own version.
-EXECUTOR_VERSION = "0.169.0"
+EXECUTOR_VERSION = "0.171.0"
 IMPLEMENTATION = "execserver-python"
 
 _SHELL_NAMES = {"bash": "bash", "zsh": "zsh", "sh": "sh", "pwsh": "powershell"}

@@ -15,18 +15,26 @@ import functools
 import logging
 import os
 import signal
+import stat
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from execserver.environment.process import ProcessEvent, ProcessListener
-from execserver.errors import InternalError, InvalidParams, InvalidRequest, os_error_text
+from execserver.errors import InternalError, InvalidParams, InvalidRequest, StartFailed
 from execserver.local import tree
 from execserver.local.cgroup import ProcessCgroups
 from execserver.local.env_policy import build_child_env
 from execserver.local.output_log import OutputLog, RetainedOutputBudget
-from execserver.local.pty import PtySpawnError, open_pty, pty_cwd, pty_env, resolve_pty_program
+from execserver.local.pty import (
+    PtySpawnError,
+    open_pty,
+    pty_cwd,
+    pty_env,
+    resolve_pty_program,
+    resolve_renamed_pty_program,
+)
 from execserver.local.reaper import ChildReaper, exit_code_from_status
 from execserver.local.sandbox import launch as sandbox_launch
 from execserver.local.sandbox.bwrap import SandboxUnavailable
@@ -93,6 +101,8 @@ class LocalProcess:
         self._readers = readers
         self._stdin_fd = stdin_fd
         self._has_stdin = stdin_fd is not None
+        self._takes_input = stdin_fd is not None
+        """Started with a stdin (a pipe, or the terminal), whether or not it is closed now."""
         self._stdin_buffer = bytearray()
         self._stdin_broken = False
         self._close_when_flushed = False
@@ -259,6 +269,10 @@ class LocalProcess:
         """Queue `data` for stdin once per `write_id`; returns the wire status."""
         if write_id in self._write_ids:
             return "accepted"
+        if self.terminated_while_running and self._takes_input and self.log.exited:
+            # Once a process it killed on request has exited, the reference's new stdin writes
+            # fail; after an exit of its own they are `accepted` and dropped.
+            raise InternalError("failed to write to process stdin")
         if not self._has_stdin:
             return "stdinClosed"
         if len(self._stdin_buffer) + len(data) > MAX_PENDING_STDIN_BYTES:
@@ -420,7 +434,9 @@ class LocalExecBackend:
         sandbox = params.sandbox
         if sandbox is not None:
             if sandbox.windows_sandbox_level == "mxc":
-                raise InvalidParams("native MXC is unavailable on this executor")
+                raise StartFailed(
+                    "native MXC is unavailable on this executor", "sandboxUnavailable"
+                )
             if params.enforce_managed_network:
                 # Fail closed: there is no managed network proxy on this executor.
                 raise InvalidParams(
@@ -492,11 +508,20 @@ class LocalExecBackend:
         Fails closed: if the sandbox cannot be prepared, nothing runs.
         """
         if not spec.argv[0]:
-            raise InternalError(f"missing program for {'PTY' if spec.tty else 'pipe'} spawn")
+            raise StartFailed(
+                f"missing program for {'PTY' if spec.tty else 'pipe'} spawn", "spawnFailed"
+            )
+        if not spec.tty:  # checked before the sandbox is built, as the reference does
+            _check_cwd(spec.cwd)
         try:
             launch = sandbox_launch.prepare(sandbox, spec.cwd, env)
         except (SandboxUnavailable, SandboxError) as exc:
-            raise InvalidParams(f"failed to prepare process sandbox: {exc}") from None
+            raise StartFailed(
+                f"failed to prepare process sandbox: {exc}",
+                "sandboxUnavailable"
+                if isinstance(exc, SandboxUnavailable)
+                else "sandboxPreparation",
+            ) from None
         if launch is None:
             process = self._spawn(process_id, spec, env)
             process.sandbox_type = "linuxSeccomp"
@@ -509,7 +534,7 @@ class LocalExecBackend:
             if spec.arg0 is not None and launch.argv0_supported:
                 argv[-1:-1] = [b"--argv0", os.fsencode(spec.arg0)]
             if any("\0" in arg for arg in spec.argv):
-                raise InternalError("nul byte found in provided data")
+                raise StartFailed("nul byte found in provided data", "spawnFailed")
             argv += [os.fsencode(arg) for arg in spec.argv]
             if spec.tty:
                 process = self._spawn_pty(
@@ -537,16 +562,17 @@ class LocalExecBackend:
         if spec.tty:
             env = pty_env(env)
             cwd = pty_cwd(cwd, env)
+            resolve = resolve_pty_program if spec.arg0 is None else resolve_renamed_pty_program
             try:
-                program = resolve_pty_program(spec.argv[0], env, cwd)
+                program = resolve(spec.argv[0], env, cwd)
             except PtySpawnError as exc:
-                raise InternalError(str(exc)) from None
+                raise StartFailed(str(exc), exc.kind) from None
         elif not spec.argv[0]:
-            raise InternalError("missing program for pipe spawn")
+            raise StartFailed("missing program for pipe spawn", "spawnFailed")
         envp = _encode_env(env)
         argv = [spec.arg0 if spec.arg0 is not None else spec.argv[0], *spec.argv[1:]]
         if any("\0" in arg for arg in (*argv, spec.argv[0])):
-            raise InternalError("nul byte found in provided data")
+            raise StartFailed("nul byte found in provided data", "spawnFailed")
         argv_bytes = [os.fsencode(arg) for arg in argv]
         if spec.tty:
             return self._spawn_pty(process_id, program, argv_bytes, envp, cwd=cwd)
@@ -554,7 +580,7 @@ class LocalExecBackend:
         try:
             program = resolve_program(spec.argv[0], search_path, cwd)
         except OSError as exc:
-            raise InternalError(os_error_text(exc.errno or errno.EIO)) from None
+            raise StartFailed.from_os_error(exc) from None
         return self._spawn_pipes(process_id, program, argv_bytes, envp, spec, cwd=spec.cwd)
 
     def _spawn_pipes(
@@ -578,7 +604,7 @@ class LocalExecBackend:
         except OSError as exc:
             for fd in child_side + parent_side:
                 os.close(fd)
-            raise InternalError(os_error_text(exc.errno or errno.EIO)) from None
+            raise StartFailed.from_os_error(exc) from None
         for fd in child_side:
             os.close(fd)
         for fd in parent_side:
@@ -611,7 +637,7 @@ class LocalExecBackend:
             pid = spawn(program, argv, envp, cwd, Stdio(tty_path=tty, extra_fds=extra_fds))
         except OSError as exc:
             os.close(master)
-            raise InternalError(os_error_text(exc.errno or errno.EIO)) from None
+            raise StartFailed.from_os_error(exc) from None
         finally:
             os.close(slave)
         os.set_blocking(master, False)
@@ -721,12 +747,21 @@ class LocalExecBackend:
                 self._cgroup_names.discard(cgroup)
 
 
+def _check_cwd(cwd: bytes) -> None:
+    """A pipe child's cwd must be a directory (a PTY child falls back to the home directory)."""
+    try:
+        if not stat.S_ISDIR(os.stat(cwd).st_mode):
+            raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+    except OSError as exc:
+        raise StartFailed.from_os_error(exc) from None
+
+
 def _encode_env(env: Mapping[str, str]) -> list[bytes]:
     """`K=V` items sorted by name, as the reference's (BTreeMap-backed) command env is."""
     envp = []
     for key, value in sorted(env.items(), key=lambda kv: os.fsencode(kv[0])):
         item = f"{key}={value}"
         if "\0" in item:
-            raise InternalError("data provided contains a nul byte")
+            raise StartFailed("data provided contains a nul byte", "spawnFailed")
         envp.append(os.fsencode(item))
     return envp

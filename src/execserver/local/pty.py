@@ -23,7 +23,12 @@ COLS = 80
 
 
 class PtySpawnError(Exception):
-    """The PTY child cannot be started; `str(exc)` is the reference's message."""
+    """The PTY child cannot be started; `str(exc)` is the reference's message, `kind` the
+    failure kind it reports with it (0.171's `data.kind`)."""
+
+    def __init__(self, message: str, kind: str = "spawnFailed") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def open_pty(rows: int = ROWS, cols: int = COLS) -> tuple[int, int]:
@@ -70,8 +75,41 @@ def _display(path: bytes) -> str:
 def _is_dir(path: bytes) -> bool:
     try:
         return stat.S_ISDIR(os.stat(path).st_mode)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in the name (nothing can be named so)
         return False
+
+
+def _executable(path: bytes) -> bool:
+    try:
+        return os.access(path, os.X_OK)
+    except ValueError:
+        return False
+
+
+def _exists(path: bytes) -> bool:
+    try:
+        return os.path.exists(path)
+    except ValueError:
+        return False
+
+
+def resolve_renamed_pty_program(program: str, env: Mapping[str, str], cwd: bytes) -> bytes:
+    """Find the program of a PTY child started with `arg0` (codex 0.171): `argv[0]` is
+    searched on the child's `PATH` (a name with a `/` is used as given, and exec reports
+    what is wrong with it); the child then sees `arg0` as its argv[0]."""
+    if not program:
+        raise PtySpawnError("missing program for PTY spawn")
+    exe = os.fsencode(program)
+    if b"/" in exe:
+        return exe if exe.startswith(b"/") else os.path.join(cwd, exe)
+    search_path = env.get("PATH")
+    if search_path is None:
+        raise PtySpawnError("Unable to resolve the PATH")
+    for entry in search_path.split(":"):
+        candidate = os.path.join(cwd, os.fsencode(entry), exe)
+        if not _is_dir(candidate) and _executable(candidate):
+            return candidate
+    raise PtySpawnError(f"Unable to find executable {program} in PTY PATH")
 
 
 def resolve_pty_program(program: str, env: Mapping[str, str], cwd: bytes) -> bytes:
@@ -85,9 +123,9 @@ def resolve_pty_program(program: str, env: Mapping[str, str], cwd: bytes) -> byt
         candidate = os.path.join(cwd, exe)
         if _is_dir(candidate):
             raise PtySpawnError(f"Unable to spawn {_display(candidate)} because it is a directory")
-        if os.access(candidate, os.X_OK):
+        if _executable(candidate):
             return candidate
-        if os.path.exists(candidate):
+        if _exists(candidate):
             raise PtySpawnError(
                 f"Unable to spawn {_display(candidate)} because it is not executable"
             )
@@ -101,9 +139,9 @@ def resolve_pty_program(program: str, env: Mapping[str, str], cwd: bytes) -> byt
             candidate = os.path.join(cwd, os.fsencode(entry), exe)
             if _is_dir(candidate):
                 errors.append(f"{_display(candidate)} exists but is a directory")
-            elif os.access(candidate, os.X_OK):
+            elif _executable(candidate):
                 return candidate
-            elif os.path.exists(candidate):
+            elif _exists(candidate):
                 errors.append(f"{_display(candidate)} exists but is not executable")
         errors.append(f"No viable candidates found in PATH {rust_debug_str(search_path)}")
     raise PtySpawnError(f"Unable to spawn {program} because:\n" + ".\n".join(errors))

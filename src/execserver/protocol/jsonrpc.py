@@ -321,10 +321,11 @@ class _ResultEnvelope(msgspec.Struct):
     result: Any
 
 
-class _ErrorBody(msgspec.Struct, omit_defaults=True):
+class _ErrorBody(msgspec.Struct, omit_defaults=True, kw_only=True):
+    # The reference's field order: `data` (when present) between `code` and `message`.
     code: int
-    message: str
     data: Any = None
+    message: str
 
 
 class _ErrorEnvelope(msgspec.Struct):
@@ -347,7 +348,9 @@ def encode_result(request_id: RequestId, result: Any) -> bytes:
 
 def encode_error(request_id: RequestId, code: int, message: str, data: Any = None) -> bytes:
     """`{"error":{"code":C,"message":M},"id":ID}`: error first, as the reference orders it."""
-    return _encoder.encode(_ErrorEnvelope(_ErrorBody(code, message, data), request_id))
+    return _encoder.encode(
+        _ErrorEnvelope(_ErrorBody(code=code, data=data, message=message), request_id)
+    )
 
 
 def encode_notification(method: str, params: Any) -> bytes:

@@ -24,6 +24,7 @@ class EnvironmentCapabilities(WireStruct):
 
     network_proxy_launch: bool = False
     network_proxy_review_domains: bool = False
+    network_proxy_transparent_tcp: bool = False
     credential_masking: bool = False
     credential_masking_custom_providers: bool = False
     capability_discovery_sandbox: bool = False
