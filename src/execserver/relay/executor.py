@@ -200,6 +200,10 @@ class ExecutorLink:
     def stream_count(self) -> int:
         return len(self._streams)
 
+    @property
+    def pending_validations(self) -> int:
+        return len(self._pending)
+
     # -- handshakes ----------------------------------------------------------------------------
 
     def _reset(self, stream_id: str) -> None:
@@ -211,7 +215,7 @@ class ExecutorLink:
         self._failures += 1
         if self._failures >= MAX_FAILED_HANDSHAKES:
             log.warning("pausing Noise relay handshakes after repeated failures")
-            self._paused_until = time.monotonic() + HANDSHAKE_PAUSE_S
+            self._paused_until = self._executor.clock() + self._executor.handshake_pause_s
             self._failures = 0
 
     def _cancel_validation(self, stream_id: str) -> None:
@@ -227,7 +231,7 @@ class ExecutorLink:
             self._cancel_validation(stream_id)
             self._refuse(stream_id)
             return
-        if time.monotonic() < self._paused_until:
+        if self._executor.clock() < self._paused_until:
             self._reset(stream_id)
             return
         if len(self._streams) >= MAX_STREAMS or len(self._pending) >= MAX_PENDING_VALIDATIONS:
@@ -307,8 +311,14 @@ class RelayExecutor:
         *,
         identity: NoiseIdentity | None = None,
         backoff_base_s: float = BACKOFF_BASE_S,
+        handshake_pause_s: float = HANDSHAKE_PAUSE_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.environment_id = environment_id
+        self.handshake_pause_s = handshake_pause_s
+        """How long handshakes are refused after `MAX_FAILED_HANDSHAKES` failures."""
+        self.clock = clock
+        """Monotonic seconds (the handshake pause and the backoff reset read it)."""
         self.identity = identity or NoiseIdentity.generate()
         self.registry = RegistryClient(registry_url, environment_id, token)
         self.open_stream = open_stream
@@ -357,7 +367,7 @@ class RelayExecutor:
             delays = backoff_delays(self._backoff_base_s)
             while True:
                 link = self.link = ExecutorLink(self, registration)
-                started = time.monotonic()
+                started = self.clock()
                 try:
                     channel = await connect_websocket(
                         registration.url,
@@ -385,7 +395,7 @@ class RelayExecutor:
                 finally:
                     self.connected.clear()
                     await link.aclose()
-                if time.monotonic() - started >= STABLE_CONNECTION_S:
+                if self.clock() - started >= STABLE_CONNECTION_S:
                     delays = backoff_delays(self._backoff_base_s)
                 await asyncio.sleep(next(delays))
         finally:
