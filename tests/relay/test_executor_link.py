@@ -243,6 +243,43 @@ async def wide_relay() -> AsyncIterator[RelayUnderTest]:
         yield relay
 
 
+async def test_executor_link_128_streams_at_most(wide_relay: RelayUnderTest) -> None:
+    """128 streams on one socket; the 129th handshake is reset; a freed slot is reusable; and
+    handshakes awaiting validation count toward the 128, so they can never exceed it."""
+    relay = wide_relay
+    async with (
+        registry_proxy(relay.url) as proxy,
+        running_executor(proxy.url, ENV) as executor,
+    ):
+        harness = RelayHarness(relay.session, relay.url, ENV)
+        streams = [await harness.connect() for _ in range(128)]
+        assert executor.stream_count == 128
+        extra = await harness.attempt()
+        assert (extra.outcome, extra.reset_reason) == ("reset", PROTOCOL_ERROR)
+        await extra.close()
+        await streams.pop().close()
+        await poll(lambda: executor.stream_count == 127, what="a freed slot")
+        # One slot left: a handshake waiting for its validation takes it.
+        proxy.hold_validations = True
+        bundle = await harness.bundle()
+        pending = asyncio.ensure_future(harness.attempt(bundle=bundle))
+        await poll(lambda: executor.pending_validations == 1, what="a pending validation")
+        late = await harness.attempt()
+        assert (late.outcome, late.reset_reason) == ("reset", PROTOCOL_ERROR)
+        await late.close()
+        proxy.release()
+        admitted = await pending
+        assert admitted.stream is not None, admitted.outcome
+        assert executor.stream_count == 128
+        streams.append(admitted.stream)
+        # Every stream still works.
+        for stream in random.Random(1).sample(streams, 4):
+            assert "result" in await stream.initialize()
+        for stream in streams:
+            await stream.close()
+        await relay_idle(relay, executor)
+
+
 async def test_executor_link_32_pending_validations_at_most(relay: RelayUnderTest) -> None:
     """While 32 handshakes await the registry, a 33rd is reset; once the registry answers all
     32 streams are established."""

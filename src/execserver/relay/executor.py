@@ -234,7 +234,9 @@ class ExecutorLink:
         if self._executor.clock() < self._paused_until:
             self._reset(stream_id)
             return
-        if len(self._streams) >= MAX_STREAMS or len(self._pending) >= MAX_PENDING_VALIDATIONS:
+        pending = len(self._pending)
+        # A validation under way holds a slot: once valid, its stream must fit in the 128.
+        if len(self._streams) + pending >= MAX_STREAMS or pending >= MAX_PENDING_VALIDATIONS:
             self._reset(stream_id)
             return
         executor = self._executor
