@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from execserver.relay.executor import HANDSHAKE_PAUSE_S, MAX_FAILED_HANDSHAKES
-from execserver.relay.frames import Data, Frame, Reset, encode_data
+from execserver.relay.frames import Data, Frame, Handshake, Reset, encode_data
 from execserver.relay.harness import RelayTarget, connect_relay
 from execserver.relay.noise import NoiseIdentity
 from execserver.relay.records import MAX_RECORD_PLAINTEXT, REORDER_WINDOW
@@ -353,6 +353,25 @@ async def test_executor_link_data_during_validation_is_reset_and_counted(
         stream = await harness.connect()
         await stream.close()
         await relay_idle(relay, executor)
+
+
+async def test_executor_link_second_handshake_on_an_active_stream(
+    relay: RelayUnderTest, executor: ExecutorUnderTest, harness: RelayHarness
+) -> None:
+    """A handshake for a stream that is already established is reset; that reset ends the
+    stream for the relay and the harness, so the executor ends it too (frees its slot,
+    detaches its session)."""
+    stream = await harness.connect()
+    session_id = (await stream.initialize())["result"]["sessionId"]
+    again = harness.initiator(await harness.bundle(), stream.stream_id)
+    await stream.socket.send_frame(Frame(stream.stream_id, Handshake(again.write_message1(b"x"))))
+    assert await stream.wait_reset() == PROTOCOL_ERROR
+    await relay_idle(relay, executor)
+    await stream.close()
+    # The session was detached, as after any other reset.
+    resumed, response = await harness.resume(session_id)
+    assert response["result"]["sessionId"] == session_id
+    await resumed.close()
 
 
 # -- records --------------------------------------------------------------------------------------

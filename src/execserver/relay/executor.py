@@ -10,9 +10,10 @@ harness key with the registry before finishing), enforces the reference's limits
 stream to `open_stream(channel, principal)`, the server's connection factory: a stream is one
 more kind of connection, with the same sessions as a direct WebSocket.
 
-Deliberate difference: a registry failure (unreachable, 5xx, timeout) is retried with backoff
+Deliberate differences: a registry failure (unreachable, 5xx, timeout) is retried with backoff
 instead of ending the process; only a refusal that cannot change (401, 403, other 4xx) ends
-`run()` with a `RegistryError`.
+`run()` with a `RegistryError`. A handshake for an established stream ends that stream (its
+reset ends it for the relay and the harness anyway); the reference keeps it, slot and all.
 """
 
 from __future__ import annotations
@@ -224,8 +225,11 @@ class ExecutorLink:
             task.cancel()
 
     def _handshake(self, stream_id: str, message: bytes) -> None:
-        if stream_id in self._streams:
-            self._reset(stream_id)
+        active = self._streams.get(stream_id)
+        if active is not None:
+            # Refused with a reset, which ends the stream for the relay and the harness; so it
+            # ends here too (the reference keeps it: a slot that nothing can reach or free).
+            active.abort()
             return
         if stream_id in self._pending:
             self._cancel_validation(stream_id)
