@@ -174,7 +174,8 @@ class Move:
         return f"Move({self.kind} {self.target} v{self.version}{extra} {self.mutation.kind})"
 
 
-def _stream_id(move: Move, ctx: Context) -> str:
+def stream_id_of(move: Move, ctx: Context) -> str:
+    """The stream id a frame move is for (before any mutation)."""
     if move.target == "own":
         return ctx.stream_id
     if move.target == "other" and ctx.other_ids:
@@ -196,7 +197,7 @@ def render(move: Move, ctx: Context) -> bytes | str:
         return move.text
     if move.kind == "raw":
         return move.mutation.apply(move.payload)
-    stream_id = _stream_id(move, ctx)
+    stream_id = stream_id_of(move, ctx)
     body: Body
     if move.kind == "resume":
         body = Resume(move.number % 2**32)
@@ -245,7 +246,7 @@ def _frame_move(
             "mutation": mutations,
         }
     parts.update(overrides)
-    return st.builds(Move, st.just(kind), **parts)  # type: ignore[arg-type]
+    return st.builds(Move, st.just(kind), **parts)
 
 
 def _frame_moves(wild: bool) -> st.SearchStrategy[Move]:
@@ -265,6 +266,7 @@ def _frame_moves(wild: bool) -> st.SearchStrategy[Move]:
 
 
 moves: st.SearchStrategy[Move] = st.one_of(
+    _frame_moves(wild=False),
     _frame_moves(wild=False),
     _frame_moves(wild=True),
     st.builds(Move, st.just("raw"), payload=raw_protobuf, mutation=mutations),

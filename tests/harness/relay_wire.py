@@ -25,7 +25,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -111,6 +111,25 @@ class Changes:
 # -- one harness socket ---------------------------------------------------------------------------
 
 
+class FrameSocket(Protocol):
+    """What a stream needs of the socket under it (a real harness socket, or one stream of
+    the fake relay's executor socket)."""
+
+    frames: list[Frame]
+    """Frames received before a stream took over (`listener`); `seen` of them consumed."""
+    seen: int
+    listener: Callable[[Frame], None] | None
+    closed: asyncio.Event
+    close_code: int | None
+    changes: Changes
+
+    async def send(self, data: bytes | str) -> None: ...
+
+    async def send_frame(self, frame: Frame) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 class RelaySocket:
     """One harness WebSocket to the rendezvous: frames out as given, every frame in kept in
     arrival order (or handed to `listener` once a stream takes over)."""
@@ -123,7 +142,7 @@ class RelaySocket:
         self.close_code: int | None = None
         self.closed = asyncio.Event()
         self.changes = Changes()
-        self._seen = 0
+        self.seen = 0
         self._reader = asyncio.ensure_future(self._read())
 
     async def _read(self) -> None:
@@ -160,14 +179,14 @@ class RelaySocket:
     async def next_frame(self, timeout: float = 5.0) -> Frame:
         """The next frame not yet returned; ConnectionError once the socket closed first."""
         await self.changes.until(
-            lambda: self._seen < len(self.frames) or self.closed.is_set(),
+            lambda: self.seen < len(self.frames) or self.closed.is_set(),
             timeout,
             "a frame from the relay",
         )
-        if self._seen >= len(self.frames):
+        if self.seen >= len(self.frames):
             raise ConnectionError(f"the socket closed (code {self.close_code})")
-        self._seen += 1
-        return self.frames[self._seen - 1]
+        self.seen += 1
+        return self.frames[self.seen - 1]
 
     async def wait_closed(self, timeout: float = 5.0) -> int | None:
         await self.changes.until(self.closed.is_set, timeout, "the socket to close")
@@ -193,7 +212,7 @@ class WireStream:
     """
 
     def __init__(
-        self, socket: RelaySocket, stream_id: str, keys: NoiseTransport, payload: bytes
+        self, socket: FrameSocket, stream_id: str, keys: NoiseTransport, payload: bytes
     ) -> None:
         self.socket = socket
         self.stream_id = stream_id
@@ -207,7 +226,7 @@ class WireStream:
         self.other_frames: list[Frame] = []
         self._next_id = 0
         socket.listener = self._frame
-        for frame in socket.frames[socket._seen :]:  # arrived before we took over
+        for frame in socket.frames[socket.seen :]:  # arrived before we took over
             self._frame(frame)
 
     def _frame(self, frame: Frame) -> None:
@@ -335,7 +354,7 @@ Outcome = Literal["established", "reset", "closed"]
 class Attempt:
     """One handshake attempt on its own socket: how it ended."""
 
-    socket: RelaySocket
+    socket: FrameSocket
     stream_id: str
     outcome: Outcome
     stream: WireStream | None = None
@@ -621,3 +640,192 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+# -- a fake relay: the test is the rendezvous -----------------------------------------------------
+
+
+class VirtualSocket:
+    """One stream of the fake relay's executor socket, shaped like a `RelaySocket` (what a
+    `WireStream` needs): frames for its id are routed here; `close()` resets the stream at
+    the executor, as a relay does when a harness socket goes."""
+
+    def __init__(self, relay: FakeRelay, stream_id: str) -> None:
+        self.relay = relay
+        self.stream_id = stream_id
+        self.frames: list[Frame] = []
+        self.listener: Callable[[Frame], None] | None = None
+        self.close_code: int | None = None
+        self.closed = asyncio.Event()
+        self.changes = relay.changes
+        self.seen = 0
+
+    async def send(self, data: bytes | str) -> None:
+        await self.relay.send(data)
+
+    async def send_frame(self, frame: Frame) -> None:
+        await self.relay.send(encode_frame(frame))
+
+    async def close(self) -> None:
+        if not self.closed.is_set():
+            self.closed.set()
+            await self.relay.send(encode_frame(Frame(self.stream_id, Reset("harness_gone"))))
+            self.relay.streams.pop(self.stream_id, None)
+
+
+class FakeRelay:
+    """A registry and rendezvous for one executor, played by the test: `/register` hands out
+    this server's rendezvous URL, `/validate` accepts the authorizations of `authorize()`
+    once each, and the executor's socket is the test's to write anything to (any stream id,
+    text, many streams at once). Frames from the executor go to the `VirtualSocket` of their
+    stream id, or to `unrouted`."""
+
+    REGISTRATION_ID = "reg_fake"
+
+    def __init__(self, environment_id: str) -> None:
+        self.environment_id = environment_id
+        self.executor_key: NoisePublicKey | None = None
+        self.ws: web.WebSocketResponse | None = None
+        self.connections = 0
+        self.streams: dict[str, VirtualSocket] = {}
+        self.unrouted: list[Frame] = []
+        self.changes = Changes()
+        self._valid: set[str] = set()
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    def authorize(self) -> str:
+        authorization = "auth-" + uuid.uuid4().hex
+        self._valid.add(authorization)
+        return authorization
+
+    async def _register(self, request: web.Request) -> web.Response:
+        body = api.decode(await request.read(), api.RegisterRequest)
+        self.executor_key = raw_key(body.executor_public_key)
+        answer = api.RegisterResponse(
+            environment_id=self.environment_id,
+            url=self.url.replace("http://", "ws://") + "/executor",
+            security_profile=api.SECURITY_PROFILE,
+            executor_registration_id=self.REGISTRATION_ID,
+        )
+        return web.Response(body=api.encode(answer), content_type="application/json")
+
+    async def _validate(self, request: web.Request) -> web.Response:
+        body = api.decode(await request.read(), api.ValidateRequest)
+        valid = body.harness_key_authorization in self._valid
+        self._valid.discard(body.harness_key_authorization)
+        answer = api.ValidateResponse(valid=valid)
+        return web.Response(body=api.encode(answer), content_type="application/json")
+
+    async def _executor(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(max_msg_size=0, compress=False)
+        await ws.prepare(request)
+        self.ws = ws
+        self.connections += 1
+        self.changes.notify()
+        try:
+            async for message in ws:
+                if message.type is not aiohttp.WSMsgType.BINARY:
+                    continue
+                frame = decode_frame(message.data)  # our executor sends only valid frames
+                stream = self.streams.get(frame.stream_id)
+                if stream is None:
+                    self.unrouted.append(frame)
+                elif stream.listener is not None:
+                    stream.listener(frame)
+                else:
+                    stream.frames.append(frame)
+                self.changes.notify()
+        finally:
+            if self.ws is ws:
+                self.ws = None
+            for stream in self.streams.values():
+                stream.closed.set()
+            self.streams.clear()
+            self.changes.notify()
+        return ws
+
+    async def send(self, data: bytes | str) -> None:
+        """One message to the executor (bytes: binary, str: text); dropped when none is
+        connected."""
+        ws = self.ws
+        if ws is None or ws.closed:
+            return
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            if isinstance(data, str):
+                await ws.send_str(data)
+            else:
+                await ws.send_bytes(data)
+
+    def stream(self, stream_id: str | None = None) -> VirtualSocket:
+        """A virtual socket claiming `stream_id` (fresh by default)."""
+        socket = VirtualSocket(self, stream_id or new_stream_id())
+        self.streams[socket.stream_id] = socket
+        return socket
+
+    async def attempt(
+        self,
+        identity: NoiseIdentity,
+        *,
+        stream_id: str | None = None,
+        authorization: str | None = None,
+        timeout: float = 10.0,
+    ) -> Attempt:
+        """A handshake on a new virtual stream, as `RelayHarness.attempt` on a real relay."""
+        assert self.executor_key is not None, "no executor registered"
+        socket = self.stream(stream_id)
+        initiator = NoiseInitiator(
+            identity,
+            self.executor_key,
+            prologue(self.environment_id, self.REGISTRATION_ID, socket.stream_id),
+        )
+        auth = self.authorize() if authorization is None else authorization
+        await socket.send_frame(
+            Frame(socket.stream_id, Handshake(initiator.write_message1(auth.encode())))
+        )
+        await self.changes.until(
+            lambda: bool(socket.frames) or socket.closed.is_set(), timeout, "a handshake answer"
+        )
+        if not socket.frames:
+            return Attempt(socket, socket.stream_id, "closed")
+        socket.seen = 1
+        body = socket.frames[0].body
+        if isinstance(body, Reset):
+            self.streams.pop(socket.stream_id, None)
+            return Attempt(socket, socket.stream_id, "reset", reset_reason=body.reason)
+        assert isinstance(body, Handshake), body
+        payload = initiator.read_message2(body.payload)
+        stream = WireStream(socket, socket.stream_id, initiator.transport(), payload)
+        return Attempt(socket, socket.stream_id, "established", stream)
+
+    async def start(self) -> str:
+        app = web.Application()
+        base = f"/cloud/environment/{self.environment_id}"
+        app.add_routes(
+            [
+                web.post(f"{base}/{api.REGISTER}", self._register),
+                web.post(f"{base}/{api.VALIDATE}", self._validate),
+                web.get("/executor", self._executor),
+            ]
+        )
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        return self.url
+
+    async def aclose(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+@asynccontextmanager
+async def fake_relay(environment_id: str) -> AsyncIterator[FakeRelay]:
+    relay = FakeRelay(environment_id)
+    await relay.start()
+    try:
+        yield relay
+    finally:
+        await relay.aclose()

@@ -34,13 +34,17 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from execserver.relay.executor import HANDSHAKE_PAUSE_S
-from execserver.relay.frames import Data, Frame, Resume, decode_frame, encode_frame
+from execserver.relay.frames import Data, Frame, Reset, Resume, decode_frame, encode_frame
+from execserver.relay.noise import NoiseIdentity, NoiseInitiator, prologue
 from tests.conftest import SOAK, TIME
-from tests.harness.relay_fuzz import Context, Move, moves, render, text_moves
+from tests.harness.relay_fuzz import Context, Move, moves, render, stream_id_of, text_moves
 from tests.harness.relay_wire import (
     ExecutorUnderTest,
+    FakeRelay,
     RelayHarness,
     RelaySocket,
+    WireStream,
+    fake_relay,
     new_stream_id,
     running_executor,
 )
@@ -124,6 +128,23 @@ async def relay_settled(relay: RelayUnderTest, *, executors: int) -> None:
         raise AssertionError(f"the relay did not settle:\n{page}") from None
 
 
+def summary(name: str, executor: ExecutorUnderTest | None, relay: RelayUnderTest | None) -> None:
+    """What the run reached (shown with `pytest -s`)."""
+    parts = []
+    if executor is not None:
+        parts.append(f"executor {dict(sorted(executor.relay.counters.items()))}")
+    if relay is not None:
+        counters = relay.server.metrics._counters
+        parts.append(
+            "relay "
+            + ", ".join(
+                f"{name}{dict(labels)}={value}"
+                for (name, labels), value in sorted(counters.items())
+            )
+        )
+    print(f"\nrelay fuzz, {name}: " + "; ".join(parts))
+
+
 async def close_all(sockets: list[RelaySocket]) -> None:
     for socket in sockets:
         await socket.close()
@@ -142,6 +163,7 @@ class ExecutorBed:
         self.relay: RelayUnderTest
         self.executor: ExecutorUnderTest
         self.harness: RelayHarness
+        self.session_id: str | None = None
         thread.run(self._start())
 
     async def _start(self) -> None:
@@ -166,11 +188,13 @@ def loop_thread() -> Iterator[LoopThread]:
 def executor_bed(loop_thread: LoopThread) -> Iterator[ExecutorBed]:
     bed = ExecutorBed(loop_thread)
     yield bed
+    summary("executor through the relay", bed.executor, bed.relay)
     bed.close()
 
 
 async def honest_stream(bed: ExecutorBed) -> None:
-    """A fresh harness is served correctly: handshake, initialize, a request, a clean end.
+    """A fresh harness is served correctly: handshake, initialize (resuming the run's
+    session), a request, a clean end.
 
     The executor reads its socket in order, so once this handshake is answered every frame
     the relay forwarded before it has been handled. Failed handshakes may have paused
@@ -185,7 +209,10 @@ async def honest_stream(bed: ExecutorBed) -> None:
     stream = attempt.stream
     assert stream is not None, "the executor refused every honest handshake"
     assert stream.handshake_payload == b""
-    assert "result" in await stream.initialize()
+    # One session for the whole run, resumed each time (the previous stream has ended).
+    response = await stream.initialize(resume=bed.session_id)
+    assert "result" in response, response
+    bed.session_id = response["result"]["sessionId"]
     info = await stream.request("environment/info")
     assert "result" in info, info
     await stream.close()
@@ -229,6 +256,108 @@ def test_fuzz_executor_through_the_relay(
     """Wrong frames from a harness (with or without an established stream) never crash, hang
     or leak a slot of our executor or our relay."""
     executor_bed.thread.run(executor_example(executor_bed, established, plan))
+
+
+# -- (a') our executor directly: the test is its relay --------------------------------------------
+
+
+class DirectBed:
+    """Our executor (fake monotonic clock) on a fake relay: frames for many streams at once
+    on its one socket, any stream id, text (which a real relay never forwards)."""
+
+    def __init__(self, thread: LoopThread) -> None:
+        self.thread = thread
+        self.clock = MonotonicClock()
+        self.identity = NoiseIdentity.generate()
+        self.session_id: str | None = None
+        self._stack = AsyncExitStack()
+        self.relay: FakeRelay
+        self.executor: ExecutorUnderTest
+        thread.run(self._start())
+
+    async def _start(self) -> None:
+        self.relay = await self._stack.enter_async_context(fake_relay(ENV))
+        self.executor = await self._stack.enter_async_context(
+            running_executor(self.relay.url, ENV, clock=self.clock)
+        )
+
+    async def established(self) -> WireStream:
+        """An honest stream (moving the executor's clock past a handshake pause if needed)."""
+        for _ in range(5):
+            attempt = await self.relay.attempt(self.identity)
+            if attempt.stream is not None:
+                return attempt.stream
+            self.clock.now += HANDSHAKE_PAUSE_S
+        raise AssertionError("the executor refused every honest handshake")
+
+    async def honest(self) -> None:
+        """Served correctly: handshake, the run's session resumed, a request, a clean end."""
+        stream = await self.established()
+        response = await stream.initialize(resume=self.session_id)
+        assert "result" in response, response
+        self.session_id = response["result"]["sessionId"]
+        info = await stream.request("environment/info")
+        assert "result" in info, info
+        await stream.close()
+
+    def close(self) -> None:
+        self.thread.run(self._stack.aclose())
+
+
+@pytest.fixture
+def direct_bed(loop_thread: LoopThread) -> Iterator[DirectBed]:
+    bed = DirectBed(loop_thread)
+    yield bed
+    summary("executor directly", bed.executor, None)
+    bed.close()
+
+
+async def direct_example(bed: DirectBed, established: int, plan: list[tuple[int, Move]]) -> None:
+    relay = bed.relay
+    streams = [await bed.established() for _ in range(established)]
+    own = relay.stream()  # a stream id nobody has shaken hands on yet
+    ids = [own.stream_id] + [stream.stream_id for stream in streams]
+    used = set(ids)
+
+    def message1() -> bytes:
+        assert relay.executor_key is not None
+        initiator = NoiseInitiator(
+            bed.identity,
+            relay.executor_key,
+            prologue(ENV, relay.REGISTRATION_ID, own.stream_id),
+        )
+        return initiator.write_message1(relay.authorize().encode())
+
+    contexts = [Context(own.stream_id, message1, None, ids)] + [
+        Context(stream.stream_id, message1, stream.seal, ids) for stream in streams
+    ]
+    for slot, move in plan:
+        ctx = contexts[slot % len(contexts)]
+        if move.kind not in ("raw", "text"):
+            used.add(stream_id_of(move, ctx))
+        await relay.send(render(move, ctx))
+    await bed.honest()  # (and every move has been handled)
+    # A relay resets every stream whose harness went: here, every id the example used.
+    for stream_id in used:
+        await relay.send(encode_frame(Frame(stream_id, Reset("harness_gone"))))
+    relay.streams.clear()
+    await bed.executor.wait_idle()
+    assert relay.connections == 1 and bed.executor.counter("rendezvous_connections") == 1
+    await bed.honest()
+    await bed.executor.wait_idle()
+
+
+@settings(FUZZ_SETTINGS, max_examples=40 * SCALE)
+@given(
+    established=st.integers(0, 3),
+    plan=st.lists(st.tuples(st.integers(0, 3), st.one_of(moves, text_moves)), max_size=16),
+)
+def test_fuzz_executor_directly(
+    direct_bed: DirectBed, established: int, plan: list[tuple[int, Move]]
+) -> None:
+    """Wrong frames for several streams at once on the executor's socket (established ones,
+    a fresh one, random ids, text) never crash, hang or leak a slot of our executor."""
+    direct_bed.thread.run(direct_example(direct_bed, established, plan))
 
 
 # -- (b) our relay directly -----------------------------------------------------------------------
@@ -295,6 +424,7 @@ class RelayBed:
 def relay_bed(loop_thread: LoopThread) -> Iterator[RelayBed]:
     bed = RelayBed(loop_thread)
     yield bed
+    summary("relay", None, bed.relay)
     bed.close()
 
 
