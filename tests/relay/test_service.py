@@ -644,6 +644,12 @@ async def test_service_slow_harness_is_closed_not_buffered() -> None:
             assert relay.server.hub.gauges()["streams_active"] == 0
             metrics = await relay.metrics()
             assert 'sockets_closed_total{reason="outbox_full",role="harness"} 1' in metrics
+            # That reset settled the stream: the socket's end sends no second one.
+            sock.close()
+            await relay.wait_for(lambda: relay.server.hub.gauges()["harness_sockets"] == 0)
+            marker_sid, marker = await relay.harness_stream("test1")
+            assert decode_frame(await receive_frame(executor)) == Frame(marker_sid, Resume())
+            await marker.close()
         finally:
             sock.close()
             await executor.close()

@@ -284,6 +284,7 @@ class Hub:
                 extra={"environment_id": link.environment_id, "stream_id": stream_id},
             )
             self._release(harness)
+            harness.owes_reset = False  # this reset settles it: nothing of it is forwarded now
             if link.offer(encode_reset(stream_id, HARNESS_TOO_SLOW), force=True):
                 self._metrics.count("stream_resets_total", side="executor", reason=HARNESS_TOO_SLOW)
             self._metrics.count("sockets_closed_total", role="harness", reason="outbox_full")
