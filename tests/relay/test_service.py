@@ -644,6 +644,12 @@ async def test_service_slow_harness_is_closed_not_buffered() -> None:
             assert relay.server.hub.gauges()["streams_active"] == 0
             metrics = await relay.metrics()
             assert 'sockets_closed_total{reason="outbox_full",role="harness"} 1' in metrics
+            # That reset settled the stream: the socket's end sends no second one.
+            sock.close()
+            await relay.wait_for(lambda: relay.server.hub.gauges()["harness_sockets"] == 0)
+            marker_sid, marker = await relay.harness_stream("test1")
+            assert decode_frame(await receive_frame(executor)) == Frame(marker_sid, Resume())
+            await marker.close()
         finally:
             sock.close()
             await executor.close()
@@ -762,3 +768,28 @@ async def test_service_state_failures_are_409_and_503() -> None:
         ws = await relay.socket(registration.url)
         await relay.wait_for(lambda: relay.server.hub.gauges()["executors_connected"] == 1)
         await ws.close()
+
+
+async def test_service_harness_close_resets_a_stream_the_executor_reset(
+    relay: RelayUnderTest,
+) -> None:
+    """An executor reset ends the route, but harness frames forwarded before the relay read
+    it may have started the stream again at the executor (a second handshake): so when the
+    harness socket closes the executor still gets `reset(S, harness_disconnected)` (unless
+    the harness's own reset was the last thing forwarded, or another socket holds S now)."""
+    _, executor = await relay.attached_executor("test1")
+    sid, harness = await relay.harness_stream("test1")
+    await receive_frame(executor)
+    for payload in (b"first", b"second"):
+        await harness.send_bytes(encode_frame(Frame(sid, Handshake(payload))))
+        assert decode_frame(await receive_frame(executor)) == Frame(sid, Handshake(payload))
+    # The executor refused the first handshake and accepted the second: its reset ends the
+    # route; its msg2 is dropped.
+    reset = encode_reset(sid, "noise_relay_protocol_error")
+    await executor.send_bytes(reset)
+    assert await receive_frame(harness) == reset
+    await executor.send_bytes(encode_frame(Frame(sid, Handshake(b"msg2"))))
+    await relay.wait_for(lambda: relay.server.hub.gauges()["streams_active"] == 0)
+    await harness.close()
+    assert await receive_frame(executor) == encode_reset(sid, "harness_disconnected")
+    await executor.close()

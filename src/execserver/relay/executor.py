@@ -10,9 +10,10 @@ harness key with the registry before finishing), enforces the reference's limits
 stream to `open_stream(channel, principal)`, the server's connection factory: a stream is one
 more kind of connection, with the same sessions as a direct WebSocket.
 
-Deliberate difference: a registry failure (unreachable, 5xx, timeout) is retried with backoff
+Deliberate differences: a registry failure (unreachable, 5xx, timeout) is retried with backoff
 instead of ending the process; only a refusal that cannot change (401, 403, other 4xx) ends
-`run()` with a `RegistryError`.
+`run()` with a `RegistryError`. A handshake for an established stream ends that stream (its
+reset ends it for the relay and the harness anyway); the reference keeps it, slot and all.
 """
 
 from __future__ import annotations
@@ -200,6 +201,10 @@ class ExecutorLink:
     def stream_count(self) -> int:
         return len(self._streams)
 
+    @property
+    def pending_validations(self) -> int:
+        return len(self._pending)
+
     # -- handshakes ----------------------------------------------------------------------------
 
     def _reset(self, stream_id: str) -> None:
@@ -211,7 +216,7 @@ class ExecutorLink:
         self._failures += 1
         if self._failures >= MAX_FAILED_HANDSHAKES:
             log.warning("pausing Noise relay handshakes after repeated failures")
-            self._paused_until = time.monotonic() + HANDSHAKE_PAUSE_S
+            self._paused_until = self._executor.clock() + self._executor.handshake_pause_s
             self._failures = 0
 
     def _cancel_validation(self, stream_id: str) -> None:
@@ -220,17 +225,22 @@ class ExecutorLink:
             task.cancel()
 
     def _handshake(self, stream_id: str, message: bytes) -> None:
-        if stream_id in self._streams:
-            self._reset(stream_id)
+        active = self._streams.get(stream_id)
+        if active is not None:
+            # Refused with a reset, which ends the stream for the relay and the harness; so it
+            # ends here too (the reference keeps it: a slot that nothing can reach or free).
+            active.abort()
             return
         if stream_id in self._pending:
             self._cancel_validation(stream_id)
             self._refuse(stream_id)
             return
-        if time.monotonic() < self._paused_until:
+        if self._executor.clock() < self._paused_until:
             self._reset(stream_id)
             return
-        if len(self._streams) >= MAX_STREAMS or len(self._pending) >= MAX_PENDING_VALIDATIONS:
+        pending = len(self._pending)
+        # A validation under way holds a slot: once valid, its stream must fit in the 128.
+        if len(self._streams) + pending >= MAX_STREAMS or pending >= MAX_PENDING_VALIDATIONS:
             self._reset(stream_id)
             return
         executor = self._executor
@@ -307,8 +317,14 @@ class RelayExecutor:
         *,
         identity: NoiseIdentity | None = None,
         backoff_base_s: float = BACKOFF_BASE_S,
+        handshake_pause_s: float = HANDSHAKE_PAUSE_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.environment_id = environment_id
+        self.handshake_pause_s = handshake_pause_s
+        """How long handshakes are refused after `MAX_FAILED_HANDSHAKES` failures."""
+        self.clock = clock
+        """Monotonic seconds (the handshake pause and the backoff reset read it)."""
         self.identity = identity or NoiseIdentity.generate()
         self.registry = RegistryClient(registry_url, environment_id, token)
         self.open_stream = open_stream
@@ -357,7 +373,7 @@ class RelayExecutor:
             delays = backoff_delays(self._backoff_base_s)
             while True:
                 link = self.link = ExecutorLink(self, registration)
-                started = time.monotonic()
+                started = self.clock()
                 try:
                     channel = await connect_websocket(
                         registration.url,
@@ -385,7 +401,7 @@ class RelayExecutor:
                 finally:
                     self.connected.clear()
                     await link.aclose()
-                if time.monotonic() - started >= STABLE_CONNECTION_S:
+                if self.clock() - started >= STABLE_CONNECTION_S:
                     delays = backoff_delays(self._backoff_base_s)
                 await asyncio.sleep(next(delays))
         finally:

@@ -8,8 +8,9 @@ executor (second claim: reset and close), and an executor carries at most
 harness's ticket (waiting while its outbox is full); executor frames go to the harness that
 owns their stream id (a harness that cannot keep up is closed with 1013). Bytes are forwarded
 unchanged; only the envelope is read (`frames.peek`). When either side goes away the other
-learns it with a `reset`. Everything here runs on the event loop without awaiting between
-a lookup and its update.
+learns it with a `reset` (the executor even when it had reset the stream itself: frames in
+flight may have started it again there; only the harness's own reset settles it).
+Everything here runs on the event loop without awaiting between a lookup and its update.
 """
 
 from __future__ import annotations
@@ -76,6 +77,10 @@ class HarnessLink(Link):
         self.stream_id: str | None = None
         self.routed = False
         """Whether `stream_id` is (still) claimed on the executor."""
+        self.owes_reset = False
+        """Whether frames of the stream reached the executor since the harness last reset it:
+        then the executor may hold the stream, even after resetting it itself (a handshake
+        forwarded before its reset was read starts the stream again there)."""
 
 
 class Hub:
@@ -167,12 +172,19 @@ class Hub:
                     "close_code": link.ws.close_code,
                 },
             )
-        if link.routed and link.stream_id is not None:
+        stream_id = link.stream_id
+        if stream_id is None:
+            return
+        holder = link.executor.streams.get(stream_id)
+        if link.routed:
             self._release(link)
-            if link.executor.offer(encode_reset(link.stream_id, HARNESS_DISCONNECTED), force=True):
-                self._metrics.count(
-                    "stream_resets_total", side="executor", reason=HARNESS_DISCONNECTED
-                )
+        # Not when another socket claimed the id since (its stream is not ours to end).
+        if (
+            link.owes_reset
+            and holder in (None, link)
+            and link.executor.offer(encode_reset(stream_id, HARNESS_DISCONNECTED), force=True)
+        ):
+            self._metrics.count("stream_resets_total", side="executor", reason=HARNESS_DISCONNECTED)
 
     def _release(self, link: HarnessLink) -> None:
         link.routed = False
@@ -246,6 +258,7 @@ class Hub:
         if not await link.executor.outbox.put(data):
             self._metrics.count("frames_dropped_total", reason="executor_gone")
             return
+        link.owes_reset = kind is not Kind.RESET
         self._metrics.frames[TO_EXECUTOR] += 1
         self._metrics.bytes[TO_EXECUTOR] += len(data)
         if kind is Kind.HANDSHAKE:
@@ -271,6 +284,7 @@ class Hub:
                 extra={"environment_id": link.environment_id, "stream_id": stream_id},
             )
             self._release(harness)
+            harness.owes_reset = False  # this reset settles it: nothing of it is forwarded now
             if link.offer(encode_reset(stream_id, HARNESS_TOO_SLOW), force=True):
                 self._metrics.count("stream_resets_total", side="executor", reason=HARNESS_TOO_SLOW)
             self._metrics.count("sockets_closed_total", role="harness", reason="outbox_full")
