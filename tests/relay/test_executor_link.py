@@ -691,11 +691,6 @@ async def test_executor_link_validate_failures(relay: RelayUnderTest, status: in
         await stream.close()
 
 
-@pytest.mark.xfail(
-    reason="our WebSocket transport hands text messages to the relay link as "
-    "frames; codex drops them (RELAY.md §3)",
-    strict=True,
-)
 async def test_executor_link_drops_text_messages() -> None:
     """A text message on the executor's socket is dropped, even one holding a valid frame."""
     async with fake_relay(ENV) as relay, running_executor(relay.url, ENV) as executor:

@@ -183,6 +183,8 @@ class WebSocketChannel(FlowControl, asyncio.Protocol):
     def _deliver(self, data: bytes | bytearray | memoryview, opcode: Opcode) -> None:
         if self._receiver is None or self._closed:
             return
+        if opcode is Opcode.TEXT and self._binary:
+            return  # a binary protocol (relay frames): text messages are dropped, as codex does
         payload = bytes(data)
         if opcode is Opcode.TEXT and not _is_utf8(payload):
             self.abort()
