@@ -78,6 +78,8 @@ PAIRS = (("relay", "direct"), ("relay", "codex"))
 LABELS = {"direct": "direct: ours", "relay": "relay: ours", "codex": "relay: codex"}
 ENVIRONMENTS = {"relay": "bench-ours", "codex": "bench-codex"}
 ADDED_P50_MS = 0.5
+CODEX_TARGET_METRICS = ("oneshot_true", "echo_rtt", "output_mbps", "readfile_32m")
+"""The metrics the issue compares with the codex executor; the others are shown for context."""
 STREAMING_SHARE = 0.5
 CONNECTED_TIMEOUT = 30.0
 # The relay closes a harness socket (1013) once more than --outbound-buffer-bytes (default
@@ -331,7 +333,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         speed = None if not ratio else (ratio if entry["better"] == "higher" else 1 / ratio)
         out.append(
             {
-                "target": "ours ≥ 1.0 of codex through the relay",
+                "target": "ours ≥ 1.0 of codex through the relay"
+                + ("" if name in CODEX_TARGET_METRICS else " (not a target)"),
                 "metric": name,
                 "value": speed,
                 "shown": "-" if speed is None else f"{speed:.2f}",
@@ -347,7 +350,15 @@ def render(results: dict[str, Any], markdown: bool) -> str:
     if cpu:
         parts.append(format_table(CPU_HEADER, cpu, markdown))
     checks = [
-        [t["target"], t["metric"], "", t["shown"], "met" if t["met"] else "MISSED"]
+        [
+            t["target"],
+            t["metric"],
+            "",
+            t["shown"],
+            ("yes" if t["met"] else "no")
+            if "not a target" in t["target"]
+            else ("met" if t["met"] else "MISSED"),
+        ]
         for t in targets(results)
     ]
     if checks:
