@@ -30,10 +30,6 @@ class FrameLink(Protocol):
 
     def send_frame(self, frame: bytes) -> None: ...
 
-    def send_frames(self, frames: list[bytes]) -> None:
-        """Several frames in order, written together where the socket allows."""
-        ...
-
     def is_congested(self) -> bool: ...
 
     def call_when_writable(self, callback: Callable[[], None]) -> None: ...
@@ -111,12 +107,8 @@ class NoiseStream:
             log.warning("relay stream %s: cannot send a message: %s", self.stream_id, exc)
             self.abort()
             return
-        if len(records) == 1:
-            seq, ciphertext = records[0]
+        for seq, ciphertext in records:
             self._link.send_frame(encode_data(self.stream_id, seq, ciphertext))
-        else:
-            stream_id = self.stream_id
-            self._link.send_frames([encode_data(stream_id, *record) for record in records])
 
     def is_congested(self) -> bool:
         return self._link.is_congested()

@@ -14,11 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import socket
 import ssl as ssl_module
 import struct
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidStatus, PayloadTooBig
@@ -26,11 +25,6 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import OPEN, SERVER, Protocol
 from websockets.uri import parse_uri
-
-try:
-    from websockets.speedups import apply_mask
-except ImportError:  # pragma: no cover - websockets without its C extension
-    from websockets.utils import apply_mask
 
 from execserver.errors import ConnectError, HandshakeRejected
 from execserver.transport.base import FlowControl, MessageReceiver
@@ -63,23 +57,15 @@ _SMALL_MESSAGE_BYTES = 256 * 1024
 
 
 _TEXT_FIN = 0x80 | Opcode.TEXT.value
-_BINARY_FIN = 0x80 | Opcode.BINARY.value
-_MASKED = 0x80
 
 
-def _frame_header(first: int, length: int, mask_bit: int = 0) -> bytes:
-    """A frame header; `first` is FIN plus the opcode, `mask_bit` 0x80 for a masked frame."""
+def _frame_header(first: int, length: int) -> bytes:
+    """An unmasked frame header; `first` is FIN plus the opcode."""
     if length < 126:
-        return bytes((first, mask_bit | length))
+        return bytes((first, length))
     if length < 65536:
-        return struct.pack("!BBH", first, mask_bit | 126, length)
-    return struct.pack("!BBQ", first, mask_bit | 127, length)
-
-
-def _masked_frame(first: int, data: bytes) -> bytes:
-    """One whole client frame: header, a fresh random mask, the masked payload."""
-    mask = os.urandom(4)
-    return b"".join((_frame_header(first, len(data), _MASKED), mask, apply_mask(data, mask)))
+        return struct.pack("!BBH", first, 126, length)
+    return struct.pack("!BBQ", first, 127, length)
 
 
 def _is_utf8(data: bytes) -> bool:
@@ -443,19 +429,16 @@ class WebSocketClientConnection(WebSocketChannel):
         self._flush_protocol()
 
     def send(self, data: bytes) -> None:
-        self.send_many((data,))
-
-    def send_many(self, messages: Iterable[bytes]) -> None:
-        """Send several whole messages with one write (one system call while the socket
-        keeps up). Clients mask their frames; the frames are the ones websockets would build
-        (one unfragmented frame per message), written here to skip its extra copies."""
-        transport = self._writable_transport()
-        if transport is None or self._ws is None or self._ws.state is not OPEN:
+        # Clients mask their frames: websockets builds them.
+        if self._writable_transport() is None:
             return
-        self._flush_protocol()  # anything websockets queued (a pong) goes first
-        first = _BINARY_FIN if self._binary else _TEXT_FIN
-        frames = [_masked_frame(first, data) for data in messages]
-        transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        ws = self._ws
+        assert ws is not None
+        if self._binary:
+            ws.send_binary(data)
+        else:
+            ws.send_text(data)
+        self._flush_protocol()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.opened.done():
