@@ -94,7 +94,7 @@ def relay_settings(quick: bool) -> Settings:
     """compare.py's counts, with more rounds (three slots share each round, and the relayed
     figures spread more): about a minute with `quick`, about two without."""
     if quick:
-        return dataclasses.replace(Settings.quick(), rounds=5, oneshot=20, echo=40)
+        return dataclasses.replace(Settings.quick(), rounds=9, oneshot=20, echo=40)
     return dataclasses.replace(Settings(), rounds=12)
 
 
@@ -495,7 +495,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rounds", type=int, help="rounds (default 12, --quick 5)")
+    parser.add_argument("--rounds", type=int, help="rounds (default 12, --quick 9)")
     parser.add_argument("--quick", action="store_true", help="about a minute: fewer iterations")
     parser.add_argument("--only", help="comma-separated metric names")
     parser.add_argument("--relay-args", help="extra arguments for `execserver relay`")
