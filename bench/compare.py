@@ -943,10 +943,14 @@ HEADER = [
 
 
 def format_table(
-    header: list[str], rows: list[list[str]], markdown: bool, notes: Sequence[str] = ()
+    header: list[str],
+    rows: list[list[str]],
+    markdown: bool,
+    notes: Sequence[str] = (),
+    figures_from: int = 3,
 ) -> str:
-    """Rows as Markdown or as aligned text (the first three columns left-aligned, the figures
-    right-aligned, `notes` below the text table)."""
+    """Rows as Markdown or as aligned text (columns before `figures_from` left-aligned, the
+    figures right-aligned, `notes` below the text table)."""
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in rows:
@@ -957,7 +961,8 @@ def format_table(
 
     def line(row: list[str]) -> str:
         return "  ".join(
-            cell.rjust(widths[i]) if i >= 3 else cell.ljust(widths[i]) for i, cell in enumerate(row)
+            cell.rjust(widths[i]) if i >= figures_from else cell.ljust(widths[i])
+            for i, cell in enumerate(row)
         ).rstrip()
 
     out = [line(header), "  ".join("-" * w for w in widths)]

@@ -259,7 +259,6 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
 CPU_HEADER = [
     "metric",
     "MiB per run",
-    "",
     *(f"executor ms/MiB, {LABELS[slot]}" for slot in SLOTS),
     "relay ms/MiB, ours",
     "relay ms/MiB, codex",
@@ -282,7 +281,6 @@ def cpu_rows(results: dict[str, Any]) -> list[list[str]]:
             [
                 name,
                 fmt(mib),
-                "",
                 *(per_mib(per_slot[slot].get("cpu_s_median")) for slot in SLOTS),
                 *(
                     per_mib((per_slot[slot].get("side_cpu_s_median") or {}).get("relay"))
@@ -348,12 +346,11 @@ def render(results: dict[str, Any], markdown: bool) -> str:
     parts = [format_table(HEADER, table_rows(results), markdown, results.get("notes") or [])]
     cpu = cpu_rows(results)
     if cpu:
-        parts.append(format_table(CPU_HEADER, cpu, markdown))
+        parts.append(format_table(CPU_HEADER, cpu, markdown, figures_from=1))
     checks = [
         [
             t["target"],
             t["metric"],
-            "",
             t["shown"],
             ("yes" if t["met"] else "no")
             if "not a target" in t["target"]
@@ -362,7 +359,8 @@ def render(results: dict[str, Any], markdown: bool) -> str:
         for t in targets(results)
     ]
     if checks:
-        parts.append(format_table(["target", "metric", "", "reached", ""], checks, markdown))
+        header = ["target", "metric", "reached", ""]
+        parts.append(format_table(header, checks, markdown, figures_from=2))
     return "\n\n".join(parts)
 
 
