@@ -32,7 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.harness.servers import REFERENCE_CODEX_HOME, ours_command, reference_command
 
-from bench.wsclient import ProcessParams, WsRpc, b64_decoded_len, retrieve
+from bench.wsclient import ProcessParams, RpcPeer, WsRpc, b64_decoded_len, retrieve
 
 MiB = 1024 * 1024
 SERVERS = ("ours", "reference")
@@ -132,6 +132,15 @@ class Server:
         fields = stat[stat.rindex(")") + 2 :].split()
         return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
+    def side_cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds of other processes this slot depends on (e.g. a relay), by name; the
+        runner records them per run next to `cpu_s` (none for a plain server)."""
+        return {}
+
+    async def open(self, quickack: bool = False) -> RpcPeer:
+        """A fresh initialized connection to this slot (a WebSocket to `url` here)."""
+        return await WsRpc.open(self.url, quickack=quickack, timeout=SMALL_TIMEOUT)
+
     def rss_mib(self) -> float | None:
         status = self._read_proc("status")
         if status is None:
@@ -174,11 +183,21 @@ def _kill_leftover_servers() -> None:
             os.killpg(pid, signal.SIGKILL)
 
 
-async def start_server(name: str, workdir: Path, command: list[str] | None = None) -> Server:
+async def start_server(
+    name: str,
+    workdir: Path,
+    command: list[str] | None = None,
+    *,
+    env: dict[str, str] | None = None,
+    announces: str | None = "ws://",
+) -> Server:
+    """Start `command` (by default ours or the reference by `name`) in its own process group.
+    It must print its URL, starting with `announces`, as its first stdout line; with
+    `announces=None` nothing is read (an executor that only dials out) and `url` stays empty."""
     if command is None:
         command = ours_command(extra=OURS_EXTRA) if name == "ours" else reference_command()
     stderr_path = workdir / f"{name}.stderr"
-    env = dict(os.environ)
+    env = {**os.environ, **(env or {})}
     REFERENCE_CODEX_HOME.mkdir(parents=True, exist_ok=True)
     env.setdefault("CODEX_HOME", str(REFERENCE_CODEX_HOME))
     with open(stderr_path, "wb") as stderr:
@@ -193,6 +212,8 @@ async def start_server(name: str, workdir: Path, command: list[str] | None = Non
         )
     _STARTED_PIDS.add(process.pid)
     server = Server(name, "", process, stderr_path, command)
+    if announces is None:
+        return server
     assert process.stdout is not None
     try:
         line = await asyncio.wait_for(process.stdout.readline(), 30)
@@ -202,7 +223,7 @@ async def start_server(name: str, workdir: Path, command: list[str] | None = Non
             f"{name} server printed no URL in 30 s: {server.stderr_tail()}"
         ) from None
     server.url = line.decode().strip()
-    if not server.url.startswith("ws://"):
+    if not server.url.startswith(announces):
         await stop_server(server)
         raise ServerFailed(f"{name} server printed {line!r}; stderr:\n{server.stderr_tail()}")
     return server
@@ -256,7 +277,7 @@ def process_params(process_id: str, argv: list[str], tty: bool = False, **extra:
 class Watch:
     """Follows one process's notifications: output bytes (and data, if asked), closed time."""
 
-    def __init__(self, conn: WsRpc, process_id: str, keep_data: bool = False) -> None:
+    def __init__(self, conn: RpcPeer, process_id: str, keep_data: bool = False) -> None:
         loop = asyncio.get_running_loop()
         self.conn = conn
         self.process_id = process_id
@@ -301,8 +322,8 @@ class Watch:
 
 
 @contextlib.asynccontextmanager
-async def connection(server: Server, quickack: bool = False) -> AsyncIterator[WsRpc]:
-    conn = await WsRpc.open(server.url, quickack=quickack, timeout=SMALL_TIMEOUT)
+async def connection(server: Server, quickack: bool = False) -> AsyncIterator[RpcPeer]:
+    conn = await server.open(quickack)
     try:
         yield conn
     finally:
@@ -378,7 +399,7 @@ async def wait_all(futures: list[asyncio.Future[Any]], timeout: float) -> list[A
     return [future.result() for future in futures]
 
 
-async def run_burst(conn: WsRpc, ctx: Context, count: int) -> float:
+async def run_burst(conn: RpcPeer, ctx: Context, count: int) -> float:
     watches = [Watch(conn, ctx.fresh_id("burst")) for _ in range(count)]
     begin = time.perf_counter()
     starts = []
@@ -550,7 +571,7 @@ async def connect_init(server: Server, ctx: Context) -> list[float]:
     samples = []
     for _ in range(ctx.settings.connects):
         begin = time.perf_counter()
-        conn = await WsRpc.open(server.url, timeout=SMALL_TIMEOUT)  # ends with `initialized` sent
+        conn = await server.open()  # ends with `initialized` sent
         samples.append((time.perf_counter() - begin) * 1000)
         conn.close()
     return samples
@@ -605,7 +626,7 @@ async def rss_10_sessions(server: Server, ctx: Context) -> list[float]:
     conns = []
     try:
         for _ in range(10):
-            conns.append(await WsRpc.open(server.url, timeout=SMALL_TIMEOUT))
+            conns.append(await server.open())
         for conn in conns:
             await conn.call("environment/status", None, SMALL_TIMEOUT)
         await asyncio.sleep(0.3)
@@ -921,28 +942,37 @@ HEADER = [
 ]
 
 
-def render(results: dict[str, Any], markdown: bool) -> str:
-    rows = table_rows(results)
+def format_table(
+    header: list[str],
+    rows: list[list[str]],
+    markdown: bool,
+    notes: Sequence[str] = (),
+    figures_from: int = 3,
+) -> str:
+    """Rows as Markdown or as aligned text (columns before `figures_from` left-aligned, the
+    figures right-aligned, `notes` below the text table)."""
     if markdown:
-        lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in rows:
             first = row[0].replace("  ", "&nbsp;&nbsp;")  # keep the p95/p99 rows indented
             lines.append("| " + " | ".join([first, *row[1:]]) + " |")
         return "\n".join(lines)
-    widths = [max(len(row[i]) for row in [HEADER, *rows]) for i in range(len(HEADER))]
-    right = {3, 4, 5, 6, 7}
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
 
     def line(row: list[str]) -> str:
         return "  ".join(
-            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
+            cell.rjust(widths[i]) if i >= figures_from else cell.ljust(widths[i])
             for i, cell in enumerate(row)
         ).rstrip()
 
-    out = [line(HEADER), "  ".join("-" * w for w in widths)]
+    out = [line(header), "  ".join("-" * w for w in widths)]
     out += [line(row) for row in rows]
-    notes = results.get("notes") or []
     out += [f"note: {note}" for note in notes]
     return "\n".join(out)
+
+
+def render(results: dict[str, Any], markdown: bool) -> str:
+    return format_table(HEADER, table_rows(results), markdown, results.get("notes") or [])
 
 
 def machine_info() -> dict[str, Any]:
@@ -965,14 +995,27 @@ def machine_info() -> dict[str, Any]:
 
 
 class Runner:
-    def __init__(self, servers: dict[str, Server], ctx: Context, metrics: list[Metric]) -> None:
+    """Runs every metric on every slot (`slots`, in that order in even rounds and reversed in
+    odd ones) and compares the slots of each pair in `pairs` (first ÷ second)."""
+
+    def __init__(
+        self,
+        servers: dict[str, Server],
+        ctx: Context,
+        metrics: list[Metric],
+        *,
+        slots: tuple[str, ...] = SERVERS,
+        pairs: tuple[tuple[str, str], ...] = (SERVERS,),
+    ) -> None:
         self.servers = servers
         self.ctx = ctx
         self.metrics = metrics
+        self.slots = slots
+        self.pairs = pairs
         self.notes: list[str] = []
         self.data: dict[str, dict[str, dict[str, Any]]] = {
             metric.name: {
-                name: {"samples": [], "rounds": [], "cpu_s": [], "errors": []} for name in SERVERS
+                name: {"samples": [], "rounds": [], "cpu_s": [], "errors": []} for name in slots
             }
             for metric in metrics
         }
@@ -982,6 +1025,7 @@ class Runner:
         if record.get("skipped"):
             return
         cpu_before = server.cpu_seconds()
+        side_before = server.side_cpu_seconds()
         try:
             samples = await metric.run(server, self.ctx)
         except Exception as error:
@@ -991,13 +1035,18 @@ class Runner:
             await server.check_alive()
             return
         cpu_after = server.cpu_seconds()
+        side_after = server.side_cpu_seconds()
         record["samples"].extend(samples)
         record["rounds"].append(samples)
         if cpu_before is not None and cpu_after is not None:
             record["cpu_s"].append(round(cpu_after - cpu_before, 4))
+        for key, before in side_before.items():
+            if key in side_after:
+                side = record.setdefault("side_cpu_s", {}).setdefault(key, [])
+                side.append(round(side_after[key] - before, 4))
 
     def order(self, round_index: int) -> list[Server]:
-        names = list(SERVERS) if round_index % 2 == 0 else list(reversed(SERVERS))
+        names = list(self.slots) if round_index % 2 == 0 else list(reversed(self.slots))
         return [self.servers[name] for name in names]
 
     async def run(self, rounds: int) -> None:
@@ -1054,7 +1103,7 @@ class Runner:
         metrics_out: dict[str, Any] = {}
         for metric in self.metrics:
             servers_out = {}
-            for name in SERVERS:
+            for name in self.slots:
                 record = self.data[metric.name][name]
                 cpu = record["cpu_s"]
                 servers_out[name] = {
@@ -1063,32 +1112,46 @@ class Runner:
                     "cpu_s_median": statistics.median(cpu) if cpu else None,
                     "cpu_s_total": round(sum(cpu), 4) if cpu else None,
                 }
-            ours, theirs = (servers_out[name]["summary"] for name in SERVERS)
-            # Rounds pair the servers in time (A B / B A), so a per-round ratio cancels slow
-            # drifts of background load better than the ratio of overall medians.
-            paired = [
-                statistics.median(a) / statistics.median(b)
-                for a, b in zip(
-                    self.data[metric.name]["ours"]["rounds"],
-                    self.data[metric.name]["reference"]["rounds"],
-                    strict=False,
-                )
-                if a and b and statistics.median(b)
-            ]
-            ratio = (
-                ours["median"] / theirs["median"] if ours and theirs and theirs["median"] else None
-            )
+                if "side_cpu_s" in record:
+                    servers_out[name]["side_cpu_s_median"] = {
+                        key: statistics.median(values)
+                        for key, values in record["side_cpu_s"].items()
+                    }
+            ratios = {f"{a}/{b}": self.ratio(metric.name, servers_out, a, b) for a, b in self.pairs}
+            first = next(iter(ratios.values()))
             metrics_out[metric.name] = {
                 "unit": metric.unit,
                 "better": metric.better,
                 "description": metric.description,
                 "params": metric.params(self.ctx.settings),
                 "extra_rows": list(metric.extra_rows),
-                "ratio": ratio,
-                "paired_ratio": statistics.median(paired) if paired else None,
+                "ratio": first["ratio"],
+                "paired_ratio": first["paired_ratio"],
+                "ratios": ratios,
                 "servers": servers_out,
             }
         return {"meta": meta, "notes": self.notes, "metrics": metrics_out}
+
+    def ratio(
+        self, metric: str, servers_out: dict[str, Any], a: str, b: str
+    ) -> dict[str, float | None]:
+        """`a` ÷ `b`: of the medians, and the median of the per-round ratios."""
+        mine, theirs = servers_out[a]["summary"], servers_out[b]["summary"]
+        # Rounds pair the servers in time (A B / B A), so a per-round ratio cancels slow
+        # drifts of background load better than the ratio of overall medians.
+        paired = [
+            statistics.median(x) / statistics.median(y)
+            for x, y in zip(
+                self.data[metric][a]["rounds"], self.data[metric][b]["rounds"], strict=False
+            )
+            if x and y and statistics.median(y)
+        ]
+        return {
+            "ratio": mine["median"] / theirs["median"]
+            if mine and theirs and theirs["median"]
+            else None,
+            "paired_ratio": statistics.median(paired) if paired else None,
+        }
 
 
 def select_metrics(only: str | None) -> list[Metric]:

@@ -22,7 +22,7 @@ import hashlib
 import os
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -86,25 +86,140 @@ def retrieve(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-class WsRpc(asyncio.Protocol):
+class RpcPeer:
+    """The JSON-RPC half of a bench connection; subclasses carry the messages (`send_text`,
+    `close`) and feed what arrives to `_message` and the end to `_lost`."""
+
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self._pending: dict[int, tuple[asyncio.Future[Any], bool, str]] = {}
+        self._next_id = 0
+        self.process_callbacks: dict[str, ProcessCallback] = {}
+        self.session_id: str | None = None
+
+    def send_text(self, message: bytes) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    async def initialize(self, timeout: float) -> None:
+        """`initialize` + `initialized`, as every exec-server client starts."""
+        result = await self.call("initialize", {"clientName": "bench"}, timeout)
+        self.session_id = result.get("sessionId")
+        self.notify("initialized", {})
+
+    # -- receiving --------------------------------------------------------------------------
+
+    def _lost(self, error: Exception) -> None:
+        for future, _, _ in self._pending.values():
+            if not future.done():
+                future.set_exception(error)
+        self._pending.clear()
+        for callback in list(self.process_callbacks.values()):
+            callback("connection/lost", ProcessParams())
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def _message(self, message: bytes) -> None:
+        if message.startswith(b'{"id":'):
+            comma = message.find(b",", 6)
+            try:
+                request_id = int(message[6:comma])
+            except ValueError:
+                request_id = -1
+            entry = self._pending.pop(request_id, None)
+            if entry is None:
+                return
+            future, raw, method = entry
+            if future.done():
+                return
+            if raw:
+                future.set_result(message)
+            else:
+                future.set_result(_decode_any(message).get("result"))
+        elif message.startswith(b'{"method":'):
+            note = _decode_notification(message)
+            params = note.params
+            if params is not None:
+                callback = self.process_callbacks.get(params.processId)
+                if callback is not None:
+                    callback(note.method, params)
+        else:
+            decoded = _decode_any(message)
+            if isinstance(decoded, dict) and "error" in decoded:
+                entry = self._pending.pop(decoded.get("id"), None)  # type: ignore[arg-type]
+                if entry is not None and not entry[0].done():
+                    entry[0].set_exception(RpcError(entry[2], decoded["error"]))
+                elif entry is None and decoded.get("id") == -1:
+                    # A parse error the server could not attribute: fail everything pending.
+                    for future, _, method in self._pending.values():
+                        if not future.done():
+                            future.set_exception(RpcError(method, decoded["error"]))
+                    self._pending.clear()
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def notify(self, method: str, params: dict[str, Any]) -> None:
+        self.send_text(_encode({"method": method, "params": params}))
+
+    def request(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        raw: bool = False,
+        params_json: bytes | None = None,
+    ) -> asyncio.Future[Any]:
+        """Send a request; the future gets the decoded `result` (or, with `raw`, the whole
+        response frame as bytes) or an `RpcError`. `params_json` sends pre-encoded params."""
+        self._next_id += 1
+        request_id = self._next_id
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(retrieve)
+        self._pending[request_id] = (future, raw, method)
+        if params_json is None:
+            message = _encode({"id": request_id, "method": method, "params": params})
+        else:
+            message = b'{"id":%d,"method":"%s","params":%s}' % (
+                request_id,
+                method.encode(),
+                params_json,
+            )
+        try:
+            self.send_text(message)
+        except BaseException:
+            self._pending.pop(request_id, None)
+            raise
+        return future
+
+    async def call(
+        self, method: str, params: dict[str, Any] | None = None, timeout: float = 30.0
+    ) -> Any:
+        return await asyncio.wait_for(self.request(method, params), timeout)
+
+    async def call_raw(
+        self, method: str, params: dict[str, Any] | None = None, timeout: float = 30.0
+    ) -> bytes:
+        result: bytes = await asyncio.wait_for(self.request(method, params, raw=True), timeout)
+        return result
+
+
+class WsRpc(RpcPeer, asyncio.Protocol):
     """One WebSocket connection speaking the exec-server JSON-RPC dialect."""
 
     def __init__(self, quickack: bool = False) -> None:
+        super().__init__()
         self.quickack = quickack
         self.transport: asyncio.Transport | None = None
         self._sock: Any = None
         self._buf = bytearray()
         self._upgraded = False
         self._key = base64.b64encode(os.urandom(16))
-        loop = asyncio.get_running_loop()
-        self._handshake: asyncio.Future[None] = loop.create_future()
-        self.closed: asyncio.Future[None] = loop.create_future()
-        self._pending: dict[int, tuple[asyncio.Future[Any], bool, str]] = {}
-        self._next_id = 0
+        self._handshake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._fragments: list[bytes] = []
         self._fragment_op = 0
-        self.process_callbacks: dict[str, ProcessCallback] = {}
-        self.session_id: str | None = None
 
     # -- connection -------------------------------------------------------------------------
 
@@ -129,9 +244,7 @@ class WsRpc(asyncio.Protocol):
         try:
             await asyncio.wait_for(asyncio.shield(protocol._handshake), timeout)
             if initialize:
-                result = await protocol.call("initialize", {"clientName": "bench"}, timeout)
-                protocol.session_id = result.get("sessionId")
-                protocol.notify("initialized", {})
+                await protocol.initialize(timeout)
         except BaseException:
             protocol.close()
             raise
@@ -149,14 +262,7 @@ class WsRpc(asyncio.Protocol):
         error = ConnectionLost(f"connection lost: {exc}" if exc else "connection closed by peer")
         if not self._handshake.done():
             self._handshake.set_exception(error)
-        for future, _, _ in self._pending.values():
-            if not future.done():
-                future.set_exception(error)
-        self._pending.clear()
-        for callback in list(self.process_callbacks.values()):
-            callback("connection/lost", ProcessParams())
-        if not self.closed.done():
-            self.closed.set_result(None)
+        self._lost(error)
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -246,43 +352,6 @@ class WsRpc(asyncio.Protocol):
             return
         self._message(payload)
 
-    def _message(self, message: bytes) -> None:
-        if message.startswith(b'{"id":'):
-            comma = message.find(b",", 6)
-            try:
-                request_id = int(message[6:comma])
-            except ValueError:
-                request_id = -1
-            entry = self._pending.pop(request_id, None)
-            if entry is None:
-                return
-            future, raw, method = entry
-            if future.done():
-                return
-            if raw:
-                future.set_result(message)
-            else:
-                future.set_result(_decode_any(message).get("result"))
-        elif message.startswith(b'{"method":'):
-            note = _decode_notification(message)
-            params = note.params
-            if params is not None:
-                callback = self.process_callbacks.get(params.processId)
-                if callback is not None:
-                    callback(note.method, params)
-        else:
-            decoded = _decode_any(message)
-            if isinstance(decoded, dict) and "error" in decoded:
-                entry = self._pending.pop(decoded.get("id"), None)  # type: ignore[arg-type]
-                if entry is not None and not entry[0].done():
-                    entry[0].set_exception(RpcError(entry[2], decoded["error"]))
-                elif entry is None and decoded.get("id") == -1:
-                    # A parse error the server could not attribute: fail everything pending.
-                    for future, _, method in self._pending.values():
-                        if not future.done():
-                            future.set_exception(RpcError(method, decoded["error"]))
-                    self._pending.clear()
-
     # -- sending ----------------------------------------------------------------------------
 
     def _send_frame(self, opcode: int, payload: bytes | memoryview, fin: bool = True) -> None:
@@ -314,49 +383,48 @@ class WsRpc(asyncio.Protocol):
             last = start + FRAGMENT_SIZE >= len(message)
             self._send_frame(_OP_TEXT if start == 0 else _OP_CONT, piece, fin=last)
 
-    def notify(self, method: str, params: dict[str, Any]) -> None:
-        self.send_text(_encode({"method": method, "params": params}))
 
-    def request(
-        self,
-        method: str,
-        params: dict[str, Any] | None = None,
+class ChannelRpc(RpcPeer):
+    """A bench connection over a message channel (anything with `send(bytes)` and `close()`
+    that feeds its receiver whole messages): the receiver is this object."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.channel: Any = None
+
+    @classmethod
+    async def open(
+        cls,
+        connector: Callable[[ChannelRpc], Awaitable[Any]],
         *,
-        raw: bool = False,
-        params_json: bytes | None = None,
-    ) -> asyncio.Future[Any]:
-        """Send a request; the future gets the decoded `result` (or, with `raw`, the whole
-        response frame as bytes) or an `RpcError`. `params_json` sends pre-encoded params."""
-        self._next_id += 1
-        request_id = self._next_id
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(retrieve)
-        self._pending[request_id] = (future, raw, method)
-        if params_json is None:
-            message = _encode({"id": request_id, "method": method, "params": params})
-        else:
-            message = b'{"id":%d,"method":"%s","params":%s}' % (
-                request_id,
-                method.encode(),
-                params_json,
-            )
+        initialize: bool = True,
+        timeout: float = 10.0,
+    ) -> ChannelRpc:
+        """`connector(receiver)` opens the channel; then (by default) `initialize`."""
+        peer = cls()
+        peer.channel = await asyncio.wait_for(connector(peer), timeout)
         try:
-            self.send_text(message)
+            if initialize:
+                await peer.initialize(timeout)
         except BaseException:
-            self._pending.pop(request_id, None)
+            peer.close()
             raise
-        return future
+        return peer
 
-    async def call(
-        self, method: str, params: dict[str, Any] | None = None, timeout: float = 30.0
-    ) -> Any:
-        return await asyncio.wait_for(self.request(method, params), timeout)
+    def message_received(self, data: bytes) -> None:
+        self._message(data)
 
-    async def call_raw(
-        self, method: str, params: dict[str, Any] | None = None, timeout: float = 30.0
-    ) -> bytes:
-        result: bytes = await asyncio.wait_for(self.request(method, params, raw=True), timeout)
-        return result
+    def connection_lost(self) -> None:
+        self._lost(ConnectionLost("connection closed"))
+
+    def send_text(self, message: bytes) -> None:
+        if self.closed.done():
+            raise ConnectionLost("connection is closed")
+        self.channel.send(message)
+
+    def close(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
 
 
 async def connect(url: str, *, quickack: bool = False, timeout: float = 10.0) -> WsRpc:

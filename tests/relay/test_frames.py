@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from execserver.relay import frames
 from execserver.relay.frames import (
     Ack,
     Body,
@@ -366,3 +367,50 @@ def test_frames_round_trip_in_any_order_with_unknown_fields(
     fields += [field_len(tag, b"?") for tag in unknown_tags]
     rng.shuffle(fields)
     assert decode_frame(b"".join(fields)) == frame
+
+
+def _outcome(function: object, data: bytes) -> object:
+    try:
+        return function(data)  # type: ignore[operator]
+    except FrameError as exc:
+        return ("FrameError", str(exc))
+
+
+@given(
+    FRAMES,
+    st.lists(st.tuples(st.integers(0, 2**16), st.integers(0, 255)), max_size=3),
+    st.integers(0, 2**16),
+)
+def test_frames_fast_paths_agree_with_the_general_decoders(
+    frame: Frame, flips: list[tuple[int, int]], cut: int
+) -> None:
+    """The canonical-layout fast paths of decode_frame() and peek() give exactly what the
+    general decoders give (frame, envelope or error), on encoder output and on mangled
+    copies of it (bytes changed, the end cut off)."""
+    data = encode_frame(frame)
+    variants = [data, data[: cut % (len(data) + 1)]]
+    mangled = bytearray(data)
+    for position, value in flips:
+        mangled[position % len(mangled)] = value
+    variants.append(bytes(mangled))
+    for variant in variants:
+        assert _outcome(decode_frame, variant) == _outcome(frames._decode_frame, variant)
+        assert _outcome(peek, variant) == _outcome(frames._peek, variant)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        encode_data(SID, 0, b""),
+        encode_data(SID, 2**32 - 1, b"x" * 300),
+        encode_reset(SID, "harness_disconnected"),
+        HEAD + b"\x2a\x02\x08\x01\x08\x02",  # a repeated seq: the general path (last wins)
+        HEAD + b"\x2a\x02\x18\x01" + b"\x08\x01",  # a field after the body
+        b"\x08\x01\x12\x02\xff\xfe\x2a\x00",  # a stream id that is not UTF-8
+        b"\x08\x01\x12\x80\x01" + b"s" * 128 + b"\x2a\x00",  # a two-byte id length
+        HEAD + b"\x2a\x0b\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",  # a 10-byte seq
+    ],
+)
+def test_frames_fast_paths_agree_on_edge_cases(data: bytes) -> None:
+    assert _outcome(decode_frame, data) == _outcome(frames._decode_frame, data)
+    assert _outcome(peek, data) == _outcome(frames._peek, data)

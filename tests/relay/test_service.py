@@ -386,6 +386,46 @@ async def test_service_routes_frames_by_stream_id(relay: RelayUnderTest) -> None
         await ws.close()
 
 
+async def test_service_keeps_frame_order_under_load() -> None:
+    """Bursts of frames both ways arrive complete and in order, whether the relay wrote a
+    frame at once (idle socket) or queued it behind others (a reader that lags)."""
+    async with running_relay(outbox_limit_bytes=64 << 20) as relay:
+        await _frame_order_under_load(relay)
+
+
+async def _frame_order_under_load(relay: RelayUnderTest) -> None:
+    _, executor = await relay.attached_executor("test1")
+    sid, harness = await relay.harness_stream("test1")
+    assert decode_frame(await receive_frame(executor)) == Frame(sid, Resume())
+    count = 800
+
+    def payload(seq: int) -> bytes:
+        return bytes([seq % 251]) * (seq * 7919 % 60000)
+
+    async def burst(sender: aiohttp.ClientWebSocketResponse) -> None:
+        for seq in range(count):
+            await sender.send_bytes(encode_data(sid, seq, payload(seq)))
+
+    async def seqs(receiver: aiohttp.ClientWebSocketResponse) -> list[int]:
+        out = []
+        for _ in range(count):
+            frame = decode_frame(await receive_frame(receiver))
+            assert isinstance(frame.body, Data)
+            assert frame.body.payload == payload(frame.body.seq)
+            out.append(frame.body.seq)
+            if len(out) % 20 == 0:
+                await asyncio.sleep(0.01)  # lag behind now and then: the relay queues
+        return out
+
+    to_executor = asyncio.ensure_future(seqs(executor))
+    to_harness = asyncio.ensure_future(seqs(harness))
+    await asyncio.gather(burst(harness), burst(executor))
+    assert await to_executor == list(range(count))
+    assert await to_harness == list(range(count))
+    await harness.close()
+    await executor.close()
+
+
 async def test_service_drops_unroutable_frames(relay: RelayUnderTest) -> None:
     """Malformed, version≠1, blank-id and unknown-stream frames are dropped, not forwarded."""
     _, executor = await relay.attached_executor("test1")

@@ -6,7 +6,11 @@ different kind replaces it, unknown fields (groups included) are skipped, a know
 the wrong wire type and a varint longer than ten bytes are errors, and `uint32` values are
 truncated to 32 bits. Encoding omits default values and writes fields in number order.
 `peek()` is the relay's hot path: it reads the envelope without touching the payload.
-Pure data: no I/O.
+
+Both decoders first try the layout every encoder writes (prost and ours: version 1, the stream
+id, one body member ending the frame; a data body with its fields in number order, each at
+most once) with a few index checks; any other layout, and any malformed input, goes through
+the general decoder, so results and errors are the same either way. Pure data: no I/O.
 """
 
 from __future__ import annotations
@@ -414,6 +418,66 @@ def _merge_body(
     return Ack() if kind is Kind.ACK else Heartbeat()
 
 
+_KIND_OF_KEY: dict[int, Kind] = {kind << 3 | _LEN: kind for kind in Kind}
+"""The key byte of each `body` member (all length-delimited) -> its kind."""
+_CANONICAL_HEAD = b"\x08\x01\x12"
+"""`version = 1`, then the key of `stream_id`: how every encoder starts a frame."""
+
+
+def _canonical_envelope(data: bytes | bytearray | memoryview) -> tuple[str, Kind, int, int] | None:
+    """(stream id, kind, body start, body end) of a frame laid out as the encoders write it:
+    `08 01 12 <len> <id> <body key> <len> <body>` with the body ending the frame. None for any
+    other layout or anything malformed (the general decoder then decides)."""
+    end = len(data)
+    if data[:3] != _CANONICAL_HEAD:
+        return None
+    try:
+        length = data[3]
+        if length >= 0x80:
+            return None
+        pos = 4 + length
+        stream_id = str(data[4:pos], "utf-8")
+        kind = _KIND_OF_KEY.get(data[pos])
+        if kind is None:
+            return None
+        length = data[pos + 1]
+        if length < 0x80:
+            start = pos + 2
+        else:
+            length, start = _read_varint(data, pos + 1, end, _FRAME)
+    except (IndexError, UnicodeDecodeError, FrameError):
+        return None
+    if start + length != end:
+        return None
+    return stream_id, kind, start, end
+
+
+def _canonical_data(data: bytes | bytearray | memoryview, pos: int, end: int) -> Data | None:
+    """A data body whose fields come in number order, each at most once; else None."""
+    seq = segment_index = segment_count = 0
+    payload = b""
+    try:
+        if pos < end and data[pos] == 0x08:
+            seq, pos = _read_varint(data, pos + 1, end, _FRAME)
+        if pos < end and data[pos] == 0x10:
+            segment_index, pos = _read_varint(data, pos + 1, end, _FRAME)
+        if pos < end and data[pos] == 0x18:
+            segment_count, pos = _read_varint(data, pos + 1, end, _FRAME)
+        if pos < end and data[pos] == 0x22:
+            start, pos = _read_len(data, pos + 1, end, _FRAME)
+            payload = bytes(data[start:pos])
+    except FrameError:
+        return None
+    if pos != end:
+        return None
+    return Data(
+        seq=seq & _U32_MAX,
+        payload=payload,
+        segment_index=segment_index & _U32_MAX,
+        segment_count=segment_count & _U32_MAX,
+    )
+
+
 def decode_frame(data: bytes | bytearray | memoryview) -> Frame:
     """Decode one `RelayMessageFrame` as prost would.
 
@@ -421,6 +485,17 @@ def decode_frame(data: bytes | bytearray | memoryview) -> Frame:
         FrameError: the bytes are not a valid frame, or no `body` member is present
             (`"missing body"`).
     """
+    envelope = _canonical_envelope(data)
+    if envelope is not None and envelope[1] is Kind.DATA:
+        stream_id, _, start, end = envelope
+        body = _canonical_data(data, start, end)
+        if body is not None:
+            return Frame(stream_id=stream_id, body=body)
+    return _decode_frame(data)
+
+
+def _decode_frame(data: bytes | bytearray | memoryview) -> Frame:
+    """`decode_frame()` for any layout."""
     end = len(data)
     pos = 0
     version = ack = ack_bits = 0
@@ -467,6 +542,14 @@ def peek(data: bytes | bytearray | memoryview) -> Envelope:
     Raises:
         FrameError: the envelope is malformed or has no `body` member.
     """
+    envelope = _canonical_envelope(data)
+    if envelope is not None:
+        return Envelope(envelope[0], envelope[1], 1)
+    return _peek(data)
+
+
+def _peek(data: bytes | bytearray | memoryview) -> Envelope:
+    """`peek()` for any layout."""
     end = len(data)
     pos = 0
     version = 0

@@ -15,6 +15,7 @@ Everything here runs on the event loop without awaiting between a lookup and its
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Final
 
@@ -53,8 +54,9 @@ class ExecutorLink(Link):
         environment_id: str,
         registration_id: str,
         connection_id: str,
+        transport: asyncio.BaseTransport | None = None,
     ) -> None:
-        super().__init__(ws, outbox_limit_bytes)
+        super().__init__(ws, outbox_limit_bytes, transport)
         self.environment_id = environment_id
         self.registration_id = registration_id
         self.connection_id = connection_id
@@ -70,9 +72,13 @@ class HarnessLink(Link):
     role = "harness"
 
     def __init__(
-        self, ws: web.WebSocketResponse, outbox_limit_bytes: int, executor: ExecutorLink
+        self,
+        ws: web.WebSocketResponse,
+        outbox_limit_bytes: int,
+        executor: ExecutorLink,
+        transport: asyncio.BaseTransport | None = None,
     ) -> None:
-        super().__init__(ws, outbox_limit_bytes)
+        super().__init__(ws, outbox_limit_bytes, transport)
         self.executor = executor
         self.stream_id: str | None = None
         self.routed = False
@@ -255,7 +261,7 @@ class Hub:
             return
         if kind is Kind.RESET:
             self._release(link)  # the executor learns it from this very frame
-        if not await link.executor.outbox.put(data):
+        if not await link.executor.put(data):
             self._metrics.count("frames_dropped_total", reason="executor_gone")
             return
         link.owes_reset = kind is not Kind.RESET

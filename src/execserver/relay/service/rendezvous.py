@@ -145,6 +145,7 @@ class Rendezvous:
             environment_id=ticket.environment_id,
             registration_id=ticket.registration_id,
             connection_id=new_connection_id(),
+            transport=request.transport,
         )
         fields = {
             "environment_id": link.environment_id,
@@ -200,7 +201,7 @@ class Rendezvous:
             return self._reject(HARNESS, rejection)
         ws = self._socket()
         await ws.prepare(request)
-        link = HarnessLink(ws, self._settings.outbox_limit_bytes, executor)
+        link = HarnessLink(ws, self._settings.outbox_limit_bytes, executor, request.transport)
         self._hub.add_harness(link)
         if executor.closing:  # it went away while the upgrade was answered
             link.request_close(WSCloseCode.GOING_AWAY, flush=False)
