@@ -661,9 +661,9 @@ async def _raw_harness(url: str, stream_id: str) -> socket.socket:
 
 
 async def test_service_slow_harness_is_closed_not_buffered() -> None:
-    """A harness that stops reading is closed (1013) once its outbox is full; the executor
-    gets `reset(S, harness_too_slow)` and memory stays bounded."""
-    async with running_relay(outbox_limit_bytes=256 << 10) as relay:
+    """A harness that stops reading is closed (1013) once its outbox stayed full for the stall
+    timeout; the executor gets `reset(S, harness_too_slow)` and memory stays bounded."""
+    async with running_relay(outbox_limit_bytes=256 << 10, harness_stall_s=0.5 * TIME) as relay:
         _, executor = await relay.attached_executor("test1")
         bundle = await relay.connect("test1")
         sid = new_stream_id()
@@ -833,3 +833,29 @@ async def test_service_harness_close_resets_a_stream_the_executor_reset(
     await harness.close()
     assert await receive_frame(executor) == encode_reset(sid, "harness_disconnected")
     await executor.close()
+
+
+async def test_service_slow_reading_harness_gets_everything() -> None:
+    """A harness that reads slowly is not cut off: the executor's socket waits for it, and
+    every frame arrives, in order (the relay holds at most its outbox)."""
+    async with running_relay(outbox_limit_bytes=64 << 10, harness_stall_s=10 * TIME) as relay:
+        _, executor = await relay.attached_executor("test1")
+        sid, harness = await relay.harness_stream("test1")
+        assert decode_frame(await receive_frame(executor)) == Frame(sid, Resume())
+        chunks = [encode_data(sid, seq, bytes([seq % 251]) * 50_000) for seq in range(80)]
+
+        async def produce() -> None:
+            for chunk in chunks:
+                await executor.send_bytes(chunk)
+
+        producer = asyncio.ensure_future(produce())
+        received = []
+        for _ in chunks:
+            received.append(await receive_frame(harness, timeout=30 * TIME))
+            await asyncio.sleep(0.005)  # a slow reader (4 MB at 10 MB/s > the 64 KiB outbox)
+        await producer
+        assert received == chunks
+        metrics = await relay.metrics()
+        assert 'sockets_closed_total{reason="outbox_full",role="harness"}' not in metrics
+        await harness.close()
+        await executor.close()

@@ -42,6 +42,7 @@ from execserver.relay.service.defaults import (
     AUTHORIZATION_TTL_S,
     CONNECT_WAIT_S,
     EXECUTOR_TICKET_TTL_S,
+    HARNESS_STALL_S,
     HARNESS_TICKET_TTL_S,
     MAX_STREAMS_PER_EXECUTOR,
     OUTBOX_LIMIT_BYTES,
@@ -178,7 +179,16 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--outbound-buffer-bytes",
         type=_positive_int,
         default=OUTBOX_LIMIT_BYTES,
-        help="per-socket queue cap; a harness past it is closed with 1013 (default %(default)s)",
+        help="per-socket queue cap; while a harness is past it the executor's socket waits "
+        "(default %(default)s)",
+    )
+    relay.add_argument(
+        "--harness-stall-timeout",
+        type=float,
+        default=HARNESS_STALL_S,
+        metavar="SECONDS",
+        help="a harness that leaves its queue full this long is closed with 1013 and its stream "
+        "reset (default %(default)s)",
     )
     relay.add_argument("--log-level", default=argparse.SUPPRESS, help="log level (stderr)")
     relay.set_defaults(handler=run)
@@ -240,6 +250,7 @@ def build_config(args: argparse.Namespace) -> tuple[str, int, RelayConfig, Path 
         connect_wait_s=args.connect_wait,
         max_streams_per_executor=args.max_streams_per_executor,
         outbox_limit_bytes=args.outbound_buffer_bytes,
+        harness_stall_s=args.harness_stall_timeout,
     )
     snapshot = None if state_dir is None else state_dir / SNAPSHOT_FILE_NAME
     return host, port, config, snapshot

@@ -22,6 +22,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from execserver.relay.service import redaction
 from execserver.relay.service.access import AccessPolicy, Role, Verdict
+from execserver.relay.service.defaults import HARNESS_STALL_S
 from execserver.relay.service.hub import MAX_STREAMS_PER_EXECUTOR, Hub
 from execserver.relay.service.metrics import RelayMetrics
 from execserver.relay.service.registrations import AUTHORIZATION_TTL_S, Registrations
@@ -65,6 +66,7 @@ class RelayConfig:
     connect_wait_s: float = CONNECT_WAIT_S
     max_streams_per_executor: int = MAX_STREAMS_PER_EXECUTOR
     outbox_limit_bytes: int = OUTBOX_LIMIT_BYTES
+    harness_stall_s: float = HARNESS_STALL_S
     max_message_bytes: int = MAX_MESSAGE_BYTES
     heartbeat_s: float | None = HEARTBEAT_S
     node_id: str = field(default_factory=lambda: "node_" + secrets.token_hex(4))
@@ -107,7 +109,11 @@ class RelayServer:
         self.config = config
         self.state = state
         self.metrics = RelayMetrics()
-        self.hub = Hub(self.metrics, max_streams_per_executor=config.max_streams_per_executor)
+        self.hub = Hub(
+            self.metrics,
+            max_streams_per_executor=config.max_streams_per_executor,
+            harness_stall_s=config.harness_stall_s,
+        )
         self.registrations = Registrations(
             state,
             node_id=config.node_id,

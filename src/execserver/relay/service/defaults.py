@@ -11,3 +11,6 @@ EXECUTOR_TICKET_TTL_S: Final = 3600.0
 HARNESS_TICKET_TTL_S: Final = 60.0
 CONNECT_WAIT_S: Final = 5.0
 OUTBOX_LIMIT_BYTES: Final = 4 << 20
+HARNESS_STALL_S: Final = 30.0
+"""How long a harness socket may leave its outbox full (the executor's socket waits meanwhile)
+before the relay gives up on it and resets its stream."""

@@ -22,7 +22,7 @@ from typing import Final
 from aiohttp import WSCloseCode, web
 
 from execserver.relay.frames import FrameError, Kind, encode_reset, peek
-from execserver.relay.service.defaults import MAX_STREAMS_PER_EXECUTOR
+from execserver.relay.service.defaults import HARNESS_STALL_S, MAX_STREAMS_PER_EXECUTOR
 from execserver.relay.service.links import Link
 from execserver.relay.service.metrics import TO_EXECUTOR, TO_HARNESS, RelayMetrics
 from execserver.relay.service.state import Entry, Registration
@@ -93,10 +93,15 @@ class Hub:
     """The node's sockets and routes."""
 
     def __init__(
-        self, metrics: RelayMetrics, *, max_streams_per_executor: int = MAX_STREAMS_PER_EXECUTOR
+        self,
+        metrics: RelayMetrics,
+        *,
+        max_streams_per_executor: int = MAX_STREAMS_PER_EXECUTOR,
+        harness_stall_s: float = HARNESS_STALL_S,
     ) -> None:
         self._metrics = metrics
         self._max_streams = max_streams_per_executor
+        self._harness_stall_s = harness_stall_s
         self._executors: dict[str, ExecutorLink] = {}
         self._orphans: set[ExecutorLink] = set()
         """Executor sockets that were replaced and are closing."""
@@ -270,8 +275,13 @@ class Hub:
         if kind is Kind.HANDSHAKE:
             self._metrics.handshakes[TO_EXECUTOR] += 1
 
-    def from_executor(self, link: ExecutorLink, data: bytes) -> None:
-        """Route one message an executor sent."""
+    async def from_executor(self, link: ExecutorLink, data: bytes) -> None:
+        """Route one message an executor sent. A harness that reads slowly holds the executor's
+        socket back (its outbox is full: this waits, and the executor's reading with it);
+        one that leaves its outbox full for `harness_stall_s` has its stream reset.
+
+        Cancellation: safe; the message is forwarded or not.
+        """
         envelope = self._envelope(data)
         if envelope is None:
             return
@@ -283,8 +293,8 @@ class Hub:
         if harness.closing:  # its socket is on its way out; the executor hears of it then
             self._metrics.count("frames_dropped_total", reason="harness_closing")
             return
-        if not harness.offer(data):
-            # The harness does not read fast enough: end its stream rather than buffer more.
+        if not harness.offer(data) and not await self._wait_for_room(harness, data):
+            # The harness stopped reading: end its stream rather than hold every other one.
             log.warning(
                 "closing a harness socket that does not keep up",
                 extra={"environment_id": link.environment_id, "stream_id": stream_id},
@@ -302,6 +312,15 @@ class Hub:
             self._metrics.handshakes[TO_HARNESS] += 1
         elif kind is Kind.RESET:
             self._release(harness)
+
+    async def _wait_for_room(self, harness: HarnessLink, data: bytes) -> bool:
+        """Queue `data` once the harness's outbox has room; False after `harness_stall_s`."""
+        self._metrics.count("backpressure_waits_total", side="harness")
+        try:
+            async with asyncio.timeout(self._harness_stall_s):
+                return await harness.put(data)
+        except TimeoutError:
+            return False
 
     # --- node -------------------------------------------------------------------------------
 

@@ -213,7 +213,7 @@ class Rendezvous:
 
     async def _read_executor(self, link: ExecutorLink) -> None:
         while (data := await self._receive(link)) is not None:
-            self._hub.from_executor(link, data)
+            await self._hub.from_executor(link, data)
 
     async def _read_harness(self, link: HarnessLink) -> None:
         while (data := await self._receive(link)) is not None:
