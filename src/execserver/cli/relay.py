@@ -18,6 +18,13 @@ environment ids its entries match (fnmatch globs); a token without an entry may 
     token_sha256 = "<sha256 hex of the token>"   # or: token = "<the token>"
     environments = ["team-a-*", "shared"]
 
+Fleet: with --nats nats://HOST:PORT[,…] this process is one node of a fleet. Every node
+shares the registrations, authorizations and node heartbeats in NATS JetStream key-value
+buckets and forwards frames between nodes over NATS subjects; give every node the same
+--ticket-secret-file and --public-url (the load balancer in front of the nodes), and each
+its own --advertise-url (where it is dialled directly) so that harnesses land on the node
+holding their executor.
+
 Restarts: tickets in rendezvous URLs are HMAC-signed with a secret that is random per
 process unless --ticket-secret-file or --state-dir keeps it. With --state-dir the
 registrations are kept there too, so after a restart the executors' reconnects (same URL)
@@ -29,10 +36,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
 import ipaddress
 import secrets
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -48,10 +58,14 @@ from execserver.relay.service.defaults import (
     OUTBOX_LIMIT_BYTES,
 )
 from execserver.relay.service.memory_state import MemoryRelayState
+from execserver.relay.service.state import StateError
 from execserver.relay.service.tickets import load_secret_file, state_dir_secret
 
 if TYPE_CHECKING:  # the web stack is loaded only when the relay runs
-    from execserver.relay.service.app import RelayConfig
+    from nats.aio.client import Client as NatsClient
+
+    from execserver.relay.service.app import RelayConfig, RelayServer
+    from execserver.relay.service.metrics import RelayMetrics
 
 SNAPSHOT_FILE_NAME = "registrations.json"
 
@@ -96,6 +110,19 @@ def parse_public_url(value: str) -> str:
             f"invalid --public-url `{value}`; expected http(s):// or ws(s)://HOST[:PORT][/PATH]"
         )
     return f"{scheme}://{parts.netloc}{parts.path}".rstrip("/")
+
+
+def parse_node_id(value: str) -> str:
+    """`--node-id`: 1-64 of `A-Z a-z 0-9 _ -` (it names a NATS subject).
+
+    Raises:
+        RelayConfigError: anything else.
+    """
+    from execserver.relay.service.nodes import NODE_ID_PATTERN
+
+    if not NODE_ID_PATTERN.fullmatch(value):
+        raise RelayConfigError(f"invalid --node-id `{value}`; expected 1-64 of A-Za-z0-9_-")
+    return value
 
 
 def _positive_float(value: str) -> float:
@@ -153,6 +180,29 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="PATH",
         help="ticket HMAC secret (≥ 32 bytes; share it between nodes); overrides --state-dir's",
     )
+    fleet = relay.add_argument_group("fleet (NATS)")
+    fleet.add_argument(
+        "--nats",
+        metavar="URLS",
+        help="comma-separated nats:// URLs of the NATS cluster; this process becomes one node",
+    )
+    fleet.add_argument(
+        "--nats-replicas",
+        type=_positive_int,
+        metavar="N",
+        help="replicas of the key-value buckets when this node creates them "
+        "(default: 3 when three or more URLs are given, else 1)",
+    )
+    fleet.add_argument(
+        "--advertise-url",
+        metavar="URL",
+        help="this node's own ws(s):// base; harnesses of executors held here are sent to it",
+    )
+    fleet.add_argument(
+        "--node-id",
+        metavar="ID",
+        help="this node's id in logs, metrics and NATS subjects (default: random)",
+    )
     relay.add_argument(
         "--metrics",
         action="store_true",
@@ -196,6 +246,50 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _tokens(path: str | None) -> TokenSet | None:
     return None if path is None else TokenSet.load(Path(path))
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSettings:
+    servers: list[str]
+    replicas: int
+
+
+def parse_nats(value: str) -> list[str]:
+    """The NATS URLs of `--nats` (comma-separated `nats://`, `tls://` or `ws(s)://`).
+
+    Raises:
+        RelayConfigError: an empty list or a URL without scheme or host.
+    """
+    urls = [url.strip() for url in value.split(",") if url.strip()]
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("nats", "tls", "ws", "wss") or not parts.hostname:
+            raise RelayConfigError(f"invalid --nats URL `{url}`; expected nats://HOST:PORT")
+    if not urls:
+        raise RelayConfigError("--nats needs at least one nats://HOST:PORT URL")
+    return urls
+
+
+def build_fleet(args: argparse.Namespace) -> FleetSettings | None:
+    """The fleet settings of `--nats …`, or None for a single relay.
+
+    Raises:
+        RelayConfigError: fleet flags without --nats, or a fleet without a shared secret.
+    """
+    if args.nats is None:
+        for flag, value in (("--nats-replicas", args.nats_replicas),):
+            if value is not None:
+                raise RelayConfigError(f"{flag} needs --nats")
+        return None
+    servers = parse_nats(args.nats)
+    if args.ticket_secret_file is None:
+        raise RelayConfigError(
+            "a fleet needs one ticket secret on every node: pass --ticket-secret-file"
+        )
+    if args.state_dir is not None:
+        raise RelayConfigError("--state-dir is for a single relay; a fleet keeps its state in NATS")
+    replicas = args.nats_replicas or (3 if len(servers) >= 3 else 1)
+    return FleetSettings(servers, replicas)
 
 
 def build_config(args: argparse.Namespace) -> tuple[str, int, RelayConfig, Path | None]:
@@ -251,7 +345,10 @@ def build_config(args: argparse.Namespace) -> tuple[str, int, RelayConfig, Path 
         max_streams_per_executor=args.max_streams_per_executor,
         outbox_limit_bytes=args.outbound_buffer_bytes,
         harness_stall_s=args.harness_stall_timeout,
+        advertise_url=None if args.advertise_url is None else parse_public_url(args.advertise_url),
     )
+    if args.node_id is not None:
+        config = dataclasses.replace(config, node_id=parse_node_id(args.node_id))
     snapshot = None if state_dir is None else state_dir / SNAPSHOT_FILE_NAME
     return host, port, config, snapshot
 
@@ -259,34 +356,87 @@ def build_config(args: argparse.Namespace) -> tuple[str, int, RelayConfig, Path 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         host, port, config, snapshot = build_config(args)
-        state = MemoryRelayState(snapshot_path=snapshot)
+        fleet = build_fleet(args)
+        state = None if fleet is not None else MemoryRelayState(snapshot_path=snapshot)
     except (RelayConfigError, AccessConfigError, ValueError) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
     try:
-        return asyncio.run(_serve(host, port, config, state))
-    except OSError as exc:
+        return asyncio.run(_serve(host, port, config, state, fleet))
+    except (OSError, StateError) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
 
 
-async def _serve(host: str, port: int, config: RelayConfig, state: MemoryRelayState) -> int:
+async def _serve(
+    host: str,
+    port: int,
+    config: RelayConfig,
+    state: MemoryRelayState | None,
+    fleet: FleetSettings | None,
+) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     from execserver.relay.service.app import RelayServer
+    from execserver.relay.service.metrics import RelayMetrics
 
-    server = RelayServer(config, state)
-    try:
+    metrics = RelayMetrics()
+    async with contextlib.AsyncExitStack() as stack:
+        if fleet is None:
+            assert state is not None
+            stack.push_async_callback(state.aclose)
+            server = RelayServer(config, state, metrics=metrics)
+        else:
+            server = await _join_fleet(stack, config, fleet, metrics)
+        stack.push_async_callback(server.aclose)
         url = await server.start(host, port)
         sys.stdout.write(url + "\n")
         sys.stdout.flush()
         await stop.wait()
-    finally:
-        await server.aclose()
-        await state.aclose()
     return 0
 
 
-__all__ = ["RelayConfigError", "add_parser", "build_config", "parse_listen", "parse_public_url"]
+async def _join_fleet(
+    stack: contextlib.AsyncExitStack,
+    config: RelayConfig,
+    fleet: FleetSettings,
+    metrics: RelayMetrics,
+) -> RelayServer:
+    """Connect to NATS, open the shared state and the node directory (each closed by
+    `stack`), and build this node's server."""
+    from execserver.relay.service.app import FleetMembership, RelayServer
+    from execserver.relay.service.nats_state import NatsEvents, NatsRelayState, connect_nats
+    from execserver.relay.service.nodes import NodeDirectory
+
+    events = NatsEvents()
+    nc = await connect_nats(fleet.servers, name=f"execserver-relay-{config.node_id}", events=events)
+    stack.push_async_callback(_drain, nc)
+    state = await NatsRelayState.open(nc, replicas=fleet.replicas, metrics=metrics)
+    stack.push_async_callback(state.aclose)
+    nodes = await NodeDirectory.open(
+        nc.jetstream(), config.node_id, config.advertise_url, replicas=fleet.replicas
+    )
+    stack.push_async_callback(nodes.aclose)
+    async with asyncio.timeout(10):
+        await asyncio.gather(state.synced.wait(), nodes.synced.wait())
+    return RelayServer(config, state, metrics=metrics, fleet=FleetMembership(nc, events, nodes))
+
+
+async def _drain(nc: NatsClient) -> None:
+    with contextlib.suppress(Exception):
+        await nc.drain()
+
+
+__all__ = [
+    "FleetSettings",
+    "RelayConfigError",
+    "add_parser",
+    "build_config",
+    "build_fleet",
+    "parse_listen",
+    "parse_nats",
+    "parse_node_id",
+    "parse_public_url",
+]

@@ -25,6 +25,10 @@ REQUEST_TIMEOUT_S = 10.0
 T = TypeVar("T")
 
 
+LOST_ENVIRONMENT_CODES = frozenset({"environment_in_use", "registration_conflict"})
+"""409 error codes of our relay: another executor holds the environment id."""
+
+
 class RegistryError(ConnectError):
     """A registry request failed: `status` is the HTTP status (None: no answer at all)."""
 
@@ -39,7 +43,11 @@ class RegistryError(ConnectError):
 
     @property
     def is_final(self) -> bool:
-        """A refusal that asking again cannot change (a 4xx other than 408/409/425/429)."""
+        """A refusal that asking again cannot change: a 4xx other than 408/409/425/429, or a
+        409 saying another executor holds the environment (asking again would start a fight
+        over it)."""
+        if self.status == 409 and self.code in LOST_ENVIRONMENT_CODES:
+            return True
         return (
             self.status is not None
             and 400 <= self.status < 500

@@ -15,7 +15,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from aiohttp import WSCloseCode, web
 from aiohttp.abc import AbstractAccessLogger
@@ -25,6 +25,7 @@ from execserver.relay.service.access import AccessPolicy, Role, Verdict
 from execserver.relay.service.defaults import HARNESS_STALL_S
 from execserver.relay.service.hub import MAX_STREAMS_PER_EXECUTOR, Hub
 from execserver.relay.service.metrics import RelayMetrics
+from execserver.relay.service.nodes import Nodes, SingleNode
 from execserver.relay.service.registrations import AUTHORIZATION_TTL_S, Registrations
 from execserver.relay.service.registry import (
     CONNECT_WAIT_S,
@@ -40,8 +41,14 @@ from execserver.relay.service.rendezvous import (
     Rendezvous,
     SocketSettings,
 )
-from execserver.relay.service.state import RelayState, StateUnavailable
+from execserver.relay.service.state import Registration, RelayState, StateUnavailable
 from execserver.relay.service.tickets import TicketSigner
+
+if TYPE_CHECKING:  # NATS is loaded only by fleet nodes
+    from nats.aio.client import Client as NatsClient
+
+    from execserver.relay.service.fleet import FleetBus
+    from execserver.relay.service.nats_state import NatsEvents
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +77,31 @@ class RelayConfig:
     max_message_bytes: int = MAX_MESSAGE_BYTES
     heartbeat_s: float | None = HEARTBEAT_S
     node_id: str = field(default_factory=lambda: "node_" + secrets.token_hex(4))
+    advertise_url: str | None = None
+    """This node's own `ws://`/`wss://` base, handed to harnesses whose executor it holds (a
+    fleet node behind a load balancer); None: harnesses get `public_url`."""
+
+
+@dataclass(frozen=True, slots=True)
+class FleetMembership:
+    """What makes a node part of a fleet: its NATS connection and who else is alive."""
+
+    nc: NatsClient
+    events: NatsEvents
+    nodes: Nodes
+
+
+class _NodeIdFilter(logging.Filter):
+    """Adds `node_id` to the relay's log records (a fleet's logs interleave)."""
+
+    def __init__(self, node_id: str) -> None:
+        super().__init__()
+        self.node_id = node_id
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("execserver.relay") and not hasattr(record, "node_id"):
+            record.node_id = self.node_id
+        return True
 
 
 class _AccessLogger(AbstractAccessLogger):
@@ -100,23 +132,47 @@ class RelayServer:
     Args:
         config: the node's settings.
         state: the shared state (owned by the caller).
+        metrics: the node's counters (default: new ones); the state may count into them too.
+        fleet: the node's fleet membership (owned by the caller); None: a single relay.
         clock: the time source, UNIX seconds.
     """
 
     def __init__(
-        self, config: RelayConfig, state: RelayState, *, clock: Callable[[], float] = time.time
+        self,
+        config: RelayConfig,
+        state: RelayState,
+        *,
+        metrics: RelayMetrics | None = None,
+        fleet: FleetMembership | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.state = state
-        self.metrics = RelayMetrics()
+        self.metrics = metrics or RelayMetrics()
         self.hub = Hub(
             self.metrics,
             max_streams_per_executor=config.max_streams_per_executor,
             harness_stall_s=config.harness_stall_s,
         )
+        self.nodes: Nodes = SingleNode(config.node_id) if fleet is None else fleet.nodes
+        self.fleet: FleetBus | None = None
+        self._fleet_events: NatsEvents | None = None
+        if fleet is not None:
+            from execserver.relay.service.fleet import FleetBus
+
+            self.fleet = FleetBus(
+                fleet.nc,
+                fleet.events,
+                self.hub,
+                self.nodes,
+                self.metrics,
+                window=config.outbox_limit_bytes,
+            )
+            self._fleet_events = fleet.events
         self.registrations = Registrations(
             state,
             node_id=config.node_id,
+            nodes=self.nodes,
             authorization_ttl_s=config.authorization_ttl_s,
             clock=clock,
         )
@@ -127,6 +183,7 @@ class RelayServer:
             signer=signer,
             metrics=self.metrics,
             rendezvous_base=lambda: self.rendezvous_base,
+            harness_base=self._harness_base,
             settings=RegistrySettings(
                 executor_ticket_ttl_s=config.executor_ticket_ttl_s,
                 harness_ticket_ttl_s=config.harness_ticket_ttl_s,
@@ -144,6 +201,7 @@ class RelayServer:
                 outbox_limit_bytes=config.outbox_limit_bytes,
                 heartbeat_s=config.heartbeat_s,
             ),
+            fleet=self.fleet,
             clock=clock,
         )
         self.app = web.Application(client_max_size=MAX_REQUEST_BODY_BYTES)
@@ -153,7 +211,8 @@ class RelayServer:
         if config.metrics:
             self.app.add_routes([web.get("/metrics", self._metrics)])
         self._runner: web.AppRunner | None = None
-        self._unsubscribe: Callable[[], None] | None = None
+        self._unsubscribe: list[Callable[[], None]] = []
+        self._log_filter = _NodeIdFilter(config.node_id)
         self.base_url = ""
         """`http://HOST:PORT` of the bound socket, once started."""
 
@@ -164,6 +223,18 @@ class RelayServer:
             return self.config.public_url
         return "ws://" + self.base_url.removeprefix("http://")
 
+    def _harness_base(self, registration: Registration) -> str:
+        """Where a harness of `registration` dials: the node holding its executor when that
+        node advertises its own URL (no hop between nodes), else the public URL."""
+        attachment = registration.attachment
+        if attachment is not None:
+            if attachment.node_id == self.config.node_id and self.config.advertise_url:
+                return self.config.advertise_url
+            url = self.nodes.url(attachment.node_id)
+            if url:
+                return url
+        return self.rendezvous_base
+
     async def start(self, host: str, port: int) -> str:
         """Listen on `host:port` (0: any free port) and return the base URL `http://HOST:PORT`.
 
@@ -173,7 +244,12 @@ class RelayServer:
         Cancellation: nothing is left listening.
         """
         redaction.install()
-        self._unsubscribe = self.state.subscribe(self.hub.on_registration_change)
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(self._log_filter)
+        self._unsubscribe.append(self.state.subscribe(self.hub.on_registration_change))
+        if self.fleet is not None:
+            self._unsubscribe.append(self.state.subscribe(self.fleet.on_registration_change))
+            await self.fleet.start()
         runner = web.AppRunner(
             self.app,
             access_log_class=_AccessLogger,
@@ -202,12 +278,18 @@ class RelayServer:
         """
         self.rendezvous.draining = True
         self.hub.close_all(WSCloseCode.GOING_AWAY)
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe.clear()
+        try:
+            if self.fleet is not None:
+                await self.fleet.aclose()
+        finally:
+            runner, self._runner = self._runner, None
+            if runner is not None:
+                await runner.cleanup()
+            for handler in logging.getLogger().handlers:
+                handler.removeFilter(self._log_filter)
 
     async def _readyz(self, request: web.Request) -> web.Response:
         if self.rendezvous.draining:
@@ -221,6 +303,12 @@ class RelayServer:
                 status=401, text="unauthorized\n", headers={"WWW-Authenticate": "Bearer"}
             )
         gauges = self.hub.gauges()
+        if self.fleet is not None:
+            gauges |= self.fleet.gauges()
+            gauges["fleet_nodes_alive"] = self.nodes.live_count()
+        if self._fleet_events is not None:
+            gauges["nats_disconnects_total"] = self._fleet_events.disconnects
+            gauges["nats_reconnects_total"] = self._fleet_events.reconnects
         try:
             gauges = {"executors_registered": await self.state.count_registrations(), **gauges}
         except StateUnavailable:
@@ -238,4 +326,10 @@ def _bound_address(runner: web.AppRunner, requested_host: str) -> tuple[str, int
     raise OSError(f"nothing bound on {requested_host}")
 
 
-__all__ = ["MAX_REQUEST_BODY_BYTES", "RelayConfig", "RelayServer", "http_base"]
+__all__ = [
+    "MAX_REQUEST_BODY_BYTES",
+    "FleetMembership",
+    "RelayConfig",
+    "RelayServer",
+    "http_base",
+]

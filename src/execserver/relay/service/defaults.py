@@ -10,6 +10,8 @@ AUTHORIZATION_TTL_S: Final = 60.0
 EXECUTOR_TICKET_TTL_S: Final = 3600.0
 HARNESS_TICKET_TTL_S: Final = 60.0
 CONNECT_WAIT_S: Final = 5.0
+"""How long `/connect` waits for the environment's executor to register and attach (a codex
+harness does not retry a failed `/connect`; a codex executor reconnects within ~1-2 s)."""
 OUTBOX_LIMIT_BYTES: Final = 4 << 20
 HARNESS_STALL_S: Final = 30.0
 """How long a harness socket may leave its outbox full (the executor's socket waits meanwhile)

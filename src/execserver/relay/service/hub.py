@@ -23,7 +23,7 @@ from aiohttp import WSCloseCode, web
 
 from execserver.relay.frames import FrameError, Kind, encode_reset, peek
 from execserver.relay.service.defaults import HARNESS_STALL_S, MAX_STREAMS_PER_EXECUTOR
-from execserver.relay.service.links import Link
+from execserver.relay.service.links import Endpoint, Link
 from execserver.relay.service.metrics import TO_EXECUTOR, TO_HARNESS, RelayMetrics
 from execserver.relay.service.state import Entry, Registration
 
@@ -41,7 +41,54 @@ STREAM_LIMIT: Final = "stream_limit"
 ONE_STREAM_PER_SOCKET: Final = "one_stream_per_socket"
 
 
-class ExecutorLink(Link):
+class ExecutorEnd(Endpoint):
+    """The executor side of routes: a socket carrying one registration (`ExecutorLink` on
+    this node; in a fleet, a socket on another node as seen from one harness socket here)."""
+
+    environment_id: str
+    registration_id: str
+    connection_id: str
+    harnesses: set[HarnessEnd]
+    """Every harness end bound to this executor, streaming or not yet."""
+    streams: dict[str, HarnessEnd]
+    """Stream id → the harness end that claimed it."""
+
+    def _bind_registration(
+        self, environment_id: str, registration_id: str, connection_id: str
+    ) -> None:
+        self.environment_id = environment_id
+        self.registration_id = registration_id
+        self.connection_id = connection_id
+        self.harnesses = set()
+        self.streams = {}
+
+    def harness_released(self, harness: HarnessEnd) -> None:
+        """`harness` is no longer bound here (after the hub has reset what it owed)."""
+
+
+class HarnessEnd(Endpoint):
+    """The harness side of a route: a harness socket bound by its ticket to one executor (a
+    `HarnessLink` here; in a fleet, a harness socket on another node as seen from the
+    executor's node)."""
+
+    role = "harness"
+    executor: ExecutorEnd
+    stream_id: str | None
+    routed: bool
+    """Whether `stream_id` is (still) claimed on the executor."""
+    owes_reset: bool
+    """Whether frames of the stream reached the executor since the harness last reset it:
+    then the executor may hold the stream, even after resetting it itself (a handshake
+    forwarded before its reset was read starts the stream again there)."""
+
+    def _bind_executor(self, executor: ExecutorEnd) -> None:
+        self.executor = executor
+        self.stream_id = None
+        self.routed = False
+        self.owes_reset = False
+
+
+class ExecutorLink(Link, ExecutorEnd):
     """The socket of one attached executor registration."""
 
     role = "executor"
@@ -57,17 +104,11 @@ class ExecutorLink(Link):
         transport: asyncio.BaseTransport | None = None,
     ) -> None:
         super().__init__(ws, outbox_limit_bytes, transport)
-        self.environment_id = environment_id
-        self.registration_id = registration_id
-        self.connection_id = connection_id
-        self.harnesses: set[HarnessLink] = set()
-        """Every harness socket bound to this executor, streaming or not yet."""
-        self.streams: dict[str, HarnessLink] = {}
-        """Stream id → the harness socket that claimed it."""
+        self._bind_registration(environment_id, registration_id, connection_id)
 
 
-class HarnessLink(Link):
-    """A harness socket, bound by its ticket to one executor socket."""
+class HarnessLink(Link, HarnessEnd):
+    """A harness socket on this node."""
 
     role = "harness"
 
@@ -75,18 +116,11 @@ class HarnessLink(Link):
         self,
         ws: web.WebSocketResponse,
         outbox_limit_bytes: int,
-        executor: ExecutorLink,
+        executor: ExecutorEnd,
         transport: asyncio.BaseTransport | None = None,
     ) -> None:
         super().__init__(ws, outbox_limit_bytes, transport)
-        self.executor = executor
-        self.stream_id: str | None = None
-        self.routed = False
-        """Whether `stream_id` is (still) claimed on the executor."""
-        self.owes_reset = False
-        """Whether frames of the stream reached the executor since the harness last reset it:
-        then the executor may hold the stream, even after resetting it itself (a handshake
-        forwarded before its reset was read starts the stream again there)."""
+        self._bind_executor(executor)
 
 
 class Hub:
@@ -168,24 +202,24 @@ class Hub:
 
     # --- harnesses ----------------------------------------------------------------------------
 
-    def add_harness(self, link: HarnessLink) -> None:
+    def add_harness(self, link: HarnessEnd) -> None:
         link.executor.harnesses.add(link)
 
-    def remove_harness(self, link: HarnessLink) -> None:
+    def remove_harness(self, link: HarnessEnd) -> None:
         """`link`'s socket is over: the executor learns its stream ended."""
         link.executor.harnesses.discard(link)
-        if link.stream_id is not None:
-            log.info(
-                "stream closed",
-                extra={
-                    "environment_id": link.executor.environment_id,
-                    "stream_id": link.stream_id,
-                    "close_code": link.ws.close_code,
-                },
-            )
         stream_id = link.stream_id
         if stream_id is None:
+            link.executor.harness_released(link)
             return
+        log.info(
+            "stream closed",
+            extra={
+                "environment_id": link.executor.environment_id,
+                "stream_id": stream_id,
+                "close_code": link.peer_close_code,
+            },
+        )
         holder = link.executor.streams.get(stream_id)
         if link.routed:
             self._release(link)
@@ -196,19 +230,20 @@ class Hub:
             and link.executor.offer(encode_reset(stream_id, HARNESS_DISCONNECTED), force=True)
         ):
             self._metrics.count("stream_resets_total", side="executor", reason=HARNESS_DISCONNECTED)
+        link.executor.harness_released(link)
 
-    def _release(self, link: HarnessLink) -> None:
+    def _release(self, link: HarnessEnd) -> None:
         link.routed = False
         if link.stream_id is not None and link.executor.streams.get(link.stream_id) is link:
             del link.executor.streams[link.stream_id]
 
-    def _refuse(self, link: HarnessLink, stream_id: str, reason: str, code: int) -> None:
+    def _refuse(self, link: HarnessEnd, stream_id: str, reason: str, code: int) -> None:
         link.offer(encode_reset(stream_id, reason), force=True)
         self._metrics.count("stream_resets_total", side="harness", reason=reason)
         self._metrics.count("sockets_closed_total", role="harness", reason=reason)
         link.request_close(code, flush=True)
 
-    def _claim(self, link: HarnessLink, stream_id: str) -> bool:
+    def _claim(self, link: HarnessEnd, stream_id: str) -> bool:
         executor = link.executor
         if stream_id in executor.streams:
             log.warning(
@@ -245,7 +280,7 @@ class Hub:
             return None
         return stream_id, kind
 
-    async def from_harness(self, link: HarnessLink, data: bytes) -> None:
+    async def from_harness(self, link: HarnessEnd, data: bytes) -> None:
         """Route one message a harness sent.
 
         Cancellation: safe; the message is forwarded or not.
@@ -275,7 +310,7 @@ class Hub:
         if kind is Kind.HANDSHAKE:
             self._metrics.handshakes[TO_EXECUTOR] += 1
 
-    async def from_executor(self, link: ExecutorLink, data: bytes) -> None:
+    async def from_executor(self, link: ExecutorEnd, data: bytes) -> None:
         """Route one message an executor sent. A harness that reads slowly holds the executor's
         socket back (its outbox is full: this waits, and the executor's reading with it);
         one that leaves its outbox full for `harness_stall_s` has its stream reset.
@@ -313,7 +348,7 @@ class Hub:
         elif kind is Kind.RESET:
             self._release(harness)
 
-    async def _wait_for_room(self, harness: HarnessLink, data: bytes) -> bool:
+    async def _wait_for_room(self, harness: HarnessEnd, data: bytes) -> bool:
         """Queue `data` once the harness's outbox has room; False after `harness_stall_s`."""
         self._metrics.count("backpressure_waits_total", side="harness")
         try:
@@ -340,4 +375,11 @@ class Hub:
         }
 
 
-__all__ = ["MAX_STREAMS_PER_EXECUTOR", "ExecutorLink", "HarnessLink", "Hub"]
+__all__ = [
+    "MAX_STREAMS_PER_EXECUTOR",
+    "ExecutorEnd",
+    "ExecutorLink",
+    "HarnessEnd",
+    "HarnessLink",
+    "Hub",
+]

@@ -16,6 +16,7 @@ bypassed) and so is the memory bound (the transport buffer stays at aiohttp's ow
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import struct
@@ -118,11 +119,42 @@ class Outbox:
         self._taken.set()
 
 
-class Link:
-    """A rendezvous WebSocket as the router sees it: send via `offer`/`put`, close via
+class Endpoint(abc.ABC):
+    """One end the router forwards to: a rendezvous WebSocket on this node (`Link`), or a
+    socket on another node of the fleet (`fleet_remote`). Send via `offer`/`put`, close via
     `request_close`."""
 
     role = "socket"
+
+    @property
+    @abc.abstractmethod
+    def closing(self) -> bool:
+        """A close was requested: nothing more is sent."""
+
+    @abc.abstractmethod
+    def offer(self, data: bytes, *, force: bool = False) -> bool:
+        """Send `data` unless closed or (without `force`) full; never waits."""
+
+    @abc.abstractmethod
+    async def put(self, data: bytes) -> bool:
+        """Send `data`, waiting while full; False once closed.
+
+        Cancellation: safe; `data` was sent or queued only if the call returned True.
+        """
+
+    @abc.abstractmethod
+    def request_close(self, code: int | None, *, flush: bool) -> None:
+        """Close with `code` (None: the peer already closed), after what is queued if
+        `flush`. The first request wins."""
+
+    @property
+    def peer_close_code(self) -> int | None:
+        """The close code the peer sent, when known (for logs)."""
+        return None
+
+
+class Link(Endpoint):
+    """A rendezvous WebSocket on this node."""
 
     def __init__(
         self,
@@ -144,15 +176,14 @@ class Link:
     def closing(self) -> bool:
         return self._close_requested.is_set()
 
+    @property
+    def peer_close_code(self) -> int | None:
+        return self.ws.close_code
+
     def offer(self, data: bytes, *, force: bool = False) -> bool:
-        """Send `data` unless the outbox is closed or (without `force`) full."""
         return self._write_now(data) or self.outbox.offer(data, force=force)
 
     async def put(self, data: bytes) -> bool:
-        """Send `data`, waiting while the outbox is full; False once it is closed.
-
-        Cancellation: safe; `data` was sent or queued only if the call returned True.
-        """
         return self._write_now(data) or await self.outbox.put(data)
 
     def _write_now(self, data: bytes) -> bool:
@@ -173,8 +204,6 @@ class Link:
         return True
 
     def request_close(self, code: int | None, *, flush: bool) -> None:
-        """Close the socket with `code` (None: the peer already closed it), after writing
-        what is queued if `flush`. The first request wins; later ones are ignored."""
         if self._close_requested.is_set():
             return
         self.close_code = code
@@ -231,4 +260,4 @@ class Link:
             pass
 
 
-__all__ = ["CLOSE_TIMEOUT_S", "FLUSH_TIMEOUT_S", "Link", "Outbox"]
+__all__ = ["CLOSE_TIMEOUT_S", "FLUSH_TIMEOUT_S", "Endpoint", "Link", "Outbox"]

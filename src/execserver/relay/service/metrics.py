@@ -29,6 +29,15 @@ _HELP: Final = {
     "registry_requests_total": "registry requests, by operation and HTTP status",
     "validations_total": "authorization validations, by outcome",
     "rejections_total": "refused rendezvous upgrades, by role and reason",
+    "fleet_nodes_alive": "relay nodes this node knows alive (itself included)",
+    "fleet_remote_executors": "harness sockets here bound to an executor on another node",
+    "fleet_remote_harnesses": "harness sockets on other nodes bound to an executor here",
+    "fleet_messages_sent_total": "data-plane messages sent to other nodes over NATS, by kind",
+    "fleet_messages_received_total": "data-plane messages received over NATS, by kind",
+    "fleet_messages_dropped_total": "data-plane messages lost or refused, by reason",
+    "nats_disconnects_total": "times this node lost its NATS connection",
+    "nats_reconnects_total": "times this node got its NATS connection back",
+    "kv_operation_seconds": "time of shared-state (NATS KV) operations, by operation",
 }
 
 
@@ -41,10 +50,17 @@ class RelayMetrics:
         self.bytes: dict[str, int] = {TO_EXECUTOR: 0, TO_HARNESS: 0}
         self.handshakes: dict[str, int] = {TO_EXECUTOR: 0, TO_HARNESS: 0}
         self._counters: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
+        self._summaries: dict[tuple[str, tuple[tuple[str, str], ...]], list[float]] = {}
 
     def count(self, name: str, amount: int = 1, **labels: str) -> None:
         """Add `amount` to the counter `name` (without prefix, ending in `_total`)."""
         self._counters[name, tuple(sorted(labels.items()))] += amount
+
+    def observe(self, name: str, seconds: float, **labels: str) -> None:
+        """Record one duration of `name` (rendered as a summary: `_sum` and `_count`)."""
+        totals = self._summaries.setdefault((name, tuple(sorted(labels.items()))), [0.0, 0.0])
+        totals[0] += seconds
+        totals[1] += 1
 
     def value(self, name: str, **labels: str) -> int:
         """The current value of a counter (for tests and logs)."""
@@ -73,6 +89,18 @@ class RelayMetrics:
             for labels, value in points:
                 rendered = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
                 lines.append(f"{full}{{{rendered}}} {value}" if rendered else f"{full} {value}")
+        summaries: dict[str, list[tuple[tuple[tuple[str, str], ...], list[float]]]] = {}
+        for (name, labels), totals in sorted(self._summaries.items()):
+            summaries.setdefault(name, []).append((labels, totals))
+        for name, summary_points in summaries.items():
+            full = _PREFIX + name
+            lines.append(f"# HELP {full} {_HELP.get(name, name)}")
+            lines.append(f"# TYPE {full} summary")
+            for labels, (total, count) in summary_points:
+                rendered = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
+                suffix = f"{{{rendered}}}" if rendered else ""
+                lines.append(f"{full}_sum{suffix} {total:.6f}")
+                lines.append(f"{full}_count{suffix} {int(count)}")
         return ("\n".join(lines) + "\n").encode()
 
 

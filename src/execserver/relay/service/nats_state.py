@@ -21,10 +21,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 import msgspec
 import nats
@@ -48,7 +49,47 @@ from execserver.relay.service.state import (
 )
 from execserver.tasks import TaskOwner
 
+if TYPE_CHECKING:
+    from execserver.relay.service.metrics import RelayMetrics
+
 log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+UNANSWERED_ATTEMPTS: Final = 6
+"""How often an operation that reached no stream at all (nothing happened) is tried: a bucket
+just created, or its leader being elected after a server died."""
+
+
+def _operation(name: str) -> Callable[[F], F]:
+    """Time each call in the state's metrics (`kv_operation_seconds`), and try again a call
+    that no stream answered (it cannot have happened), with a short backoff."""
+
+    def wrap(method: F) -> F:
+        @functools.wraps(method)
+        async def timed(self: NatsRelayState, *args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            delay = 0.05
+            try:
+                for _ in range(UNANSWERED_ATTEMPTS - 1):
+                    try:
+                        return await method(self, *args, **kwargs)
+                    except _Unanswered:
+                        await asyncio.sleep(delay)
+                        delay *= 2
+                return await method(self, *args, **kwargs)
+            except _Unanswered as exc:
+                raise StateUnavailable(f"{name}: no stream answered ({exc.cause!r})") from None
+            finally:
+                if self._metrics is not None:
+                    self._metrics.observe(
+                        "kv_operation_seconds", time.perf_counter() - start, operation=name
+                    )
+
+        return cast(F, timed)
+
+    return wrap
+
 
 REGISTRATIONS_BUCKET = "relay_registrations"
 AUTHORIZATIONS_BUCKET = "relay_authorizations"
@@ -61,19 +102,48 @@ REQUEST_TIMEOUT_S = 2.0
 BUCKET_SETUP_ATTEMPTS = 8
 """Creating replicated buckets on a cluster that just formed can time out: retried."""
 
-_WRONG_LAST_SEQUENCE = 10071
-"""JetStream's error code for a failed compare-and-swap (`wrong last sequence`), which some
-calls report as a plain `BadRequestError` rather than `KeyWrongLastSequenceError`."""
+_WRONG_LAST_SEQUENCE = frozenset({10071, 10164})
+"""JetStream's error codes for a failed compare-and-swap (`wrong last sequence`; 10164 when
+another update of the subject is still in flight), which calls report as a plain
+`BadRequestError` rather than `KeyWrongLastSequenceError`."""
+
+
+class _Unanswered(Exception):
+    """No stream answered the request: it was not carried out."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(repr(cause))
+        self.cause = cause
+
+
+def _unanswered(exc: BaseException) -> bool:
+    return isinstance(exc, nats.js.errors.NoStreamResponseError | nats.errors.NoRespondersError)
+
+
+FIXED_CAS_VERSION: Final = (2, 9, 21)
+"""The first nats-server whose compare-and-swap on a replicated stream is atomic: before it,
+concurrent updates that expect the same revision can all succeed (nats-io/nats-server#4320;
+Debian 12 ships 2.9.10)."""
+
+
+def atomic_replicated_cas(version: str) -> bool:
+    """Whether nats-server `version` (`2.10.4`, `2.11.0-beta.1`) has atomic replicated CAS."""
+    parts = version.split("-", 1)[0].split(".")
+    try:
+        numbers = tuple(int(part) for part in parts[:3])
+    except ValueError:
+        return False
+    return numbers >= FIXED_CAS_VERSION
 
 
 def _lost_swap(exc: BaseException) -> bool:
     return isinstance(exc, nats.js.errors.KeyWrongLastSequenceError) or (
         isinstance(exc, nats.js.errors.APIError)
-        and getattr(exc, "err_code", None) == _WRONG_LAST_SEQUENCE
+        and getattr(exc, "err_code", None) in _WRONG_LAST_SEQUENCE
     )
 
 
-_NATS_FAILURES: tuple[type[BaseException], ...] = (
+NATS_FAILURES: tuple[type[BaseException], ...] = (
     nats.errors.Error,
     nats.js.errors.Error,
     asyncio.TimeoutError,
@@ -94,6 +164,8 @@ class _Registration(msgspec.Struct, frozen=True):
     epoch: int
     registered_at: float
     attachment: _Attachment | None = None
+    ever_attached: bool = False
+    replaced_key: str = ""
 
 
 class _Authorization(msgspec.Struct, frozen=True):
@@ -125,6 +197,8 @@ def _encode_registration(registration: Registration) -> bytes:
             None
             if attachment is None
             else _Attachment(attachment.node_id, attachment.connection_id, attachment.attached_at),
+            registration.ever_attached,
+            registration.replaced_key,
         )
     )
 
@@ -141,14 +215,62 @@ def _decode_registration(data: bytes) -> Registration:
         None
         if attachment is None
         else Attachment(attachment.node_id, attachment.connection_id, attachment.attached_at),
+        raw.ever_attached,
+        raw.replaced_key,
     )
 
 
-async def connect_nats(servers: Sequence[str], *, name: str = "execserver-relay") -> NatsClient:
-    """A client of the NATS cluster at `servers` that reconnects forever on its own.
+class NatsEvents:
+    """What happens to a NATS connection, for whoever must react (the fleet's data plane
+    resets what a gap may have lost) or count (metrics). Handlers run on the event loop."""
+
+    def __init__(self) -> None:
+        self.disconnected: list[Callable[[], None]] = []
+        self.reconnected: list[Callable[[], None]] = []
+        self.slow_consumer: list[Callable[[int], None]] = []
+        """Called with the subscription id whose messages were dropped."""
+        self.disconnects = 0
+        self.reconnects = 0
+
+    async def _on_disconnected(self) -> None:
+        self.disconnects += 1
+        log.warning("NATS connection lost")
+        _call_all(self.disconnected)
+
+    async def _on_reconnected(self) -> None:
+        self.reconnects += 1
+        log.info("NATS connection restored")
+        _call_all(self.reconnected)
+
+    async def _on_error(self, exc: Exception) -> None:
+        if isinstance(exc, nats.errors.SlowConsumerError):
+            log.warning("NATS dropped messages of a slow subscription: %s", exc.subject)
+            for handler in list(self.slow_consumer):
+                handler(exc.sid)
+            return
+        log.warning("NATS error: %r", exc)
+
+
+def _call_all(handlers: list[Callable[[], None]]) -> None:
+    for handler in list(handlers):
+        try:
+            handler()
+        except Exception:
+            log.exception("NATS event handler failed")
+
+
+async def connect_nats(
+    servers: Sequence[str],
+    *,
+    name: str = "execserver-relay",
+    events: NatsEvents | None = None,
+) -> NatsClient:
+    """A client of the NATS cluster at `servers` that reconnects forever on its own,
+    reporting to `events`.
 
     Raises `StateUnavailable` when no server can be reached at first.
     """
+    events = events or NatsEvents()
     try:
         return await nats.connect(
             servers=list(servers),
@@ -157,6 +279,9 @@ async def connect_nats(servers: Sequence[str], *, name: str = "execserver-relay"
             reconnect_time_wait=0.25,
             connect_timeout=2,
             allow_reconnect=True,
+            disconnected_cb=events._on_disconnected,
+            reconnected_cb=events._on_reconnected,
+            error_cb=events._on_error,
         )
     except Exception as exc:  # nats-py raises assorted errors (and plain exceptions)
         raise StateUnavailable(f"cannot reach NATS at {', '.join(servers)}: {exc}") from None
@@ -174,6 +299,7 @@ class NatsRelayState:
         *,
         clock: Callable[[], float] = time.time,
         owns_connection: bool = False,
+        metrics: RelayMetrics | None = None,
     ) -> None:
         self._nc = nc
         self._registrations = registrations
@@ -181,6 +307,7 @@ class NatsRelayState:
         self._claims = claims
         self._clock = clock
         self._owns_connection = owns_connection
+        self._metrics = metrics
         self._listeners: list[RegistrationListener] = []
         self._known: dict[str, Entry[Registration]] = {}
         self._tasks = TaskOwner("relay state watcher")
@@ -195,12 +322,22 @@ class NatsRelayState:
         replicas: int = 1,
         clock: Callable[[], float] = time.time,
         owns_connection: bool = False,
+        metrics: RelayMetrics | None = None,
     ) -> NatsRelayState:
         """Bind (creating them if needed) the buckets on `nc` and start watching.
 
-        Raises `StateUnavailable` if JetStream does not answer after several attempts.
+        Raises `StateUnavailable` if JetStream does not answer after several attempts, or if
+        `replicas` > 1 on a server whose replicated compare-and-swap is not atomic.
         Cancellation: nothing is left running.
         """
+        found = nc.connected_server_version
+        server_version = f"{found.major}.{found.minor}.{found.patch}"
+        if replicas > 1 and not atomic_replicated_cas(server_version):
+            raise StateUnavailable(
+                f"nats-server {server_version} cannot hold replicated relay state: its "
+                "compare-and-swap is not atomic on replicated streams (nats-io/nats-server#4320, "
+                "fixed in 2.9.21); upgrade the servers, or use --nats-replicas 1"
+            )
         js = nc.jetstream(timeout=REQUEST_TIMEOUT_S)
         storage = StorageType.FILE
         configs = (
@@ -218,24 +355,28 @@ class NatsRelayState:
         )
         buckets: list[KeyValue] = []
         for config in configs:
-            buckets.append(await _bucket(js, config))
-        state = cls(nc, *buckets, clock=clock, owns_connection=owns_connection)
+            buckets.append(await open_bucket(js, config))
+        state = cls(nc, *buckets, clock=clock, owns_connection=owns_connection, metrics=metrics)
         state._tasks.spawn(state._watch())
         return state
 
     # --- registrations ------------------------------------------------------------------------
 
+    @_operation("get_registration")
     async def get_registration(self, environment_id: str) -> Entry[Registration] | None:
         try:
             entry = await self._registrations.get(_env_key(environment_id))
         except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
             return None
-        except _NATS_FAILURES as exc:
+        except NATS_FAILURES as exc:
+            if _unanswered(exc):
+                raise _Unanswered(exc) from None
             raise StateUnavailable(f"registration read failed: {exc!r}") from None
         if entry.value is None or entry.revision is None:
             return None
         return Entry(_decode_registration(entry.value), entry.revision)
 
+    @_operation("put_registration")
     async def put_registration(
         self, registration: Registration, *, expected_revision: int | None
     ) -> Entry[Registration]:
@@ -246,16 +387,21 @@ class NatsRelayState:
                 revision = await self._registrations.create(key, value)
             else:
                 revision = await self._registrations.update(key, value, last=expected_revision)
-        except _NATS_FAILURES as exc:
+        except NATS_FAILURES as exc:
+            if _unanswered(exc):
+                raise _Unanswered(exc) from None
             if _lost_swap(exc):
                 raise RevisionConflict(registration.environment_id) from None
             raise StateUnavailable(f"registration write failed: {exc!r}") from None
         return Entry(registration, revision)
 
+    @_operation("delete_registration")
     async def delete_registration(self, environment_id: str, *, expected_revision: int) -> None:
         try:
             await self._registrations.delete(_env_key(environment_id), last=expected_revision)
-        except _NATS_FAILURES as exc:
+        except NATS_FAILURES as exc:
+            if _unanswered(exc):
+                raise _Unanswered(exc) from None
             if _lost_swap(exc):
                 raise RevisionConflict(environment_id) from None
             raise StateUnavailable(f"registration delete failed: {exc!r}") from None
@@ -327,6 +473,7 @@ class NatsRelayState:
 
     # --- authorizations and claims ------------------------------------------------------------
 
+    @_operation("issue_authorization")
     async def issue_authorization(self, key: str, authorization: Authorization) -> None:
         value = api_encode(
             _Authorization(
@@ -338,9 +485,12 @@ class NatsRelayState:
         )
         try:
             await self._authorizations.put(f"a.{key}", value)
-        except _NATS_FAILURES as exc:
+        except NATS_FAILURES as exc:
+            if _unanswered(exc):
+                raise _Unanswered(exc) from None
             raise StateUnavailable(f"authorization write failed: {exc!r}") from None
 
+    @_operation("consume_authorization")
     async def consume_authorization(self, key: str) -> Authorization | None:
         try:
             entry = await self._authorizations.get(f"a.{key}")
@@ -349,7 +499,9 @@ class NatsRelayState:
             await self._authorizations.delete(f"a.{key}", last=entry.revision)
         except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
             return None
-        except _NATS_FAILURES as exc:
+        except NATS_FAILURES as exc:
+            if _unanswered(exc):
+                raise _Unanswered(exc) from None
             if _lost_swap(exc):  # another node consumed it first
                 return None
             raise StateUnavailable(f"authorization read failed: {exc!r}") from None
@@ -360,12 +512,15 @@ class NatsRelayState:
             raw.environment_id, raw.registration_id, raw.harness_key_digest, raw.expires_at
         )
 
+    @_operation("claim_once")
     async def claim_once(self, key: str, expires_at: float) -> bool:
         if expires_at <= self._clock():
             return False
         try:
             await self._claims.create(f"c.{key}", b"1")
-        except _NATS_FAILURES as exc:
+        except NATS_FAILURES as exc:
+            if _unanswered(exc):
+                raise _Unanswered(exc) from None
             if _lost_swap(exc):
                 return False
             raise StateUnavailable(f"claim failed: {exc!r}") from None
@@ -379,7 +534,7 @@ class NatsRelayState:
                 await asyncio.shield(self._nc.drain())
 
 
-async def _bucket(js: Any, config: KeyValueConfig) -> KeyValue:
+async def open_bucket(js: Any, config: KeyValueConfig) -> KeyValue:
     """Bind the bucket, creating it if it does not exist; retried while a fresh cluster is
     still electing (creating replicated streams then times out now and then)."""
     delay = 0.2
@@ -391,7 +546,7 @@ async def _bucket(js: Any, config: KeyValueConfig) -> KeyValue:
             except nats.js.errors.BucketNotFoundError:
                 created: KeyValue = await js.create_key_value(config)
                 return created
-        except _NATS_FAILURES as exc:
+        except NATS_FAILURES as exc:
             if attempt == BUCKET_SETUP_ATTEMPTS - 1:
                 raise StateUnavailable(f"cannot set up bucket {config.bucket}: {exc!r}") from None
             log.info("relay state: bucket %s not ready (%r); retrying", config.bucket, exc)
@@ -400,4 +555,12 @@ async def _bucket(js: Any, config: KeyValueConfig) -> KeyValue:
     raise AssertionError("unreachable")
 
 
-__all__ = ["NatsRelayState", "connect_nats"]
+__all__ = [
+    "FIXED_CAS_VERSION",
+    "NATS_FAILURES",
+    "NatsEvents",
+    "NatsRelayState",
+    "atomic_replicated_cas",
+    "connect_nats",
+    "open_bucket",
+]

@@ -21,6 +21,7 @@ from typing import Final
 
 from execserver.relay.api import NoisePublicKey
 from execserver.relay.service.defaults import AUTHORIZATION_TTL_S
+from execserver.relay.service.nodes import Nodes, SingleNode
 from execserver.relay.service.state import (
     Attachment,
     Authorization,
@@ -31,6 +32,29 @@ from execserver.relay.service.state import (
 )
 
 CAS_ATTEMPTS: Final = 8
+CLAIM_GRACE_S: Final = 10.0
+"""How long a new registration that has not attached yet still holds its environment against an
+executor with another key (the time an executor takes from `/register` to its socket)."""
+
+
+class EnvironmentInUse(Exception):
+    """Another executor (another key) holds the environment: it won a concurrent registration,
+    or it replaced this one and is connected (or about to be)."""
+
+    def __init__(self, environment_id: str, *, concurrent: bool) -> None:
+        self.environment_id = environment_id
+        self.concurrent = concurrent
+        if concurrent:
+            message = (
+                f"another executor registered environment `{environment_id}` at the same moment "
+                "and won; one executor per environment id"
+            )
+        else:
+            message = (
+                f"environment `{environment_id}` was taken over by a newer executor that is "
+                "connected; stop one of the two, or give them different environment ids"
+            )
+        super().__init__(message)
 
 
 def fingerprint(key: NoisePublicKey) -> str:
@@ -72,6 +96,7 @@ class Registrations:
     Args:
         state: the shared state.
         node_id: this node's id (recorded in attachments).
+        nodes: which nodes are alive (an attachment on a dead node is no attachment).
         authorization_ttl_s: lifetime of a connect authorization.
         clock: the time source, UNIX seconds.
     """
@@ -81,31 +106,67 @@ class Registrations:
         state: RelayState,
         *,
         node_id: str,
+        nodes: Nodes | None = None,
         authorization_ttl_s: float = AUTHORIZATION_TTL_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.state = state
         self.node_id = node_id
+        self.nodes: Nodes = nodes or SingleNode(node_id)
         self._authorization_ttl_s = authorization_ttl_s
         self._clock = clock
 
+    def attached(self, registration: Registration) -> bool:
+        """Whether an executor socket on a live node carries `registration`."""
+        attachment = registration.attachment
+        return attachment is not None and self.nodes.alive(attachment.node_id)
+
+    def _held_against(self, current: Registration, key: str) -> bool:
+        """Whether `current` keeps the executor with key fingerprint `key` out: it is the
+        executor `current` replaced, and `current`'s executor is connected or on its way."""
+        if key != current.replaced_key:
+            return False
+        if self.attached(current):
+            return True
+        return not current.ever_attached and self._clock() - current.registered_at < CLAIM_GRACE_S
+
     async def register(self, environment_id: str, key: NoisePublicKey) -> Registration:
-        """A new registration of the environment for `key`, replacing any previous one.
+        """A new registration of the environment for `key`, replacing the previous one (the
+        newest executor wins), with two exceptions that end a fight between two live
+        executors over one environment id: of two concurrent registrations exactly one
+        commits, and an executor that was replaced may not take the environment back while
+        its replacement is connected (or on its way).
 
         Raises:
+            EnvironmentInUse: the exceptions above.
             RevisionConflict: other writers kept winning.
             StateUnavailable: the state cannot answer.
 
         Cancellation: the registration may or may not have been stored.
         """
+        key_digest = fingerprint(key)
+        read: str | None = None
         for _ in range(CAS_ATTEMPTS):
             current = await self.state.get_registration(environment_id)
+            replaced = "" if current is None else fingerprint(current.value.executor_public_key)
+            if current is not None:
+                if (
+                    read is not None
+                    and current.value.registration_id != read
+                    and replaced != key_digest
+                ):
+                    # Another executor's registration committed between our read and write.
+                    raise EnvironmentInUse(environment_id, concurrent=True)
+                if self._held_against(current.value, key_digest):
+                    raise EnvironmentInUse(environment_id, concurrent=False)
+            read = "" if current is None else current.value.registration_id
             registration = Registration(
                 environment_id=environment_id,
                 registration_id=new_registration_id(),
                 executor_public_key=key,
                 epoch=1 if current is None else current.value.epoch + 1,
                 registered_at=self._clock(),
+                replaced_key="" if replaced == key_digest else replaced,
             )
             try:
                 entry = await self.state.put_registration(
@@ -135,7 +196,7 @@ class Registrations:
             attachment = Attachment(self.node_id, connection_id, self._clock())
             try:
                 await self.state.put_registration(
-                    replace(current.value, attachment=attachment),
+                    replace(current.value, attachment=attachment, ever_attached=True),
                     expected_revision=current.revision,
                 )
             except RevisionConflict:
@@ -186,13 +247,14 @@ class Registrations:
                 changed.set()
 
         unsubscribe = self.state.subscribe(listener)
+        unsubscribe_nodes = self.nodes.subscribe(lambda _node, _alive: changed.set())
         try:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout
             while True:
                 changed.clear()
                 entry = await self.state.get_registration(environment_id)
-                if entry is not None and entry.value.attachment is not None:
+                if entry is not None and self.attached(entry.value):
                     return entry.value
                 remaining = deadline - loop.time()
                 if remaining <= 0:
@@ -204,6 +266,7 @@ class Registrations:
                     pass
         finally:
             unsubscribe()
+            unsubscribe_nodes()
 
     async def authorize(self, registration: Registration, harness_key: NoisePublicKey) -> str:
         """A new single-use authorization for `harness_key` to reach `registration`.
@@ -256,6 +319,8 @@ class Registrations:
 __all__ = [
     "AUTHORIZATION_TTL_S",
     "CAS_ATTEMPTS",
+    "CLAIM_GRACE_S",
+    "EnvironmentInUse",
     "Registrations",
     "Validation",
     "authorization_key",

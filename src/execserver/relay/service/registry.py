@@ -28,8 +28,8 @@ from execserver.relay.service.defaults import (
     HARNESS_TICKET_TTL_S,
 )
 from execserver.relay.service.metrics import RelayMetrics
-from execserver.relay.service.registrations import Registrations, Validation
-from execserver.relay.service.state import RevisionConflict, StateUnavailable
+from execserver.relay.service.registrations import EnvironmentInUse, Registrations, Validation
+from execserver.relay.service.state import Registration, RevisionConflict, StateUnavailable
 from execserver.relay.service.tickets import EXECUTOR, HARNESS, Ticket, TicketSigner, new_nonce
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,6 @@ T = TypeVar("T")
 
 ENVIRONMENT_ID: Final = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,255}")
 """Accepted environment ids: 1-256 of `A-Z a-z 0-9 _ - .`, not starting with a dot."""
-"""How long `/connect` waits for the environment's executor to register and attach (a codex
-harness does not retry a failed `/connect`; a codex executor reconnects within ~1-2 s)."""
 EXECUTOR_PATH: Final = "/relay/executor"
 HARNESS_PATH: Final = "/relay/harness"
 
@@ -80,6 +78,9 @@ class Registry:
         signer: signs rendezvous tickets.
         metrics: the node's counters.
         rendezvous_base: returns the `ws://`/`wss://` base of rendezvous URLs.
+        harness_base: the base of a harness's rendezvous URL for a registration (in a fleet,
+            the node holding its executor when that node advertises a URL); default
+            `rendezvous_base`.
         settings: lifetimes and waits.
         clock: the time source, UNIX seconds.
     """
@@ -92,6 +93,7 @@ class Registry:
         signer: TicketSigner,
         metrics: RelayMetrics,
         rendezvous_base: Callable[[], str],
+        harness_base: Callable[[Registration], str] | None = None,
         settings: RegistrySettings = RegistrySettings(),
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -100,6 +102,7 @@ class Registry:
         self._signer = signer
         self._metrics = metrics
         self._rendezvous_base = rendezvous_base
+        self._harness_base = harness_base or (lambda _registration: rendezvous_base())
         self._settings = settings
         self._clock = clock
 
@@ -152,6 +155,9 @@ class Registry:
             response = json_response(await action(request, environment_id, body))
         except RegistryFailure as failure:
             response = error_response(failure.status, failure.code, failure.message)
+        except EnvironmentInUse as exc:
+            code = "registration_conflict" if exc.concurrent else "environment_in_use"
+            response = error_response(409, code, str(exc))
         except RevisionConflict:
             response = error_response(
                 409, "registration_conflict", "the registration changed concurrently; retry"
@@ -173,8 +179,9 @@ class Registry:
             )
         return response
 
-    def _url(self, path: str, ticket: Ticket) -> str:
-        return f"{self._rendezvous_base()}{path}?ticket={self._signer.issue(ticket)}"
+    def _url(self, path: str, ticket: Ticket, base: str | None = None) -> str:
+        base = self._rendezvous_base() if base is None else base
+        return f"{base}{path}?ticket={self._signer.issue(ticket)}"
 
     async def _register(
         self, request: web.Request, environment_id: str, body: bytes
@@ -217,7 +224,7 @@ class Registry:
             raise RegistryFailure(
                 404, "environment_not_found", f"no executor registered `{environment_id}`"
             )
-        if registration.attachment is None:
+        if not self._registrations.attached(registration):
             raise RegistryFailure(
                 503,
                 "executor_unavailable",
@@ -239,7 +246,7 @@ class Registry:
         )
         return api.ConnectResponse(
             environment_id=environment_id,
-            url=self._url(HARNESS_PATH, ticket),
+            url=self._url(HARNESS_PATH, ticket, self._harness_base(registration)),
             security_profile=api.SECURITY_PROFILE,
             executor_registration_id=registration.registration_id,
             executor_public_key=registration.executor_public_key,

@@ -17,18 +17,24 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from execserver.relay.api import REJECTION_REASON_HEADER
 from execserver.relay.service.defaults import OUTBOX_LIMIT_BYTES
-from execserver.relay.service.hub import ExecutorLink, HarnessLink, Hub
+from execserver.relay.service.hub import ExecutorEnd, ExecutorLink, HarnessLink, Hub
 from execserver.relay.service.links import CLOSE_TIMEOUT_S, Link
 from execserver.relay.service.metrics import RelayMetrics
 from execserver.relay.service.registrations import Registrations, new_connection_id
 from execserver.relay.service.registry import EXECUTOR_PATH, HARNESS_PATH
-from execserver.relay.service.state import RevisionConflict, StateError, StateUnavailable
+from execserver.relay.service.state import (
+    Entry,
+    Registration,
+    RevisionConflict,
+    StateError,
+    StateUnavailable,
+)
 from execserver.relay.service.tickets import (
     EXECUTOR,
     HARNESS,
@@ -37,6 +43,9 @@ from execserver.relay.service.tickets import (
     TicketRejected,
     TicketSigner,
 )
+
+if TYPE_CHECKING:
+    from execserver.relay.service.fleet import FleetBus
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +71,8 @@ class Rendezvous:
         signer: verifies tickets.
         metrics: the node's counters.
         settings: socket limits.
+        fleet: the data plane to the other nodes of a fleet (harness sockets whose executor
+            is on another node are bound through it).
         clock: the time source, UNIX seconds.
     """
 
@@ -73,8 +84,10 @@ class Rendezvous:
         signer: TicketSigner,
         metrics: RelayMetrics,
         settings: SocketSettings = SocketSettings(),
+        fleet: FleetBus | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self._fleet = fleet
         self._hub = hub
         self._registrations = registrations
         self._signer = signer
@@ -96,8 +109,8 @@ class Rendezvous:
             timeout=CLOSE_TIMEOUT_S,
         )
 
-    async def _verify(self, request: web.Request, role: Role) -> Ticket:
-        """The request's ticket, verified for `role`, naming the current registration."""
+    async def _verify(self, request: web.Request, role: Role) -> tuple[Ticket, Entry[Registration]]:
+        """The request's ticket, verified for `role`, and the current registration it names."""
         if self.draining:
             raise TicketRejected("pod_draining", 503)
         if not self._socket().can_prepare(request).ok:
@@ -114,7 +127,7 @@ class Rendezvous:
             raise TicketRejected("route_unavailable", 503) from None
         if entry is None or entry.value.registration_id != ticket.registration_id:
             raise TicketRejected("unexpected_executor_registration_id", 410)
-        return ticket
+        return ticket, entry
 
     def _reject(self, role: Role, rejection: TicketRejected) -> web.Response:
         self._metrics.count("rejections_total", role=role, reason=rejection.reason)
@@ -134,7 +147,7 @@ class Rendezvous:
         Cancellation: the socket is closed and its streams reset.
         """
         try:
-            ticket = await self._verify(request, EXECUTOR)
+            ticket, _ = await self._verify(request, EXECUTOR)
         except TicketRejected as rejection:
             return self._reject(EXECUTOR, rejection)
         ws = self._socket()
@@ -184,9 +197,9 @@ class Rendezvous:
         Cancellation: the socket is closed and the executor told its stream ended.
         """
         try:
-            ticket = await self._verify(request, HARNESS)
-            executor = self._hub.executor(ticket.environment_id, ticket.registration_id)
-            if executor is None:
+            ticket, entry = await self._verify(request, HARNESS)
+            local = self._hub.executor(ticket.environment_id, ticket.registration_id)
+            if local is None and (self._fleet is None or not self._fleet.reachable(entry)):
                 raise TicketRejected("route_unavailable", 503)
             # Each harness ticket opens one socket (a connect bundle is single-use). A used
             # ticket is as good as an expired one.
@@ -201,6 +214,12 @@ class Rendezvous:
             return self._reject(HARNESS, rejection)
         ws = self._socket()
         await ws.prepare(request)
+        executor: ExecutorEnd | None = local
+        if executor is None and self._fleet is not None:
+            executor = self._fleet.remote_executor(entry)
+        if executor is None:  # its node died meanwhile: the harness fetches a new bundle
+            await ws.close(code=WSCloseCode.GOING_AWAY)
+            return ws
         link = HarnessLink(ws, self._settings.outbox_limit_bytes, executor, request.transport)
         self._hub.add_harness(link)
         if executor.closing:  # it went away while the upgrade was answered

@@ -62,6 +62,12 @@ class Registration:
     """1 for the first registration of the environment, +1 for each replacement."""
     registered_at: float
     attachment: Attachment | None = None
+    ever_attached: bool = False
+    """Whether an executor socket has carried it (a registration that never attached is an
+    executor on its way to the rendezvous)."""
+    replaced_key: str = ""
+    """Fingerprint of the executor key of the registration this one replaced ("" if none or
+    the same key): that executor may not take the environment back while this one holds it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,260 @@
+"""Which relay nodes are alive, and the URL at which each can be dialled directly.
+
+`Nodes` is what the rest of the relay asks. `SingleNode` is the answer of a relay without a
+fleet (only itself). `NodeDirectory` keeps the answer for a fleet in the NATS key-value bucket
+`relay_nodes`: every node puts `n.<node id>` → `{url, started_at}` every `heartbeat_s`; every
+node watches the bucket and records, on its own monotonic clock, when it last heard of each
+node (so clocks need not agree). A node not heard of for `ttl_s`, or whose key was deleted (a
+clean shutdown), is dead until it is heard of again. Listeners learn each death and each
+(re)appearance; they run on the event loop and must not block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Callable
+from typing import Final, Protocol
+
+import msgspec
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.kv import KeyValue
+
+from execserver.relay.service.nats_state import NATS_FAILURES, open_bucket
+from execserver.tasks import TaskOwner
+
+log = logging.getLogger(__name__)
+
+NODES_BUCKET: Final = "relay_nodes"
+HEARTBEAT_S: Final = 1.0
+NODE_TTL_S: Final = 4.0
+"""A node not heard of for this long is dead (four heartbeats: one late one is no death)."""
+NODE_KEY_MAX_AGE_S: Final = 300.0
+"""The bucket forgets the key of a node gone this long (its liveness is decided earlier)."""
+NODE_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""Node ids are NATS subject tokens and key parts."""
+
+NodeListener = Callable[[str, bool], None]
+"""Called with (node id, alive) when a node dies or (re)appears."""
+
+
+class Nodes(Protocol):
+    """The live nodes, as this node knows them."""
+
+    node_id: str
+
+    def alive(self, node_id: str) -> bool: ...
+
+    def url(self, node_id: str) -> str | None:
+        """The node's own URL when it advertises one and is alive."""
+        ...
+
+    def subscribe(self, listener: NodeListener) -> Callable[[], None]: ...
+
+    def live_count(self) -> int: ...
+
+
+class _Listeners:
+    def __init__(self) -> None:
+        self._listeners: list[NodeListener] = []
+
+    def subscribe(self, listener: NodeListener) -> Callable[[], None]:
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def notify(self, node_id: str, alive: bool) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(node_id, alive)
+            except Exception:
+                log.exception("node listener failed")
+
+
+class SingleNode:
+    """A relay without a fleet: this node is the only one, and always alive."""
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        self._listeners = _Listeners()
+
+    def alive(self, node_id: str) -> bool:
+        return node_id == self.node_id
+
+    def url(self, node_id: str) -> str | None:
+        return None
+
+    def subscribe(self, listener: NodeListener) -> Callable[[], None]:
+        return self._listeners.subscribe(listener)
+
+    def live_count(self) -> int:
+        return 1
+
+
+class _Heartbeat(msgspec.Struct, frozen=True):
+    url: str | None
+    started_at: float
+
+
+def _key(node_id: str) -> str:
+    return f"n.{node_id}"
+
+
+class NodeDirectory:
+    """`Nodes` of a fleet, in NATS KV (see the module docstring). Build with `open()`."""
+
+    def __init__(
+        self,
+        bucket: KeyValue,
+        node_id: str,
+        url: str | None,
+        *,
+        heartbeat_s: float = HEARTBEAT_S,
+        ttl_s: float = NODE_TTL_S,
+    ) -> None:
+        self.node_id = node_id
+        self._bucket = bucket
+        self._beat = msgspec.json.encode(_Heartbeat(url, time.time()))
+        self._heartbeat_s = heartbeat_s
+        self._ttl_s = ttl_s
+        self._seen: dict[str, float] = {}
+        """Live node → when (monotonic) it was last heard of."""
+        self._urls: dict[str, str | None] = {}
+        self._listeners = _Listeners()
+        self._tasks = TaskOwner("relay node directory")
+        self.synced = asyncio.Event()
+        """Set once the nodes known before this one started have been read."""
+
+    @classmethod
+    async def open(
+        cls,
+        js: object,
+        node_id: str,
+        url: str | None,
+        *,
+        replicas: int = 1,
+        heartbeat_s: float = HEARTBEAT_S,
+        ttl_s: float = NODE_TTL_S,
+    ) -> NodeDirectory:
+        """Bind (or create) the bucket, announce this node, and start heartbeats and the watch.
+
+        Raises `StateUnavailable` if JetStream does not answer after several attempts.
+        """
+        bucket = await open_bucket(
+            js,
+            KeyValueConfig(
+                NODES_BUCKET,
+                history=1,
+                ttl=NODE_KEY_MAX_AGE_S,
+                replicas=replicas,
+                storage=StorageType.FILE,
+            ),
+        )
+        directory = cls(bucket, node_id, url, heartbeat_s=heartbeat_s, ttl_s=ttl_s)
+        await directory.beat()
+        directory._tasks.spawn(directory._heartbeats())
+        directory._tasks.spawn(directory._watch())
+        directory._tasks.spawn(directory._sweep())
+        return directory
+
+    # --- Nodes ----------------------------------------------------------------------------------
+
+    def alive(self, node_id: str) -> bool:
+        return node_id == self.node_id or node_id in self._seen
+
+    def url(self, node_id: str) -> str | None:
+        return self._urls.get(node_id) if self.alive(node_id) else None
+
+    def subscribe(self, listener: NodeListener) -> Callable[[], None]:
+        return self._listeners.subscribe(listener)
+
+    def live_count(self) -> int:
+        return len(self._seen.keys() | {self.node_id})
+
+    # --- upkeep ---------------------------------------------------------------------------------
+
+    async def beat(self) -> None:
+        """Announce this node now (a failure is logged; the next heartbeat tries again)."""
+        try:
+            await self._bucket.put(_key(self.node_id), self._beat)
+        except NATS_FAILURES as exc:
+            log.debug("heartbeat failed: %r", exc)
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat_s)
+            await self.beat()
+
+    def _heard(self, node_id: str, url: str | None) -> None:
+        self._urls[node_id] = url
+        back = node_id not in self._seen
+        self._seen[node_id] = time.monotonic()
+        if back and node_id != self.node_id:
+            log.info("relay node alive", extra={"peer_node_id": node_id})
+            self._listeners.notify(node_id, True)
+
+    def _dead(self, node_id: str, why: str) -> None:
+        if self._seen.pop(node_id, None) is None or node_id == self.node_id:
+            return
+        log.warning("relay node dead: %s", why, extra={"peer_node_id": node_id})
+        self._listeners.notify(node_id, False)
+
+    async def _watch(self) -> None:
+        while True:
+            try:
+                watcher = await self._bucket.watchall()
+                async for update in watcher:
+                    if update is None:
+                        self.synced.set()
+                        continue
+                    node_id = update.key.removeprefix("n.")
+                    if update.operation in ("DEL", "PURGE") or not update.value:
+                        self._dead(node_id, "it shut down")
+                        continue
+                    try:
+                        beat = msgspec.json.decode(update.value, type=_Heartbeat)
+                    except msgspec.DecodeError:
+                        continue
+                    self._heard(node_id, beat.url)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("node watch failed (%r); watching again", exc)
+                await asyncio.sleep(self._heartbeat_s / 2)
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat_s / 2)
+            horizon = time.monotonic() - self._ttl_s
+            for node_id, seen in list(self._seen.items()):
+                if seen < horizon:
+                    self._dead(node_id, f"not heard of for {self._ttl_s:g} s")
+
+    async def aclose(self) -> None:
+        """Stop, and tell the other nodes at once (delete this node's key).
+
+        Cancellation: the tasks are stopped anyway.
+        """
+        await self._tasks.aclose()
+        with contextlib.suppress(*NATS_FAILURES):
+            async with asyncio.timeout(2.0):
+                await self._bucket.delete(_key(self.node_id))
+
+
+__all__ = [
+    "HEARTBEAT_S",
+    "NODES_BUCKET",
+    "NODE_ID_PATTERN",
+    "NODE_TTL_S",
+    "NodeDirectory",
+    "NodeListener",
+    "Nodes",
+    "SingleNode",
+]
