@@ -26,6 +26,8 @@ class TcpBalancer:
         self._writers: set[asyncio.StreamWriter] = set()
         self.connections: dict[int, int] = {}
         """Backend port -> connections sent to it."""
+        self.preferred: int | None = None
+        """A backend port tried first while it answers (tests steer a socket to a node)."""
 
     @property
     def port(self) -> int:
@@ -54,8 +56,11 @@ class TcpBalancer:
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int] | None:
         start = next(self._next)
-        for offset in range(len(self.backends)):
-            port = self.backends[(start + offset) % len(self.backends)]
+        order = [self.backends[(start + i) % len(self.backends)] for i in range(len(self.backends))]
+        if self.preferred in order:
+            order.remove(self.preferred)
+            order.insert(0, self.preferred)
+        for port in order:
             try:
                 reader, writer = await asyncio.open_connection(self._host, port)
             except OSError:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
 import signal
 import socket
@@ -140,6 +141,19 @@ class NatsCluster:
                     continue
                 while not await asyncio.to_thread(server.healthy):  # noqa: ASYNC110
                     await asyncio.sleep(0.05)  # a poll with a deadline (no event to wait on)
+
+    def server_of(self, client_name: str) -> int | None:
+        """The index of the server a client named `client_name` is connected to."""
+        for index, server in enumerate(self.servers):
+            url = f"http://127.0.0.1:{server.monitor_port}/connz?limit=1024"
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    page = json.load(response)
+            except OSError:
+                continue
+            if any(c.get("name") == client_name for c in page.get("connections") or []):
+                return index
+        return None
 
     async def kill(self, index: int) -> None:
         """SIGKILL one server."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.conftest import TIME, require_reference
+from tests.harness.servers import REFERENCE_VERSION
 from tests.relay.support import (
     EXECUTOR_TOKEN,
     HARNESS_TOKEN,
@@ -103,13 +104,15 @@ class RemoteExecutor:
                 await self.process.wait()
 
 
-def remote_command(kind: str, url: str, environment_id: str) -> list[str]:
+def remote_command(
+    kind: str, url: str, environment_id: str, version: str = REFERENCE_VERSION
+) -> list[str]:
     if kind == "ours":
         return [
             sys.executable, "-m", "execserver", "--log-level", "info",
             "serve", "--remote", url, "--environment-id", environment_id,
         ]  # fmt: skip
-    binary = require_reference()
+    binary = require_reference(version)
     return [str(binary), "exec-server", "--remote", url, "--environment-id", environment_id]
 
 
@@ -123,9 +126,10 @@ async def remote_executor(
     environment_id: str = ENVIRONMENT_ID,
     env: dict[str, str] | None = None,
     wrap: Sequence[str] = (),
+    version: str = REFERENCE_VERSION,
 ) -> AsyncIterator[RemoteExecutor]:
-    """An executor (`ours` or `reference`) registered with the relay at `url`, dialling out;
-    `wrap` prefixes its command (e.g. a bubblewrap mount namespace)."""
+    """An executor (`ours` or `reference` of `version`) registered with the relay at `url`,
+    dialling out; `wrap` prefixes its command (e.g. a bubblewrap mount namespace)."""
     home.mkdir(parents=True, exist_ok=True)
     environment = {
         **(env if env is not None else os.environ),
@@ -138,7 +142,7 @@ async def remote_executor(
     with open(stderr_path, "wb") as stderr:
         process = await asyncio.create_subprocess_exec(
             *wrap,
-            *remote_command(kind, url, environment_id),
+            *remote_command(kind, url, environment_id, version),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=stderr,

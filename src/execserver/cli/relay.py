@@ -419,6 +419,8 @@ async def _join_fleet(
         nc.jetstream(), config.node_id, config.advertise_url, replicas=fleet.replicas
     )
     stack.push_async_callback(nodes.aclose)
+    # A reconnect may leave the watches' consumers behind on a dead server: start them again.
+    events.reconnected += [state.rewatch.set, nodes.rewatch.set]
     async with asyncio.timeout(10):
         await asyncio.gather(state.synced.wait(), nodes.synced.wait())
     return RelayServer(config, state, metrics=metrics, fleet=FleetMembership(nc, events, nodes))

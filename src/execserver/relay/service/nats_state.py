@@ -56,28 +56,36 @@ log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
-UNANSWERED_ATTEMPTS: Final = 6
-"""How often an operation that reached no stream at all (nothing happened) is tried: a bucket
-just created, or its leader being elected after a server died."""
+RETRY_BUDGET_S: Final = 8.0
+"""How long an operation that may be repeated keeps trying: NATS elects a new stream leader
+within a few seconds of a server's death (election timeouts of 4-9 s)."""
 
 
-def _operation(name: str) -> Callable[[F], F]:
-    """Time each call in the state's metrics (`kv_operation_seconds`), and try again a call
-    that no stream answered (it cannot have happened), with a short backoff."""
+def _operation(name: str, *, repeatable: bool = False) -> Callable[[F], F]:
+    """Time each call in the state's metrics (`kv_operation_seconds`), and try again, with a
+    short backoff, a call that no stream answered (it cannot have happened) or, when
+    `repeatable` (a read, or a write whose repetition changes nothing), any failed call: a
+    replicated bucket is unavailable for a few seconds while a new leader is elected after a
+    server died, and a codex harness does not retry a failed `/connect`."""
+    retried: tuple[type[Exception], ...] = (
+        (_Unanswered, StateUnavailable) if repeatable else (_Unanswered,)
+    )
 
     def wrap(method: F) -> F:
         @functools.wraps(method)
         async def timed(self: NatsRelayState, *args: Any, **kwargs: Any) -> Any:
             start = time.perf_counter()
+            deadline = time.monotonic() + RETRY_BUDGET_S
             delay = 0.05
             try:
-                for _ in range(UNANSWERED_ATTEMPTS - 1):
+                while True:
                     try:
                         return await method(self, *args, **kwargs)
-                    except _Unanswered:
+                    except retried:
+                        if time.monotonic() + delay > deadline:
+                            raise
                         await asyncio.sleep(delay)
-                        delay *= 2
-                return await method(self, *args, **kwargs)
+                        delay = min(delay * 2, 0.5)
             except _Unanswered as exc:
                 raise StateUnavailable(f"{name}: no stream answered ({exc.cause!r})") from None
             finally:
@@ -311,6 +319,8 @@ class NatsRelayState:
         self._listeners: list[RegistrationListener] = []
         self._known: dict[str, Entry[Registration]] = {}
         self._tasks = TaskOwner("relay state watcher")
+        self.rewatch = asyncio.Event()
+        """Set to start the watch again (after a NATS reconnect its consumer may be gone)."""
         self.synced = asyncio.Event()
         """Set once the watcher has replayed the registrations stored before it started."""
 
@@ -362,7 +372,7 @@ class NatsRelayState:
 
     # --- registrations ------------------------------------------------------------------------
 
-    @_operation("get_registration")
+    @_operation("get_registration", repeatable=True)
     async def get_registration(self, environment_id: str) -> Entry[Registration] | None:
         try:
             entry = await self._registrations.get(_env_key(environment_id))
@@ -421,31 +431,30 @@ class NatsRelayState:
     async def _watch(self) -> None:
         """Follow every registration change (ours and other nodes'), in commit order; start
         again after a NATS outage (the replay of the current values repairs the local copy)."""
-        while True:
-            try:
-                watcher = await self._registrations.watchall()
-                fresh: dict[str, Entry[Registration]] = {}
+        fresh: dict[str, Entry[Registration]] = {}
+        replaying = True
+
+        def handle(update: KeyValue.Entry | None) -> None:
+            nonlocal replaying
+            if update is STARTED:
+                fresh.clear()
                 replaying = True
-                async for update in watcher:
-                    if update is None:  # the stored values have been replayed
-                        replaying = False
-                        self._resync(fresh)
-                        continue
-                    environment_id = _env_of(update.key)
-                    if update.operation in ("DEL", "PURGE") or update.value is None:
-                        entry = None
-                    else:
-                        entry = Entry(_decode_registration(update.value), update.revision or 0)
-                    if replaying:
-                        if entry is not None:
-                            fresh[environment_id] = entry
-                        continue
-                    self._apply(environment_id, entry)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("relay state: registration watch failed (%r); watching again", exc)
-                await asyncio.sleep(0.5)
+                return
+            if update is None:  # the stored values have been replayed
+                replaying = False
+                self._resync(fresh)
+                return
+            environment_id = _env_of(update.key)
+            if update.operation in ("DEL", "PURGE") or update.value is None:
+                entry = None
+            else:
+                entry = Entry(_decode_registration(update.value), update.revision or 0)
+            if not replaying:
+                self._apply(environment_id, entry)
+            elif entry is not None:
+                fresh[environment_id] = entry
+
+        await follow_bucket(self._registrations, handle, self.rewatch, what="registration")
 
     def _resync(self, fresh: dict[str, Entry[Registration]]) -> None:
         old, self._known = self._known, {}
@@ -473,7 +482,7 @@ class NatsRelayState:
 
     # --- authorizations and claims ------------------------------------------------------------
 
-    @_operation("issue_authorization")
+    @_operation("issue_authorization", repeatable=True)
     async def issue_authorization(self, key: str, authorization: Authorization) -> None:
         value = api_encode(
             _Authorization(
@@ -534,6 +543,59 @@ class NatsRelayState:
                 await asyncio.shield(self._nc.drain())
 
 
+STARTED: Final = cast("KeyValue.Entry", object())
+"""Passed to a `follow_bucket` handler when a watch (re)starts: a replay follows."""
+WATCH_RETRY_S: Final = 0.5
+
+
+async def _drain_watch(
+    watcher: KeyValue.KeyWatcher, handle: Callable[[KeyValue.Entry | None], None]
+) -> None:
+    async for update in watcher:
+        handle(update)
+
+
+async def follow_bucket(
+    bucket: KeyValue,
+    handle: Callable[[KeyValue.Entry | None], None],
+    rewatch: asyncio.Event,
+    *,
+    what: str,
+) -> None:
+    """Forever: watch every key of `bucket` and pass `handle` `STARTED`, then each stored
+    value, then None (replayed), then every change; start again when `rewatch` is set or the
+    watch fails (NATS ordered consumers do not always survive a server's death).
+
+    Cancellation: the watch is stopped.
+    """
+    while True:
+        rewatch.clear()
+        try:
+            watcher = await bucket.watchall()
+        except Exception as exc:
+            log.warning("%s watch could not start (%r); trying again", what, exc)
+            await asyncio.sleep(WATCH_RETRY_S)
+            continue
+        handle(STARTED)
+
+        following = asyncio.ensure_future(_drain_watch(watcher, handle))
+        again = asyncio.ensure_future(rewatch.wait())
+        try:
+            await asyncio.wait({following, again}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (following, again):
+                task.cancel()
+            await asyncio.gather(following, again, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await watcher.stop()  # type: ignore[no-untyped-call]
+        if rewatch.is_set():
+            log.info("%s watch starting again", what)
+            continue
+        failure = None if following.cancelled() else following.exception()
+        log.warning("%s watch ended (%r); watching again", what, failure)
+        await asyncio.sleep(WATCH_RETRY_S)
+
+
 async def open_bucket(js: Any, config: KeyValueConfig) -> KeyValue:
     """Bind the bucket, creating it if it does not exist; retried while a fresh cluster is
     still electing (creating replicated streams then times out now and then)."""
@@ -562,5 +624,6 @@ __all__ = [
     "NatsRelayState",
     "atomic_replicated_cas",
     "connect_nats",
+    "follow_bucket",
     "open_bucket",
 ]

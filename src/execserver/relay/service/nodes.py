@@ -23,7 +23,12 @@ import msgspec
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
-from execserver.relay.service.nats_state import NATS_FAILURES, open_bucket
+from execserver.relay.service.nats_state import (
+    NATS_FAILURES,
+    STARTED,
+    follow_bucket,
+    open_bucket,
+)
 from execserver.tasks import TaskOwner
 
 log = logging.getLogger(__name__)
@@ -100,7 +105,9 @@ class SingleNode:
 
 class _Heartbeat(msgspec.Struct, frozen=True):
     url: str | None
-    started_at: float
+    sent_at: float
+    """The sender's wall clock: used only for the values a (re)started watch replays, which
+    may be old (a dead node's key outlives it)."""
 
 
 def _key(node_id: str) -> str:
@@ -121,7 +128,7 @@ class NodeDirectory:
     ) -> None:
         self.node_id = node_id
         self._bucket = bucket
-        self._beat = msgspec.json.encode(_Heartbeat(url, time.time()))
+        self._url = url
         self._heartbeat_s = heartbeat_s
         self._ttl_s = ttl_s
         self._seen: dict[str, float] = {}
@@ -129,6 +136,11 @@ class NodeDirectory:
         self._urls: dict[str, str | None] = {}
         self._listeners = _Listeners()
         self._tasks = TaskOwner("relay node directory")
+        self._own_seen = time.monotonic()
+        """When our own heartbeat last came back through the watch (its health check)."""
+        self._replaying = False
+        self.rewatch = asyncio.Event()
+        """Set to start the watch again (after a NATS reconnect its consumer may be gone)."""
         self.synced = asyncio.Event()
         """Set once the nodes known before this one started have been read."""
 
@@ -170,7 +182,9 @@ class NodeDirectory:
         return node_id == self.node_id or node_id in self._seen
 
     def url(self, node_id: str) -> str | None:
-        return self._urls.get(node_id) if self.alive(node_id) else None
+        if node_id == self.node_id:
+            return self._url
+        return self._urls.get(node_id) if node_id in self._seen else None
 
     def subscribe(self, listener: NodeListener) -> Callable[[], None]:
         return self._listeners.subscribe(listener)
@@ -183,7 +197,9 @@ class NodeDirectory:
     async def beat(self) -> None:
         """Announce this node now (a failure is logged; the next heartbeat tries again)."""
         try:
-            await self._bucket.put(_key(self.node_id), self._beat)
+            await self._bucket.put(
+                _key(self.node_id), msgspec.json.encode(_Heartbeat(self._url, time.time()))
+            )
         except NATS_FAILURES as exc:
             log.debug("heartbeat failed: %r", exc)
 
@@ -193,46 +209,63 @@ class NodeDirectory:
             await self.beat()
 
     def _heard(self, node_id: str, url: str | None) -> None:
+        now = time.monotonic()
+        if node_id == self.node_id:
+            if now - self._own_seen > self._heartbeat_s * 2:
+                # We were deaf; so was everyone's heartbeat to us: give each a fresh TTL.
+                self._seen = dict.fromkeys(self._seen, now)
+            self._own_seen = now
+            return
         self._urls[node_id] = url
         back = node_id not in self._seen
-        self._seen[node_id] = time.monotonic()
-        if back and node_id != self.node_id:
+        self._seen[node_id] = now
+        if back:
             log.info("relay node alive", extra={"peer_node_id": node_id})
             self._listeners.notify(node_id, True)
 
     def _dead(self, node_id: str, why: str) -> None:
-        if self._seen.pop(node_id, None) is None or node_id == self.node_id:
+        if self._seen.pop(node_id, None) is None:
             return
         log.warning("relay node dead: %s", why, extra={"peer_node_id": node_id})
         self._listeners.notify(node_id, False)
 
+    def _update(self, update: KeyValue.Entry | None) -> None:
+        if update is STARTED:
+            self._replaying = True
+            return
+        if update is None:
+            self._replaying = False
+            self.synced.set()
+            return
+        node_id = update.key.removeprefix("n.")
+        if update.operation in ("DEL", "PURGE") or not update.value:
+            self._dead(node_id, "it shut down")
+            return
+        try:
+            beat = msgspec.json.decode(update.value, type=_Heartbeat)
+        except msgspec.DecodeError:
+            return
+        if self._replaying and time.time() - beat.sent_at > self._ttl_s:
+            return  # an old value (perhaps a dead node's): wait for a live heartbeat
+        self._heard(node_id, beat.url)
+
     async def _watch(self) -> None:
-        while True:
-            try:
-                watcher = await self._bucket.watchall()
-                async for update in watcher:
-                    if update is None:
-                        self.synced.set()
-                        continue
-                    node_id = update.key.removeprefix("n.")
-                    if update.operation in ("DEL", "PURGE") or not update.value:
-                        self._dead(node_id, "it shut down")
-                        continue
-                    try:
-                        beat = msgspec.json.decode(update.value, type=_Heartbeat)
-                    except msgspec.DecodeError:
-                        continue
-                    self._heard(node_id, beat.url)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("node watch failed (%r); watching again", exc)
-                await asyncio.sleep(self._heartbeat_s / 2)
+        await follow_bucket(self._bucket, self._update, self.rewatch, what="relay node")
 
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(self._heartbeat_s / 2)
-            horizon = time.monotonic() - self._ttl_s
+            now = time.monotonic()
+            silent = now - self._own_seen
+            if silent > self._ttl_s / 2 and not self.rewatch.is_set():
+                # Our own heartbeats stopped coming back: the watch may be stuck.
+                log.warning("node watch silent for %.1f s; watching again", silent)
+                self.rewatch.set()
+            if silent > self._heartbeat_s * 2:
+                # Nor do we hear ourselves: the bucket (or our view of it) is down, which says
+                # nothing about the other nodes. Judge them once we hear ourselves again.
+                continue
+            horizon = now - self._ttl_s
             for node_id, seen in list(self._seen.items()):
                 if seen < horizon:
                     self._dead(node_id, f"not heard of for {self._ttl_s:g} s")
