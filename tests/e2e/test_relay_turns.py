@@ -10,7 +10,8 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ import pytest
 from tests.conftest import require_bwrap, require_reference
 from tests.e2e.conftest import EXECUTOR_CWD, MODEL, Agent, app_version, private_cwd
 from tests.harness.app_server import AppServer
+from tests.harness.fleet import Fleet, relay_fleet
 from tests.harness.mock_model import MockModel, exec_command
 from tests.harness.relay import (
     CONNECTED,
@@ -35,8 +37,13 @@ RELAY_ENVIRONMENT = "remote"
 """The one environment a codex front end configured by the Noise variables has."""
 
 
-@pytest.fixture
-async def relay_agent(executor_kind: str, tmp_path: Path) -> AsyncIterator[Agent]:
+@contextlib.asynccontextmanager
+async def agent_through(
+    executor_kind: str, tmp_path: Path, registry_url: str, attached: Callable[[], Awaitable[object]]
+) -> AsyncIterator[Agent]:
+    """An app-server whose `remote` environment is reached through the registry at
+    `registry_url` (one relay, or a fleet's balancer), and an executor registered there;
+    `attached()` returns once the relay holds the executor's socket."""
     version = app_version(executor_kind)
     require_reference(version)
     server_kind = executor_kind.partition("-app")[0]
@@ -55,19 +62,16 @@ async def relay_agent(executor_kind: str, tmp_path: Path) -> AsyncIterator[Agent
             'approval_policy = "never"\n'
             'sandbox_mode = "danger-full-access"\n' + model.provider_config()
         )
-        async with (
-            relay_process(tmp_path) as relay,
-            remote_executor(
-                server_kind,
-                relay.url,
-                home / "executor",
-                env={**os.environ, "E2E_MARK": mark},
-                wrap=private_cwd(bwrap, work),
-            ) as executor,
-        ):
-            await wait_for_metric(relay.url, EXECUTOR_TOKEN, CONNECTED)
+        async with remote_executor(
+            server_kind,
+            registry_url,
+            home / "executor",
+            env={**os.environ, "E2E_MARK": mark},
+            wrap=private_cwd(bwrap, work),
+        ) as executor:
+            await attached()
             async with AppServer.start(
-                home / "app", tmp_path, noise_env(relay.url), version=version
+                home / "app", tmp_path, noise_env(registry_url), version=version
             ) as app:
                 yield Agent(executor_kind, app, model, None, None, work, mark)
             assert executor.process.returncode is None, executor.stderr()
@@ -75,6 +79,17 @@ async def relay_agent(executor_kind: str, tmp_path: Path) -> AsyncIterator[Agent
         await model.close()
         with contextlib.suppress(OSError):
             shutil.rmtree(home)
+
+
+@pytest.fixture
+async def relay_agent(executor_kind: str, tmp_path: Path) -> AsyncIterator[Agent]:
+    async with relay_process(tmp_path) as relay:
+
+        async def attached() -> object:
+            return await wait_for_metric(relay.url, EXECUTOR_TOKEN, CONNECTED)
+
+        async with agent_through(executor_kind, tmp_path, relay.url, attached) as agent:
+            yield agent
 
 
 async def test_relay_environment_is_ready(relay_agent: Agent) -> None:
@@ -95,3 +110,34 @@ async def test_relay_command_runs_on_the_executor(relay_agent: Agent) -> None:
     (item,) = turn.completed_items("commandExecution")
     assert item["exitCode"] == 3
     assert item["cwd"] == EXECUTOR_CWD
+
+
+# --- through a fleet --------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def fleet_agent(executor_kind: str, tmp_path: Path) -> AsyncIterator[tuple[Agent, Fleet]]:
+    """An agent whose executor and app-server reach each other through a three-node fleet."""
+    async with (
+        relay_fleet(tmp_path / "fleet") as fleet,
+        agent_through(executor_kind, tmp_path, fleet.url, fleet.holder) as agent,
+    ):
+        yield agent, fleet
+
+
+async def test_fleet_turns_survive_the_loss_of_the_executors_node(
+    fleet_agent: tuple[Agent, Fleet],
+) -> None:
+    """A turn through a fleet; SIGKILL of the node holding the executor; the next turn runs
+    (the executor reconnects through the balancer with its ticket, the app-server with a
+    fresh /connect). The time from the kill to the end of the second turn is printed."""
+    agent, fleet = fleet_agent
+    await agent.turn([exec_command("c1", 'echo "before $E2E_MARK"')])
+    killed_at = time.monotonic()
+    await fleet.kill_node(await fleet.holder())
+    _, requests = await agent.turn([exec_command("c2", 'echo "after $E2E_MARK"; exit 4')])
+    took = time.monotonic() - killed_at
+    output = requests[1].call_output("c2")
+    assert f"after {agent.mark}\n" in output
+    assert "Process exited with code 4" in output
+    print(f"\nfleet: {agent.kind} turn ran {took:.2f} s after its executor's node was killed")

@@ -14,11 +14,15 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.conftest import TIME, require_reference
+from tests.harness.app_server import AppServer
 from tests.harness.servers import REFERENCE_VERSION
 from tests.relay.support import (
     EXECUTOR_TOKEN,
@@ -37,10 +41,14 @@ __all__ = [
     "EXECUTOR_TOKEN",
     "HARNESS_TOKEN",
     "RemoteExecutor",
+    "is_ready",
     "noise_env",
+    "real_harness",
+    "relay_flags",
     "relay_process",
     "remote_executor",
     "wait_for_metric",
+    "wait_status",
 ]
 
 
@@ -154,3 +162,39 @@ async def remote_executor(
         yield executor
     finally:
         await executor.stop()
+
+
+@contextlib.asynccontextmanager
+async def real_harness(
+    url: str, token: str, home: Path, cwd: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[AppServer]:
+    """`codex app-server` whose only environment, `remote`, is reached through the relay at
+    `url` (a registry: one relay, or a fleet's balancer)."""
+    require_reference()
+    home.mkdir(parents=True, exist_ok=True)
+    with monkeypatch.context() as patch:
+        # AppServer passes our environment on: these make `remote` a Noise environment.
+        for name, value in noise_env(url, token).items():
+            patch.setenv(name, value)
+        async with AppServer.start(home, cwd) as app:
+            yield app
+
+
+async def wait_status(
+    app: AppServer, done: Callable[[dict[str, Any]], bool], timeout: float = 30.0
+) -> dict[str, Any]:
+    """Poll `environment/status` of `remote` until `done(status)`; returns that status."""
+    status: dict[str, Any] = {}
+    try:
+        async with asyncio.timeout(timeout * TIME):
+            while True:
+                status = await app.call("environment/status", {"environmentId": "remote"})
+                if done(status):
+                    return status
+                await asyncio.sleep(0.1)  # a poll with a deadline
+    except TimeoutError:
+        raise AssertionError(f"environment/status stayed {status}\n{app.stderr()}") from None
+
+
+def is_ready(status: dict[str, Any]) -> bool:
+    return status.get("status") == "ready"

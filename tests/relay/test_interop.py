@@ -9,156 +9,24 @@ refuses its helper aliases under a temp dir), and waits on observable state (rel
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.conftest import TIME, require_reference
-from tests.harness.app_server import AppServer
-from tests.harness.servers import CACHE_DIR
-from tests.relay.support import (
+from tests.harness.relay import (
+    CONNECTED,
     EXECUTOR_TOKEN,
     HARNESS_TOKEN,
-    RelayProcess,
-    relay_metrics,
-    start_relay_process,
-    wait_for_metric,
+    is_ready,
+    real_harness,
+    relay_flags,
+    relay_process,
+    remote_executor,
+    wait_status,
 )
+from tests.relay.support import relay_metrics, start_relay_process, wait_for_metric
 
 pytestmark = pytest.mark.reference
-
-ENVIRONMENT_ID = "test1"
-CONNECTED = "exec_server_relay_executors_connected 1"
-
-
-@pytest.fixture
-def codex_home() -> Iterator[Path]:
-    """A fresh directory for CODEX_HOMEs, outside /tmp."""
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    home = Path(tempfile.mkdtemp(prefix="relay-interop-", dir=CACHE_DIR))
-    try:
-        yield home
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
-
-
-def relay_flags(tmp_path: Path) -> list[str]:
-    (tmp_path / "executor.tokens").write_text(EXECUTOR_TOKEN + "\n")
-    (tmp_path / "harness.tokens").write_text(HARNESS_TOKEN + "\n")
-    return [
-        "--executor-token-file",
-        str(tmp_path / "executor.tokens"),
-        "--harness-token-file",
-        str(tmp_path / "harness.tokens"),
-        "--metrics",
-    ]
-
-
-@contextlib.asynccontextmanager
-async def relay_process(args: list[str], tmp_path: Path) -> AsyncIterator[RelayProcess]:
-    relay = await start_relay_process(args, tmp_path)
-    try:
-        yield relay
-    finally:
-        assert await relay.stop() == 0, relay.stderr()
-
-
-class Executor:
-    """A real `codex exec-server --remote …` process."""
-
-    def __init__(self, process: asyncio.subprocess.Process, stderr_path: Path) -> None:
-        self.process = process
-        self.stderr_path = stderr_path
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
-
-    async def wait_exit(self, timeout: float) -> int:
-        return await asyncio.wait_for(self.process.wait(), timeout * TIME)
-
-    async def stop(self) -> None:
-        if self.process.returncode is None:
-            self.process.terminate()
-            try:
-                await asyncio.wait_for(self.process.wait(), 10 * TIME)
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
-
-
-@contextlib.asynccontextmanager
-async def real_executor(url: str, token: str, home: Path) -> AsyncIterator[Executor]:
-    binary = require_reference()
-    home.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "CODEX_HOME": str(home),
-        "CODEX_API_KEY": token,
-        "RUST_LOG": "info",
-        "NO_COLOR": "1",
-    }
-    stderr_path = home / "executor.stderr"
-    with open(stderr_path, "wb") as stderr:
-        process = await asyncio.create_subprocess_exec(
-            str(binary),
-            "exec-server",
-            "--remote",
-            url,
-            "--environment-id",
-            ENVIRONMENT_ID,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=stderr,
-            env=env,
-            start_new_session=True,
-        )
-    executor = Executor(process, stderr_path)
-    try:
-        yield executor
-    finally:
-        await executor.stop()
-
-
-@contextlib.asynccontextmanager
-async def real_harness(
-    url: str, token: str, home: Path, cwd: Path, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[AppServer]:
-    """`codex app-server` whose only environment, `remote`, is reached through the relay."""
-    require_reference()
-    home.mkdir(parents=True, exist_ok=True)
-    with monkeypatch.context() as patch:
-        # AppServer passes our environment on: these make `remote` a Noise environment.
-        patch.setenv("CODEX_EXEC_SERVER_NOISE_REGISTRY_URL", url)
-        patch.setenv("CODEX_EXEC_SERVER_NOISE_ENVIRONMENT_ID", ENVIRONMENT_ID)
-        patch.setenv("CODEX_EXEC_SERVER_NOISE_AUTH_TOKEN", token)
-        patch.setenv("CODEX_API_KEY", "sk-dummy")
-        async with AppServer.start(home, cwd) as app:
-            yield app
-
-
-async def wait_status(app: AppServer, done: Any, timeout: float = 30.0) -> dict[str, Any]:
-    """Poll `environment/status` of `remote` until `done(status)`; returns that status."""
-    status: dict[str, Any] = {}
-    try:
-        async with asyncio.timeout(timeout * TIME):
-            while True:
-                status = await app.call("environment/status", {"environmentId": "remote"})
-                if done(status):
-                    return status
-                await asyncio.sleep(0.1)  # a poll with a deadline
-    except TimeoutError:
-        raise AssertionError(f"environment/status stayed {status}\n{app.stderr()}") from None
-
-
-def is_ready(status: dict[str, Any]) -> bool:
-    return status.get("status") == "ready"
 
 
 async def test_interop_real_executor_and_app_server_reach_ready(
@@ -167,8 +35,8 @@ async def test_interop_real_executor_and_app_server_reach_ready(
     """Real executor + real app-server through our relay: `remote` becomes ready, after a
     Noise handshake whose authorization our registry issued and validated."""
     async with (
-        relay_process(["--listen", "127.0.0.1:0", *relay_flags(tmp_path)], tmp_path) as relay,
-        real_executor(relay.url, EXECUTOR_TOKEN, codex_home / "executor") as executor,
+        relay_process(tmp_path) as relay,
+        remote_executor("reference", relay.url, codex_home / "executor") as executor,
     ):
         await wait_for_metric(relay.url, EXECUTOR_TOKEN, CONNECTED)
         async with real_harness(
@@ -194,8 +62,8 @@ async def test_interop_wrong_harness_token_is_an_auth_error(
 ) -> None:
     """With a wrong harness token the app-server reports a registry authentication error."""
     async with (
-        relay_process(["--listen", "127.0.0.1:0", *relay_flags(tmp_path)], tmp_path) as relay,
-        real_executor(relay.url, EXECUTOR_TOKEN, codex_home / "executor"),
+        relay_process(tmp_path) as relay,
+        remote_executor("reference", relay.url, codex_home / "executor"),
     ):
         await wait_for_metric(relay.url, EXECUTOR_TOKEN, CONNECTED)
         async with real_harness(
@@ -211,10 +79,10 @@ async def test_interop_wrong_executor_token_makes_the_executor_exit(
     tmp_path: Path, codex_home: Path
 ) -> None:
     """With a wrong executor token registration fails and the real executor exits non-zero."""
-    async with relay_process(
-        ["--listen", "127.0.0.1:0", *relay_flags(tmp_path)], tmp_path
-    ) as relay:
-        async with real_executor(relay.url, "not-the-executor-token", codex_home / "ex") as ex:
+    async with relay_process(tmp_path) as relay:
+        async with remote_executor(
+            "reference", relay.url, codex_home / "ex", token="not-the-executor-token"
+        ) as ex:
             code = await ex.wait_exit(30)
             assert code != 0, ex.stderr()
         page = await relay_metrics(relay.url, EXECUTOR_TOKEN)
@@ -231,7 +99,7 @@ async def test_interop_executor_survives_a_relay_restart(
     relay = await start_relay_process(["--listen", "127.0.0.1:0", *flags], tmp_path)
     port = relay.port
     try:
-        async with real_executor(relay.url, EXECUTOR_TOKEN, codex_home / "executor") as executor:
+        async with remote_executor("reference", relay.url, codex_home / "executor") as executor:
             await wait_for_metric(relay.url, EXECUTOR_TOKEN, CONNECTED)
             async with real_harness(
                 relay.url, HARNESS_TOKEN, codex_home / "app", tmp_path, monkeypatch
