@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,16 @@ import aiohttp
 import pytest
 
 from execserver.cli import build_parser
-from execserver.cli.relay import RelayConfigError, build_config, parse_listen, parse_public_url
+from execserver.cli.relay import (
+    FleetSettings,
+    RelayConfigError,
+    build_config,
+    build_fleet,
+    parse_listen,
+    parse_public_url,
+)
 from execserver.relay import api
+from execserver.relay.service.nats_state import atomic_replicated_cas
 from tests.conftest import TIME
 from tests.relay.support import (
     EXECUTOR_TOKEN,
@@ -109,6 +118,69 @@ def test_cli_relay_refusals_exit_1(tmp_path: Path) -> None:
         assert result.returncode == 1, (args, result)
         assert result.stdout == ""
         assert result.stderr.startswith("Error: "), result.stderr
+
+
+def test_cli_relay_fleet_flags(tmp_path: Path) -> None:
+    """--nats makes a fleet node: it needs a shared ticket secret, takes no --state-dir, and
+    checks its URLs and node id; replicas default to 3 with three servers."""
+    secret = tmp_path / "secret"
+    secret.write_text("s" * 64 + "\n")
+    three = "nats://127.0.0.1:4222, nats://127.0.0.1:4223,nats://127.0.0.1:4224"
+    fleet = build_fleet(relay_args("--nats", three, "--ticket-secret-file", str(secret)))
+    assert fleet is not None
+    assert fleet.servers == [f"nats://127.0.0.1:{port}" for port in (4222, 4223, 4224)]
+    assert fleet.replicas == 3
+    one = relay_args("--nats", "nats://n1:4222", "--ticket-secret-file", str(secret))
+    assert build_fleet(one) == FleetSettings(["nats://n1:4222"], 1)
+    assert build_fleet(relay_args()) is None
+    refusals = {
+        "pass --ticket-secret-file": ["--nats", "nats://n1:4222"],
+        "--state-dir is for a single relay": [
+            "--nats", "nats://n1:4222", "--ticket-secret-file", str(secret),
+            "--state-dir", str(tmp_path),
+        ],
+        "invalid --nats URL `http://n1`": [
+            "--nats", "http://n1", "--ticket-secret-file", str(secret),
+        ],
+        "--nats needs at least one": ["--nats", " , ", "--ticket-secret-file", str(secret)],
+        "--nats-replicas needs --nats": ["--nats-replicas", "3"],
+    }  # fmt: skip
+    for message, argv in refusals.items():
+        with pytest.raises(RelayConfigError, match=re.escape(message.split("`")[0])):
+            build_fleet(relay_args(*argv))
+    config = build_config(
+        relay_args("--node-id", "relay-a_1", "--advertise-url", "http://10.0.0.5:8080/")
+    )[2]
+    assert (config.node_id, config.advertise_url) == ("relay-a_1", "ws://10.0.0.5:8080")
+    with pytest.raises(RelayConfigError, match="invalid --node-id"):
+        build_config(relay_args("--node-id", "a.b"))
+
+
+def test_cli_relay_fleet_refusals_exit_1(tmp_path: Path) -> None:
+    """A fleet node that cannot reach NATS says so on one line and exits 1."""
+    secret = tmp_path / "secret"
+    secret.write_text("s" * 64 + "\n")
+    command = [sys.executable, "-m", "execserver", "relay", "--nats", "nats://127.0.0.1:1"]
+    result = subprocess.run(
+        [*command, "--ticket-secret-file", str(secret)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result
+    assert result.stdout == ""
+    assert result.stderr.startswith("Error: cannot reach NATS at nats://127.0.0.1:1"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_nats_server_versions_with_atomic_replicated_cas() -> None:
+    """Replicated relay state needs nats-server >= 2.9.21 (nats-io/nats-server#4320)."""
+    assert not atomic_replicated_cas("2.9.10")
+    assert not atomic_replicated_cas("2.9.20")
+    assert atomic_replicated_cas("2.9.21")
+    assert atomic_replicated_cas("2.10.0-beta.3")
+    assert atomic_replicated_cas("2.15.1")
+    assert not atomic_replicated_cas("garbage")
 
 
 async def test_cli_relay_prints_its_url_and_stops_on_sigterm(tmp_path: Path) -> None:

@@ -239,13 +239,19 @@ class NatsEvents:
         """Called with the subscription id whose messages were dropped."""
         self.disconnects = 0
         self.reconnects = 0
+        self.armed = False
+        """Set once the first connection is up: failures before it are the caller's error."""
 
     async def _on_disconnected(self) -> None:
+        if not self.armed:
+            return
         self.disconnects += 1
         log.warning("NATS connection lost")
         _call_all(self.disconnected)
 
     async def _on_reconnected(self) -> None:
+        if not self.armed:
+            return
         self.reconnects += 1
         log.info("NATS connection restored")
         _call_all(self.reconnected)
@@ -267,32 +273,57 @@ def _call_all(handlers: list[Callable[[], None]]) -> None:
             log.exception("NATS event handler failed")
 
 
+FIRST_CONNECT_TIMEOUT_S: Final = 10.0
+"""How long a node tries to reach NATS at start-up before it gives up (after that first
+connection it reconnects forever)."""
+
+
 async def connect_nats(
     servers: Sequence[str],
     *,
     name: str = "execserver-relay",
     events: NatsEvents | None = None,
+    timeout: float = FIRST_CONNECT_TIMEOUT_S,
 ) -> NatsClient:
-    """A client of the NATS cluster at `servers` that reconnects forever on its own,
-    reporting to `events`.
+    """A client of the NATS cluster at `servers` that, once connected, reconnects forever on
+    its own, reporting to `events`.
 
-    Raises `StateUnavailable` when no server can be reached at first.
+    Raises `StateUnavailable` when no server can be reached within `timeout` seconds.
+    Cancellation: nothing is left connecting.
     """
     events = events or NatsEvents()
+    nc = NatsClient()
+    failure: BaseException | None = None
+
+    async def first_failure(exc: Exception) -> None:
+        nonlocal failure
+        failure = exc
+
     try:
-        return await nats.connect(
-            servers=list(servers),
-            name=name,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.25,
-            connect_timeout=2,
-            allow_reconnect=True,
-            disconnected_cb=events._on_disconnected,
-            reconnected_cb=events._on_reconnected,
-            error_cb=events._on_error,
-        )
-    except Exception as exc:  # nats-py raises assorted errors (and plain exceptions)
-        raise StateUnavailable(f"cannot reach NATS at {', '.join(servers)}: {exc}") from None
+        async with asyncio.timeout(timeout):
+            await nc.connect(
+                servers=list(servers),
+                name=name,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.25,  # type: ignore[arg-type]  # typed int, used as seconds
+                connect_timeout=2,
+                allow_reconnect=True,
+                disconnected_cb=events._on_disconnected,
+                reconnected_cb=events._on_reconnected,
+                error_cb=first_failure,
+            )
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(nc.close())
+        if isinstance(exc, asyncio.CancelledError) and not isinstance(exc, TimeoutError):
+            raise
+        cause = failure or exc
+        raise StateUnavailable(
+            f"cannot reach NATS at {', '.join(servers)}: {cause or type(cause).__name__}"
+        ) from None
+    nc._error_cb = events._on_error
+    events.armed = True
+    return nc
 
 
 class NatsRelayState:
