@@ -311,6 +311,17 @@ def _global_skills(root_id: str, root: bytes, warnings: list[str]) -> Iterator[E
         warnings.append(METADATA_WARNING)
 
 
+def has_discovery_locations(codex_home: bytes, home: bytes | None) -> bool:
+    """Whether any directory `discover_capabilities` looks into exists (one stat each)."""
+    locations = [
+        os.path.join(codex_home, b"plugins", b"cache"),
+        os.path.join(codex_home, b"skills"),
+    ]
+    if home is not None:
+        locations.append(os.path.join(home, b".agents", b"skills"))
+    return any(os.path.isdir(path) for path in locations)
+
+
 def discover_capabilities(codex_home: bytes, home: bytes | None) -> CapabilitiesDiscoverV2Response:
     """Installed plugins and global skills of this host (`capabilities/discoverV2`)."""
     warnings: list[str] = []

@@ -16,12 +16,16 @@ from concurrent.futures import Executor
 from typing import TypeVar
 
 from execserver.environment.discovery import MAX_CAPABILITY_ROOTS
-from execserver.errors import ExecServerError, InvalidRequest
-from execserver.local.capability_discovery import discover_capabilities, inspect_root
-from execserver.local.environment_config import read_environment_config
+from execserver.errors import ExecServerError, InternalError, InvalidRequest
+from execserver.local.capability_discovery import (
+    discover_capabilities,
+    has_discovery_locations,
+    inspect_root,
+)
+from execserver.local.environment_config import check_paths, read_environment_config
 from execserver.local.file_system import sandbox_policy
-from execserver.local.sandbox.fs_runner import SandboxedFileSystem, needs_helper
-from execserver.local.sandbox.policy import ResolvedPolicy
+from execserver.local.sandbox.fs_runner import SandboxedFileSystem, fs_policy, needs_helper
+from execserver.local.sandbox.policy import ResolvedPolicy, SandboxError, SandboxPathError
 from execserver.protocol.discovery import (
     CapabilitiesDiscoverV2Response,
     CapabilityRootDiscovery,
@@ -33,14 +37,24 @@ from execserver.protocol.sandbox import DiscoverySandboxContext, SandboxContext
 
 T = TypeVar("T")
 
-_EMPTY = CapabilitiesDiscoverV2Response(plugins=[], skills=[], warnings=[])
+_MXC_UNAVAILABLE = (
+    "failed to prepare fs sandbox: failed to prepare MXC sandbox: native MXC is unavailable on "
+    "this executor"
+)
 
 
 def codex_home(env: Mapping[str, str]) -> bytes:
+    """`$CODEX_HOME` (which must be an existing directory), else `~/.codex`."""
     configured = env.get("CODEX_HOME")
-    if configured:
-        return os.fsencode(os.path.abspath(configured))
-    return os.fsencode(os.path.join(user_home(env), ".codex"))
+    if not configured:
+        return os.fsencode(os.path.join(user_home(env), ".codex"))
+    if not os.path.exists(configured):
+        raise InternalError(f'CODEX_HOME points to "{configured}", but that path does not exist')
+    if not os.path.isdir(configured):
+        raise InternalError(
+            f'CODEX_HOME points to "{configured}", but that path is not a directory'
+        )
+    return os.fsencode(os.path.abspath(configured))
 
 
 def user_home(env: Mapping[str, str]) -> str:
@@ -65,12 +79,17 @@ class LocalExecutorDiscovery:
         requirements_paths: Sequence[Sequence[str]],
     ) -> EnvironmentConfigReadResponse:
         env = os.environ
+        check_paths(config_paths, requirements_paths)
+        try:
+            chome = codex_home(env)
+        except InternalError as exc:
+            raise InternalError(f"failed to find Codex home: {exc.message}") from None
         return await self._thread(
             read_environment_config,
             cwd,
             config_paths,
             requirements_paths,
-            codex_home=codex_home(env),
+            codex_home=chome,
             home=os.fsencode(user_home(env)),
         )
 
@@ -79,24 +98,18 @@ class LocalExecutorDiscovery:
     ) -> CapabilitiesDiscoverV2Response:
         home = os.fsencode(user_home(os.environ))
         chome = codex_home(os.environ)
-        try:
-            policy = self._helper_policy(sandbox)
-        except ExecServerError:
-            return _EMPTY  # as the reference: a sandbox it cannot prepare finds nothing
+        if not has_discovery_locations(chome, home):
+            # Nothing to look at: answered without preparing the sandbox, as the reference.
+            return CapabilitiesDiscoverV2Response(plugins=[], skills=[], warnings=[])
+        policy = None if sandbox is None else _discovery_policy(sandbox)
         if policy is None:
             return await self._thread(discover_capabilities, chome, home)
-        if sandbox is not None and sandbox.windows_sandbox_level == "mxc":
-            return _EMPTY
-        try:
-            result: CapabilitiesDiscoverV2Response = await self._sandboxed.call(
-                policy,
-                "discover_capabilities",
-                {"codex_home": chome, "home": home},
-                CapabilitiesDiscoverV2Response,
-            )
-        except (ExecServerError, OSError):
-            # The reference answers a discovery its sandbox cannot run with nothing found.
-            return _EMPTY
+        result: CapabilitiesDiscoverV2Response = await self._sandboxed.call(
+            policy,
+            "discover_capabilities",
+            {"codex_home": chome, "home": home},
+            CapabilitiesDiscoverV2Response,
+        )
         return result
 
     async def discover_roots(
@@ -141,3 +154,19 @@ class LocalExecutorDiscovery:
         if policy is None or not needs_helper(policy, writes=False):
             return None
         return policy
+
+
+def _discovery_policy(sandbox: DiscoverySandboxContext) -> ResolvedPolicy | None:
+    """The policy a sandboxed discovery runs under (None: directly). A sandbox that cannot be
+    prepared fails the request with -32603 and the reference's wording."""
+    try:
+        policy = fs_policy(sandbox)
+    except SandboxPathError as exc:
+        raise InternalError(str(exc)) from None
+    except SandboxError as exc:
+        raise InternalError(f"failed to prepare fs sandbox: {exc}") from None
+    if not needs_helper(policy, writes=False):
+        return None
+    if sandbox.windows_sandbox_level == "mxc":
+        raise InternalError(_MXC_UNAVAILABLE)
+    return policy
