@@ -16,7 +16,12 @@ from concurrent.futures import Executor
 from typing import TypeVar
 
 from execserver.environment.discovery import MAX_CAPABILITY_ROOTS
-from execserver.errors import ExecServerError, InternalError, InvalidRequest
+from execserver.errors import (
+    CodexHomeInvalid,
+    ExecServerError,
+    InternalError,
+    TooManyCapabilityRoots,
+)
 from execserver.local.capability_discovery import (
     discover_capabilities,
     has_discovery_locations,
@@ -48,12 +53,8 @@ def codex_home(env: Mapping[str, str]) -> bytes:
     configured = env.get("CODEX_HOME")
     if not configured:
         return os.fsencode(os.path.join(user_home(env), ".codex"))
-    if not os.path.exists(configured):
-        raise InternalError(f'CODEX_HOME points to "{configured}", but that path does not exist')
     if not os.path.isdir(configured):
-        raise InternalError(
-            f'CODEX_HOME points to "{configured}", but that path is not a directory'
-        )
+        raise CodexHomeInvalid(configured, exists=os.path.exists(configured))
     return os.fsencode(os.path.abspath(configured))
 
 
@@ -82,8 +83,8 @@ class LocalExecutorDiscovery:
         check_paths(config_paths, requirements_paths)
         try:
             chome = codex_home(env)
-        except InternalError as exc:
-            raise InternalError(f"failed to find Codex home: {exc.message}") from None
+        except CodexHomeInvalid as exc:
+            raise CodexHomeInvalid(exc.path, exists=exc.exists, for_config=True) from None
         return await self._thread(
             read_environment_config,
             cwd,
@@ -116,9 +117,7 @@ class LocalExecutorDiscovery:
         self, roots: Sequence[CapabilityRootRequest]
     ) -> list[CapabilityRootDiscovery]:
         if len(roots) > MAX_CAPABILITY_ROOTS:
-            raise InvalidRequest(
-                f"capability root discovery accepts at most {MAX_CAPABILITY_ROOTS} roots"
-            )
+            raise TooManyCapabilityRoots(MAX_CAPABILITY_ROOTS)
         return [await self._discover_root(root) for root in roots]
 
     async def _discover_root(self, root: CapabilityRootRequest) -> CapabilityRootDiscovery:

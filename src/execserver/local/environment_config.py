@@ -23,7 +23,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from execserver.errors import InternalError, InvalidParams
+from execserver.errors import ConfigLoadFailed, ConfigPathsInvalid, InvalidParams
 from execserver.local.toml_writer import dumps
 from execserver.protocol.discovery import (
     EnvironmentConfigLayer,
@@ -38,7 +38,6 @@ REQUIREMENTS_FILE = b"requirements.toml"
 MANAGED_CONFIG_FILE = b"managed_config.toml"
 PROJECT_CONFIG = os.path.join(b".codex", b"config.toml")
 
-_LOAD_FAILED = "failed to load executor-local config: "
 _POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
 _AT_END = re.compile(r"\(at end of document\)")
 
@@ -50,9 +49,9 @@ def check_paths(
 ) -> None:
     """The reference's checks of the requested key paths (-32602)."""
     if not config_paths and not requirements:
-        raise InvalidParams("at least one config or requirements path is required")
+        raise ConfigPathsInvalid("none")
     if any(not path for path in (*config_paths, *requirements)):
-        raise InvalidParams("TOML paths must contain at least one key segment")
+        raise ConfigPathsInvalid("empty")
 
 
 def select(table: Table, paths: Sequence[Sequence[str]]) -> dict[str, Any]:
@@ -84,18 +83,18 @@ def _read(path: bytes, *, project: bool) -> Table | None:
     except FileNotFoundError:
         return None
     except IsADirectoryError:
-        raise InternalError(
-            f"{_LOAD_FAILED}Failed to read config file {name}: path `{name}` is not a file"
+        raise ConfigLoadFailed(
+            f"Failed to read config file {name}: path `{name}` is not a file"
         ) from None
     except OSError as exc:
-        raise InternalError(f"{_LOAD_FAILED}Failed to read config file {name}: {exc}") from None
+        raise ConfigLoadFailed(f"Failed to read config file {name}: {exc}") from None
     try:
         text = data.decode()
         return tomllib.loads(text)
     except UnicodeDecodeError:
-        raise InternalError(f"{_LOAD_FAILED}{name}: invalid UTF-8") from None
+        raise ConfigLoadFailed(f"{name}: invalid UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
-        raise InternalError(_LOAD_FAILED + _parse_error(name, text, str(exc), project)) from None
+        raise ConfigLoadFailed(_parse_error(name, text, str(exc), project)) from None
 
 
 def _parse_error(name: str, text: str, message: str, project: bool) -> str:
