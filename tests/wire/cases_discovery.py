@@ -623,6 +623,13 @@ async def discover_v2_inventory(ctx: CaseContext) -> Any:
         ]
         empty = await dedicated(ctx, root / "empty-home", root / "empty")
         answers.append(answer(await empty.request("capabilities/discoverV2", {"cwd": "file:///"})))
+        # Through symlinks: CODEX_HOME is reported resolved, HOME as given.
+        os.symlink(codex_home, root / "codex-home-link")
+        os.symlink(home, root / "home-link")
+        linked = await dedicated(ctx, root / "codex-home-link", root / "home-link")
+        answers.append(answer(await linked.request("capabilities/discoverV2", {"cwd": "file:///"})))
+        params = {"cwd": "file:///", "configPaths": [["plugins"]], "requirementsPaths": []}
+        answers.append(answer(await linked.request("environmentConfig/read", params)))
         return answers
 
 

@@ -49,13 +49,13 @@ _MXC_UNAVAILABLE = (
 
 
 def codex_home(env: Mapping[str, str]) -> bytes:
-    """`$CODEX_HOME` (which must be an existing directory), else `~/.codex`."""
+    """`$CODEX_HOME` (which must be an existing directory; symlinks resolved), else `~/.codex`."""
     configured = env.get("CODEX_HOME")
     if not configured:
         return os.fsencode(os.path.join(user_home(env), ".codex"))
     if not os.path.isdir(configured):
         raise CodexHomeInvalid(configured, exists=os.path.exists(configured))
-    return os.fsencode(os.path.abspath(configured))
+    return os.fsencode(os.path.realpath(configured))  # canonical, as the reference reports it
 
 
 def user_home(env: Mapping[str, str]) -> str:
