@@ -15,7 +15,8 @@ ExecServerError                 base for everything we raise
     ├── InternalError (-32603)   NotFound (-32004, also a FileNotFoundError)
     ├── SessionAttached (-32010)
     └── domain errors of the capabilities (subclasses of the above, worded here):
-        CopyRefused, HttpRequestInvalid, HttpRequestFailed, HttpBodyFailed, StartFailed
+        CopyRefused, HttpRequestInvalid, HttpRequestFailed, HttpBodyFailed, StartFailed,
+        ConfigPathsInvalid, ConfigLoadFailed, CodexHomeInvalid, TooManyCapabilityRoots
 ```
 
 Filesystem failures stay builtin `OSError`s inside the server; `io_error()` renders them the way
@@ -206,6 +207,46 @@ class StartFailed(RpcError):
         else:
             kind = "spawnFailed"
         return cls(os_error_text(err), kind)
+
+
+_CONFIG_PATH_REFUSALS = {
+    "none": "at least one config or requirements path is required",
+    "empty": "TOML paths must contain at least one key segment",
+}
+
+
+class ConfigPathsInvalid(InvalidParams):
+    """`environmentConfig/read` key paths the executor refuses; `reason` is `none` or `empty`."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(_CONFIG_PATH_REFUSALS[reason])
+        self.reason = reason
+
+
+class ConfigLoadFailed(InternalError):
+    """An executor config file could not be read or parsed (`detail` says which and why)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"failed to load executor-local config: {detail}")
+        self.detail = detail
+
+
+class CodexHomeInvalid(InternalError):
+    """`$CODEX_HOME` names a path that is missing or not a directory. Config reads word it
+    with the `failed to find Codex home: ` prefix (`for_config`)."""
+
+    def __init__(self, path: str, *, exists: bool, for_config: bool = False) -> None:
+        problem = "is not a directory" if exists else "does not exist"
+        prefix = "failed to find Codex home: " if for_config else ""
+        super().__init__(f'{prefix}CODEX_HOME points to "{path}", but that path {problem}')
+        self.path = path
+        self.exists = exists
+
+
+class TooManyCapabilityRoots(InvalidRequest):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"capability root discovery accepts at most {limit} roots")
+        self.limit = limit
 
 
 _BY_CODE: dict[int, type[RpcError]] = {

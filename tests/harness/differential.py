@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.harness.servers import RunningServer, start_server
 from tests.harness.wire import WireClient
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
@@ -33,6 +35,7 @@ class CaseContext:
     workdir: Path
     kind: str
     clients: list[WireClient] = field(default_factory=list)
+    servers: list[RunningServer] = field(default_factory=list)
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -42,8 +45,20 @@ class CaseContext:
     def uri(self, *parts: str) -> str:
         return "file://" + str(self.workdir.joinpath(*parts))
 
-    async def client(self, *, initialize: bool = True, **kwargs: Any) -> WireClient:
-        client = await WireClient.connect(self.url, **kwargs)
+    async def server(self, env: Mapping[str, str]) -> str:
+        """Start a dedicated server of this case's kind, with `env` added to the test's
+        environment (its own `CODEX_HOME`, `HOME`, ...) and the scratch directory as its cwd;
+        it is stopped when the case ends. Returns its URL (pass it to `client(url=...)`)."""
+        running = await start_server(
+            self.kind, self.workdir.parent, env={**os.environ, **env}, cwd=self.workdir
+        )
+        self.servers.append(running)
+        return running.url
+
+    async def client(
+        self, *, initialize: bool = True, url: str | None = None, **kwargs: Any
+    ) -> WireClient:
+        client = await WireClient.connect(url or self.url, **kwargs)
         self.clients.append(client)
         if initialize:
             response = await client.initialize()
@@ -83,6 +98,11 @@ class CaseContext:
     async def aclose(self) -> None:
         for client in self.clients:
             await client.close()
+        for server in self.servers:
+            await server.stop()
+            if server.process.stdout is not None:
+                with contextlib.suppress(Exception):
+                    await server.process.stdout.read()
 
 
 Case = Callable[[CaseContext], Awaitable[Any]]

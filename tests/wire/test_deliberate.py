@@ -323,7 +323,15 @@ async def test_environment_info_identity(ours: ServerProcess) -> None:
         info = (await client.initialize())["result"]["environmentInfo"]
         assert info["prependPathDirs"] == []
         enabled = sorted(name for name, value in info["capabilities"].items() if value)
-        assert enabled == ["fileWriteStreaming", "httpHeaderEnvVars", "sandboxedFileStreaming"]
+        assert enabled == [
+            "capabilityDiscoverySandbox",
+            "capabilityDiscoveryV2",
+            "environmentConfigRead",
+            "fileWriteStreaming",
+            "fsWatchMissing",
+            "httpHeaderEnvVars",
+            "sandboxedFileStreaming",
+        ]
         assert info["providerId"].startswith("sha256:")
 
 

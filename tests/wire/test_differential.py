@@ -16,10 +16,16 @@ import pytest
 from tests.conftest import ServerProcess
 from tests.harness.differential import observe
 from tests.harness.servers import PREVIOUS_VERSIONS
-from tests.wire import cases_core, cases_fs, cases_http, cases_sandbox
+from tests.wire import cases_core, cases_discovery, cases_fs, cases_http, cases_sandbox
 from tests.wire.cases_core import dumps
 
-ALL_CASES = {**cases_core.CASES, **cases_fs.CASES, **cases_http.CASES, **cases_sandbox.CASES}
+ALL_CASES = {
+    **cases_core.CASES,
+    **cases_fs.CASES,
+    **cases_http.CASES,
+    **cases_sandbox.CASES,
+    **cases_discovery.CASES,
+}
 # Cases whose outcome differs on purpose run in test_deliberate.py instead.
 _DELIBERATE = {
     "http_requests_wait_in_line",

@@ -2,8 +2,9 @@
 errors only.
 
 An `Environment` bundles one implementation of each capability: `process` (`ExecBackend`),
-`fs` (`FileSystem`) and `http` (`HttpClient`), plus `info()`. Only the factories
-(`local_environment()`, `remote_environment()`) know which implementation they hold.
+`fs` (`FileSystem`), `http` (`HttpClient`) and `discovery` (`ExecutorDiscovery`), plus
+`info()`. Only the factories (`local_environment()`, `remote_environment()`) know which
+implementation they hold.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Self
 
-from execserver.environment.file_system import FileHandle, FileSystem
+from execserver.environment.discovery import ExecutorDiscovery
+from execserver.environment.file_system import FileHandle, FileSystem, MissingWatch
 from execserver.environment.http_client import HttpClient, HttpResponse, HttpStream
 from execserver.environment.process import (
     ClosedEvent,
@@ -36,6 +38,7 @@ class Environment:
     process: ExecBackend
     fs: FileSystem
     http: HttpClient
+    discovery: ExecutorDiscovery
     _info: Callable[[], Awaitable[EnvironmentInfo]] = field(repr=False)
     _close: Callable[[], Awaitable[None]] = field(repr=False)
 
@@ -63,12 +66,14 @@ __all__ = [
     "Environment",
     "ExecBackend",
     "ExecProcess",
+    "ExecutorDiscovery",
     "ExitedEvent",
     "FileHandle",
     "FileSystem",
     "HttpClient",
     "HttpResponse",
     "HttpStream",
+    "MissingWatch",
     "OutputEvent",
     "ProcessEvent",
     "ProcessExitError",

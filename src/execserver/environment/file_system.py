@@ -10,6 +10,7 @@ sandbox refusals, `InternalError` (-32603) for the rest.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Literal, Protocol, Self
 
 from execserver.errors import InvalidRequest
@@ -55,6 +56,26 @@ def path_uri(path: PathArg) -> PathUri:
     if isinstance(path, PathUri):
         return path
     return PathUri.from_native(os.fsencode(path))
+
+
+class MissingWatch(Protocol):
+    """A one-shot watch (`watch_missing()`): tells once that the watched paths changed."""
+
+    async def wait(self) -> bool:
+        """Return True once a missing path (or an ancestor on its way) appeared or the present
+        path changed or went away; False if the watch ended first (closed, replaced by a newer
+        watch of the same connection, or the connection was lost).
+
+        Cancellation: safe; the watch stays armed.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Stop watching (idempotent); a pending `wait()` returns False.
+
+        Cancellation: the watch is released anyway.
+        """
+        ...
 
 
 class FileHandle(Protocol):
@@ -171,5 +192,17 @@ class FileSystem(Protocol):
 
         The handle belongs to the current connection of a remote environment: after a
         reconnect its operations fail with `NotFound`.
+        """
+        ...
+
+    async def watch_missing(
+        self, missing: Sequence[PathArg], present: PathArg | None = None
+    ) -> MissingWatch | None:
+        """Watch for any of `missing` to appear (or `present` to change or go away).
+
+        None when there is nothing to watch: `missing` is empty, one of them exists already
+        (by `lstat`), its nearest existing ancestor is not a directory, `present` is missing or
+        a symlink, or a path is not a path of this host. A remote environment keeps one watch
+        per connection: a new watch ends the previous one (its `wait()` returns False).
         """
         ...

@@ -32,4 +32,11 @@ def local_environment() -> Environment:
         finally:
             await host.aclose()
 
-    return Environment(process=processes, fs=host.fs, http=host.http, _info=info, _close=close)
+    return Environment(
+        process=processes,
+        fs=host.fs,
+        http=host.http,
+        discovery=host.discovery,
+        _info=info,
+        _close=close,
+    )

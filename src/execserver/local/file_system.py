@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
@@ -26,6 +26,8 @@ from execserver.errors import InvalidRequest, os_errors
 from execserver.local import fs_ops
 from execserver.local import walk as fs_walk
 from execserver.local.file_handles import LocalFileHandle, open_handle_fd
+from execserver.local.missing_watch import LocalMissingWatch
+from execserver.local.missing_watch import watch_missing as _watch_missing
 from execserver.local.sandbox.fs_runner import SandboxedFileSystem, fs_policy, needs_helper
 from execserver.local.sandbox.policy import (
     Mechanism,
@@ -251,3 +253,12 @@ class LocalFileSystem:
             else:
                 fd = open_handle_fd(target, mode)
         return LocalFileHandle(fd, mode)
+
+    async def watch_missing(
+        self, missing: Sequence[PathArg | PathUri], present: PathArg | PathUri | None = None
+    ) -> LocalMissingWatch | None:
+        """Cancellation: safe (a watch armed before the cancellation is released)."""
+        uris = [path_uri(path) for path in missing]
+        present_uri = None if present is None else path_uri(present)
+        with os_errors():
+            return _watch_missing(uris, present_uri)

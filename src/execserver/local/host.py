@@ -1,9 +1,9 @@
 """`Host`: this machine's capabilities, built once, for the server and `local_environment()`.
 
 It owns what every session shares: the child reaper, the blocking-I/O threads, per-process
-cgroups, the server-wide output budget, the filesystem (with its sandbox helper) and the HTTP
-client, plus the environment description. `process_table()` makes one session's table.
-`aclose()` releases everything after the tables are closed.
+cgroups, the server-wide output budget, the filesystem (with its sandbox helper), executor
+discovery and the HTTP client, plus the environment description. `process_table()` makes one
+session's table. `aclose()` releases everything after the tables are closed.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from execserver.local import tree
 from execserver.local.cgroup import ProcessCgroups
+from execserver.local.discovery import LocalExecutorDiscovery
 from execserver.local.file_system import LocalFileSystem
 from execserver.local.http_client import LocalHttpClient
 from execserver.local.info import environment_info
@@ -64,7 +65,9 @@ class Host:
         self._blocking = ThreadPoolExecutor(
             max_workers=config.blocking_threads, thread_name_prefix="execserver-io"
         )
-        self.fs = LocalFileSystem(self._blocking, SandboxedFileSystem(self.reaper, self._blocking))
+        sandboxed = SandboxedFileSystem(self.reaper, self._blocking)
+        self.fs = LocalFileSystem(self._blocking, sandboxed)
+        self.discovery = LocalExecutorDiscovery(self._blocking, sandboxed)
         self.http = LocalHttpClient()
         self.info: EnvironmentInfo = environment_info()
 

@@ -39,6 +39,10 @@ def implemented_capabilities() -> EnvironmentCapabilities:
         http_header_env_vars=True,
         file_write_streaming=True,
         sandboxed_file_streaming=True,  # fs/open honours the sandbox (fd opened inside it)
+        fs_watch_missing=True,  # fs/watchMissing + fs/missingChanged (inotify)
+        environment_config_read=True,  # environmentConfig/read
+        capability_discovery_v2=True,  # capabilities/discoverV2 (+ capabilityRoots/discoverV1)
+        capability_discovery_sandbox=True,  # ... run inside the fs sandbox helper when asked
     )
 
 

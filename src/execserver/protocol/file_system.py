@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from execserver.protocol.base import USIZE, Base64Bytes, UnitEnum, WideU64, WireStruct, check_u64
+from execserver.protocol.base import (
+    U64,
+    USIZE,
+    Base64Bytes,
+    UnitEnum,
+    WideU64,
+    WireStruct,
+    check_u64,
+)
 from execserver.protocol.pathuri import PathUri
 from execserver.protocol.sandbox import SandboxContext
 
@@ -206,3 +214,23 @@ class FsCloseParams(WireStruct):
 
 class FsEmptyResponse(WireStruct):
     """`{}`: the result of writes, removals and closes."""
+
+
+class FsWatchMissingParams(WireStruct):
+    rust_name = "FsWatchMissingParams"
+    rust_len = 3
+
+    watch_id: U64
+    missing: list[PathUri]
+    present: PathUri | None = None
+
+    def __post_init__(self) -> None:
+        check_u64(self.watch_id)
+
+
+class FsWatchMissingResponse(WireStruct):
+    watching: bool
+
+
+class FsMissingChangedNotification(WireStruct):
+    watch_id: int

@@ -188,3 +188,12 @@ class SandboxContext(WireStruct):
     def requests_enforcement(self) -> bool:
         """True unless the profile is `disabled` (a process would have to run sandboxed)."""
         return not isinstance(self.permissions, DisabledProfile)
+
+
+class DiscoverySandboxContext(SandboxContext):
+    """The sandbox of a capability discovery: like an fs request's, but `cwd` is required."""
+
+    rust_name = "FileSystemSandboxContext"
+    rust_len = 9
+
+    cwd: PathUri

@@ -15,6 +15,7 @@ from execserver.environment import Environment
 from execserver.protocol import methods
 from execserver.protocol.session import EnvironmentInfo
 from execserver.relay.harness import RelayTarget, is_relay_url, parse_relay_url
+from execserver.remote.discovery import RemoteExecutorDiscovery
 from execserver.remote.file_system import RemoteFileSystem
 from execserver.remote.http_client import RemoteHttpClient
 from execserver.remote.process import RemoteExecBackend
@@ -39,7 +40,12 @@ def remote_environment(client: ExecServerClient) -> Environment:
             await client.aclose()
 
     return Environment(
-        process=processes, fs=RemoteFileSystem(client), http=http, _info=info, _close=close
+        process=processes,
+        fs=RemoteFileSystem(client),
+        http=http,
+        discovery=RemoteExecutorDiscovery(client),
+        _info=info,
+        _close=close,
     )
 
 

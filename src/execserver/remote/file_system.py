@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import os
 import secrets
+from collections.abc import Sequence
 from typing import Any, Self, TypeVar
+
+import msgspec
 
 from execserver.client.client import ExecServerClient
 from execserver.environment.file_system import (
@@ -13,6 +18,7 @@ from execserver.environment.file_system import (
     PathArg,
     path_uri,
 )
+from execserver.errors import ExecServerError
 from execserver.protocol import b64, methods
 from execserver.protocol.base import Base64Bytes, WideU64, WireStruct
 from execserver.protocol.file_system import (
@@ -25,6 +31,7 @@ from execserver.protocol.file_system import (
     FsCreateDirectoryParams,
     FsEmptyResponse,
     FsGetMetadataParams,
+    FsMissingChangedNotification,
     FsOpenParams,
     FsOpenResponse,
     FsReadBlockParams,
@@ -36,6 +43,8 @@ from execserver.protocol.file_system import (
     FsRemoveParams,
     FsWalkParams,
     FsWalkResponse,
+    FsWatchMissingParams,
+    FsWatchMissingResponse,
     FsWriteBlockParams,
     FsWriteFileParams,
     OpenMode,
@@ -53,6 +62,8 @@ def _follow(follow_symlinks: bool) -> bool | None:
 class RemoteFileSystem:
     def __init__(self, client: ExecServerClient) -> None:
         self._client = client
+        self._watches: _WatchListener | None = None
+        self._watch_ids = itertools.count(1)
 
     async def _call(self, method: str, params: Any, result: type[R]) -> R:
         return await self._client.call(method, params, result)
@@ -167,6 +178,29 @@ class RemoteFileSystem:
         )
         await self._call(methods.FS_COPY, params, FsEmptyResponse)
 
+    async def watch_missing(
+        self, missing: Sequence[PathArg], present: PathArg | None = None
+    ) -> RemoteMissingWatch | None:
+        if self._watches is None:
+            self._watches = _WatchListener()
+            self._client.add_listener(self._watches)
+        watch = RemoteMissingWatch(next(self._watch_ids))
+        self._watches.replace(watch)  # armed first: the notification may beat the answer
+        params = FsWatchMissingParams(
+            watch_id=watch.watch_id,
+            missing=[path_uri(path) for path in missing],
+            present=None if present is None else path_uri(present),
+        )
+        try:
+            response = await self._call(methods.FS_WATCH_MISSING, params, FsWatchMissingResponse)
+        except BaseException:
+            watch.finish(False)
+            raise
+        if not response.watching:
+            watch.finish(False)
+            return None
+        return watch
+
     async def open(
         self, path: PathArg, mode: OpenModeName = "read", *, sandbox: SandboxContext | None = None
     ) -> RemoteFileHandle:
@@ -176,6 +210,58 @@ class RemoteFileSystem:
         )
         await self._call(methods.FS_OPEN, params, FsOpenResponse)
         return RemoteFileHandle(self, handle_id)
+
+
+class RemoteMissingWatch:
+    """A watch of the executor's connection (`fs/watchMissing`); ends with a newer one."""
+
+    def __init__(self, watch_id: int) -> None:
+        self.watch_id = watch_id
+        self._done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+    def finish(self, changed: bool) -> None:
+        if not self._done.done():
+            self._done.set_result(changed)
+
+    async def wait(self) -> bool:
+        """Cancellation: safe."""
+        return await asyncio.shield(self._done)
+
+    async def aclose(self) -> None:
+        """The executor's watch stays armed until replaced; its notification is ignored."""
+        self.finish(False)
+
+
+class _WatchListener:
+    """Routes `fs/missingChanged` to the current watch; a lost connection ends it."""
+
+    def __init__(self) -> None:
+        self.current: RemoteMissingWatch | None = None
+
+    def replace(self, watch: RemoteMissingWatch | None) -> None:
+        if self.current is not None:
+            self.current.finish(False)
+        self.current = watch
+
+    def on_notification(self, method: str, params: msgspec.Raw) -> None:
+        if method != methods.FS_MISSING_CHANGED or self.current is None:
+            return
+        try:
+            notification = msgspec.json.decode(params, type=FsMissingChangedNotification)
+        except msgspec.DecodeError:
+            return
+        if notification.watch_id == self.current.watch_id:
+            self.current.finish(True)
+            self.current = None
+
+    def on_disconnected(self) -> None:
+        self.replace(None)  # the executor forgets watches with their connection
+
+    def on_resumed(self) -> None:
+        pass
+
+    def on_failed(self, error: ExecServerError) -> None:
+        self.replace(None)
 
 
 class RemoteFileHandle:

@@ -99,6 +99,7 @@ class ExecServer:
             info=self.info,
             fs=self.host.fs,
             http_client=self.host.http,
+            discovery=self.host.discovery,
             max_http_streams=config.max_http_streams,
         )
         self._connections: set[Connection] = set()

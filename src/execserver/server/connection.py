@@ -18,6 +18,7 @@ from execserver.protocol import methods
 from execserver.rpc.server import ServerEndpoint
 from execserver.server.auth import ANONYMOUS
 from execserver.server.file_handles import HandleTable
+from execserver.server.missing_watches import MissingWatchSlot
 from execserver.tasks import TaskOwner
 from execserver.transport.base import MessageChannel, writable
 
@@ -63,7 +64,9 @@ class Connection:
         # Request ids of the streamed http/request bodies open now (reserved from the start).
         self.http_streams: set[str] = set()
         self.tasks = TaskOwner(f"connection {channel.label}")
-        """Work that outlives a request but not the connection (streamed http bodies)."""
+        """Work that outlives a request but not the connection (streamed http bodies, the
+        `fs/watchMissing` watch)."""
+        self.missing_watch = MissingWatchSlot(self)
         self._on_closed = on_closed
         self.endpoint: ServerEndpoint[Any] | None = None
 
@@ -117,4 +120,5 @@ class Connection:
                 await self.endpoint.aclose()
             await self.tasks.aclose()
         finally:
+            await asyncio.shield(self.missing_watch.aclose())
             await asyncio.shield(self.handles.aclose())

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from execserver.environment.discovery import ExecutorDiscovery
 from execserver.environment.file_system import FileSystem
 from execserver.environment.http_client import HttpClient
 from execserver.protocol import methods
+from execserver.protocol.discovery import (
+    CapabilitiesDiscoverV2Params,
+    CapabilityRootsDiscoverParams,
+    EnvironmentConfigReadParams,
+)
 from execserver.protocol.file_system import (
     FsCanonicalizeParams,
     FsCloseParams,
@@ -19,6 +25,7 @@ from execserver.protocol.file_system import (
     FsReadFileParams,
     FsRemoveParams,
     FsWalkParams,
+    FsWatchMissingParams,
     FsWriteBlockParams,
     FsWriteFileParams,
 )
@@ -34,6 +41,7 @@ from execserver.protocol.process import (
 from execserver.protocol.session import EnvironmentInfo, InitializeParams
 from execserver.rpc.router import Router
 from execserver.server.connection import Connection
+from execserver.server.handlers.discovery import DiscoveryHandler
 from execserver.server.handlers.file_system import FileSystemHandler
 from execserver.server.handlers.http import MAX_HTTP_STREAMS, HttpHandler
 from execserver.server.handlers.process import ProcessHandler
@@ -45,6 +53,8 @@ FILESYSTEM = "filesystem"
 HTTP = "http"
 ENVIRONMENT_INFO = "environment info"
 ENVIRONMENT_STATUS = "environment status"
+ENVIRONMENT_CONFIG = "environment config"
+CAPABILITY_DISCOVERY = "capability discovery"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +65,7 @@ class Services:
     info: EnvironmentInfo
     fs: FileSystem
     http_client: HttpClient
+    discovery: ExecutorDiscovery
     max_http_streams: int = MAX_HTTP_STREAMS
 
 
@@ -62,7 +73,8 @@ def build_router(connection: Connection, services: Services) -> Router:
     router = Router()
     session = SessionHandler(connection, services.registry, services.info)
     process = ProcessHandler(connection)
-    fs = FileSystemHandler(connection.handles, services.fs)
+    fs = FileSystemHandler(connection.handles, services.fs, connection.missing_watch)
+    discovery = DiscoveryHandler(services.discovery)
     http = HttpHandler(connection, services.http_client, services.max_http_streams)
 
     router.add(methods.INITIALIZE, InitializeParams, session.initialize, gate=None)
@@ -91,6 +103,30 @@ def build_router(connection: Connection, services: Services) -> Router:
     router.add(methods.FS_READ_BLOCK, FsReadBlockParams, fs.read_block, gate=FILESYSTEM)
     router.add(methods.FS_WRITE_BLOCK, FsWriteBlockParams, fs.write_block, gate=FILESYSTEM)
     router.add(methods.FS_CLOSE, FsCloseParams, fs.close, gate=FILESYSTEM)
+    router.add(methods.FS_WATCH_MISSING, FsWatchMissingParams, fs.watch_missing, gate=FILESYSTEM)
+
+    # Executor discovery reads only: a slow scan never holds back the connection's other work.
+    router.add(
+        methods.ENVIRONMENT_CONFIG_READ,
+        EnvironmentConfigReadParams,
+        discovery.read_config,
+        gate=ENVIRONMENT_CONFIG,
+        detached=True,
+    )
+    router.add(
+        methods.CAPABILITIES_DISCOVER_V2,
+        CapabilitiesDiscoverV2Params,
+        discovery.discover_capabilities,
+        gate=CAPABILITY_DISCOVERY,
+        detached=True,
+    )
+    router.add(
+        methods.CAPABILITY_ROOTS_DISCOVER_V1,
+        CapabilityRootsDiscoverParams,
+        discovery.discover_roots,
+        gate=CAPABILITY_DISCOVERY,
+        detached=True,
+    )
 
     # HTTP requests are independent of fs and process state: they never hold others back.
     router.add(methods.HTTP_REQUEST, HttpRequestParams, http.request, gate=HTTP, detached=True)

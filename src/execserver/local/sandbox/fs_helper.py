@@ -55,6 +55,15 @@ def _run(request: Request) -> Any:
         root = msgspec.convert(args["root"], PathUri, dec_hook=dec_hook)
         options = msgspec.convert(args["options"], WalkOptions, dec_hook=dec_hook)
         return fs_walk.walk(root, options)
+    if op == "discover_capabilities":
+        from execserver.local.capability_discovery import discover_capabilities
+
+        return discover_capabilities(args["codex_home"], args["home"])
+    if op == "inspect_root":
+        from execserver.local.capability_discovery import inspect_root
+
+        root_uri = msgspec.convert(args["root"], PathUri, dec_hook=dec_hook)
+        return inspect_root(args["root_id"], root_uri)
     if op == "open":
         fd = open_handle_fd(args["path"], args["mode"])
         _send_fd(fd)

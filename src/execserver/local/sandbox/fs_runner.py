@@ -95,6 +95,21 @@ def _python_paths() -> list[bytes]:
     return [os.fsencode(os.path.realpath(p)) for p in sorted(paths)]
 
 
+# `-I` keeps the user's site and environment out of the helper; the server's own import path
+# (its package first, then what it imported from) is passed as arguments instead, so the helper
+# runs the same code as the server even when that is not the installed copy (PYTHONPATH, a
+# checkout next to an editable install).
+_BOOTSTRAP = (
+    b"import sys; sys.path[:0] = sys.argv[1:]; del sys.argv[1:]; "
+    b"from execserver.local.sandbox.fs_helper import main; main()"
+)
+
+
+def _import_paths() -> list[bytes]:
+    paths = [_PACKAGE_PARENT, *(p for p in sys.path if p and os.path.isdir(p))]
+    return [os.fsencode(p) for p in dict.fromkeys(paths)]
+
+
 class SandboxedFileSystem:
     def __init__(self, reaper: ChildReaper, executor: Executor) -> None:
         self._reaper = reaper
@@ -144,8 +159,9 @@ class SandboxedFileSystem:
             *plan.args,
             os.fsencode(sys.executable),
             b"-I",
-            b"-m",
-            b"execserver.local.sandbox.fs_helper",
+            b"-c",
+            _BOOTSTRAP,
+            *_import_paths(),
         ]
         in_r, in_w = os.pipe()
         out_r, out_w = os.pipe()

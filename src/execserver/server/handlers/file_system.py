@@ -37,17 +37,23 @@ from execserver.protocol.file_system import (
     FsRemoveParams,
     FsWalkParams,
     FsWalkResponse,
+    FsWatchMissingParams,
+    FsWatchMissingResponse,
     FsWriteBlockParams,
     FsWriteFileParams,
 )
 from execserver.protocol.pathuri import PathUri
 from execserver.server.file_handles import HandleTable
+from execserver.server.missing_watches import MissingWatchSlot
 
 
 class FileSystemHandler:
-    def __init__(self, handles: HandleTable, fs: FileSystem) -> None:
+    def __init__(
+        self, handles: HandleTable, fs: FileSystem, watches: MissingWatchSlot | None = None
+    ) -> None:
         self._handles = handles
         self._fs = fs
+        self._watches = watches
 
     async def read_file(self, params: FsReadFileParams) -> FsReadFileResponse:
         data = await self._fs.read_file(
@@ -151,3 +157,13 @@ class FileSystemHandler:
         if handle is not None:
             await handle.aclose()
         return FsEmptyResponse()
+
+    async def watch_missing(self, params: FsWatchMissingParams) -> FsWatchMissingResponse:
+        """One watch per connection; ids must grow (server/missing_watches.py)."""
+        slot = self._watches
+        if slot is None or not slot.claim(params.watch_id):
+            return FsWatchMissingResponse(watching=False)
+        await slot.replace(params.watch_id, None)
+        watch = await self._fs.watch_missing(params.missing, params.present)
+        await slot.replace(params.watch_id, watch)
+        return FsWatchMissingResponse(watching=watch is not None)

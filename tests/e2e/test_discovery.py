@@ -1,0 +1,192 @@
+"""End-to-end: the real codex app-server uses OUR executor's discovery capabilities.
+
+Set up like the other scenarios (conftest.py: private executor cwd, mock model, cutting
+proxy), but only on our server, which runs with `--metrics` so the test can read which
+methods the app-server called, and with a `CODEX_HOME` of its own (outside the temp dir).
+
+* `fsWatchMissing`: at thread start the app-server registers the missing project paths
+  (`<cwd>/.agents/skills`, `.git` up the tree) with `fs/watchMissing` and then trusts its
+  cache: with the flag true it does not look again at the next turn unless the executor
+  reports `fs/missingChanged`. A skill created after thread start reaching the model therefore
+  shows the notification path worked.
+* `capabilityDiscoveryV2`: with the app-server feature `executor_capability_discovery_v2`
+  it asks `capabilities/discoverV2` at thread start and offers the skills found in the
+  executor's `CODEX_HOME` to the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import TIME, require_bwrap, require_reference
+from tests.e2e.conftest import ENVIRONMENT_ID, EXECUTOR_CWD, MODEL, Agent, private_cwd
+from tests.harness.app_server import AppServer
+from tests.harness.faults import CuttingProxy
+from tests.harness.mock_model import MockModel
+from tests.harness.servers import CACHE_DIR, REFERENCE_VERSION, running_server
+
+SKILL = "---\nname: {name}\ndescription: {description}\n---\n\nSay hello.\n"
+
+
+def requests_seen(metrics: str, method: str) -> int:
+    """`exec_server_requests_total` for `method`, all outcomes."""
+    pattern = re.compile(
+        r'^exec_server_requests_total\{[^}]*method="' + re.escape(method) + r'"[^}]*\} (\S+)$',
+        re.MULTILINE,
+    )
+    return sum(int(float(value)) for value in pattern.findall(metrics))
+
+
+def inotify_instances(pid: int) -> int:
+    """inotify instances open in `pid` and its descendants (the server runs under bwrap)."""
+    count = 0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{current}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{current}/fd/{fd}") == "anon_inode:inotify":
+                        count += 1
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as children:
+                    pending.extend(int(child) for child in children.read().split())
+    return count
+
+
+@dataclass
+class DiscoveryAgent(Agent):
+    metrics_url: str = ""
+    executor_home: Path = Path()
+    """The executor's CODEX_HOME."""
+
+    async def metrics(self) -> str:
+        async with httpx.AsyncClient() as client:
+            response = await client.get(self.metrics_url)
+        response.raise_for_status()
+        return response.text
+
+    async def wait_until(self, condition: Callable[[], bool], what: str) -> None:
+        """Poll a condition on another process, with a deadline."""
+        try:
+            async with asyncio.timeout(20 * TIME):
+                while not condition():  # noqa: ASYNC110 - state of another process
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            raise AssertionError(f"timed out waiting until {what}") from None
+
+
+@contextlib.asynccontextmanager
+async def discovery_agent(tmp_path: Path, app_config: str = "") -> AsyncIterator[DiscoveryAgent]:
+    require_reference(REFERENCE_VERSION)
+    bwrap = require_bwrap()
+    work = tmp_path / "work"
+    work.mkdir()
+    mark = secrets.token_hex(8)
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    home = Path(tempfile.mkdtemp(prefix="e2e-home-", dir=CACHE_DIR))
+    executor_home = Path(tempfile.mkdtemp(prefix="e2e-executor-home-", dir=CACHE_DIR))
+    model = MockModel()
+    await model.start()
+    try:
+        (home / "config.toml").write_text(
+            f'model = "{MODEL}"\napproval_policy = "never"\nsandbox_mode = "danger-full-access"\n'
+            + model.provider_config()
+            + app_config
+        )
+        env = {**os.environ, "E2E_MARK": mark, "CODEX_HOME": str(executor_home)}
+        async with (
+            running_server(
+                "ours", tmp_path, env=env, extra=["--metrics"], wrap=private_cwd(bwrap, work)
+            ) as ex,
+            CuttingProxy(ex.port) as proxy,
+            AppServer.start(home, tmp_path) as app,
+        ):
+            await app.call(
+                "environment/add",
+                {"environmentId": ENVIRONMENT_ID, "execServerUrl": f"ws://127.0.0.1:{proxy.port}"},
+            )
+            yield DiscoveryAgent(
+                "ours",
+                app,
+                model,
+                proxy,
+                ex,
+                work,
+                mark,
+                metrics_url=ex.http_base + "/metrics",
+                executor_home=executor_home,
+            )
+    finally:
+        await model.close()
+        for directory in (home, executor_home):
+            with contextlib.suppress(OSError):
+                shutil.rmtree(directory)
+
+
+async def test_skill_created_mid_thread_arrives_through_fs_missing_changed(
+    tmp_path: Path,
+) -> None:
+    """The app-server registers its missing paths once; our fs/missingChanged makes it look
+    again, so a skill created after thread start is offered at the next turn."""
+    async with discovery_agent(tmp_path) as agent:
+        assert agent.executor is not None
+        server_pid = agent.executor.pid
+        agent.thread_id = await agent.app.start_thread(ENVIRONMENT_ID, EXECUTOR_CWD)
+        await agent.wait_until(lambda: inotify_instances(server_pid) == 1, "the watch is armed")
+        metrics = await agent.metrics()
+        assert requests_seen(metrics, "fs/watchMissing") >= 1, metrics
+        walks_before = requests_seen(metrics, "fs/walk")
+
+        _turn, first = await agent.turn()
+        assert "hello-from-the-executor" not in json.dumps(first[0].body)
+
+        description = f"Greets from the executor skill directory {agent.mark}."
+        skill = agent.work / ".agents" / "skills" / "hello-from-the-executor" / "SKILL.md"
+        skill.parent.mkdir(parents=True)
+        skill.write_text(SKILL.format(name="hello-from-the-executor", description=description))
+        # The watch fires (its inotify instance goes) and fs/missingChanged is on its way.
+        await agent.wait_until(lambda: inotify_instances(server_pid) == 0, "the watch fired")
+
+        _turn, second = await agent.turn()
+        assert description in json.dumps(second[0].body)
+        metrics = await agent.metrics()
+        # The new skill was found by walking the skills directory on our executor.
+        assert requests_seen(metrics, "fs/walk") > walks_before, metrics
+
+
+@pytest.mark.parametrize(
+    ("feature", "asked", "offered"),
+    [(True, True, True), (False, False, False)],
+    ids=["feature-on", "feature-off"],
+)
+async def test_executor_codex_home_skill_reaches_the_model_through_discover_v2(
+    tmp_path: Path, feature: bool, asked: bool, offered: bool
+) -> None:
+    """With the feature, a skill in the executor's CODEX_HOME reaches the model through
+    capabilities/discoverV2; without it the app-server never asks and the skill stays unknown."""
+    config = f"\n[features]\nexecutor_capability_discovery_v2 = {str(feature).lower()}\n"
+    async with discovery_agent(tmp_path, config) as agent:
+        description = f"Lives in the CODEX_HOME of the executor {agent.mark}."
+        skill = agent.executor_home / "skills" / "exec-home-skill" / "SKILL.md"
+        skill.parent.mkdir(parents=True)
+        skill.write_text(SKILL.format(name="exec-home-skill", description=description))
+
+        _turn, requests = await agent.turn()
+        metrics = await agent.metrics()
+        assert (requests_seen(metrics, "capabilities/discoverV2") >= 1) is asked, metrics
+        assert (description in json.dumps(requests[0].body)) is offered
