@@ -450,7 +450,7 @@ async def _stdio_after(command: list[str], line: bytes) -> tuple[int | None, lis
         answers: list[dict[str, Any]] = []
         with contextlib.suppress(EOFError, TimeoutError):
             while len(answers) < 2:
-                answers.append(await server.read(timeout=1.5))
+                answers.append(await server.read(timeout=5 * TIME))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(server.process.wait(), 1.0)
         return server.process.returncode, answers
