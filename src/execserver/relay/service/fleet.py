@@ -470,7 +470,8 @@ class FleetBus:
             if harness is None and kind == Kind.OPEN:
                 harness = self._open(envelope)
             if harness is None:
-                if kind != Kind.BYE:  # a route we do not know: the harness's node must reset
+                if kind in (Kind.OPEN, Kind.TO_EXECUTOR):  # a frame we cannot route: the
+                    # harness's node must reset its stream (control messages get no answer)
                     self.send(sender, Envelope(Kind.GONE, self.node_id, envelope.harness))
                 return
             if kind == Kind.ACK_TO_HARNESS:
