@@ -19,10 +19,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
-# 2. System packages: bubblewrap enforces sandbox intent (its tests must run, not skip, in CI).
+# 2. System packages: bubblewrap enforces sandbox intent (its tests must run, not skip, in CI);
+#    haproxy checks and runs deploy/fleet/haproxy.cfg (tests/deploy).
 #    nats-server comes with the test dependencies (a wheel in .venv/bin: Debian's is too old).
 missing=""
 command -v bwrap >/dev/null 2>&1 || missing="$missing bubblewrap"
+command -v haproxy >/dev/null 2>&1 || missing="$missing haproxy"
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     # shellcheck disable=SC2086

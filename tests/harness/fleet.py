@@ -41,6 +41,9 @@ class Fleet:
     secret_file: Path
     advertise: bool
     extra: list[str]
+    advertise_base: str | None = None
+    """When set, node `i` advertises `{advertise_base}/node/{node_id(i)}` (a path routed to
+    it by a balancer, as deploy/fleet/haproxy.cfg does) instead of its own address."""
 
     @property
     def url(self) -> str:
@@ -62,7 +65,9 @@ class Fleet:
             *relay_flags(self.workdir),
             *self.extra,
         ]  # fmt: skip
-        if self.advertise:
+        if self.advertise_base is not None:
+            args += ["--advertise-url", f"{self.advertise_base}/node/{self.node_id(index)}"]
+        elif self.advertise:
             args += ["--advertise-url", f"ws://127.0.0.1:{self.ports[index]}"]
         return args
 
@@ -127,6 +132,7 @@ async def relay_fleet(
     nodes: int = 3,
     nats_servers: int = 3,
     advertise: bool = True,
+    advertise_base: str | None = None,
     extra: list[str] | None = None,
 ) -> AsyncIterator[Fleet]:
     """`nodes` relay nodes on a `nats_servers` NATS cluster behind a balancer; every process
@@ -141,7 +147,15 @@ async def relay_fleet(
         TcpBalancer(ports) as balancer,
     ):
         fleet = Fleet(
-            cluster, balancer, ports, [None] * nodes, workdir, secret_file, advertise, extra or []
+            cluster,
+            balancer,
+            ports,
+            [None] * nodes,
+            workdir,
+            secret_file,
+            advertise,
+            extra or [],
+            advertise_base,
         )
         try:
             await asyncio.gather(*(fleet.start_node(i) for i in range(nodes)))
