@@ -134,6 +134,13 @@ DELIBERATE_CASES: dict[str, tuple[str, str]] = {
         "front; the reference starts the process, which fails with exit 1.",
         "failed to prepare process sandbox: cannot enforce sandbox read-only path",
     ),
+    "sandbox_read_only_path_crossing_writable_symlink": (
+        "Any read-only path (a read entry, a protected name) that crosses a symlink inside a "
+        "writable root, `/` included, refuses the request up front (-32602 sandboxPreparation, "
+        "the reference's wording); the reference starts the process, which fails with exit 1 "
+        "(sandboxDenied).",
+        "because it crosses writable symlink",
+    ),
     "http_requests_wait_in_line": (
         "http/request never holds back the connection's later requests (it runs concurrently, "
         "like a long poll); the reference answers them only after the request's headers arrive.",
