@@ -1381,6 +1381,38 @@ async def sandbox_params_errors_process_start(ctx: CaseContext) -> Any:
 
 
 @case
+async def sandbox_spawn_failures_reported_up_front(ctx: CaseContext) -> Any:
+    """A program that cannot be started (not found on PATH, a missing path, not executable, a
+    directory), pipe and PTY, restricted and `disabled` profiles; a script whose interpreter is
+    missing (seen only when it runs)."""
+    make_tree(ctx)
+    ws = ctx.workdir / "ws"
+    (ws / "plain").write_text("#!/bin/sh\necho plain\n")
+    (ws / "badinterp").write_text("#!/nonexistent/interpreter\n")
+    (ws / "badinterp").chmod(0o755)
+    (ws / "dir").mkdir()
+    client = await ctx.client()
+    programs = [
+        "definitely-not-a-program-xyz",
+        str(ws / "missing"),
+        str(ws / "plain"),
+        str(ws / "dir"),
+        "./plain",
+        str(ws / "badinterp"),
+    ]
+    out: list[Any] = []
+    for label, policy in [("ws", workspace_policy(ctx)), ("disabled", DISABLED)]:
+        for index, program in enumerate(programs):
+            for tty in (False, True):
+                process_id = f"{label}-{index}-{'tty' if tty else 'pipe'}"
+                result = await run_argv(client, ctx, process_id, [program], policy, tty=tty)
+                if "output" in result:  # the helper's panic names the host thread id
+                    result = {k: result[k] for k in ("start", "exited")}
+                out.append([process_id, program.replace(str(ctx.workdir), "<dir>"), result])
+    return out
+
+
+@case
 async def sandbox_spawn_cwd_and_nul(ctx: CaseContext) -> Any:
     """Sandboxed starts check the cwd first (missing: spawnNotFound, a file: spawnFailed), a
     PTY falls back to the home directory, NUL bytes fail as without a sandbox."""

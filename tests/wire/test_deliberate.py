@@ -141,6 +141,13 @@ DELIBERATE_CASES: dict[str, tuple[str, str]] = {
         "(sandboxDenied).",
         "because it crosses writable symlink",
     ),
+    "sandbox_spawn_failures_reported_up_front": (
+        "Under a sandbox, a program that cannot be started (not found, not executable, a "
+        "directory) fails the start with the same typed error as without a sandbox "
+        "(spawnNotFound, spawnPermissionDenied, the PTY texts); the reference starts its helper, "
+        "which panics (exit 101, sandboxDenied: true), reporting a missing program as a denial.",
+        '"kind": "spawnNotFound"',
+    ),
     "http_requests_wait_in_line": (
         "http/request never holds back the connection's later requests (it runs concurrently, "
         "like a long poll); the reference answers them only after the request's headers arrive.",

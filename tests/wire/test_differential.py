@@ -33,6 +33,7 @@ _DELIBERATE = {
     "sandbox_protected_git_symlink_refuses_to_run",
     "sandbox_profile_empty_entries_and_root_deny",
     "sandbox_read_only_path_crossing_writable_symlink",
+    "sandbox_spawn_failures_reported_up_front",
 }
 CASES = {name: case for name, case in ALL_CASES.items() if name not in _DELIBERATE}
 

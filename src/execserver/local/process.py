@@ -505,7 +505,9 @@ class LocalExecBackend:
     ) -> LocalProcess:
         """Start the program under bubblewrap (or directly, if the intent restricts nothing).
 
-        Fails closed: if the sandbox cannot be prepared, nothing runs.
+        Fails closed: if the sandbox cannot be prepared, nothing runs. A program that cannot
+        be started at all (missing, not executable) is reported as without a sandbox, before
+        anything runs.
         """
         if not spec.argv[0]:
             raise StartFailed(
@@ -535,6 +537,7 @@ class LocalExecBackend:
                 argv[-1:-1] = [b"--argv0", os.fsencode(spec.arg0)]
             if any("\0" in arg for arg in spec.argv):
                 raise StartFailed("nul byte found in provided data", "spawnFailed")
+            self._check_program(spec, env, spec.argv[0])
             argv += [os.fsencode(arg) for arg in spec.argv]
             if spec.tty:
                 process = self._spawn_pty(
@@ -556,6 +559,32 @@ class LocalExecBackend:
         process.sandbox_type = "linuxSeccomp"
         process.cleanup = launch.close
         return process
+
+    def _check_program(self, spec: ProcessSpec, env: dict[str, str], program: str) -> None:
+        """Fail now, as an unsandboxed start would, when `program` cannot be started at all:
+        not found, not executable, a directory. (Inside the sandbox it would only be seen
+        failing, not told apart from a denial.)"""
+        if spec.tty:
+            child_env = pty_env(env)
+            cwd = pty_cwd(spec.cwd, child_env)
+            resolve = resolve_pty_program if spec.arg0 is None else resolve_renamed_pty_program
+            try:
+                path = resolve(program, child_env, cwd)
+            except PtySpawnError as exc:
+                raise StartFailed(str(exc), exc.kind) from None
+        else:
+            cwd = spec.cwd
+            search_path = env["PATH"] if "PATH" in env else self._server_env.get("PATH")
+            try:
+                path = resolve_program(program, search_path, cwd)
+            except OSError as exc:
+                raise StartFailed.from_os_error(exc) from None
+        try:
+            st = os.stat(os.path.join(cwd, path))
+        except OSError as exc:
+            raise StartFailed.from_os_error(exc) from None
+        if not stat.S_ISREG(st.st_mode) or not os.access(os.path.join(cwd, path), os.X_OK):
+            raise StartFailed.from_os_error(PermissionError(errno.EACCES, "denied"))
 
     def _spawn(self, process_id: str, spec: ProcessSpec, env: dict[str, str]) -> LocalProcess:
         cwd = spec.cwd
