@@ -42,10 +42,17 @@ CASES = {name: case for name, case in ALL_CASES.items() if name not in _DELIBERA
 # clients of that release keep working with us. Where the newest release changed the wire on
 # purpose, the comparison leaves the change out (`as_previous`), or the case is newer than the
 # previous release.
+_NEWER_CASES = {
+    "process_pty_arg0_rules",  # PTY + arg0 changed in 0.171
+    # 0.171 added the transparentTcp checks and checks argv before the snapshot scope.
+    "process_start_check_order",
+    "process_start_network_params",
+    "process_start_shell_snapshot_params",
+}
 PREVIOUS_CASES = {
     name: case
     for name, case in {**cases_core.CASES, **cases_fs.CASES}.items()
-    if name in CASES and name != "process_pty_arg0_rules"  # PTY + arg0 changed in 0.171
+    if name in CASES and name not in _NEWER_CASES
 }
 
 

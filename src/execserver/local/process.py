@@ -21,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from execserver.compat.rust import rust_debug_str
 from execserver.environment.process import ProcessEvent, ProcessListener
 from execserver.errors import InternalError, InvalidParams, InvalidRequest, StartFailed
 from execserver.local import tree
@@ -39,7 +40,7 @@ from execserver.local.reaper import ChildReaper, exit_code_from_status
 from execserver.local.sandbox import launch as sandbox_launch
 from execserver.local.sandbox.bwrap import SandboxUnavailable
 from execserver.local.sandbox.denial import TRAILING_OUTPUT_GRACE_S, looks_denied
-from execserver.local.sandbox.policy import SandboxError
+from execserver.local.sandbox.policy import Mechanism, ResolvedPolicy, SandboxError
 from execserver.local.spawn import Stdio, resolve_program, spawn
 from execserver.observability.telemetry import ProcessTrace, Telemetry
 from execserver.protocol.process import (
@@ -427,22 +428,29 @@ class LocalExecBackend:
 
     def start(self, params: ProcessStartParams) -> LocalProcess:
         """Spawn a child under `params.process_id`. Raises the reference's errors on failure,
-        in the reference's order of checks."""
+        in the reference's order of checks.
+        """
+        sandbox = params.sandbox
+        _check_network_members(params)
         cwd = params.cwd.native_cwd()  # checked before argv, as the reference does
         if not params.argv:
             raise InvalidParams("argv must not be empty")
-        sandbox = params.sandbox
+        if sandbox is not None and params.enforce_managed_network:
+            # Fail closed: there is no managed network proxy on this executor.
+            raise InvalidParams(
+                "failed to prepare process sandbox: managed network enforcement needs a "
+                "network proxy, which this executor does not provide"
+            )
+        env = build_child_env(params.env, params.env_policy, self._server_env)
+        policy = None
         if sandbox is not None:
-            if sandbox.windows_sandbox_level == "mxc":
+            try:
+                policy = sandbox_launch.resolve_policy(sandbox, cwd, env)
+            except SandboxError as exc:
                 raise StartFailed(
-                    "native MXC is unavailable on this executor", "sandboxUnavailable"
-                )
-            if params.enforce_managed_network:
-                # Fail closed: there is no managed network proxy on this executor.
-                raise InvalidParams(
-                    "failed to prepare process sandbox: managed network enforcement needs a "
-                    "network proxy, which this executor does not provide"
-                )
+                    f"failed to prepare process sandbox: {exc}", "sandboxPreparation"
+                ) from None
+        self._check_shell_snapshot(params)
         spec = ProcessSpec(
             argv=params.argv,
             cwd=cwd,
@@ -453,7 +461,27 @@ class LocalExecBackend:
             env_policy=params.env_policy,
             sandbox=sandbox,
         )
-        process_id = params.process_id
+        self._check_new_id(params.process_id)
+        if params.network_proxy is not None:
+            raise InvalidParams(
+                "executor-local network proxy launches are not supported by this executor "
+                "(capability networkProxyLaunch is false)"
+            )
+        return self._start(params.process_id, spec, env, policy)
+
+    def _check_shell_snapshot(self, params: ProcessStartParams) -> None:
+        """The reference's errors for a bad `shellSnapshot` (snapshots are not replayed yet)."""
+        request = params.shell_snapshot
+        if request is None:
+            return
+        if not 0 < len(request.scope_id.encode()) <= 256:
+            raise InvalidParams("shell snapshot scope must be non-empty and at most 256 bytes")
+        argv = params.argv
+        applies = len(argv) >= 3 and argv[0] == request.shell.path and argv[1] == "-lc"
+        if applies and request.shell.name not in ("bash", "zsh", "sh"):
+            raise InvalidParams(f"shell snapshots are unsupported for shell `{request.shell.name}`")
+
+    def _check_new_id(self, process_id: str) -> None:
         if process_id in self._processes:
             raise InvalidRequest(f"process {process_id} already exists")
         if len(self._processes) >= self._max_processes:
@@ -461,14 +489,26 @@ class LocalExecBackend:
                 f"too many processes in this session (limit {self._max_processes}, finished "
                 "ones included until they expire); terminate some or wait"
             )
-        env = build_child_env(spec.env, spec.env_policy, self._server_env)
+
+    def _start(
+        self,
+        process_id: str,
+        spec: ProcessSpec,
+        env: dict[str, str],
+        policy: ResolvedPolicy | None,
+    ) -> LocalProcess:
         self._spawned += 1
         cgroup = f"{id(self):x}-{self._spawned}"
-        with self._cgroups.enter(cgroup):
-            if spec.sandbox is None:
-                process = self._spawn(process_id, spec, env)
-            else:
-                process = self._spawn_sandboxed(process_id, spec, env, spec.sandbox)
+        run = _Run(spec.argv, ())
+        try:
+            with self._cgroups.enter(cgroup):
+                if policy is None:
+                    process = self._spawn(process_id, spec, env, run)
+                else:
+                    process = self._spawn_sandboxed(process_id, spec, env, policy, run)
+        finally:
+            for fd, _ in run.extra_fds:
+                os.close(fd)
         if self._cgroups.enabled:
             self._cgroup_names.add(cgroup)
             process.kill_escaped = functools.partial(self._cgroups.kill, cgroup)
@@ -501,7 +541,12 @@ class LocalExecBackend:
         return forward
 
     def _spawn_sandboxed(
-        self, process_id: str, spec: ProcessSpec, env: dict[str, str], sandbox: SandboxContext
+        self,
+        process_id: str,
+        spec: ProcessSpec,
+        env: dict[str, str],
+        policy: ResolvedPolicy,
+        run: _Run,
     ) -> LocalProcess:
         """Start the program under bubblewrap (or directly, if the intent restricts nothing).
 
@@ -509,14 +554,22 @@ class LocalExecBackend:
         be started at all (missing, not executable) is reported as without a sandbox, before
         anything runs.
         """
-        if not spec.argv[0]:
+        argv0 = run.argv[0]
+        if not argv0:
             raise StartFailed(
                 f"missing program for {'PTY' if spec.tty else 'pipe'} spawn", "spawnFailed"
             )
         if not spec.tty:  # checked before the sandbox is built, as the reference does
             _check_cwd(spec.cwd)
+        if any("\0" in arg for arg in run.argv):
+            raise StartFailed("nul byte found in provided data", "spawnFailed")
+        if policy.mechanism is Mechanism.PLAIN:
+            process = self._spawn(process_id, spec, env, run)
+            process.sandbox_type = "linuxSeccomp"
+            return process
+        self._check_program(spec, env, argv0)
         try:
-            launch = sandbox_launch.prepare(sandbox, spec.cwd, env)
+            launch = sandbox_launch.prepare(policy, spec.cwd)
         except (SandboxUnavailable, SandboxError) as exc:
             raise StartFailed(
                 f"failed to prepare process sandbox: {exc}",
@@ -524,10 +577,7 @@ class LocalExecBackend:
                 if isinstance(exc, SandboxUnavailable)
                 else "sandboxPreparation",
             ) from None
-        if launch is None:
-            process = self._spawn(process_id, spec, env)
-            process.sandbox_type = "linuxSeccomp"
-            return process
+        assert launch is not None
         try:
             if spec.tty:
                 env = pty_env(env)
@@ -535,23 +585,15 @@ class LocalExecBackend:
             argv = [*launch.prefix]
             if spec.arg0 is not None and launch.argv0_supported:
                 argv[-1:-1] = [b"--argv0", os.fsencode(spec.arg0)]
-            if any("\0" in arg for arg in spec.argv):
-                raise StartFailed("nul byte found in provided data", "spawnFailed")
-            self._check_program(spec, env, spec.argv[0])
-            argv += [os.fsencode(arg) for arg in spec.argv]
+            argv += [os.fsencode(arg) for arg in run.argv]
+            extra_fds = (*launch.extra_fds, *run.extra_fds)
             if spec.tty:
                 process = self._spawn_pty(
-                    process_id, launch.prefix[0], argv, envp, cwd=b"/", extra_fds=launch.extra_fds
+                    process_id, launch.prefix[0], argv, envp, cwd=b"/", extra_fds=extra_fds
                 )
             else:
                 process = self._spawn_pipes(
-                    process_id,
-                    launch.prefix[0],
-                    argv,
-                    envp,
-                    spec,
-                    cwd=b"/",
-                    extra_fds=launch.extra_fds,
+                    process_id, launch.prefix[0], argv, envp, spec, cwd=b"/", extra_fds=extra_fds
                 )
         except BaseException:
             launch.close()
@@ -586,31 +628,37 @@ class LocalExecBackend:
         if not stat.S_ISREG(st.st_mode) or not os.access(os.path.join(cwd, path), os.X_OK):
             raise StartFailed.from_os_error(PermissionError(errno.EACCES, "denied"))
 
-    def _spawn(self, process_id: str, spec: ProcessSpec, env: dict[str, str]) -> LocalProcess:
+    def _spawn(
+        self, process_id: str, spec: ProcessSpec, env: dict[str, str], run: _Run
+    ) -> LocalProcess:
         cwd = spec.cwd
         if spec.tty:
             env = pty_env(env)
             cwd = pty_cwd(cwd, env)
             resolve = resolve_pty_program if spec.arg0 is None else resolve_renamed_pty_program
             try:
-                program = resolve(spec.argv[0], env, cwd)
+                program = resolve(run.argv[0], env, cwd)
             except PtySpawnError as exc:
                 raise StartFailed(str(exc), exc.kind) from None
-        elif not spec.argv[0]:
+        elif not run.argv[0]:
             raise StartFailed("missing program for pipe spawn", "spawnFailed")
         envp = _encode_env(env)
-        argv = [spec.arg0 if spec.arg0 is not None else spec.argv[0], *spec.argv[1:]]
-        if any("\0" in arg for arg in (*argv, spec.argv[0])):
+        argv = [spec.arg0 if spec.arg0 is not None else run.argv[0], *run.argv[1:]]
+        if any("\0" in arg for arg in (*argv, run.argv[0])):
             raise StartFailed("nul byte found in provided data", "spawnFailed")
         argv_bytes = [os.fsencode(arg) for arg in argv]
         if spec.tty:
-            return self._spawn_pty(process_id, program, argv_bytes, envp, cwd=cwd)
+            return self._spawn_pty(
+                process_id, program, argv_bytes, envp, cwd=cwd, extra_fds=run.extra_fds
+            )
         search_path = env["PATH"] if "PATH" in env else self._server_env.get("PATH")
         try:
-            program = resolve_program(spec.argv[0], search_path, cwd)
+            program = resolve_program(run.argv[0], search_path, cwd)
         except OSError as exc:
             raise StartFailed.from_os_error(exc) from None
-        return self._spawn_pipes(process_id, program, argv_bytes, envp, spec, cwd=spec.cwd)
+        return self._spawn_pipes(
+            process_id, program, argv_bytes, envp, spec, cwd=spec.cwd, extra_fds=run.extra_fds
+        )
 
     def _spawn_pipes(
         self,
@@ -794,3 +842,41 @@ def _encode_env(env: Mapping[str, str]) -> list[bytes]:
             raise StartFailed("data provided contains a nul byte", "spawnFailed")
         envp.append(os.fsencode(item))
     return envp
+
+
+@dataclass(slots=True, frozen=True)
+class _Run:
+    """The argv actually started (rewritten for a shell snapshot) and fds the child inherits."""
+
+    argv: list[str]
+    extra_fds: tuple[tuple[int, int], ...]
+
+
+def _check_network_members(params: ProcessStartParams) -> None:
+    """The reference's first checks: the managed-network members, and MXC among them."""
+    proxy = params.network_proxy
+    managed = params.managed_network
+    proxied_tcp = proxy is not None and proxy.proxy.transparent_tcp
+    if managed is not None and managed.transparent_tcp and not proxied_tcp:
+        raise InvalidParams("transparent TCP requires an executor-local managed proxy")
+    if proxy is not None and proxy.policy_decision_timeout_ms == 0:
+        raise InvalidParams("network policy decision callback timeout must be nonzero")
+    sandbox = params.sandbox
+    if sandbox is not None and sandbox.windows_sandbox_level == "mxc":
+        raise StartFailed("native MXC is unavailable on this executor", "sandboxUnavailable")
+    if proxy is None:
+        return
+    if proxy.proxy.transparent_tcp and sandbox is None:
+        raise InvalidParams("transparent TCP requires a managed Linux sandbox")
+    if not proxy.proxy.enabled:
+        raise InvalidParams(
+            "invalid network proxy config: executor-local network proxy launch requires an "
+            "enabled proxy"
+        )
+    allowed = [path for path, rule in (proxy.proxy.unix_sockets or {}).items() if rule == "allow"]
+    for index, path in enumerate(allowed):
+        if not path.startswith("/") or "\0" in path:
+            raise InvalidParams(
+                f"invalid network proxy config: invalid network.allow_unix_sockets[{index}]: "
+                f"expected a NUL-free absolute path for Linux, got {rust_debug_str(path)}"
+            )
