@@ -18,13 +18,13 @@ import signal
 import stat
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from execserver.compat.rust import rust_debug_str
 from execserver.environment.process import ProcessEvent, ProcessListener
 from execserver.errors import InternalError, InvalidParams, InvalidRequest, StartFailed
-from execserver.local import tree
+from execserver.local import shell_snapshot, tree
 from execserver.local.cgroup import ProcessCgroups
 from execserver.local.env_policy import build_child_env
 from execserver.local.output_log import OutputLog, RetainedOutputBudget
@@ -41,6 +41,7 @@ from execserver.local.sandbox import launch as sandbox_launch
 from execserver.local.sandbox.bwrap import SandboxUnavailable
 from execserver.local.sandbox.denial import TRAILING_OUTPUT_GRACE_S, looks_denied
 from execserver.local.sandbox.policy import Mechanism, ResolvedPolicy, SandboxError
+from execserver.local.shell_snapshot import Snapshot, SnapshotCache, SnapshotKey
 from execserver.local.spawn import Stdio, resolve_program, spawn
 from execserver.observability.telemetry import ProcessTrace, Telemetry
 from execserver.protocol.process import (
@@ -407,6 +408,8 @@ class LocalExecBackend:
         self._processes: dict[str, LocalProcess] = {}
         self._expiry: dict[str, asyncio.TimerHandle] = {}
         self._output_paused = False
+        self._snapshots = SnapshotCache()
+        """This session's shell snapshots (a scope lives as long as the session)."""
         self.listener: ProcessListener | None = None
 
     def __len__(self) -> int:
@@ -426,9 +429,13 @@ class LocalExecBackend:
             raise InvalidRequest(f"unknown process id {process_id}")
         return process
 
-    def start(self, params: ProcessStartParams) -> LocalProcess:
+    def start(self, params: ProcessStartParams) -> LocalProcess | Awaitable[LocalProcess]:
         """Spawn a child under `params.process_id`. Raises the reference's errors on failure,
         in the reference's order of checks.
+
+        Returns an awaitable instead when the child must wait for a shell snapshot to be
+        captured first (the first use of a snapshot scope); every check that can fail has been
+        made by then, except the spawn itself.
         """
         sandbox = params.sandbox
         _check_network_members(params)
@@ -450,7 +457,7 @@ class LocalExecBackend:
                 raise StartFailed(
                     f"failed to prepare process sandbox: {exc}", "sandboxPreparation"
                 ) from None
-        self._check_shell_snapshot(params)
+        snapshot_key = self._snapshot_key(params)
         spec = ProcessSpec(
             argv=params.argv,
             cwd=cwd,
@@ -467,19 +474,30 @@ class LocalExecBackend:
                 "executor-local network proxy launches are not supported by this executor "
                 "(capability networkProxyLaunch is false)"
             )
-        return self._start(params.process_id, spec, env, policy)
+        if snapshot_key is None:
+            return self._start(params.process_id, spec, env, policy, None)
+        known, snapshot = self._snapshots.lookup(snapshot_key)
+        if known:
+            return self._start(params.process_id, spec, env, policy, snapshot)
+        return self._start_after_capture(params.process_id, spec, env, policy, snapshot_key)
 
-    def _check_shell_snapshot(self, params: ProcessStartParams) -> None:
-        """The reference's errors for a bad `shellSnapshot` (snapshots are not replayed yet)."""
+    def _snapshot_key(self, params: ProcessStartParams) -> SnapshotKey | None:
+        """The snapshot a start uses, if any; raises the reference's errors for a bad one."""
         request = params.shell_snapshot
         if request is None:
-            return
+            return None
         if not 0 < len(request.scope_id.encode()) <= 256:
             raise InvalidParams("shell snapshot scope must be non-empty and at most 256 bytes")
-        argv = params.argv
-        applies = len(argv) >= 3 and argv[0] == request.shell.path and argv[1] == "-lc"
-        if applies and request.shell.name not in ("bash", "zsh", "sh"):
+        if not shell_snapshot.applies(params.argv, request.shell.path):
+            return None
+        if not shell_snapshot.supported(request.shell.name):
             raise InvalidParams(f"shell snapshots are unsupported for shell `{request.shell.name}`")
+        return (
+            request.scope_id,
+            request.shell.name,
+            request.shell.path,
+            shell_snapshot.encoded_policy(params.env_policy),
+        )
 
     def _check_new_id(self, process_id: str) -> None:
         if process_id in self._processes:
@@ -490,16 +508,43 @@ class LocalExecBackend:
                 "ones included until they expire); terminate some or wait"
             )
 
+    async def _start_after_capture(
+        self,
+        process_id: str,
+        spec: ProcessSpec,
+        env: dict[str, str],
+        policy: ResolvedPolicy | None,
+        key: SnapshotKey,
+    ) -> LocalProcess:
+        """Capture the scope's snapshot (once), then start.
+
+        Cancellation: the start is abandoned; a capture in progress goes on for the scope.
+        """
+        if not spec.tty:
+            _check_cwd(spec.cwd)  # a missing cwd fails the start, not the capture
+        snapshot = await self._snapshots.get(
+            key, functools.partial(self._capture_snapshot, key, spec, env, policy)
+        )
+        self._check_new_id(process_id)  # another start may have taken the id meanwhile
+        return self._start(process_id, spec, env, policy, snapshot)
+
     def _start(
         self,
         process_id: str,
         spec: ProcessSpec,
         env: dict[str, str],
         policy: ResolvedPolicy | None,
+        snapshot: Snapshot | None,
     ) -> LocalProcess:
         self._spawned += 1
         cgroup = f"{id(self):x}-{self._spawned}"
         run = _Run(spec.argv, ())
+        if snapshot is not None:
+            data = snapshot.render(pty_env(env) if spec.tty else env)
+            run = _Run(
+                shell_snapshot.restore_argv(snapshot.shell, spec.argv),
+                ((shell_snapshot.memfd_with(data), shell_snapshot.SNAPSHOT_FD),),
+            )
         try:
             with self._cgroups.enter(cgroup):
                 if policy is None:
@@ -660,6 +705,82 @@ class LocalExecBackend:
             process_id, program, argv_bytes, envp, spec, cwd=spec.cwd, extra_fds=run.extra_fds
         )
 
+    # -- shell snapshots --------------------------------------------------------------------------
+
+    async def _capture_snapshot(
+        self,
+        key: SnapshotKey,
+        spec: ProcessSpec,
+        env: dict[str, str],
+        policy: ResolvedPolicy | None,
+    ) -> Snapshot | None:
+        """Run the login shell once to describe itself, then check the snapshot sources.
+
+        In the command's environment, working directory and sandbox; None on any failure."""
+        _scope, name, shell_path, _policy = key
+        if spec.tty:
+            env = pty_env(env)
+        cwd = pty_cwd(spec.cwd, env) if spec.tty else spec.cwd
+        marker = shell_snapshot.new_marker()
+        script = shell_snapshot.capture_script(name, marker)
+        status, output = await self._run_helper([shell_path, "-lc", script], env, cwd, policy)
+        if status != 0:
+            return None
+        snapshot = shell_snapshot.parse_capture(name, marker, output, env)
+        if snapshot is None:
+            return None
+        fd = shell_snapshot.memfd_with(snapshot.render({}))
+        try:
+            check = [shell_path, "-c", f". /dev/fd/{shell_snapshot.SNAPSHOT_FD}"]
+            status, _ = await self._run_helper(
+                check, env, cwd, policy, extra_fds=((fd, shell_snapshot.SNAPSHOT_FD),)
+            )
+        finally:
+            os.close(fd)
+        return snapshot if status == 0 else None
+
+    async def _run_helper(
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        cwd: bytes,
+        policy: ResolvedPolicy | None,
+        *,
+        extra_fds: tuple[tuple[int, int], ...] = (),
+    ) -> tuple[int | None, bytes]:
+        """Run a short internal command (stdin and stderr /dev/null) under `policy`; return its
+        exit code (None if it could not run or overran the time limit) and its stdout.
+
+        Cancellation: the command's tree is killed and reaped before the cancellation goes on.
+        """
+        launch = None
+        try:
+            if policy is not None:
+                launch = sandbox_launch.prepare(policy, cwd)
+            if launch is not None:
+                program = launch.prefix[0]
+                argv_bytes = [*launch.prefix, *(os.fsencode(arg) for arg in argv)]
+                spawn_cwd = b"/"
+                extra_fds = (*launch.extra_fds, *extra_fds)
+            else:
+                program = os.fsencode(argv[0])
+                argv_bytes = [os.fsencode(arg) for arg in argv]
+                spawn_cwd = cwd
+            envp = _encode_env(env)
+        except (SandboxUnavailable, SandboxError, StartFailed, ValueError):
+            if launch is not None:
+                launch.close()
+            return None, b""
+        return await _run_collecting(
+            self._reaper,
+            program,
+            argv_bytes,
+            envp,
+            cwd=spawn_cwd,
+            extra_fds=extra_fds,
+            launch=launch,
+        )
+
     def _spawn_pipes(
         self,
         process_id: str,
@@ -800,6 +921,7 @@ class LocalExecBackend:
 
         Cancellation: the kills are sent before the first await; waiting may be cut short.
         """
+        self._snapshots.cancel()  # shell snapshot captures in progress: their children die
         pending = []
         for process in self._processes.values():
             if not process.closed:
@@ -815,6 +937,7 @@ class LocalExecBackend:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(grace_s):
                     await asyncio.gather(*pending)
+        await self._snapshots.aclose()
         for process in self._processes.values():
             self._record_finish(process)
             process.log.discard()
@@ -880,3 +1003,73 @@ def _check_network_members(params: ProcessStartParams) -> None:
                 f"invalid network proxy config: invalid network.allow_unix_sockets[{index}]: "
                 f"expected a NUL-free absolute path for Linux, got {rust_debug_str(path)}"
             )
+
+
+async def _run_collecting(
+    reaper: ChildReaper,
+    program: bytes,
+    argv: list[bytes],
+    envp: list[bytes],
+    *,
+    cwd: bytes,
+    extra_fds: tuple[tuple[int, int], ...],
+    launch: sandbox_launch.SandboxLaunch | None,
+) -> tuple[int | None, bytes]:
+    """Spawn, collect stdout (bounded) until the exit, within the capture time limit."""
+    loop = asyncio.get_running_loop()
+    out_r, out_w = os.pipe()
+    try:
+        pid = spawn(program, argv, envp, cwd, Stdio(None, out_w, None, extra_fds=extra_fds))
+    except OSError:
+        os.close(out_r)
+        if launch is not None:
+            launch.close()
+        return None, b""
+    finally:
+        os.close(out_w)
+    exited: asyncio.Future[int] = loop.create_future()
+
+    def on_exit(status: int) -> None:
+        if not exited.done():
+            exited.set_result(status)
+
+    reaper.watch(pid, on_exit)
+    output = bytearray()
+    overflow = False
+
+    def read() -> None:
+        nonlocal overflow
+        while True:
+            try:
+                data = os.read(out_r, READ_CHUNK_BYTES)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data or len(output) + len(data) > shell_snapshot.MAX_CAPTURE_BYTES:
+                overflow = overflow or bool(data)
+                loop.remove_reader(out_r)
+                return
+            output.extend(data)
+
+    os.set_blocking(out_r, False)
+    loop.add_reader(out_r, read)
+    status: int | None = None
+    try:
+        async with asyncio.timeout(shell_snapshot.CAPTURE_TIMEOUT_S):
+            status = await asyncio.shield(exited)
+        read()  # what the child wrote just before it exited
+    except TimeoutError:
+        status = None
+    finally:
+        loop.remove_reader(out_r)
+        os.close(out_r)
+        if not exited.done():
+            tree.kill_tree(pid, root_alive=True)
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(exited)
+        if launch is not None:
+            launch.close()
+    if status is None or overflow:
+        return None, b""
+    return exit_code_from_status(status), bytes(output)
