@@ -342,7 +342,14 @@ async def test_environment_info_identity(ours: ServerProcess) -> None:
         info = (await client.initialize())["result"]["environmentInfo"]
         assert info["prependPathDirs"] == []
         enabled = sorted(name for name, value in info["capabilities"].items() if value)
-        assert enabled == ["fileWriteStreaming", "httpHeaderEnvVars", "sandboxedFileStreaming"]
+        assert enabled == [
+            "fileWriteStreaming",
+            "httpHeaderEnvVars",
+            "linuxApprovedRootWritePreservesRestrictions",
+            "linuxRootWritePreservesDevices",
+            "sandboxedFileStreaming",
+            "shellSnapshotV2",
+        ]
         assert info["providerId"].startswith("sha256:")
 
 

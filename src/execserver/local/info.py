@@ -39,6 +39,11 @@ def implemented_capabilities() -> EnvironmentCapabilities:
         http_header_env_vars=True,
         file_write_streaming=True,
         sandboxed_file_streaming=True,  # fs/open honours the sandbox (fd opened inside it)
+        shell_snapshot_v2=True,  # process/start.shellSnapshot (local/shell_snapshot.py)
+        # `root` writable with deny/read entries: /dev stays usable, restrictions hold, and a
+        # read-only path through a writable symlink is refused (local/sandbox/).
+        linux_root_write_preserves_devices=True,
+        linux_approved_root_write_preserves_restrictions=True,
     )
 
 
