@@ -463,8 +463,11 @@ async def test_process_close_stdin_extension_reference(reference: ServerProcess)
     assert response["error"]["code"] == -32601
 
 
-async def _stdio_after(command: list[str], line: bytes) -> tuple[int | None, list[dict[str, Any]]]:
-    """Send `line`, then a request; return (exit status or None if running, what came back)."""
+async def _stdio_after(
+    command: list[str], line: bytes, *, exit_wait: float = 1.0
+) -> tuple[int | None, list[dict[str, Any]]]:
+    """Send `line`, then a request; return (exit status or None if still running `exit_wait`
+    seconds after the answers, what came back)."""
     server = await StdioServer.start(command)
     try:
         await server.write(line)
@@ -474,7 +477,7 @@ async def _stdio_after(command: list[str], line: bytes) -> tuple[int | None, lis
             while len(answers) < 2:
                 answers.append(await server.read(timeout=5 * TIME))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(server.process.wait(), 1.0)
+            await asyncio.wait_for(server.process.wait(), exit_wait)
         return server.process.returncode, answers
     finally:
         await server.kill()
@@ -495,7 +498,9 @@ async def test_stdio_invalid_utf8_line_answered_reference() -> None:
 
 
 async def test_stdio_violation_ends_the_server() -> None:
-    status, answers = await _stdio_after(ours_command("stdio"), b'{"id":1,"result":{}}\n')
+    status, answers = await _stdio_after(
+        ours_command("stdio"), b'{"id":1,"result":{}}\n', exit_wait=10 * TIME
+    )
     assert (status, answers) == (0, [])
 
 
