@@ -113,8 +113,29 @@ def app_version(executor_kind: str) -> str:
     return version or REFERENCE_VERSION
 
 
+def e2e_setup(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, dict[str, str]]:
+    """What a test's `e2e_setup` marker asks for: the app-server config's `[features]` table,
+    and executor environment variables (`HOME`, a directory holding the given files)."""
+    marker = request.node.get_closest_marker("e2e_setup")
+    if marker is None:
+        return "", {}
+    features = marker.kwargs.get("features", [])
+    config = "\n[features]\n" + "".join(f"{name} = true\n" for name in features) if features else ""
+    env: dict[str, str] = {}
+    files: dict[str, str] = marker.kwargs.get("executor_home", {})
+    if files:
+        home = tmp_path / "executor-home"
+        home.mkdir()
+        for name, text in files.items():
+            (home / name).write_text(text)
+        env["HOME"] = str(home)
+    return config, env
+
+
 @pytest.fixture
-async def agent(executor_kind: str, tmp_path: Path) -> AsyncIterator[Agent]:
+async def agent(
+    executor_kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Agent]:
     version = app_version(executor_kind)
     require_reference(version)  # the app-server is the reference binary whichever executor runs
     server_kind = executor_kind.partition("-app")[0]
@@ -127,13 +148,14 @@ async def agent(executor_kind: str, tmp_path: Path) -> AsyncIterator[Agent]:
     home = Path(tempfile.mkdtemp(prefix="e2e-home-", dir=CACHE_DIR))
     model = MockModel()
     await model.start()
+    extra_config, executor_env = e2e_setup(request, tmp_path)
     try:
         (home / "config.toml").write_text(
             f'model = "{MODEL}"\n'
             'approval_policy = "never"\n'
-            'sandbox_mode = "danger-full-access"\n' + model.provider_config()
+            'sandbox_mode = "danger-full-access"\n' + model.provider_config() + extra_config
         )
-        env = {**os.environ, "E2E_MARK": mark}
+        env = {**os.environ, "E2E_MARK": mark, **executor_env}
         async with (
             running_server(server_kind, tmp_path, env=env, wrap=private_cwd(bwrap, work)) as ex,
             CuttingProxy(ex.port) as proxy,

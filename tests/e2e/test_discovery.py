@@ -36,6 +36,7 @@ from tests.e2e.conftest import ENVIRONMENT_ID, EXECUTOR_CWD, MODEL, Agent, priva
 from tests.harness.app_server import AppServer
 from tests.harness.faults import CuttingProxy
 from tests.harness.mock_model import MockModel
+from tests.harness.procfs import loopback_queued_bytes
 from tests.harness.servers import CACHE_DIR, REFERENCE_VERSION, running_server
 
 SKILL = "---\nname: {name}\ndescription: {description}\n---\n\nSay hello.\n"
@@ -157,10 +158,20 @@ async def test_skill_created_mid_thread_arrives_through_fs_missing_changed(
 
         description = f"Greets from the executor skill directory {agent.mark}."
         skill = agent.work / ".agents" / "skills" / "hello-from-the-executor" / "SKILL.md"
+        proxy = agent.proxy
+        assert proxy is not None
+        notified = proxy.replied(b"fs/missingChanged")
         skill.parent.mkdir(parents=True)
         skill.write_text(SKILL.format(name="hello-from-the-executor", description=description))
-        # The watch fires (its inotify instance goes) and fs/missingChanged is on its way.
+        # The watch fires (its inotify instance goes) and fs/missingChanged reaches the
+        # app-server, which reads it before the next turn starts (it only marks its cache stale:
+        # nothing else shows it handled the notification).
         await agent.wait_until(lambda: inotify_instances(server_pid) == 0, "the watch fired")
+        async with asyncio.timeout(20 * TIME):
+            await notified.wait()
+        await agent.wait_until(
+            lambda: loopback_queued_bytes(proxy.port) == 0, "the app-server read it"
+        )
 
         _turn, second = await agent.turn()
         assert description in json.dumps(second[0].body)

@@ -85,6 +85,7 @@ class CuttingProxy:
         self._heads: dict[tuple[asyncio.StreamWriter, asyncio.StreamWriter], bytes] = {}
         """The first bytes each client sent (its request line), to cut connections by kind."""
         self._reply_trigger: bytes | None = None
+        self._reply_watches: list[tuple[bytes, asyncio.Event]] = []
         self.cuts = 0
         """Cuts that actually broke at least one open connection."""
         self.connections = 0
@@ -141,6 +142,19 @@ class CuttingProxy:
         in one read, which holds for a small unfragmented frame."""
         self._reply_trigger = pattern
 
+    def replied(self, pattern: bytes) -> asyncio.Event:
+        """An event set once the proxy has written bytes from the server containing `pattern` to
+        the client's socket (the pattern must be in one read, which holds for a small frame)."""
+        event = asyncio.Event()
+        self._reply_watches.append((pattern, event))
+        return event
+
+    def _notice(self, data: bytes) -> None:
+        for watch in list(self._reply_watches):
+            if watch[0] in data:
+                self._reply_watches.remove(watch)
+                watch[1].set()
+
     def release(self) -> None:
         """Abort the server sides kept by `cut(hold_upstream=True)`."""
         held, self._held = self._held, []
@@ -194,12 +208,14 @@ class CuttingProxy:
                 if chaos is None:
                     sink.write(data)
                     await sink.drain()
-                    continue
-                for piece in chaos.pieces(data):
-                    if delay := chaos.delay():
-                        await asyncio.sleep(delay)
-                    sink.write(piece)
-                    await sink.drain()
+                else:
+                    for piece in chaos.pieces(data):
+                        if delay := chaos.delay():
+                            await asyncio.sleep(delay)
+                        sink.write(piece)
+                        await sink.drain()
+                if sink is link[0]:
+                    self._notice(data)
         except (OSError, asyncio.IncompleteReadError):
             pass
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 
@@ -79,3 +80,19 @@ async def wait_all_dead(pids: list[int], timeout: float = 10.0) -> bool:
             return False
         await asyncio.sleep(0.02)
     return True
+
+
+def loopback_queued_bytes(port: int) -> int:
+    """Bytes waiting in the kernel on TCP connections to or from `port` in this network
+    namespace: sent but not yet read by the peer (send queue plus receive queue)."""
+    total = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as lines:
+            next(lines)
+            for line in lines:
+                fields = line.split()
+                ports = {int(fields[1].rsplit(":", 1)[1], 16), int(fields[2].rsplit(":", 1)[1], 16)}
+                if port in ports and fields[3] == "01":  # established, not the listener
+                    tx, rx = fields[4].split(":")
+                    total += int(tx, 16) + int(rx, 16)
+    return total

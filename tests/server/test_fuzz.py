@@ -930,8 +930,9 @@ def test_fuzz_confinement() -> None:
     for argv in (["rm", "-rf", "/"], ["cat", "/etc/shadow"], ["sleep", "1000"], ["sh"]):
         start = sanitize(methods.PROCESS_START, {"argv": argv, "env": {"PATH": "/tmp"}}, ctx)
         assert start == {"argv": ["echo", "sanitized"], "env": {"PATH": CHILD_PATH}}
-        positional = sanitize(methods.PROCESS_START, ["p", argv], ctx)
-        assert positional == ["p", ["echo", "sanitized"]]
+        # The positional form follows the reference's member order: processId, metadata, argv.
+        positional = sanitize(methods.PROCESS_START, ["p", None, argv], ctx)
+        assert positional == ["p", None, ["echo", "sanitized"]]
     for url in ("http://example.com/", "http://127.0.0.1:1234@evil/", "HTTP:evil", " https://x"):
         request = sanitize(methods.HTTP_REQUEST, {"url": url, "method": "connect"}, ctx)
         assert request == {"url": "http://127.0.0.1:1234/sanitized", "method": "GET"}, url

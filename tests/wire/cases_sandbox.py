@@ -825,6 +825,183 @@ async def sandbox_protected_names_only_at_writable_roots(ctx: CaseContext) -> An
     return out
 
 
+# -- `root` writable with restrictions ----------------------------------------------------------
+
+
+_DEVICES_AND_WRITES = attempts(
+    ("devnull", "echo x > /dev/null"),
+    ("zero", "head -c1 /dev/zero | wc -c | grep -q 1"),
+    ("urandom", "head -c1 /dev/urandom | wc -c | grep -q 1"),
+    ("ptmx", "test -e /dev/pts/ptmx"),
+    ("tty_or_null_ok", "test -c /dev/null"),
+    ("ws", "echo w > probe.txt"),
+    ("outside", "echo w > ../outside/target.txt"),
+    ("mkdir_elsewhere", "mkdir ../made-by-sandbox"),
+    ("read_denied", "cat ../denied/secret.txt"),
+    ("write_denied", "echo w > ../denied/new.txt"),
+)
+
+
+@case
+async def sandbox_root_write_with_deny_keeps_devices_and_writes(ctx: CaseContext) -> Any:
+    """`root` writable plus a deny entry (the restricted-view path): /dev is usable, writes
+    outside the denied path work, the denied path is neither readable nor writable, with and
+    without the escalated override; compared with `root` read + a writable workspace."""
+    make_tree(ctx, "denied")
+    (ctx.workdir / "denied" / "secret.txt").write_text("secret\n")
+    client = await ctx.client()
+    deny = path_entry(ctx, "denied", access="deny")
+    policies: list[tuple[str, Json]] = [
+        ("root_write", restricted([root("write")])),
+        ("root_write_deny", restricted([root("write"), deny])),
+        (
+            "root_write_deny_escalated",
+            restricted([root("write"), deny], sandboxOverride="escalatedSandboxWithRestrictions"),
+        ),
+        ("root_write_none", restricted([root("write"), path_entry(ctx, "denied", access="none")])),
+        ("root_read_ws_write", workspace_policy(ctx)),
+    ]
+    out: list[Any] = []
+    for label, policy in policies:
+        result = await run_sandboxed(client, ctx, label, _DEVICES_AND_WRITES, policy)
+        out.append([label, result, snapshot(ctx.workdir)])
+        for leftover in ("made-by-sandbox",):
+            with contextlib.suppress(OSError):
+                (ctx.workdir / leftover).rmdir()
+        (ctx.workdir / "outside" / "target.txt").write_text("original\n")
+        with contextlib.suppress(OSError):
+            (ctx.workdir / "ws" / "probe.txt").unlink()
+        dev = await run_sandboxed(
+            client, ctx, f"{label}-dev", "ls /dev | sort | tr '\\n' ' '", policy
+        )
+        out.append(dev["output"])
+    fs_policy = restricted([root("write"), deny])
+    out.append(
+        [
+            await fs_request(
+                client,
+                ctx,
+                "fs/writeFile",
+                {"path": ctx.uri("ws", "fs.txt"), "dataBase64": "eA==", "sandbox": fs_policy},
+            ),
+            await fs_request(
+                client,
+                ctx,
+                "fs/writeFile",
+                {"path": ctx.uri("denied", "fs.txt"), "dataBase64": "eA==", "sandbox": fs_policy},
+            ),
+            await fs_request(
+                client,
+                ctx,
+                "fs/readFile",
+                {"path": ctx.uri("denied", "secret.txt"), "sandbox": fs_policy},
+            ),
+            snapshot(ctx.workdir),
+        ]
+    )
+    return out
+
+
+@case
+async def sandbox_root_write_with_read_entries(ctx: CaseContext) -> Any:
+    """`root` writable plus read entries: those stay read-only (the restricted view is used),
+    and the protected names are read-only under every other writable root; write entries alone
+    restrict nothing."""
+    make_tree(ctx, "ws/.git", "ws/ro")
+    client = await ctx.client()
+    script = attempts(
+        ("ro", "echo w > ro/f"),
+        ("git", "echo w > .git/x"),
+        ("ws", "echo w > f"),
+        ("outside", "echo w > ../outside/target.txt"),
+    )
+    roots = {"workspaceRoots": [ctx.uri("ws")]}
+    ro = path_entry(ctx, "ws", "ro", access="read")
+    git = special("project_roots", "read", subpath=".git")
+    project = special("project_roots", "write")
+    policies: list[tuple[str, Json]] = [
+        ("ro_read", restricted([root("write"), ro], **roots)),
+        ("git_read", restricted([root("write"), git], **roots)),
+        ("project_write", restricted([root("write"), project], **roots)),
+        ("project_write_ro_read", restricted([root("write"), project, ro], **roots)),
+    ]
+    out: list[Any] = []
+    for label, policy in policies:
+        out.append([label, await run_sandboxed(client, ctx, label, script, policy)])
+        out.append(snapshot(ctx.workdir))
+        for name in ("ro/f", ".git/x", "f"):
+            with contextlib.suppress(OSError):
+                (ctx.workdir / "ws" / name).unlink()
+        (ctx.workdir / "outside" / "target.txt").write_text("original\n")
+    fs_policy = policies[0][1]
+    out.append(
+        [
+            await fs_request(
+                client,
+                ctx,
+                "fs/writeFile",
+                {"path": ctx.uri("ws", "ro", "fs.txt"), "dataBase64": "eA==", "sandbox": fs_policy},
+            ),
+            await fs_request(
+                client,
+                ctx,
+                "fs/writeFile",
+                {"path": ctx.uri("ws", "fs.txt"), "dataBase64": "eA==", "sandbox": fs_policy},
+            ),
+            snapshot(ctx.workdir),
+        ]
+    )
+    return out
+
+
+@case
+async def sandbox_read_only_path_crossing_writable_symlink(ctx: CaseContext) -> Any:
+    """A read-only path (a read entry, a protected name) that crosses a symlink inside a
+    writable root cannot be enforced, `root` writable or not, with or without the escalated
+    override; names directly under `/` (usr-merge links) do not count."""
+    make_tree(ctx, "gitdir", "outside/sub")
+    os.symlink("../gitdir", ctx.workdir / "ws" / ".git")
+    os.symlink("../outside", ctx.workdir / "ws" / "link")
+    client = await ctx.client()
+    roots = {"workspaceRoots": [ctx.uri("ws")]}
+    git = special("project_roots", "read", subpath=".git")
+    link_sub = path_entry(ctx, "ws", "link", "sub", access="read")
+    link = path_entry(ctx, "ws", "link", access="read")
+    script = attempts(
+        ("gitdir", f"echo w > {ctx.workdir}/gitdir/x"),
+        ("via_link", "echo w > .git/y"),
+        ("outside", f"echo w > {ctx.workdir}/outside/sub/x"),
+        ("ws", "echo w > z"),
+    )
+    lib64 = {"path": {"type": "path", "path": "file:///lib64"}, "access": "read"}
+    deny = path_entry(ctx, "outside", "target.txt", access="deny")
+    policies: list[tuple[str, Json]] = [
+        ("root_write_git", restricted([root("write"), git], **roots)),
+        (
+            "root_write_git_escalated",
+            restricted(
+                [root("write"), git], sandboxOverride="escalatedSandboxWithRestrictions", **roots
+            ),
+        ),
+        (
+            "workspace_git",
+            restricted([root("read"), special("project_roots", "write"), git], **roots),
+        ),
+        ("workspace_link_sub", workspace_policy(ctx, link_sub)),
+        ("workspace_link", workspace_policy(ctx, link)),
+        ("root_write_link_sub", restricted([root("write"), link_sub])),
+        ("root_write_top_level_link", restricted([root("write"), deny, lib64])),
+    ]
+    out: list[Any] = []
+    for label, policy in policies:
+        result = await run_sandboxed(client, ctx, label, script, policy)
+        out.append([label, result, snapshot(ctx.workdir)])
+        for name in ("gitdir/x", "gitdir/y", "outside/sub/x", "ws/z"):
+            with contextlib.suppress(OSError):
+                (ctx.workdir / name).unlink()
+    return out
+
+
 # -- escapes ------------------------------------------------------------------------------------
 
 
@@ -1200,6 +1377,38 @@ async def sandbox_params_errors_process_start(ctx: CaseContext) -> Any:
         out.append({k: v for k, v in response.items() if k != "id"})
         if "result" in response:
             await client.process_events(f"v{index}", timeout=_PROCESS_TIMEOUT)
+    return out
+
+
+@case
+async def sandbox_spawn_failures_reported_up_front(ctx: CaseContext) -> Any:
+    """A program that cannot be started (not found on PATH, a missing path, not executable, a
+    directory), pipe and PTY, restricted and `disabled` profiles; a script whose interpreter is
+    missing (seen only when it runs)."""
+    make_tree(ctx)
+    ws = ctx.workdir / "ws"
+    (ws / "plain").write_text("#!/bin/sh\necho plain\n")
+    (ws / "badinterp").write_text("#!/nonexistent/interpreter\n")
+    (ws / "badinterp").chmod(0o755)
+    (ws / "dir").mkdir()
+    client = await ctx.client()
+    programs = [
+        "definitely-not-a-program-xyz",
+        str(ws / "missing"),
+        str(ws / "plain"),
+        str(ws / "dir"),
+        "./plain",
+        str(ws / "badinterp"),
+    ]
+    out: list[Any] = []
+    for label, policy in [("ws", workspace_policy(ctx)), ("disabled", DISABLED)]:
+        for index, program in enumerate(programs):
+            for tty in (False, True):
+                process_id = f"{label}-{index}-{'tty' if tty else 'pipe'}"
+                result = await run_argv(client, ctx, process_id, [program], policy, tty=tty)
+                if "output" in result:  # the helper's panic names the host thread id
+                    result = {k: result[k] for k in ("start", "exited")}
+                out.append([process_id, program.replace(str(ctx.workdir), "<dir>"), result])
     return out
 
 

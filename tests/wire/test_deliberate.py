@@ -1,4 +1,4 @@
-"""Every deliberate difference from codex exec-server 0.169.0, in one place, with the reason.
+"""Every deliberate difference from codex exec-server 0.171.0, in one place, with the reason.
 
 Each entry of `DELIBERATE_DIFFERENCES` has a test below that pins our behaviour and, where the
 reference is deterministic, shows the reference really does behave the other way (so the list
@@ -90,6 +90,11 @@ DELIBERATE_DIFFERENCES: dict[str, str] = {
         "Pipe output is read up to 64 KiB at a time (the reference: 8 KiB), so fewer, larger "
         "process/output notifications carry the same bytes."
     ),
+    "network_proxy_launch_refused": (
+        "A well-formed `networkProxy` (an executor-local managed proxy launch) is refused with "
+        "-32602 once every other check has passed: there is no managed proxy here yet "
+        "(networkProxyLaunch is false). The reference starts the proxy and the process."
+    ),
 }
 
 
@@ -133,6 +138,20 @@ DELIBERATE_CASES: dict[str, tuple[str, str]] = {
         "A protected name (`.git`) that is a symlink in a writable root refuses the request up "
         "front; the reference starts the process, which fails with exit 1.",
         "failed to prepare process sandbox: cannot enforce sandbox read-only path",
+    ),
+    "sandbox_read_only_path_crossing_writable_symlink": (
+        "Any read-only path (a read entry, a protected name) that crosses a symlink inside a "
+        "writable root, `/` included, refuses the request up front (-32602 sandboxPreparation, "
+        "the reference's wording); the reference starts the process, which fails with exit 1 "
+        "(sandboxDenied).",
+        "because it crosses writable symlink",
+    ),
+    "sandbox_spawn_failures_reported_up_front": (
+        "Under a sandbox, a program that cannot be started (not found, not executable, a "
+        "directory) fails the start with the same typed error as without a sandbox "
+        "(spawnNotFound, spawnPermissionDenied, the PTY texts); the reference starts its helper, "
+        "which panics (exit 101, sandboxDenied: true), reporting a missing program as a denial.",
+        '"kind": "spawnNotFound"',
     ),
     "http_requests_wait_in_line": (
         "http/request never holds back the connection's later requests (it runs concurrently, "
@@ -330,7 +349,10 @@ async def test_environment_info_identity(ours: ServerProcess) -> None:
             "fileWriteStreaming",
             "fsWatchMissing",
             "httpHeaderEnvVars",
+            "linuxApprovedRootWritePreservesRestrictions",
+            "linuxRootWritePreservesDevices",
             "sandboxedFileStreaming",
+            "shellSnapshotV2",
         ]
         assert info["providerId"].startswith("sha256:")
 
@@ -482,3 +504,48 @@ async def test_stdio_violation_ends_the_server_reference() -> None:
     require_reference()
     status, answers = await _stdio_after(reference_command("stdio"), b'{"id":1,"result":{}}\n')
     assert (status, answers) == (None, [])
+
+
+_PROXY = {
+    "enabled": True,
+    "enableSocks5": True,
+    "enableSocks5Udp": False,
+    "allowUpstreamProxy": False,
+    "dangerouslyAllowAllUnixSockets": False,
+    "mode": "limited",
+    "allowLocalBinding": False,
+}
+
+
+async def _network_proxy_launch(url: str) -> tuple[dict[str, Any], str]:
+    """Start `env` with a well-formed networkProxy; (start response, its output)."""
+    params = process_params("np", ["/usr/bin/env"], networkProxy={"proxy": _PROXY})
+    async with await WireClient.connect(url) as client:
+        await client.initialize()
+        response = await client.request("process/start", params)
+        if "error" in response:
+            return response, ""
+        events = await client.process_events("np")
+        output = b"".join(
+            base64.b64decode(e["params"]["chunk"])
+            for e in events
+            if e["method"] == "process/output"
+        )
+        return response, output.decode()
+
+
+async def test_network_proxy_launch_refused(ours: ServerProcess) -> None:
+    response, _ = await _network_proxy_launch(ours.url)
+    assert response["error"] == {
+        "code": -32602,
+        "message": "executor-local network proxy launches are not supported by this executor "
+        "(capability networkProxyLaunch is false)",
+    }
+
+
+@pytest.mark.reference
+async def test_network_proxy_launch_refused_reference(reference: ServerProcess) -> None:
+    require_reference()
+    response, output = await _network_proxy_launch(reference.url)
+    assert "result" in response
+    assert "CODEX_NETWORK_PROXY_ACTIVE=1" in output

@@ -16,7 +16,14 @@ import pytest
 from tests.conftest import ServerProcess
 from tests.harness.differential import observe
 from tests.harness.servers import PREVIOUS_VERSIONS
-from tests.wire import cases_core, cases_discovery, cases_fs, cases_http, cases_sandbox
+from tests.wire import (
+    cases_core,
+    cases_discovery,
+    cases_fs,
+    cases_http,
+    cases_sandbox,
+    cases_shell_snapshot,
+)
 from tests.wire.cases_core import dumps
 
 ALL_CASES = {
@@ -25,6 +32,7 @@ ALL_CASES = {
     **cases_http.CASES,
     **cases_sandbox.CASES,
     **cases_discovery.CASES,
+    **cases_shell_snapshot.CASES,
 }
 # Cases whose outcome differs on purpose run in test_deliberate.py instead.
 _DELIBERATE = {
@@ -38,18 +46,27 @@ _DELIBERATE = {
     "sandbox_glob_deny_entries",
     "sandbox_protected_git_symlink_refuses_to_run",
     "sandbox_profile_empty_entries_and_root_deny",
+    "sandbox_read_only_path_crossing_writable_symlink",
+    "sandbox_spawn_failures_reported_up_front",
 }
 CASES = {name: case for name, case in ALL_CASES.items() if name not in _DELIBERATE}
 
 
-# The core and filesystem suites also run against the previous release, so that Codex
-# clients of that release keep working with us. Where the newest release changed the wire on
-# purpose, the comparison leaves the change out (`as_previous`), or the case is newer than the
-# previous release.
+# The core, filesystem and shell snapshot suites also run against the previous release, so
+# that Codex clients of that release keep working with us. Where the newest release changed the
+# wire on purpose, the comparison leaves the change out (`as_previous`), or the case is newer
+# than the previous release.
+_NEWER_CASES = {
+    "process_pty_arg0_rules",  # PTY + arg0 changed in 0.171
+    # 0.171 added the transparentTcp checks and checks argv before the snapshot scope.
+    "process_start_check_order",
+    "process_start_network_params",
+    "process_start_shell_snapshot_params",
+}
 PREVIOUS_CASES = {
     name: case
-    for name, case in {**cases_core.CASES, **cases_fs.CASES}.items()
-    if name in CASES and name != "process_pty_arg0_rules"  # PTY + arg0 changed in 0.171
+    for name, case in {**cases_core.CASES, **cases_fs.CASES, **cases_shell_snapshot.CASES}.items()
+    if name in CASES and name not in _NEWER_CASES
 }
 
 

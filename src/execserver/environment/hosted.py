@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
+from collections.abc import Awaitable
 
 from execserver.environment.file_system import path_uri
 from execserver.environment.process import (
@@ -78,7 +79,8 @@ class HostedExecBackend(ProcessRunner):
         return path_uri(os.getcwd())
 
     async def _spawn(self, params: ProcessStartParams) -> HostedExecProcess:
-        process = self._table.start(params)
+        started = self._table.start(params)
+        process = await started if isinstance(started, Awaitable) else started
 
         async def read(after_seq: int) -> ProcessReadResponse:
             response = process.read_nowait(after_seq, None)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, Self, runtime_checkable
 
@@ -358,8 +358,12 @@ class ProcessTable(Protocol):
         """Processes in the table that have not closed yet."""
         ...
 
-    def start(self, params: ProcessStartParams) -> HostedProcess:
-        """Spawn now, under `params.process_id`. Raises the executor's errors."""
+    def start(self, params: ProcessStartParams) -> HostedProcess | Awaitable[HostedProcess]:
+        """Spawn under `params.process_id`. Raises the executor's errors.
+
+        Spawns now, or returns an awaitable that spawns once something the start needs is ready
+        (a shell snapshot's first capture); the params are checked before either. Cancelling
+        the awaitable abandons the start."""
         ...
 
     def get(self, process_id: str) -> HostedProcess | None: ...

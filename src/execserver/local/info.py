@@ -43,6 +43,11 @@ def implemented_capabilities() -> EnvironmentCapabilities:
         environment_config_read=True,  # environmentConfig/read
         capability_discovery_v2=True,  # capabilities/discoverV2 (+ capabilityRoots/discoverV1)
         capability_discovery_sandbox=True,  # ... run inside the fs sandbox helper when asked
+        shell_snapshot_v2=True,  # process/start.shellSnapshot (local/shell_snapshot.py)
+        # `root` writable with deny/read entries: /dev stays usable, restrictions hold, and a
+        # read-only path through a writable symlink is refused (local/sandbox/).
+        linux_root_write_preserves_devices=True,
+        linux_approved_root_write_preserves_restrictions=True,
     )
 
 

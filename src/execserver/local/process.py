@@ -18,12 +18,13 @@ import signal
 import stat
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
+from execserver.compat.rust import rust_debug_str
 from execserver.environment.process import ProcessEvent, ProcessListener
 from execserver.errors import InternalError, InvalidParams, InvalidRequest, StartFailed
-from execserver.local import tree
+from execserver.local import shell_snapshot, tree
 from execserver.local.cgroup import ProcessCgroups
 from execserver.local.env_policy import build_child_env
 from execserver.local.output_log import OutputLog, RetainedOutputBudget
@@ -39,7 +40,8 @@ from execserver.local.reaper import ChildReaper, exit_code_from_status
 from execserver.local.sandbox import launch as sandbox_launch
 from execserver.local.sandbox.bwrap import SandboxUnavailable
 from execserver.local.sandbox.denial import TRAILING_OUTPUT_GRACE_S, looks_denied
-from execserver.local.sandbox.policy import SandboxError
+from execserver.local.sandbox.policy import Mechanism, ResolvedPolicy, SandboxError
+from execserver.local.shell_snapshot import Snapshot, SnapshotCache, SnapshotKey
 from execserver.local.spawn import Stdio, resolve_program, spawn
 from execserver.observability.telemetry import ProcessTrace, Telemetry
 from execserver.protocol.process import (
@@ -406,6 +408,8 @@ class LocalExecBackend:
         self._processes: dict[str, LocalProcess] = {}
         self._expiry: dict[str, asyncio.TimerHandle] = {}
         self._output_paused = False
+        self._snapshots = SnapshotCache()
+        """This session's shell snapshots (a scope lives as long as the session)."""
         self.listener: ProcessListener | None = None
 
     def __len__(self) -> int:
@@ -425,24 +429,35 @@ class LocalExecBackend:
             raise InvalidRequest(f"unknown process id {process_id}")
         return process
 
-    def start(self, params: ProcessStartParams) -> LocalProcess:
+    def start(self, params: ProcessStartParams) -> LocalProcess | Awaitable[LocalProcess]:
         """Spawn a child under `params.process_id`. Raises the reference's errors on failure,
-        in the reference's order of checks."""
+        in the reference's order of checks.
+
+        Returns an awaitable instead when the child must wait for a shell snapshot to be
+        captured first (the first use of a snapshot scope); every check that can fail has been
+        made by then, except the spawn itself.
+        """
+        sandbox = params.sandbox
+        _check_network_members(params)
         cwd = params.cwd.native_cwd()  # checked before argv, as the reference does
         if not params.argv:
             raise InvalidParams("argv must not be empty")
-        sandbox = params.sandbox
+        if sandbox is not None and params.enforce_managed_network:
+            # Fail closed: there is no managed network proxy on this executor.
+            raise InvalidParams(
+                "failed to prepare process sandbox: managed network enforcement needs a "
+                "network proxy, which this executor does not provide"
+            )
+        env = build_child_env(params.env, params.env_policy, self._server_env)
+        policy = None
         if sandbox is not None:
-            if sandbox.windows_sandbox_level == "mxc":
+            try:
+                policy = sandbox_launch.resolve_policy(sandbox, cwd, env)
+            except SandboxError as exc:
                 raise StartFailed(
-                    "native MXC is unavailable on this executor", "sandboxUnavailable"
-                )
-            if params.enforce_managed_network:
-                # Fail closed: there is no managed network proxy on this executor.
-                raise InvalidParams(
-                    "failed to prepare process sandbox: managed network enforcement needs a "
-                    "network proxy, which this executor does not provide"
-                )
+                    f"failed to prepare process sandbox: {exc}", "sandboxPreparation"
+                ) from None
+        snapshot_key = self._snapshot_key(params)
         spec = ProcessSpec(
             argv=params.argv,
             cwd=cwd,
@@ -453,7 +468,38 @@ class LocalExecBackend:
             env_policy=params.env_policy,
             sandbox=sandbox,
         )
-        process_id = params.process_id
+        self._check_new_id(params.process_id)
+        if params.network_proxy is not None:
+            raise InvalidParams(
+                "executor-local network proxy launches are not supported by this executor "
+                "(capability networkProxyLaunch is false)"
+            )
+        if snapshot_key is None:
+            return self._start(params.process_id, spec, env, policy, None)
+        known, snapshot = self._snapshots.lookup(snapshot_key)
+        if known:
+            return self._start(params.process_id, spec, env, policy, snapshot)
+        return self._start_after_capture(params.process_id, spec, env, policy, snapshot_key)
+
+    def _snapshot_key(self, params: ProcessStartParams) -> SnapshotKey | None:
+        """The snapshot a start uses, if any; raises the reference's errors for a bad one."""
+        request = params.shell_snapshot
+        if request is None:
+            return None
+        if not 0 < len(request.scope_id.encode()) <= 256:
+            raise InvalidParams("shell snapshot scope must be non-empty and at most 256 bytes")
+        if not shell_snapshot.applies(params.argv, request.shell.path):
+            return None
+        if not shell_snapshot.supported(request.shell.name):
+            raise InvalidParams(f"shell snapshots are unsupported for shell `{request.shell.name}`")
+        return (
+            request.scope_id,
+            request.shell.name,
+            request.shell.path,
+            shell_snapshot.encoded_policy(params.env_policy),
+        )
+
+    def _check_new_id(self, process_id: str) -> None:
         if process_id in self._processes:
             raise InvalidRequest(f"process {process_id} already exists")
         if len(self._processes) >= self._max_processes:
@@ -461,14 +507,53 @@ class LocalExecBackend:
                 f"too many processes in this session (limit {self._max_processes}, finished "
                 "ones included until they expire); terminate some or wait"
             )
-        env = build_child_env(spec.env, spec.env_policy, self._server_env)
+
+    async def _start_after_capture(
+        self,
+        process_id: str,
+        spec: ProcessSpec,
+        env: dict[str, str],
+        policy: ResolvedPolicy | None,
+        key: SnapshotKey,
+    ) -> LocalProcess:
+        """Capture the scope's snapshot (once), then start.
+
+        Cancellation: the start is abandoned; a capture in progress goes on for the scope.
+        """
+        if not spec.tty:
+            _check_cwd(spec.cwd)  # a missing cwd fails the start, not the capture
+        snapshot = await self._snapshots.get(
+            key, functools.partial(self._capture_snapshot, key, spec, env, policy)
+        )
+        self._check_new_id(process_id)  # another start may have taken the id meanwhile
+        return self._start(process_id, spec, env, policy, snapshot)
+
+    def _start(
+        self,
+        process_id: str,
+        spec: ProcessSpec,
+        env: dict[str, str],
+        policy: ResolvedPolicy | None,
+        snapshot: Snapshot | None,
+    ) -> LocalProcess:
         self._spawned += 1
         cgroup = f"{id(self):x}-{self._spawned}"
-        with self._cgroups.enter(cgroup):
-            if spec.sandbox is None:
-                process = self._spawn(process_id, spec, env)
-            else:
-                process = self._spawn_sandboxed(process_id, spec, env, spec.sandbox)
+        run = _Run(spec.argv, ())
+        if snapshot is not None:
+            data = snapshot.render(pty_env(env) if spec.tty else env)
+            run = _Run(
+                shell_snapshot.restore_argv(snapshot.shell, spec.argv),
+                ((shell_snapshot.memfd_with(data), shell_snapshot.SNAPSHOT_FD),),
+            )
+        try:
+            with self._cgroups.enter(cgroup):
+                if policy is None:
+                    process = self._spawn(process_id, spec, env, run)
+                else:
+                    process = self._spawn_sandboxed(process_id, spec, env, policy, run)
+        finally:
+            for fd, _ in run.extra_fds:
+                os.close(fd)
         if self._cgroups.enabled:
             self._cgroup_names.add(cgroup)
             process.kill_escaped = functools.partial(self._cgroups.kill, cgroup)
@@ -501,20 +586,35 @@ class LocalExecBackend:
         return forward
 
     def _spawn_sandboxed(
-        self, process_id: str, spec: ProcessSpec, env: dict[str, str], sandbox: SandboxContext
+        self,
+        process_id: str,
+        spec: ProcessSpec,
+        env: dict[str, str],
+        policy: ResolvedPolicy,
+        run: _Run,
     ) -> LocalProcess:
         """Start the program under bubblewrap (or directly, if the intent restricts nothing).
 
-        Fails closed: if the sandbox cannot be prepared, nothing runs.
+        Fails closed: if the sandbox cannot be prepared, nothing runs. A program that cannot
+        be started at all (missing, not executable) is reported as without a sandbox, before
+        anything runs.
         """
-        if not spec.argv[0]:
+        argv0 = run.argv[0]
+        if not argv0:
             raise StartFailed(
                 f"missing program for {'PTY' if spec.tty else 'pipe'} spawn", "spawnFailed"
             )
         if not spec.tty:  # checked before the sandbox is built, as the reference does
             _check_cwd(spec.cwd)
+        if any("\0" in arg for arg in run.argv):
+            raise StartFailed("nul byte found in provided data", "spawnFailed")
+        if policy.mechanism is Mechanism.PLAIN:
+            process = self._spawn(process_id, spec, env, run)
+            process.sandbox_type = "linuxSeccomp"
+            return process
+        self._check_program(spec, env, argv0)
         try:
-            launch = sandbox_launch.prepare(sandbox, spec.cwd, env)
+            launch = sandbox_launch.prepare(policy, spec.cwd)
         except (SandboxUnavailable, SandboxError) as exc:
             raise StartFailed(
                 f"failed to prepare process sandbox: {exc}",
@@ -522,10 +622,7 @@ class LocalExecBackend:
                 if isinstance(exc, SandboxUnavailable)
                 else "sandboxPreparation",
             ) from None
-        if launch is None:
-            process = self._spawn(process_id, spec, env)
-            process.sandbox_type = "linuxSeccomp"
-            return process
+        assert launch is not None
         try:
             if spec.tty:
                 env = pty_env(env)
@@ -533,22 +630,15 @@ class LocalExecBackend:
             argv = [*launch.prefix]
             if spec.arg0 is not None and launch.argv0_supported:
                 argv[-1:-1] = [b"--argv0", os.fsencode(spec.arg0)]
-            if any("\0" in arg for arg in spec.argv):
-                raise StartFailed("nul byte found in provided data", "spawnFailed")
-            argv += [os.fsencode(arg) for arg in spec.argv]
+            argv += [os.fsencode(arg) for arg in run.argv]
+            extra_fds = (*launch.extra_fds, *run.extra_fds)
             if spec.tty:
                 process = self._spawn_pty(
-                    process_id, launch.prefix[0], argv, envp, cwd=b"/", extra_fds=launch.extra_fds
+                    process_id, launch.prefix[0], argv, envp, cwd=b"/", extra_fds=extra_fds
                 )
             else:
                 process = self._spawn_pipes(
-                    process_id,
-                    launch.prefix[0],
-                    argv,
-                    envp,
-                    spec,
-                    cwd=b"/",
-                    extra_fds=launch.extra_fds,
+                    process_id, launch.prefix[0], argv, envp, spec, cwd=b"/", extra_fds=extra_fds
                 )
         except BaseException:
             launch.close()
@@ -557,31 +647,139 @@ class LocalExecBackend:
         process.cleanup = launch.close
         return process
 
-    def _spawn(self, process_id: str, spec: ProcessSpec, env: dict[str, str]) -> LocalProcess:
+    def _check_program(self, spec: ProcessSpec, env: dict[str, str], program: str) -> None:
+        """Fail now, as an unsandboxed start would, when `program` cannot be started at all:
+        not found, not executable, a directory. (Inside the sandbox it would only be seen
+        failing, not told apart from a denial.)"""
+        if spec.tty:
+            child_env = pty_env(env)
+            cwd = pty_cwd(spec.cwd, child_env)
+            resolve = resolve_pty_program if spec.arg0 is None else resolve_renamed_pty_program
+            try:
+                path = resolve(program, child_env, cwd)
+            except PtySpawnError as exc:
+                raise StartFailed(str(exc), exc.kind) from None
+        else:
+            cwd = spec.cwd
+            search_path = env["PATH"] if "PATH" in env else self._server_env.get("PATH")
+            try:
+                path = resolve_program(program, search_path, cwd)
+            except OSError as exc:
+                raise StartFailed.from_os_error(exc) from None
+        try:
+            st = os.stat(os.path.join(cwd, path))
+        except OSError as exc:
+            raise StartFailed.from_os_error(exc) from None
+        if not stat.S_ISREG(st.st_mode) or not os.access(os.path.join(cwd, path), os.X_OK):
+            raise StartFailed.from_os_error(PermissionError(errno.EACCES, "denied"))
+
+    def _spawn(
+        self, process_id: str, spec: ProcessSpec, env: dict[str, str], run: _Run
+    ) -> LocalProcess:
         cwd = spec.cwd
         if spec.tty:
             env = pty_env(env)
             cwd = pty_cwd(cwd, env)
             resolve = resolve_pty_program if spec.arg0 is None else resolve_renamed_pty_program
             try:
-                program = resolve(spec.argv[0], env, cwd)
+                program = resolve(run.argv[0], env, cwd)
             except PtySpawnError as exc:
                 raise StartFailed(str(exc), exc.kind) from None
-        elif not spec.argv[0]:
+        elif not run.argv[0]:
             raise StartFailed("missing program for pipe spawn", "spawnFailed")
         envp = _encode_env(env)
-        argv = [spec.arg0 if spec.arg0 is not None else spec.argv[0], *spec.argv[1:]]
-        if any("\0" in arg for arg in (*argv, spec.argv[0])):
+        argv = [spec.arg0 if spec.arg0 is not None else run.argv[0], *run.argv[1:]]
+        if any("\0" in arg for arg in (*argv, run.argv[0])):
             raise StartFailed("nul byte found in provided data", "spawnFailed")
         argv_bytes = [os.fsencode(arg) for arg in argv]
         if spec.tty:
-            return self._spawn_pty(process_id, program, argv_bytes, envp, cwd=cwd)
+            return self._spawn_pty(
+                process_id, program, argv_bytes, envp, cwd=cwd, extra_fds=run.extra_fds
+            )
         search_path = env["PATH"] if "PATH" in env else self._server_env.get("PATH")
         try:
-            program = resolve_program(spec.argv[0], search_path, cwd)
+            program = resolve_program(run.argv[0], search_path, cwd)
         except OSError as exc:
             raise StartFailed.from_os_error(exc) from None
-        return self._spawn_pipes(process_id, program, argv_bytes, envp, spec, cwd=spec.cwd)
+        return self._spawn_pipes(
+            process_id, program, argv_bytes, envp, spec, cwd=spec.cwd, extra_fds=run.extra_fds
+        )
+
+    # -- shell snapshots --------------------------------------------------------------------------
+
+    async def _capture_snapshot(
+        self,
+        key: SnapshotKey,
+        spec: ProcessSpec,
+        env: dict[str, str],
+        policy: ResolvedPolicy | None,
+    ) -> Snapshot | None:
+        """Run the login shell once to describe itself, then check the snapshot sources.
+
+        In the command's environment, working directory and sandbox; None on any failure."""
+        _scope, name, shell_path, _policy = key
+        if spec.tty:
+            env = pty_env(env)
+        cwd = pty_cwd(spec.cwd, env) if spec.tty else spec.cwd
+        marker = shell_snapshot.new_marker()
+        script = shell_snapshot.capture_script(name, marker)
+        status, output = await self._run_helper([shell_path, "-lc", script], env, cwd, policy)
+        if status != 0:
+            return None
+        snapshot = shell_snapshot.parse_capture(name, marker, output, env)
+        if snapshot is None:
+            return None
+        fd = shell_snapshot.memfd_with(snapshot.render({}))
+        try:
+            check = [shell_path, "-c", f". /dev/fd/{shell_snapshot.SNAPSHOT_FD}"]
+            status, _ = await self._run_helper(
+                check, env, cwd, policy, extra_fds=((fd, shell_snapshot.SNAPSHOT_FD),)
+            )
+        finally:
+            os.close(fd)
+        return snapshot if status == 0 else None
+
+    async def _run_helper(
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        cwd: bytes,
+        policy: ResolvedPolicy | None,
+        *,
+        extra_fds: tuple[tuple[int, int], ...] = (),
+    ) -> tuple[int | None, bytes]:
+        """Run a short internal command (stdin and stderr /dev/null) under `policy`; return its
+        exit code (None if it could not run or overran the time limit) and its stdout.
+
+        Cancellation: the command's tree is killed and reaped before the cancellation goes on.
+        """
+        launch = None
+        try:
+            if policy is not None:
+                launch = sandbox_launch.prepare(policy, cwd)
+            if launch is not None:
+                program = launch.prefix[0]
+                argv_bytes = [*launch.prefix, *(os.fsencode(arg) for arg in argv)]
+                spawn_cwd = b"/"
+                extra_fds = (*launch.extra_fds, *extra_fds)
+            else:
+                program = os.fsencode(argv[0])
+                argv_bytes = [os.fsencode(arg) for arg in argv]
+                spawn_cwd = cwd
+            envp = _encode_env(env)
+        except (SandboxUnavailable, SandboxError, StartFailed, ValueError):
+            if launch is not None:
+                launch.close()
+            return None, b""
+        return await _run_collecting(
+            self._reaper,
+            program,
+            argv_bytes,
+            envp,
+            cwd=spawn_cwd,
+            extra_fds=extra_fds,
+            launch=launch,
+        )
 
     def _spawn_pipes(
         self,
@@ -723,6 +921,7 @@ class LocalExecBackend:
 
         Cancellation: the kills are sent before the first await; waiting may be cut short.
         """
+        self._snapshots.cancel()  # shell snapshot captures in progress: their children die
         pending = []
         for process in self._processes.values():
             if not process.closed:
@@ -738,6 +937,7 @@ class LocalExecBackend:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(grace_s):
                     await asyncio.gather(*pending)
+        await self._snapshots.aclose()
         for process in self._processes.values():
             self._record_finish(process)
             process.log.discard()
@@ -765,3 +965,111 @@ def _encode_env(env: Mapping[str, str]) -> list[bytes]:
             raise StartFailed("data provided contains a nul byte", "spawnFailed")
         envp.append(os.fsencode(item))
     return envp
+
+
+@dataclass(slots=True, frozen=True)
+class _Run:
+    """The argv actually started (rewritten for a shell snapshot) and fds the child inherits."""
+
+    argv: list[str]
+    extra_fds: tuple[tuple[int, int], ...]
+
+
+def _check_network_members(params: ProcessStartParams) -> None:
+    """The reference's first checks: the managed-network members, and MXC among them."""
+    proxy = params.network_proxy
+    managed = params.managed_network
+    proxied_tcp = proxy is not None and proxy.proxy.transparent_tcp
+    if managed is not None and managed.transparent_tcp and not proxied_tcp:
+        raise InvalidParams("transparent TCP requires an executor-local managed proxy")
+    if proxy is not None and proxy.policy_decision_timeout_ms == 0:
+        raise InvalidParams("network policy decision callback timeout must be nonzero")
+    sandbox = params.sandbox
+    if sandbox is not None and sandbox.windows_sandbox_level == "mxc":
+        raise StartFailed("native MXC is unavailable on this executor", "sandboxUnavailable")
+    if proxy is None:
+        return
+    if proxy.proxy.transparent_tcp and sandbox is None:
+        raise InvalidParams("transparent TCP requires a managed Linux sandbox")
+    if not proxy.proxy.enabled:
+        raise InvalidParams(
+            "invalid network proxy config: executor-local network proxy launch requires an "
+            "enabled proxy"
+        )
+    allowed = [path for path, rule in (proxy.proxy.unix_sockets or {}).items() if rule == "allow"]
+    for index, path in enumerate(allowed):
+        if not path.startswith("/") or "\0" in path:
+            raise InvalidParams(
+                f"invalid network proxy config: invalid network.allow_unix_sockets[{index}]: "
+                f"expected a NUL-free absolute path for Linux, got {rust_debug_str(path)}"
+            )
+
+
+async def _run_collecting(
+    reaper: ChildReaper,
+    program: bytes,
+    argv: list[bytes],
+    envp: list[bytes],
+    *,
+    cwd: bytes,
+    extra_fds: tuple[tuple[int, int], ...],
+    launch: sandbox_launch.SandboxLaunch | None,
+) -> tuple[int | None, bytes]:
+    """Spawn, collect stdout (bounded) until the exit, within the capture time limit."""
+    loop = asyncio.get_running_loop()
+    out_r, out_w = os.pipe()
+    try:
+        pid = spawn(program, argv, envp, cwd, Stdio(None, out_w, None, extra_fds=extra_fds))
+    except OSError:
+        os.close(out_r)
+        if launch is not None:
+            launch.close()
+        return None, b""
+    finally:
+        os.close(out_w)
+    exited: asyncio.Future[int] = loop.create_future()
+
+    def on_exit(status: int) -> None:
+        if not exited.done():
+            exited.set_result(status)
+
+    reaper.watch(pid, on_exit)
+    output = bytearray()
+    overflow = False
+
+    def read() -> None:
+        nonlocal overflow
+        while True:
+            try:
+                data = os.read(out_r, READ_CHUNK_BYTES)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data or len(output) + len(data) > shell_snapshot.MAX_CAPTURE_BYTES:
+                overflow = overflow or bool(data)
+                loop.remove_reader(out_r)
+                return
+            output.extend(data)
+
+    os.set_blocking(out_r, False)
+    loop.add_reader(out_r, read)
+    status: int | None = None
+    try:
+        async with asyncio.timeout(shell_snapshot.CAPTURE_TIMEOUT_S):
+            status = await asyncio.shield(exited)
+        read()  # what the child wrote just before it exited
+    except TimeoutError:
+        status = None
+    finally:
+        loop.remove_reader(out_r)
+        os.close(out_r)
+        if not exited.done():
+            tree.kill_tree(pid, root_alive=True)
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(exited)
+        if launch is not None:
+            launch.close()
+    if status is None or overflow:
+        return None, b""
+    return exit_code_from_status(status), bytes(output)

@@ -8,15 +8,17 @@ msgspec and `compat` only.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import msgspec
 
 from execserver.compat.serde import unexpected, unknown_variant
+from execserver.compat.uuid_text import uuid_error
 from execserver.protocol import b64
 from execserver.protocol.pathuri import PathUri
 
 I64_MAX = 2**63 - 1
+T = TypeVar("T")
 
 # Integer widths as serde names them. msgspec cannot bound an int past int64, so u64 and usize
 # carry their upper bound (`max`) here: structs with such members call `check_u64()` from
@@ -112,13 +114,41 @@ class UnitEnum(str):
         raise ValueError(f"invalid type: {unexpected(obj)}, expected string or map")
 
 
+_DECODABLE: list[type] = []
+
+
+def decodable(cls: type[T]) -> type[T]:
+    """Register a type whose `decode(obj)` classmethod `dec_hook` calls (raising `ValueError`
+    with the reference's message for a bad value)."""
+    _DECODABLE.append(cls)
+    return cls
+
+
+class UuidText(str):
+    """A UUID kept as the text the client sent (the `uuid` crate's forms); the reference's
+    parse errors on anything else."""
+
+    __slots__ = ()
+
+    @classmethod
+    def decode(cls, obj: Any) -> UuidText:
+        if not isinstance(obj, str):
+            raise ValueError(f"invalid type: {unexpected(obj)}, expected a string")
+        problem = uuid_error(obj)
+        if problem is not None:
+            raise ValueError(problem)
+        return cls(obj)
+
+
 def dec_hook(tp: type, obj: Any) -> Any:
     """msgspec decode hook for our custom field types.
 
     Raised `ValueError`s carry the reference's message for the bad value.
     """
-    if isinstance(tp, type) and issubclass(tp, UnitEnum | WideU64 | NonZeroUsize):
-        return tp.decode(obj)
+    if isinstance(tp, type) and issubclass(
+        tp, (UnitEnum, WideU64, NonZeroUsize, UuidText, *_DECODABLE)
+    ):
+        return tp.decode(obj)  # type: ignore[attr-defined]
     if not isinstance(obj, str):
         raise ValueError(f"invalid type: {unexpected(obj)}, expected a string")
     if tp is PathUri:
@@ -137,6 +167,8 @@ def enc_hook(obj: Any) -> Any:
         return bytes(obj)
     if isinstance(obj, int):  # WideU64, NonZeroUsize
         return int(obj)
-    if isinstance(obj, str):  # UnitEnum
+    if isinstance(obj, dict):  # decodable maps
+        return dict(obj)
+    if isinstance(obj, str):  # UnitEnum, UuidText
         return str(obj)
     raise NotImplementedError(f"cannot encode {type(obj)!r}")

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
 import msgspec
 
 from execserver.compat.serde import variants
-from execserver.protocol.base import U64, USIZE, Base64Bytes, WireStruct, check_u64
+from execserver.protocol.base import U64, USIZE, Base64Bytes, UuidText, WireStruct, check_u64
+from execserver.protocol.network import ManagedNetworkSandboxContext, RemoteNetworkProxyLaunchConfig
 from execserver.protocol.pathuri import PathUri
 from execserver.protocol.sandbox import SandboxContext
+from execserver.protocol.session import ShellInfo
 
 ProcessStream = Literal["stdout", "stderr", "pty"]
 SandboxType = Literal["none", "linuxSeccomp", "macosSeatbelt", "windowsRestrictedToken"]
@@ -31,23 +33,48 @@ class ExecEnvPolicy(WireStruct):
     include_only: list[str]
 
 
-class ProcessStartParams(WireStruct):
+class ExecMetadata(WireStruct):
+    """Who asked for a process (`threadId` must be a UUID); carried, not used here."""
+
+    rust_name = "ExecMetadata"
+    rust_len = 2
+    rust_defaults: ClassVar[frozenset[str]] = frozenset({"threadId", "toolCallId"})
+
+    thread_id: UuidText | None = None
+    tool_call_id: str | None = None
+
+
+class ShellSnapshotRequest(WireStruct):
+    """Run a login-shell command from a captured snapshot of the login environment."""
+
+    rust_name = "ShellSnapshotRequest"
+    rust_len = 2
+
+    scope_id: str
+    shell: ShellInfo
+
+
+class ProcessStartParams(WireStruct, kw_only=True):
+    """Members in the reference's order (which its positional, array form follows)."""
+
     rust_name = "WireExecParams"
     rust_len = 14
+    rust_defaults: ClassVar[frozenset[str]] = frozenset({"pipeStdin", "enforceManagedNetwork"})
 
     process_id: str
+    metadata: ExecMetadata | None = None
     argv: list[str]
     cwd: PathUri
+    env_policy: ExecEnvPolicy | None = None
+    shell_snapshot: ShellSnapshotRequest | None = None
     env: dict[str, str]
     tty: bool
     pipe_stdin: bool = False
     arg0: str | None = None
-    env_policy: ExecEnvPolicy | None = None
     sandbox: SandboxContext | None = None
     enforce_managed_network: bool = False
-    managed_network: dict[str, Any] | None = None
-    network_proxy: dict[str, Any] | None = None
-    shell_snapshot: dict[str, Any] | None = None
+    managed_network: ManagedNetworkSandboxContext | None = None
+    network_proxy: RemoteNetworkProxyLaunchConfig | None = None
 
 
 class ProcessStartResponse(WireStruct):

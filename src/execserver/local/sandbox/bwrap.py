@@ -1,10 +1,13 @@
 """Bubblewrap: find and probe the system `bwrap` once, and build its command line for a policy.
 
-The filesystem view is built in layers, later mounts winning: the readable base (the host
-read-only, or an empty tmpfs with the `minimal` system directories), `/dev`, writable roots,
-read-only paths inside them (protected metadata), then denied paths masked by empty,
-inaccessible mounts. The program runs in new user, PID and IPC namespaces with no capabilities,
-and in a new network namespace (plus a seccomp filter) when the network is restricted.
+The filesystem view is built in layers, later mounts winning: the base (the host read-write
+when `/` is a writable root, else the host read-only, or an empty tmpfs with the `minimal`
+system directories), a fresh `/dev`, then writable roots and the read-only paths inside them
+(protected metadata, read entries) from the shallowest to the deepest, then denied paths masked
+by empty, inaccessible mounts. A read-only path that crosses a symlink inside a writable root
+cannot be enforced (the program could swap the link) and is refused. The program runs in new
+user, PID and IPC namespaces with no capabilities, and in a new network namespace (plus a
+seccomp filter) when the network is restricted.
 Missing or unusable bubblewrap raises `SandboxUnavailable`: callers refuse, never run unsandboxed.
 """
 
@@ -17,7 +20,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from execserver.local.sandbox.policy import MINIMAL_PATHS, Mechanism, ResolvedPolicy
+from execserver.local.sandbox.policy import MINIMAL_PATHS, Mechanism, ResolvedPolicy, SandboxError
 from execserver.local.spawn import Stdio, spawn
 
 BWRAP_ENV = "EXECSERVER_BWRAP"
@@ -160,10 +163,14 @@ def _depth(path: bytes) -> int:
 
 
 def filesystem_args(policy: ResolvedPolicy) -> MountPlan:
-    """The mount layers for a FILESYSTEM policy."""
+    """The mount layers for a FILESYSTEM policy. Raises `SandboxError` for a read-only path
+    that crosses a writable symlink."""
     plan = MountPlan()
     args = plan.args
-    if policy.full_read:
+    writable = sorted(set(policy.writable), key=_depth)
+    if b"/" in writable:
+        args += [b"--bind", b"/", b"/"]
+    elif policy.full_read:
         args += [b"--ro-bind", b"/", b"/"]
     else:
         args += [b"--tmpfs", b"/"]
@@ -174,26 +181,29 @@ def filesystem_args(policy: ResolvedPolicy) -> MountPlan:
         for path in sorted(set(policy.readable), key=_depth):
             args += [b"--ro-bind", path, path]
     args += [b"--dev", b"/dev"]
-    for path in sorted(set(policy.writable), key=_depth):
-        args += [b"--bind", path, path]
-    for path in sorted(set(policy.read_only), key=_depth):
+    # Shallow before deep, so a writable root inside a read-only path stays writable (and a
+    # read-only path inside a writable root stays read-only); read-only wins at equal depth.
+    layers = [(path, True) for path in writable if path != b"/"]
+    layers += [(path, False) for path in sorted(set(policy.read_only))]
+    for path, rw in sorted(layers, key=lambda layer: (_depth(layer[0]), not layer[1])):
+        if rw:
+            args += [b"--bind", path, path]
+            continue
+        _refuse_writable_symlink(path, writable)
         try:
             st = os.lstat(path)
         except FileNotFoundError:
             st = None
-        if st is not None and stat.S_ISLNK(st.st_mode):
-            raise SandboxUnavailable(
-                f"cannot enforce sandbox read-only path {os.fsdecode(path)} because it is a "
-                "symlink inside a writable root"
-            )
-        if st is None or (stat.S_ISDIR(st.st_mode) and not os.listdir(path)):
-            # Missing or empty: an empty read-only directory, so nothing can be planted there.
-            if st is None:
-                plan.placeholders.append(path)
+        if st is None:
+            if not _may_create(path):
+                continue  # nobody here can create it, the sandboxed program included
+            # Missing: an empty read-only directory, so nothing can be planted there.
+            plan.placeholders.append(path)
+            args += [b"--perms", b"0555", b"--tmpfs", path, b"--remount-ro", path]
+        elif stat.S_ISDIR(st.st_mode) and not os.listdir(path):
             args += [b"--perms", b"0555", b"--tmpfs", path, b"--remount-ro", path]
         else:
             args += [b"--ro-bind", path, path]
-    writable = sorted(set(policy.writable), key=_depth)
     for path in sorted(set(policy.denied), key=_depth):
         try:
             st = os.stat(path)
@@ -201,7 +211,11 @@ def filesystem_args(policy: ResolvedPolicy) -> MountPlan:
             # Not there yet: if the sandbox could create it, occupy the name with an empty
             # read-only file for the duration of the run (removed afterwards).
             parent = os.path.dirname(path)
-            if os.path.isdir(parent) and any(_within(parent, root) for root in writable):
+            if (
+                os.path.isdir(parent)
+                and any(_within(parent, root) for root in writable)
+                and _may_create(path)
+            ):
                 plan.placeholder_files.append(path)
                 args += [b"--ro-bind", _placeholder_file(), path]
             continue
@@ -214,6 +228,28 @@ def filesystem_args(policy: ResolvedPolicy) -> MountPlan:
 
 def _within(path: bytes, root: bytes) -> bool:
     return path == root or path.startswith(root.rstrip(b"/") + b"/")
+
+
+def _may_create(path: bytes) -> bool:
+    """Whether we (and so the sandboxed program, which runs as us) may create `path`."""
+    return os.access(os.path.dirname(path) or b"/", os.W_OK)
+
+
+def _refuse_writable_symlink(path: bytes, writable: list[bytes]) -> None:
+    """Refuse a read-only `path` one of whose components, inside a writable root, is a symlink:
+    a bind mount would follow it, and the program could point it elsewhere. Names directly
+    under `/` (usr-merge links such as `/lib64`) are not considered, as the reference does."""
+    parts = path.strip(b"/").split(b"/")
+    for depth in range(1, len(parts) + 1):
+        component = b"/" + b"/".join(parts[:depth])
+        inside = [root for root in writable if component != root and _within(component, root)]
+        if not inside or (inside == [b"/"] and depth == 1):
+            continue
+        if os.path.islink(component):
+            raise SandboxError(
+                f"cannot enforce sandbox read-only path {os.fsdecode(path)} because it crosses "
+                f"writable symlink {os.fsdecode(component)}"
+            )
 
 
 def command(

@@ -51,9 +51,14 @@ def visible_cwd(policy: ResolvedPolicy, cwd: bytes) -> bytes:
     return b"/"
 
 
-def prepare(context: SandboxContext, cwd: bytes, env: Mapping[str, str]) -> SandboxLaunch | None:
-    """Resolve and plan; raises `SandboxUnavailable` (refuse) or `SandboxError`."""
-    policy = resolve(context, cwd, env)
+def resolve_policy(context: SandboxContext, cwd: bytes, env: Mapping[str, str]) -> ResolvedPolicy:
+    """The intent in host paths; raises `SandboxError` when it cannot be expressed."""
+    return resolve(context, cwd, env)
+
+
+def prepare(policy: ResolvedPolicy, cwd: bytes) -> SandboxLaunch | None:
+    """Plan one run under `policy` (None when it restricts nothing); raises
+    `SandboxUnavailable` (refuse) or `SandboxError`."""
     if policy.mechanism is Mechanism.PLAIN:
         return None
     binary = bw.locate()

@@ -4,6 +4,9 @@ The result says what the sandboxed program may read and write and whether it kee
 network, in host paths: special paths are resolved (workspace roots, TMPDIR, /tmp, the minimal
 system view), globs are expanded, symlinked roots are resolved to their targets, missing roots
 are dropped, and the protected metadata names directly under each writable root are listed.
+A `root` write entry makes `/` a writable root: alone (or with more write entries) nothing is
+restricted, but with deny entries or read entries (which keep those paths read-only) the
+filesystem view is built like any other, `/dev` and the protected names included.
 Nothing here runs anything.
 """
 
@@ -60,6 +63,8 @@ class ResolvedPolicy:
     readable: list[bytes] = field(default_factory=list)
     writable: list[bytes] = field(default_factory=list)
     read_only: list[bytes] = field(default_factory=list)
+    """Paths inside writable roots kept read-only: protected names, and read entries as given
+    (not resolved, so that a symlink on the way can be refused when the mounts are planned)."""
     denied: list[bytes] = field(default_factory=list)
     has_deny_entries: bool = False
 
@@ -69,7 +74,8 @@ class ResolvedPolicy:
 
     @property
     def restricts_writes(self) -> bool:
-        return not self.full_write
+        # With `/` writable, denied paths and read-only paths are still off limits.
+        return not self.full_write or self.has_deny_entries or bool(self.read_only)
 
 
 class SandboxError(Exception):
@@ -170,6 +176,7 @@ def _resolve_restricted(
             if isinstance(value, SpecialRoot):
                 if access == "write":
                     policy.full_read = policy.full_write = True
+                    grants.append((b"/", access))
                 elif access == "read":
                     policy.full_read = True
                 else:
@@ -192,6 +199,7 @@ def _resolve_restricted(
                     grants.append((os.fsencode(tmpdir), access))
             elif isinstance(value, SpecialSlashTmp):
                 grants.append((b"/tmp", access))
+    reads: list[tuple[bytes, bytes]] = []
     for path, access in grants:
         if access in ("deny", "none"):
             policy.has_deny_entries = True
@@ -204,13 +212,18 @@ def _resolve_restricted(
             policy.writable.append(real)
         else:
             policy.readable.append(real)
-    if policy.full_write and not policy.has_deny_entries:
+            reads.append((os.path.normpath(path), real))
+    if policy.full_write and not policy.has_deny_entries and not reads:
+        # `root` writable and nothing taken away: the filesystem is not restricted at all.
         policy.mechanism = Mechanism.NETWORK_ONLY if network_restricted else Mechanism.PLAIN
         return policy
-    # A read grant inside a writable root keeps that part read-only.
-    policy.read_only = [
-        path for path in policy.readable if any(_under(path, root) for root in policy.writable)
-    ]
+    # A read grant inside a writable root keeps that part read-only. Named as given when the
+    # name itself is inside the root, so that a symlink on the way is refused, not followed.
+    for given, real in reads:
+        if any(_under(given, root) for root in policy.writable):
+            policy.read_only.append(given)
+        elif any(_under(real, root) for root in policy.writable):
+            policy.read_only.append(real)
     for root in policy.writable:
         if not os.path.isdir(root):
             continue  # a single writable file has no metadata beneath it

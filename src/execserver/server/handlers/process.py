@@ -35,8 +35,18 @@ class ProcessHandler:
         assert session is not None, "gated: only reachable after initialize"
         return session.processes
 
-    def start(self, params: ProcessStartParams) -> ProcessStartResponse:
-        process = self._table.start(params)
+    def start(
+        self, params: ProcessStartParams
+    ) -> ProcessStartResponse | Awaitable[ProcessStartResponse]:
+        started = self._table.start(params)
+        if isinstance(started, Awaitable):
+            return self._started_later(params, started)
+        return ProcessStartResponse(process_id=params.process_id, sandbox_type=started.sandbox_type)
+
+    async def _started_later(
+        self, params: ProcessStartParams, started: Awaitable[HostedProcess]
+    ) -> ProcessStartResponse:
+        process = await started
         return ProcessStartResponse(process_id=params.process_id, sandbox_type=process.sandbox_type)
 
     def read(
