@@ -12,7 +12,9 @@ model as the namespace `mcp__<server>`.
 The MCP server is tests/harness/mcp_stdio_server.py, copied into the plugin; it logs every
 request it reads to `<plugin>/events.jsonl` (which the test reads), and its `where` tool answers
 with `$E2E_MARK` (only the executor has it: `env_vars` in `.mcp.json` passes it through the
-app-server's `envPolicy`), its pid and its cwd.
+app-server's `envPolicy`), its pid and its cwd. It starts a helper child marked with the mark, so
+a test sees whether the server's whole process tree is gone after the thread ends or the
+app-server dies. One scenario runs through our relay. docs/e2e.md lists them all.
 
 App-server settings: the model is `mock-model` (not in the bundled catalog, so MCP tools are
 offered directly instead of behind `tool_search`), and `mcp_optional_startup_grace_ms = 0`:
@@ -26,25 +28,31 @@ import asyncio
 import contextlib
 import json
 import os
-import secrets
 import shutil
+import signal
 import sys
-import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.conftest import TIME, require_bwrap, require_reference
-from tests.e2e.conftest import ENVIRONMENT_ID, EXECUTOR_CWD, Agent, private_cwd
+from tests.e2e.conftest import (
+    ENVIRONMENT_ID,
+    EXECUTOR_CWD,
+    EXECUTOR_KINDS,
+    Agent,
+    app_config,
+    app_version,
+    direct_agent,
+)
 from tests.e2e.test_discovery import requests_seen
+from tests.e2e.test_relay_turns import agent_through
 from tests.harness.app_server import AppServer
-from tests.harness.faults import CuttingProxy
 from tests.harness.mock_model import Item, MockModel, ModelRequest, Reply
-from tests.harness.servers import CACHE_DIR, REFERENCE_VERSION, running_server
+from tests.harness.procfs import is_alive, pids_with_marker
+from tests.harness.relay import CONNECTED, EXECUTOR_TOKEN, relay_process, wait_for_metric
 
 MODEL = "mock-model"
 SERVER = "probe"
@@ -93,11 +101,17 @@ def write_plugin(plugin: Path, description: str) -> None:
     skill.write_text(SKILL.format(description=description))
 
 
+def mcp_config(model: MockModel) -> str:
+    return app_config(model, MODEL, "mcp_optional_startup_grace_ms = 0\n")
+
+
 @dataclass
 class McpAgent(Agent):
-    home: Path = Path()
-    """The app-server's CODEX_HOME (kept across an app-server restart)."""
-    tmp: Path = Path()
+    @classmethod
+    def of(cls, agent: Agent) -> McpAgent:
+        """`agent` with the plugin written at PLUGIN_DIR."""
+        write_plugin(agent.work / "plugin", f"Probes the executor {agent.mark}.")
+        return cls(**vars(agent))
 
     @property
     def plugin(self) -> Path:
@@ -115,21 +129,17 @@ class McpAgent(Agent):
             e for e in self.events() if e["event"] == "request" and method in (None, e["method"])
         ]
 
-    async def wait_until(self, condition: Callable[[], bool], what: str) -> None:
-        """Poll the MCP server's log (written by another process) with a deadline."""
-        try:
-            async with asyncio.timeout(30 * TIME):
-                while not condition():  # noqa: ASYNC110 - state of another process
-                    await asyncio.sleep(0.02)
-        except TimeoutError:
-            raise AssertionError(f"timed out waiting until {what}: {self.events()}") from None
+    def servers(self) -> list[int]:
+        """Pids of the MCP server processes started so far."""
+        return [e["pid"] for e in self.events() if e["event"] == "start"]
 
-    async def add_environment(self) -> None:
-        assert self.proxy is not None
-        await self.app.call(
-            "environment/add",
-            {"environmentId": ENVIRONMENT_ID, "execServerUrl": f"ws://127.0.0.1:{self.proxy.port}"},
-        )
+    def leftovers(self) -> list[int]:
+        """Live processes of any MCP server this test started: servers and their helpers."""
+        helpers = pids_with_marker(f"mcp-helper-{self.mark}")
+        return [pid for pid in self.servers() if is_alive(pid)] + helpers
+
+    async def wait_for_no_leftovers(self, what: str) -> None:
+        await self.wait_until(lambda: not self.leftovers(), what, self.leftovers)
 
     async def start_thread(self, *, select_plugin: bool = True) -> str:
         params: dict[str, Any] = {
@@ -142,72 +152,25 @@ class McpAgent(Agent):
             params["selectedCapabilityRoots"] = [{"id": PLUGIN_ID, "location": location}]
         result = await self.app.call("thread/start", params)
         thread_id: str = result["thread"]["id"]
+        self.thread_id = thread_id
         return thread_id
-
-    async def metrics(self) -> str:
-        assert self.executor is not None
-        async with httpx.AsyncClient() as client:
-            response = await client.get(self.executor.http_base + "/metrics")
-        response.raise_for_status()
-        return response.text
-
-
-def app_config(model: MockModel) -> str:
-    return (
-        f'model = "{MODEL}"\n'
-        'approval_policy = "never"\n'
-        'sandbox_mode = "danger-full-access"\n'
-        "mcp_optional_startup_grace_ms = 0\n" + model.provider_config()
-    )
 
 
 @contextlib.asynccontextmanager
-async def mcp_agent(kind: str, tmp_path: Path) -> AsyncIterator[McpAgent]:
-    require_reference(REFERENCE_VERSION)
-    bwrap = require_bwrap()
-    work = tmp_path / "work"
-    work.mkdir()
-    mark = secrets.token_hex(8)
-    write_plugin(work / "plugin", f"Probes the executor {mark}.")
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    home = Path(tempfile.mkdtemp(prefix="e2e-home-", dir=CACHE_DIR))
-    model = MockModel()
-    await model.start()
-    try:
-        (home / "config.toml").write_text(app_config(model))
-        env = {**os.environ, "E2E_MARK": mark}
-        extra = ["--metrics"] if kind == "ours" else []
-        async with (
-            running_server(
-                kind, tmp_path, env=env, extra=extra, wrap=private_cwd(bwrap, work)
-            ) as ex,
-            CuttingProxy(ex.port) as proxy,
-            AppServer.start(home, tmp_path) as app,
-        ):
-            agent = McpAgent(kind, app, model, proxy, ex, work, mark, home=home, tmp=tmp_path)
-            await agent.add_environment()
-            yield agent
-    finally:
-        await model.close()
-        with contextlib.suppress(OSError):
-            shutil.rmtree(home)
+async def mcp_agent(
+    executor_kind: str, tmp_path: Path, extra: Sequence[str] = ()
+) -> AsyncIterator[McpAgent]:
+    """A directly reached agent (conftest.py) whose executor has the plugin at PLUGIN_DIR; ours
+    runs with `--metrics` and `extra`."""
+    options = ["--metrics", *extra] if executor_kind.startswith("ours") else []
+    async with direct_agent(executor_kind, tmp_path, config=mcp_config, extra=options) as agent:
+        yield McpAgent.of(agent)
 
 
-@pytest.fixture(params=["ours", "reference"])
+@pytest.fixture(params=EXECUTOR_KINDS)
 async def agent(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[McpAgent]:
     async with mcp_agent(request.param, tmp_path) as agent:
         yield agent
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is dead too: the executor reaps it.
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    return False
 
 
 def server_pid(output: str) -> int:
@@ -217,7 +180,7 @@ def server_pid(output: str) -> int:
 async def test_selected_plugin_mcp_tool_runs_inside_the_executor(agent: McpAgent) -> None:
     """The plugin's skill reaches the model, its MCP tool is offered, and calling it runs in
     the executor; a thread that did not select the plugin has neither."""
-    agent.thread_id = await agent.start_thread()
+    await agent.start_thread()
     turn, requests = await agent.turn([mcp_call("m1", "where")])
 
     assert sorted(offered_tools(requests[0])) == ["wait_for_release", "where"]
@@ -228,10 +191,10 @@ async def test_selected_plugin_mcp_tool_runs_inside_the_executor(agent: McpAgent
     assert f"cwd={PLUGIN_DIR}" in output
     (item,) = turn.completed_items("mcpToolCall")
     assert (item["server"], item["tool"], item["status"]) == (SERVER, "where", "completed")
-    assert item["environmentId"] == ENVIRONMENT_ID
+    assert item.get("environmentId", ENVIRONMENT_ID) == ENVIRONMENT_ID  # 0.169.0: no such member
     assert len(agent.requests_read("tools/call")) == 1
 
-    agent.thread_id = await agent.start_thread(select_plugin=False)
+    await agent.start_thread(select_plugin=False)
     _turn, unselected = await agent.turn()
     assert offered_tools(unselected[0]) == []
     assert agent.mark not in json.dumps(unselected[0].body)
@@ -241,19 +204,20 @@ async def test_mcp_process_is_reused_across_turns_and_rebuilt_after_a_restart(
     agent: McpAgent,
 ) -> None:
     """Two turns use one MCP process; after the app-server restarts and resumes the thread, a
-    new process serves it (and the old one is gone)."""
-    agent.thread_id = thread_id = await agent.start_thread()
+    new process serves it (and the old one is gone with its child)."""
+    thread_id = await agent.start_thread()
     _turn, first = await agent.turn([mcp_call("m1", "where")])
     _turn, second = await agent.turn([mcp_call("m2", "where")])
     pid = server_pid(first[1].call_output("m1"))
     assert server_pid(second[1].call_output("m2")) == pid
-    starts = [e for e in agent.events() if e["event"] == "start"]
-    assert [e["pid"] for e in starts] == [pid]
+    assert agent.servers() == [pid]
     assert len(agent.requests_read("initialize")) == 1
 
     await agent.app.close()
-    await agent.wait_until(lambda: not pid_alive(pid), "the old MCP server is gone")
-    async with AppServer.start(agent.home, agent.tmp) as app:
+    await agent.wait_for_no_leftovers("the old MCP server and its helper are gone")
+    async with AppServer.start(
+        agent.home, agent.work.parent, version=app_version(agent.kind)
+    ) as app:
         agent.app = app
         await agent.add_environment()
         await app.call("thread/resume", {"threadId": thread_id})
@@ -261,7 +225,7 @@ async def test_mcp_process_is_reused_across_turns_and_rebuilt_after_a_restart(
         assert sorted(offered_tools(resumed[0])) == ["wait_for_release", "where"]
         output = resumed[1].call_output("m3")
         assert f"mark={agent.mark} " in output
-        assert server_pid(output) != pid
+        assert agent.servers() == [pid, server_pid(output)]
         assert len(agent.requests_read("initialize")) == 2
 
 
@@ -269,7 +233,7 @@ async def test_mcp_answer_written_while_disconnected_reaches_the_model(agent: Mc
     """The connection is cut while a tool call is open; the MCP server answers while the
     app-server cannot reconnect; once it can, it resumes the session and the answer (retained
     output) arrives. Same process, one call."""
-    agent.thread_id = await agent.start_thread()
+    await agent.start_thread()
     assert agent.proxy is not None
     mark = len(agent.app.notifications)
     running = asyncio.create_task(agent.turn([mcp_call("m1", "wait_for_release")]))
@@ -305,7 +269,7 @@ async def test_mcp_write_whose_ack_is_lost_is_applied_once(agent: McpAgent) -> N
     """The connection is cut just after the executor accepted the write carrying `tools/call`
     and before the app-server heard so. The app-server resumes the session and sends the write
     again with the same writeId; the executor must not write it twice."""
-    agent.thread_id = await agent.start_thread()
+    await agent.start_thread()
     assert agent.proxy is not None
     proxy = agent.proxy
 
@@ -320,7 +284,69 @@ async def test_mcp_write_whose_ack_is_lost_is_applied_once(agent: McpAgent) -> N
     assert proxy.connections >= 2
     assert f"mark={agent.mark} " in requests[1].call_output("m1")
     assert len(agent.requests_read("tools/call")) == 1
-    if agent.kind == "ours":
+    if agent.kind.startswith("ours"):
         # Every message the MCP server read came in one write, and one write came twice.
         writes = requests_seen(await agent.metrics(), "process/write")
         assert writes == len(agent.requests_read()) + 1
+
+
+async def test_mcp_server_tree_is_gone_when_the_thread_is_archived(agent: McpAgent) -> None:
+    """Archiving the thread shuts its MCP servers down: the app-server terminates the process
+    on the executor, which takes the server's whole process tree (its helper child) with it."""
+    await agent.start_thread()
+    await agent.turn([mcp_call("m1", "where")])
+    (start,) = [e for e in agent.events() if e["event"] == "start"]
+    assert is_alive(start["pid"]) and is_alive(start["helper"])
+    await agent.app.call("thread/archive", {"threadId": agent.thread_id})
+    await agent.wait_for_no_leftovers("the MCP server and its helper are gone")
+    # Terminated, not told to stop: its stdin never ended.
+    assert not [e for e in agent.events() if e["event"] == "eof"]
+    if agent.kind.startswith("ours"):
+        assert requests_seen(await agent.metrics(), "process/terminate") >= 1
+
+
+SESSION_TTL_S = 1.0
+
+
+async def test_mcp_server_tree_is_gone_once_a_dead_app_servers_session_expires(
+    tmp_path: Path,
+) -> None:
+    """The app-server is killed (SIGKILL: it cannot stop anything); our executor detaches the
+    session, keeps the MCP server for a resume, and kills its tree when the session expires
+    (`--session-ttl`). The executor itself carries on."""
+    async with mcp_agent("ours", tmp_path, extra=["--session-ttl", str(SESSION_TTL_S)]) as agent:
+        await agent.start_thread()
+        await agent.turn([mcp_call("m1", "where")])
+        assert len(agent.leftovers()) == 2
+        os.killpg(agent.app.process.pid, signal.SIGKILL)
+        await agent.wait_for_no_leftovers("the expired session's MCP server tree is gone")
+        assert agent.executor is not None
+        assert agent.executor.process.returncode is None
+        assert not [e for e in agent.events() if e["event"] == "eof"]
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("executor_kind", ["ours", "reference"])
+async def test_mcp_tool_runs_on_an_executor_behind_the_relay(
+    executor_kind: str, tmp_path: Path
+) -> None:
+    """The same MCP path through our relay: the executor only dials out, and the plugin's
+    server still runs there and answers the model."""
+    async with relay_process(tmp_path) as relay:
+
+        async def attached() -> object:
+            return await wait_for_metric(relay.url, EXECUTOR_TOKEN, CONNECTED)
+
+        async with agent_through(
+            executor_kind, tmp_path, relay.url, attached, mcp_config
+        ) as relayed:
+            agent = McpAgent.of(relayed)
+            await agent.start_thread()
+            turn, requests = await agent.turn([mcp_call("m1", "where")])
+            assert sorted(offered_tools(requests[0])) == ["wait_for_release", "where"]
+            output = requests[1].call_output("m1")
+            assert f"mark={agent.mark} pid={agent.servers()[0]} cwd={PLUGIN_DIR}" in output
+            (item,) = turn.completed_items("mcpToolCall")
+            assert item["status"] == "completed"
+            await agent.app.call("thread/archive", {"threadId": agent.thread_id})
+            await agent.wait_for_no_leftovers("the MCP server and its helper are gone")

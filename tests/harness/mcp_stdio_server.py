@@ -6,9 +6,14 @@ End-to-end tests declare it in a plugin's `.mcp.json`; Codex starts it (on the e
 talks to it through `process/start {pipeStdin}` and `process/write`. Standard library only: it
 runs under whatever Python the executor has.
 
+At start it spawns a helper child that only sleeps, with `mcp-helper-<$E2E_MARK>` on its
+command line, so a test can tell whether the server's whole process tree went away; it kills the
+helper itself when its stdin ends (a server that is killed leaves the helper to whoever kills it).
+
 Everything it does is appended to `STATE_DIR/events.jsonl`, one JSON object a line:
-`{"event": "start", "pid", "mark"}`, `{"event": "request", "pid", "method", "id"}` for every
-message read, `{"event": "answered", "pid", "id"}` when a `tools/call` result is written.
+`{"event": "start", "pid", "mark", "helper"}`, `{"event": "request", "pid", "method", "id"}`
+for every message read, `{"event": "answered", "pid", "id"}` when a `tools/call` result is
+written, `{"event": "eof", "pid"}` when stdin ends.
 
 Tools:
 * `where`: answers `mark=<$E2E_MARK> pid=<pid> cwd=<cwd>`, which only the executor's process knows.
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -56,7 +62,13 @@ def main() -> None:
         send({"id": request_id, "result": {"content": [{"type": "text", "text": text}]}})
         record("answered", id=request_id)
 
-    record("start", mark=mark)
+    helper = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(3600)", f"mcp-helper-{mark}"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    record("start", mark=mark, helper=helper.pid)
     for line in sys.stdin:
         message = json.loads(line)
         method = message.get("method")
@@ -87,6 +99,8 @@ def main() -> None:
         else:
             send({"id": request_id, "error": {"code": -32601, "message": f"no {method}"}})
     record("eof")
+    helper.kill()
+    helper.wait()
 
 
 if __name__ == "__main__":
