@@ -51,7 +51,9 @@ DELIBERATE_DIFFERENCES: dict[str, str] = {
     ),
     "environment_info_identity": (
         "environment/info advertises false for every capability not implemented, our own "
-        "providerId, and no prependPathDirs (we ship no helper binaries)."
+        "providerId, and no prependPathDirs: the reference reports its package's codex-path "
+        "directory (a bundled rg) for the app-server's login_shell_package_path feature; we "
+        "ship no helper tools (docs/protocol.md, prependPathDirs)."
     ),
     "copy_onto_itself_refused": (
         "fs/copy of a file onto itself (same path, a symlink to it, or a hard link of it) is an "
@@ -355,6 +357,17 @@ async def test_environment_info_identity(ours: ServerProcess) -> None:
             "shellSnapshotV2",
         ]
         assert info["providerId"].startswith("sha256:")
+
+
+async def test_environment_info_identity_reference(reference: ServerProcess) -> None:
+    """The reference reports one directory: `codex-path` beside its `bin/`, holding `rg`."""
+    async with await WireClient.connect(reference.url) as client:
+        info = (await client.initialize())["result"]["environmentInfo"]
+    [uri] = info["prependPathDirs"]
+    directory = Path(uri.removeprefix("file://"))
+    assert directory.name == "codex-path" and (directory.parent / "bin" / "codex").is_file()
+    rg = directory / "rg"
+    assert rg.is_file() and os.access(rg, os.X_OK)
 
 
 async def test_larger_output_chunks(ours: ServerProcess) -> None:
