@@ -329,6 +329,8 @@ def test_haproxy_config_matches_the_relay_nodes(secret_files: dict[str, Path]) -
     assert sections["frontend relay"][0] == "bind :8780"
     relays = sections["backend relays"]
     assert "option httpchk GET /readyz" in relays
+    # A node paused by a full garbage collection (over 1 s, docs/SCALING.md) is not down.
+    assert "timeout check 5s" in sections["defaults"]
     assert sorted(line for line in relays if line.startswith("server ")) == [
         f"server {name} {name}:{node.port} check" for name, node in nodes.items()
     ]
@@ -589,6 +591,8 @@ def test_k8s_probes_security_and_selectors() -> None:
         check = container[probe]["httpGet"]
         assert (check["path"], check["port"]) == ("/readyz", "relay"), probe
         assert check["port"] in port_names
+    # A node paused by a full garbage collection (over 1 s, docs/SCALING.md) stays ready.
+    assert container["readinessProbe"]["timeoutSeconds"] >= 5
     requests = container["resources"]["requests"]
     assert requests["cpu"] and requests["memory"]
     pod_security = template["spec"]["securityContext"]
