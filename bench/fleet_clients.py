@@ -153,6 +153,20 @@ class Responder:
         self._remaining = 0
 
 
+class BenchExecutor(RelayExecutor):
+    """A `RelayExecutor` that notes when (`time.monotonic()`, the same clock in every process
+    of the machine) each of its rendezvous connections came up."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.connected_at: list[float] = []
+
+    def count(self, name: str) -> None:
+        if name == "rendezvous_connections":
+            self.connected_at.append(time.monotonic())
+        super().count(name)
+
+
 class Executors:
     """Many `RelayExecutor`s in this process, each in its own task."""
 
@@ -161,7 +175,7 @@ class Executors:
         self._http = registry_http_client()
         self._identity = NoiseIdentity.generate()
         self._tasks = TaskOwner("bench executors")
-        self.executors: dict[str, RelayExecutor] = {}
+        self.executors: dict[str, BenchExecutor] = {}
 
     async def start(self, placements: list[tuple[str, str]], concurrency: int) -> dict[str, Any]:
         """Start an executor per (environment id, registry URL), at most `concurrency` of
@@ -177,7 +191,7 @@ class Executors:
                 registry = BenchRegistry(
                     url, environment_id, self._token, http=self._http, timings=register_s
                 )
-                executor = RelayExecutor(
+                executor = BenchExecutor(
                     url,
                     environment_id,
                     self._token,
@@ -332,6 +346,8 @@ class Worker:
     - `{"cmd": "recover"}`: wait until every open stream ends (its node is killed), open it
       again (/connect at the same registry URL, retried) until an echo answers; answers the
       seconds from each end to that answer.
+    - `{"cmd": "reconnected", "since": T}`: for every executor that connected again after
+      `time.monotonic()` T, the seconds from T to its first connection since.
     - `{"cmd": "close"}`: close the harness streams.
     - `{"cmd": "rss"}`: this process's VmRSS in KiB.
     - `{"cmd": "quit"}`: stop everything and exit.
@@ -360,6 +376,15 @@ class Worker:
         if name == "recover":
             assert self.harness is not None, "open streams first"
             return await self._recover(self.harness)
+        if name == "reconnected":
+            since = float(command["since"])
+            executors = self.executors.executors.values() if self.executors else []
+            seconds = [
+                min(at for at in executor.connected_at if at > since) - since
+                for executor in executors
+                if any(at > since for at in executor.connected_at)
+            ]
+            return {"seconds": seconds}
         if name == "close":
             for peer in self.streams:
                 peer.close()
