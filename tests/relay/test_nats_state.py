@@ -103,6 +103,59 @@ async def test_nats_state_listeners_and_count(single: NatsCluster) -> None:
         await b.aclose()
 
 
+async def test_nats_state_replay_announces_only_changes(single: NatsCluster) -> None:
+    """A watch that starts again (after a NATS outage) replays every stored registration; the
+    listeners hear only those that changed since (a node keeps versions, not copies), and a
+    node that starts hears them all."""
+    writer = await open_state(single.urls[0])
+    reader = await open_state(single.urls[0])
+    heard: list[tuple[str, Entry[Registration] | None]] = []
+    changed = asyncio.Event()
+
+    def listener(environment_id: str, entry: Entry[Registration] | None) -> None:
+        heard.append((environment_id, entry))
+        changed.set()
+
+    async def hear(count: int) -> None:
+        async with asyncio.timeout(10 * TIME):
+            while len(heard) < count:
+                changed.clear()
+                await changed.wait()
+
+    unsubscribe = reader.subscribe(listener)
+    try:
+        first = await writer.put_registration(registration("e1"), expected_revision=None)
+        await writer.put_registration(registration("e2"), expected_revision=None)
+        await hear(2)
+        assert [env for env, _ in heard] == ["e1", "e2"]
+        heard.clear()
+        reader.synced.clear()
+        reader.rewatch.set()
+        await asyncio.wait_for(reader.synced.wait(), 10 * TIME)
+        assert heard == [], "a replay repeated unchanged registrations"
+        assert await reader.count_registrations() == 2
+        await writer.delete_registration("e1", expected_revision=first.revision)
+        await hear(1)
+        assert heard == [("e1", None)]
+        assert await reader.count_registrations() == 1
+
+        nc = await connect_nats([single.urls[0]])
+        starting = await NatsRelayState.open(nc, clock=FakeClock(), owns_connection=True)
+        replayed: list[tuple[str, Entry[Registration] | None]] = []
+        starting.subscribe(lambda env, entry: replayed.append((env, entry)))
+        try:
+            await asyncio.wait_for(starting.synced.wait(), 10 * TIME)
+            assert [env for env, _ in replayed] == ["e2"]
+            entry = replayed[0][1]
+            assert entry is not None and entry.value == registration("e2")
+        finally:
+            await starting.aclose()
+    finally:
+        unsubscribe()
+        await reader.aclose()
+        await writer.aclose()
+
+
 async def test_nats_state_authorizations_and_claims(single: NatsCluster) -> None:
     """Authorizations are single use and expire; a claim succeeds once."""
     clock = FakeClock()

@@ -316,6 +316,7 @@ class RelayExecutor:
         open_stream: StreamOpener,
         *,
         identity: NoiseIdentity | None = None,
+        registry: RegistryClient | None = None,
         backoff_base_s: float = BACKOFF_BASE_S,
         handshake_pause_s: float = HANDSHAKE_PAUSE_S,
         clock: Callable[[], float] = time.monotonic,
@@ -326,7 +327,9 @@ class RelayExecutor:
         self.clock = clock
         """Monotonic seconds (the handshake pause and the backoff reset read it)."""
         self.identity = identity or NoiseIdentity.generate()
-        self.registry = RegistryClient(registry_url, environment_id, token)
+        self.registry = registry or RegistryClient(registry_url, environment_id, token)
+        """The registry of `registry_url` for this environment (`registry`: one made by the
+        caller, e.g. on a pool shared by many executors of one process)."""
         self.open_stream = open_stream
         self._backoff_base_s = backoff_base_s
         self.link: ExecutorLink | None = None

@@ -22,7 +22,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from execserver.relay.service import redaction
 from execserver.relay.service.access import AccessPolicy, Role, Verdict
-from execserver.relay.service.defaults import HARNESS_STALL_S
+from execserver.relay.service.defaults import HARNESS_STALL_S, LISTEN_BACKLOG
 from execserver.relay.service.hub import MAX_STREAMS_PER_EXECUTOR, Hub
 from execserver.relay.service.metrics import RelayMetrics
 from execserver.relay.service.nodes import Nodes, SingleNode
@@ -260,7 +260,7 @@ class RelayServer:
         await runner.setup()
         self._runner = runner
         try:
-            site = web.TCPSite(runner, host, port)
+            site = web.TCPSite(runner, host, port, backlog=LISTEN_BACKLOG)
             await site.start()
         except BaseException:
             await self.aclose()

@@ -228,6 +228,20 @@ def _decode_registration(data: bytes) -> Registration:
     )
 
 
+_Version = tuple[int, int]
+"""A stored registration's revision and the hash of its bytes (a revision alone would do, but
+a bucket deleted and created again numbers its revisions from 1 again)."""
+
+
+def _version(update: KeyValue.Entry) -> _Version:
+    return (update.revision or 0, hash(update.value))
+
+
+def _entry(update: KeyValue.Entry) -> Entry[Registration]:
+    assert update.value is not None
+    return Entry(_decode_registration(update.value), update.revision or 0)
+
+
 class NatsEvents:
     """What happens to a NATS connection, for whoever must react (the fleet's data plane
     resets what a gap may have lost) or count (metrics). Handlers run on the event loop."""
@@ -348,7 +362,11 @@ class NatsRelayState:
         self._owns_connection = owns_connection
         self._metrics = metrics
         self._listeners: list[RegistrationListener] = []
-        self._known: dict[str, Entry[Registration]] = {}
+        self._known: dict[str, _Version] = {}
+        """Environment id → version of its registration: enough to count them and to tell,
+        after a replay, which changed (a decoded copy would cost every node ~2 KB per
+        registration, mostly the executor's public key, which only `/connect` needs, and it
+        reads the entry from the bucket)."""
         self._tasks = TaskOwner("relay state watcher")
         self.rewatch = asyncio.Event()
         """Set to start the watch again (after a NATS reconnect its consumer may be gone)."""
@@ -462,47 +480,54 @@ class NatsRelayState:
     async def _watch(self) -> None:
         """Follow every registration change (ours and other nodes'), in commit order; start
         again after a NATS outage (the replay of the current values repairs the local copy)."""
-        fresh: dict[str, Entry[Registration]] = {}
+        # During a replay: every stored registration's version, and those that differ from
+        # what this node knew (only they are kept whole, to be decoded and announced).
+        seen: dict[str, _Version] = {}
+        changed: dict[str, KeyValue.Entry] = {}
         replaying = True
 
         def handle(update: KeyValue.Entry | None) -> None:
             nonlocal replaying
             if update is STARTED:
-                fresh.clear()
+                seen.clear()
+                changed.clear()
                 replaying = True
                 return
             if update is None:  # the stored values have been replayed
                 replaying = False
-                self._resync(fresh)
+                self._resync(seen, changed)
+                seen.clear()
+                changed.clear()
                 return
             environment_id = _env_of(update.key)
-            if update.operation in ("DEL", "PURGE") or update.value is None:
-                entry = None
-            else:
-                entry = Entry(_decode_registration(update.value), update.revision or 0)
+            deleted = update.operation in ("DEL", "PURGE") or update.value is None
             if not replaying:
-                self._apply(environment_id, entry)
-            elif entry is not None:
-                fresh[environment_id] = entry
+                self._apply(environment_id, None if deleted else update)
+                return
+            seen.pop(environment_id, None)
+            changed.pop(environment_id, None)
+            if not deleted:
+                version = seen[environment_id] = _version(update)
+                if self._known.get(environment_id) != version:
+                    changed[environment_id] = update
 
         await follow_bucket(self._registrations, handle, self.rewatch, what="registration")
 
-    def _resync(self, fresh: dict[str, Entry[Registration]]) -> None:
-        old, self._known = self._known, {}
-        for environment_id in old.keys() - fresh.keys():
+    def _resync(self, seen: dict[str, _Version], changed: dict[str, KeyValue.Entry]) -> None:
+        old, self._known = self._known, dict(seen)
+        for environment_id in old.keys() - seen.keys():
             self._notify(environment_id, None)
-        for environment_id, entry in fresh.items():
-            self._known[environment_id] = entry
-            if old.get(environment_id) != entry:
-                self._notify(environment_id, entry)
+        for environment_id, update in changed.items():
+            self._notify(environment_id, _entry(update))
         self.synced.set()
 
-    def _apply(self, environment_id: str, entry: Entry[Registration] | None) -> None:
-        if entry is None:
+    def _apply(self, environment_id: str, update: KeyValue.Entry | None) -> None:
+        if update is None:
             self._known.pop(environment_id, None)
+            self._notify(environment_id, None)
         else:
-            self._known[environment_id] = entry
-        self._notify(environment_id, entry)
+            self._known[environment_id] = _version(update)
+            self._notify(environment_id, _entry(update))
 
     def _notify(self, environment_id: str, entry: Entry[Registration] | None) -> None:
         for listener in list(self._listeners):
