@@ -95,6 +95,18 @@ DELIBERATE_DIFFERENCES: dict[str, str] = {
         "-32602 once every other check has passed: there is no managed proxy here yet "
         "(networkProxyLaunch is false). The reference starts the proxy and the process."
     ),
+    "network_proxy_transparent_tcp_refused": (
+        "A `networkProxy` asking for transparent TCP (`proxy.transparentTcp`) is refused with "
+        "-32602 (networkProxyTransparentTcp is false: no TUN device and userspace TCP stack "
+        "here). The reference starts the process, and on a host without a bubblewrap it supports "
+        "its helper panics (exit 101, sandboxDenied)."
+    ),
+    "network_proxy_credential_masking_refused": (
+        "A `networkProxy` asking for credential masking (`proxy.credentialMasking`) is refused "
+        "with -32602 (credentialMasking is false: no TLS-intercepting credential broker here). "
+        "The reference starts the process with its CA bundle exported (SSL_CERT_FILE and "
+        "friends) and, in every probe, the secrets in the environment left as they were."
+    ),
 }
 
 
@@ -517,25 +529,39 @@ _PROXY = {
 }
 
 
-async def _network_proxy_launch(url: str) -> tuple[dict[str, Any], str]:
-    """Start `env` with a well-formed networkProxy; (start response, its output)."""
-    params = process_params("np", ["/usr/bin/env"], networkProxy={"proxy": _PROXY})
+_NETWORK_ONLY = {
+    "permissions": {
+        "type": "managed",
+        "file_system": {"type": "unrestricted"},
+        "network": "restricted",
+    },
+    "windowsSandboxLevel": "disabled",
+}
+
+
+async def _network_proxy_launch(
+    url: str, proxy: dict[str, Any] | None = None, **extra: Any
+) -> tuple[dict[str, Any], str, int | None]:
+    """Start `env` with a well-formed networkProxy; (start response, its output, exit code)."""
+    launch = {"proxy": {**_PROXY, **(proxy or {})}}
+    params = process_params("np", ["/usr/bin/env"], networkProxy=launch, **extra)
     async with await WireClient.connect(url) as client:
         await client.initialize()
         response = await client.request("process/start", params)
         if "error" in response:
-            return response, ""
+            return response, "", None
         events = await client.process_events("np")
         output = b"".join(
             base64.b64decode(e["params"]["chunk"])
             for e in events
             if e["method"] == "process/output"
         )
-        return response, output.decode()
+        code = next(e["params"]["exitCode"] for e in events if e["method"] == "process/exited")
+        return response, output.decode(), code
 
 
 async def test_network_proxy_launch_refused(ours: ServerProcess) -> None:
-    response, _ = await _network_proxy_launch(ours.url)
+    response, _, _ = await _network_proxy_launch(ours.url)
     assert response["error"] == {
         "code": -32602,
         "message": "executor-local network proxy launches are not supported by this executor "
@@ -546,6 +572,59 @@ async def test_network_proxy_launch_refused(ours: ServerProcess) -> None:
 @pytest.mark.reference
 async def test_network_proxy_launch_refused_reference(reference: ServerProcess) -> None:
     require_reference()
-    response, output = await _network_proxy_launch(reference.url)
+    response, output, _ = await _network_proxy_launch(reference.url)
     assert "result" in response
     assert "CODEX_NETWORK_PROXY_ACTIVE=1" in output
+
+
+_TRANSPARENT = {
+    "proxy": {"transparentTcp": True},
+    "sandbox": _NETWORK_ONLY,
+    "enforceManagedNetwork": True,
+}
+
+
+async def test_network_proxy_transparent_tcp_refused(ours: ServerProcess) -> None:
+    response, _, _ = await _network_proxy_launch(ours.url, **_TRANSPARENT)
+    assert response["error"] == {
+        "code": -32602,
+        "message": "transparent TCP is not supported by this executor "
+        "(capability networkProxyTransparentTcp is false)",
+    }
+
+
+@pytest.mark.reference
+async def test_network_proxy_transparent_tcp_refused_reference(reference: ServerProcess) -> None:
+    require_reference()
+    response, output, code = await _network_proxy_launch(reference.url, **_TRANSPARENT)
+    assert "result" in response  # started; on this host its helper then panics
+    assert code == 101
+    assert "transparent TCP requires a supported distro bubblewrap" in output
+
+
+_SECRET = "ghp_abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+async def test_network_proxy_credential_masking_refused(ours: ServerProcess) -> None:
+    response, _, _ = await _network_proxy_launch(
+        ours.url, {"credentialMasking": True}, env={"GITHUB_TOKEN": _SECRET}
+    )
+    assert response["error"] == {
+        "code": -32602,
+        "message": "credential masking is not supported by this executor "
+        "(capability credentialMasking is false)",
+    }
+
+
+@pytest.mark.reference
+async def test_network_proxy_credential_masking_refused_reference(
+    reference: ServerProcess,
+) -> None:
+    require_reference()
+    response, output, code = await _network_proxy_launch(
+        reference.url, {"credentialMasking": True}, env={"GITHUB_TOKEN": _SECRET}
+    )
+    assert "result" in response and code == 0
+    env = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
+    assert "/proxy/ca-bundle-" in env["SSL_CERT_FILE"]
+    assert env["GITHUB_TOKEN"] == _SECRET  # exported as given: nothing was masked

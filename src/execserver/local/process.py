@@ -44,6 +44,7 @@ from execserver.local.sandbox.policy import Mechanism, ResolvedPolicy, SandboxEr
 from execserver.local.shell_snapshot import Snapshot, SnapshotCache, SnapshotKey
 from execserver.local.spawn import Stdio, resolve_program, spawn
 from execserver.observability.telemetry import ProcessTrace, Telemetry
+from execserver.protocol.network import RemoteNetworkProxyLaunchConfig
 from execserver.protocol.process import (
     ExecEnvPolicy,
     ProcessReadResponse,
@@ -442,8 +443,8 @@ class LocalExecBackend:
         cwd = params.cwd.native_cwd()  # checked before argv, as the reference does
         if not params.argv:
             raise InvalidParams("argv must not be empty")
-        if sandbox is not None and params.enforce_managed_network:
-            # Fail closed: there is no managed network proxy on this executor.
+        if sandbox is not None and params.enforce_managed_network and params.network_proxy is None:
+            # Fail closed: enforcement needs the executor's own managed proxy.
             raise InvalidParams(
                 "failed to prepare process sandbox: managed network enforcement needs a "
                 "network proxy, which this executor does not provide"
@@ -470,6 +471,7 @@ class LocalExecBackend:
         )
         self._check_new_id(params.process_id)
         if params.network_proxy is not None:
+            _refuse_unsupported_proxy_features(params.network_proxy)
             raise InvalidParams(
                 "executor-local network proxy launches are not supported by this executor "
                 "(capability networkProxyLaunch is false)"
@@ -1003,6 +1005,21 @@ def _check_network_members(params: ProcessStartParams) -> None:
                 f"invalid network proxy config: invalid network.allow_unix_sockets[{index}]: "
                 f"expected a NUL-free absolute path for Linux, got {rust_debug_str(path)}"
             )
+
+
+def _refuse_unsupported_proxy_features(launch: RemoteNetworkProxyLaunchConfig) -> None:
+    """Proxy features this executor does not have (their capabilities are false): refused
+    clearly rather than run with less than was asked (docs/protocol.md, Capabilities)."""
+    if launch.proxy.transparent_tcp:
+        raise InvalidParams(
+            "transparent TCP is not supported by this executor "
+            "(capability networkProxyTransparentTcp is false)"
+        )
+    if launch.proxy.credential_masking:
+        raise InvalidParams(
+            "credential masking is not supported by this executor "
+            "(capability credentialMasking is false)"
+        )
 
 
 async def _run_collecting(
