@@ -20,9 +20,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from execserver.compat.rust import rust_debug_str
-from execserver.environment.process import ProcessEvent, ProcessListener
+from execserver.environment.process import NetworkPolicyPeer, ProcessEvent, ProcessListener
 from execserver.errors import InternalError, InvalidParams, InvalidRequest, StartFailed
 from execserver.local import shell_snapshot, tree
 from execserver.local.cgroup import ProcessCgroups
@@ -41,6 +42,7 @@ from execserver.local.sandbox import launch as sandbox_launch
 from execserver.local.sandbox.bwrap import SandboxUnavailable
 from execserver.local.sandbox.denial import TRAILING_OUTPUT_GRACE_S, looks_denied
 from execserver.local.sandbox.policy import Mechanism, ResolvedPolicy, SandboxError
+from execserver.local.sandbox.port_bridge import PortBridge
 from execserver.local.shell_snapshot import Snapshot, SnapshotCache, SnapshotKey
 from execserver.local.spawn import Stdio, resolve_program, spawn
 from execserver.observability.telemetry import ProcessTrace, Telemetry
@@ -54,6 +56,10 @@ from execserver.protocol.process import (
     WriteStatus,
 )
 from execserver.protocol.sandbox import SandboxContext
+from execserver.tasks import TaskOwner
+
+if TYPE_CHECKING:
+    from execserver.local.network.launch import ManagedProxy
 
 log = logging.getLogger(__name__)
 
@@ -412,6 +418,10 @@ class LocalExecBackend:
         self._snapshots = SnapshotCache()
         """This session's shell snapshots (a scope lives as long as the session)."""
         self.listener: ProcessListener | None = None
+        self.network_peer: NetworkPolicyPeer | None = None
+        self._proxies: set[ManagedProxy] = set()
+        """Managed proxies of processes not closed yet."""
+        self._proxy_tasks = TaskOwner("closing network proxies")
 
     def __len__(self) -> int:
         return len(self._processes)
@@ -447,7 +457,7 @@ class LocalExecBackend:
             # Fail closed: enforcement needs the executor's own managed proxy.
             raise InvalidParams(
                 "failed to prepare process sandbox: managed network enforcement needs a "
-                "network proxy, which this executor does not provide"
+                "network proxy (`networkProxy`)"
             )
         env = build_child_env(params.env, params.env_policy, self._server_env)
         policy = None
@@ -470,18 +480,46 @@ class LocalExecBackend:
             sandbox=sandbox,
         )
         self._check_new_id(params.process_id)
+        network = None
         if params.network_proxy is not None:
             _refuse_unsupported_proxy_features(params.network_proxy)
-            raise InvalidParams(
-                "executor-local network proxy launches are not supported by this executor "
-                "(capability networkProxyLaunch is false)"
-            )
-        if snapshot_key is None:
-            return self._start(params.process_id, spec, env, policy, None)
-        known, snapshot = self._snapshots.lookup(snapshot_key)
-        if known:
-            return self._start(params.process_id, spec, env, policy, snapshot)
-        return self._start_after_capture(params.process_id, spec, env, policy, snapshot_key)
+            network = self._start_proxy(params)
+            env.update(network.proxy.snapshot.env())
+        try:
+            if snapshot_key is None:
+                return self._start(params.process_id, spec, env, policy, None, network=network)
+            known, snapshot = self._snapshots.lookup(snapshot_key)
+            if known:
+                return self._start(params.process_id, spec, env, policy, snapshot, network=network)
+        except BaseException:
+            self._release_proxy(network)
+            raise
+        return self._start_after_capture(
+            params.process_id, spec, env, policy, snapshot_key, network=network
+        )
+
+    def _start_proxy(self, params: ProcessStartParams) -> _Network:
+        """The process's managed proxy, started (its snapshot is final)."""
+        # Imported on first use: the proxy (and its HTTP stack) costs nothing to the others.
+        from execserver.local.network.launch import ManagedProxy
+
+        launch = params.network_proxy
+        assert launch is not None
+        try:
+            proxy = ManagedProxy.start(params.process_id, launch, lambda: self.network_peer)
+        except OSError as exc:
+            raise InternalError(f"failed to start the network proxy: {exc.strerror}") from None
+        self._proxies.add(proxy)
+        confined = params.sandbox is not None and params.enforce_managed_network
+        return _Network(proxy, confined)
+
+    def _release_proxy(self, network: _Network | None) -> None:
+        """Stop a proxy (its process ended, or never started); `aclose()` waits for it."""
+        if network is None or network.proxy not in self._proxies:
+            return
+        self._proxies.discard(network.proxy)
+        network.proxy.close()
+        self._proxy_tasks.spawn(network.proxy.aclose())
 
     def _snapshot_key(self, params: ProcessStartParams) -> SnapshotKey | None:
         """The snapshot a start uses, if any; raises the reference's errors for a bad one."""
@@ -517,18 +555,24 @@ class LocalExecBackend:
         env: dict[str, str],
         policy: ResolvedPolicy | None,
         key: SnapshotKey,
+        *,
+        network: _Network | None,
     ) -> LocalProcess:
         """Capture the scope's snapshot (once), then start.
 
         Cancellation: the start is abandoned; a capture in progress goes on for the scope.
         """
-        if not spec.tty:
-            _check_cwd(spec.cwd)  # a missing cwd fails the start, not the capture
-        snapshot = await self._snapshots.get(
-            key, functools.partial(self._capture_snapshot, key, spec, env, policy)
-        )
-        self._check_new_id(process_id)  # another start may have taken the id meanwhile
-        return self._start(process_id, spec, env, policy, snapshot)
+        try:
+            if not spec.tty:
+                _check_cwd(spec.cwd)  # a missing cwd fails the start, not the capture
+            snapshot = await self._snapshots.get(
+                key, functools.partial(self._capture_snapshot, key, spec, env, policy)
+            )
+            self._check_new_id(process_id)  # another start may have taken the id meanwhile
+            return self._start(process_id, spec, env, policy, snapshot, network=network)
+        except BaseException:
+            self._release_proxy(network)
+            raise
 
     def _start(
         self,
@@ -537,6 +581,8 @@ class LocalExecBackend:
         env: dict[str, str],
         policy: ResolvedPolicy | None,
         snapshot: Snapshot | None,
+        *,
+        network: _Network | None = None,
     ) -> LocalProcess:
         self._spawned += 1
         cgroup = f"{id(self):x}-{self._spawned}"
@@ -552,10 +598,14 @@ class LocalExecBackend:
                 if policy is None:
                     process = self._spawn(process_id, spec, env, run)
                 else:
-                    process = self._spawn_sandboxed(process_id, spec, env, policy, run)
+                    process = self._spawn_sandboxed(
+                        process_id, spec, env, policy, run, network=network
+                    )
         finally:
             for fd, _ in run.extra_fds:
                 os.close(fd)
+        if network is not None:
+            self._tie_proxy(process, network)
         if self._cgroups.enabled:
             self._cgroup_names.add(cgroup)
             process.kill_escaped = functools.partial(self._cgroups.kill, cgroup)
@@ -594,13 +644,19 @@ class LocalExecBackend:
         env: dict[str, str],
         policy: ResolvedPolicy,
         run: _Run,
+        *,
+        network: _Network | None = None,
     ) -> LocalProcess:
-        """Start the program under bubblewrap (or directly, if the intent restricts nothing).
+        """Start the program under bubblewrap (or directly, if the intent restricts nothing
+        and no managed network confines it).
 
         Fails closed: if the sandbox cannot be prepared, nothing runs. A program that cannot
         be started at all (missing, not executable) is reported as without a sandbox, before
         anything runs.
         """
+        bridge = None
+        if network is not None and network.confined:
+            bridge = PortBridge(network.proxy.snapshot.ports)
         argv0 = run.argv[0]
         if not argv0:
             raise StartFailed(
@@ -610,14 +666,16 @@ class LocalExecBackend:
             _check_cwd(spec.cwd)
         if any("\0" in arg for arg in run.argv):
             raise StartFailed("nul byte found in provided data", "spawnFailed")
-        if policy.mechanism is Mechanism.PLAIN:
+        if policy.mechanism is Mechanism.PLAIN and bridge is None:
             process = self._spawn(process_id, spec, env, run)
             process.sandbox_type = "linuxSeccomp"
             return process
         self._check_program(spec, env, argv0)
         try:
-            launch = sandbox_launch.prepare(policy, spec.cwd)
+            launch = sandbox_launch.prepare(policy, spec.cwd, bridge=bridge)
         except (SandboxUnavailable, SandboxError) as exc:
+            if bridge is not None:
+                bridge.close()
             raise StartFailed(
                 f"failed to prepare process sandbox: {exc}",
                 "sandboxUnavailable"
@@ -629,10 +687,8 @@ class LocalExecBackend:
             if spec.tty:
                 env = pty_env(env)
             envp = _encode_env(env)
-            argv = [*launch.prefix]
-            if spec.arg0 is not None and launch.argv0_supported:
-                argv[-1:-1] = [b"--argv0", os.fsencode(spec.arg0)]
-            argv += [os.fsencode(arg) for arg in run.argv]
+            arg0 = None if spec.arg0 is None else os.fsencode(spec.arg0)
+            argv = launch.command([os.fsencode(arg) for arg in run.argv], arg0)
             extra_fds = (*launch.extra_fds, *run.extra_fds)
             if spec.tty:
                 process = self._spawn_pty(
@@ -645,9 +701,24 @@ class LocalExecBackend:
         except BaseException:
             launch.close()
             raise
+        if bridge is not None and network is not None:
+            bridge.receive(network.proxy.adopt_list)
         process.sandbox_type = "linuxSeccomp"
         process.cleanup = launch.close
         return process
+
+    def _tie_proxy(self, process: LocalProcess, network: _Network) -> None:
+        """The proxy lives as long as the process: it stops when the process closes."""
+        previous = process.cleanup
+
+        def cleanup() -> None:
+            try:
+                if previous is not None:
+                    previous()
+            finally:
+                self._release_proxy(network)
+
+        process.cleanup = cleanup
 
     def _check_program(self, spec: ProcessSpec, env: dict[str, str], program: str) -> None:
         """Fail now, as an unsandboxed start would, when `program` cannot be started at all:
@@ -940,6 +1011,11 @@ class LocalExecBackend:
                 async with asyncio.timeout(grace_s):
                     await asyncio.gather(*pending)
         await self._snapshots.aclose()
+        for proxy in list(self._proxies):  # of processes that did not close in time
+            proxy.close()
+            self._proxy_tasks.spawn(proxy.aclose())
+        self._proxies.clear()
+        await self._proxy_tasks.aclose()
         for process in self._processes.values():
             self._record_finish(process)
             process.log.discard()
@@ -967,6 +1043,15 @@ def _encode_env(env: Mapping[str, str]) -> list[bytes]:
             raise StartFailed("data provided contains a nul byte", "spawnFailed")
         envp.append(os.fsencode(item))
     return envp
+
+
+@dataclass(slots=True, frozen=True)
+class _Network:
+    """A process's managed proxy, and whether the process is confined to it (a sandbox with
+    `enforceManagedNetwork`: its own network namespace, where only the proxy is reachable)."""
+
+    proxy: ManagedProxy
+    confined: bool
 
 
 @dataclass(slots=True, frozen=True)
@@ -998,6 +1083,12 @@ def _check_network_members(params: ProcessStartParams) -> None:
             "invalid network proxy config: executor-local network proxy launch requires an "
             "enabled proxy"
         )
+    from execserver.local.network.policy import NetworkPolicy, PolicyConfigError
+
+    try:
+        NetworkPolicy.from_config(proxy.proxy)
+    except PolicyConfigError as exc:
+        raise InvalidParams(f"invalid network proxy config: {exc}") from None
     allowed = [path for path, rule in (proxy.proxy.unix_sockets or {}).items() if rule == "allow"]
     for index, path in enumerate(allowed):
         if not path.startswith("/") or "\0" in path:
