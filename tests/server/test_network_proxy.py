@@ -17,16 +17,7 @@ from tests.conftest import TIME, require_bwrap
 from tests.harness.httpserver import http_test_server, respond
 from tests.harness.wire import Json, WireClient, process_params
 from tests.server.conftest import StartServer
-
-PROXY: Json = {
-    "enabled": True,
-    "enableSocks5": True,
-    "enableSocks5Udp": False,
-    "allowUpstreamProxy": False,
-    "dangerouslyAllowAllUnixSockets": False,
-    "mode": "full",
-    "allowLocalBinding": False,
-}
+from tests.wire.cases_network import PROXY
 
 
 async def run(client: WireClient, process_id: str, argv: list[str], **extra: Any) -> str:

@@ -19,21 +19,12 @@ from execserver.local.network.policy import (
 )
 from execserver.protocol.network import RemoteNetworkProxyConfig
 from execserver.protocol.params import decode_params
+from tests.wire.cases_network import PROXY
 
 
 def policy(domains: dict[str, str], *, local: bool = False, **members: object) -> NetworkPolicy:
     config = decode_params(
-        {
-            "enabled": True,
-            "enableSocks5": True,
-            "enableSocks5Udp": False,
-            "allowUpstreamProxy": False,
-            "dangerouslyAllowAllUnixSockets": False,
-            "mode": "full",
-            "allowLocalBinding": local,
-            "domains": domains,
-            **members,
-        },
+        {**PROXY, "allowLocalBinding": local, "domains": domains, **members},
         RemoteNetworkProxyConfig,
     )
     return NetworkPolicy.from_config(config)
