@@ -13,6 +13,8 @@ import socket
 import sys
 from typing import Any
 
+import pytest
+
 from tests.conftest import TIME, require_bwrap
 from tests.harness.httpserver import http_test_server, respond
 from tests.harness.wire import Json, WireClient, process_params
@@ -31,6 +33,19 @@ async def run(client: WireClient, process_id: str, argv: list[str], **extra: Any
 
 
 MINIMAL: Json = {"type": "special", "value": {"kind": "minimal"}}
+SHOW_PROXY = "import os, sys; print(os.environ['HTTP_PROXY'], flush=True); sys.stdin.read()"
+
+
+async def waiting_proxy(client: WireClient, process_id: str, launch: Json) -> str:
+    """Start a process that prints its HTTP_PROXY and waits for stdin; that proxy's URL."""
+    argv = [sys.executable, "-c", SHOW_PROXY]
+    params = process_params(process_id, argv, pipeStdin=True, networkProxy=launch)
+    assert "result" in await client.request("process/start", params)
+    message = await client.wait_for(
+        lambda m: m.get("method") == "process/output" and m["params"]["processId"] == process_id,
+        timeout=10 * TIME,
+    )
+    return base64.b64decode(message["params"]["chunk"]).decode().strip()
 
 
 def sh(script: str) -> list[str]:
@@ -108,15 +123,8 @@ async def test_the_proxy_lives_as_long_as_its_process(start_server: StartServer)
     _, url = await start_server()
     async with await WireClient.connect(url) as client:
         await client.initialize()
-        show = "import os, sys; print(os.environ['HTTP_PROXY'], flush=True); sys.stdin.read()"
-        params = process_params(
-            "p", [sys.executable, "-c", show], pipeStdin=True, networkProxy={"proxy": PROXY}
-        )
-        assert "result" in await client.request("process/start", params)
-        message = await client.wait_for(
-            lambda m: m.get("method") == "process/output", timeout=10 * TIME
-        )
-        port = int(base64.b64decode(message["params"]["chunk"]).decode().strip().rsplit(":", 1)[1])
+        proxy_url = await waiting_proxy(client, "p", {"proxy": PROXY})
+        port = int(proxy_url.rsplit(":", 1)[1])
         _, writer = await asyncio.open_connection("127.0.0.1", port)  # it answers
         writer.close()
         await client.request("process/terminate", {"processId": "p"})
@@ -185,3 +193,47 @@ async def test_managed_sandbox_reaches_only_the_proxy(start_server: StartServer)
             client, "o", sh(script), networkProxy=launch, sandbox=minimal_view, cwd="file:///"
         )
         assert open_network.splitlines() == ["proxied", "200"]
+
+
+async def test_upstream_proxy_of_the_executor(
+    start_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With `allowUpstreamProxy`, plain requests and CONNECT tunnels to public addresses leave
+    through the executor's own HTTP proxy (`HTTP_PROXY`/`HTTPS_PROXY` of its environment):
+    here the managed proxy of another process, which refuses them (no network needed) and
+    audits them. Local addresses are still reached directly, as the reference does."""
+    _, url = await start_server()
+    async with http_test_server() as server, await WireClient.connect(url) as client:
+        server.route("/ok", respond(200, [], b"direct"))
+        await client.initialize()
+        outer = {"proxy": {**PROXY, "allowLocalBinding": True, "domains": {"127.0.0.1": "allow"}}}
+        upstream = await waiting_proxy(client, "up", outer)
+        monkeypatch.setenv("HTTP_PROXY", upstream)
+        monkeypatch.setenv("HTTPS_PROXY", upstream)
+        curl = "curl -s --noproxy '' -o /dev/null -w '%{http_code}\\n'"
+        script = (
+            f"{curl} http://8.8.8.8:9/; {curl} -p http://8.8.8.8:9/; {curl} {server.url('/ok')}"
+        )
+        launch = {
+            "proxy": {
+                **PROXY,
+                "allowUpstreamProxy": True,
+                "allowLocalBinding": True,
+                "domains": {"8.8.8.8": "allow", "127.0.0.1": "allow"},
+            }
+        }
+        output = await run(client, "a", sh(script), networkProxy=launch)
+        assert output.splitlines() == ["403", "000", "200"]  # the upstream's refusals, direct
+        seen = [
+            (m["params"]["protocol"], m["params"]["host"], m["params"]["reason"])
+            for m in client.notifications("network/policyDecision", processId="up")
+        ]
+        assert seen == [
+            ("http", "8.8.8.8", "not_allowed"),
+            ("https_connect", "8.8.8.8", "not_allowed"),
+        ]
+        ours = [
+            m["params"]["decision"]
+            for m in client.notifications("network/policyDecision", processId="a")
+        ]
+        assert ours == ["allow", "allow", "allow"]

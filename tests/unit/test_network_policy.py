@@ -17,6 +17,7 @@ from execserver.local.network.policy import (
     is_non_public,
     normalize_host,
 )
+from execserver.local.network.relay import HttpProxy, UpstreamProxies
 from execserver.protocol.network import RemoteNetworkProxyConfig
 from execserver.protocol.params import decode_params
 from tests.wire.cases_network import PROXY
@@ -131,3 +132,30 @@ def test_review_patterns_and_methods() -> None:
     assert rules.method_allowed("GET") and rules.method_allowed("HEAD")
     assert rules.method_allowed("OPTIONS") and not rules.method_allowed("POST")
     assert policy({}).method_allowed("DELETE")
+
+
+def test_upstream_proxies_from_the_executor_environment() -> None:
+    env = {
+        "http_proxy": "http://proxy.corp:3128",
+        "HTTPS_PROXY": "corp-tls:8080",
+        "NO_PROXY": "internal.corp,.svc,172.20.0.0/16",
+    }
+    upstream = UpstreamProxies(env)
+    assert upstream.for_target("example.com", tls=False) == HttpProxy("proxy.corp", 3128)
+    assert upstream.for_target("example.com", tls=True) == HttpProxy("corp-tls", 8080)
+    for direct in ("internal.corp", "a.internal.corp", "x.svc", "172.20.1.2", "localhost"):
+        assert upstream.for_target(direct, tls=True) is None, direct
+    for local in ("127.0.0.1", "10.1.2.3", "::1", "192.168.0.9"):
+        assert upstream.for_target(local, tls=False) is None, local
+    assert upstream.for_target("8.8.8.8", tls=False) == HttpProxy("proxy.corp", 3128)
+
+
+def test_upstream_proxies_http_only_and_all_proxy() -> None:
+    assert UpstreamProxies({"HTTPS_PROXY": "socks5://s:1"}).for_target("a.com", tls=True) is None
+    everything = UpstreamProxies({"ALL_PROXY": "http://all:1"})
+    assert everything.for_target("a.com", tls=True) == HttpProxy("all", 1)
+    assert everything.for_target("a.com", tls=False) == HttpProxy("all", 1)
+    assert (
+        UpstreamProxies({"NO_PROXY": "*", "HTTP_PROXY": "p:1"}).for_target("a", tls=False) is None
+    )
+    assert UpstreamProxies({}).for_target("a.com", tls=False) is None

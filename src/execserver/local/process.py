@@ -506,7 +506,9 @@ class LocalExecBackend:
         launch = params.network_proxy
         assert launch is not None
         try:
-            proxy = ManagedProxy.start(params.process_id, launch, lambda: self.network_peer)
+            proxy = ManagedProxy.start(
+                params.process_id, launch, lambda: self.network_peer, self._server_env
+            )
         except OSError as exc:
             raise InternalError(f"failed to start the network proxy: {exc.strerror}") from None
         self._proxies.add(proxy)

@@ -14,14 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from execserver.environment.process import NetworkPolicyPeer
 from execserver.local.network import proxy_http, socks5
 from execserver.local.network.decisions import Gatekeeper
 from execserver.local.network.policy import NetworkPolicy
-from execserver.local.network.relay import Streams, close
+from execserver.local.network.relay import Streams, UpstreamProxies, close
 from execserver.protocol.network import RemoteNetworkProxyLaunchConfig
 from execserver.tasks import OwnerClosed, TaskOwner
 
@@ -65,7 +65,7 @@ _NO_PROXY_NAMES = (
     "BUNDLE_NO_PROXY",
 )
 
-Handler = Callable[[Streams, Gatekeeper, str], Awaitable[None]]
+Handler = Callable[[Streams, Gatekeeper, str, UpstreamProxies | None], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,9 +111,13 @@ def _listener() -> socket.socket:
 class ManagedProxy:
     """The proxy of one process (see the module docstring)."""
 
-    def __init__(self, gate: Gatekeeper, snapshot: ProxySnapshot) -> None:
+    def __init__(
+        self, gate: Gatekeeper, snapshot: ProxySnapshot, upstream: UpstreamProxies | None
+    ) -> None:
         self.gate = gate
         self.snapshot = snapshot
+        self.upstream = upstream
+        """The executor's own proxies, when the launch allows using them."""
         self._loop = asyncio.get_running_loop()
         self._listeners: list[socket.socket] = []
         self._tasks = TaskOwner(f"network proxy of process {gate.process_id}")
@@ -125,9 +129,11 @@ class ManagedProxy:
         process_id: str,
         launch: RemoteNetworkProxyLaunchConfig,
         peer: Callable[[], NetworkPolicyPeer | None],
+        executor_env: Mapping[str, str],
     ) -> ManagedProxy:
         """Bind the listeners and start serving. Raises `PolicyConfigError` for a config the
-        policy refuses, `OSError` if the listeners cannot be made."""
+        policy refuses, `OSError` if the listeners cannot be made. With `allowUpstreamProxy`,
+        HTTP and CONNECT go through the proxy `executor_env` names (if any)."""
         config = launch.proxy
         gate = Gatekeeper(
             process_id, NetworkPolicy.from_config(config), peer, launch.policy_decision_timeout_ms
@@ -143,7 +149,8 @@ class ManagedProxy:
             None if socks is None else socks.getsockname()[1],
             config.allow_local_binding,
         )
-        proxy = cls(gate, snapshot)
+        upstream = UpstreamProxies(executor_env) if config.allow_upstream_proxy else None
+        proxy = cls(gate, snapshot, upstream)
         proxy.adopt(http, socks)
         return proxy
 
@@ -191,7 +198,7 @@ class ManagedProxy:
             conn.close()
             return
         try:
-            await handler(streams, self.gate, client)
+            await handler(streams, self.gate, client, self.upstream)
             if not streams[1].is_closing():
                 await streams[1].drain()
         except (ConnectionError, OSError):

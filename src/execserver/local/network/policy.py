@@ -97,7 +97,8 @@ def is_non_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> boo
     return any(address in net for net in _NON_PUBLIC_V4)
 
 
-def _is_local_literal(host: str) -> bool:
+def is_local_literal(host: str) -> bool:
+    """`localhost`, or a loopback/private/link-local/... address (a normalised host)."""
     if host == "localhost":
         return True
     address = _ip(host)
@@ -180,7 +181,7 @@ class NetworkPolicy:
         name may still be refused by `resolves_locally`). `host` is normalised."""
         if self.deny.matches(host):
             return DENIED
-        if not self.allow_local_binding and _is_local_literal(host):
+        if not self.allow_local_binding and is_local_literal(host):
             if host not in self.allow.exact:
                 return NOT_ALLOWED_LOCAL
             return None  # an explicitly allowlisted local address

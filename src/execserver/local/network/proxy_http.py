@@ -42,8 +42,14 @@ class _Ended(Exception):
     """The connection cannot go on (its answer was sent, if any)."""
 
 
-async def serve(streams: relay.Streams, gate: Gatekeeper, client: str) -> None:
-    """Serve one client connection until it ends."""
+async def serve(
+    streams: relay.Streams,
+    gate: Gatekeeper,
+    client: str,
+    upstream: relay.UpstreamProxies | None,
+) -> None:
+    """Serve one client connection until it ends (through the executor's own proxy, when
+    `upstream` is given and names one for the destination)."""
     reader, writer = streams
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
     try:
@@ -52,9 +58,9 @@ async def serve(streams: relay.Streams, gate: Gatekeeper, client: str) -> None:
             if not isinstance(event, h11.Request):
                 return
             if event.method == b"CONNECT":
-                await _tunnel(conn, streams, event, gate, client)
+                await _tunnel(conn, streams, event, gate=gate, client=client, upstream=upstream)
             else:
-                await _forward(conn, streams, event, gate, client)
+                await _forward(conn, streams, event, gate=gate, client=client, upstream=upstream)
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return
             conn.start_next_cycle()
@@ -106,6 +112,12 @@ async def _refuse(
             drained += len(event.data)
 
 
+def _authority_text(host: str, port: int) -> str:
+    """`host[:port]` for a Host header (the default ports left out, IPv6 in brackets)."""
+    authority = f"[{host}]" if ":" in host else host
+    return authority if port in (80, 443) else f"{authority}:{port}"
+
+
 def _authority(text: str, default_port: int) -> tuple[str, int]:
     """`host[:port]` (IPv6 in brackets) -> (host, port)."""
     parsed = urllib.parse.urlsplit("//" + text)
@@ -142,8 +154,10 @@ async def _forward(
     conn: h11.Connection,
     streams: relay.Streams,
     request: h11.Request,
+    *,
     gate: Gatekeeper,
     client: str,
+    upstream: relay.UpstreamProxies | None,
 ) -> None:
     scheme, host, port, path = _target(request)
     method = request.method.decode("latin-1")
@@ -154,15 +168,29 @@ async def _forward(
     if not verdict.allowed:
         await _refuse(conn, streams, attempt, verdict)
         return
+    tls = scheme == "https"
+    via = None if upstream is None else upstream.for_target(host, tls=tls)
+    target = path
     try:
-        upstream = await relay.open_upstream(host, port, tls=scheme == "https")
+        if via is not None and not tls:  # a plain request goes to the proxy in absolute form
+            destination = await relay.open_proxy(via)
+            target = f"http://{_authority_text(host, port)}{path}"
+        else:
+            destination = await relay.open_upstream(host, port, tls=tls, via=via)
     except (OSError, TimeoutError):
         streams[1].write(responses.upstream_failure())
         raise _Ended from None
     try:
-        await _exchange(conn, streams, upstream, request, host=host, port=port, path=path)
+        await _exchange(
+            conn,
+            streams,
+            destination,
+            request,
+            authority=_authority_text(host, port),
+            target=target,
+        )
     finally:
-        await relay.close(upstream[1])
+        await relay.close(destination[1])
 
 
 async def _exchange(
@@ -171,23 +199,19 @@ async def _exchange(
     upstream: relay.Streams,
     request: h11.Request,
     *,
-    host: str,
-    port: int,
-    path: str,
+    authority: str,
+    target: str,
 ) -> None:
     """Send the request (body streamed) upstream and relay the answer."""
     reader, writer = streams
     up_reader, up_writer = upstream
     out = h11.Connection(h11.CLIENT)
-    authority = f"[{host}]" if ":" in host else host
-    if port not in (80, 443):
-        authority += f":{port}"
     headers = [(k, v) for k, v in request.headers if k not in _HOP_BY_HOP and k != b"host"]
     up_writer.write(
         out.send(
             h11.Request(
                 method=request.method,
-                target=path.encode("latin-1"),
+                target=target.encode("latin-1"),
                 headers=[(b"host", authority.encode()), *headers, (b"connection", b"close")],
             )
         )
@@ -234,8 +258,10 @@ async def _tunnel(
     conn: h11.Connection,
     streams: relay.Streams,
     request: h11.Request,
+    *,
     gate: Gatekeeper,
     client: str,
+    upstream: relay.UpstreamProxies | None,
 ) -> None:
     """CONNECT: refused with a `403` (the connection goes on), or `200` and a tunnel that ends
     the connection."""
@@ -255,12 +281,13 @@ async def _tunnel(
         h11.Response(status_code=200, reason=b"OK", headers=[(b"date", responses.date())]),
     )
     already, _ = conn.trailing_data
+    via = None if upstream is None else upstream.for_target(host, tls=True)
     try:
-        upstream = await relay.open_upstream(host, port)
+        destination = await relay.open_upstream(host, port, via=via)
     except (OSError, TimeoutError):
         raise _Ended from None  # the tunnel was promised; it just ends, as the reference's does
     try:
-        await relay.splice(streams, upstream, already)
+        await relay.splice(streams, destination, already)
     finally:
-        await relay.close(upstream[1])
+        await relay.close(destination[1])
     raise _Ended

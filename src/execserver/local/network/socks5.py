@@ -74,8 +74,14 @@ async def _read_target(reader: asyncio.StreamReader) -> tuple[int, str, int]:
     return command, host, port
 
 
-async def serve(streams: relay.Streams, gate: Gatekeeper, client: str) -> None:
-    """Serve one client connection: the handshake, the decision, then the relay."""
+async def serve(
+    streams: relay.Streams,
+    gate: Gatekeeper,
+    client: str,
+    _upstream: relay.UpstreamProxies | None,
+) -> None:
+    """Serve one client connection: the handshake, the decision, then the relay (always
+    direct: an upstream HTTP proxy is for HTTP and CONNECT)."""
     reader, writer = streams
     try:
         version, count = await reader.readexactly(2)
@@ -104,7 +110,7 @@ async def serve(streams: relay.Streams, gate: Gatekeeper, client: str) -> None:
             writer.write(reply(NOT_ALLOWED_BY_RULESET))
             return
         try:
-            upstream = await relay.open_upstream(host, port)
+            destination = await relay.open_upstream(host, port)
         except TimeoutError:
             writer.write(reply(TTL_EXPIRED))
             return
@@ -112,9 +118,9 @@ async def serve(streams: relay.Streams, gate: Gatekeeper, client: str) -> None:
             writer.write(reply(_BY_ERRNO.get(exc.errno or 0, GENERAL_FAILURE)))
             return
         try:
-            writer.write(reply(SUCCEEDED, _bound(upstream[1].get_extra_info("sockname"))))
-            await relay.splice(streams, upstream)
+            writer.write(reply(SUCCEEDED, _bound(destination[1].get_extra_info("sockname"))))
+            await relay.splice(streams, destination)
         finally:
-            await relay.close(upstream[1])
+            await relay.close(destination[1])
     except (_Malformed, asyncio.IncompleteReadError, ConnectionError, OSError):
         pass
