@@ -321,6 +321,9 @@ async def network_proxy_config_errors(ctx: CaseContext) -> Any:
 # -- managed sandboxes ---------------------------------------------------------------------
 
 
+_NO_WINDOWS: Json = {"windowsSandboxLevel": "disabled"}
+
+
 def _sandbox(ctx: CaseContext, network: str, *, workspace: bool) -> Json:
     if not workspace:
         file_system: Json = {"type": "unrestricted"}
@@ -341,8 +344,9 @@ def _sandbox(ctx: CaseContext, network: str, *, workspace: bool) -> Json:
 async def network_proxy_managed_sandbox_reachability(ctx: CaseContext) -> Any:
     """With a sandbox and `enforceManagedNetwork`, the program has a network namespace of its
     own where only the proxy's ports answer: other loopback ports are refused, new unix
-    sockets are not allowed, binding loopback works. Without enforcement the profile decides
-    (an enabled network reaches everything, a restricted one nothing)."""
+    sockets are not allowed, binding loopback works, whatever the profile (disabled and external
+    ones too). Without enforcement the profile decides (an enabled network reaches everything,
+    a restricted one nothing)."""
     (ctx.workdir / "ws").mkdir(exist_ok=True)
     client = await ctx.client()
     async with http_test_server() as server:
@@ -362,6 +366,12 @@ async def network_proxy_managed_sandbox_reachability(ctx: CaseContext) -> Any:
             ("workspace", _sandbox(ctx, "enabled", workspace=True), True),
             ("enabled_not_enforced", _sandbox(ctx, "enabled", workspace=True), False),
             ("restricted_not_enforced", _sandbox(ctx, "restricted", workspace=False), False),
+            ("disabled", {"permissions": {"type": "disabled"}, **_NO_WINDOWS}, True),
+            (
+                "external",
+                {"permissions": {"type": "external", "network": "enabled"}, **_NO_WINDOWS},
+                True,
+            ),
         ]
         out = []
         for index, (label, sandbox, enforce) in enumerate(variants):
