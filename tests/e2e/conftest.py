@@ -89,6 +89,8 @@ class Agent:
     """The value of E2E_MARK, which only the exec-server's processes see."""
     home: Path = Path()
     """The app-server's CODEX_HOME."""
+    sandbox: str = "danger-full-access"
+    """The thread's sandbox mode (`e2e_setup(sandbox=...)`)."""
     thread_id: str | None = None
     turns: list[Turn] = field(default_factory=list)
 
@@ -98,7 +100,7 @@ class Agent:
         Returns the turn and the model requests it made (the first carries the user text,
         each later one the tool outputs of the reply before it)."""
         if self.thread_id is None:
-            self.thread_id = await self.app.start_thread(ENVIRONMENT_ID, EXECUTOR_CWD)
+            self.thread_id = await self.app.start_thread(ENVIRONMENT_ID, EXECUTOR_CWD, self.sandbox)
         first = len(self.model.requests)
         self.model.script.extend(replies)
         turn = await self.app.run_turn(self.thread_id, text)
@@ -156,13 +158,15 @@ def app_version(executor_kind: str) -> str:
 
 
 def e2e_setup(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, dict[str, str]]:
-    """What a test's `e2e_setup` marker asks for: the app-server config's `[features]` table,
-    and executor environment variables (`HOME`, a directory holding the given files)."""
+    """What a test's `e2e_setup` marker asks for: the app-server config's `[features]` table
+    (and any more `config` text), and executor environment variables (`HOME`, a directory
+    holding the given files)."""
     marker = request.node.get_closest_marker("e2e_setup")
     if marker is None:
         return "", {}
     features = marker.kwargs.get("features", [])
     config = "\n[features]\n" + "".join(f"{name} = true\n" for name in features) if features else ""
+    config += marker.kwargs.get("config", "")
     env: dict[str, str] = {}
     files: dict[str, str] = marker.kwargs.get("executor_home", {})
     if files:
@@ -254,4 +258,6 @@ async def agent(
         config=lambda model: app_config(model) + extra_config,
         executor_env=executor_env,
     ) as agent:
+        marker = request.node.get_closest_marker("e2e_setup")
+        agent.sandbox = marker.kwargs.get("sandbox", agent.sandbox) if marker else agent.sandbox
         yield agent

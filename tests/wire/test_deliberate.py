@@ -92,10 +92,26 @@ DELIBERATE_DIFFERENCES: dict[str, str] = {
         "Pipe output is read up to 64 KiB at a time (the reference: 8 KiB), so fewer, larger "
         "process/output notifications carry the same bytes."
     ),
-    "network_proxy_launch_refused": (
-        "A well-formed `networkProxy` (an executor-local managed proxy launch) is refused with "
-        "-32602 once every other check has passed: there is no managed proxy here yet "
-        "(networkProxyLaunch is false). The reference starts the proxy and the process."
+    "network_proxy_transparent_tcp_refused": (
+        "A `networkProxy` asking for transparent TCP (`proxy.transparentTcp`) is refused with "
+        "-32602 (networkProxyTransparentTcp is false: no TUN device and userspace TCP stack "
+        "here). The reference starts the process, and on a host without a bubblewrap it supports "
+        "its helper panics (exit 101, sandboxDenied)."
+    ),
+    "network_proxy_socks5_ip_literal_names": (
+        "A SOCKS5 CONNECT naming an IP address as a host name (ATYP 3, e.g. `127.0.0.1`) "
+        "connects like the same address sent as an address; the reference's proxy allows it "
+        "and then answers 05 (connection refused) without connecting."
+    ),
+    "network_proxy_socks5_udp_refused": (
+        "SOCKS5 UDP ASSOCIATE is answered 07 (command not supported) even with "
+        "`enableSocks5Udp`: the managed proxy relays TCP only. The reference opens a UDP relay."
+    ),
+    "network_proxy_credential_masking_refused": (
+        "A `networkProxy` asking for credential masking (`proxy.credentialMasking`) is refused "
+        "with -32602 (credentialMasking is false: no TLS-intercepting credential broker here). "
+        "The reference starts the process with its CA bundle exported (SSL_CERT_FILE and "
+        "friends) and, in every probe, the secrets in the environment left as they were."
     ),
 }
 
@@ -353,6 +369,8 @@ async def test_environment_info_identity(ours: ServerProcess) -> None:
             "httpHeaderEnvVars",
             "linuxApprovedRootWritePreservesRestrictions",
             "linuxRootWritePreservesDevices",
+            "networkProxyLaunch",
+            "networkProxyReviewDomains",
             "sandboxedFileStreaming",
             "shellSnapshotV2",
         ]
@@ -535,35 +553,141 @@ _PROXY = {
 }
 
 
-async def _network_proxy_launch(url: str) -> tuple[dict[str, Any], str]:
-    """Start `env` with a well-formed networkProxy; (start response, its output)."""
-    params = process_params("np", ["/usr/bin/env"], networkProxy={"proxy": _PROXY})
+_NETWORK_ONLY = {
+    "permissions": {
+        "type": "managed",
+        "file_system": {"type": "unrestricted"},
+        "network": "restricted",
+    },
+    "windowsSandboxLevel": "disabled",
+}
+
+
+async def _network_proxy_launch(
+    url: str, proxy: dict[str, Any] | None = None, **extra: Any
+) -> tuple[dict[str, Any], str, int | None]:
+    """Start `env` with a well-formed networkProxy; (start response, its output, exit code)."""
+    launch = {"proxy": {**_PROXY, **(proxy or {})}}
+    params = process_params("np", ["/usr/bin/env"], networkProxy=launch, **extra)
     async with await WireClient.connect(url) as client:
         await client.initialize()
         response = await client.request("process/start", params)
         if "error" in response:
-            return response, ""
+            return response, "", None
         events = await client.process_events("np")
         output = b"".join(
             base64.b64decode(e["params"]["chunk"])
             for e in events
             if e["method"] == "process/output"
         )
-        return response, output.decode()
+        code = next(e["params"]["exitCode"] for e in events if e["method"] == "process/exited")
+        return response, output.decode(), code
 
 
-async def test_network_proxy_launch_refused(ours: ServerProcess) -> None:
-    response, _ = await _network_proxy_launch(ours.url)
+_TRANSPARENT = {
+    "proxy": {"transparentTcp": True},
+    "sandbox": _NETWORK_ONLY,
+    "enforceManagedNetwork": True,
+}
+
+
+async def test_network_proxy_transparent_tcp_refused(ours: ServerProcess) -> None:
+    response, _, _ = await _network_proxy_launch(ours.url, **_TRANSPARENT)
     assert response["error"] == {
         "code": -32602,
-        "message": "executor-local network proxy launches are not supported by this executor "
-        "(capability networkProxyLaunch is false)",
+        "message": "transparent TCP is not supported by this executor "
+        "(capability networkProxyTransparentTcp is false)",
     }
 
 
 @pytest.mark.reference
-async def test_network_proxy_launch_refused_reference(reference: ServerProcess) -> None:
+async def test_network_proxy_transparent_tcp_refused_reference(reference: ServerProcess) -> None:
     require_reference()
-    response, output = await _network_proxy_launch(reference.url)
-    assert "result" in response
-    assert "CODEX_NETWORK_PROXY_ACTIVE=1" in output
+    response, output, code = await _network_proxy_launch(reference.url, **_TRANSPARENT)
+    assert "result" in response  # started; on this host its helper then panics
+    assert code == 101
+    assert "transparent TCP requires a supported distro bubblewrap" in output
+
+
+_SECRET = "ghp_abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+async def test_network_proxy_credential_masking_refused(ours: ServerProcess) -> None:
+    response, _, _ = await _network_proxy_launch(
+        ours.url, {"credentialMasking": True}, env={"GITHUB_TOKEN": _SECRET}
+    )
+    assert response["error"] == {
+        "code": -32602,
+        "message": "credential masking is not supported by this executor "
+        "(capability credentialMasking is false)",
+    }
+
+
+@pytest.mark.reference
+async def test_network_proxy_credential_masking_refused_reference(
+    reference: ServerProcess,
+) -> None:
+    require_reference()
+    response, output, code = await _network_proxy_launch(
+        reference.url, {"credentialMasking": True}, env={"GITHUB_TOKEN": _SECRET}
+    )
+    assert "result" in response and code == 0
+    env = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
+    assert "/proxy/ca-bundle-" in env["SSL_CERT_FILE"]
+    assert env["GITHUB_TOKEN"] == _SECRET  # exported as given: nothing was masked
+
+
+async def _netclient(url: str, ops: list[str], proxy: dict[str, Any]) -> list[Any]:
+    """Run tests/harness/netclient.py with `ops` under a managed proxy; its result lines."""
+    import json
+    import sys
+
+    from tests.wire.cases_network import NETCLIENT
+
+    launch = {"proxy": {**_PROXY, "mode": "full", **proxy}}
+    params = process_params("nc", [sys.executable, NETCLIENT, *ops], networkProxy=launch)
+    async with await WireClient.connect(url) as client:
+        await client.initialize()
+        response = await client.request("process/start", params)
+        assert "result" in response, response
+        events = await client.process_events("nc", timeout=30 * TIME)
+    output = b"".join(
+        base64.b64decode(e["params"]["chunk"]) for e in events if e["method"] == "process/output"
+    )
+    return [json.loads(line)["result"] for line in output.decode().splitlines()]
+
+
+async def _socks_to_literal_name(url: str) -> list[Any]:
+    from tests.harness.httpserver import http_test_server, respond
+
+    async with http_test_server() as server:
+        server.route("/socks", respond(200, [], b"reached"))
+        port = str(server.port)
+        ops = ["socks-name", "127.0.0.1", port, "socks", "127.0.0.1", port]
+        return await _netclient(url, ops, {"domains": {"127.0.0.1": "allow"}})
+
+
+async def test_network_proxy_socks5_ip_literal_names(ours: ServerProcess) -> None:
+    as_name, as_address = await _socks_to_literal_name(ours.url)
+    assert as_name["reply"] == 0 and as_name["tunnel"]["body"] == "reached"
+    assert as_address == as_name
+
+
+@pytest.mark.reference
+async def test_network_proxy_socks5_ip_literal_names_reference(reference: ServerProcess) -> None:
+    require_reference()
+    as_name, as_address = await _socks_to_literal_name(reference.url)
+    assert as_name == {"greeting": "0500", "reply": 5}
+    assert as_address["reply"] == 0 and as_address["tunnel"]["body"] == "reached"
+
+
+async def test_network_proxy_socks5_udp_refused(ours: ServerProcess) -> None:
+    (udp,) = await _netclient(ours.url, ["socks-udp"], {"enableSocks5Udp": True})
+    assert udp == {"greeting": "0500", "reply": 7}
+
+
+@pytest.mark.reference
+async def test_network_proxy_socks5_udp_refused_reference(reference: ServerProcess) -> None:
+    require_reference()
+    (udp,) = await _netclient(reference.url, ["socks-udp"], {"enableSocks5Udp": True})
+    assert udp == {"greeting": "0500", "reply": 0}

@@ -19,10 +19,14 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, Self, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 from execserver.environment.file_system import PathArg, path_uri
 from execserver.errors import ExecServerError
+from execserver.protocol.network import (
+    NetworkPolicyDecisionNotification,
+    NetworkPolicyRequestParams,
+)
 from execserver.protocol.pathuri import PathUri
 from execserver.protocol.process import (
     ExecEnvPolicy,
@@ -347,11 +351,28 @@ class HostedProcess(Protocol):
 ProcessListener = Callable[[HostedProcess, ProcessEvent], None]
 
 
+class NetworkPolicyPeer(Protocol):
+    """The client a process's managed network proxy reports to and asks (its session's)."""
+
+    def policy_decision(self, notification: NetworkPolicyDecisionNotification) -> None:
+        """Audit one decision (`network/policyDecision`); must not block."""
+        ...
+
+    async def ask_policy(self, request: NetworkPolicyRequestParams, timeout_s: float) -> Any:
+        """Ask the client to decide (`network/policyRequest`); its raw answer. Raises when
+        there is no answer within `timeout_s`, an error answer, or no client."""
+        ...
+
+
 class ProcessTable(Protocol):
     """The processes of one session, by the ids its client chose."""
 
     listener: ProcessListener | None
     """Hears every event of every process, in order, as it happens (must not block)."""
+
+    network_peer: NetworkPolicyPeer | None
+    """Where managed network proxies send their decisions and questions (None: nobody
+    listens, and questions are denied)."""
 
     @property
     def active(self) -> int:

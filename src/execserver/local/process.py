@@ -20,9 +20,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from execserver.compat.rust import rust_debug_str
-from execserver.environment.process import ProcessEvent, ProcessListener
+from execserver.environment.process import NetworkPolicyPeer, ProcessEvent, ProcessListener
 from execserver.errors import InternalError, InvalidParams, InvalidRequest, StartFailed
 from execserver.local import shell_snapshot, tree
 from execserver.local.cgroup import ProcessCgroups
@@ -41,9 +42,11 @@ from execserver.local.sandbox import launch as sandbox_launch
 from execserver.local.sandbox.bwrap import SandboxUnavailable
 from execserver.local.sandbox.denial import TRAILING_OUTPUT_GRACE_S, looks_denied
 from execserver.local.sandbox.policy import Mechanism, ResolvedPolicy, SandboxError
+from execserver.local.sandbox.port_bridge import PortBridge
 from execserver.local.shell_snapshot import Snapshot, SnapshotCache, SnapshotKey
 from execserver.local.spawn import Stdio, resolve_program, spawn
 from execserver.observability.telemetry import ProcessTrace, Telemetry
+from execserver.protocol.network import RemoteNetworkProxyLaunchConfig
 from execserver.protocol.process import (
     ExecEnvPolicy,
     ProcessReadResponse,
@@ -53,6 +56,10 @@ from execserver.protocol.process import (
     WriteStatus,
 )
 from execserver.protocol.sandbox import SandboxContext
+from execserver.tasks import TaskOwner
+
+if TYPE_CHECKING:
+    from execserver.local.network.launch import ManagedProxy
 
 log = logging.getLogger(__name__)
 
@@ -411,6 +418,10 @@ class LocalExecBackend:
         self._snapshots = SnapshotCache()
         """This session's shell snapshots (a scope lives as long as the session)."""
         self.listener: ProcessListener | None = None
+        self.network_peer: NetworkPolicyPeer | None = None
+        self._proxies: set[ManagedProxy] = set()
+        """Managed proxies of processes not closed yet."""
+        self._proxy_tasks = TaskOwner("closing network proxies")
 
     def __len__(self) -> int:
         return len(self._processes)
@@ -442,11 +453,11 @@ class LocalExecBackend:
         cwd = params.cwd.native_cwd()  # checked before argv, as the reference does
         if not params.argv:
             raise InvalidParams("argv must not be empty")
-        if sandbox is not None and params.enforce_managed_network:
-            # Fail closed: there is no managed network proxy on this executor.
+        if sandbox is not None and params.enforce_managed_network and params.network_proxy is None:
+            # Fail closed: enforcement needs the executor's own managed proxy.
             raise InvalidParams(
                 "failed to prepare process sandbox: managed network enforcement needs a "
-                "network proxy, which this executor does not provide"
+                "network proxy (`networkProxy`)"
             )
         env = build_child_env(params.env, params.env_policy, self._server_env)
         policy = None
@@ -469,17 +480,48 @@ class LocalExecBackend:
             sandbox=sandbox,
         )
         self._check_new_id(params.process_id)
+        network = None
         if params.network_proxy is not None:
-            raise InvalidParams(
-                "executor-local network proxy launches are not supported by this executor "
-                "(capability networkProxyLaunch is false)"
+            _refuse_unsupported_proxy_features(params.network_proxy)
+            network = self._start_proxy(params)
+            env.update(network.proxy.snapshot.env())
+        try:
+            if snapshot_key is None:
+                return self._start(params.process_id, spec, env, policy, None, network=network)
+            known, snapshot = self._snapshots.lookup(snapshot_key)
+            if known:
+                return self._start(params.process_id, spec, env, policy, snapshot, network=network)
+        except BaseException:
+            self._release_proxy(network)
+            raise
+        return self._start_after_capture(
+            params.process_id, spec, env, policy, snapshot_key, network=network
+        )
+
+    def _start_proxy(self, params: ProcessStartParams) -> _Network:
+        """The process's managed proxy, started (its snapshot is final)."""
+        # Imported on first use: the proxy (and its HTTP stack) costs nothing to the others.
+        from execserver.local.network.launch import ManagedProxy
+
+        launch = params.network_proxy
+        assert launch is not None
+        try:
+            proxy = ManagedProxy.start(
+                params.process_id, launch, lambda: self.network_peer, self._server_env
             )
-        if snapshot_key is None:
-            return self._start(params.process_id, spec, env, policy, None)
-        known, snapshot = self._snapshots.lookup(snapshot_key)
-        if known:
-            return self._start(params.process_id, spec, env, policy, snapshot)
-        return self._start_after_capture(params.process_id, spec, env, policy, snapshot_key)
+        except OSError as exc:
+            raise InternalError(f"failed to start the network proxy: {exc.strerror}") from None
+        self._proxies.add(proxy)
+        confined = params.sandbox is not None and params.enforce_managed_network
+        return _Network(proxy, confined)
+
+    def _release_proxy(self, network: _Network | None) -> None:
+        """Stop a proxy (its process ended, or never started); `aclose()` waits for it."""
+        if network is None or network.proxy not in self._proxies:
+            return
+        self._proxies.discard(network.proxy)
+        network.proxy.close()
+        self._proxy_tasks.spawn(network.proxy.aclose())
 
     def _snapshot_key(self, params: ProcessStartParams) -> SnapshotKey | None:
         """The snapshot a start uses, if any; raises the reference's errors for a bad one."""
@@ -515,18 +557,24 @@ class LocalExecBackend:
         env: dict[str, str],
         policy: ResolvedPolicy | None,
         key: SnapshotKey,
+        *,
+        network: _Network | None,
     ) -> LocalProcess:
         """Capture the scope's snapshot (once), then start.
 
         Cancellation: the start is abandoned; a capture in progress goes on for the scope.
         """
-        if not spec.tty:
-            _check_cwd(spec.cwd)  # a missing cwd fails the start, not the capture
-        snapshot = await self._snapshots.get(
-            key, functools.partial(self._capture_snapshot, key, spec, env, policy)
-        )
-        self._check_new_id(process_id)  # another start may have taken the id meanwhile
-        return self._start(process_id, spec, env, policy, snapshot)
+        try:
+            if not spec.tty:
+                _check_cwd(spec.cwd)  # a missing cwd fails the start, not the capture
+            snapshot = await self._snapshots.get(
+                key, functools.partial(self._capture_snapshot, key, spec, env, policy)
+            )
+            self._check_new_id(process_id)  # another start may have taken the id meanwhile
+            return self._start(process_id, spec, env, policy, snapshot, network=network)
+        except BaseException:
+            self._release_proxy(network)
+            raise
 
     def _start(
         self,
@@ -535,6 +583,8 @@ class LocalExecBackend:
         env: dict[str, str],
         policy: ResolvedPolicy | None,
         snapshot: Snapshot | None,
+        *,
+        network: _Network | None = None,
     ) -> LocalProcess:
         self._spawned += 1
         cgroup = f"{id(self):x}-{self._spawned}"
@@ -550,10 +600,14 @@ class LocalExecBackend:
                 if policy is None:
                     process = self._spawn(process_id, spec, env, run)
                 else:
-                    process = self._spawn_sandboxed(process_id, spec, env, policy, run)
+                    process = self._spawn_sandboxed(
+                        process_id, spec, env, policy, run, network=network
+                    )
         finally:
             for fd, _ in run.extra_fds:
                 os.close(fd)
+        if network is not None:
+            self._tie_proxy(process, network)
         if self._cgroups.enabled:
             self._cgroup_names.add(cgroup)
             process.kill_escaped = functools.partial(self._cgroups.kill, cgroup)
@@ -592,13 +646,19 @@ class LocalExecBackend:
         env: dict[str, str],
         policy: ResolvedPolicy,
         run: _Run,
+        *,
+        network: _Network | None = None,
     ) -> LocalProcess:
-        """Start the program under bubblewrap (or directly, if the intent restricts nothing).
+        """Start the program under bubblewrap (or directly, if the intent restricts nothing
+        and no managed network confines it).
 
         Fails closed: if the sandbox cannot be prepared, nothing runs. A program that cannot
         be started at all (missing, not executable) is reported as without a sandbox, before
         anything runs.
         """
+        bridge = None
+        if network is not None and network.confined:
+            bridge = PortBridge(network.proxy.snapshot.ports)
         argv0 = run.argv[0]
         if not argv0:
             raise StartFailed(
@@ -608,14 +668,16 @@ class LocalExecBackend:
             _check_cwd(spec.cwd)
         if any("\0" in arg for arg in run.argv):
             raise StartFailed("nul byte found in provided data", "spawnFailed")
-        if policy.mechanism is Mechanism.PLAIN:
+        if policy.mechanism is Mechanism.PLAIN and bridge is None:
             process = self._spawn(process_id, spec, env, run)
             process.sandbox_type = "linuxSeccomp"
             return process
         self._check_program(spec, env, argv0)
         try:
-            launch = sandbox_launch.prepare(policy, spec.cwd)
+            launch = sandbox_launch.prepare(policy, spec.cwd, bridge=bridge)
         except (SandboxUnavailable, SandboxError) as exc:
+            if bridge is not None:
+                bridge.close()
             raise StartFailed(
                 f"failed to prepare process sandbox: {exc}",
                 "sandboxUnavailable"
@@ -627,10 +689,8 @@ class LocalExecBackend:
             if spec.tty:
                 env = pty_env(env)
             envp = _encode_env(env)
-            argv = [*launch.prefix]
-            if spec.arg0 is not None and launch.argv0_supported:
-                argv[-1:-1] = [b"--argv0", os.fsencode(spec.arg0)]
-            argv += [os.fsencode(arg) for arg in run.argv]
+            arg0 = None if spec.arg0 is None else os.fsencode(spec.arg0)
+            argv = launch.command([os.fsencode(arg) for arg in run.argv], arg0)
             extra_fds = (*launch.extra_fds, *run.extra_fds)
             if spec.tty:
                 process = self._spawn_pty(
@@ -643,9 +703,24 @@ class LocalExecBackend:
         except BaseException:
             launch.close()
             raise
+        if bridge is not None and network is not None:
+            bridge.receive(network.proxy.adopt_list)
         process.sandbox_type = "linuxSeccomp"
         process.cleanup = launch.close
         return process
+
+    def _tie_proxy(self, process: LocalProcess, network: _Network) -> None:
+        """The proxy lives as long as the process: it stops when the process closes."""
+        previous = process.cleanup
+
+        def cleanup() -> None:
+            try:
+                if previous is not None:
+                    previous()
+            finally:
+                self._release_proxy(network)
+
+        process.cleanup = cleanup
 
     def _check_program(self, spec: ProcessSpec, env: dict[str, str], program: str) -> None:
         """Fail now, as an unsandboxed start would, when `program` cannot be started at all:
@@ -938,6 +1013,11 @@ class LocalExecBackend:
                 async with asyncio.timeout(grace_s):
                     await asyncio.gather(*pending)
         await self._snapshots.aclose()
+        for proxy in list(self._proxies):  # of processes that did not close in time
+            proxy.close()
+            self._proxy_tasks.spawn(proxy.aclose())
+        self._proxies.clear()
+        await self._proxy_tasks.aclose()
         for process in self._processes.values():
             self._record_finish(process)
             process.log.discard()
@@ -965,6 +1045,15 @@ def _encode_env(env: Mapping[str, str]) -> list[bytes]:
             raise StartFailed("data provided contains a nul byte", "spawnFailed")
         envp.append(os.fsencode(item))
     return envp
+
+
+@dataclass(slots=True, frozen=True)
+class _Network:
+    """A process's managed proxy, and whether the process is confined to it (a sandbox with
+    `enforceManagedNetwork`: its own network namespace, where only the proxy is reachable)."""
+
+    proxy: ManagedProxy
+    confined: bool
 
 
 @dataclass(slots=True, frozen=True)
@@ -996,6 +1085,12 @@ def _check_network_members(params: ProcessStartParams) -> None:
             "invalid network proxy config: executor-local network proxy launch requires an "
             "enabled proxy"
         )
+    from execserver.local.network.policy import NetworkPolicy, PolicyConfigError
+
+    try:
+        NetworkPolicy.from_config(proxy.proxy)
+    except PolicyConfigError as exc:
+        raise InvalidParams(f"invalid network proxy config: {exc}") from None
     allowed = [path for path, rule in (proxy.proxy.unix_sockets or {}).items() if rule == "allow"]
     for index, path in enumerate(allowed):
         if not path.startswith("/") or "\0" in path:
@@ -1003,6 +1098,21 @@ def _check_network_members(params: ProcessStartParams) -> None:
                 f"invalid network proxy config: invalid network.allow_unix_sockets[{index}]: "
                 f"expected a NUL-free absolute path for Linux, got {rust_debug_str(path)}"
             )
+
+
+def _refuse_unsupported_proxy_features(launch: RemoteNetworkProxyLaunchConfig) -> None:
+    """Proxy features this executor does not have (their capabilities are false): refused
+    clearly rather than run with less than was asked (docs/protocol.md, Capabilities)."""
+    if launch.proxy.transparent_tcp:
+        raise InvalidParams(
+            "transparent TCP is not supported by this executor "
+            "(capability networkProxyTransparentTcp is false)"
+        )
+    if launch.proxy.credential_masking:
+        raise InvalidParams(
+            "credential masking is not supported by this executor "
+            "(capability credentialMasking is false)"
+        )
 
 
 async def _run_collecting(

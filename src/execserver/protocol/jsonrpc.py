@@ -60,9 +60,12 @@ class Notification:
 
 @dataclass(slots=True)
 class ClientResponse:
-    """A response or error object sent by the client; the server never sends requests."""
+    """A response or error object sent by the client: the answer to a server request (a
+    `network/policyRequest`), or a protocol violation when it answers none."""
 
     id: RequestId
+    result: Any = None
+    error: ErrorObject | None = None
 
 
 Message = Request | Notification | ClientResponse
@@ -248,15 +251,17 @@ def _notification(obj: dict[str, Any]) -> Notification:
 
 def _client_response(obj: dict[str, Any], required: tuple[str, ...]) -> ClientResponse:
     request_id: RequestId = 0
+    error: ErrorObject | None = None
     for key, value in obj.items():
         if key == "id":
             request_id = parse_request_id(value)
         elif key == "error" and "error" in required:
             _check_error_object(value)
+            error = ErrorObject(value["code"], value["message"], value.get("data"))
     for name in required:
         if name not in obj:
             raise EnvelopeError(f"missing field `{name}`")
-    return ClientResponse(request_id)
+    return ClientResponse(request_id, obj.get("result"), error)
 
 
 def _check_error_object(value: Any) -> None:

@@ -38,5 +38,9 @@ FS_CLOSE = "fs/close"
 FS_WATCH_MISSING = "fs/watchMissing"
 FS_MISSING_CHANGED = "fs/missingChanged"
 
+# Server -> client, only for processes started with `networkProxy`.
+NETWORK_POLICY_DECISION = "network/policyDecision"
+NETWORK_POLICY_REQUEST = "network/policyRequest"
+
 HTTP_REQUEST = "http/request"
 HTTP_REQUEST_BODY_DELTA = "http/request/bodyDelta"

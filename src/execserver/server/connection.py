@@ -13,7 +13,7 @@ import enum
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from execserver.errors import InvalidRequest
+from execserver.errors import Disconnected, InvalidRequest
 from execserver.protocol import methods
 from execserver.rpc.server import ServerEndpoint
 from execserver.server.auth import ANONYMOUS
@@ -96,6 +96,15 @@ class Connection:
     def notify(self, method: str, params: object) -> None:
         if self.endpoint is not None:
             self.endpoint.notify(method, params)
+
+    async def call(self, method: str, params: object) -> Any:
+        """A request to the client (`network/policyRequest`): its result. Raises the client's
+        error, or `Disconnected` when the connection is (or goes) away.
+
+        Cancellation: the request is given up on; a late answer is dropped."""
+        if self.endpoint is None:
+            raise Disconnected("the connection is not serving yet")
+        return await self.endpoint.call(method, params)
 
     async def writable(self) -> None:
         """Return once the outbound buffer is below its high-water mark.

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from execserver.environment.process import (
     ClosedEvent,
@@ -22,8 +22,12 @@ from execserver.environment.process import (
     ProcessEvent,
     ProcessTable,
 )
-from execserver.errors import InvalidRequest, SessionAttached
+from execserver.errors import Disconnected, InvalidRequest, SessionAttached
 from execserver.protocol import methods
+from execserver.protocol.network import (
+    NetworkPolicyDecisionNotification,
+    NetworkPolicyRequestParams,
+)
 from execserver.protocol.process import (
     ProcessClosedNotification,
     ProcessExitedNotification,
@@ -48,6 +52,11 @@ class Attachment(Protocol):
 
     def notify(self, method: str, params: object) -> None: ...
 
+    async def call(self, method: str, params: object) -> Any:
+        """A request to the client; its result (raises its error, or when the connection
+        goes away)."""
+        ...
+
 
 ProcessTableFactory = Callable[[str], ProcessTable]
 """Makes the process table of a new session (given its id, for logs)."""
@@ -62,6 +71,7 @@ class Session:
         self._expiry: asyncio.TimerHandle | None = None
         self._waiting_for_drain = False
         processes.listener = self._on_process_event
+        processes.network_peer = self
 
     def _on_process_event(self, process: HostedProcess, event: ProcessEvent) -> None:
         connection = self.connection
@@ -93,6 +103,23 @@ class Session:
             self._waiting_for_drain = True
             self.processes.pause_output()
             connection.channel.call_when_writable(self._drained)
+
+    # -- NetworkPolicyPeer: managed network proxies of this session's processes ---------------
+
+    def policy_decision(self, notification: NetworkPolicyDecisionNotification) -> None:
+        connection = self.connection
+        if connection is not None:
+            connection.notify(methods.NETWORK_POLICY_DECISION, notification)
+
+    async def ask_policy(self, request: NetworkPolicyRequestParams, timeout_s: float) -> Any:
+        """Ask the attached client (none attached: refused at once).
+
+        Cancellation: the request is given up on; a late answer is dropped."""
+        connection = self.connection
+        if connection is None:
+            raise Disconnected("no client is attached to the session")
+        async with asyncio.timeout(timeout_s):
+            return await connection.call(methods.NETWORK_POLICY_REQUEST, request)
 
     def _drained(self) -> None:
         self._waiting_for_drain = False

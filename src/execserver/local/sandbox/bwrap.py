@@ -258,8 +258,12 @@ def command(
     *,
     chdir: bytes,
     seccomp: bool,
+    own_user: bool = False,
 ) -> MountPlan:
-    """bwrap's argv up to and including `--` for running a program under `policy`."""
+    """bwrap's argv up to and including `--` for running a program under `policy`.
+
+    `own_user`: also when only the network is taken away, run in a user namespace of its own
+    without capabilities (a program with capabilities could leave its network namespace)."""
     if policy.mechanism is Mechanism.FILESYSTEM:
         plan = filesystem_args(policy)
         plan.args = [
@@ -279,6 +283,8 @@ def command(
         # Only the network is taken away: the filesystem and the process table stay the host's
         # (the reference applies just its seccomp filter here).
         plan = MountPlan([bwrap.path, b"--die-with-parent", b"--dev-bind", b"/", b"/"])
+        if own_user:
+            plan.args += [b"--unshare-user", b"--cap-drop", b"ALL"]
         if policy.network_restricted:
             plan.args.append(b"--unshare-net")
     plan.args += [b"--chdir", chdir]

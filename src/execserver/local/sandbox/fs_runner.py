@@ -30,6 +30,7 @@ from execserver.local.sandbox.policy import (
     SandboxError,
     resolve,
 )
+from execserver.local.sandbox.python_view import PACKAGE_PARENT, python_paths
 from execserver.local.spawn import Stdio, spawn
 from execserver.protocol.base import dec_hook, enc_hook
 from execserver.protocol.pathuri import PathUriError
@@ -44,12 +45,6 @@ from execserver.protocol.sandbox import (
 )
 
 _encoder = msgspec.msgpack.Encoder(enc_hook=enc_hook)
-
-# The directory holding the `execserver` package (this file is execserver/local/sandbox/...),
-# found without importing the package's top level, which sits above this layer.
-_PACKAGE_PARENT = os.path.dirname(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-)
 
 
 def _needs_cwd(context: SandboxContext) -> bool:
@@ -87,14 +82,6 @@ def needs_helper(policy: ResolvedPolicy, *, writes: bool) -> bool:
     return policy.restricts_writes if writes else policy.restricts_reads
 
 
-def _python_paths() -> list[bytes]:
-    """What the helper's Python needs to see (interpreter, stdlib, packages, our source)."""
-    paths = {sys.base_prefix, sys.prefix, sys.exec_prefix, os.path.dirname(sys.executable)}
-    paths.add(_PACKAGE_PARENT)
-    paths.update(p for p in sys.path if p and os.path.isdir(p))
-    return [os.fsencode(os.path.realpath(p)) for p in sorted(paths)]
-
-
 # `-I` keeps the user's site and environment out of the helper; the server's own import path
 # (its package first, then what it imported from) is passed as arguments instead, so the helper
 # runs the same code as the server even when that is not the installed copy (PYTHONPATH, a
@@ -106,7 +93,7 @@ _BOOTSTRAP = (
 
 
 def _import_paths() -> list[bytes]:
-    paths = [_PACKAGE_PARENT, *(p for p in sys.path if p and os.path.isdir(p))]
+    paths = [PACKAGE_PARENT, *(p for p in sys.path if p and os.path.isdir(p))]
     return [os.fsencode(p) for p in dict.fromkeys(paths)]
 
 
@@ -145,7 +132,7 @@ class SandboxedFileSystem:
             full_read=policy.full_read,
             full_write=policy.full_write,
             minimal=True,
-            readable=[*policy.readable, *_python_paths()],
+            readable=[*policy.readable, *python_paths()],
             writable=list(policy.writable),
             read_only=list(policy.read_only),
             denied=list(policy.denied),
