@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from execserver.relay.service.access import AccessConfigError, AccessPolicy, Role, Scopes, TokenSet
+from execserver.relay.service.collector import CollectorTuning
 from execserver.relay.service.defaults import (
     AUTHORIZATION_TTL_S,
     CONNECT_WAIT_S,
@@ -60,6 +61,7 @@ from execserver.relay.service.defaults import (
 from execserver.relay.service.memory_state import MemoryRelayState
 from execserver.relay.service.state import StateError
 from execserver.relay.service.tickets import load_secret_file, state_dir_secret
+from execserver.tasks import TaskOwner
 
 if TYPE_CHECKING:  # the web stack is loaded only when the relay runs
     from nats.aio.client import Client as NatsClient
@@ -394,6 +396,11 @@ async def _serve(
         url = await server.start(host, port)
         sys.stdout.write(url + "\n")
         sys.stdout.flush()
+        # Start-up's objects and each attached executor's are long-lived: keep them out of
+        # the full collections (docs/SCALING.md).
+        tasks = TaskOwner("relay garbage collection")
+        stack.push_async_callback(tasks.aclose)
+        tasks.spawn(CollectorTuning().run())
         await stop.wait()
     return 0
 

@@ -26,6 +26,7 @@ from execserver.relay.service.defaults import HARNESS_STALL_S, LISTEN_BACKLOG
 from execserver.relay.service.hub import MAX_STREAMS_PER_EXECUTOR, Hub
 from execserver.relay.service.metrics import RelayMetrics
 from execserver.relay.service.nodes import Nodes, SingleNode
+from execserver.relay.service.overload import OperationGate
 from execserver.relay.service.registrations import AUTHORIZATION_TTL_S, Registrations
 from execserver.relay.service.registry import (
     CONNECT_WAIT_S,
@@ -306,6 +307,11 @@ class RelayServer:
         if self.fleet is not None:
             gauges |= self.fleet.gauges()
             gauges["fleet_nodes_alive"] = self.nodes.live_count()
+        gate = getattr(self.state, "gate", None)
+        if isinstance(gate, OperationGate):
+            gauges["kv_operations_in_flight"] = gate.in_flight
+            gauges["kv_operations_waiting"] = gate.waiting
+            gauges["kv_operations_refused_total"] = gate.refused
         if self._fleet_events is not None:
             gauges["nats_disconnects_total"] = self._fleet_events.disconnects
             gauges["nats_reconnects_total"] = self._fleet_events.reconnects
