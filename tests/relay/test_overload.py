@@ -13,7 +13,8 @@ import pytest
 
 from execserver.errors import HandshakeRejected
 from execserver.relay.executor import BACKOFF_CAP_S, next_delay
-from execserver.relay.service.collector import CollectorTuning
+from execserver.relay.service.collector import CollectorProbe, CollectorTuning
+from execserver.relay.service.metrics import RelayMetrics
 from execserver.relay.service.overload import OperationGate, retry_after_header
 from execserver.relay.service.state import StateUnavailable
 from execserver.transport.http import RETRY_AFTER_CAP_S, parse_retry_after
@@ -184,3 +185,20 @@ async def test_collector_run_freezes_at_start(unfrozen: None) -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+def test_collector_probe_times_collections() -> None:
+    """Every collection is timed into the metrics, by generation; the longest is a gauge."""
+    metrics = RelayMetrics()
+    probe = CollectorProbe(metrics)
+    probe.install()
+    try:
+        gc.collect()
+    finally:
+        probe.remove()
+    assert probe.full_collections == 1 and probe.longest_s > 0
+    page = metrics.render(probe.gauges()).decode()
+    assert 'exec_server_relay_gc_pause_seconds_count{generation="2"} 1' in page
+    assert "exec_server_relay_gc_longest_pause_ms " in page
+    gc.collect()  # removed: no longer counted
+    assert probe.full_collections == 1

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from execserver.relay.service.access import AccessConfigError, AccessPolicy, Role, Scopes, TokenSet
-from execserver.relay.service.collector import CollectorTuning
+from execserver.relay.service.collector import CollectorProbe, CollectorTuning
 from execserver.relay.service.defaults import (
     AUTHORIZATION_TTL_S,
     CONNECT_WAIT_S,
@@ -242,6 +242,14 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="a harness that leaves its queue full this long is closed with 1013 and its stream "
         "reset (default %(default)s)",
     )
+    relay.add_argument(
+        "--no-gc-freeze",
+        dest="gc_freeze",
+        action="store_false",
+        help="leave Python's garbage collector as it is (by default the relay freezes "
+        "long-lived objects out of its collections each second and collects everything every "
+        "10 minutes: shorter pauses with thousands of executors)",
+    )
     relay.add_argument("--log-level", default=argparse.SUPPRESS, help="log level (stderr)")
     relay.set_defaults(handler=run)
 
@@ -364,7 +372,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
     try:
-        return asyncio.run(_serve(host, port, config, state, fleet))
+        return asyncio.run(_serve(host, port, config, state, fleet, gc_freeze=args.gc_freeze))
     except (OSError, StateError) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
@@ -376,6 +384,8 @@ async def _serve(
     config: RelayConfig,
     state: MemoryRelayState | None,
     fleet: FleetSettings | None,
+    *,
+    gc_freeze: bool = True,
 ) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -396,11 +406,15 @@ async def _serve(
         url = await server.start(host, port)
         sys.stdout.write(url + "\n")
         sys.stdout.flush()
-        # Start-up's objects and each attached executor's are long-lived: keep them out of
-        # the full collections (docs/SCALING.md).
-        tasks = TaskOwner("relay garbage collection")
-        stack.push_async_callback(tasks.aclose)
-        tasks.spawn(CollectorTuning().run())
+        probe = server.collector = CollectorProbe(metrics)
+        probe.install()
+        stack.callback(probe.remove)
+        if gc_freeze:
+            # Start-up's objects and each attached executor's are long-lived: keep them out of
+            # the full collections (docs/SCALING.md).
+            tasks = TaskOwner("relay garbage collection")
+            stack.push_async_callback(tasks.aclose)
+            tasks.spawn(CollectorTuning().run())
         await stop.wait()
     return 0
 

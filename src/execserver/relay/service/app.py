@@ -22,6 +22,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from execserver.relay.service import redaction
 from execserver.relay.service.access import AccessPolicy, Role, Verdict
+from execserver.relay.service.collector import CollectorProbe
 from execserver.relay.service.defaults import HARNESS_STALL_S, LISTEN_BACKLOG
 from execserver.relay.service.hub import MAX_STREAMS_PER_EXECUTOR, Hub
 from execserver.relay.service.metrics import RelayMetrics
@@ -211,6 +212,8 @@ class RelayServer:
         self.app.add_routes([web.get("/readyz", self._readyz)])
         if config.metrics:
             self.app.add_routes([web.get("/metrics", self._metrics)])
+        self.collector: CollectorProbe | None = None
+        """The process's collector probe (set by the CLI): its gauges go on /metrics."""
         self._runner: web.AppRunner | None = None
         self._unsubscribe: list[Callable[[], None]] = []
         self._log_filter = _NodeIdFilter(config.node_id)
@@ -307,6 +310,8 @@ class RelayServer:
         if self.fleet is not None:
             gauges |= self.fleet.gauges()
             gauges["fleet_nodes_alive"] = self.nodes.live_count()
+        if self.collector is not None:
+            gauges |= self.collector.gauges()
         gate = getattr(self.state, "gate", None)
         if isinstance(gate, OperationGate):
             gauges["kv_operations_in_flight"] = gate.in_flight

@@ -14,17 +14,58 @@ the rare full collection of everything (`gc.unfreeze()` then `gc.collect()`), ev
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from execserver.relay.service.metrics import RelayMetrics
 
 log = logging.getLogger(__name__)
 
 FREEZE_INTERVAL_S: Final = 1.0
 FULL_INTERVAL_S: Final = 600.0
 """How often everything, frozen objects too, is collected (one pause as long as before)."""
+
+
+class CollectorProbe:
+    """Times every collection of the process (`gc.callbacks`): the pauses by generation into
+    `metrics` (`gc_pause_seconds`), and the longest one. `install()` once, `remove()` at the
+    end."""
+
+    def __init__(self, metrics: RelayMetrics | None = None) -> None:
+        self._metrics = metrics
+        self._started = 0.0
+        self.longest_s = 0.0
+        self.full_collections = 0
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        seconds = time.perf_counter() - self._started
+        generation = info.get("generation", 0)
+        self.longest_s = max(self.longest_s, seconds)
+        if generation == 2:
+            self.full_collections += 1
+        if self._metrics is not None:
+            self._metrics.observe("gc_pause_seconds", seconds, generation=str(generation))
+
+    def install(self) -> None:
+        gc.callbacks.append(self._callback)
+
+    def remove(self) -> None:
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self._callback)
+
+    def gauges(self) -> dict[str, int]:
+        return {
+            "gc_longest_pause_ms": round(self.longest_s * 1000),
+            "gc_objects_frozen": gc.get_freeze_count(),
+        }
 
 
 class CollectorTuning:
@@ -79,4 +120,4 @@ class CollectorTuning:
             self.tick()
 
 
-__all__ = ["FREEZE_INTERVAL_S", "FULL_INTERVAL_S", "CollectorTuning"]
+__all__ = ["FREEZE_INTERVAL_S", "FULL_INTERVAL_S", "CollectorProbe", "CollectorTuning"]
