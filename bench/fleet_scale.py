@@ -874,7 +874,11 @@ class Bench:
         last: list[float] = []
         while "all_attached_s" not in marks or "declared_dead_s" not in marks:
             if time.monotonic() - killed_at > RECOVERY_TIMEOUT_S:
-                raise ServerFailed(f"node{VICTIM}'s executors not back: {marks}, {last}")
+                stuck = [
+                    (await worker.call(cmd="reconnected", since=killed_at))["stuck"]
+                    for worker in self.executors
+                ]
+                raise ServerFailed(f"node{VICTIM}'s executors not back: {marks}, {last}, {stuck}")
             pages = await fleet.scrape_all()
             now = time.monotonic() - killed_at
             alive = [pages[i].get("fleet_nodes_alive", 0.0) for i in survivors]
