@@ -208,7 +208,7 @@ async def test_nats_state_bounds_operations_in_flight(single: NatsCluster) -> No
     the others queue, and every one is answered."""
     nc = await connect_nats([single.urls[0]])
     state = await NatsRelayState.open(
-        nc, clock=FakeClock(), owns_connection=True, gate=OperationGate(limit=2)
+        nc, clock=FakeClock(), owns_connection=True, gate=OperationGate(limit=2, max_waiting=64)
     )
     try:
         await state.put_registration(registration(), expected_revision=None)

@@ -15,7 +15,7 @@ from execserver.errors import HandshakeRejected
 from execserver.relay.executor import BACKOFF_CAP_S, next_delay
 from execserver.relay.service.collector import CollectorProbe, CollectorTuning
 from execserver.relay.service.metrics import RelayMetrics
-from execserver.relay.service.overload import OperationGate, retry_after_header
+from execserver.relay.service.overload import OperationGate, Overloaded, retry_after_header
 from execserver.relay.service.state import StateUnavailable
 from execserver.transport.http import RETRY_AFTER_CAP_S, parse_retry_after
 from execserver.transport.websocket import connect_websocket
@@ -80,8 +80,39 @@ async def test_gate_refuses_after_waiting_its_limit() -> None:
 
 def test_retry_after_header_spreads_over_a_few_seconds() -> None:
     rng = random.Random(7)
-    values = {int(retry_after_header(rng)["Retry-After"]) for _ in range(200)}
+    values = {int(retry_after_header(rng=rng)["Retry-After"]) for _ in range(200)}
     assert values == {1, 2, 3, 4, 5}
+
+
+def test_retry_after_header_grows_with_the_queue() -> None:
+    """Each `limit` operations waiting widen the spread by 5 s, up to 30 s."""
+    rng = random.Random(7)
+    gate = OperationGate(limit=4)
+    gate.waiting = 8
+    values = {int(retry_after_header(gate, rng)["Retry-After"]) for _ in range(500)}
+    assert values == set(range(1, 16))
+    gate.waiting = 400
+    values = {int(retry_after_header(gate, rng)["Retry-After"]) for _ in range(2000)}
+    assert values == set(range(1, 31))
+
+
+async def test_gate_refuses_at_once_when_its_queue_is_full() -> None:
+    """With `max_waiting` queued already, one more is `Overloaded` without waiting."""
+    gate = OperationGate(limit=1, max_wait_s=10 * TIME, max_waiting=2)
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with gate.slot():
+            await release.wait()
+
+    tasks = [asyncio.ensure_future(hold()) for _ in range(3)]
+    await poll(lambda: (gate.in_flight, gate.waiting) == (1, 2), what="a full queue")
+    with pytest.raises(Overloaded, match="queued"):
+        async with gate.slot():
+            raise AssertionError("ran without a slot")
+    assert gate.refused == 1
+    release.set()
+    await asyncio.gather(*tasks)
 
 
 @pytest.mark.parametrize(

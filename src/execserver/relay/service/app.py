@@ -27,7 +27,7 @@ from execserver.relay.service.defaults import HARNESS_STALL_S, LISTEN_BACKLOG
 from execserver.relay.service.hub import MAX_STREAMS_PER_EXECUTOR, Hub
 from execserver.relay.service.metrics import RelayMetrics
 from execserver.relay.service.nodes import Nodes, SingleNode
-from execserver.relay.service.overload import OperationGate
+from execserver.relay.service.overload import gate_of
 from execserver.relay.service.registrations import AUTHORIZATION_TTL_S, Registrations
 from execserver.relay.service.registry import (
     CONNECT_WAIT_S,
@@ -312,8 +312,8 @@ class RelayServer:
             gauges["fleet_nodes_alive"] = self.nodes.live_count()
         if self.collector is not None:
             gauges |= self.collector.gauges()
-        gate = getattr(self.state, "gate", None)
-        if isinstance(gate, OperationGate):
+        gate = gate_of(self.state)
+        if gate is not None:
             gauges["kv_operations_in_flight"] = gate.in_flight
             gauges["kv_operations_waiting"] = gate.waiting
             gauges["kv_operations_refused_total"] = gate.refused

@@ -38,7 +38,7 @@ from nats.js.kv import KeyValue
 from execserver.relay.api import NoisePublicKey
 from execserver.relay.api import decode as api_decode
 from execserver.relay.api import encode as api_encode
-from execserver.relay.service.overload import OperationGate
+from execserver.relay.service.overload import OperationGate, Overloaded
 from execserver.relay.service.state import (
     Attachment,
     Authorization,
@@ -85,6 +85,8 @@ def _operation(name: str, *, repeatable: bool = False) -> Callable[[F], F]:
                     try:
                         async with self.gate.slot():
                             return await method(self, *args, **kwargs)
+                    except Overloaded:
+                        raise  # queueing again here would only make the storm longer
                     except retried:
                         if time.monotonic() + delay > deadline:
                             raise
