@@ -176,6 +176,16 @@ class Executors:
         self._identity = NoiseIdentity.generate()
         self._tasks = TaskOwner("bench executors")
         self.executors: dict[str, BenchExecutor] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+
+    def stuck(self, limit: int = 10) -> list[str]:
+        """Executors without a rendezvous socket now: their counters and task outcome."""
+        return [
+            f"{env}: {executor.counters} "
+            + ("running" if not self.tasks[env].done() else _outcome(self.tasks[env]))
+            for env, executor in self.executors.items()
+            if not executor.connected.is_set()
+        ][:limit]
 
     async def start(self, placements: list[tuple[str, str]], concurrency: int) -> dict[str, Any]:
         """Start an executor per (environment id, registry URL), at most `concurrency` of
@@ -200,7 +210,7 @@ class Executors:
                     registry=registry,
                 )
                 self.executors[environment_id] = executor
-                task = self._tasks.spawn(executor.run())
+                task = self.tasks[environment_id] = self._tasks.spawn(executor.run())
                 connected = asyncio.ensure_future(executor.connected.wait())
                 try:
                     await asyncio.wait(
@@ -384,7 +394,7 @@ class Worker:
                 for executor in executors
                 if any(at > since for at in executor.connected_at)
             ]
-            return {"seconds": seconds}
+            return {"seconds": seconds, "stuck": self.executors.stuck() if self.executors else []}
         if name == "close":
             for peer in self.streams:
                 peer.close()

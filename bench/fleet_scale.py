@@ -492,6 +492,27 @@ def counter(page: dict[str, float], name: str, **labels: str) -> float:
     )
 
 
+def collector_figures(pages: list[dict[str, float]]) -> dict[str, list[float | None]]:
+    """Per node, from its /metrics once the step's executors are attached: the longest
+    collection pause since start, the full collections so far and their mean pause, and the
+    objects frozen out of the collections."""
+    full = 'gc_pause_seconds_{}{{generation="2"}}'
+    figures: dict[str, list[float | None]] = {
+        "longest_pause_ms": [],
+        "full_collections": [],
+        "full_mean_ms": [],
+        "objects_frozen": [],
+    }
+    for page in pages:
+        count = page.get(full.format("count"))
+        total = page.get(full.format("sum"))
+        figures["longest_pause_ms"].append(page.get("gc_longest_pause_ms"))
+        figures["full_collections"].append(count)
+        figures["full_mean_ms"].append(1000 * total / count if count and total else None)
+        figures["objects_frozen"].append(page.get("gc_objects_frozen"))
+    return figures
+
+
 class Bench:
     def __init__(
         self,
@@ -836,6 +857,11 @@ class Bench:
         registers_before = sum(
             counter(pages[i], "registry_requests_total", operation="register") for i in survivors
         )
+        unavailable_before = sum(
+            counter(pages[i], "rejections_total", role="executor", reason="route_unavailable")
+            + counter(pages[i], "registry_requests_total", status="503")
+            for i in survivors
+        )
         recovering = [
             asyncio.ensure_future(worker.call(cmd="recover")) for worker in self.harnesses
         ]
@@ -848,7 +874,11 @@ class Bench:
         last: list[float] = []
         while "all_attached_s" not in marks or "declared_dead_s" not in marks:
             if time.monotonic() - killed_at > RECOVERY_TIMEOUT_S:
-                raise ServerFailed(f"node{VICTIM}'s executors not back: {marks}, {last}")
+                stuck = [
+                    (await worker.call(cmd="reconnected", since=killed_at))["stuck"]
+                    for worker in self.executors
+                ]
+                raise ServerFailed(f"node{VICTIM}'s executors not back: {marks}, {last}, {stuck}")
             pages = await fleet.scrape_all()
             now = time.monotonic() - killed_at
             alive = [pages[i].get("fleet_nodes_alive", 0.0) for i in survivors]
@@ -870,6 +900,13 @@ class Bench:
         registers_after = sum(
             counter(pages[i], "registry_requests_total", operation="register") for i in survivors
         )
+        unavailable = sum(
+            counter(pages[i], "rejections_total", role="executor", reason="route_unavailable")
+            + counter(pages[i], "registry_requests_total", status="503")
+            for i in survivors
+        )
+        refused = sum(pages[i].get("kv_operations_refused_total", 0.0) for i in survivors)
+        longest_gc = [pages[i].get("gc_longest_pause_ms") for i in survivors]
         await self.close_streams()
         seconds = [s for answer in recovered for s in answer["seconds"]]
         errors = [e for answer in recovered for e in answer["errors"]]
@@ -878,6 +915,9 @@ class Bench:
             "executors_reconnected": len(back),
             **marks,
             "registered_again": registers_after - registers_before,
+            "answered_503": unavailable - unavailable_before,
+            "kv_refused": refused,
+            "survivors_longest_gc_ms": longest_gc,
             "streams": len(envs),
             "stream_back_ms": latency_summary(seconds),
             "stream_attempts_max": max(
@@ -922,6 +962,7 @@ class Bench:
             ],
             "kv": kv_streams(self.fleet.nats),
         }
+        gc_pages = await self.fleet.scrape_all()
         print(f"[{total}] /connect", file=sys.stderr)
         connect = await self.connect_latency()
         saturation = await self.connect_saturation()
@@ -936,6 +977,7 @@ class Bench:
             floods[name] = await self.flood(size, same, count)
         return {
             "executors": total,
+            "gc": collector_figures(gc_pages),
             "registration": registration,
             "memory": memory,
             "connect_ms": connect,
@@ -1039,6 +1081,14 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
         )
         if not name.endswith("same"):
             add(f"{name}: NATS CPU share", "cores", [fmt(f["nats_cpu_share"]) for f in floods])
+    gc_rows = (
+        ("relay longest GC pause (so far)", "ms", "longest_pause_ms"),
+        ("  full collections (so far)", "", "full_collections"),
+        ("  mean full collection", "ms", "full_mean_ms"),
+        ("  objects frozen", "", "objects_frozen"),
+    )
+    for label, unit, key in gc_rows:
+        add(label, unit, [_per_node(s["gc"][key]) if "gc" in s else "-" for s in steps])
     add("relay RSS per node", "MiB", [_per_node(s["memory"]["relay_rss_mib"]) for s in steps])
     add(
         "relay RSS per executor (all nodes)",
@@ -1092,6 +1142,13 @@ def kill_rows(kill: dict[str, Any]) -> list[list[str]]:
         ["all", "s", fmt(kill.get("all_back_s"))],
         ["all counted attached by the nodes' /metrics", "s", fmt(kill.get("all_attached_s"))],
         ["executors that registered again", "", fmt(kill["registered_again"])],
+        ["executor dials and registry calls answered 503", "", fmt(kill.get("answered_503"))],
+        ["  state operations refused after queueing", "", fmt(kill.get("kv_refused"))],
+        [
+            "  survivors' longest GC pause (so far)",
+            "ms",
+            _per_node(kill.get("survivors_longest_gc_ms", [])),
+        ],
         [
             f"harness streams answering again ({kill['streams']}) p50 / max",
             "s",

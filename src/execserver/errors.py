@@ -60,10 +60,14 @@ class AuthenticationFailed(ConnectError):
 class HandshakeRejected(ConnectError):
     """The server answered the opening handshake with an HTTP error (`status`, `body`)."""
 
-    def __init__(self, message: str, *, status: int, body: str = "") -> None:
+    def __init__(
+        self, message: str, *, status: int, body: str = "", retry_after_s: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.body = body
+        self.retry_after_s = retry_after_s
+        """The answer's `Retry-After`, in seconds (None: none, or not in seconds)."""
 
 
 class ConnectionClosed(TransportError):

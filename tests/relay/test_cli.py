@@ -33,6 +33,7 @@ from tests.relay.support import (
     EXECUTOR_TOKEN,
     HARNESS_TOKEN,
     fake_key,
+    relay_metrics,
     start_relay_process,
     wait_for_metric,
 )
@@ -308,4 +309,27 @@ async def test_cli_relay_completes_connections_while_paused(tmp_path: Path) -> N
     finally:
         for sock in sockets:
             sock.close()
+        assert await relay.stop() == 0
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+async def test_cli_relay_freezes_long_lived_objects(tmp_path: Path, freeze: bool) -> None:
+    """By default the relay process keeps its long-lived objects out of the collector's walks
+    (`gc.freeze()`, reported on /metrics); `--no-gc-freeze` leaves the collector alone."""
+    args = ["--listen", "127.0.0.1:0", *token_files(tmp_path), "--metrics"]
+    relay = await start_relay_process(args + ([] if freeze else ["--no-gc-freeze"]), tmp_path)
+    frozen = -1
+    try:
+        async with asyncio.timeout(30 * TIME):
+            while frozen <= 0:
+                page = await relay_metrics(relay.url, EXECUTOR_TOKEN)
+                found = re.search(r"^exec_server_relay_gc_objects_frozen (\d+)$", page, re.M)
+                assert found is not None, page
+                frozen = int(found.group(1))
+                if not freeze:
+                    break
+                await asyncio.sleep(0.05)  # a poll with a deadline
+        assert (frozen > 1000) if freeze else (frozen == 0), page
+        assert "exec_server_relay_gc_longest_pause_ms " in page
+    finally:
         assert await relay.stop() == 0

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from execserver.relay.service.nats_state import NatsRelayState, connect_nats
+from execserver.relay.service.overload import OperationGate
 from execserver.relay.service.state import (
     Authorization,
     Entry,
@@ -200,3 +201,21 @@ async def test_nats_state_fleet_races_have_one_winner(tmp_path: Path) -> None:
         finally:
             for state in states:
                 await state.aclose()
+
+
+async def test_nats_state_bounds_operations_in_flight(single: NatsCluster) -> None:
+    """Many operations at once on one node: at most the gate's limit reach NATS at a time,
+    the others queue, and every one is answered."""
+    nc = await connect_nats([single.urls[0]])
+    state = await NatsRelayState.open(
+        nc, clock=FakeClock(), owns_connection=True, gate=OperationGate(limit=2, max_waiting=64)
+    )
+    try:
+        await state.put_registration(registration(), expected_revision=None)
+        entries = await asyncio.gather(*(state.get_registration("env/one") for _ in range(40)))
+        assert {entry.value.registration_id for entry in entries if entry} == {"reg_1"}
+        assert len(entries) == 40 and all(entries)
+        assert state.gate.peak_in_flight == 2
+        assert (state.gate.in_flight, state.gate.waiting, state.gate.refused) == (0, 0, 0)
+    finally:
+        await state.aclose()

@@ -19,6 +19,7 @@ import msgspec
 
 from execserver.errors import ConnectError
 from execserver.relay import api
+from execserver.transport.http import parse_retry_after
 
 REQUEST_TIMEOUT_S = 10.0
 """Per registry request, as the reference (`route-aware request timed out`)."""
@@ -33,10 +34,19 @@ LOST_ENVIRONMENT_CODES = frozenset({"environment_in_use", "registration_conflict
 class RegistryError(ConnectError):
     """A registry request failed: `status` is the HTTP status (None: no answer at all)."""
 
-    def __init__(self, message: str, *, status: int | None = None, code: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str = "",
+        retry_after_s: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
+        self.retry_after_s = retry_after_s
+        """The answer's `Retry-After`, in seconds (None: none, or not in seconds)."""
 
     @property
     def is_auth_failure(self) -> bool:
@@ -230,4 +240,9 @@ def _status_error(operation: str, response: httpx.Response) -> RegistryError:
     phrase = f"{status} {response.reason_phrase}".strip()
     kind = "authentication failed" if status in (401, 403) else "request failed"
     text = f"environment registry {operation} {kind} ({phrase}" + (f", {code})" if code else ")")
-    return RegistryError(text + (f": {message}" if message else ""), status=status, code=code)
+    return RegistryError(
+        text + (f": {message}" if message else ""),
+        status=status,
+        code=code,
+        retry_after_s=parse_retry_after(response.headers.get("Retry-After")),
+    )

@@ -142,3 +142,19 @@ def format_peer(address: object) -> str:
         host, port = address[0], address[1]
         return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
     return str(address)
+
+
+RETRY_AFTER_CAP_S = 300.0
+"""The longest `Retry-After` taken at its word (a larger one is capped to it)."""
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a `Retry-After` header in its delay-seconds form (RFC 9110
+    §10.2.3), capped at `RETRY_AFTER_CAP_S`; None when absent or not a plain non-negative
+    integer (the HTTP-date form is ignored: it depends on the clocks agreeing)."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value.isascii() or not value.isdigit():
+        return None
+    return min(float(int(value)), RETRY_AFTER_CAP_S)

@@ -37,6 +37,7 @@ from execserver.transport.http import (
     accept_key,
     format_peer,
     parse_request_head,
+    parse_retry_after,
     route,
 )
 
@@ -464,6 +465,7 @@ def _handshake_error(exc: Exception | None, response: object) -> ConnectError:
             + (f": {body}" if body else ""),
             status=status,
             body=body,
+            retry_after_s=parse_retry_after(exc.response.headers.get("Retry-After")),
         )
     return ConnectError(f"WebSocket handshake failed: {exc or response}")
 

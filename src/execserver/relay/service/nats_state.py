@@ -38,6 +38,7 @@ from nats.js.kv import KeyValue
 from execserver.relay.api import NoisePublicKey
 from execserver.relay.api import decode as api_decode
 from execserver.relay.api import encode as api_encode
+from execserver.relay.service.overload import OperationGate, Overloaded
 from execserver.relay.service.state import (
     Attachment,
     Authorization,
@@ -62,7 +63,9 @@ within a few seconds of a server's death (election timeouts of 4-9 s)."""
 
 
 def _operation(name: str, *, repeatable: bool = False) -> Callable[[F], F]:
-    """Time each call in the state's metrics (`kv_operation_seconds`), and try again, with a
+    """Run each attempt in a slot of the state's `OperationGate` (a storm queues on the node
+    instead of timing out in NATS), time each call in the state's metrics
+    (`kv_operation_seconds`, the wait for a slot included), and try again, with a
     short backoff, a call that no stream answered (it cannot have happened) or, when
     `repeatable` (a read, or a write whose repetition changes nothing), any failed call: a
     replicated bucket is unavailable for a few seconds while a new leader is elected after a
@@ -80,7 +83,10 @@ def _operation(name: str, *, repeatable: bool = False) -> Callable[[F], F]:
             try:
                 while True:
                     try:
-                        return await method(self, *args, **kwargs)
+                        async with self.gate.slot():
+                            return await method(self, *args, **kwargs)
+                    except Overloaded:
+                        raise  # queueing again here would only make the storm longer
                     except retried:
                         if time.monotonic() + delay > deadline:
                             raise
@@ -353,8 +359,11 @@ class NatsRelayState:
         clock: Callable[[], float] = time.time,
         owns_connection: bool = False,
         metrics: RelayMetrics | None = None,
+        gate: OperationGate | None = None,
     ) -> None:
         self._nc = nc
+        self.gate = gate or OperationGate()
+        """Bounds this node's operations in flight (the watch is not one of them)."""
         self._registrations = registrations
         self._authorizations = authorizations
         self._claims = claims
@@ -382,6 +391,7 @@ class NatsRelayState:
         clock: Callable[[], float] = time.time,
         owns_connection: bool = False,
         metrics: RelayMetrics | None = None,
+        gate: OperationGate | None = None,
     ) -> NatsRelayState:
         """Bind (creating them if needed) the buckets on `nc` and start watching.
 
@@ -415,7 +425,14 @@ class NatsRelayState:
         buckets: list[KeyValue] = []
         for config in configs:
             buckets.append(await open_bucket(js, config))
-        state = cls(nc, *buckets, clock=clock, owns_connection=owns_connection, metrics=metrics)
+        state = cls(
+            nc,
+            *buckets,
+            clock=clock,
+            owns_connection=owns_connection,
+            metrics=metrics,
+            gate=gate,
+        )
         state._tasks.spawn(state._watch())
         return state
 
