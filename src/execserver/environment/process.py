@@ -29,7 +29,9 @@ from execserver.protocol.process import (
     ProcessOutputChunk,
     ProcessReadResponse,
     ProcessStartParams,
+    ProcessWaitResponse,
     SandboxType,
+    Termination,
     WriteStatus,
 )
 from execserver.protocol.sandbox import SandboxContext
@@ -53,6 +55,8 @@ class ExitedEvent:
     seq: int
     exit_code: int
     sandbox_denied: bool
+    termination: Termination | None = None
+    """Why it ended (execserver executors, with the `processEndings` extension)."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -341,6 +345,20 @@ class HostedProcess(Protocol):
 
     def terminate(self) -> bool:
         """Kill the whole tree; True if the process itself was still running."""
+        ...
+
+    # Extensions (issue 20): why it ended, and waiting on output.
+
+    @property
+    def termination(self) -> Termination | None:
+        """Why the process ended and what it used, once it has exited."""
+        ...
+
+    async def wait_output(
+        self, pattern: str | None, idle_s: float | None, timeout_s: float, after_seq: int | None
+    ) -> ProcessWaitResponse:
+        """Until new output matches `pattern`, output is idle for `idle_s`, the process exits,
+        or `timeout_s` passes (`process/wait`). Cancellation: safe."""
         ...
 
 

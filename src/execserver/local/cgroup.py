@@ -1,156 +1,665 @@
-"""One cgroup per started process, so a kill reaches descendants that escaped the tree.
+"""One cgroup per started process: kills reach every descendant, limits apply to the whole tree,
+OOM kills are attributed.
 
-A process tree is found through its process group and parent links (local/tree.py), which
-misses descendants that both left the group (`setsid`) and lost their parent (a daemon whose
-parent exited, a double fork). Cgroup membership is inherited on fork and cannot be left
-without privileges, so killing every pid of the process's cgroup gets them all.
+A process tree found through process groups and parent links (local/tree.py) misses
+descendants that both left the group (`setsid`) and lost their parent (a daemon whose parent
+exited, a double fork). Cgroup membership is inherited on fork and cannot be left without
+privileges, so killing every pid of the process's cgroup gets them all. The same cgroup carries
+the process's limits (memory, pids, CPU) and counts its OOM kills.
 
-The child is born in its cgroup: the spawning thread moves itself in (cgroup v1 `tasks` takes
-a thread id), spawns, and moves back, so there is no window in which the child could fork
-outside. Only the v1 `pids` hierarchy is used (it needs no controller setup and has a
-`tasks` file); where it is missing or not writable, `ProcessCgroups.create()` returns a
-tracker that does nothing and the tree walk alone applies.
+A child is born in its cgroup, so there is no window in which it could fork outside:
 
-Cost: a cgroup migration waits for an RCU grace period, about 8 ms per spawn on an idle
-2-core machine (measured with bench/latency.py: p50 1.8 ms without, 9.4 ms with), which is why
-`execserver serve` enables this only with `--process-cgroups`. Next step: spawn from threads
-that already sit in a fresh cgroup (a small pre-warmed pool), so no migration is on the path.
+* cgroup v1 (`CgroupV1`, this module): a new process joins the cgroups of the *thread* that
+  forks it. Spawns run on threads that already sit in a fresh cgroup of the `pids` hierarchy
+  (`PlacedThreads`); after a spawn the thread moves itself into the next fresh cgroup in the
+  background. A migration waits for an RCU grace period when none happened recently (8-26 ms
+  measured here), which is why it is kept off the spawn path. With no placed thread ready (a
+  burst), the calling thread migrates itself (cheap then: the grace period is warm).
+  Limits need the `memory`/`cpu` hierarchies too: the placed thread joins those cgroups for the
+  spawn (that migration is on the path: the cost of a limited spawn, see docs/BENCHMARKS.md).
+* cgroup v2 (local/cgroup_v2.py): threads of one process cannot sit in different (domain)
+  cgroups, so the child is cloned straight into its cgroup (`CLONE_INTO_CGROUP`, glibc's
+  `posix_spawnattr_setcgroup_np`, glibc >= 2.39).
+
+`ProcessCgroups.create()` picks v2 where the host delegates a writable subtree and the libc can
+clone into it, else v1 where the `pids` hierarchy is writable, else nothing (`disabled()`: the
+tree walk alone applies and limits are refused). Every cgroup lives under one base directory per
+server, `execserver-<pid>` (a second server in the same process adds `-<n>`), which the crash
+watchdog (local/watchdog.py) empties if the server dies without cleaning up.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import logging
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 log = logging.getLogger(__name__)
 
-PIDS_HIERARCHY = Path("/sys/fs/cgroup/pids")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PIDS_HIERARCHY = CGROUP_ROOT / "pids"
+BASE_PREFIX = "execserver-"
 _KILL_ROUNDS = 16
+PLACED_THREADS = 2
+"""Spawning threads kept ready in fresh cgroups (v1)."""
+CPU_PERIOD_US = 100_000
+
+T = TypeVar("T")
+Spawn = Callable[[], int]
+"""The libc call that starts the child (returns posix_spawn's error number)."""
 
 
-def _own_pids_cgroup() -> str | None:
-    try:
-        lines = Path("/proc/thread-self/cgroup").read_text().splitlines()
-    except OSError:
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Resource limits of one process tree (None: not limited)."""
+
+    memory_bytes: int | None = None
+    pids: int | None = None
+    cpus: float | None = None
+    """CPU time per wall-clock time (0.5: half a core; 2: two cores)."""
+
+    def requested(self) -> list[str]:
+        """Wire names of the limits that are set."""
+        names = []
+        if self.memory_bytes is not None:
+            names.append("memoryBytes")
+        if self.pids is not None:
+            names.append("pids")
+        if self.cpus is not None:
+            names.append("cpus")
+        return names
+
+
+class LimitsUnavailable(Exception):
+    """Limits were requested that this host cannot enforce; `str()` says which and why."""
+
+
+class ProcessCgroup(Protocol):
+    """The cgroup(s) of one started process."""
+
+    name: str
+
+    def pids(self) -> list[int]: ...
+
+    def signal(self, sig: int) -> None:
+        """Send `sig` to every process of the cgroup (once)."""
+        ...
+
+    def kill(self) -> None:
+        """SIGKILL every process of the cgroup, again until none is left."""
+        ...
+
+    def oom_kills(self) -> int:
+        """How many processes the memory controller's OOM killer ended in this cgroup."""
+        ...
+
+    def peak_memory(self) -> int | None:
+        """The memory cgroup's peak usage in bytes (None without a memory cgroup)."""
+        ...
+
+    def remove(self) -> bool:
+        """Remove the cgroup if it is empty; returns whether it is gone."""
+        ...
+
+
+class Placement(Protocol):
+    """Where the next spawn's child is born; made by `ProcessCgroups.placement()`."""
+
+    cgroup_fd: int | None
+    """A cgroup v2 directory to clone the child into (v1: None)."""
+
+    def run(self, spawn: Spawn) -> int:
+        """Run the libc spawn call so that its child is born in the cgroup."""
+        ...
+
+    def finish(self, spawned: bool) -> ProcessCgroup | None:
+        """After the spawn attempt: the child's cgroup if one was spawned (else it is dropped)."""
+        ...
+
+
+class _NoPlacement:
+    cgroup_fd: int | None = None
+
+    def run(self, spawn: Spawn) -> int:
+        return spawn()
+
+    def finish(self, spawned: bool) -> ProcessCgroup | None:
         return None
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if "pids" in controllers.split(","):
-            return path
-    return None
+
+
+NO_PLACEMENT: Placement = _NoPlacement()
 
 
 class ProcessCgroups:
-    """Cgroups `<own>/execserver-<pid>/<name>` under the v1 pids hierarchy."""
+    """Per-process cgroups of one server (this base class: none, `disabled()`)."""
 
-    def __init__(self, base: Path | None, home: Path | None) -> None:
-        self.base = base
-        """The directory holding one cgroup per process (None: disabled)."""
-        self._home = home
-        self._lock = threading.Lock()
+    kind: str | None = None
+    """"v1", "v2" or None (disabled)."""
+    reason = "no writable cgroup hierarchy was found"
+    """Why limits cannot be enforced (for the error)."""
 
     @property
     def enabled(self) -> bool:
-        return self.base is not None
+        return self.kind is not None
+
+    @property
+    def enforceable(self) -> frozenset[str]:
+        """Wire names of the limits this host can enforce."""
+        return frozenset()
+
+    @property
+    def bases(self) -> list[Path]:
+        """The base directories (one per hierarchy) holding every process cgroup."""
+        return []
 
     @classmethod
     def disabled(cls) -> ProcessCgroups:
-        return cls(None, None)
+        return cls()
 
     @classmethod
-    def create(cls, hierarchy: Path = PIDS_HIERARCHY) -> ProcessCgroups:
-        own = _own_pids_cgroup()
-        if own is None or not (hierarchy / "tasks").exists():
-            return cls.disabled()
-        home = hierarchy / own.lstrip("/")
-        base = home / f"execserver-{os.getpid()}"
-        try:
-            base.mkdir(exist_ok=True)
-            tracker = cls(base, home)
-            # Prove the move works (permissions differ between hosts and containers).
-            with tracker.enter("probe"):
-                pass
-            tracker.remove("probe")
-        except OSError as exc:
-            log.info("per-process cgroups unavailable (%s); using the process tree walk", exc)
-            with contextlib.suppress(OSError):
-                base.rmdir()
-            return cls.disabled()
-        return tracker
+    def create(cls) -> ProcessCgroups:
+        """The best mechanism this host offers (see the module docstring)."""
+        from execserver.local.cgroup_v2 import CgroupV2
 
-    @contextlib.contextmanager
-    def enter(self, name: str) -> Iterator[None]:
-        """Run the body (a spawn) with this thread inside the cgroup `name`."""
-        if self.base is None or self._home is None:
-            yield
+        v2 = CgroupV2.detect()
+        if v2 is not None:
+            return v2
+        v1 = CgroupV1.detect()
+        if v1 is not None:
+            return v1
+        return cls.disabled()
+
+    def check(self, limits: Limits | None) -> None:
+        """Raise `LimitsUnavailable` unless every requested limit can be enforced."""
+        if limits is None:
             return
-        with self._lock:
-            tid = str(threading.get_native_id())
-            try:
-                target = self.base / name
-                target.mkdir(exist_ok=True)
-                (target / "tasks").write_text(tid)
-            except OSError as exc:
-                # Degrade to the tree walk for this process rather than refuse to start it.
-                log.warning("could not enter cgroup %s: %s", name, exc)
-                yield
-                return
-            try:
-                yield
-            finally:
-                (self._home / "tasks").write_text(tid)
+        missing = [name for name in limits.requested() if name not in self.enforceable]
+        if missing:
+            raise LimitsUnavailable(
+                f"this executor cannot enforce {', '.join(missing)}: {self.reason}"
+            )
 
-    def pids(self, name: str) -> list[int]:
-        if self.base is None:
-            return []
-        try:
-            text = (self.base / name / "cgroup.procs").read_text()
-        except OSError:
-            return []
-        return [int(line) for line in text.split()]
-
-    def kill(self, name: str) -> None:
-        """SIGKILL every process of the cgroup, again until none is left (or it stops helping)."""
-        for _ in range(_KILL_ROUNDS):
-            pids = self.pids(name)
-            if not pids:
-                return
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-
-    def remove(self, name: str) -> bool:
-        """Remove the cgroup if it is empty; returns whether it is gone."""
-        if self.base is None:
-            return True
-        try:
-            (self.base / name).rmdir()
-        except FileNotFoundError:
-            return True
-        except OSError as exc:
-            if exc.errno == errno.EBUSY:
-                return False
-            raise
-        return True
+    def placement(self, limits: Limits | None) -> Placement:
+        """A fresh cgroup (with `limits`) for the next spawn. Raises `LimitsUnavailable`."""
+        self.check(limits)
+        return NO_PLACEMENT
 
     def close(self) -> None:
         """Kill what is left in every cgroup and remove them all (server shutdown)."""
-        if self.base is None:
+
+
+# -- cgroup v1 ------------------------------------------------------------------------------------
+
+
+def read_int_field(text: str, key: str) -> int:
+    """`key N` from a flat keyed file (memory.events, memory.oom_control); 0 if absent."""
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name == key and value.strip().isdigit():
+            return int(value)
+    return 0
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def pids_in(directory: Path) -> list[int]:
+    """The processes of a cgroup, never this server itself (a v1 cgroup lists our pid while
+    one of our spawning threads sits in it)."""
+    own = os.getpid()
+    return [pid for pid in map(int, _read(directory / "cgroup.procs").split()) if pid != own]
+
+
+def signal_pids(pids: Iterable[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def kill_until_empty(directory: Path) -> None:
+    for _ in range(_KILL_ROUNDS):
+        pids = pids_in(directory)
+        if not pids:
             return
+        signal_pids(pids, signal.SIGKILL)
+
+
+def rmdir(directory: Path) -> bool:
+    """Remove a cgroup directory; False while it still holds processes."""
+    try:
+        directory.rmdir()
+    except FileNotFoundError:
+        return True
+    except OSError as exc:
+        if exc.errno == errno.EBUSY:
+            return False
+        raise
+    return True
+
+
+def _mountinfo_v1() -> dict[str, Path]:
+    """controller -> mount point of its v1 hierarchy."""
+    mounts: dict[str, Path] = {}
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return mounts
+    for line in lines:
+        head, _, tail = line.partition(" - ")
+        fields, tail_fields = head.split(), tail.split()
+        if len(fields) < 5 or len(tail_fields) < 3 or tail_fields[0] != "cgroup":
+            continue
+        for option in tail_fields[2].split(","):
+            mounts.setdefault(option, Path(fields[4]))
+    return mounts
+
+
+def _own_v1_paths() -> dict[str, str]:
+    """controller -> this thread's cgroup path in that v1 hierarchy."""
+    paths: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/thread-self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            for controller in controllers.split(","):
+                if controller:
+                    paths[controller] = path
+    return paths
+
+
+_base_numbers = itertools.count()
+
+
+def base_name() -> str:
+    """`execserver-<pid>` for the first server of this process, then `execserver-<pid>-<n>`.
+
+    A server re-executed in place (same pid) finds its own base again."""
+    number = next(_base_numbers)
+    return f"{BASE_PREFIX}{os.getpid()}" + (f"-{number}" if number else "")
+
+
+class _V1Hierarchy:
+    """One v1 hierarchy: our base directory in it and the cgroup we live in."""
+
+    def __init__(self, base: Path, home: Path) -> None:
+        self.base = base
+        self.home = home
+
+    def enter(self, name: str) -> None:
+        """Move the calling thread into cgroup `name` (created if need be)."""
+        target = self.base / name
+        with contextlib.suppress(FileExistsError):
+            target.mkdir()
+        (target / "tasks").write_text(str(threading.get_native_id()))
+
+    def leave(self) -> None:
+        (self.home / "tasks").write_text(str(threading.get_native_id()))
+
+
+class V1Cgroup:
+    """One process's cgroups in the v1 hierarchies (`pids`, plus `memory`/`cpu` if limited)."""
+
+    def __init__(self, name: str, pids: Path, memory: Path | None, others: list[Path]) -> None:
+        self.name = name
+        self._dir = pids
+        self._memory = memory
+        self._dirs = [pids, *([memory] if memory is not None else []), *others]
+
+    def pids(self) -> list[int]:
+        return pids_in(self._dir)
+
+    def signal(self, sig: int) -> None:
+        signal_pids(self.pids(), sig)
+
+    def kill(self) -> None:
+        kill_until_empty(self._dir)
+
+    def oom_kills(self) -> int:
+        if self._memory is None:
+            return 0
+        return read_int_field(_read(self._memory / "memory.oom_control"), "oom_kill")
+
+    def peak_memory(self) -> int | None:
+        if self._memory is None:
+            return None
+        text = _read(self._memory / "memory.max_usage_in_bytes").strip()
+        return int(text) if text.isdigit() else None
+
+    def remove(self) -> bool:
+        gone = True
+        for directory in self._dirs:
+            try:
+                gone = rmdir(directory) and gone
+            except OSError:
+                gone = False
+        return gone
+
+
+class CgroupV1(ProcessCgroups):
+    kind = "v1"
+
+    def __init__(
+        self,
+        pids: _V1Hierarchy,
+        memory: _V1Hierarchy | None,
+        cpu: _V1Hierarchy | None,
+        *,
+        threads: int = PLACED_THREADS,
+    ) -> None:
+        self._pids = pids
+        self._memory = memory
+        self._cpu = cpu
+        self._names = itertools.count(1)
+        self.reason = "no writable cgroup hierarchy for " + (
+            "memory" if memory is None else "cpu" if cpu is None else "(none missing)"
+        )
+        self._placed = PlacedThreads(self, threads)
+
+    @property
+    def enforceable(self) -> frozenset[str]:
+        names = {"pids"}
+        if self._memory is not None:
+            names.add("memoryBytes")
+        if self._cpu is not None:
+            names.add("cpus")
+        return frozenset(names)
+
+    @property
+    def bases(self) -> list[Path]:
+        return [h.base for h in (self._pids, self._memory, self._cpu) if h is not None]
+
+    @classmethod
+    def detect(cls, threads: int = PLACED_THREADS) -> CgroupV1 | None:
+        mounts = _mountinfo_v1()
+        own = _own_v1_paths()
+        name = base_name()
+
+        def hierarchy(controller: str, probe_file: str) -> _V1Hierarchy | None:
+            if controller not in mounts or controller not in own:
+                return None
+            home = mounts[controller] / own[controller].lstrip("/")
+            base = home / name
+            try:
+                with contextlib.suppress(FileExistsError):
+                    base.mkdir()
+                if not (base / probe_file).exists():
+                    raise OSError(errno.ENOENT, f"{probe_file} missing")
+            except OSError as exc:
+                log.info("cgroup v1 %s hierarchy unusable (%s)", controller, exc)
+                with contextlib.suppress(OSError):
+                    base.rmdir()
+                return None
+            return _V1Hierarchy(base, home)
+
+        pids = hierarchy("pids", "tasks")
+        if pids is None:
+            return None
+        try:  # prove that a thread can move (permissions differ between hosts and containers)
+            pids.enter("probe")
+            pids.leave()
+            rmdir(pids.base / "probe")
+        except OSError as exc:
+            log.info("per-process cgroups unavailable (%s); using the process tree walk", exc)
+            with contextlib.suppress(OSError):
+                rmdir(pids.base)
+            return None
+        memory = hierarchy("memory", "memory.limit_in_bytes")
+        cpu = hierarchy("cpu", "cpu.cfs_quota_us")
+        return cls(pids, memory, cpu, threads=threads)
+
+    def new_name(self) -> str:
+        return f"p{next(self._names)}"
+
+    def placement(self, limits: Limits | None) -> Placement:
+        self.check(limits)
+        return _V1Placement(self, limits)
+
+    def prepare_limits(self, name: str, limits: Limits) -> list[_V1Hierarchy]:
+        """Write `limits` into cgroup `name` of each hierarchy; returns the extra hierarchies
+        (memory, cpu) the spawning thread must join."""
+        extra: list[_V1Hierarchy] = []
+        if limits.pids is not None:
+            # +1: the spawning thread counts until it leaves (`settle_limits` lowers it).
+            (self._pids.base / name / "pids.max").write_text(str(limits.pids + 1))
+        if limits.memory_bytes is not None and self._memory is not None:
+            directory = self._memory.base / name
+            with contextlib.suppress(FileExistsError):
+                directory.mkdir()
+            (directory / "memory.limit_in_bytes").write_text(str(limits.memory_bytes))
+            swap = directory / "memory.memsw.limit_in_bytes"
+            if swap.exists():  # no escape into swap
+                swap.write_text(str(limits.memory_bytes))
+            extra.append(self._memory)
+        if limits.cpus is not None and self._cpu is not None:
+            directory = self._cpu.base / name
+            with contextlib.suppress(FileExistsError):
+                directory.mkdir()
+            (directory / "cpu.cfs_period_us").write_text(str(CPU_PERIOD_US))
+            quota = max(1000, round(limits.cpus * CPU_PERIOD_US))
+            (directory / "cpu.cfs_quota_us").write_text(str(quota))
+            extra.append(self._cpu)
+        return extra
+
+    def settle_limits(self, name: str, limits: Limits) -> None:
+        """The spawning thread has left cgroup `name`: the pids limit becomes exact."""
+        if limits.pids is not None:
+            with contextlib.suppress(OSError):
+                (self._pids.base / name / "pids.max").write_text(str(limits.pids))
+
+    def spawn_in(self, name: str, limits: Limits | None, spawn: Spawn) -> int:
+        """On a thread already in pids cgroup `name`: join the limit hierarchies, spawn, leave."""
+        extra = self.prepare_limits(name, limits) if limits is not None else []
+        joined: list[_V1Hierarchy] = []
+        try:
+            for hierarchy in extra:
+                hierarchy.enter(name)
+                joined.append(hierarchy)
+            return spawn()
+        finally:
+            for hierarchy in joined:
+                hierarchy.leave()
+
+    def handle(self, name: str, limits: Limits | None) -> V1Cgroup:
+        memory = others = None
+        if limits is not None:
+            if limits.memory_bytes is not None and self._memory is not None:
+                memory = self._memory.base / name
+            if limits.cpus is not None and self._cpu is not None:
+                others = [self._cpu.base / name]
+        return V1Cgroup(name, self._pids.base / name, memory, others or [])
+
+    @property
+    def pids_hierarchy(self) -> _V1Hierarchy:
+        return self._pids
+
+    def close(self) -> None:
+        self._placed.close()
         with contextlib.suppress(OSError):
-            for entry in self.base.iterdir():
+            for entry in self._pids.base.iterdir():
                 if entry.is_dir():
-                    self.kill(entry.name)
-                    with contextlib.suppress(OSError):
-                        self.remove(entry.name)
-        with contextlib.suppress(OSError):
-            self.base.rmdir()
+                    kill_until_empty(entry)
+        for hierarchy in (self._pids, self._memory, self._cpu):
+            if hierarchy is None:
+                continue
+            with contextlib.suppress(OSError):
+                for entry in hierarchy.base.iterdir():
+                    if entry.is_dir():
+                        with contextlib.suppress(OSError):
+                            rmdir(entry)
+            with contextlib.suppress(OSError):
+                rmdir(hierarchy.base)
+
+    # The placed threads' side.
+
+    def take_placed(self) -> PlacedThread | None:
+        return self._placed.take()
 
 
-__all__ = ["PIDS_HIERARCHY", "ProcessCgroups"]
+class _V1Placement:
+    cgroup_fd: int | None = None
+
+    def __init__(self, cgroups: CgroupV1, limits: Limits | None) -> None:
+        self._cgroups = cgroups
+        self._limits = limits
+        self._thread = cgroups.take_placed()
+        self._name: str | None = None
+
+    def run(self, spawn: Spawn) -> int:
+        cgroups, limits = self._cgroups, self._limits
+        thread = self._thread
+        if thread is not None:
+            name = self._name = thread.name
+            return thread.call(lambda: cgroups.spawn_in(name, limits, spawn))
+        # No placed thread ready: this thread migrates itself (cheap in a burst: the RCU
+        # grace period a migration waits for is then already over).
+        name = self._name = cgroups.new_name()
+        pids = cgroups.pids_hierarchy
+        pids.enter(name)
+        try:
+            return cgroups.spawn_in(name, limits, spawn)
+        finally:
+            pids.leave()
+
+    def finish(self, spawned: bool) -> ProcessCgroup | None:
+        thread, self._thread = self._thread, None
+        name, limits = self._name, self._limits
+        if thread is not None:
+            thread.release(spawned=spawned, touched=name is not None, limits=limits)
+        elif name is not None and limits is not None and spawned:
+            self._cgroups.settle_limits(name, limits)
+        if name is None:
+            return None
+        handle = self._cgroups.handle(name, limits)
+        if not spawned:
+            with contextlib.suppress(OSError):
+                handle.remove()  # what the spawning thread already left
+            return None
+        return handle
+
+
+class PlacedThread:
+    """A spawning thread that sits in a fresh pids cgroup, `name`, until it spawns there."""
+
+    def __init__(self, pool: PlacedThreads) -> None:
+        self._pool = pool
+        self.name = ""
+        self._job: Callable[[], int] | None = None
+        self._result: int | BaseException = 0
+        self._go = threading.Lock()
+        self._go.acquire()
+        self._done = threading.Lock()
+        self._done.acquire()
+        self._rehome: tuple[bool, Limits | None] | None = None
+        self._closed = False
+        self.thread = threading.Thread(target=self._main, name="execserver-spawn", daemon=True)
+        self.thread.start()
+
+    def call(self, job: Callable[[], int]) -> int:
+        """Run `job` on this thread (the caller blocks meanwhile, as for a direct spawn)."""
+        self._job = job
+        self._go.release()
+        self._done.acquire()
+        result, self._result = self._result, 0
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def release(self, *, spawned: bool, touched: bool, limits: Limits | None) -> None:
+        """Give the thread back after a spawn attempt. Its cgroup is reused if nothing was
+        spawned or written there; otherwise the thread moves into a fresh one first (in the
+        background)."""
+        if not spawned and not (touched and limits is not None):
+            self._pool.ready(self)
+            return
+        self._rehome = (spawned, limits)
+        self._go.release()
+
+    def stop(self) -> None:
+        self._closed = True
+        self._go.release()
+
+    def _main(self) -> None:
+        self._place()
+        while True:
+            self._go.acquire()
+            if self._closed:
+                return
+            if self._rehome is not None:
+                (spawned, limits), self._rehome = self._rehome, None
+                self._place(self.name, spawned, limits)
+                continue
+            job, self._job = self._job, None
+            try:
+                assert job is not None
+                self._result = job()
+            except BaseException as exc:  # handed to the caller
+                self._result = exc
+            self._done.release()
+
+    def _place(
+        self, previous: str | None = None, spawned: bool = False, limits: Limits | None = None
+    ) -> None:
+        cgroups = self._pool.cgroups
+        try:
+            name = cgroups.new_name()
+            cgroups.pids_hierarchy.enter(name)
+        except OSError as exc:
+            log.warning("a spawning thread could not enter a fresh cgroup: %s", exc)
+            return  # stays out of the ready pool; spawns migrate themselves
+        self.name = name
+        if previous is not None:
+            if spawned and limits is not None:
+                cgroups.settle_limits(previous, limits)
+            elif not spawned:
+                with contextlib.suppress(OSError):
+                    rmdir(cgroups.pids_hierarchy.base / previous)
+        self._pool.ready(self)
+
+
+class PlacedThreads:
+    """The pool of `PlacedThread`s of one `CgroupV1`."""
+
+    def __init__(self, cgroups: CgroupV1, count: int) -> None:
+        self.cgroups = cgroups
+        self._ready: deque[PlacedThread] = deque()
+        self._all = [PlacedThread(self) for _ in range(count)]
+
+    def ready(self, thread: PlacedThread) -> None:
+        self._ready.append(thread)
+
+    def take(self) -> PlacedThread | None:
+        try:
+            return self._ready.popleft()
+        except IndexError:
+            return None
+
+    def close(self) -> None:
+        for thread in self._all:
+            thread.stop()
+        for thread in self._all:
+            thread.thread.join(timeout=1.0)
+
+
+__all__ = [
+    "BASE_PREFIX",
+    "NO_PLACEMENT",
+    "PIDS_HIERARCHY",
+    "CgroupV1",
+    "Limits",
+    "LimitsUnavailable",
+    "Placement",
+    "ProcessCgroup",
+    "ProcessCgroups",
+]

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import functools
 import logging
 import os
+import resource
 import signal
 import stat
 import time
@@ -24,9 +24,23 @@ from dataclasses import dataclass
 from execserver.environment.process import ProcessEvent, ProcessListener
 from execserver.errors import InternalError, InvalidParams, InvalidRequest, StartFailed
 from execserver.local import tree
-from execserver.local.cgroup import ProcessCgroups
+from execserver.local.cgroup import (
+    NO_PLACEMENT,
+    LimitsUnavailable,
+    Placement,
+    ProcessCgroup,
+    ProcessCgroups,
+)
+from execserver.local.endings import (
+    DEFAULT_KILL_GRACE_S,
+    Timeouts,
+    limits_from_wire,
+    termination_record,
+    timeout_seconds,
+)
 from execserver.local.env_policy import build_child_env
 from execserver.local.output_log import OutputLog, RetainedOutputBudget
+from execserver.local.output_wait import compile_pattern, wait_on_output
 from execserver.local.pty import (
     PtySpawnError,
     open_pty,
@@ -47,7 +61,10 @@ from execserver.protocol.process import (
     ProcessReadResponse,
     ProcessStartParams,
     ProcessStream,
+    ProcessWaitResponse,
     SandboxType,
+    Termination,
+    TerminationReason,
     WriteStatus,
 )
 from execserver.protocol.sandbox import SandboxContext
@@ -123,8 +140,18 @@ class LocalProcess:
         self._done = loop.create_future()
         self.on_closed: Callable[[LocalProcess], None] | None = None
         self.cleanup: Callable[[], None] | None = None
-        self.kill_escaped: Callable[[], None] | None = None
-        """Kills descendants the tree walk cannot find (the process's cgroup), if tracked."""
+        self.cgroup: ProcessCgroup | None = None
+        """The process's own cgroup (every descendant is in it), where the host has them."""
+        self.memory_limited = False
+        self.server_peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        """The server's own peak RSS when the child was spawned (see `termination_record`)."""
+        self.end_cause: TerminationReason | None = None
+        """What the server did to end it (terminate, a timeout, shutdown), for the record."""
+        self.last_output_at = loop.time()
+        self._status: int | None = None
+        self._usage: resource.struct_rusage | None = None
+        self._timeouts: Timeouts | None = None
+        self._kill_after: asyncio.TimerHandle | None = None
         for fd in readers:
             loop.add_reader(fd, self._on_readable, fd)
 
@@ -158,6 +185,26 @@ class LocalProcess:
     ) -> ProcessReadResponse:
         return await self.log.read_wait(after_seq, max_bytes, wait_s)
 
+    @property
+    def termination(self) -> Termination | None:
+        return self.log.termination
+
+    async def wait_output(
+        self,
+        pattern: str | None,
+        idle_s: float | None,
+        timeout_s: float,
+        after_seq: int | None,
+    ) -> ProcessWaitResponse:
+        return await wait_on_output(
+            self.log,
+            pattern=compile_pattern(pattern) if pattern is not None else None,
+            idle_s=idle_s,
+            timeout_s=timeout_s,
+            after_seq=after_seq,
+            last_output=lambda: self.last_output_at,
+        )
+
     # -- output --------------------------------------------------------------------------------
 
     def _on_readable(self, fd: int) -> None:
@@ -168,6 +215,7 @@ class LocalProcess:
         except OSError:  # EIO: the PTY slave has no holders left
             data = b""
         if data:
+            self.last_output_at = self._loop.time()
             self.log.append_output(self._readers[fd], data)
         else:
             self._end_stream(fd)
@@ -217,9 +265,16 @@ class LocalProcess:
 
     # -- exit ----------------------------------------------------------------------------------
 
+    def on_usage(self, usage: resource.struct_rusage) -> None:
+        """Called by the reaper (before `on_exit_status`) with the child's resource usage."""
+        self._usage = usage
+
     def on_exit_status(self, status: int) -> None:
         """Called by the reaper with the child's wait status."""
         self._reaped = True
+        self._status = status
+        if self._timeouts is not None:
+            self._timeouts.cancel()
         self._drain()
         self._exit_code = exit_code_from_status(status)
         if self.sandbox_type != "none" and self._readers and not self._terminated:
@@ -240,7 +295,17 @@ class LocalProcess:
             self._exit_code,
             ((chunk.stream, chunk.data) for chunk in self.log.retained()),
         )
-        self.log.record_exit(self._exit_code, denied)
+        limited = self.cgroup if self.memory_limited else None
+        termination = termination_record(
+            status=self._status,
+            usage=self._usage,
+            end_cause=self.end_cause,
+            oom_kills=limited.oom_kills() if limited is not None else 0,
+            sandbox_denied=denied,
+            peak_memory=limited.peak_memory() if limited is not None else None,
+            server_peak_rss=self.server_peak_rss,
+        )
+        self.log.record_exit(self._exit_code, denied, termination)
         if self._terminated:
             self._abandon_streams()
         self._maybe_close()
@@ -358,12 +423,14 @@ class LocalProcess:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(group, signal.SIGINT)
 
-    def terminate(self) -> bool:
+    def terminate(self, cause: TerminationReason = "terminated") -> bool:
         """SIGKILL the whole tree. Returns whether the child itself was still running."""
         running = not self.log.exited
         self._terminated = True
         if running:
             self.terminated_while_running = True
+            if self.end_cause is None and not self._reaped:
+                self.end_cause = cause
         self.kill()
         if not running:
             self._abandon_streams()
@@ -371,9 +438,52 @@ class LocalProcess:
 
     def kill(self) -> None:
         """SIGKILL the child's tree (idempotent). The reaper still reports the exit."""
-        tree.kill_tree(self.pid, root_alive=not self._reaped)
-        if self.kill_escaped is not None:
-            self.kill_escaped()
+        if self._kill_after is not None:
+            self._kill_after.cancel()
+            self._kill_after = None
+        if self.cgroup is not None:
+            # Every descendant is in the cgroup: no need to walk /proc.
+            if not self._reaped:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.pid, signal.SIGKILL)
+            self.cgroup.kill()
+        else:
+            tree.kill_tree(self.pid, root_alive=not self._reaped)
+
+    def signal_tree(self, sig: int) -> None:
+        """Send `sig` (once) to the process's group and every descendant found."""
+        if not self._reaped:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, sig)
+        if self.cgroup is not None:
+            self.cgroup.signal(sig)
+        elif not self._reaped:
+            for pid in tree.descendants(self.pid) | {self.pid}:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+
+    # -- timeouts ------------------------------------------------------------------------------
+
+    def arm_timeouts(self, timeout_s: float | None, idle_s: float | None, grace_s: float) -> None:
+        """End the tree (SIGTERM, SIGKILL `grace_s` later) once `timeout_s` has passed or no
+        output came for `idle_s`."""
+        if timeout_s is None and idle_s is None:
+            return
+
+        def expire(reason: TerminationReason) -> None:
+            if self.log.exited or self._reaped or self.end_cause is not None:
+                return
+            self.end_cause = reason
+            self.signal_tree(signal.SIGTERM)
+            self._kill_after = self._loop.call_later(grace_s, self.kill)
+
+        self._timeouts = Timeouts(
+            self._loop,
+            expire,
+            lambda: self.last_output_at,
+            timeout_s=timeout_s,
+            idle_s=idle_s,
+        )
 
 
 class LocalExecBackend:
@@ -389,17 +499,19 @@ class LocalExecBackend:
         max_processes: int = MAX_PROCESSES_PER_SESSION,
         output_budget: RetainedOutputBudget | None = None,
         telemetry: Telemetry | None = None,
+        kill_grace_s: float = DEFAULT_KILL_GRACE_S,
     ) -> None:
         self._reaper = reaper
+        self._kill_grace_s = kill_grace_s
+        self._placement: Placement = NO_PLACEMENT
         self._output_budget = output_budget
         self._telemetry = telemetry
         self.session_id = ""
         """For log lines only."""
         self._max_processes = max_processes
         self._cgroups = cgroups or ProcessCgroups.disabled()
-        self._cgroup_names: set[str] = set()
+        self._cgroup_handles: dict[str, ProcessCgroup] = {}
         """Cgroups of this backend's processes, kept after an entry expires while still busy."""
-        self._spawned = 0
         self._loop = asyncio.get_running_loop()
         self._server_env = server_env if server_env is not None else os.environ
         self._retention_s = closed_retention_s
@@ -462,16 +574,31 @@ class LocalExecBackend:
                 "ones included until they expire); terminate some or wait"
             )
         env = build_child_env(spec.env, spec.env_policy, self._server_env)
-        self._spawned += 1
-        cgroup = f"{id(self):x}-{self._spawned}"
-        with self._cgroups.enter(cgroup):
+        timeout_s = timeout_seconds("timeoutMs", params.timeout_ms)
+        idle_s = timeout_seconds("idleTimeoutMs", params.idle_timeout_ms)
+        limits = limits_from_wire(params.limits)
+        try:
+            # A fresh cgroup (with the limits) that the child is born in.
+            placement = self._cgroups.placement(limits)
+        except LimitsUnavailable as exc:
+            raise InvalidParams(f"process/start limits cannot be enforced: {exc}") from None
+        except OSError as exc:
+            raise InvalidParams(f"process/start limits could not be applied: {exc}") from None
+        self._placement = placement
+        process = None
+        try:
             if spec.sandbox is None:
                 process = self._spawn(process_id, spec, env)
             else:
                 process = self._spawn_sandboxed(process_id, spec, env, spec.sandbox)
-        if self._cgroups.enabled:
-            self._cgroup_names.add(cgroup)
-            process.kill_escaped = functools.partial(self._cgroups.kill, cgroup)
+        finally:
+            self._placement = NO_PLACEMENT
+            cgroup = placement.finish(process is not None)
+        if cgroup is not None:
+            self._cgroup_handles[cgroup.name] = cgroup
+            process.cgroup = cgroup
+            process.memory_limited = limits is not None and limits.memory_bytes is not None
+        process.arm_timeouts(timeout_s, idle_s, self._kill_grace_s)
         self._processes[process_id] = process
         process.log.listener = self._forward(process)
         process.on_closed = self._on_closed
@@ -600,7 +727,15 @@ class LocalExecBackend:
         child_side = [out_w, err_w] + ([in_r] if in_r is not None else [])
         parent_side = [out_r, err_r] + ([in_w] if in_w is not None else [])
         try:
-            pid = spawn(program, argv, envp, cwd, Stdio(in_r, out_w, err_w, extra_fds=extra_fds))
+            pid = spawn(
+                program,
+                argv,
+                envp,
+                cwd,
+                Stdio(in_r, out_w, err_w, extra_fds=extra_fds),
+                cgroup_fd=self._placement.cgroup_fd,
+                run=self._placement.run,
+            )
         except OSError as exc:
             for fd in child_side + parent_side:
                 os.close(fd)
@@ -618,7 +753,7 @@ class LocalExecBackend:
             loop=self._loop,
             log=OutputLog(budget=self._output_budget),
         )
-        self._reaper.watch(pid, process.on_exit_status)
+        self._reaper.watch(pid, process.on_exit_status, process.on_usage)
         return process
 
     def _spawn_pty(
@@ -634,7 +769,15 @@ class LocalExecBackend:
         master, slave = open_pty()
         try:
             tty = os.fsencode(os.ttyname(slave))
-            pid = spawn(program, argv, envp, cwd, Stdio(tty_path=tty, extra_fds=extra_fds))
+            pid = spawn(
+                program,
+                argv,
+                envp,
+                cwd,
+                Stdio(tty_path=tty, extra_fds=extra_fds),
+                cgroup_fd=self._placement.cgroup_fd,
+                run=self._placement.run,
+            )
         except OSError as exc:
             os.close(master)
             raise StartFailed.from_os_error(exc) from None
@@ -650,7 +793,7 @@ class LocalExecBackend:
             loop=self._loop,
             log=OutputLog(budget=self._output_budget),
         )
-        self._reaper.watch(pid, process.on_exit_status)
+        self._reaper.watch(pid, process.on_exit_status, process.on_usage)
         return process
 
     def _on_closed(self, process: LocalProcess) -> None:
@@ -659,6 +802,10 @@ class LocalExecBackend:
         else:  # the span after this loop turn, once the closed notification has been written
             self._loop.call_soon(self._record_finish, process)
         self._schedule_expiry(process)
+        cgroup = process.cgroup
+        with contextlib.suppress(OSError):
+            if cgroup is not None and cgroup.remove():  # empty: nothing of the tree is left
+                self._cgroup_handles.pop(cgroup.name, None)
 
     def _record_finish(self, process: LocalProcess) -> None:
         """Count and log a process once: when it closes, or when shutdown gives up on it."""
@@ -703,9 +850,13 @@ class LocalExecBackend:
         process = self._processes.pop(process_id, None)
         if process is not None:
             process.log.discard()
-        for cgroup in [c for c in self._cgroup_names if not self._cgroups.pids(c)]:
-            if self._cgroups.remove(cgroup):
-                self._cgroup_names.discard(cgroup)
+        self._remove_empty_cgroups()
+
+    def _remove_empty_cgroups(self) -> None:
+        for name, cgroup in list(self._cgroup_handles.items()):
+            with contextlib.suppress(OSError):
+                if cgroup.remove():
+                    del self._cgroup_handles[name]
 
     def pause_output(self) -> None:
         """Back-pressure: stop reading every process's output until `resume_output()`."""
@@ -726,14 +877,14 @@ class LocalExecBackend:
         pending = []
         for process in self._processes.values():
             if not process.closed:
-                process.terminate()
+                process.terminate("shutdown")
                 pending.append(process.wait_closed())
         for handle in self._expiry.values():
             handle.cancel()
         self._expiry.clear()
         # Daemons and double-forked orphans of processes that already finished.
-        for cgroup in list(self._cgroup_names):
-            self._cgroups.kill(cgroup)
+        for cgroup in list(self._cgroup_handles.values()):
+            cgroup.kill()
         if pending:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(grace_s):
@@ -742,9 +893,7 @@ class LocalExecBackend:
             self._record_finish(process)
             process.log.discard()
         self._processes.clear()
-        for cgroup in list(self._cgroup_names):
-            if self._cgroups.remove(cgroup):
-                self._cgroup_names.discard(cgroup)
+        self._remove_empty_cgroups()
 
 
 def _check_cwd(cwd: bytes) -> None:

@@ -25,8 +25,10 @@ from execserver.environment.process import (
 from execserver.errors import InvalidRequest, SessionAttached
 from execserver.protocol import methods
 from execserver.protocol.process import (
+    PROCESS_ENDINGS,
     ProcessClosedNotification,
     ProcessExitedNotification,
+    ProcessExitedWithTermination,
     ProcessOutputChunk,
     ProcessOutputNotification,
 )
@@ -59,6 +61,8 @@ class Session:
         self.principal = principal
         self.processes = processes
         self.connection: Attachment | None = None
+        self.extensions: frozenset[str] = frozenset()
+        """Extensions the attached client asked for in `initialize` (e.g. `processEndings`)."""
         self._expiry: asyncio.TimerHandle | None = None
         self._waiting_for_drain = False
         processes.listener = self._on_process_event
@@ -76,15 +80,22 @@ class Session:
                 ),
             )
         elif isinstance(event, ExitedEvent):
-            connection.notify(
-                methods.PROCESS_EXITED,
-                ProcessExitedNotification(
+            if event.termination is not None and PROCESS_ENDINGS in self.extensions:
+                exited: ProcessExitedNotification = ProcessExitedWithTermination(
                     process_id=pid,
                     seq=event.seq,
                     exit_code=event.exit_code,
                     sandbox_denied=event.sandbox_denied,
-                ),
-            )
+                    termination=event.termination,
+                )
+            else:
+                exited = ProcessExitedNotification(
+                    process_id=pid,
+                    seq=event.seq,
+                    exit_code=event.exit_code,
+                    sandbox_denied=event.sandbox_denied,
+                )
+            connection.notify(methods.PROCESS_EXITED, exited)
         elif isinstance(event, ClosedEvent):
             connection.notify(
                 methods.PROCESS_CLOSED, ProcessClosedNotification(process_id=pid, seq=event.seq)
