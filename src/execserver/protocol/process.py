@@ -203,9 +203,10 @@ class ProcessExitedWithTermination(ProcessExitedNotification, kw_only=True):
 
 
 class ProcessReadWithTermination(ProcessReadResponse, kw_only=True):
-    """`process/read` for a session that asked for `processEndings` (`termination` once exited)."""
+    """`process/read` for a session that asked for `processEndings` (`termination` once exited;
+    None from servers without the extension)."""
 
-    termination: Termination | None
+    termination: Termination | None = None
 
 
 WaitReason = Literal["match", "idle", "exited", "timeout"]

@@ -85,9 +85,10 @@ class ExecutorExtensions(WireStruct):
 
 
 class EnvironmentInfoWithExtensions(EnvironmentInfo, kw_only=True):
-    """`environment/info` for a session that asked for extensions."""
+    """`environment/info` for a session that asked for extensions (None from servers without
+    them; the server only sends this struct with `extensions` set)."""
 
-    extensions: ExecutorExtensions
+    extensions: ExecutorExtensions | None = None
 
 
 class InitializeResponseWithExtensions(InitializeResponse, kw_only=True):
