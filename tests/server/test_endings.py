@@ -408,3 +408,59 @@ async def test_process_wait_catastrophic_pattern_is_linear(start_server: StartSe
         await client.request("process/terminate", {"processId": "r"})
     finally:
         await client.close()
+
+
+async def test_pty_waiting_for_input_notification(start_server: StartServer) -> None:
+    """The heuristic: a notification once the terminal's foreground process blocks reading
+    it; none while it sleeps; again after new input leads to a new prompt."""
+    _, url = await start_server()
+    client = await connect(url)
+    script = 'printf "name? "; read x; echo "hello $x"; sleep 2; printf "again? "; read y; sleep 60'
+    try:
+        await client.request(
+            "process/start", process_params("tty", ["/bin/sh", "-c", script], tty=True)
+        )
+        first = await client.wait_for(
+            lambda m: m.get("method") == "process/waitingForInput", timeout=10 * TIME
+        )
+        params = first["params"]
+        assert params["processId"] == "tty" and params["command"] == "sh"
+        assert params["seq"] >= 1  # after the prompt
+        await client.request(
+            "process/write",
+            {"processId": "tty", "chunk": "Ym9iCg==", "writeId": "w1"},  # "bob\n"
+        )
+        found = await client.request(
+            "process/wait",
+            {"processId": "tty", "pattern": "again\\?", "afterSeq": 0, "timeoutMs": 10_000},
+        )
+        assert found["result"]["reason"] == "match"
+        # During `sleep 2` nobody reads the terminal: the next notice is the second prompt's.
+        second = await client.wait_for(
+            lambda m: m.get("method") == "process/waitingForInput" and m is not first,
+            timeout=10 * TIME,
+        )
+        assert second["params"]["seq"] >= found["result"]["seq"]
+        await client.request("process/terminate", {"processId": "tty"})
+    finally:
+        await client.close()
+
+
+async def test_no_waiting_notification_without_the_extension(start_server: StartServer) -> None:
+    _, url = await start_server()
+    client = await connect(url, extensions=False)
+    try:
+        await client.request(
+            "process/start",
+            process_params("tty", ["/bin/sh", "-c", "read x; echo got $x"], tty=True),
+        )
+        # Quiet for well past the heuristic's first look, then end it with input.
+        idle = await client.request(
+            "process/wait", {"processId": "tty", "idleMs": 1500, "timeoutMs": 10_000}
+        )
+        assert idle["result"]["reason"] == "idle"
+        await client.request("process/write", {"processId": "tty", "chunk": "eAo=", "writeId": "w"})
+        await client.process_events("tty", timeout=10 * TIME)
+        assert client.notifications("process/waitingForInput") == []
+    finally:
+        await client.close()

@@ -369,6 +369,11 @@ class HostedProcess(Protocol):
     # Extensions (issue 20): why it ended, and waiting on output.
 
     @property
+    def last_seq(self) -> int:
+        """The seq of the latest event (0 before the first)."""
+        ...
+
+    @property
     def termination(self) -> Termination | None:
         """Why the process ended and what it used, once it has exited."""
         ...
@@ -382,6 +387,8 @@ class HostedProcess(Protocol):
 
 
 ProcessListener = Callable[[HostedProcess, ProcessEvent], None]
+WaitingListener = Callable[[HostedProcess, int, str], None]
+"""Hears (process, pid, command) when a PTY process's foreground process waits for input."""
 
 
 class ProcessTable(Protocol):
@@ -389,6 +396,8 @@ class ProcessTable(Protocol):
 
     listener: ProcessListener | None
     """Hears every event of every process, in order, as it happens (must not block)."""
+    waiting_listener: WaitingListener | None
+    """Extension: hears that a PTY process waits for input (None: nobody asks, no looking)."""
 
     @property
     def active(self) -> int:

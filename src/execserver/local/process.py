@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from execserver.environment.process import ProcessEvent, ProcessListener
+from execserver.environment.process import ProcessEvent, ProcessListener, WaitingListener
 from execserver.errors import InternalError, InvalidParams, InvalidRequest, StartFailed
 from execserver.local import tree
 from execserver.local.cgroup import (
@@ -39,6 +39,7 @@ from execserver.local.endings import (
     timeout_seconds,
 )
 from execserver.local.env_policy import build_child_env
+from execserver.local.input_wait import InputWatch
 from execserver.local.output_log import OutputLog, RetainedOutputBudget
 from execserver.local.output_wait import compile_pattern, wait_on_output
 from execserver.local.pty import (
@@ -152,6 +153,10 @@ class LocalProcess:
         self._usage: resource.struct_rusage | None = None
         self._timeouts: Timeouts | None = None
         self._kill_after: asyncio.TimerHandle | None = None
+        self.tty_path = ""
+        """The PTY slave (PTY mode)."""
+        self._last_input_at = 0.0
+        self._input_watch: InputWatch | None = None
         for fd in readers:
             loop.add_reader(fd, self._on_readable, fd)
 
@@ -189,6 +194,10 @@ class LocalProcess:
     def termination(self) -> Termination | None:
         return self.log.termination
 
+    @property
+    def last_seq(self) -> int:
+        return self.log.next_seq - 1
+
     async def wait_output(
         self,
         pattern: str | None,
@@ -217,6 +226,8 @@ class LocalProcess:
         if data:
             self.last_output_at = self._loop.time()
             self.log.append_output(self._readers[fd], data)
+            if self._input_watch is not None:
+                self._input_watch.poke()
         else:
             self._end_stream(fd)
 
@@ -275,6 +286,9 @@ class LocalProcess:
         self._status = status
         if self._timeouts is not None:
             self._timeouts.cancel()
+        if self._input_watch is not None:
+            self._input_watch.close()
+            self._input_watch = None
         self._drain()
         self._exit_code = exit_code_from_status(status)
         if self.sandbox_type != "none" and self._readers and not self._terminated:
@@ -350,6 +364,9 @@ class LocalProcess:
         if data and self._stdin_fd is not None and not self._stdin_broken:
             self._stdin_buffer += data
             self._flush_stdin()
+            if self._input_watch is not None:
+                self._last_input_at = self._loop.time()
+                self._input_watch.poke()
         return "accepted"
 
     def _flush_stdin(self) -> None:
@@ -462,6 +479,29 @@ class LocalProcess:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, sig)
 
+    # -- waiting for input (PTY) ---------------------------------------------------------------
+
+    def watch_input(self, report: WaitingListener) -> None:
+        """Report (once per quiet stretch) when the terminal's foreground process blocks
+        reading it (local/input_wait.py: a heuristic)."""
+        if not self.tty or self._stdin_fd is None or self._reaped:
+            return
+        cgroup = self.cgroup
+
+        def pids() -> set[int] | list[int]:
+            if cgroup is not None:
+                return cgroup.pids()
+            return tree.descendants(self.pid) | {self.pid}
+
+        self._input_watch = InputWatch(
+            self._loop,
+            master_fd=self._stdin_fd,
+            tty_path=self.tty_path,
+            pids=pids,
+            last_activity=lambda: max(self.last_output_at, self._last_input_at),
+            report=lambda reader: report(self, reader.pid, reader.command),
+        )
+
     # -- timeouts ------------------------------------------------------------------------------
 
     def arm_timeouts(self, timeout_s: float | None, idle_s: float | None, grace_s: float) -> None:
@@ -519,6 +559,8 @@ class LocalExecBackend:
         self._expiry: dict[str, asyncio.TimerHandle] = {}
         self._output_paused = False
         self.listener: ProcessListener | None = None
+        self.waiting_listener: WaitingListener | None = None
+        """Hears that a PTY process waits for input (set by a session that asked for it)."""
 
     def __len__(self) -> int:
         return len(self._processes)
@@ -599,6 +641,8 @@ class LocalExecBackend:
             process.cgroup = cgroup
             process.memory_limited = limits is not None and limits.memory_bytes is not None
         process.arm_timeouts(timeout_s, idle_s, self._kill_grace_s)
+        if self.waiting_listener is not None and process.tty:
+            process.watch_input(self.waiting_listener)
         self._processes[process_id] = process
         process.log.listener = self._forward(process)
         process.on_closed = self._on_closed
@@ -793,6 +837,7 @@ class LocalExecBackend:
             loop=self._loop,
             log=OutputLog(budget=self._output_budget),
         )
+        process.tty_path = os.fsdecode(tty)
         self._reaper.watch(pid, process.on_exit_status, process.on_usage)
         return process
 

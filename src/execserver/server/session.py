@@ -26,6 +26,7 @@ from execserver.errors import InvalidRequest, SessionAttached
 from execserver.protocol import methods
 from execserver.protocol.process import (
     PROCESS_ENDINGS,
+    ProcessWaitingForInputNotification,
     ProcessClosedNotification,
     ProcessExitedNotification,
     ProcessExitedWithTermination,
@@ -104,6 +105,26 @@ class Session:
             self._waiting_for_drain = True
             self.processes.pause_output()
             connection.channel.call_when_writable(self._drained)
+
+    def set_extensions(self, extensions: frozenset[str]) -> None:
+        """What the attached client asked for in `initialize`."""
+        self.extensions = extensions
+        wanted = PROCESS_ENDINGS in extensions
+        self.processes.waiting_listener = self._on_waiting_for_input if wanted else None
+
+    def _on_waiting_for_input(self, process: HostedProcess, pid: int, command: str) -> None:
+        connection = self.connection
+        if connection is None or PROCESS_ENDINGS not in self.extensions:
+            return
+        connection.notify(
+            methods.PROCESS_WAITING_FOR_INPUT,
+            ProcessWaitingForInputNotification(
+                process_id=process.process_id,
+                seq=process.last_seq,
+                pid=pid,
+                command=command,
+            ),
+        )
 
     def _drained(self) -> None:
         self._waiting_for_drain = False

@@ -45,7 +45,7 @@ class SessionHandler:
         else:
             session = self._registry.resume(params.resume_session_id, connection)
         connection.session = session
-        session.extensions = frozenset(params.extensions or ())
+        session.set_extensions(frozenset(params.extensions or ()))
         connection.advance("initialize")
         return InitializeResponse(session_id=session.id, environment_info=self.info(None))
 
