@@ -74,7 +74,7 @@ async def test_sigkill_of_the_server_leaves_nothing(tmp_path: Path) -> None:
             ]
             assert len(watchdogs) == 1
             os.kill(server.pid, signal.SIGKILL)  # no cleanup runs in the server
-            assert await server.stop() == -signal.SIGKILL
+            await server.stop()  # reaps it (its status may be seen by another reaper first)
         assert await wait_all_dead(pids, timeout=10 * TIME), pids_with_marker(marker)
         assert await wait_all_dead(watchdogs, timeout=10 * TIME)
         assert _bases(server.pid) == []
