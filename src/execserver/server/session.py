@@ -26,12 +26,12 @@ from execserver.errors import InvalidRequest, SessionAttached
 from execserver.protocol import methods
 from execserver.protocol.process import (
     PROCESS_ENDINGS,
-    ProcessWaitingForInputNotification,
     ProcessClosedNotification,
     ProcessExitedNotification,
     ProcessExitedWithTermination,
     ProcessOutputChunk,
     ProcessOutputNotification,
+    ProcessWaitingForInputNotification,
 )
 from execserver.tasks import TaskOwner
 from execserver.transport.base import MessageChannel
