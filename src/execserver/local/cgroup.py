@@ -10,13 +10,16 @@ the process's limits (memory, pids, CPU) and counts its OOM kills.
 A child is born in its cgroup, so there is no window in which it could fork outside:
 
 * cgroup v1 (`CgroupV1`, this module): a new process joins the cgroups of the *thread* that
-  forks it. Spawns run on threads that already sit in a fresh cgroup of the `pids` hierarchy
-  (`PlacedThreads`); after a spawn the thread moves itself into the next fresh cgroup in the
-  background. A migration waits for an RCU grace period when none happened recently (8-26 ms
-  measured here), which is why it is kept off the spawn path. With no placed thread ready (a
-  burst), the calling thread migrates itself (cheap then: the grace period is warm).
-  Limits need the `memory`/`cpu` hierarchies too: the placed thread joins those cgroups for the
-  spawn (that migration is on the path: the cost of a limited spawn, see docs/BENCHMARKS.md).
+  forks it. The spawning thread (the event loop's) already sits in a fresh cgroup of the `pids`
+  hierarchy when it spawns; right after, a mover thread moves it into the next fresh cgroup, in
+  the background (`_Mover`). A migration waits for an RCU grace period when none happened
+  recently (8-26 ms measured here), which is why it is kept off the spawn path. Before using
+  its cgroup, a spawn checks that the spawning thread is still alone there: anything else it
+  started meanwhile (a helper process, a thread of a pool created on demand) makes that cgroup
+  unfit, and the thread migrates itself first (as it does when spawns come faster than the
+  mover: cheap then, the grace period being warm). Limits need the `memory`/`cpu`
+  hierarchies too: the spawning thread joins those cgroups for the spawn (that migration is on
+  the path: the cost of a limited spawn, see docs/BENCHMARKS.md).
 * cgroup v2 (local/cgroup_v2.py): threads of one process cannot sit in different (domain)
   cgroups, so the child is cloned straight into its cgroup (`CLONE_INTO_CGROUP`, glibc's
   `posix_spawnattr_setcgroup_np`, glibc >= 2.39).
@@ -37,7 +40,6 @@ import logging
 import os
 import signal
 import threading
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +51,6 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 PIDS_HIERARCHY = CGROUP_ROOT / "pids"
 BASE_PREFIX = "execserver-"
 _KILL_ROUNDS = 16
-PLACED_THREADS = 2
-"""Spawning threads kept ready in fresh cgroups (v1)."""
 CPU_PERIOD_US = 100_000
 
 T = TypeVar("T")
@@ -282,6 +282,24 @@ def _own_v1_paths() -> dict[str, str]:
 _base_numbers = itertools.count()
 
 
+def sweep_stale(parent: Path) -> None:
+    """Empty and remove the bases in `parent` of servers that are gone (`execserver-<pid>`
+    whose pid no longer exists: a crash the watchdog did not handle, or a server that never
+    ran its cleanup)."""
+    from execserver.local.watchdog import sweep
+
+    stale = []
+    with contextlib.suppress(OSError):
+        for entry in parent.iterdir():
+            pid = entry.name[len(BASE_PREFIX) :].split("-", 1)[0]
+            if entry.name.startswith(BASE_PREFIX) and pid.isdigit():
+                if not os.path.exists(f"/proc/{pid}"):
+                    stale.append(entry)
+    if stale:
+        log.info("removing cgroups left by servers that are gone: %s", stale)
+        sweep(stale)
+
+
 def base_name() -> str:
     """`execserver-<pid>` for the first server of this process, then `execserver-<pid>-<n>`.
 
@@ -355,8 +373,6 @@ class CgroupV1(ProcessCgroups):
         pids: _V1Hierarchy,
         memory: _V1Hierarchy | None,
         cpu: _V1Hierarchy | None,
-        *,
-        threads: int = PLACED_THREADS,
     ) -> None:
         self._pids = pids
         self._memory = memory
@@ -365,7 +381,7 @@ class CgroupV1(ProcessCgroups):
         self.reason = "no writable cgroup hierarchy for " + (
             "memory" if memory is None else "cpu" if cpu is None else "(none missing)"
         )
-        self._placed = PlacedThreads(self, threads)
+        self.mover = _Mover(self)
 
     @property
     def enforceable(self) -> frozenset[str]:
@@ -381,7 +397,7 @@ class CgroupV1(ProcessCgroups):
         return [h.base for h in (self._pids, self._memory, self._cpu) if h is not None]
 
     @classmethod
-    def detect(cls, threads: int = PLACED_THREADS) -> CgroupV1 | None:
+    def detect(cls) -> CgroupV1 | None:
         mounts = _mountinfo_v1()
         own = _own_v1_paths()
         name = base_name()
@@ -390,6 +406,7 @@ class CgroupV1(ProcessCgroups):
             if controller not in mounts or controller not in own:
                 return None
             home = mounts[controller] / own[controller].lstrip("/")
+            sweep_stale(home)
             base = home / name
             try:
                 with contextlib.suppress(FileExistsError):
@@ -417,7 +434,7 @@ class CgroupV1(ProcessCgroups):
             return None
         memory = hierarchy("memory", "memory.limit_in_bytes")
         cpu = hierarchy("cpu", "cpu.cfs_quota_us")
-        return cls(pids, memory, cpu, threads=threads)
+        return cls(pids, memory, cpu)
 
     def new_name(self) -> str:
         return f"p{next(self._names)}"
@@ -485,7 +502,7 @@ class CgroupV1(ProcessCgroups):
         return self._pids
 
     def close(self) -> None:
-        self._placed.close()
+        self.mover.close()
         with contextlib.suppress(OSError):
             for entry in self._pids.base.iterdir():
                 if entry.is_dir():
@@ -501,11 +518,6 @@ class CgroupV1(ProcessCgroups):
             with contextlib.suppress(OSError):
                 rmdir(hierarchy.base)
 
-    # The placed threads' side.
-
-    def take_placed(self) -> PlacedThread | None:
-        return self._placed.take()
-
 
 class _V1Placement:
     cgroup_fd: int | None = None
@@ -513,143 +525,124 @@ class _V1Placement:
     def __init__(self, cgroups: CgroupV1, limits: Limits | None) -> None:
         self._cgroups = cgroups
         self._limits = limits
-        self._thread = cgroups.take_placed()
         self._name: str | None = None
 
     def run(self, spawn: Spawn) -> int:
         cgroups, limits = self._cgroups, self._limits
-        thread = self._thread
-        if thread is not None:
-            name = self._name = thread.name
-            return thread.call(lambda: cgroups.spawn_in(name, limits, spawn))
-        # No placed thread ready: this thread migrates itself (cheap in a burst: the RCU
-        # grace period a migration waits for is then already over).
-        name = self._name = cgroups.new_name()
-        pids = cgroups.pids_hierarchy
-        pids.enter(name)
-        try:
+        mover = cgroups.mover
+        with mover.lock:
+            name = self._name = mover.take_fresh()
             return cgroups.spawn_in(name, limits, spawn)
-        finally:
-            pids.leave()
 
     def finish(self, spawned: bool) -> ProcessCgroup | None:
-        thread, self._thread = self._thread, None
         name, limits = self._name, self._limits
-        if thread is not None:
-            thread.release(spawned=spawned, touched=name is not None, limits=limits)
-        elif name is not None and limits is not None and spawned:
-            self._cgroups.settle_limits(name, limits)
         if name is None:
             return None
-        handle = self._cgroups.handle(name, limits)
-        if not spawned:
-            with contextlib.suppress(OSError):
-                handle.remove()  # what the spawning thread already left
-            return None
-        return handle
+        # Whatever happened, the spawning thread must leave this cgroup now.
+        self._cgroups.mover.used(name, limits, spawned=spawned)
+        return self._cgroups.handle(name, limits) if spawned else None
 
 
-class PlacedThread:
-    """A spawning thread that sits in a fresh pids cgroup, `name`, until it spawns there."""
+class _Mover:
+    """Keeps the spawning thread in a fresh pids cgroup: moves it after each spawn, in a
+    thread of its own (see the module docstring). `lock` serializes moves and spawns."""
 
-    def __init__(self, pool: PlacedThreads) -> None:
-        self._pool = pool
-        self.name = ""
-        self._job: Callable[[], int] | None = None
-        self._result: int | BaseException = 0
-        self._go = threading.Lock()
-        self._go.acquire()
-        self._done = threading.Lock()
-        self._done.acquire()
-        self._rehome: tuple[bool, Limits | None] | None = None
+    def __init__(self, cgroups: CgroupV1) -> None:
+        self._cgroups = cgroups
+        self.lock = threading.Lock()
+        self._tid: int | None = None
+        """The spawning thread (the first one that spawned)."""
+        self._fresh: str | None = None
+        """The cgroup it sits in, if nothing was started there yet."""
+        self._after_move: list[tuple[str, Limits | None, bool]] = []
+        """(cgroup, limits, spawned) to settle once the thread has left the cgroup: the pids
+        limit made exact, or the cgroup removed if nothing was spawned there."""
+        self._wanted = threading.Event()
         self._closed = False
-        self.thread = threading.Thread(target=self._main, name="execserver-spawn", daemon=True)
-        self.thread.start()
+        self._thread: threading.Thread | None = None
 
-    def call(self, job: Callable[[], int]) -> int:
-        """Run `job` on this thread (the caller blocks meanwhile, as for a direct spawn)."""
-        self._job = job
-        self._go.release()
-        self._done.acquire()
-        result, self._result = self._result, 0
-        if isinstance(result, BaseException):
-            raise result
-        return result
-
-    def release(self, *, spawned: bool, touched: bool, limits: Limits | None) -> None:
-        """Give the thread back after a spawn attempt. Its cgroup is reused if nothing was
-        spawned or written there; otherwise the thread moves into a fresh one first (in the
-        background)."""
-        if not spawned and not (touched and limits is not None):
-            self._pool.ready(self)
-            return
-        self._rehome = (spawned, limits)
-        self._go.release()
-
-    def stop(self) -> None:
-        self._closed = True
-        self._go.release()
-
-    def _main(self) -> None:
-        self._place()
-        while True:
-            self._go.acquire()
-            if self._closed:
-                return
-            if self._rehome is not None:
-                (spawned, limits), self._rehome = self._rehome, None
-                self._place(self.name, spawned, limits)
-                continue
-            job, self._job = self._job, None
-            try:
-                assert job is not None
-                self._result = job()
-            except BaseException as exc:  # handed to the caller
-                self._result = exc
-            self._done.release()
-
-    def _place(
-        self, previous: str | None = None, spawned: bool = False, limits: Limits | None = None
-    ) -> None:
-        cgroups = self._pool.cgroups
-        try:
+    def take_fresh(self) -> str:
+        """The calling thread's fresh cgroup (moving it into one now if need be); no longer
+        fresh afterwards. Call with `lock` held."""
+        cgroups = self._cgroups
+        tid = threading.get_native_id()
+        name = self._fresh if tid == self._tid else None
+        self._fresh = None
+        if name is not None and not self._alone(name, tid):
+            self._after_move.append((name, None, False))
+            name = None
+        if name is None:
             name = cgroups.new_name()
             cgroups.pids_hierarchy.enter(name)
-        except OSError as exc:
-            log.warning("a spawning thread could not enter a fresh cgroup: %s", exc)
-            return  # stays out of the ready pool; spawns migrate themselves
-        self.name = name
-        if previous is not None:
+            self._tid = tid
+        return name
+
+    def _alone(self, name: str, tid: int) -> bool:
+        """Whether only the spawning thread is in cgroup `name` (nothing it started since it
+        was moved there: a helper process, or a pool thread created on demand)."""
+        tasks = _read(self._cgroups.pids_hierarchy.base / name / "tasks").split()
+        if tasks == [str(tid)]:
+            return True
+        # Our own other threads must not stay behind in a process's cgroup.
+        home = self._cgroups.pids_hierarchy.home / "tasks"
+        for task in tasks:
+            if task != str(tid) and os.path.exists(f"/proc/self/task/{task}"):
+                with contextlib.suppress(OSError):
+                    home.write_text(task)
+        return False
+
+    def used(self, name: str, limits: Limits | None, *, spawned: bool) -> None:
+        """A spawn used cgroup `name`: move the spawning thread out of it soon."""
+        with self.lock:
+            self._after_move.append((name, limits, spawned))
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._main, name="execserver-cgroup-mover", daemon=True
+            )
+            self._thread.start()
+        self._wanted.set()
+
+    def _main(self) -> None:
+        while True:
+            self._wanted.wait()
+            self._wanted.clear()
+            with self.lock:
+                if self._closed:
+                    return
+                self._move()
+
+    def _move(self) -> None:
+        cgroups = self._cgroups
+        if self._fresh is None and self._tid is not None:
+            name = cgroups.new_name()
+            try:
+                directory = cgroups.pids_hierarchy.base / name
+                directory.mkdir()
+                (directory / "tasks").write_text(str(self._tid))
+            except OSError as exc:
+                # The thread is gone or cannot move: the next spawn moves it itself.
+                log.warning("could not move the spawning thread to a fresh cgroup: %s", exc)
+                with contextlib.suppress(OSError):
+                    rmdir(cgroups.pids_hierarchy.base / name)
+                return
+            self._fresh = name
+        settle, self._after_move = self._after_move, []
+        for name, limits, spawned in settle:
             if spawned and limits is not None:
-                cgroups.settle_limits(previous, limits)
+                cgroups.settle_limits(name, limits)
             elif not spawned:
                 with contextlib.suppress(OSError):
-                    rmdir(cgroups.pids_hierarchy.base / previous)
-        self._pool.ready(self)
-
-
-class PlacedThreads:
-    """The pool of `PlacedThread`s of one `CgroupV1`."""
-
-    def __init__(self, cgroups: CgroupV1, count: int) -> None:
-        self.cgroups = cgroups
-        self._ready: deque[PlacedThread] = deque()
-        self._all = [PlacedThread(self) for _ in range(count)]
-
-    def ready(self, thread: PlacedThread) -> None:
-        self._ready.append(thread)
-
-    def take(self) -> PlacedThread | None:
-        try:
-            return self._ready.popleft()
-        except IndexError:
-            return None
+                    cgroups.handle(name, limits).remove()
 
     def close(self) -> None:
-        for thread in self._all:
-            thread.stop()
-        for thread in self._all:
-            thread.thread.join(timeout=1.0)
+        with self.lock:
+            self._closed = True
+        self._wanted.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)
+        with contextlib.suppress(OSError):
+            if self._tid == threading.get_native_id():
+                self._cgroups.pids_hierarchy.leave()
 
 
 __all__ = [

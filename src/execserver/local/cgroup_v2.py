@@ -44,6 +44,7 @@ from execserver.local.cgroup import (
     base_name,
     read_int_field,
     signal_pids,
+    sweep_stale,
 )
 
 log = logging.getLogger(__name__)
@@ -224,6 +225,8 @@ class CgroupV2(ProcessCgroups):
         if wanted - enabled:
             enabled = cls._enable(fs, own, wanted, pid)
         base = own / name
+        if isinstance(fs, RealCgroupFs):
+            sweep_stale(own)
         with contextlib.suppress(FileExistsError):
             fs.mkdir(base)
         delegated = wanted & enabled
