@@ -28,7 +28,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.latency import Client, percentile, start  # noqa: E402
+from bench.latency import Client, percentile, start
 
 LIMITS = {"memoryBytes": 256 * 1024 * 1024, "pids": 64, "cpus": 1.0}
 
