@@ -292,9 +292,9 @@ def sweep_stale(parent: Path) -> None:
     with contextlib.suppress(OSError):
         for entry in parent.iterdir():
             pid = entry.name[len(BASE_PREFIX) :].split("-", 1)[0]
-            if entry.name.startswith(BASE_PREFIX) and pid.isdigit():
-                if not os.path.exists(f"/proc/{pid}"):
-                    stale.append(entry)
+            gone = pid.isdigit() and not os.path.exists(f"/proc/{pid}")
+            if entry.name.startswith(BASE_PREFIX) and gone:
+                stale.append(entry)
     if stale:
         log.info("removing cgroups left by servers that are gone: %s", stale)
         sweep(stale)
