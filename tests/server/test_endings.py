@@ -8,6 +8,7 @@ the host has no writable cgroup hierarchy, unless CI=true.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import uuid
@@ -464,3 +465,80 @@ async def test_no_waiting_notification_without_the_extension(start_server: Start
         assert client.notifications("process/waitingForInput") == []
     finally:
         await client.close()
+
+
+def _pids_cgroup(pid: int | str) -> str:
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "pids" in controllers.split(","):
+            return path
+    raise AssertionError("no pids hierarchy")
+
+
+@needs_limits("pids")
+async def test_reused_cgroup_is_not_killed_through_an_old_process(
+    start_server: StartServer,
+) -> None:
+    """A finished process's empty cgroup serves a later process; terminating the finished
+    one must not reach the later one."""
+    _, url = await start_server()
+    client = await connect(url)
+    marker = f"reuse-{uuid.uuid4().hex}"
+    try:
+        for i in range(4):  # enough closed processes for their cgroups to be reused
+            await run(client, f"short-{i}", ["/bin/true"])
+        await client.request("process/start", process_params("long", [PY, "-c", SLEEP, marker]))
+        (pid,) = await wait_for_marked(marker, 1)
+        for i in range(4):
+            response = await client.request("process/terminate", {"processId": f"short-{i}"})
+            assert response["result"] == {"running": False}
+        assert pids_with_marker(marker) == [pid]
+        await client.request("process/terminate", {"processId": "long"})
+        assert await wait_all_dead([pid], timeout=10 * TIME)
+    finally:
+        await client.close()
+
+
+@needs_limits("pids")
+async def test_spawning_thread_never_shares_a_cgroup() -> None:
+    """Anything the spawning thread starts between spawns (here a thread, as a pool creates
+    them on demand) lands in its cgroup; the next process must get a cgroup of its own, and
+    the server's thread goes back home."""
+    import threading
+
+    from execserver.local.host import Host, HostConfig
+    from execserver.protocol.pathuri import PathUri
+    from execserver.protocol.process import ProcessStartParams
+
+    host = Host(HostConfig(process_cgroups=True))
+    table = host.process_table()
+    release = threading.Event()
+    helper = threading.Thread(target=release.wait, daemon=True)
+
+    def params(process_id: str, argv: list[str]) -> ProcessStartParams:
+        return ProcessStartParams(
+            process_id=process_id,
+            argv=argv,
+            cwd=PathUri.from_native("/tmp"),
+            env={"PATH": "/usr/bin:/bin"},
+            tty=False,
+        )
+
+    try:
+        first = table.start(params("first", ["/bin/true"]))
+        await first.wait_closed()
+        helper.start()  # born wherever this (the spawning) thread sits now
+        second = table.start(params("second", ["/bin/sleep", "30"]))
+        assert _pids_cgroup(second.pid) != _pids_cgroup(f"self/task/{helper.native_id}")
+        # The server's thread does not stay in a process's cgroup (moved off the spawn path).
+        deadline = asyncio.get_running_loop().time() + 10 * TIME
+        while "/execserver-" in _pids_cgroup(f"self/task/{helper.native_id}"):
+            assert asyncio.get_running_loop().time() < deadline, "helper thread not sent home"
+            await asyncio.sleep(0.01)
+        second.terminate()
+        await second.wait_closed()
+    finally:
+        release.set()
+        helper.join()
+        await table.aclose()
+        await host.aclose()

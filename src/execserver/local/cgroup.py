@@ -40,6 +40,7 @@ import logging
 import os
 import signal
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,6 +140,10 @@ class _NoPlacement:
 NO_PLACEMENT: Placement = _NoPlacement()
 
 
+MAX_FREE = 64
+"""Empty cgroups kept for reuse (v1)."""
+
+
 class ProcessCgroups:
     """Per-process cgroups of one server (this base class: none, `disabled()`)."""
 
@@ -193,6 +198,11 @@ class ProcessCgroups:
         self.check(limits)
         return NO_PLACEMENT
 
+    def release(self, cgroup: ProcessCgroup) -> bool:
+        """The process closed: remove its cgroup if empty (or keep it for reuse). Returns
+        whether it is gone from the process; its handle must not be used afterwards."""
+        return cgroup.remove()
+
     def close(self) -> None:
         """Kill what is left in every cgroup and remove them all (server shutdown)."""
 
@@ -214,6 +224,21 @@ def _read(path: Path) -> str:
         return path.read_text()
     except OSError:
         return ""
+
+
+def _counter(path: Path) -> int | None:
+    """A small numeric cgroup file (`pids.current`), read cheaply; None if unreadable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        text = os.read(fd, 64).strip()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return int(text) if text.isdigit() else None
 
 
 def pids_in(directory: Path) -> list[int]:
@@ -329,11 +354,14 @@ class _V1Hierarchy:
 class V1Cgroup:
     """One process's cgroups in the v1 hierarchies (`pids`, plus `memory`/`cpu` if limited)."""
 
-    def __init__(self, name: str, pids: Path, memory: Path | None, others: list[Path]) -> None:
+    def __init__(
+        self, name: str, pids: Path, memory: Path | None, others: list[Path], *, limited: bool
+    ) -> None:
         self.name = name
         self._dir = pids
         self._memory = memory
         self._dirs = [pids, *([memory] if memory is not None else []), *others]
+        self.limited = limited
 
     def pids(self) -> list[int]:
         return pids_in(self._dir)
@@ -378,6 +406,8 @@ class CgroupV1(ProcessCgroups):
         self._memory = memory
         self._cpu = cpu
         self._names = itertools.count(1)
+        self._free: deque[str] = deque()
+        """Empty unlimited cgroups of finished processes, reused by the mover."""
         self.reason = "no writable cgroup hierarchy for " + (
             "memory" if memory is None else "cpu" if cpu is None else "(none missing)"
         )
@@ -439,6 +469,23 @@ class CgroupV1(ProcessCgroups):
     def new_name(self) -> str:
         return f"p{next(self._names)}"
 
+    def reuse_or_new(self) -> str:
+        """An empty cgroup to recycle (no mkdir/rmdir on the way), else a new name."""
+        try:
+            return self._free.pop()
+        except IndexError:
+            return self.new_name()
+
+    def release(self, cgroup: ProcessCgroup) -> bool:
+        # An unlimited cgroup that is empty (no process, no thread of ours) is kept for reuse.
+        if not isinstance(cgroup, V1Cgroup) or cgroup.limited or len(self._free) >= MAX_FREE:
+            return cgroup.remove()
+        # pids.current counts threads and unreaped processes; far cheaper than listing tasks.
+        if _counter(self._pids.base / cgroup.name / "pids.current") != 0:
+            return False
+        self._free.append(cgroup.name)
+        return True
+
     def placement(self, limits: Limits | None) -> Placement:
         self.check(limits)
         return _V1Placement(self, limits)
@@ -495,7 +542,9 @@ class CgroupV1(ProcessCgroups):
                 memory = self._memory.base / name
             if limits.cpus is not None and self._cpu is not None:
                 others = [self._cpu.base / name]
-        return V1Cgroup(name, self._pids.base / name, memory, others or [])
+        return V1Cgroup(
+            name, self._pids.base / name, memory, others or [], limited=limits is not None
+        )
 
     @property
     def pids_hierarchy(self) -> _V1Hierarchy:
@@ -554,7 +603,7 @@ class _Mover:
         """The spawning thread (the first one that spawned)."""
         self._fresh: str | None = None
         """The cgroup it sits in, if nothing was started there yet."""
-        self._after_move: list[tuple[str, Limits | None, bool]] = []
+        self._after_move: deque[tuple[str, Limits | None, bool]] = deque()
         """(cgroup, limits, spawned) to settle once the thread has left the cgroup: the pids
         limit made exact, or the cgroup removed if nothing was spawned there."""
         self._wanted = threading.Event()
@@ -580,21 +629,45 @@ class _Mover:
     def _alone(self, name: str, tid: int) -> bool:
         """Whether only the spawning thread is in cgroup `name` (nothing it started since it
         was moved there: a helper process, or a pool thread created on demand)."""
-        tasks = _read(self._cgroups.pids_hierarchy.base / name / "tasks").split()
-        if tasks == [str(tid)]:
+        directory = self._cgroups.pids_hierarchy.base / name
+        # Cheap checks (listing a v1 cgroup's tasks costs ~0.1 ms): one task in the cgroup, and
+        # this thread is it.
+        if _counter(directory / "pids.current") == 1 and self._inside(name):
             return True
-        # Our own other threads must not stay behind in a process's cgroup.
+        self._send_threads_home(name, tid)
+        return False
+
+    def _send_threads_home(self, name: str, spawning: int | None) -> None:
+        """Move the server's own threads (but `spawning`) out of cgroup `name`: a thread
+        created by the spawning thread while it sat there must not stay in a process's
+        cgroup."""
         home = self._cgroups.pids_hierarchy.home / "tasks"
-        for task in tasks:
-            if task != str(tid) and os.path.exists(f"/proc/self/task/{task}"):
+        for task in _read(self._cgroups.pids_hierarchy.base / name / "tasks").split():
+            if task != str(spawning) and os.path.exists(f"/proc/self/task/{task}"):
                 with contextlib.suppress(OSError):
                     home.write_text(task)
+
+    def _inside(self, name: str) -> bool:
+        """Whether the calling thread is in pids cgroup `name` (/proc/thread-self/cgroup)."""
+        try:
+            fd = os.open("/proc/thread-self/cgroup", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                text = os.read(fd, 4096).decode()
+            finally:
+                os.close(fd)
+        except OSError:
+            return False
+        suffix = f"/{self._cgroups.pids_hierarchy.base.name}/{name}"
+        for line in text.splitlines():
+            _, controllers, path = line.split(":", 2)
+            if "pids" in controllers.split(","):
+                return path.endswith(suffix)
         return False
 
     def used(self, name: str, limits: Limits | None, *, spawned: bool) -> None:
-        """A spawn used cgroup `name`: move the spawning thread out of it soon."""
-        with self.lock:
-            self._after_move.append((name, limits, spawned))
+        """A spawn used cgroup `name`: move the spawning thread out of it soon (without
+        waiting for a move in progress)."""
+        self._after_move.append((name, limits, spawned))
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._main, name="execserver-cgroup-mover", daemon=True
@@ -614,10 +687,11 @@ class _Mover:
     def _move(self) -> None:
         cgroups = self._cgroups
         if self._fresh is None and self._tid is not None:
-            name = cgroups.new_name()
+            name = cgroups.reuse_or_new()
             try:
                 directory = cgroups.pids_hierarchy.base / name
-                directory.mkdir()
+                with contextlib.suppress(FileExistsError):  # a recycled one exists
+                    directory.mkdir()
                 (directory / "tasks").write_text(str(self._tid))
             except OSError as exc:
                 # The thread is gone or cannot move: the next spawn moves it itself.
@@ -626,8 +700,10 @@ class _Mover:
                     rmdir(cgroups.pids_hierarchy.base / name)
                 return
             self._fresh = name
-        settle, self._after_move = self._after_move, []
-        for name, limits, spawned in settle:
+        while self._after_move:
+            name, limits, spawned = self._after_move.popleft()
+            if spawned:
+                self._send_threads_home(name, None)
             if spawned and limits is not None:
                 cgroups.settle_limits(name, limits)
             elif not spawned:

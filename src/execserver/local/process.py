@@ -849,8 +849,10 @@ class LocalExecBackend:
         self._schedule_expiry(process)
         cgroup = process.cgroup
         with contextlib.suppress(OSError):
-            if cgroup is not None and cgroup.remove():  # empty: nothing of the tree is left
+            if cgroup is not None and self._cgroups.release(cgroup):
+                # Empty: nothing of the tree is left (and the cgroup may serve another process).
                 self._cgroup_handles.pop(cgroup.name, None)
+                process.cgroup = None
 
     def _record_finish(self, process: LocalProcess) -> None:
         """Count and log a process once: when it closes, or when shutdown gives up on it."""
