@@ -510,7 +510,9 @@ async def test_spawning_thread_never_shares_a_cgroup() -> None:
     from execserver.protocol.pathuri import PathUri
     from execserver.protocol.process import ProcessStartParams
 
-    host = Host(HostConfig(process_cgroups=True))
+    host = Host(HostConfig())
+    # As `execserver serve` has them: the spawning thread waits in a fresh cgroup.
+    host.cgroups = ProcessCgroups.create(dedicated=True)
     table = host.process_table()
     release = threading.Event()
     helper = threading.Thread(target=release.wait, daemon=True)

@@ -171,14 +171,15 @@ class ProcessCgroups:
         return cls()
 
     @classmethod
-    def create(cls) -> ProcessCgroups:
-        """The best mechanism this host offers (see the module docstring)."""
+    def create(cls, *, dedicated: bool = False) -> ProcessCgroups:
+        """The best mechanism this host offers (see the module docstring). `dedicated`: this
+        process is a server of its own (`execserver serve`), not embedded in a program."""
         from execserver.local.cgroup_v2 import CgroupV2
 
         v2 = CgroupV2.detect()
         if v2 is not None:
             return v2
-        v1 = CgroupV1.detect()
+        v1 = CgroupV1.detect(dedicated=dedicated)
         if v1 is not None:
             return v1
         return cls.disabled()
@@ -401,6 +402,8 @@ class CgroupV1(ProcessCgroups):
         pids: _V1Hierarchy,
         memory: _V1Hierarchy | None,
         cpu: _V1Hierarchy | None,
+        *,
+        dedicated: bool = False,
     ) -> None:
         self._pids = pids
         self._memory = memory
@@ -412,6 +415,11 @@ class CgroupV1(ProcessCgroups):
             "memory" if memory is None else "cpu" if cpu is None else "(none missing)"
         )
         self.mover = _Mover(self)
+        self.dedicated = dedicated
+        """Whether the spawning thread may sit in a fresh cgroup between spawns (a dedicated
+        server process). Embedded in another program, that thread is the program's: anything
+        it started would be born in our cgroup (and die with it), so each spawn migrates there
+        and back instead (the grace-period cost on the path, see the module docstring)."""
 
     @property
     def enforceable(self) -> frozenset[str]:
@@ -427,7 +435,7 @@ class CgroupV1(ProcessCgroups):
         return [h.base for h in (self._pids, self._memory, self._cpu) if h is not None]
 
     @classmethod
-    def detect(cls) -> CgroupV1 | None:
+    def detect(cls, *, dedicated: bool = False) -> CgroupV1 | None:
         mounts = _mountinfo_v1()
         own = _own_v1_paths()
         name = base_name()
@@ -464,7 +472,7 @@ class CgroupV1(ProcessCgroups):
             return None
         memory = hierarchy("memory", "memory.limit_in_bytes")
         cpu = hierarchy("cpu", "cpu.cfs_quota_us")
-        return cls(pids, memory, cpu)
+        return cls(pids, memory, cpu, dedicated=dedicated)
 
     def new_name(self) -> str:
         return f"p{next(self._names)}"
@@ -578,18 +586,33 @@ class _V1Placement:
 
     def run(self, spawn: Spawn) -> int:
         cgroups, limits = self._cgroups, self._limits
+        if not cgroups.dedicated:
+            name = self._name = cgroups.reuse_or_new()
+            pids = cgroups.pids_hierarchy
+            pids.enter(name)
+            try:
+                return cgroups.spawn_in(name, limits, spawn)
+            finally:
+                pids.leave()
         mover = cgroups.mover
         with mover.lock:
             name = self._name = mover.take_fresh()
             return cgroups.spawn_in(name, limits, spawn)
 
     def finish(self, spawned: bool) -> ProcessCgroup | None:
-        name, limits = self._name, self._limits
+        cgroups, name, limits = self._cgroups, self._name, self._limits
         if name is None:
             return None
-        # Whatever happened, the spawning thread must leave this cgroup now.
-        self._cgroups.mover.used(name, limits, spawned=spawned)
-        return self._cgroups.handle(name, limits) if spawned else None
+        handle = cgroups.handle(name, limits)
+        if not cgroups.dedicated:  # the thread has left already
+            if spawned and limits is not None:
+                cgroups.settle_limits(name, limits)
+            elif not spawned:
+                with contextlib.suppress(OSError):
+                    handle.remove()
+        else:  # whatever happened, the spawning thread must leave this cgroup now
+            cgroups.mover.used(name, limits, spawned=spawned)
+        return handle if spawned else None
 
 
 class _Mover:

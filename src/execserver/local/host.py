@@ -63,7 +63,9 @@ class Host:
         if config.subreaper:
             self.reaper.become_subreaper()
         self.cgroups = (
-            ProcessCgroups.create() if config.process_cgroups else ProcessCgroups.disabled()
+            ProcessCgroups.create(dedicated=config.subreaper)
+            if config.process_cgroups
+            else ProcessCgroups.disabled()
         )
         self.crash_guard = (
             CrashGuard(self.reaper, self.cgroups.bases)
