@@ -629,6 +629,8 @@ class _Mover:
         self._after_move: deque[tuple[str, Limits | None, bool]] = deque()
         """(cgroup, limits, spawned) to settle once the thread has left the cgroup: the pids
         limit made exact, or the cgroup removed if nothing was spawned there."""
+        self._tainted: deque[str] = deque()
+        """Cgroups the spawning thread left with something else in them (see `_alone`)."""
         self._wanted = threading.Event()
         self._closed = False
         self._thread: threading.Thread | None = None
@@ -641,7 +643,7 @@ class _Mover:
         name = self._fresh if tid == self._tid else None
         self._fresh = None
         if name is not None and not self._alone(name, tid):
-            self._after_move.append((name, None, False))
+            self._tainted.append(name)  # removed once what was started there is gone
             name = None
         if name is None:
             name = cgroups.new_name()
@@ -723,6 +725,14 @@ class _Mover:
                     rmdir(cgroups.pids_hierarchy.base / name)
                 return
             self._fresh = name
+        for _ in range(min(len(self._tainted), 8)):  # retried after each spawn, a few at a time
+            name = self._tainted.popleft()
+            self._send_threads_home(name, None)
+            try:
+                if not rmdir(cgroups.pids_hierarchy.base / name):
+                    self._tainted.append(name)
+            except OSError:
+                pass
         while self._after_move:
             name, limits, spawned = self._after_move.popleft()
             if spawned:
