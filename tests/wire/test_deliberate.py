@@ -86,6 +86,13 @@ DELIBERATE_DIFFERENCES: dict[str, str] = {
         "(status 0) as it drops a WebSocket connection; the reference keeps running but never "
         "answers again."
     ),
+    "process_endings_extension": (
+        'A client that sends `extensions: ["processEndings"]` in initialize gets termination '
+        "records on process/exited and process/read, server-side timeoutMs/idleTimeoutMs and "
+        "limits on process/start, process/wait and process/waitingForInput (docs/protocol.md, "
+        "Extensions); without the field every message has the reference's shape. The reference "
+        "ignores the fields and answers process/wait with -32601."
+    ),
     "larger_output_chunks": (
         "Pipe output is read up to 64 KiB at a time (the reference: 8 KiB), so fewer, larger "
         "process/output notifications carry the same bytes."
@@ -549,3 +556,41 @@ async def test_network_proxy_launch_refused_reference(reference: ServerProcess) 
     response, output = await _network_proxy_launch(reference.url)
     assert "result" in response
     assert "CODEX_NETWORK_PROXY_ACTIVE=1" in output
+
+
+async def _ending_of_a_timed_out_sleep(url: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(process/wait's answer, the process/exited params) for `sleep 30` with timeoutMs 200,
+    from a client that asks for processEndings."""
+    async with await WireClient.connect(url) as client:
+        response = await client.request(
+            "initialize", {"clientName": "deliberate", "extensions": ["processEndings"]}
+        )
+        assert "result" in response, response
+        await client.notify("initialized", {})
+        await client.request(
+            "process/start", process_params("sleep", ["sleep", "30"], timeoutMs=200)
+        )
+        wait = await client.request(
+            "process/wait", {"processId": "sleep", "timeoutMs": 10_000}, timeout=15 * TIME
+        )
+        if "error" in wait:
+            await client.request("process/terminate", {"processId": "sleep"})
+        events = await client.process_events("sleep", timeout=15 * TIME)
+        exited = next(e["params"] for e in events if e["method"] == "process/exited")
+        return wait, exited
+
+
+async def test_process_endings_extension(ours: ServerProcess) -> None:
+    wait, exited = await _ending_of_a_timed_out_sleep(ours.url)
+    assert wait["result"]["reason"] == "exited"
+    assert exited["exitCode"] == 128 + signal.SIGTERM
+    assert exited["termination"]["reason"] == "timeout"
+    assert exited["termination"]["signal"] == "SIGTERM"
+
+
+@pytest.mark.reference
+async def test_process_endings_extension_reference(reference: ServerProcess) -> None:
+    require_reference()
+    wait, exited = await _ending_of_a_timed_out_sleep(reference.url)
+    assert wait["error"]["code"] == -32601
+    assert "termination" not in exited and exited["exitCode"] == 128 + signal.SIGKILL

@@ -4,6 +4,11 @@ Output streams live (stdout to stdout, stderr to stderr); local stdin is forward
 closes the remote stdin where the executor can; the exit code is the remote one (a process
 that could not be followed exits 255). Ctrl-C interrupts the remote process, a second one
 kills it. `--tty` runs it on a remote terminal with the local one in raw mode.
+
+`--timeout DURATION` (`90`, `30s`, `500ms`, `5m`, `1h`) has the executor end the whole process
+tree after that long (SIGTERM, then SIGKILL after its grace period); the exit code is then 124,
+as with timeout(1). When the command did not simply exit, the reason is printed on stderr and
+the exit code is a shell's: 128+N for death by signal N.
 """
 
 from __future__ import annotations
@@ -24,11 +29,49 @@ from execserver.client.environments import EnvironmentsError
 from execserver.environment import ExitedEvent, OutputEvent, ProcessFailed, Unsupported
 from execserver.environment.process import ExecProcess
 from execserver.errors import ExecServerError
-from execserver.protocol.process import ExecEnvPolicy
+from execserver.protocol.process import ExecEnvPolicy, Termination
 from execserver.tasks import TaskOwner
 
 READ_BYTES = 65536
 FAILED_EXIT = 255
+TIMEOUT_EXIT = 124
+"""timeout(1)'s exit code when the command ran out of time."""
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from `90`, `1.5`, `30s`, `500ms`, `5m`, `1h`. Raises `ValueError`."""
+    for unit in ("ms", "s", "m", "h"):
+        if text.endswith(unit):
+            number, scale = text[: -len(unit)], _DURATION_UNITS[unit]
+            break
+    else:
+        number, scale = text, 1.0
+    seconds = float(number) * scale
+    if not 0.001 <= seconds <= 365 * 86400:  # also refuses nan and inf
+        raise ValueError(text)
+    return seconds
+
+
+def describe_ending(termination: Termination | None, exit_code: int) -> tuple[str | None, int]:
+    """What `run` prints on stderr for a command that did not simply exit (None if it did),
+    and the exit code to return."""
+    if termination is None or termination.reason == "exited":
+        return None, exit_code
+    by = f" ({termination.signal})" if termination.signal else ""
+    messages = {
+        "timeout": "the command timed out",
+        "idleTimeout": "the command produced no output for too long",
+        "oom": "the command ran out of memory (killed by the OOM killer)",
+        "terminated": "the command was terminated",
+        "shutdown": "the executor shut down",
+        "sandboxDenied": "the sandbox denied the command",
+        "signaled": "the command was killed",
+    }
+    message = messages.get(termination.reason, termination.reason) + by
+    if termination.reason in ("timeout", "idleTimeout"):
+        return message, TIMEOUT_EXIT
+    return message, exit_code
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,6 +86,11 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_target_arguments(parser)
     parser.add_argument("-t", "--tty", action="store_true", help="run on a remote terminal")
     parser.add_argument("-C", "--cwd", help="working directory (default: the executor's)")
+    parser.add_argument(
+        "--timeout",
+        metavar="DURATION",
+        help="end the command after this long (90, 30s, 500ms, 5m, 1h); exit code 124",
+    )
     parser.add_argument(
         "-e",
         "--setenv",
@@ -67,6 +115,14 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         variables[name] = value
     if args.tty and not os.isatty(0):
         parser.error("run: --tty needs a terminal on stdin")
+    args.timeout_s = None
+    if args.timeout is not None:
+        try:
+            args.timeout_s = parse_duration(args.timeout)
+        except ValueError:
+            parser.error(
+                f"run: --timeout expects a duration such as 30s, 500ms or 5m, got {args.timeout!r}"
+            )
     try:
         return asyncio.run(_run(args, argv, variables))
     except (ExecServerError, ValueError) as exc:
@@ -82,16 +138,33 @@ async def _run(args: argparse.Namespace, argv: list[str], variables: dict[str, s
         policy = ExecEnvPolicy(
             inherit="all", ignore_default_excludes=False, exclude=[], set=variables, include_only=[]
         )
+    timeout_s: float | None = args.timeout_s
     async with open_target(args.target_name, token=args.token) as environment:
+        server_timeout = timeout_s is not None and await _executor_has_timeouts(environment)
         process = await environment.process.start(
-            argv, cwd=args.cwd, tty=args.tty, pipe_stdin=True, env_policy=policy
+            argv,
+            cwd=args.cwd,
+            tty=args.tty,
+            pipe_stdin=True,
+            env_policy=policy,
+            timeout_ms=round(timeout_s * 1000) if server_timeout and timeout_s else None,
         )
         async with process:
             with _raw_terminal(args.tty):
-                return await _follow(process)
+                # An executor without server-side timeouts: we end the command ourselves.
+                local_timeout = None if server_timeout else timeout_s
+                return await _follow(process, local_timeout, tty=args.tty)
 
 
-async def _follow(process: ExecProcess) -> int:
+async def _executor_has_timeouts(environment: object) -> bool:
+    info = await environment.info()  # type: ignore[attr-defined]
+    extensions = getattr(info, "extensions", None)
+    return extensions is not None and extensions.process_endings.timeouts
+
+
+async def _follow(
+    process: ExecProcess, local_timeout: float | None = None, *, tty: bool = False
+) -> int:
     loop = asyncio.get_running_loop()
     interrupts = 0
 
@@ -108,9 +181,21 @@ async def _follow(process: ExecProcess) -> int:
         interrupts += 1
         tasks.spawn(quietly(process.signal if interrupts == 1 else process.terminate))
 
+    timed_out = False
+
+    async def time_out() -> None:
+        nonlocal timed_out
+        assert local_timeout is not None
+        await asyncio.sleep(local_timeout)
+        timed_out = True
+        await process.terminate()
+
     loop.add_signal_handler(signal.SIGINT, on_interrupt)
     tasks.spawn(quietly(lambda: _forward_stdin(process)))
+    if local_timeout is not None:
+        tasks.spawn(quietly(time_out))
     exit_code = FAILED_EXIT
+    termination: Termination | None = None
     try:
         async for event in process:
             if isinstance(event, OutputEvent):
@@ -119,12 +204,20 @@ async def _follow(process: ExecProcess) -> int:
                 stream.buffer.flush()
             elif isinstance(event, ExitedEvent):
                 exit_code = event.exit_code
+                termination = event.termination
     except ProcessFailed as exc:
         print(f"\r\nexecserver: {exc}", file=sys.stderr)
         return FAILED_EXIT
     finally:
         loop.remove_signal_handler(signal.SIGINT)
         await tasks.aclose()
+    end = "\r\n" if tty else "\n"  # the terminal is still raw
+    if timed_out:
+        print("execserver: the command timed out", end=end, file=sys.stderr)
+        return TIMEOUT_EXIT
+    message, exit_code = describe_ending(termination, exit_code)
+    if message is not None and interrupts == 0:
+        print(f"execserver: {message}", end=end, file=sys.stderr)
     return exit_code if 0 <= exit_code <= 255 else FAILED_EXIT
 
 

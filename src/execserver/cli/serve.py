@@ -17,6 +17,7 @@ import sys
 import threading
 from dataclasses import dataclass
 
+from execserver.local.endings import DEFAULT_KILL_GRACE_S
 from execserver.local.output_log import MAX_RETAINED_OUTPUT_BYTES
 from execserver.local.process import MAX_PROCESSES_PER_SESSION
 from execserver.observability.setup import ObservabilityError
@@ -124,6 +125,16 @@ def _auth_mode(value: str) -> str:
     )
 
 
+def _seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
+    if not 0 <= number <= 3600:
+        raise argparse.ArgumentTypeError("must be between 0 and 3600 seconds")
+    return number
+
+
 def _u64(value: str) -> int:
     if not value.isdigit():
         raise argparse.ArgumentTypeError("invalid digit found in string")
@@ -199,9 +210,22 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument(
         "--process-cgroups",
         action="store_true",
-        help="start each process in its own cgroup (v1 pids hierarchy) so terminate and session "
-        "expiry also kill setsid daemons and double-forked orphans; costs ~8 ms per spawn "
-        "(cgroup migration), so it is off by default",
+        help=argparse.SUPPRESS,  # the default now; accepted for old command lines
+    )
+    serve.add_argument(
+        "--no-process-cgroups",
+        dest="no_process_cgroups",
+        action="store_true",
+        help="do not give each process its own cgroup: kills then miss setsid daemons and "
+        "double-forked orphans, limits are refused and a crash leaves processes running",
+    )
+    serve.add_argument(
+        "--kill-grace",
+        type=_seconds,
+        default=DEFAULT_KILL_GRACE_S,
+        metavar="SECONDS",
+        help="after a timeoutMs/idleTimeoutMs SIGTERM, how long a process tree has before "
+        "SIGKILL (default %(default)s)",
     )
     serve.add_argument(
         "--metrics",
@@ -328,7 +352,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         metrics_page=observability.metrics_page,
         session_ttl_s=args.session_ttl,
         subreaper=True,
-        process_cgroups=args.process_cgroups,
+        process_cgroups=not args.no_process_cgroups,
+        kill_grace_s=args.kill_grace,
         max_sessions=args.max_sessions,
         max_processes_per_session=args.max_processes_per_session,
         max_retained_output=args.max_retained_output,

@@ -29,7 +29,14 @@ from execserver.errors import (
     RecoveryFailed,
 )
 from execserver.protocol import methods
-from execserver.protocol.session import EnvironmentInfo, InitializeParams, InitializeResponse
+from execserver.protocol.process import PROCESS_ENDINGS
+from execserver.protocol.session import (
+    EnvironmentInfo,
+    InitializeParams,
+    InitializeResponse,
+    InitializeResponseWithExtensions,
+    ProcessEndingsInfo,
+)
 from execserver.rpc.client import RpcClient
 from execserver.tasks import TaskOwner
 from execserver.transport.base import DialledChannel, MessageReceiver
@@ -228,10 +235,14 @@ class ExecServerClient:
         conn = Connection(rpc, channel)
         try:
             async with asyncio.timeout(self.policy.initialize_timeout_s):
-                response = await rpc.call(
+                response: InitializeResponse = await rpc.call(
                     methods.INITIALIZE,
-                    InitializeParams(client_name=self._client_name, resume_session_id=resume),
-                    InitializeResponse,
+                    InitializeParams(
+                        client_name=self._client_name,
+                        resume_session_id=resume,
+                        extensions=[PROCESS_ENDINGS],  # ignored by servers without them
+                    ),
+                    InitializeResponseWithExtensions,
                 )
                 rpc.notify(methods.INITIALIZED, {})
         except BaseException:
@@ -244,6 +255,12 @@ class ExecServerClient:
         self.environment_info = response.environment_info
         self._set_state(ClientState.CONNECTED)
         self._ready.set()
+
+    @property
+    def process_endings(self) -> ProcessEndingsInfo | None:
+        """What the executor's `processEndings` extension offers (None: not an execserver)."""
+        extensions = getattr(self.environment_info, "extensions", None)
+        return extensions.process_endings if extensions is not None else None
 
     # -- state ---------------------------------------------------------------------------------
 

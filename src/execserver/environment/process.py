@@ -26,10 +26,13 @@ from execserver.errors import ExecServerError
 from execserver.protocol.pathuri import PathUri
 from execserver.protocol.process import (
     ExecEnvPolicy,
+    ProcessLimits,
     ProcessOutputChunk,
     ProcessReadResponse,
     ProcessStartParams,
+    ProcessWaitResponse,
     SandboxType,
+    Termination,
     WriteStatus,
 )
 from execserver.protocol.sandbox import SandboxContext
@@ -53,6 +56,8 @@ class ExitedEvent:
     seq: int
     exit_code: int
     sandbox_denied: bool
+    termination: Termination | None = None
+    """Why it ended (execserver executors, with the `processEndings` extension)."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -73,6 +78,8 @@ class CompletedProcess:
     stderr: bytes = b""
     sandbox_denied: bool = False
     sandbox_type: SandboxType = "none"
+    termination: Termination | None = None
+    """Why it ended (execserver executors)."""
 
     @property
     def returncode(self) -> int:
@@ -182,8 +189,15 @@ class ExecBackend(Protocol):
         arg0: str | None = None,
         env_policy: ExecEnvPolicy | None = None,
         sandbox: SandboxContext | None = None,
+        timeout_ms: int | None = None,
+        idle_timeout_ms: int | None = None,
+        limits: ProcessLimits | None = None,
     ) -> ExecProcess:
         """Start `argv` in `cwd` (default: the environment's working directory).
+
+        `timeout_ms`, `idle_timeout_ms` and `limits` are execserver extensions (the executor
+        ends or limits the process tree; others ignore them: check
+        `ExecServerClient.process_endings`).
 
         `env=None` gives the child the environment's own variables minus names that look like
         secrets (*KEY*, *SECRET*, *TOKEN*); a mapping gives it exactly that (or, with
@@ -236,6 +250,9 @@ class ProcessRunner:
         arg0: str | None = None,
         env_policy: ExecEnvPolicy | None = None,
         sandbox: SandboxContext | None = None,
+        timeout_ms: int | None = None,
+        idle_timeout_ms: int | None = None,
+        limits: ProcessLimits | None = None,
     ) -> ExecProcess:
         params = ProcessStartParams(
             process_id=self._new_process_id(),
@@ -247,6 +264,9 @@ class ProcessRunner:
             arg0=arg0,
             env_policy=env_policy if env_policy is not None or env is not None else INHERIT_ALL,
             sandbox=sandbox,
+            timeout_ms=timeout_ms,
+            idle_timeout_ms=idle_timeout_ms,
+            limits=limits,
         )
         return await self._spawn(params)
 
@@ -279,11 +299,13 @@ async def collect(process: ExecProcess, argv: Sequence[str]) -> CompletedProcess
     stderr: list[bytes] = []
     exit_code = -1
     denied = False
+    termination = None
     async for event in process:
         if isinstance(event, ProcessOutputChunk):
             (stderr if event.stream == "stderr" else stdout).append(event.chunk)
         elif isinstance(event, ExitedEvent):
             exit_code, denied = event.exit_code, event.sandbox_denied
+            termination = event.termination
     return CompletedProcess(
         argv=list(argv),
         exit_code=exit_code,
@@ -291,6 +313,7 @@ async def collect(process: ExecProcess, argv: Sequence[str]) -> CompletedProcess
         stderr=b"".join(stderr),
         sandbox_denied=denied,
         sandbox_type=process.sandbox_type,
+        termination=termination,
     )
 
 
@@ -343,8 +366,29 @@ class HostedProcess(Protocol):
         """Kill the whole tree; True if the process itself was still running."""
         ...
 
+    # Extensions (issue 20): why it ended, and waiting on output.
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the latest event (0 before the first)."""
+        ...
+
+    @property
+    def termination(self) -> Termination | None:
+        """Why the process ended and what it used, once it has exited."""
+        ...
+
+    async def wait_output(
+        self, pattern: str | None, idle_s: float | None, timeout_s: float, after_seq: int | None
+    ) -> ProcessWaitResponse:
+        """Until new output matches `pattern`, output is idle for `idle_s`, the process exits,
+        or `timeout_s` passes (`process/wait`). Cancellation: safe."""
+        ...
+
 
 ProcessListener = Callable[[HostedProcess, ProcessEvent], None]
+WaitingListener = Callable[[HostedProcess, int, str], None]
+"""Hears (process, pid, command) when a PTY process's foreground process waits for input."""
 
 
 class ProcessTable(Protocol):
@@ -352,6 +396,8 @@ class ProcessTable(Protocol):
 
     listener: ProcessListener | None
     """Hears every event of every process, in order, as it happens (must not block)."""
+    waiting_listener: WaitingListener | None
+    """Extension: hears that a PTY process waits for input (None: nobody asks, no looking)."""
 
     @property
     def active(self) -> int:

@@ -58,7 +58,8 @@ def events_from_read(result: ReadResult, after_seq: int) -> list[ProcessEvent]:
     if result.exited and missing:
         exit_seq = missing.pop()
         code = result.exit_code if result.exit_code is not None else -1
-        events.append(ExitedEvent(exit_seq, code, result.sandbox_denied))
+        termination = getattr(result, "termination", None)  # the processEndings extension
+        events.append(ExitedEvent(exit_seq, code, result.sandbox_denied, termination))
     if missing:
         raise EventsLost(
             f"process events are no longer retained (seq {missing[0]} to {missing[-1]} "

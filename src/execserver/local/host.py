@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 from execserver.local import tree
 from execserver.local.cgroup import ProcessCgroups
+from execserver.local.crash_guard import CrashGuard
 from execserver.local.discovery import LocalExecutorDiscovery
+from execserver.local.endings import DEFAULT_KILL_GRACE_S
 from execserver.local.file_system import LocalFileSystem
 from execserver.local.http_client import LocalHttpClient
 from execserver.local.info import environment_info
@@ -28,7 +30,7 @@ from execserver.local.process import (
 from execserver.local.reaper import ChildReaper
 from execserver.local.sandbox.fs_runner import SandboxedFileSystem
 from execserver.observability.telemetry import Telemetry
-from execserver.protocol.session import EnvironmentInfo
+from execserver.protocol.session import EnvironmentInfo, ProcessEndingsInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +43,13 @@ class HostConfig:
     max_retained_output: int = MAX_RETAINED_OUTPUT_BYTES
     """Output retained by all processes together; past it the oldest chunks anywhere go."""
     process_cgroups: bool = False
-    """Start each process in its own cgroup where the host allows it (only for a dedicated
-    process: kills then reach daemons and double-forked orphans)."""
+    """Start each process in its own cgroup where the host allows it (kills then reach daemons
+    and double-forked orphans; limits can be enforced)."""
     subreaper: bool = False
-    """Become the child subreaper and reap orphaned descendants (only for a dedicated process)."""
+    """Become the child subreaper and reap orphaned descendants, and start the crash watchdog
+    (only for a dedicated process)."""
+    kill_grace_s: float = DEFAULT_KILL_GRACE_S
+    """After a timeout's SIGTERM, how long a process tree has before SIGKILL."""
     blocking_threads: int = 8
     """Threads for blocking filesystem work (whole-file reads and writes, walks, copies)."""
     telemetry: Telemetry | None = None
@@ -59,7 +64,14 @@ class Host:
         if config.subreaper:
             self.reaper.become_subreaper()
         self.cgroups = (
-            ProcessCgroups.create() if config.process_cgroups else ProcessCgroups.disabled()
+            ProcessCgroups.create(dedicated=config.subreaper)
+            if config.process_cgroups
+            else ProcessCgroups.disabled()
+        )
+        self.crash_guard = (
+            CrashGuard(self.reaper, self.cgroups.bases)
+            if config.subreaper and self.cgroups.enabled
+            else None
         )
         self.output_budget = RetainedOutputBudget(config.max_retained_output)
         self._blocking = ThreadPoolExecutor(
@@ -70,6 +82,16 @@ class Host:
         self.discovery = LocalExecutorDiscovery(self._blocking, sandboxed)
         self.http = LocalHttpClient()
         self.info: EnvironmentInfo = environment_info()
+        self.process_endings = ProcessEndingsInfo(
+            termination=True,
+            timeouts=True,
+            wait=True,
+            waiting_for_input=True,
+            whole_tree_kill="cgroup" if self.cgroups.enabled else "processTree",
+            cgroup=self.cgroups.kind,
+            limits=sorted(self.cgroups.enforceable),
+        )
+        """What the `processEndings` extension offers here (told to clients that ask)."""
 
     def process_table(self, session_id: str = "") -> LocalExecBackend:
         """A new, empty process table (one session's)."""
@@ -80,6 +102,7 @@ class Host:
             max_processes=self.config.max_processes_per_session,
             output_budget=self.output_budget,
             telemetry=self.config.telemetry,
+            kill_grace_s=self.config.kill_grace_s,
         )
         table.session_id = session_id
         return table
@@ -91,6 +114,8 @@ class Host:
         """
         try:
             self.cgroups.close()
+            if self.crash_guard is not None:
+                self.crash_guard.close()
             if self.config.subreaper:
                 # Orphans we adopted that no cgroup or tree walk attributed to a process.
                 tree.kill_descendants(os.getpid())

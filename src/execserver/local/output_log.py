@@ -14,7 +14,12 @@ from collections import deque
 from collections.abc import Callable
 
 from execserver.environment.process import ClosedEvent, ExitedEvent, ProcessEvent
-from execserver.protocol.process import ProcessOutputChunk, ProcessReadResponse, ProcessStream
+from execserver.protocol.process import (
+    ProcessOutputChunk,
+    ProcessReadResponse,
+    ProcessStream,
+    Termination,
+)
 
 RETAINED_OUTPUT_BYTES = 1024 * 1024
 RETAINED_OUTPUT_CHUNKS = 50_000
@@ -76,6 +81,7 @@ class OutputLog:
         self.exit_code: int | None = None
         self.exit_seq: int | None = None
         self.sandbox_denied = False
+        self.termination: Termination | None = None
         self.closed = False
         self._changed: asyncio.Event | None = None
         self.listener: Callable[[ProcessEvent], None] | None = None
@@ -127,14 +133,17 @@ class OutputLog:
         """The retained output chunks, oldest first."""
         return list(self._chunks)
 
-    def record_exit(self, exit_code: int, sandbox_denied: bool = False) -> None:
+    def record_exit(
+        self, exit_code: int, sandbox_denied: bool = False, termination: Termination | None = None
+    ) -> None:
         if self.exit_seq is not None:
             return
         self.exit_code = exit_code
         self.sandbox_denied = sandbox_denied
+        self.termination = termination
         self.exit_seq = self.next_seq
         self.next_seq += 1
-        self._publish(ExitedEvent(self.exit_seq, exit_code, sandbox_denied))
+        self._publish(ExitedEvent(self.exit_seq, exit_code, sandbox_denied, termination))
 
     def record_close(self) -> None:
         if self.closed:
@@ -197,6 +206,17 @@ class OutputLog:
         return bool(
             result.chunks or result.closed or (result.exited and after_seq < self.next_seq - 1)
         )
+
+    async def wait_changed(self, timeout_s: float) -> None:
+        """Wait up to `timeout_s` for the next event (output, exit or close). Cancellation: safe."""
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        changed = self._changed
+        try:
+            async with asyncio.timeout(max(timeout_s, 0.0)):
+                await changed.wait()
+        except TimeoutError:
+            pass
 
     async def read_wait(
         self, after_seq: int = 0, max_bytes: int | None = None, wait_s: float = 0.0

@@ -14,6 +14,7 @@ import errno
 import functools
 import logging
 import os
+import resource
 import signal
 import stat
 import time
@@ -22,12 +23,28 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from execserver.compat.rust import rust_debug_str
-from execserver.environment.process import ProcessEvent, ProcessListener
+from execserver.environment.process import ProcessEvent, ProcessListener, WaitingListener
 from execserver.errors import InternalError, InvalidParams, InvalidRequest, StartFailed
 from execserver.local import shell_snapshot, tree
-from execserver.local.cgroup import ProcessCgroups
+from execserver.local.cgroup import (
+    NO_PLACEMENT,
+    Limits,
+    LimitsUnavailable,
+    Placement,
+    ProcessCgroup,
+    ProcessCgroups,
+)
+from execserver.local.endings import (
+    DEFAULT_KILL_GRACE_S,
+    Timeouts,
+    limits_from_wire,
+    termination_record,
+    timeout_seconds,
+)
 from execserver.local.env_policy import build_child_env
+from execserver.local.input_wait import InputWatch
 from execserver.local.output_log import OutputLog, RetainedOutputBudget
+from execserver.local.output_wait import compile_pattern, wait_on_output
 from execserver.local.pty import (
     PtySpawnError,
     open_pty,
@@ -49,7 +66,10 @@ from execserver.protocol.process import (
     ProcessReadResponse,
     ProcessStartParams,
     ProcessStream,
+    ProcessWaitResponse,
     SandboxType,
+    Termination,
+    TerminationReason,
     WriteStatus,
 )
 from execserver.protocol.sandbox import SandboxContext
@@ -125,8 +145,22 @@ class LocalProcess:
         self._done = loop.create_future()
         self.on_closed: Callable[[LocalProcess], None] | None = None
         self.cleanup: Callable[[], None] | None = None
-        self.kill_escaped: Callable[[], None] | None = None
-        """Kills descendants the tree walk cannot find (the process's cgroup), if tracked."""
+        self.cgroup: ProcessCgroup | None = None
+        """The process's own cgroup (every descendant is in it), where the host has them."""
+        self.memory_limited = False
+        self.server_peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        """The server's own peak RSS when the child was spawned (see `termination_record`)."""
+        self.end_cause: TerminationReason | None = None
+        """What the server did to end it (terminate, a timeout, shutdown), for the record."""
+        self.last_output_at = loop.time()
+        self._status: int | None = None
+        self._usage: resource.struct_rusage | None = None
+        self._timeouts: Timeouts | None = None
+        self._kill_after: asyncio.TimerHandle | None = None
+        self.tty_path = ""
+        """The PTY slave (PTY mode)."""
+        self._last_input_at = 0.0
+        self._input_watch: InputWatch | None = None
         for fd in readers:
             loop.add_reader(fd, self._on_readable, fd)
 
@@ -160,6 +194,30 @@ class LocalProcess:
     ) -> ProcessReadResponse:
         return await self.log.read_wait(after_seq, max_bytes, wait_s)
 
+    @property
+    def termination(self) -> Termination | None:
+        return self.log.termination
+
+    @property
+    def last_seq(self) -> int:
+        return self.log.next_seq - 1
+
+    async def wait_output(
+        self,
+        pattern: str | None,
+        idle_s: float | None,
+        timeout_s: float,
+        after_seq: int | None,
+    ) -> ProcessWaitResponse:
+        return await wait_on_output(
+            self.log,
+            pattern=compile_pattern(pattern) if pattern is not None else None,
+            idle_s=idle_s,
+            timeout_s=timeout_s,
+            after_seq=after_seq,
+            last_output=lambda: self.last_output_at,
+        )
+
     # -- output --------------------------------------------------------------------------------
 
     def _on_readable(self, fd: int) -> None:
@@ -170,7 +228,10 @@ class LocalProcess:
         except OSError:  # EIO: the PTY slave has no holders left
             data = b""
         if data:
+            self.last_output_at = self._loop.time()
             self.log.append_output(self._readers[fd], data)
+            if self._input_watch is not None:
+                self._input_watch.poke()
         else:
             self._end_stream(fd)
 
@@ -219,9 +280,19 @@ class LocalProcess:
 
     # -- exit ----------------------------------------------------------------------------------
 
+    def on_usage(self, usage: resource.struct_rusage) -> None:
+        """Called by the reaper (before `on_exit_status`) with the child's resource usage."""
+        self._usage = usage
+
     def on_exit_status(self, status: int) -> None:
         """Called by the reaper with the child's wait status."""
         self._reaped = True
+        self._status = status
+        if self._timeouts is not None:
+            self._timeouts.cancel()
+        if self._input_watch is not None:
+            self._input_watch.close()
+            self._input_watch = None
         self._drain()
         self._exit_code = exit_code_from_status(status)
         if self.sandbox_type != "none" and self._readers and not self._terminated:
@@ -242,7 +313,17 @@ class LocalProcess:
             self._exit_code,
             ((chunk.stream, chunk.data) for chunk in self.log.retained()),
         )
-        self.log.record_exit(self._exit_code, denied)
+        limited = self.cgroup if self.memory_limited else None
+        termination = termination_record(
+            status=self._status,
+            usage=self._usage,
+            end_cause=self.end_cause,
+            oom_kills=limited.oom_kills() if limited is not None else 0,
+            sandbox_denied=denied,
+            peak_memory=limited.peak_memory() if limited is not None else None,
+            server_peak_rss=self.server_peak_rss,
+        )
+        self.log.record_exit(self._exit_code, denied, termination)
         if self._terminated:
             self._abandon_streams()
         self._maybe_close()
@@ -287,6 +368,9 @@ class LocalProcess:
         if data and self._stdin_fd is not None and not self._stdin_broken:
             self._stdin_buffer += data
             self._flush_stdin()
+            if self._input_watch is not None:
+                self._last_input_at = self._loop.time()
+                self._input_watch.poke()
         return "accepted"
 
     def _flush_stdin(self) -> None:
@@ -360,12 +444,14 @@ class LocalProcess:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(group, signal.SIGINT)
 
-    def terminate(self) -> bool:
+    def terminate(self, cause: TerminationReason = "terminated") -> bool:
         """SIGKILL the whole tree. Returns whether the child itself was still running."""
         running = not self.log.exited
         self._terminated = True
         if running:
             self.terminated_while_running = True
+            if self.end_cause is None and not self._reaped:
+                self.end_cause = cause
         self.kill()
         if not running:
             self._abandon_streams()
@@ -373,9 +459,75 @@ class LocalProcess:
 
     def kill(self) -> None:
         """SIGKILL the child's tree (idempotent). The reaper still reports the exit."""
-        tree.kill_tree(self.pid, root_alive=not self._reaped)
-        if self.kill_escaped is not None:
-            self.kill_escaped()
+        if self._kill_after is not None:
+            self._kill_after.cancel()
+            self._kill_after = None
+        if self.cgroup is not None:
+            # Every descendant is in the cgroup: no need to walk /proc.
+            if not self._reaped:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.pid, signal.SIGKILL)
+            self.cgroup.kill()
+        else:
+            tree.kill_tree(self.pid, root_alive=not self._reaped)
+
+    def signal_tree(self, sig: int) -> None:
+        """Send `sig` (once) to the process's group and every descendant found."""
+        if not self._reaped:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, sig)
+        if self.cgroup is not None:
+            self.cgroup.signal(sig)
+        elif not self._reaped:
+            for pid in tree.descendants(self.pid) | {self.pid}:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+
+    # -- waiting for input (PTY) ---------------------------------------------------------------
+
+    def watch_input(self, report: WaitingListener) -> None:
+        """Report (once per quiet stretch) when the terminal's foreground process blocks
+        reading it (local/input_wait.py: a heuristic)."""
+        if not self.tty or self._stdin_fd is None or self._reaped:
+            return
+        cgroup = self.cgroup
+
+        def pids() -> set[int] | list[int]:
+            if cgroup is not None:
+                return cgroup.pids()
+            return tree.descendants(self.pid) | {self.pid}
+
+        self._input_watch = InputWatch(
+            self._loop,
+            master_fd=self._stdin_fd,
+            tty_path=self.tty_path,
+            pids=pids,
+            last_activity=lambda: max(self.last_output_at, self._last_input_at),
+            report=lambda reader: report(self, reader.pid, reader.command),
+        )
+
+    # -- timeouts ------------------------------------------------------------------------------
+
+    def arm_timeouts(self, timeout_s: float | None, idle_s: float | None, grace_s: float) -> None:
+        """End the tree (SIGTERM, SIGKILL `grace_s` later) once `timeout_s` has passed or no
+        output came for `idle_s`."""
+        if timeout_s is None and idle_s is None:
+            return
+
+        def expire(reason: TerminationReason) -> None:
+            if self.log.exited or self._reaped or self.end_cause is not None:
+                return
+            self.end_cause = reason
+            self.signal_tree(signal.SIGTERM)
+            self._kill_after = self._loop.call_later(grace_s, self.kill)
+
+        self._timeouts = Timeouts(
+            self._loop,
+            expire,
+            lambda: self.last_output_at,
+            timeout_s=timeout_s,
+            idle_s=idle_s,
+        )
 
 
 class LocalExecBackend:
@@ -391,17 +543,19 @@ class LocalExecBackend:
         max_processes: int = MAX_PROCESSES_PER_SESSION,
         output_budget: RetainedOutputBudget | None = None,
         telemetry: Telemetry | None = None,
+        kill_grace_s: float = DEFAULT_KILL_GRACE_S,
     ) -> None:
         self._reaper = reaper
+        self._kill_grace_s = kill_grace_s
+        self._placement: Placement = NO_PLACEMENT
         self._output_budget = output_budget
         self._telemetry = telemetry
         self.session_id = ""
         """For log lines only."""
         self._max_processes = max_processes
         self._cgroups = cgroups or ProcessCgroups.disabled()
-        self._cgroup_names: set[str] = set()
+        self._cgroup_handles: dict[str, ProcessCgroup] = {}
         """Cgroups of this backend's processes, kept after an entry expires while still busy."""
-        self._spawned = 0
         self._loop = asyncio.get_running_loop()
         self._server_env = server_env if server_env is not None else os.environ
         self._retention_s = closed_retention_s
@@ -411,6 +565,8 @@ class LocalExecBackend:
         self._snapshots = SnapshotCache()
         """This session's shell snapshots (a scope lives as long as the session)."""
         self.listener: ProcessListener | None = None
+        self.waiting_listener: WaitingListener | None = None
+        """Hears that a PTY process waits for input (set by a session that asked for it)."""
 
     def __len__(self) -> int:
         return len(self._processes)
@@ -474,12 +630,15 @@ class LocalExecBackend:
                 "executor-local network proxy launches are not supported by this executor "
                 "(capability networkProxyLaunch is false)"
             )
+        ending = self._ending(params)
         if snapshot_key is None:
-            return self._start(params.process_id, spec, env, policy, None)
+            return self._start(params.process_id, spec, env, policy, None, ending=ending)
         known, snapshot = self._snapshots.lookup(snapshot_key)
         if known:
-            return self._start(params.process_id, spec, env, policy, snapshot)
-        return self._start_after_capture(params.process_id, spec, env, policy, snapshot_key)
+            return self._start(params.process_id, spec, env, policy, snapshot, ending=ending)
+        return self._start_after_capture(
+            params.process_id, spec, env, policy, snapshot_key, ending=ending
+        )
 
     def _snapshot_key(self, params: ProcessStartParams) -> SnapshotKey | None:
         """The snapshot a start uses, if any; raises the reference's errors for a bad one."""
@@ -508,6 +667,20 @@ class LocalExecBackend:
                 "ones included until they expire); terminate some or wait"
             )
 
+    def _ending(self, params: ProcessStartParams) -> _Ending:
+        """The extension members (timeouts, limits), checked before anything runs; limits
+        that this executor cannot enforce are refused, never ignored."""
+        ending = _Ending(
+            timeout_s=timeout_seconds("timeoutMs", params.timeout_ms),
+            idle_s=timeout_seconds("idleTimeoutMs", params.idle_timeout_ms),
+            limits=limits_from_wire(params.limits),
+        )
+        try:
+            self._cgroups.check(ending.limits)
+        except LimitsUnavailable as exc:
+            raise InvalidParams(f"process/start limits cannot be enforced: {exc}") from None
+        return ending
+
     async def _start_after_capture(
         self,
         process_id: str,
@@ -515,6 +688,8 @@ class LocalExecBackend:
         env: dict[str, str],
         policy: ResolvedPolicy | None,
         key: SnapshotKey,
+        *,
+        ending: _Ending,
     ) -> LocalProcess:
         """Capture the scope's snapshot (once), then start.
 
@@ -526,7 +701,7 @@ class LocalExecBackend:
             key, functools.partial(self._capture_snapshot, key, spec, env, policy)
         )
         self._check_new_id(process_id)  # another start may have taken the id meanwhile
-        return self._start(process_id, spec, env, policy, snapshot)
+        return self._start(process_id, spec, env, policy, snapshot, ending=ending)
 
     def _start(
         self,
@@ -535,28 +710,43 @@ class LocalExecBackend:
         env: dict[str, str],
         policy: ResolvedPolicy | None,
         snapshot: Snapshot | None,
+        *,
+        ending: _Ending,
     ) -> LocalProcess:
-        self._spawned += 1
-        cgroup = f"{id(self):x}-{self._spawned}"
-        run = _Run(spec.argv, ())
-        if snapshot is not None:
-            data = snapshot.render(pty_env(env) if spec.tty else env)
-            run = _Run(
-                shell_snapshot.restore_argv(snapshot.shell, spec.argv),
-                ((shell_snapshot.memfd_with(data), shell_snapshot.SNAPSHOT_FD),),
-            )
+        limits = ending.limits
         try:
-            with self._cgroups.enter(cgroup):
-                if policy is None:
-                    process = self._spawn(process_id, spec, env, run)
-                else:
-                    process = self._spawn_sandboxed(process_id, spec, env, policy, run)
+            # A fresh cgroup (with the limits) that the child is born in.
+            placement = self._cgroups.placement(limits)
+        except LimitsUnavailable as exc:
+            raise InvalidParams(f"process/start limits cannot be enforced: {exc}") from None
+        except OSError as exc:
+            raise InvalidParams(f"process/start limits could not be applied: {exc}") from None
+        run = _Run(spec.argv, ())
+        process = None
+        self._placement = placement
+        try:
+            if snapshot is not None:
+                data = snapshot.render(pty_env(env) if spec.tty else env)
+                run = _Run(
+                    shell_snapshot.restore_argv(snapshot.shell, spec.argv),
+                    ((shell_snapshot.memfd_with(data), shell_snapshot.SNAPSHOT_FD),),
+                )
+            if policy is None:
+                process = self._spawn(process_id, spec, env, run)
+            else:
+                process = self._spawn_sandboxed(process_id, spec, env, policy, run)
         finally:
+            self._placement = NO_PLACEMENT
             for fd, _ in run.extra_fds:
                 os.close(fd)
-        if self._cgroups.enabled:
-            self._cgroup_names.add(cgroup)
-            process.kill_escaped = functools.partial(self._cgroups.kill, cgroup)
+            cgroup = placement.finish(process is not None)
+        if cgroup is not None:
+            self._cgroup_handles[cgroup.name] = cgroup
+            process.cgroup = cgroup
+            process.memory_limited = limits is not None and limits.memory_bytes is not None
+        process.arm_timeouts(ending.timeout_s, ending.idle_s, self._kill_grace_s)
+        if self.waiting_listener is not None and process.tty:
+            process.watch_input(self.waiting_listener)
         self._processes[process_id] = process
         process.log.listener = self._forward(process)
         process.on_closed = self._on_closed
@@ -798,7 +988,15 @@ class LocalExecBackend:
         child_side = [out_w, err_w] + ([in_r] if in_r is not None else [])
         parent_side = [out_r, err_r] + ([in_w] if in_w is not None else [])
         try:
-            pid = spawn(program, argv, envp, cwd, Stdio(in_r, out_w, err_w, extra_fds=extra_fds))
+            pid = spawn(
+                program,
+                argv,
+                envp,
+                cwd,
+                Stdio(in_r, out_w, err_w, extra_fds=extra_fds),
+                cgroup_fd=self._placement.cgroup_fd,
+                run=self._placement.run,
+            )
         except OSError as exc:
             for fd in child_side + parent_side:
                 os.close(fd)
@@ -816,7 +1014,7 @@ class LocalExecBackend:
             loop=self._loop,
             log=OutputLog(budget=self._output_budget),
         )
-        self._reaper.watch(pid, process.on_exit_status)
+        self._reaper.watch(pid, process.on_exit_status, process.on_usage)
         return process
 
     def _spawn_pty(
@@ -832,7 +1030,15 @@ class LocalExecBackend:
         master, slave = open_pty()
         try:
             tty = os.fsencode(os.ttyname(slave))
-            pid = spawn(program, argv, envp, cwd, Stdio(tty_path=tty, extra_fds=extra_fds))
+            pid = spawn(
+                program,
+                argv,
+                envp,
+                cwd,
+                Stdio(tty_path=tty, extra_fds=extra_fds),
+                cgroup_fd=self._placement.cgroup_fd,
+                run=self._placement.run,
+            )
         except OSError as exc:
             os.close(master)
             raise StartFailed.from_os_error(exc) from None
@@ -848,7 +1054,8 @@ class LocalExecBackend:
             loop=self._loop,
             log=OutputLog(budget=self._output_budget),
         )
-        self._reaper.watch(pid, process.on_exit_status)
+        process.tty_path = os.fsdecode(tty)
+        self._reaper.watch(pid, process.on_exit_status, process.on_usage)
         return process
 
     def _on_closed(self, process: LocalProcess) -> None:
@@ -857,6 +1064,12 @@ class LocalExecBackend:
         else:  # the span after this loop turn, once the closed notification has been written
             self._loop.call_soon(self._record_finish, process)
         self._schedule_expiry(process)
+        cgroup = process.cgroup
+        with contextlib.suppress(OSError):
+            if cgroup is not None and self._cgroups.release(cgroup):
+                # Empty: nothing of the tree is left (and the cgroup may serve another process).
+                self._cgroup_handles.pop(cgroup.name, None)
+                process.cgroup = None
 
     def _record_finish(self, process: LocalProcess) -> None:
         """Count and log a process once: when it closes, or when shutdown gives up on it."""
@@ -901,9 +1114,13 @@ class LocalExecBackend:
         process = self._processes.pop(process_id, None)
         if process is not None:
             process.log.discard()
-        for cgroup in [c for c in self._cgroup_names if not self._cgroups.pids(c)]:
-            if self._cgroups.remove(cgroup):
-                self._cgroup_names.discard(cgroup)
+        self._remove_empty_cgroups()
+
+    def _remove_empty_cgroups(self) -> None:
+        for name, cgroup in list(self._cgroup_handles.items()):
+            with contextlib.suppress(OSError):
+                if cgroup.remove():
+                    del self._cgroup_handles[name]
 
     def pause_output(self) -> None:
         """Back-pressure: stop reading every process's output until `resume_output()`."""
@@ -925,14 +1142,14 @@ class LocalExecBackend:
         pending = []
         for process in self._processes.values():
             if not process.closed:
-                process.terminate()
+                process.terminate("shutdown")
                 pending.append(process.wait_closed())
         for handle in self._expiry.values():
             handle.cancel()
         self._expiry.clear()
         # Daemons and double-forked orphans of processes that already finished.
-        for cgroup in list(self._cgroup_names):
-            self._cgroups.kill(cgroup)
+        for cgroup in list(self._cgroup_handles.values()):
+            cgroup.kill()
         if pending:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(grace_s):
@@ -942,9 +1159,7 @@ class LocalExecBackend:
             self._record_finish(process)
             process.log.discard()
         self._processes.clear()
-        for cgroup in list(self._cgroup_names):
-            if self._cgroups.remove(cgroup):
-                self._cgroup_names.discard(cgroup)
+        self._remove_empty_cgroups()
 
 
 def _check_cwd(cwd: bytes) -> None:
@@ -965,6 +1180,15 @@ def _encode_env(env: Mapping[str, str]) -> list[bytes]:
             raise StartFailed("data provided contains a nul byte", "spawnFailed")
         envp.append(os.fsencode(item))
     return envp
+
+
+@dataclass(slots=True, frozen=True)
+class _Ending:
+    """How a process may end besides by itself (issue 20's `process/start` extensions)."""
+
+    timeout_s: float | None
+    idle_s: float | None
+    limits: Limits | None
 
 
 @dataclass(slots=True, frozen=True)

@@ -18,6 +18,9 @@ PROCESS_SIGNAL = "process/signal"
 PROCESS_TERMINATE = "process/terminate"
 # Extension (not in codex 0.169): end a process's stdin. Other servers answer -32601.
 PROCESS_CLOSE_STDIN = "process/closeStdin"
+# Extensions (issue 20): wait on output; a PTY process waits for input.
+PROCESS_WAIT = "process/wait"
+PROCESS_WAITING_FOR_INPUT = "process/waitingForInput"
 PROCESS_OUTPUT = "process/output"
 PROCESS_EXITED = "process/exited"
 PROCESS_CLOSED = "process/closed"

@@ -54,6 +54,18 @@ class ShellSnapshotRequest(WireStruct):
     shell: ShellInfo
 
 
+class ProcessLimits(WireStruct):
+    """Extension: resource limits of the whole process tree (enforced with cgroups)."""
+
+    memory_bytes: U64 | None = None
+    pids: U64 | None = None
+    cpus: float | None = None
+    """CPU time per wall-clock time: 0.5 is half a core."""
+
+    def __post_init__(self) -> None:
+        check_u64(self.memory_bytes, self.pids)
+
+
 class ProcessStartParams(WireStruct, kw_only=True):
     """Members in the reference's order (which its positional, array form follows)."""
 
@@ -75,6 +87,14 @@ class ProcessStartParams(WireStruct, kw_only=True):
     enforce_managed_network: bool = False
     managed_network: ManagedNetworkSandboxContext | None = None
     network_proxy: RemoteNetworkProxyLaunchConfig | None = None
+    # Extensions (issue 20; docs/protocol.md "Extensions"), after the reference's 14 members so
+    # its positional form is unchanged; the reference ignores them.
+    timeout_ms: U64 | None = None
+    idle_timeout_ms: U64 | None = None
+    limits: ProcessLimits | None = None
+
+    def __post_init__(self) -> None:
+        check_u64(self.timeout_ms, self.idle_timeout_ms)
 
 
 class ProcessStartResponse(WireStruct):
@@ -180,3 +200,79 @@ class ProcessExitedNotification(WireStruct):
 class ProcessClosedNotification(WireStruct):
     process_id: str
     seq: int
+
+
+# -- extensions (issue 20): termination records, waiting on output ---------------------------------
+
+PROCESS_ENDINGS = "processEndings"
+"""The `initialize` extension name that turns on termination records and input notifications."""
+
+TerminationReason = Literal[
+    "exited", "signaled", "timeout", "idleTimeout", "oom", "terminated", "sandboxDenied", "shutdown"
+]
+
+
+class Termination(WireStruct):
+    """Why a process ended, and what it used (its own and its waited-for descendants' usage)."""
+
+    reason: TerminationReason
+    signal: str | None
+    """The signal that ended the process (`SIGKILL`), if one did."""
+    user_ms: int
+    sys_ms: int
+    max_rss_bytes: int | None
+    """Peak memory, where it can be measured (docs/protocol.md says when), else null."""
+
+
+class ProcessExitedWithTermination(ProcessExitedNotification, kw_only=True):
+    """`process/exited` for a session that asked for `processEndings`."""
+
+    termination: Termination
+
+
+class ProcessReadWithTermination(ProcessReadResponse, kw_only=True):
+    """`process/read` for a session that asked for `processEndings` (`termination` once exited;
+    None from servers without the extension)."""
+
+    termination: Termination | None = None
+
+
+WaitReason = Literal["match", "idle", "exited", "timeout"]
+
+
+class ProcessWaitParams(WireStruct):
+    """Extension `process/wait`: until new output matches `pattern`, output is idle for
+    `idleMs`, the process exits, or `timeoutMs` passes, whichever comes first."""
+
+    rust_name = "WaitParams"
+    rust_len = 5
+
+    process_id: str
+    timeout_ms: U64
+    pattern: str | None = None
+    idle_ms: U64 | None = None
+    after_seq: U64 | None = None
+    """Match output after this seq (default: output from now on)."""
+
+    def __post_init__(self) -> None:
+        check_u64(self.timeout_ms, self.idle_ms, self.after_seq)
+
+
+class ProcessWaitResponse(WireStruct):
+    reason: WaitReason
+    seq: int | None
+    """The output chunk where the match ended (`match`)."""
+    match: str | None
+    next_seq: int
+    exited: bool
+    exit_code: int | None
+
+
+class ProcessWaitingForInputNotification(WireStruct):
+    """Extension: the foreground process of a PTY blocks reading the terminal (a heuristic)."""
+
+    process_id: str
+    seq: int
+    """The last seq of the process's output before it started waiting."""
+    pid: int
+    command: str

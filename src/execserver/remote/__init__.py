@@ -13,7 +13,7 @@ from execserver.client.client import DEFAULT_CLIENT_NAME, ExecServerClient
 from execserver.client.reconnect import ReconnectPolicy
 from execserver.environment import Environment
 from execserver.protocol import methods
-from execserver.protocol.session import EnvironmentInfo
+from execserver.protocol.session import EnvironmentInfo, EnvironmentInfoWithExtensions
 from execserver.relay.harness import RelayTarget, is_relay_url, parse_relay_url
 from execserver.remote.discovery import RemoteExecutorDiscovery
 from execserver.remote.file_system import RemoteFileSystem
@@ -30,7 +30,7 @@ def remote_environment(client: ExecServerClient) -> Environment:
 
     async def info() -> EnvironmentInfo:
         async with asyncio.timeout(ENVIRONMENT_INFO_TIMEOUT_S):
-            return await client.call(methods.ENVIRONMENT_INFO, None, EnvironmentInfo)
+            return await client.call(methods.ENVIRONMENT_INFO, None, EnvironmentInfoWithExtensions)
 
     async def close() -> None:
         try:

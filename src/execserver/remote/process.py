@@ -32,6 +32,7 @@ from execserver.protocol.process import (
     ProcessOutputNotification,
     ProcessReadParams,
     ProcessReadResponse,
+    ProcessReadWithTermination,
     ProcessSignalParams,
     ProcessSignalResponse,
     ProcessStartParams,
@@ -41,17 +42,20 @@ from execserver.protocol.process import (
     ProcessWriteParams,
     ProcessWriteResponse,
     SandboxType,
+    Termination,
     WriteStatus,
 )
 
 
 class _ExitedNotification(WireStruct):
-    """`process/exited` as older servers may send it: without `sandboxDenied`."""
+    """`process/exited` as older servers may send it: without `sandboxDenied`; `termination`
+    from execserver executors (the `processEndings` extension)."""
 
     process_id: str
     seq: int
     exit_code: int
     sandbox_denied: bool | None = None
+    termination: Termination | None = None
 
 
 class RemoteExecProcess(StreamedProcess):
@@ -158,7 +162,11 @@ class RemoteExecBackend(ProcessRunner):
                 if exited.sandbox_denied is None:
                     stream.request_catch_up()  # the read answer carries the classification
                 else:
-                    stream.push(ExitedEvent(exited.seq, exited.exit_code, exited.sandbox_denied))
+                    stream.push(
+                        ExitedEvent(
+                            exited.seq, exited.exit_code, exited.sandbox_denied, exited.termination
+                        )
+                    )
             elif method == methods.PROCESS_CLOSED:
                 closed = _decode(params, ProcessClosedNotification)
                 stream = self._streams.get(closed.process_id)
@@ -194,7 +202,7 @@ class RemoteExecBackend(ProcessRunner):
                 max_bytes=max_bytes,
                 wait_ms=round(wait * 1000),
             ),
-            ProcessReadResponse,
+            ProcessReadWithTermination,
         )
 
     def _new_process_id(self) -> str:

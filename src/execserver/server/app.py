@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from execserver.local.endings import DEFAULT_KILL_GRACE_S
 from execserver.local.host import Host, HostConfig
 from execserver.local.output_log import MAX_RETAINED_OUTPUT_BYTES
 from execserver.local.process import CLOSED_PROCESS_RETENTION_S, MAX_PROCESSES_PER_SESSION
@@ -62,9 +63,11 @@ class ServerConfig:
     """Output retained by all processes together; past it the oldest chunks anywhere go."""
     max_http_streams: int = MAX_HTTP_STREAMS
     """Streamed `http/request` bodies open at once on one connection."""
-    process_cgroups: bool = False
+    process_cgroups: bool = True
     """Start each process in its own cgroup (local/cgroup.py) where the host allows it, so
-    kills reach daemons and double-forked orphans (only for a dedicated process)."""
+    kills reach daemons and double-forked orphans and limits can be enforced."""
+    kill_grace_s: float = DEFAULT_KILL_GRACE_S
+    """After a timeout's SIGTERM, how long a process tree has before SIGKILL."""
     blocking_threads: int = 8
     """Threads for blocking filesystem work (whole-file reads and writes, walks, copies)."""
     authenticator: Authenticator | None = None
@@ -86,6 +89,7 @@ class ExecServer:
                 max_retained_output=config.max_retained_output,
                 process_cgroups=config.process_cgroups,
                 subreaper=config.subreaper,
+                kill_grace_s=config.kill_grace_s,
                 blocking_threads=config.blocking_threads,
                 telemetry=config.telemetry,
             )
@@ -101,6 +105,7 @@ class ExecServer:
             http_client=self.host.http,
             discovery=self.host.discovery,
             max_http_streams=config.max_http_streams,
+            process_endings=self.host.process_endings,
         )
         self._connections: set[Connection] = set()
         self._closing_connections = TaskOwner("closing connections")

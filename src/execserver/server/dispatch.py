@@ -36,9 +36,10 @@ from execserver.protocol.process import (
     ProcessSignalParams,
     ProcessStartParams,
     ProcessTerminateParams,
+    ProcessWaitParams,
     ProcessWriteParams,
 )
-from execserver.protocol.session import EnvironmentInfo, InitializeParams
+from execserver.protocol.session import EnvironmentInfo, InitializeParams, ProcessEndingsInfo
 from execserver.rpc.router import Router
 from execserver.server.connection import Connection
 from execserver.server.handlers.discovery import DiscoveryHandler
@@ -67,11 +68,13 @@ class Services:
     http_client: HttpClient
     discovery: ExecutorDiscovery
     max_http_streams: int = MAX_HTTP_STREAMS
+    process_endings: ProcessEndingsInfo | None = None
+    """What the `processEndings` extension offers here (None: not offered)."""
 
 
 def build_router(connection: Connection, services: Services) -> Router:
     router = Router()
-    session = SessionHandler(connection, services.registry, services.info)
+    session = SessionHandler(connection, services.registry, services.info, services.process_endings)
     process = ProcessHandler(connection)
     fs = FileSystemHandler(connection.handles, services.fs, connection.missing_watch)
     discovery = DiscoveryHandler(services.discovery)
@@ -87,6 +90,7 @@ def build_router(connection: Connection, services: Services) -> Router:
     router.add(methods.PROCESS_SIGNAL, ProcessSignalParams, process.signal, gate=EXEC)
     router.add(methods.PROCESS_TERMINATE, ProcessTerminateParams, process.terminate, gate=EXEC)
     router.add(methods.PROCESS_CLOSE_STDIN, ProcessCloseStdinParams, process.close_stdin, gate=EXEC)
+    router.add(methods.PROCESS_WAIT, ProcessWaitParams, process.wait, gate=EXEC, detached=True)
 
     router.add(methods.FS_READ_FILE, FsReadFileParams, fs.read_file, gate=FILESYSTEM)
     router.add(methods.FS_WRITE_FILE, FsWriteFileParams, fs.write_file, gate=FILESYSTEM)

@@ -25,10 +25,13 @@ from execserver.environment.process import (
 from execserver.errors import InvalidRequest, SessionAttached
 from execserver.protocol import methods
 from execserver.protocol.process import (
+    PROCESS_ENDINGS,
     ProcessClosedNotification,
     ProcessExitedNotification,
+    ProcessExitedWithTermination,
     ProcessOutputChunk,
     ProcessOutputNotification,
+    ProcessWaitingForInputNotification,
 )
 from execserver.tasks import TaskOwner
 from execserver.transport.base import MessageChannel
@@ -59,6 +62,8 @@ class Session:
         self.principal = principal
         self.processes = processes
         self.connection: Attachment | None = None
+        self.extensions: frozenset[str] = frozenset()
+        """Extensions the attached client asked for in `initialize` (e.g. `processEndings`)."""
         self._expiry: asyncio.TimerHandle | None = None
         self._waiting_for_drain = False
         processes.listener = self._on_process_event
@@ -76,15 +81,22 @@ class Session:
                 ),
             )
         elif isinstance(event, ExitedEvent):
-            connection.notify(
-                methods.PROCESS_EXITED,
-                ProcessExitedNotification(
+            if event.termination is not None and PROCESS_ENDINGS in self.extensions:
+                exited: ProcessExitedNotification = ProcessExitedWithTermination(
                     process_id=pid,
                     seq=event.seq,
                     exit_code=event.exit_code,
                     sandbox_denied=event.sandbox_denied,
-                ),
-            )
+                    termination=event.termination,
+                )
+            else:
+                exited = ProcessExitedNotification(
+                    process_id=pid,
+                    seq=event.seq,
+                    exit_code=event.exit_code,
+                    sandbox_denied=event.sandbox_denied,
+                )
+            connection.notify(methods.PROCESS_EXITED, exited)
         elif isinstance(event, ClosedEvent):
             connection.notify(
                 methods.PROCESS_CLOSED, ProcessClosedNotification(process_id=pid, seq=event.seq)
@@ -93,6 +105,26 @@ class Session:
             self._waiting_for_drain = True
             self.processes.pause_output()
             connection.channel.call_when_writable(self._drained)
+
+    def set_extensions(self, extensions: frozenset[str]) -> None:
+        """What the attached client asked for in `initialize`."""
+        self.extensions = extensions
+        wanted = PROCESS_ENDINGS in extensions
+        self.processes.waiting_listener = self._on_waiting_for_input if wanted else None
+
+    def _on_waiting_for_input(self, process: HostedProcess, pid: int, command: str) -> None:
+        connection = self.connection
+        if connection is None or PROCESS_ENDINGS not in self.extensions:
+            return
+        connection.notify(
+            methods.PROCESS_WAITING_FOR_INPUT,
+            ProcessWaitingForInputNotification(
+                process_id=process.process_id,
+                seq=process.last_seq,
+                pid=pid,
+                command=command,
+            ),
+        )
 
     def _drained(self) -> None:
         self._waiting_for_drain = False

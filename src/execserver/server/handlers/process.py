@@ -4,18 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 
+import msgspec
+
 from execserver.environment.process import HostedProcess, ProcessTable
 from execserver.errors import InvalidParams
 from execserver.protocol.process import (
+    PROCESS_ENDINGS,
     ProcessCloseStdinParams,
     ProcessReadParams,
     ProcessReadResponse,
+    ProcessReadWithTermination,
     ProcessSignalParams,
     ProcessSignalResponse,
     ProcessStartParams,
     ProcessStartResponse,
     ProcessTerminateParams,
     ProcessTerminateResponse,
+    ProcessWaitParams,
+    ProcessWaitResponse,
     ProcessWriteParams,
     ProcessWriteResponse,
 )
@@ -58,14 +64,35 @@ class ProcessHandler:
             after_seq, params.max_bytes, only_if_ready=bool(params.wait_ms)
         )
         if response is not None:
-            return response
+            return self._with_termination(process, response)
         return self._long_poll(process, after_seq, params)
 
     async def _long_poll(
         self, process: HostedProcess, after_seq: int, params: ProcessReadParams
     ) -> ProcessReadResponse:
         wait_s = min((params.wait_ms or 0) / 1000.0, MAX_WAIT_S)
-        return await process.read(after_seq, params.max_bytes, wait_s)
+        response = await process.read(after_seq, params.max_bytes, wait_s)
+        return self._with_termination(process, response)
+
+    def _with_termination(
+        self, process: HostedProcess, response: ProcessReadResponse
+    ) -> ProcessReadResponse:
+        """The extension's `termination` for a session that asked for `processEndings`."""
+        session = self._connection.session
+        if session is None or PROCESS_ENDINGS not in session.extensions:
+            return response
+        return ProcessReadWithTermination(
+            **msgspec.structs.asdict(response),
+            termination=process.termination if response.exited else None,
+        )
+
+    def wait(self, params: ProcessWaitParams) -> Awaitable[ProcessWaitResponse]:
+        """Extension `process/wait` (output/local/output_wait.py)."""
+        process = self._table.require(params.process_id)
+        idle_s = None if params.idle_ms is None else params.idle_ms / 1000.0
+        return process.wait_output(
+            params.pattern, idle_s, min(params.timeout_ms / 1000.0, MAX_WAIT_S), params.after_seq
+        )
 
     def write(self, params: ProcessWriteParams) -> ProcessWriteResponse:
         if not params.write_id:
