@@ -4,30 +4,42 @@
 (`HostedProcess`). All I/O is driven by event-loop readers and writers on non-blocking fds (no
 task per process). Teardown lives in `LocalProcess.kill()`: the whole tree gets SIGKILL and the
 child is always reaped.
+
+A table holds *links* to processes (local/directory.py): the processes it started and owns
+(killed when the session ends), the ones it started with `detach`, and the ones it attached by
+handle. Several tables may link one process: each hears its events under its own id.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
+import fcntl
 import functools
 import logging
 import os
 import signal
 import stat
+import struct
+import termios
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from execserver.environment.process import ProcessEvent, ProcessListener
+from execserver.environment.process import ClosedEvent, ProcessEvent, ProcessListener
 from execserver.errors import InternalError, InvalidParams, InvalidRequest, StartFailed
 from execserver.local import tree
 from execserver.local.cgroup import ProcessCgroups
+from execserver.local.directory import Linker, ProcessDirectory
 from execserver.local.env_policy import build_child_env
+from execserver.local.journal import JournalStore
 from execserver.local.output_log import OutputLog, RetainedOutputBudget
 from execserver.local.pty import (
+    COLS,
+    ROWS,
     PtySpawnError,
     open_pty,
     pty_cwd,
@@ -50,6 +62,7 @@ from execserver.protocol.process import (
     SandboxType,
     WriteStatus,
 )
+from execserver.protocol.process_handles import ProcessAttachResponse, ProcessInfo
 from execserver.protocol.sandbox import SandboxContext
 
 log = logging.getLogger(__name__)
@@ -77,6 +90,13 @@ class ProcessSpec:
     arg0: str | None
     env_policy: ExecEnvPolicy | None
     sandbox: SandboxContext | None
+    size: tuple[int, int] = (ROWS, COLS)
+    """(rows, cols) of a `tty` process's terminal."""
+
+
+def check_size(rows: int, cols: int) -> None:
+    if not (rows and cols):
+        raise InvalidParams("terminal size must have at least 1 row and 1 column")
 
 
 class LocalProcess:
@@ -108,7 +128,8 @@ class LocalProcess:
         self._close_when_flushed = False
         self._writing = False
         self._write_ids: OrderedDict[str, None] = OrderedDict()
-        self._paused = False
+        self._pausers: set[object] = set()
+        """Who paused the output (each linked table): reading resumes when none is left."""
         self._terminated = False
         self.terminated_while_running = False
         self.started_at = time.monotonic()
@@ -125,6 +146,17 @@ class LocalProcess:
         self.cleanup: Callable[[], None] | None = None
         self.kill_escaped: Callable[[], None] | None = None
         """Kills descendants the tree walk cannot find (the process's cgroup), if tracked."""
+        self.handle = ""
+        """Server-wide handle (local/directory.py)."""
+        self.principal = ""
+        self.detached = False
+        """Outlives the session that started it (the directory owns it)."""
+        self.argv: list[str] = []
+        self.started_wall = time.time()
+        self.links: dict[tuple[Linker, str], bool] = {}
+        """The tables showing this process, by (table, id there): True for an attach."""
+        self.release: Callable[[], None] | None = None
+        """Frees what outlives the child (its cgroup) once the process leaves the server."""
         for fd in readers:
             loop.add_reader(fd, self._on_readable, fd)
 
@@ -194,7 +226,7 @@ class LocalProcess:
 
     def _end_stream(self, fd: int) -> None:
         del self._readers[fd]
-        if not self._paused:
+        if not self._pausers:
             self._loop.remove_reader(fd)
         if fd != self._stdin_fd:
             os.close(fd)
@@ -202,18 +234,40 @@ class LocalProcess:
             self._finish_exit()
         self._maybe_close()
 
-    def pause_output(self) -> None:
-        """Stop reading output (back-pressure: the child blocks once its pipe is full)."""
-        if not self._paused:
-            self._paused = True
+    def pause_output(self, by: object = None) -> None:
+        """Stop reading output (back-pressure: the child blocks once its pipe is full) until
+        everyone who paused it (`by`) resumed it."""
+        if not self._pausers:
             for fd in self._readers:
                 self._loop.remove_reader(fd)
+        self._pausers.add(by)
 
-    def resume_output(self) -> None:
-        if self._paused:
-            self._paused = False
+    def resume_output(self, by: object = None) -> None:
+        if by not in self._pausers:
+            return
+        self._pausers.discard(by)
+        if not self._pausers:
             for fd in self._readers:
                 self._loop.add_reader(fd, self._on_readable, fd)
+
+    @property
+    def attachers(self) -> int:
+        """Tables that attached this process by handle."""
+        return sum(self.links.values())
+
+    # -- terminal ------------------------------------------------------------------------------
+
+    def resize(self, rows: int, cols: int) -> None:
+        """Set the terminal size; the kernel sends SIGWINCH to the terminal's foreground group.
+
+        Raises `InvalidRequest` for a process without a terminal or one that has exited.
+        """
+        check_size(rows, cols)
+        if not self.tty:
+            raise InvalidRequest("process/resize needs a process started with tty")
+        if self.log.exited or self._stdin_fd is None:
+            raise InvalidRequest("process/resize: the process has exited")
+        fcntl.ioctl(self._stdin_fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
     # -- exit ----------------------------------------------------------------------------------
 
@@ -377,7 +431,7 @@ class LocalProcess:
 
 
 class LocalExecBackend:
-    """The process table of one session: ids, spawning, retention of finished processes."""
+    """The process table of one session: ids, spawning, links, retention of finished ones."""
 
     def __init__(
         self,
@@ -389,21 +443,32 @@ class LocalExecBackend:
         max_processes: int = MAX_PROCESSES_PER_SESSION,
         output_budget: RetainedOutputBudget | None = None,
         telemetry: Telemetry | None = None,
+        directory: ProcessDirectory | None = None,
+        journals: JournalStore | None = None,
+        principal: str = "",
     ) -> None:
         self._reaper = reaper
         self._output_budget = output_budget
         self._telemetry = telemetry
+        self._directory = directory if directory is not None else ProcessDirectory()
+        self._journals = journals
+        self.principal = principal
+        """Who this table's session belongs to (handles are found per principal)."""
         self.session_id = ""
         """For log lines only."""
         self._max_processes = max_processes
         self._cgroups = cgroups or ProcessCgroups.disabled()
-        self._cgroup_names: set[str] = set()
+        self._cgroup_names: dict[str, LocalProcess] = {}
         """Cgroups of this backend's processes, kept after an entry expires while still busy."""
         self._spawned = 0
         self._loop = asyncio.get_running_loop()
         self._server_env = server_env if server_env is not None else os.environ
         self._retention_s = closed_retention_s
         self._processes: dict[str, LocalProcess] = {}
+        """Links by this table's ids."""
+        self._owned: set[str] = set()
+        """Ids of the processes this table started and owns (not detached)."""
+        self._listeners: dict[str, Callable[[ProcessEvent], None]] = {}
         self._expiry: dict[str, asyncio.TimerHandle] = {}
         self._output_paused = False
         self.listener: ProcessListener | None = None
@@ -453,14 +518,13 @@ class LocalExecBackend:
             env_policy=params.env_policy,
             sandbox=sandbox,
         )
+        if params.size is not None:
+            check_size(params.size.rows, params.size.cols)
+            spec = dataclasses.replace(spec, size=(params.size.rows, params.size.cols))
         process_id = params.process_id
-        if process_id in self._processes:
-            raise InvalidRequest(f"process {process_id} already exists")
-        if len(self._processes) >= self._max_processes:
-            raise InvalidRequest(
-                f"too many processes in this session (limit {self._max_processes}, finished "
-                "ones included until they expire); terminate some or wait"
-            )
+        self._check_new_id(process_id)
+        if params.detach:
+            self._directory.check_detach(self.principal)
         env = build_child_env(spec.env, spec.env_policy, self._server_env)
         self._spawned += 1
         cgroup = f"{id(self):x}-{self._spawned}"
@@ -470,10 +534,13 @@ class LocalExecBackend:
             else:
                 process = self._spawn_sandboxed(process_id, spec, env, spec.sandbox)
         if self._cgroups.enabled:
-            self._cgroup_names.add(cgroup)
+            self._cgroup_names[cgroup] = process
             process.kill_escaped = functools.partial(self._cgroups.kill, cgroup)
-        self._processes[process_id] = process
-        process.log.listener = self._forward(process)
+        process.argv = list(spec.argv)
+        self._directory.register(process, self.principal, detached=params.detach)
+        self._link(process_id, process, attached=False)
+        if not params.detach:
+            self._owned.add(process_id)
         process.on_closed = self._on_closed
         if self._telemetry is not None:
             process.trace = self._telemetry.process_started()
@@ -489,16 +556,93 @@ class LocalExecBackend:
                     "sandbox": process.sandbox_type,
                 },
             )
-        if self._output_paused:
-            process.pause_output()
         return process
 
-    def _forward(self, process: LocalProcess) -> Callable[[ProcessEvent], None]:
+    def _check_new_id(self, process_id: str) -> None:
+        if process_id in self._processes:
+            raise InvalidRequest(f"process {process_id} already exists")
+        if len(self._processes) >= self._max_processes:
+            raise InvalidRequest(
+                f"too many processes in this session (limit {self._max_processes}, finished "
+                "ones included until they expire); terminate some or wait"
+            )
+
+    # -- links ---------------------------------------------------------------------------------
+
+    def _link(self, process_id: str, process: LocalProcess, *, attached: bool) -> None:
+        self._processes[process_id] = process
+        listener = self._forward(process_id, process)
+        self._listeners[process_id] = listener
+        process.log.listeners.append(listener)
+        process.links[(self, process_id)] = attached
+        if self._output_paused:
+            process.pause_output((self, process_id))
+        if process.closed:
+            self._schedule_expiry(process_id)
+
+    def unlink(self, process_id: str) -> None:
+        """Drop this table's link `process_id` (the process itself is unaffected)."""
+        process = self._processes.pop(process_id, None)
+        if process is None:
+            return
+        self._owned.discard(process_id)
+        handle = self._expiry.pop(process_id, None)
+        if handle is not None:
+            handle.cancel()
+        listener = self._listeners.pop(process_id)
+        with contextlib.suppress(ValueError):
+            process.log.listeners.remove(listener)
+        process.links.pop((self, process_id), None)
+        process.resume_output((self, process_id))
+
+    def _forward(self, process_id: str, process: LocalProcess) -> Callable[[ProcessEvent], None]:
         def forward(event: ProcessEvent) -> None:
             if self.listener is not None:
-                self.listener(process, event)
+                self.listener(process_id, process, event)
+            if isinstance(event, ClosedEvent):
+                self._schedule_expiry(process_id)
 
         return forward
+
+    def attach(
+        self, handle: str, process_id: str | None = None, tail_bytes: int | None = None
+    ) -> ProcessAttachResponse:
+        """Link the caller's process `handle` under `process_id` (default: the handle).
+
+        Raises `InvalidRequest` for an unknown (or someone else's) handle, an id in use, and
+        past the table's or the process's attacher limit.
+        """
+        process = self._directory.find(handle, self.principal)
+        process_id = handle if process_id is None else process_id
+        self._check_new_id(process_id)
+        self._directory.check_attach(process)
+        after_seq, skip = (0, 0) if tail_bytes is None else process.log.tail_start(tail_bytes)
+        self._link(process_id, process, attached=True)
+        return ProcessAttachResponse(
+            process_id=process_id,
+            handle=handle,
+            tty=process.tty,
+            sandbox_type=process.sandbox_type,
+            next_seq=process.log.next_seq,
+            replay_after_seq=after_seq,
+            skip_bytes=skip,
+        )
+
+    def detach(self, process_id: str) -> None:
+        """Drop the link `process_id`; a process this table owns becomes detached first (it
+        then outlives the session)."""
+        process = self.require(process_id)
+        if process_id in self._owned:
+            self._directory.detach(process)
+        self.unlink(process_id)
+
+    def list_processes(self) -> list[ProcessInfo]:
+        """Every process of this table's principal on the server."""
+        return self._directory.list(self.principal)
+
+    def kill(self, handle: str) -> bool:
+        """Kill the caller's process `handle` (whole tree); True if it was still running."""
+        return self._directory.find(handle, self.principal).terminate()
 
     def _spawn_sandboxed(
         self, process_id: str, spec: ProcessSpec, env: dict[str, str], sandbox: SandboxContext
@@ -538,7 +682,13 @@ class LocalExecBackend:
             argv += [os.fsencode(arg) for arg in spec.argv]
             if spec.tty:
                 process = self._spawn_pty(
-                    process_id, launch.prefix[0], argv, envp, cwd=b"/", extra_fds=launch.extra_fds
+                    process_id,
+                    launch.prefix[0],
+                    argv,
+                    envp,
+                    cwd=b"/",
+                    size=spec.size,
+                    extra_fds=launch.extra_fds,
                 )
             else:
                 process = self._spawn_pipes(
@@ -575,7 +725,7 @@ class LocalExecBackend:
             raise StartFailed("nul byte found in provided data", "spawnFailed")
         argv_bytes = [os.fsencode(arg) for arg in argv]
         if spec.tty:
-            return self._spawn_pty(process_id, program, argv_bytes, envp, cwd=cwd)
+            return self._spawn_pty(process_id, program, argv_bytes, envp, cwd=cwd, size=spec.size)
         search_path = env["PATH"] if "PATH" in env else self._server_env.get("PATH")
         try:
             program = resolve_program(spec.argv[0], search_path, cwd)
@@ -616,10 +766,14 @@ class LocalExecBackend:
             readers={out_r: "stdout", err_r: "stderr"},
             stdin_fd=in_w,
             loop=self._loop,
-            log=OutputLog(budget=self._output_budget),
+            log=self._new_log(),
         )
         self._reaper.watch(pid, process.on_exit_status)
         return process
+
+    def _new_log(self) -> OutputLog:
+        journal = self._journals.open() if self._journals is not None else None
+        return OutputLog(budget=self._output_budget, journal=journal)
 
     def _spawn_pty(
         self,
@@ -629,9 +783,10 @@ class LocalExecBackend:
         envp: list[bytes],
         *,
         cwd: bytes,
+        size: tuple[int, int],
         extra_fds: tuple[tuple[int, int], ...] = (),
     ) -> LocalProcess:
-        master, slave = open_pty()
+        master, slave = open_pty(*size)
         try:
             tty = os.fsencode(os.ttyname(slave))
             pid = spawn(program, argv, envp, cwd, Stdio(tty_path=tty, extra_fds=extra_fds))
@@ -648,7 +803,7 @@ class LocalExecBackend:
             readers={master: "pty"},
             stdin_fd=master,
             loop=self._loop,
-            log=OutputLog(budget=self._output_budget),
+            log=self._new_log(),
         )
         self._reaper.watch(pid, process.on_exit_status)
         return process
@@ -658,7 +813,6 @@ class LocalExecBackend:
             self._record_finish(process)
         else:  # the span after this loop turn, once the closed notification has been written
             self._loop.call_soon(self._record_finish, process)
-        self._schedule_expiry(process)
 
     def _record_finish(self, process: LocalProcess) -> None:
         """Count and log a process once: when it closes, or when shutdown gives up on it."""
@@ -694,57 +848,79 @@ class LocalExecBackend:
                 },
             )
 
-    def _schedule_expiry(self, process: LocalProcess) -> None:
-        handle = self._loop.call_later(self._retention_s, self._expire, process.process_id)
-        self._expiry[process.process_id] = handle
+    def _schedule_expiry(self, process_id: str) -> None:
+        if process_id not in self._expiry:
+            handle = self._loop.call_later(self._retention_s, self._expire, process_id)
+            self._expiry[process_id] = handle
 
     def _expire(self, process_id: str) -> None:
         self._expiry.pop(process_id, None)
-        process = self._processes.pop(process_id, None)
-        if process is not None:
-            process.log.discard()
+        process = self._processes.get(process_id)
+        if process is None:
+            return
+        if process_id in self._owned:
+            self._directory.discard(process)  # unlinks it here and everywhere else
+        else:
+            self.unlink(process_id)
+        self._remove_empty_cgroups()
+
+    def _remove_empty_cgroups(self) -> None:
         for cgroup in [c for c in self._cgroup_names if not self._cgroups.pids(c)]:
             if self._cgroups.remove(cgroup):
-                self._cgroup_names.discard(cgroup)
+                del self._cgroup_names[cgroup]
 
     def pause_output(self) -> None:
         """Back-pressure: stop reading every process's output until `resume_output()`."""
         self._output_paused = True
-        for process in self._processes.values():
-            process.pause_output()
+        for process_id, process in self._processes.items():
+            process.pause_output((self, process_id))
 
     def resume_output(self) -> None:
         self._output_paused = False
-        for process in self._processes.values():
-            process.resume_output()
+        for process_id, process in self._processes.items():
+            process.resume_output((self, process_id))
 
     async def aclose(self, grace_s: float = 2.0) -> None:
-        """Kill every process tree and wait (bounded) until each child is reaped.
+        """Kill every process tree this table owns and wait (bounded) until each child is
+        reaped; detached and attached processes only lose their link here.
 
         Cancellation: the kills are sent before the first await; waiting may be cut short.
         """
+        owned = [(pid, p) for pid, p in self._processes.items() if pid in self._owned]
         pending = []
-        for process in self._processes.values():
+        for _, process in owned:
             if not process.closed:
                 process.terminate()
                 pending.append(process.wait_closed())
         for handle in self._expiry.values():
             handle.cancel()
         self._expiry.clear()
+        for process_id in [pid for pid in self._processes if pid not in self._owned]:
+            self.unlink(process_id)
+        # A detached process's cgroup goes when the process leaves the server.
+        for cgroup, process in list(self._cgroup_names.items()):
+            if process.detached:
+                del self._cgroup_names[cgroup]
+                process.release = functools.partial(self._release_cgroup, cgroup)
         # Daemons and double-forked orphans of processes that already finished.
-        for cgroup in list(self._cgroup_names):
+        for cgroup in self._cgroup_names:
             self._cgroups.kill(cgroup)
         if pending:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(grace_s):
                     await asyncio.gather(*pending)
-        for process in self._processes.values():
+        for _, process in owned:
             self._record_finish(process)
-            process.log.discard()
+            self._directory.discard(process)
         self._processes.clear()
+        self._owned.clear()
         for cgroup in list(self._cgroup_names):
             if self._cgroups.remove(cgroup):
-                self._cgroup_names.discard(cgroup)
+                del self._cgroup_names[cgroup]
+
+    def _release_cgroup(self, cgroup: str) -> None:
+        self._cgroups.kill(cgroup)
+        self._cgroups.remove(cgroup)
 
 
 def _check_cwd(cwd: bytes) -> None:

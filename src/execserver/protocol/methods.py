@@ -18,6 +18,12 @@ PROCESS_SIGNAL = "process/signal"
 PROCESS_TERMINATE = "process/terminate"
 # Extension (not in codex 0.169): end a process's stdin. Other servers answer -32601.
 PROCESS_CLOSE_STDIN = "process/closeStdin"
+# Extensions (not in codex): terminal size, and processes that outlive their sessions.
+PROCESS_RESIZE = "process/resize"
+PROCESS_LIST = "process/list"
+PROCESS_ATTACH = "process/attach"
+PROCESS_DETACH = "process/detach"
+PROCESS_KILL = "process/kill"
 PROCESS_OUTPUT = "process/output"
 PROCESS_EXITED = "process/exited"
 PROCESS_CLOSED = "process/closed"

@@ -7,7 +7,7 @@ from typing import Any, Literal
 import msgspec
 
 from execserver.compat.serde import variants
-from execserver.protocol.base import U64, USIZE, Base64Bytes, WireStruct, check_u64
+from execserver.protocol.base import U16, U64, USIZE, Base64Bytes, WireStruct, check_u64
 from execserver.protocol.pathuri import PathUri
 from execserver.protocol.sandbox import SandboxContext
 
@@ -31,6 +31,13 @@ class ExecEnvPolicy(WireStruct):
     include_only: list[str]
 
 
+class TerminalSize(WireStruct):
+    """Extension: a terminal's size in character cells (`process/start`'s `size`)."""
+
+    rows: U16
+    cols: U16
+
+
 class ProcessStartParams(WireStruct):
     rust_name = "WireExecParams"
     rust_len = 14
@@ -48,11 +55,19 @@ class ProcessStartParams(WireStruct):
     managed_network: dict[str, Any] | None = None
     network_proxy: dict[str, Any] | None = None
     shell_snapshot: dict[str, Any] | None = None
+    # Extensions (after the reference's 14 members, so its positional form is unchanged):
+    size: TerminalSize | None = None
+    """The initial terminal size of a `tty` process (default 24x80)."""
+    detach: bool = False
+    """Keep the process past its session (until it exits, plus the detached retention); the
+    answer then carries its `handle` (see docs/protocol.md, Processes that outlive sessions)."""
 
 
-class ProcessStartResponse(WireStruct):
+class ProcessStartResponse(WireStruct, omit_defaults=True):
     process_id: str
     sandbox_type: SandboxType
+    handle: str | None = None
+    """Extension: the server-wide handle of a process started with `detach`."""
 
 
 class ProcessReadParams(WireStruct):
@@ -81,7 +96,16 @@ class ProcessOutputChunk(WireStruct):
         return self.chunk
 
 
-class ProcessReadResponse(WireStruct):
+class OutputGap(WireStruct):
+    """Extension: output the executor produced but no longer keeps (the middle of a journal
+    over its cap): chunk seqs `fromSeq` to `toSeq` (inclusive), `bytes` of output."""
+
+    from_seq: int
+    to_seq: int
+    bytes: int
+
+
+class ProcessReadResponse(WireStruct, omit_defaults=True):
     chunks: list[ProcessOutputChunk]
     next_seq: int
     exited: bool
@@ -89,6 +113,8 @@ class ProcessReadResponse(WireStruct):
     closed: bool
     failure: str | None
     sandbox_denied: bool
+    gaps: list[OutputGap] = msgspec.field(default_factory=list)
+    """Extension: dropped output within this read's range (only when some was dropped)."""
 
 
 class ProcessWriteParams(WireStruct):

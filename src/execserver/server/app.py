@@ -10,11 +10,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from execserver.local.directory import (
+    DETACHED_RETENTION_S,
+    MAX_ATTACHERS,
+    MAX_DETACHED_PER_PRINCIPAL,
+)
 from execserver.local.host import Host, HostConfig
+from execserver.local.journal import JOURNAL_BUDGET_BYTES, JOURNAL_MAX_BYTES
 from execserver.local.output_log import MAX_RETAINED_OUTPUT_BYTES
 from execserver.local.process import CLOSED_PROCESS_RETENTION_S, MAX_PROCESSES_PER_SESSION
 from execserver.observability.telemetry import Telemetry
@@ -73,6 +80,19 @@ class ServerConfig:
     """Spans and metrics (observability); None records nothing and costs nothing."""
     metrics_page: Callable[[], bytes] | None = None
     """Renders `/metrics` (Prometheus text) on the WebSocket listener; None: no such page."""
+    state_dir: str | None = None
+    """Where the server keeps output journals (in `journal-<pid>/`, removed at shutdown); None:
+    output past the in-memory window is dropped, as in the reference."""
+    journal_max_bytes: int = JOURNAL_MAX_BYTES
+    """Output journaled per process: head and tail kept, the middle dropped past it."""
+    journal_budget_bytes: int = JOURNAL_BUDGET_BYTES
+    """Output journaled by all processes together: the oldest segments go first past it."""
+    detached_retention_s: float = DETACHED_RETENTION_S
+    """How long a detached process stays listable and attachable after it closed."""
+    max_detached_per_principal: int = MAX_DETACHED_PER_PRINCIPAL
+    """Detached processes per principal (running or retained); `detach` beyond it is refused."""
+    max_attachers: int = MAX_ATTACHERS
+    """Sessions attached to one process at once; `process/attach` beyond it is refused."""
 
 
 class ExecServer:
@@ -88,6 +108,15 @@ class ExecServer:
                 subreaper=config.subreaper,
                 blocking_threads=config.blocking_threads,
                 telemetry=config.telemetry,
+                journal_dir=None
+                if config.state_dir is None
+                else os.path.join(config.state_dir, f"journal-{os.getpid()}"),
+                journal_dir_owned=True,
+                journal_max_bytes=config.journal_max_bytes,
+                journal_budget_bytes=config.journal_budget_bytes,
+                detached_retention_s=config.detached_retention_s,
+                max_detached_per_principal=config.max_detached_per_principal,
+                max_attachers=config.max_attachers,
             )
         )
         self.registry = SessionRegistry(

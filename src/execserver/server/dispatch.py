@@ -31,6 +31,12 @@ from execserver.protocol.process import (
     ProcessTerminateParams,
     ProcessWriteParams,
 )
+from execserver.protocol.process_handles import (
+    ProcessAttachParams,
+    ProcessDetachParams,
+    ProcessKillParams,
+    ProcessResizeParams,
+)
 from execserver.protocol.session import EnvironmentInfo, InitializeParams
 from execserver.rpc.router import Router
 from execserver.server.connection import Connection
@@ -75,6 +81,12 @@ def build_router(connection: Connection, services: Services) -> Router:
     router.add(methods.PROCESS_SIGNAL, ProcessSignalParams, process.signal, gate=EXEC)
     router.add(methods.PROCESS_TERMINATE, ProcessTerminateParams, process.terminate, gate=EXEC)
     router.add(methods.PROCESS_CLOSE_STDIN, ProcessCloseStdinParams, process.close_stdin, gate=EXEC)
+    # Extensions: terminal size, and processes that outlive their sessions (docs/protocol.md).
+    router.add(methods.PROCESS_RESIZE, ProcessResizeParams, process.resize, gate=EXEC)
+    router.add(methods.PROCESS_LIST, None, process.list, gate=EXEC)
+    router.add(methods.PROCESS_ATTACH, ProcessAttachParams, process.attach, gate=EXEC)
+    router.add(methods.PROCESS_DETACH, ProcessDetachParams, process.detach, gate=EXEC)
+    router.add(methods.PROCESS_KILL, ProcessKillParams, process.kill, gate=EXEC)
 
     router.add(methods.FS_READ_FILE, FsReadFileParams, fs.read_file, gate=FILESYSTEM)
     router.add(methods.FS_WRITE_FILE, FsWriteFileParams, fs.write_file, gate=FILESYSTEM)

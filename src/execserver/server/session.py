@@ -49,8 +49,8 @@ class Attachment(Protocol):
     def notify(self, method: str, params: object) -> None: ...
 
 
-ProcessTableFactory = Callable[[str], ProcessTable]
-"""Makes the process table of a new session (given its id, for logs)."""
+ProcessTableFactory = Callable[[str, str], ProcessTable]
+"""Makes the process table of a new session, given its id (for logs) and its principal."""
 
 
 class Session:
@@ -63,11 +63,10 @@ class Session:
         self._waiting_for_drain = False
         processes.listener = self._on_process_event
 
-    def _on_process_event(self, process: HostedProcess, event: ProcessEvent) -> None:
+    def _on_process_event(self, pid: str, process: HostedProcess, event: ProcessEvent) -> None:
         connection = self.connection
         if connection is None:
             return
-        pid = process.process_id
         if isinstance(event, ProcessOutputChunk):
             connection.notify(
                 methods.PROCESS_OUTPUT,
@@ -159,7 +158,8 @@ class SessionRegistry:
                 "included until they expire); resume an existing session or retry later"
             )
         session_id = str(uuid.uuid4())
-        session = Session(session_id, self._new_table(session_id), connection.principal)
+        table = self._new_table(session_id, connection.principal)
+        session = Session(session_id, table, connection.principal)
         self._sessions[session.id] = session
         session.attach(connection)
         log.info("session created", extra={"session_id": session.id})
