@@ -12,11 +12,19 @@ import contextlib
 import gc
 import ipaddress
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass
 
+from execserver.local.directory import (
+    DETACHED_RETENTION_S,
+    MAX_ATTACHERS,
+    MAX_DETACHED_PER_PRINCIPAL,
+)
+from execserver.local.journal import JOURNAL_BUDGET_BYTES, JOURNAL_MAX_BYTES
 from execserver.local.output_log import MAX_RETAINED_OUTPUT_BYTES
 from execserver.local.process import MAX_PROCESSES_PER_SESSION
 from execserver.observability.setup import ObservabilityError
@@ -203,6 +211,53 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "expiry also kill setsid daemons and double-forked orphans; costs ~8 ms per spawn "
         "(cgroup migration), so it is off by default",
     )
+    durable = serve.add_argument_group(
+        "processes that outlive their sessions (execserver run --detach, ps, attach; "
+        "docs/protocol.md)"
+    )
+    durable.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="where output journals go (default: a private directory under $TMPDIR, removed at "
+        "exit)",
+    )
+    durable.add_argument(
+        "--journal-max-bytes",
+        type=_positive_int,
+        default=JOURNAL_MAX_BYTES,
+        metavar="BYTES",
+        help="output journaled per process; past it the head and the tail are kept and the "
+        "middle is dropped (default %(default)s)",
+    )
+    durable.add_argument(
+        "--journal-budget",
+        type=_positive_int,
+        default=JOURNAL_BUDGET_BYTES,
+        metavar="BYTES",
+        help="output journaled by all processes together; past it the oldest segments on the "
+        "server are dropped first (default %(default)s)",
+    )
+    durable.add_argument(
+        "--detached-retention",
+        type=float,
+        default=DETACHED_RETENTION_S,
+        metavar="SECONDS",
+        help="how long a finished detached process stays listable and attachable "
+        "(default %(default)s)",
+    )
+    durable.add_argument(
+        "--max-detached-per-principal",
+        type=_positive_int,
+        default=MAX_DETACHED_PER_PRINCIPAL,
+        help="detached processes per principal, finished ones included until their retention "
+        "ends (default %(default)s)",
+    )
+    durable.add_argument(
+        "--max-attachers",
+        type=_positive_int,
+        default=MAX_ATTACHERS,
+        help="sessions attached to one process at once (default %(default)s)",
+    )
     serve.add_argument(
         "--metrics",
         action="store_true",
@@ -323,7 +378,16 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         observability = configure_observability(metrics_page=args.metrics)
     except ObservabilityError as exc:
         parser.error(str(exc))
+    state_dir, own_state_dir = args.state_dir, False
+    if state_dir is None:
+        state_dir, own_state_dir = tempfile.mkdtemp(prefix="execserver-state-"), True
     config = ServerConfig(
+        state_dir=state_dir,
+        journal_max_bytes=args.journal_max_bytes,
+        journal_budget_bytes=args.journal_budget,
+        detached_retention_s=args.detached_retention,
+        max_detached_per_principal=args.max_detached_per_principal,
+        max_attachers=args.max_attachers,
         telemetry=observability.telemetry,
         metrics_page=observability.metrics_page,
         session_ttl_s=args.session_ttl,
@@ -344,6 +408,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return 1
     finally:
         observability.shutdown()  # flush spans and metrics still buffered
+        if own_state_dir:
+            shutil.rmtree(state_dir, ignore_errors=True)
 
 
 async def _serve_remote(remote: RemoteOptions, config: ServerConfig) -> int:
