@@ -226,7 +226,7 @@ async def test_session_processes_are_listed_and_die_with_their_session(
         await owner.aclose()  # without terminating: the session expires and kills it
         _, code, _ = await drain(viewer)
         assert code == 128 + 9
-    await wait_all_dead([info.pid])
+    assert await wait_all_dead([info.pid])
     assert process.handle is None
 
 
@@ -252,7 +252,7 @@ async def test_shutdown_kills_detached_processes(start_server: StartServer) -> N
     await start_detached(url, ["sleep", "30"])
     (process,) = server.host.directory.processes()
     await server.aclose()
-    await wait_all_dead([process.pid])
+    assert await wait_all_dead([process.pid])
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """`execserver serve [--listen ws://IP:PORT | stdio]`.
 
 On a WebSocket bind the server prints exactly one line, the bound URL, to stdout; logs go to
-stderr. SIGTERM/SIGINT stop listening, kill every managed process tree and exit 0.
+stderr. SIGTERM/SIGINT stop listening, kill every managed process tree and exit 0. SIGHUP
+replaces the server with a fresh image of the installed code, in place (server/upgrade.py).
 """
 
 from __future__ import annotations
@@ -41,6 +42,18 @@ from execserver.server.auth import (
 )
 from execserver.server.handlers.http import MAX_HTTP_STREAMS
 from execserver.server.session import DETACHED_SESSION_TTL_S, MAX_SESSIONS
+from execserver.server.upgrade import (
+    GENERATION_ENV,
+    UPGRADE_CHECK_ENV,
+    UPGRADE_FD_ENV,
+    ServerHandoff,
+    UpgradeFailed,
+    Upgrader,
+    adopt_listener,
+    decode,
+    read_fd,
+    restore,
+)
 
 EXIT_ON_STDIN_CLOSE_ENV = "CODEX_EXEC_SERVER_EXIT_ON_STDIN_CLOSE"
 REGISTRATION_TOKEN_ENV = "CODEX_API_KEY"
@@ -352,6 +365,18 @@ def remote_options(args: argparse.Namespace) -> RemoteOptions | None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if UPGRADE_CHECK_ENV in os.environ:  # the check child of an upgrade in place
+        from execserver.server.upgrade import check
+
+        return check(int(os.environ[UPGRADE_CHECK_ENV]))
+    handoff = None
+    generation = int(os.environ.pop(GENERATION_ENV, "0"))  # not for the children
+    if UPGRADE_FD_ENV in os.environ:  # the new image of an upgrade in place
+        try:
+            handoff = decode(read_fd(int(os.environ.pop(UPGRADE_FD_ENV))))
+        except UpgradeFailed as exc:
+            print(f"Error: {exc}", file=sys.stderr)
+            return 1
     options = auth_options(args)
     # The reference's order: auth flag combinations, the listen URL, then the files.
     try:
@@ -379,7 +404,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except ObservabilityError as exc:
         parser.error(str(exc))
     state_dir, own_state_dir = args.state_dir, False
-    if state_dir is None:
+    if handoff is not None:
+        state_dir, own_state_dir = handoff.state_dir, handoff.own_state_dir
+    elif state_dir is None:
         state_dir, own_state_dir = tempfile.mkdtemp(prefix="execserver-state-"), True
     config = ServerConfig(
         state_dir=state_dir,
@@ -402,13 +429,16 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         if remote is not None:
             return asyncio.run(_serve_remote(remote, config))
-        return asyncio.run(_serve(listen, config, exit_on_stdin_close=exit_on_stdin_close))
+        upgrade = UpgradeOptions(handoff, state_dir, own_state_dir, generation)
+        return asyncio.run(
+            _serve(listen, config, exit_on_stdin_close=exit_on_stdin_close, upgrade=upgrade)
+        )
     except OSError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
     finally:
         observability.shutdown()  # flush spans and metrics still buffered
-        if own_state_dir:
+        if own_state_dir and state_dir is not None:
             shutil.rmtree(state_dir, ignore_errors=True)
 
 
@@ -436,15 +466,40 @@ async def _serve_remote(remote: RemoteOptions, config: ServerConfig) -> int:
         await server.aclose()
 
 
-async def _serve(listen: ListenAddress, config: ServerConfig, *, exit_on_stdin_close: bool) -> int:
+@dataclass(frozen=True, slots=True)
+class UpgradeOptions:
+    handoff: ServerHandoff | None
+    """What the previous image handed over (None: a fresh start)."""
+    state_dir: str | None
+    own_state_dir: bool
+    generation: int = 0
+
+
+async def _serve(
+    listen: ListenAddress,
+    config: ServerConfig,
+    *,
+    exit_on_stdin_close: bool,
+    upgrade: UpgradeOptions | None = None,
+) -> int:
     loop = asyncio.get_running_loop()
     _ensure_standard_fds()
     server = ExecServer(config)
+    handoff = upgrade.handoff if upgrade is not None else None
+    if handoff is not None:
+        restore(server, handoff)  # before the loop runs anything: children's statuses wait
+    upgrader = Upgrader(
+        server,
+        state_dir=upgrade.state_dir if upgrade is not None else config.state_dir,
+        own_state_dir=upgrade.own_state_dir if upgrade is not None else False,
+        generation=upgrade.generation if upgrade is not None else 0,
+    )
     # Everything imported and built so far lives as long as the server: keep it out of every
     # garbage collection (less work per collection on the request path).
     gc.freeze()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.stop)
+    upgrader.install()
     try:
         if listen.is_stdio:
             stdio_task = asyncio.ensure_future(server.serve_stdio())
@@ -454,13 +509,17 @@ async def _serve(listen: ListenAddress, config: ServerConfig, *, exit_on_stdin_c
                 await stdio_task
         else:
             assert listen.host is not None
-            host, port = await server.listen_websocket(listen.host, listen.port)
-            sys.stdout.write(format_ws_url(host, port) + "\n")
-            sys.stdout.flush()
+            if handoff is not None:
+                await adopt_listener(server, handoff)  # the URL was printed by the first image
+            else:
+                host, port = await server.listen_websocket(listen.host, listen.port)
+                sys.stdout.write(format_ws_url(host, port) + "\n")
+                sys.stdout.flush()
             if exit_on_stdin_close:
                 _watch_stdin(loop, server.stop)
             await server.stopped
     finally:
+        await upgrader.aclose()
         await server.aclose()
     return 0
 

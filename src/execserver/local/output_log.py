@@ -142,6 +142,15 @@ class OutputLog:
             self._budget.added(self, event)
         self._publish(event)
 
+    def adopt(self, chunks: list[ProcessOutputChunk]) -> None:
+        """Take retained chunks as they are (seqs included), without publishing them: an
+        upgrade in place carries a log over this way."""
+        for event in chunks:
+            self._chunks.append(event)
+            self._retained += len(event.chunk)
+            if self._budget is not None:
+                self._budget.added(self, event)
+
     def _evict_oldest(self) -> None:
         chunk = self._chunks.popleft()
         size = len(chunk.chunk)

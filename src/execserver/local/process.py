@@ -49,7 +49,7 @@ from execserver.local.pty import (
 )
 from execserver.local.reaper import ChildReaper, exit_code_from_status
 from execserver.local.sandbox import launch as sandbox_launch
-from execserver.local.sandbox.bwrap import SandboxUnavailable
+from execserver.local.sandbox.bwrap import MountPlan, SandboxUnavailable
 from execserver.local.sandbox.denial import TRAILING_OUTPUT_GRACE_S, looks_denied
 from execserver.local.sandbox.policy import SandboxError
 from execserver.local.spawn import Stdio, resolve_program, spawn
@@ -157,6 +157,10 @@ class LocalProcess:
         """The tables showing this process, by (table, id there): True for an attach."""
         self.release: Callable[[], None] | None = None
         """Frees what outlives the child (its cgroup) once the process leaves the server."""
+        self.cgroup: str | None = None
+        """Its cgroup's name (with per-process cgroups)."""
+        self.sandbox_plan: MountPlan | None = None
+        """Host-side placeholders of its sandbox, removed by `cleanup` (an upgrade carries them)."""
         for fd in readers:
             loop.add_reader(fd, self._on_readable, fd)
 
@@ -535,6 +539,7 @@ class LocalExecBackend:
                 process = self._spawn_sandboxed(process_id, spec, env, spec.sandbox)
         if self._cgroups.enabled:
             self._cgroup_names[cgroup] = process
+            process.cgroup = cgroup
             process.kill_escaped = functools.partial(self._cgroups.kill, cgroup)
         process.argv = list(spec.argv)
         self._directory.register(process, self.principal, detached=params.detach)
@@ -636,6 +641,23 @@ class LocalExecBackend:
             self._directory.detach(process)
         self.unlink(process_id)
 
+    def links(self) -> list[tuple[str, LocalProcess, bool, bool]]:
+        """(id, process, owned, attached) of every link (for an upgrade in place)."""
+        return [
+            (pid, p, pid in self._owned, p.links.get((self, pid), False))
+            for pid, p in self._processes.items()
+        ]
+
+    def adopt_links(self, links: list[tuple[str, LocalProcess, bool, bool]]) -> None:
+        """Take links carried over by an upgrade in place (see `links()`)."""
+        for process_id, process, owned, attached in links:
+            self._link(process_id, process, attached=attached)
+            if owned:
+                self._owned.add(process_id)
+                process.on_closed = self._on_closed
+                if process.cgroup is not None and self._cgroups.enabled:
+                    self._cgroup_names[process.cgroup] = process
+
     def list_processes(self) -> list[ProcessInfo]:
         """Every process of this table's principal on the server."""
         return self._directory.list(self.principal)
@@ -705,6 +727,7 @@ class LocalExecBackend:
             raise
         process.sandbox_type = "linuxSeccomp"
         process.cleanup = launch.close
+        process.sandbox_plan = launch.plan
         return process
 
     def _spawn(self, process_id: str, spec: ProcessSpec, env: dict[str, str]) -> LocalProcess:
@@ -901,7 +924,7 @@ class LocalExecBackend:
         for cgroup, process in list(self._cgroup_names.items()):
             if process.detached:
                 del self._cgroup_names[cgroup]
-                process.release = functools.partial(self._release_cgroup, cgroup)
+                process.release = functools.partial(release_cgroup, self._cgroups, cgroup)
         # Daemons and double-forked orphans of processes that already finished.
         for cgroup in self._cgroup_names:
             self._cgroups.kill(cgroup)
@@ -918,9 +941,11 @@ class LocalExecBackend:
             if self._cgroups.remove(cgroup):
                 del self._cgroup_names[cgroup]
 
-    def _release_cgroup(self, cgroup: str) -> None:
-        self._cgroups.kill(cgroup)
-        self._cgroups.remove(cgroup)
+
+def release_cgroup(cgroups: ProcessCgroups, cgroup: str) -> None:
+    """Kill what is left in a process's cgroup and remove it."""
+    cgroups.kill(cgroup)
+    cgroups.remove(cgroup)
 
 
 def _check_cwd(cwd: bytes) -> None:

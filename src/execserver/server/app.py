@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -181,8 +182,11 @@ class ExecServer:
 
     # -- listeners -----------------------------------------------------------------------------
 
-    async def listen_websocket(self, host: str, port: int) -> tuple[str, int]:
-        """Start the WebSocket listener; returns the bound (host, port)."""
+    async def listen_websocket(
+        self, host: str, port: int, *, sock: socket.socket | None = None
+    ) -> tuple[str, int]:
+        """Start the WebSocket listener (on `sock` if given: a listening socket carried over by
+        an upgrade in place); returns the bound (host, port)."""
 
         def on_open(ws: WebSocketServerConnection) -> ServerEndpoint[Any]:
             principal = ws.request.principal if ws.request is not None else None
@@ -195,6 +199,7 @@ class ExecServer:
             hook=self._authenticate if self.config.authenticator is not None else None,
             ping_interval_s=self.config.ping_interval_s,
             pages={} if self.config.metrics_page is None else {"/metrics": self._metrics},
+            sock=sock,
         )
         sockname = self._listener.sockets[0].getsockname()
         return sockname[0], sockname[1]
@@ -237,6 +242,16 @@ class ExecServer:
         except AuthFailure as failure:
             return HttpResponse(401, failure.body.encode())
         return None
+
+    def listening_fds(self) -> list[int]:
+        """The fds of the WebSocket listener's sockets (none without one)."""
+        if self._listener is None:
+            return []
+        return [sock.fileno() for sock in self._listener.sockets]
+
+    @property
+    def is_stdio(self) -> bool:
+        return self._stdio is not None
 
     def stop(self) -> None:
         if not self.stopped.done():

@@ -165,6 +165,16 @@ class SessionRegistry:
         log.info("session created", extra={"session_id": session.id})
         return session
 
+    def sessions(self) -> list[Session]:
+        return list(self._sessions.values())
+
+    def adopt(self, session_id: str, principal: str) -> Session:
+        """A session carried over by an upgrade in place (the caller fills its table, then
+        detaches it: it waits a fresh TTL for its client to resume it)."""
+        session = Session(session_id, self._new_table(session_id, principal), principal)
+        self._sessions[session_id] = session
+        return session
+
     def resume(self, session_id: str, connection: Attachment) -> Session:
         session = self._sessions.get(session_id)
         # Deliberate difference `resume_same_principal`: another principal is told the session
