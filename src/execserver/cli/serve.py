@@ -13,6 +13,7 @@ import contextlib
 import gc
 import ipaddress
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -406,8 +407,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     state_dir, own_state_dir = args.state_dir, False
     if handoff is not None:
         state_dir, own_state_dir = handoff.state_dir, handoff.own_state_dir
-    elif state_dir is None:
-        state_dir, own_state_dir = tempfile.mkdtemp(prefix="execserver-state-"), True
+    elif state_dir is None:  # created on the first journal spill, if ever
+        name = f"execserver-state-{os.getpid()}-{secrets.token_hex(6)}"
+        state_dir, own_state_dir = os.path.join(tempfile.gettempdir(), name), True
     config = ServerConfig(
         state_dir=state_dir,
         journal_max_bytes=args.journal_max_bytes,

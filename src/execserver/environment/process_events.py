@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 MAX_BUFFERED_BYTES = 8 * 1024 * 1024
 
 Reader = Callable[[int], Awaitable[ReadResult]]
+CUT_READ_BYTES = 1024 * 1024
+"""A read that ends on a chunk and returned at least this much may have been cut short (an
+executor reading from its journal stops at 4 MiB): the stream reads on from there."""
 
 
 class EventsLost(ProcessFailed):
@@ -82,6 +85,15 @@ def events_from_read(result: ReadResult, after_seq: int) -> list[ProcessEvent]:
         events.append(ClosedEvent(close_seq))
     events.sort(key=lambda e: e.seq)
     return events
+
+
+def _maybe_cut(result: ReadResult) -> bool:
+    chunks = result.chunks
+    return (
+        bool(chunks)
+        and chunks[-1].seq == result.next_seq - 1
+        and sum(len(c.chunk) for c in chunks) >= CUT_READ_BYTES
+    )
 
 
 def _first_seq(event: ProcessEvent) -> int:
@@ -194,9 +206,7 @@ class ProcessEventStream:
             self._lagged = False
             for event in events:
                 self.push(event)
-            # A read that ended on a chunk may have been cut short: read on from there.
-            more = bool(result.chunks) and result.chunks[-1].seq == result.next_seq - 1
-            if not (self._catch_up_again or (more and self.delivered_seq > after)):
+            if not (self._catch_up_again or (_maybe_cut(result) and self.delivered_seq > after)):
                 return
 
     # -- consumer side -------------------------------------------------------------------------

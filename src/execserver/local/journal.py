@@ -7,9 +7,9 @@ rotate: once a journal passes its cap, its oldest tail segment is deleted and th
 becomes a gap, reported to readers as such. The store holds the server-wide disk budget: past
 it, the oldest segment of any journal is deleted first.
 
-Files are created on the first spill, so a process whose output fits in memory never touches
-the disk. Appends are buffered (64 KiB writes); reads are bounded by the caller. Record format:
-seq (u64), stream (u8), length (u32), little-endian, then the bytes.
+Files (and the store's directory) are created on the first spill, so a process whose output
+fits in memory never touches the disk. Appends are buffered (64 KiB writes); reads are bounded
+by the caller. Record format: seq (u64), stream (u8), length (u32), little-endian, the bytes.
 """
 
 from __future__ import annotations
@@ -137,6 +137,7 @@ class OutputJournal:
         self._enforce_cap()
 
     def _open_segment(self) -> Segment:
+        self._store.ensure_directory()
         path = os.path.join(self._store.directory, f"{self.name}-{next(self._parts)}.seg")
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         segment = Segment(path, self._store.next_order(), head=not self._head_sealed)
@@ -355,7 +356,6 @@ class JournalStore:
         owned: bool = False,
     ) -> None:
         self.directory = os.fspath(directory)
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
         self.max_bytes_per_process = max_bytes_per_process
         self.head_bytes = max(MIN_SEGMENT_BYTES, max_bytes_per_process // 4)
         self.segment_bytes = max(MIN_SEGMENT_BYTES, max_bytes_per_process // 16)
@@ -367,6 +367,12 @@ class JournalStore:
         """Every kept segment by creation order, oldest first."""
         self._last_order = 0
         self._names = itertools.count(1)
+
+    def ensure_directory(self) -> None:
+        """Create the directory (and its parent) private to us, if missing."""
+        if not os.path.isdir(self.directory):
+            os.makedirs(os.path.dirname(self.directory) or ".", mode=0o700, exist_ok=True)
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
 
     def open(self) -> OutputJournal:
         """A new, empty journal (no file until its first chunk)."""

@@ -482,8 +482,13 @@ class LocalExecBackend:
 
     @property
     def active(self) -> int:
-        """Processes in the table that have not closed yet."""
-        return sum(1 for process in self._processes.values() if not process.closed)
+        """Processes this table started that have not closed yet (attached ones not counted:
+        they are counted where they were started)."""
+        return sum(
+            1
+            for process_id, process in self._processes.items()
+            if not process.closed and not process.links.get((self, process_id))
+        )
 
     def get(self, process_id: str) -> LocalProcess | None:
         return self._processes.get(process_id)
