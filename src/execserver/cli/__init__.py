@@ -1,7 +1,10 @@
 """Command line.
 
     execserver serve [--listen ws://IP:PORT | stdio]     run the exec-server
-    execserver run [TARGET] [--env NAME] [-t] -- ARGV…   run a command on an executor
+    execserver run [TARGET] [--env NAME] [-t] [-d] -- ARGV…   run a command on an executor
+    execserver ps [TARGET]                               list your processes there
+    execserver attach [TARGET] HANDLE [-t]               replay and follow one (Ctrl-C detaches)
+    execserver kill [TARGET] HANDLE                      end one
     execserver info [TARGET] [--env NAME]                describe an executor
     execserver cp SRC DST                                copy a file; either side TARGET:/path
     execserver relay [--listen IP:PORT] [--public-url URL]  run the relay (registry + rendezvous)
@@ -16,7 +19,7 @@ import argparse
 import os
 import sys
 
-from execserver.cli import cp, info, relay, run, serve
+from execserver.cli import cp, info, processes, relay, run, serve
 from execserver.cli.serve import ListenAddress, ListenError, parse_listen_url
 from execserver.observability.logs import FORMATS, configure_logging
 
@@ -41,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve.add_parser(commands)
     run.add_parser(commands)
+    processes.add_parsers(commands)
     info.add_parser(commands)
     cp.add_parser(commands)
     relay.add_parser(commands)

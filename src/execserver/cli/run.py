@@ -3,7 +3,9 @@
 Output streams live (stdout to stdout, stderr to stderr); local stdin is forwarded and its end
 closes the remote stdin where the executor can; the exit code is the remote one (a process
 that could not be followed exits 255). Ctrl-C interrupts the remote process, a second one
-kills it. `--tty` runs it on a remote terminal with the local one in raw mode.
+kills it. `--tty` runs it on a remote terminal of the local terminal's size (resized with it)
+with the local one in raw mode. `--detach` starts it, prints its handle and exits at once; the
+command then runs on (`execserver ps`, `attach`, `kill`).
 
 `--timeout DURATION` (`90`, `30s`, `500ms`, `5m`, `1h`) has the executor end the whole process
 tree after that long (SIGTERM, then SIGKILL after its grace period); the exit code is then 124,
@@ -23,11 +25,12 @@ import termios
 import threading
 import tty
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Protocol
 
 from execserver.cli.targets import add_target_arguments, open_target, target_name
 from execserver.client.environments import EnvironmentsError
 from execserver.environment import ExitedEvent, OutputEvent, ProcessFailed, Unsupported
-from execserver.environment.process import ExecProcess
+from execserver.environment.process import ExecProcess, OutputGap
 from execserver.errors import ExecServerError
 from execserver.protocol.process import ExecEnvPolicy, Termination
 from execserver.tasks import TaskOwner
@@ -85,6 +88,13 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("target", nargs="?", help="ws:// URL, `local` or an environments.toml id")
     add_target_arguments(parser)
     parser.add_argument("-t", "--tty", action="store_true", help="run on a remote terminal")
+    parser.add_argument(
+        "-d",
+        "--detach",
+        action="store_true",
+        help="start the command, print its handle and exit 0; it runs on after this call "
+        "(see `execserver attach`, `ps`, `kill`)",
+    )
     parser.add_argument("-C", "--cwd", help="working directory (default: the executor's)")
     parser.add_argument(
         "--timeout",
@@ -113,7 +123,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if not sep or not name:
             parser.error(f"run: --setenv expects NAME=VALUE, got {item!r}")
         variables[name] = value
-    if args.tty and not os.isatty(0):
+    if args.tty and not args.detach and not os.isatty(0):
         parser.error("run: --tty needs a terminal on stdin")
     args.timeout_s = None
     if args.timeout is not None:
@@ -141,6 +151,11 @@ async def _run(args: argparse.Namespace, argv: list[str], variables: dict[str, s
     timeout_s: float | None = args.timeout_s
     async with open_target(args.target_name, token=args.token) as environment:
         server_timeout = timeout_s is not None and await _executor_has_timeouts(environment)
+        if args.detach and timeout_s is not None and not server_timeout:
+            raise ValueError(
+                "run: --timeout with --detach needs an executor with server-side timeouts "
+                "(the processEndings extension)"
+            )
         process = await environment.process.start(
             argv,
             cwd=args.cwd,
@@ -148,12 +163,18 @@ async def _run(args: argparse.Namespace, argv: list[str], variables: dict[str, s
             pipe_stdin=True,
             env_policy=policy,
             timeout_ms=round(timeout_s * 1000) if server_timeout and timeout_s else None,
+            size=local_terminal_size() if args.tty else None,
+            detach=args.detach,
         )
+        if args.detach:
+            print(process.handle)
+            await process.aclose()  # stops following; the process runs on
+            return 0
         async with process:
             with _raw_terminal(args.tty):
                 # An executor without server-side timeouts: we end the command ourselves.
                 local_timeout = None if server_timeout else timeout_s
-                return await _follow(process, local_timeout, tty=args.tty)
+                return await _follow(process, resize=args.tty, local_timeout=local_timeout)
 
 
 async def _executor_has_timeouts(environment: object) -> bool:
@@ -162,11 +183,64 @@ async def _executor_has_timeouts(environment: object) -> bool:
     return extensions is not None and extensions.process_endings.timeouts
 
 
+def local_terminal_size() -> tuple[int, int] | None:
+    """(rows, cols) of the terminal on our stdin, None without one."""
+    try:
+        size = os.get_terminal_size(0)
+    except OSError:
+        return None
+    return size.lines, size.columns
+
+
+class Controls(Protocol):
+    """How a follower reacts to the user (`execserver attach` detaches where `run` interrupts)."""
+
+    def interrupt(self, count: int) -> Callable[[], Awaitable[object]] | None:
+        """Ctrl-C number `count`: an action to run, or None to stop following (detach)."""
+        ...
+
+    def keys(self, data: bytes) -> bytes | Callable[[], Awaitable[object]] | None:
+        """Typed bytes to send on (a terminal in raw mode), an action to run instead, or None
+        to stop following."""
+        ...
+
+
+class RunControls:
+    """`execserver run`: the first Ctrl-C interrupts the remote command, the second kills it;
+    in raw mode keys go to the remote terminal as they are."""
+
+    def __init__(self, process: ExecProcess) -> None:
+        self._process = process
+
+    def interrupt(self, count: int) -> Callable[[], Awaitable[object]]:
+        return self._process.signal if count == 1 else self._process.terminate
+
+    def keys(self, data: bytes) -> bytes:
+        return data
+
+
+DETACHED = -1
+"""What `_follow` returns when `Controls` stopped following (the process runs on)."""
+
+
 async def _follow(
-    process: ExecProcess, local_timeout: float | None = None, *, tty: bool = False
+    process: ExecProcess,
+    *,
+    resize: bool = False,
+    controls: Controls | None = None,
+    local_timeout: float | None = None,
 ) -> int:
+    """Print the process's output until it closes; returns its exit code (or `DETACHED`), and
+    says on stderr why the command ended when it did not simply exit.
+
+    `resize`: a terminal in raw mode: follow the local terminal's size (SIGWINCH) with
+    `process/resize`. `local_timeout`: terminate the command after that long (for an executor
+    without server-side timeouts).
+    """
     loop = asyncio.get_running_loop()
     interrupts = 0
+    controls = controls or RunControls(process)
+    stopped = loop.create_future()
 
     tasks = TaskOwner("execserver run")
 
@@ -176,10 +250,32 @@ async def _follow(
         with contextlib.suppress(ExecServerError):
             await action()
 
+    def stop() -> None:
+        if not stopped.done():
+            stopped.set_result(None)
+
     def on_interrupt() -> None:
         nonlocal interrupts
         interrupts += 1
-        tasks.spawn(quietly(process.signal if interrupts == 1 else process.terminate))
+        action = controls.interrupt(interrupts)
+        if action is None:
+            stop()
+        else:
+            tasks.spawn(quietly(action))
+
+    def on_resize() -> None:
+        size = local_terminal_size()
+        if size is not None:
+            tasks.spawn(quietly(lambda: process.resize(*size)))
+
+    def keys(data: bytes) -> bytes | None:
+        passed = controls.keys(data)
+        if passed is None:
+            stop()
+        elif not isinstance(passed, bytes):
+            tasks.spawn(quietly(passed))
+            return b""
+        return passed
 
     timed_out = False
 
@@ -191,9 +287,38 @@ async def _follow(
         await process.terminate()
 
     loop.add_signal_handler(signal.SIGINT, on_interrupt)
-    tasks.spawn(quietly(lambda: _forward_stdin(process)))
+    if resize:
+        loop.add_signal_handler(signal.SIGWINCH, on_resize)
+    tasks.spawn(quietly(lambda: _forward_stdin(process, keys)))
     if local_timeout is not None:
         tasks.spawn(quietly(time_out))
+    printer = tasks.spawn(_print_events(process))
+    try:
+        await asyncio.wait([printer, stopped], return_when=asyncio.FIRST_COMPLETED)
+        if not printer.done():
+            return DETACHED
+        ending = printer.result()
+        if isinstance(ending, ProcessFailed):
+            print(f"\r\nexecserver: {ending}", file=sys.stderr)
+            return FAILED_EXIT
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+        if resize:
+            loop.remove_signal_handler(signal.SIGWINCH)
+        await tasks.aclose()
+    end = "\r\n" if resize else "\n"  # a terminal is still raw
+    if timed_out:
+        print("execserver: the command timed out", end=end, file=sys.stderr)
+        return TIMEOUT_EXIT
+    message, exit_code = describe_ending(ending[1], ending[0])
+    if message is not None and interrupts == 0:
+        print(f"execserver: {message}", end=end, file=sys.stderr)
+    return exit_code if 0 <= exit_code <= 255 else FAILED_EXIT
+
+
+async def _print_events(process: ExecProcess) -> tuple[int, Termination | None] | ProcessFailed:
+    """Write the output to stdout/stderr as it comes; the exit code and termination record
+    once the process closed, or the failure when it can no longer be followed."""
     exit_code = FAILED_EXIT
     termination: Termination | None = None
     try:
@@ -205,27 +330,26 @@ async def _follow(
             elif isinstance(event, ExitedEvent):
                 exit_code = event.exit_code
                 termination = event.termination
+            elif isinstance(event, OutputGap):
+                print(
+                    f"\r\nexecserver: [{event.size} bytes of output dropped (seq "
+                    f"{event.from_seq} to {event.seq}): over the executor's journal cap]\r",
+                    file=sys.stderr,
+                )
     except ProcessFailed as exc:
-        print(f"\r\nexecserver: {exc}", file=sys.stderr)
-        return FAILED_EXIT
-    finally:
-        loop.remove_signal_handler(signal.SIGINT)
-        await tasks.aclose()
-    end = "\r\n" if tty else "\n"  # the terminal is still raw
-    if timed_out:
-        print("execserver: the command timed out", end=end, file=sys.stderr)
-        return TIMEOUT_EXIT
-    message, exit_code = describe_ending(termination, exit_code)
-    if message is not None and interrupts == 0:
-        print(f"execserver: {message}", end=end, file=sys.stderr)
-    return exit_code if 0 <= exit_code <= 255 else FAILED_EXIT
+        return exc
+    return exit_code, termination
 
 
 STDIN_EOF_WARNING_DELAY_S = 1.0
 
 
-async def _forward_stdin(process: ExecProcess) -> None:
-    """Copy local stdin to the process until EOF, then close its stdin (where possible)."""
+async def _forward_stdin(
+    process: ExecProcess, keys: Callable[[bytes], bytes | None] | None = None
+) -> None:
+    """Copy local stdin to the process until EOF, then close its stdin (where possible).
+
+    `keys` sees each read first: it returns the bytes to send, or None to stop forwarding."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=16)
 
@@ -244,7 +368,12 @@ async def _forward_stdin(process: ExecProcess) -> None:
 
     threading.Thread(target=pump, name="stdin", daemon=True).start()
     while data := await queue.get():
-        if await process.write(data) != "accepted":
+        if keys is not None:
+            passed = keys(data)
+            if passed is None:
+                return
+            data = passed
+        if data and await process.write(data) != "accepted":
             return
     try:
         await process.close_stdin()

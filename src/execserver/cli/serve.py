@@ -1,7 +1,8 @@
 """`execserver serve [--listen ws://IP:PORT | stdio]`.
 
 On a WebSocket bind the server prints exactly one line, the bound URL, to stdout; logs go to
-stderr. SIGTERM/SIGINT stop listening, kill every managed process tree and exit 0.
+stderr. SIGTERM/SIGINT stop listening, kill every managed process tree and exit 0. SIGHUP
+replaces the server with a fresh image of the installed code, in place (server/upgrade.py).
 """
 
 from __future__ import annotations
@@ -12,12 +13,21 @@ import contextlib
 import gc
 import ipaddress
 import os
+import secrets
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass
 
+from execserver.local.directory import (
+    DETACHED_RETENTION_S,
+    MAX_ATTACHERS,
+    MAX_DETACHED_PER_PRINCIPAL,
+)
 from execserver.local.endings import DEFAULT_KILL_GRACE_S
+from execserver.local.journal import JOURNAL_BUDGET_BYTES, JOURNAL_MAX_BYTES
 from execserver.local.output_log import MAX_RETAINED_OUTPUT_BYTES
 from execserver.local.process import MAX_PROCESSES_PER_SESSION
 from execserver.observability.setup import ObservabilityError
@@ -34,6 +44,18 @@ from execserver.server.auth import (
 )
 from execserver.server.handlers.http import MAX_HTTP_STREAMS
 from execserver.server.session import DETACHED_SESSION_TTL_S, MAX_SESSIONS
+from execserver.server.upgrade import (
+    GENERATION_ENV,
+    UPGRADE_CHECK_ENV,
+    UPGRADE_FD_ENV,
+    ServerHandoff,
+    UpgradeFailed,
+    Upgrader,
+    adopt_listener,
+    decode,
+    read_fd,
+    restore,
+)
 
 EXIT_ON_STDIN_CLOSE_ENV = "CODEX_EXEC_SERVER_EXIT_ON_STDIN_CLOSE"
 REGISTRATION_TOKEN_ENV = "CODEX_API_KEY"
@@ -227,6 +249,53 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="after a timeoutMs/idleTimeoutMs SIGTERM, how long a process tree has before "
         "SIGKILL (default %(default)s)",
     )
+    durable = serve.add_argument_group(
+        "processes that outlive their sessions (execserver run --detach, ps, attach; "
+        "docs/protocol.md)"
+    )
+    durable.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="where output journals go (default: a private directory under $TMPDIR, removed at "
+        "exit)",
+    )
+    durable.add_argument(
+        "--journal-max-bytes",
+        type=_positive_int,
+        default=JOURNAL_MAX_BYTES,
+        metavar="BYTES",
+        help="output journaled per process; past it the head and the tail are kept and the "
+        "middle is dropped (default %(default)s)",
+    )
+    durable.add_argument(
+        "--journal-budget",
+        type=_positive_int,
+        default=JOURNAL_BUDGET_BYTES,
+        metavar="BYTES",
+        help="output journaled by all processes together; past it the oldest segments on the "
+        "server are dropped first (default %(default)s)",
+    )
+    durable.add_argument(
+        "--detached-retention",
+        type=float,
+        default=DETACHED_RETENTION_S,
+        metavar="SECONDS",
+        help="how long a finished detached process stays listable and attachable "
+        "(default %(default)s)",
+    )
+    durable.add_argument(
+        "--max-detached-per-principal",
+        type=_positive_int,
+        default=MAX_DETACHED_PER_PRINCIPAL,
+        help="detached processes per principal, finished ones included until their retention "
+        "ends (default %(default)s)",
+    )
+    durable.add_argument(
+        "--max-attachers",
+        type=_positive_int,
+        default=MAX_ATTACHERS,
+        help="sessions attached to one process at once (default %(default)s)",
+    )
     serve.add_argument(
         "--metrics",
         action="store_true",
@@ -321,6 +390,18 @@ def remote_options(args: argparse.Namespace) -> RemoteOptions | None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if UPGRADE_CHECK_ENV in os.environ:  # the check child of an upgrade in place
+        from execserver.server.upgrade import check
+
+        return check(int(os.environ[UPGRADE_CHECK_ENV]))
+    handoff = None
+    generation = int(os.environ.pop(GENERATION_ENV, "0"))  # not for the children
+    if UPGRADE_FD_ENV in os.environ:  # the new image of an upgrade in place
+        try:
+            handoff = decode(read_fd(int(os.environ.pop(UPGRADE_FD_ENV))))
+        except UpgradeFailed as exc:
+            print(f"Error: {exc}", file=sys.stderr)
+            return 1
     options = auth_options(args)
     # The reference's order: auth flag combinations, the listen URL, then the files.
     try:
@@ -347,7 +428,19 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         observability = configure_observability(metrics_page=args.metrics)
     except ObservabilityError as exc:
         parser.error(str(exc))
+    state_dir, own_state_dir = args.state_dir, False
+    if handoff is not None:
+        state_dir, own_state_dir = handoff.state_dir, handoff.own_state_dir
+    elif state_dir is None:  # created on the first journal spill, if ever
+        name = f"execserver-state-{os.getpid()}-{secrets.token_hex(6)}"
+        state_dir, own_state_dir = os.path.join(tempfile.gettempdir(), name), True
     config = ServerConfig(
+        state_dir=state_dir,
+        journal_max_bytes=args.journal_max_bytes,
+        journal_budget_bytes=args.journal_budget,
+        detached_retention_s=args.detached_retention,
+        max_detached_per_principal=args.max_detached_per_principal,
+        max_attachers=args.max_attachers,
         telemetry=observability.telemetry,
         metrics_page=observability.metrics_page,
         session_ttl_s=args.session_ttl,
@@ -363,12 +456,17 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         if remote is not None:
             return asyncio.run(_serve_remote(remote, config))
-        return asyncio.run(_serve(listen, config, exit_on_stdin_close=exit_on_stdin_close))
+        upgrade = UpgradeOptions(handoff, state_dir, own_state_dir, generation)
+        return asyncio.run(
+            _serve(listen, config, exit_on_stdin_close=exit_on_stdin_close, upgrade=upgrade)
+        )
     except OSError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
     finally:
         observability.shutdown()  # flush spans and metrics still buffered
+        if own_state_dir and state_dir is not None:
+            shutil.rmtree(state_dir, ignore_errors=True)
 
 
 async def _serve_remote(remote: RemoteOptions, config: ServerConfig) -> int:
@@ -395,15 +493,40 @@ async def _serve_remote(remote: RemoteOptions, config: ServerConfig) -> int:
         await server.aclose()
 
 
-async def _serve(listen: ListenAddress, config: ServerConfig, *, exit_on_stdin_close: bool) -> int:
+@dataclass(frozen=True, slots=True)
+class UpgradeOptions:
+    handoff: ServerHandoff | None
+    """What the previous image handed over (None: a fresh start)."""
+    state_dir: str | None
+    own_state_dir: bool
+    generation: int = 0
+
+
+async def _serve(
+    listen: ListenAddress,
+    config: ServerConfig,
+    *,
+    exit_on_stdin_close: bool,
+    upgrade: UpgradeOptions | None = None,
+) -> int:
     loop = asyncio.get_running_loop()
     _ensure_standard_fds()
     server = ExecServer(config)
+    handoff = upgrade.handoff if upgrade is not None else None
+    if handoff is not None:
+        restore(server, handoff)  # before the loop runs anything: children's statuses wait
+    upgrader = Upgrader(
+        server,
+        state_dir=upgrade.state_dir if upgrade is not None else config.state_dir,
+        own_state_dir=upgrade.own_state_dir if upgrade is not None else False,
+        generation=upgrade.generation if upgrade is not None else 0,
+    )
     # Everything imported and built so far lives as long as the server: keep it out of every
     # garbage collection (less work per collection on the request path).
     gc.freeze()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.stop)
+    upgrader.install()
     try:
         if listen.is_stdio:
             stdio_task = asyncio.ensure_future(server.serve_stdio())
@@ -413,13 +536,17 @@ async def _serve(listen: ListenAddress, config: ServerConfig, *, exit_on_stdin_c
                 await stdio_task
         else:
             assert listen.host is not None
-            host, port = await server.listen_websocket(listen.host, listen.port)
-            sys.stdout.write(format_ws_url(host, port) + "\n")
-            sys.stdout.flush()
+            if handoff is not None:
+                await adopt_listener(server, handoff)  # the URL was printed by the first image
+            else:
+                host, port = await server.listen_websocket(listen.host, listen.port)
+                sys.stdout.write(format_ws_url(host, port) + "\n")
+                sys.stdout.flush()
             if exit_on_stdin_close:
                 _watch_stdin(loop, server.stop)
             await server.stopped
     finally:
+        await upgrader.aclose()
         await server.aclose()
     return 0
 

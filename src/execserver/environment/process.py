@@ -32,9 +32,11 @@ from execserver.protocol.process import (
     ProcessStartParams,
     ProcessWaitResponse,
     SandboxType,
+    TerminalSize,
     Termination,
     WriteStatus,
 )
+from execserver.protocol.process_handles import ProcessAttachResponse, ProcessInfo
 from execserver.protocol.sandbox import SandboxContext
 
 # `env=None`: the environment's own variables, minus names that look like secrets (§10).
@@ -65,7 +67,18 @@ class ClosedEvent:
     seq: int
 
 
-ProcessEvent = ProcessOutputChunk | ExitedEvent | ClosedEvent
+@dataclass(slots=True, frozen=True)
+class OutputGap:
+    """Output the executor no longer keeps (the middle of a journal over its cap): chunk seqs
+    `from_seq` to `seq`, `size` bytes. Only executors with an output journal report it; others
+    fail the stream with `ProcessFailed` instead."""
+
+    from_seq: int
+    seq: int
+    size: int
+
+
+ProcessEvent = ProcessOutputChunk | ExitedEvent | ClosedEvent | OutputGap
 
 
 @dataclass(slots=True)
@@ -113,17 +126,23 @@ class Unsupported(ExecServerError):
 
 @runtime_checkable
 class ExecProcess(Protocol):
-    """A started process.
+    """A started (or attached) process.
 
     Iterating yields its events in seq order: output chunks, then (possibly more output from
     descendants, then) exactly one `ExitedEvent` and one final `ClosedEvent`; every event
     exactly once, also across reconnects. Iterate it once. If the events can no longer be
     followed, iteration and `wait()` raise `ProcessFailed`. `async with` terminates the process
-    on exit if it is still running.
+    on exit if it is still running, unless it was started with `detach` or attached: then it
+    only stops following it.
     """
 
     @property
     def process_id(self) -> str: ...
+
+    @property
+    def handle(self) -> str | None:
+        """The server-wide handle (processes started with `detach`, or attached), else None."""
+        ...
 
     @property
     def sandbox_type(self) -> SandboxType: ...
@@ -151,6 +170,21 @@ class ExecProcess(Protocol):
 
     async def terminate(self) -> bool:
         """Kill the whole process tree; True if the process was still running."""
+        ...
+
+    async def resize(self, rows: int, cols: int) -> None:
+        """Resize the process's terminal (SIGWINCH reaches its foreground group).
+
+        Raises `InvalidRequest` for a process without a terminal or one that has exited,
+        `Unsupported` where the executor cannot (`process/resize` is an execserver extension).
+        """
+        ...
+
+    async def detach(self) -> None:
+        """Stop following the process and let it run on (it outlives this client's session).
+
+        Raises `Unsupported` where the executor cannot (`process/detach` is an extension).
+        """
         ...
 
     async def wait(self) -> int:
@@ -192,6 +226,8 @@ class ExecBackend(Protocol):
         timeout_ms: int | None = None,
         idle_timeout_ms: int | None = None,
         limits: ProcessLimits | None = None,
+        size: tuple[int, int] | None = None,
+        detach: bool = False,
     ) -> ExecProcess:
         """Start `argv` in `cwd` (default: the environment's working directory).
 
@@ -201,9 +237,32 @@ class ExecBackend(Protocol):
 
         `env=None` gives the child the environment's own variables minus names that look like
         secrets (*KEY*, *SECRET*, *TOKEN*); a mapping gives it exactly that (or, with
-        `env_policy`, what the policy builds from it). Raises `RpcError`s with the executor's
+        `env_policy`, what the policy builds from it). `size` is the (rows, cols) of a `tty`
+        process's terminal (default 24x80). With `detach` the process outlives this client's
+        session and has a `handle` (see `attach()`). Raises `RpcError`s with the executor's
         wording when the process cannot start.
         """
+        ...
+
+    async def list_processes(self) -> list[ProcessInfo]:
+        """The processes of this client's principal on the executor (running, or finished and
+        still retained). Raises `Unsupported` where the executor cannot (an extension)."""
+        ...
+
+    async def attach(
+        self, handle: str, *, after_seq: int = 0, tail_bytes: int | None = None
+    ) -> ExecProcess:
+        """Follow the process `handle` from this client: its events after `after_seq` (or
+        the last `tail_bytes` bytes of output, then everything new). Writes, signals and
+        resizes go to the process; leaving `async with` (or `detach()`) lets it run on.
+
+        Raises `InvalidRequest` for an unknown handle (or another principal's), `Unsupported`
+        where the executor cannot (`process/attach` is an extension).
+        """
+        ...
+
+    async def kill(self, handle: str) -> bool:
+        """Kill the process `handle` (whole tree); True if it was still running."""
         ...
 
     async def run(
@@ -253,6 +312,8 @@ class ProcessRunner:
         timeout_ms: int | None = None,
         idle_timeout_ms: int | None = None,
         limits: ProcessLimits | None = None,
+        size: tuple[int, int] | None = None,
+        detach: bool = False,
     ) -> ExecProcess:
         params = ProcessStartParams(
             process_id=self._new_process_id(),
@@ -267,6 +328,8 @@ class ProcessRunner:
             timeout_ms=timeout_ms,
             idle_timeout_ms=idle_timeout_ms,
             limits=limits,
+            size=None if size is None else TerminalSize(rows=size[0], cols=size[1]),
+            detach=detach,
         )
         return await self._spawn(params)
 
@@ -337,6 +400,11 @@ class HostedProcess(Protocol):
     def process_id(self) -> str: ...
 
     @property
+    def handle(self) -> str:
+        """Server-wide handle (`process/list`, `process/attach`)."""
+        ...
+
+    @property
     def sandbox_type(self) -> SandboxType: ...
 
     def read_nowait(
@@ -366,6 +434,10 @@ class HostedProcess(Protocol):
         """Kill the whole tree; True if the process itself was still running."""
         ...
 
+    def resize(self, rows: int, cols: int) -> None:
+        """Set the terminal size. Raises `InvalidRequest` without a terminal or after exit."""
+        ...
+
     # Extensions (issue 20): why it ended, and waiting on output.
 
     @property
@@ -386,9 +458,11 @@ class HostedProcess(Protocol):
         ...
 
 
-ProcessListener = Callable[[HostedProcess, ProcessEvent], None]
-WaitingListener = Callable[[HostedProcess, int, str], None]
-"""Hears (process, pid, command) when a PTY process's foreground process waits for input."""
+ProcessListener = Callable[[str, HostedProcess, ProcessEvent], None]
+"""Called with the table's id of the process, the process, and the event."""
+WaitingListener = Callable[[str, HostedProcess, int, str], None]
+"""Hears (the table's id of the process, the process, pid, command) when a PTY process's
+foreground process waits for input."""
 
 
 class ProcessTable(Protocol):
@@ -423,6 +497,25 @@ class ProcessTable(Protocol):
         ...
 
     def resume_output(self) -> None: ...
+
+    def list_processes(self) -> list[ProcessInfo]:
+        """Every process of this table's principal on the executor."""
+        ...
+
+    def attach(
+        self, handle: str, process_id: str | None = None, tail_bytes: int | None = None
+    ) -> ProcessAttachResponse:
+        """Show the principal's process `handle` in this table under `process_id`."""
+        ...
+
+    def detach(self, process_id: str) -> None:
+        """Drop `process_id` from this table without ending the process (which then outlives
+        the session if this table started it)."""
+        ...
+
+    def kill(self, handle: str) -> bool:
+        """Kill the principal's process `handle`; True if it was still running."""
+        ...
 
     async def aclose(self) -> None:
         """Kill every process tree and wait (bounded) until each child is reaped."""

@@ -204,6 +204,11 @@ class ProcessCgroups:
         whether it is gone from the process; its handle must not be used afterwards."""
         return cgroup.remove()
 
+    def adopt(self, name: str, limits: Limits | None) -> ProcessCgroup | None:
+        """The cgroup `name` of a process carried over by an upgrade in place (same pid, so
+        the same base directories), or None where this host has none."""
+        return None
+
     def close(self) -> None:
         """Kill what is left in every cgroup and remove them all (server shutdown)."""
 
@@ -326,6 +331,21 @@ def sweep_stale(parent: Path) -> None:
         sweep(stale)
 
 
+def first_unused_number(names: Iterable[str]) -> int:
+    """The first `N` after every `p<N>` in `names`: a server re-executed in place (same pid,
+    same base) finds the cgroups of the processes it carried over there and must not reuse
+    their names."""
+    numbers = [int(name[1:]) for name in names if name[:1] == "p" and name[1:].isdigit()]
+    return max(numbers, default=0) + 1
+
+
+def _entries(directory: Path) -> list[str]:
+    try:
+        return os.listdir(directory)
+    except OSError:
+        return []
+
+
 def base_name() -> str:
     """`execserver-<pid>` for the first server of this process, then `execserver-<pid>-<n>`.
 
@@ -408,7 +428,7 @@ class CgroupV1(ProcessCgroups):
         self._pids = pids
         self._memory = memory
         self._cpu = cpu
-        self._names = itertools.count(1)
+        self._names = itertools.count(first_unused_number(_entries(pids.base)))
         self._free: deque[str] = deque()
         """Empty unlimited cgroups of finished processes, reused by the mover."""
         self.reason = "no writable cgroup hierarchy for " + (
@@ -497,6 +517,9 @@ class CgroupV1(ProcessCgroups):
     def placement(self, limits: Limits | None) -> Placement:
         self.check(limits)
         return _V1Placement(self, limits)
+
+    def adopt(self, name: str, limits: Limits | None) -> ProcessCgroup | None:
+        return self.handle(name, limits)
 
     def prepare_limits(self, name: str, limits: Limits) -> list[_V1Hierarchy]:
         """Write `limits` into cgroup `name` of each hierarchy; returns the extra hierarchies

@@ -42,6 +42,7 @@ from execserver.local.cgroup import (
     ProcessCgroups,
     Spawn,
     base_name,
+    first_unused_number,
     read_int_field,
     signal_pids,
     sweep_stale,
@@ -104,10 +105,15 @@ def _unified_mount() -> Path | None:
 
 
 def _own_unified_path() -> str | None:
+    """Our cgroup; for a server re-executed in place that had moved itself into its leaf
+    (`CgroupV2._enable`), the cgroup it started in, so it finds the same base again."""
     with contextlib.suppress(OSError):
         for line in Path("/proc/self/cgroup").read_text().splitlines():
             if line.startswith("0::"):
-                return line[3:]
+                path = line[3:]
+                if path.rsplit("/", 1)[-1] == f"execserver-server-{os.getpid()}":
+                    path = path.rsplit("/", 1)[0] or "/"
+                return path
     return None
 
 
@@ -186,7 +192,10 @@ class CgroupV2(ProcessCgroups):
         self._fs = fs
         self.base = base
         self._controllers = controllers
-        self._names = itertools.count(1)
+        existing: list[str] = []
+        with contextlib.suppress(OSError):
+            existing = [child.name for child in fs.children(base)]
+        self._names = itertools.count(first_unused_number(existing))
         missing = sorted(set(CONTROLLERS) - controllers)
         self.reason = (
             f"the cgroup v2 controllers {', '.join(missing)} are not delegated to this executor"
@@ -256,6 +265,9 @@ class CgroupV2(ProcessCgroups):
             fs.write(leaf / "cgroup.procs", str(pid))
             fs.write(own / "cgroup.subtree_control", _plus(wanted))
         return set(_words(fs, own / "cgroup.subtree_control"))
+
+    def adopt(self, name: str, limits: Limits | None) -> ProcessCgroup | None:
+        return V2Cgroup(self._fs, self.base / name)
 
     def placement(self, limits: Limits | None) -> Placement:
         self.check(limits)

@@ -121,6 +121,13 @@ class Timeouts:
         )
         self._idle = loop.call_later(idle_s, self._check_idle) if idle_s is not None else None
 
+    def remaining(self) -> tuple[float | None, float | None]:
+        """(seconds left of the wall-clock timeout, the idle timeout) of those still armed:
+        what an upgrade in place arms again in the new image."""
+        now = self._loop.time()
+        left = max(self._deadline.when() - now, 0.0) if self._deadline is not None else None
+        return left, self._idle_s if self._idle is not None else None
+
     def _check_idle(self) -> None:
         assert self._idle_s is not None
         due = self._last_output() + self._idle_s

@@ -1,9 +1,11 @@
 """`Host`: this machine's capabilities, built once, for the server and `local_environment()`.
 
 It owns what every session shares: the child reaper, the blocking-I/O threads, per-process
-cgroups, the server-wide output budget, the filesystem (with its sandbox helper), executor
-discovery and the HTTP client, plus the environment description. `process_table()` makes one
-session's table. `aclose()` releases everything after the tables are closed.
+cgroups, the server-wide output budget, the output journals (with a state directory), the
+directory of processes by handle, the filesystem (with its sandbox helper), executor discovery
+and the HTTP client, plus the environment description. `process_table()` makes one session's
+table. `aclose()` releases everything after the tables are closed (and kills the detached
+processes left).
 """
 
 from __future__ import annotations
@@ -16,11 +18,18 @@ from dataclasses import dataclass
 from execserver.local import tree
 from execserver.local.cgroup import ProcessCgroups
 from execserver.local.crash_guard import CrashGuard
+from execserver.local.directory import (
+    DETACHED_RETENTION_S,
+    MAX_ATTACHERS,
+    MAX_DETACHED_PER_PRINCIPAL,
+    ProcessDirectory,
+)
 from execserver.local.discovery import LocalExecutorDiscovery
 from execserver.local.endings import DEFAULT_KILL_GRACE_S
 from execserver.local.file_system import LocalFileSystem
 from execserver.local.http_client import LocalHttpClient
 from execserver.local.info import environment_info
+from execserver.local.journal import JOURNAL_BUDGET_BYTES, JOURNAL_MAX_BYTES, JournalStore
 from execserver.local.output_log import MAX_RETAINED_OUTPUT_BYTES, RetainedOutputBudget
 from execserver.local.process import (
     CLOSED_PROCESS_RETENTION_S,
@@ -53,6 +62,17 @@ class HostConfig:
     blocking_threads: int = 8
     """Threads for blocking filesystem work (whole-file reads and writes, walks, copies)."""
     telemetry: Telemetry | None = None
+    journal_dir: str | None = None
+    """Where output journals go (None: output past the memory window is dropped)."""
+    journal_dir_owned: bool = False
+    """Remove `journal_dir` on `aclose()` (a directory made for this server)."""
+    journal_max_bytes: int = JOURNAL_MAX_BYTES
+    """Journal kept per process (head + tail, the middle dropped past it)."""
+    journal_budget_bytes: int = JOURNAL_BUDGET_BYTES
+    """Journal kept by all processes together (oldest segments dropped first past it)."""
+    detached_retention_s: float = DETACHED_RETENTION_S
+    max_detached_per_principal: int = MAX_DETACHED_PER_PRINCIPAL
+    max_attachers: int = MAX_ATTACHERS
 
 
 class Host:
@@ -74,6 +94,21 @@ class Host:
             else None
         )
         self.output_budget = RetainedOutputBudget(config.max_retained_output)
+        self.journals = (
+            JournalStore(
+                config.journal_dir,
+                max_bytes_per_process=config.journal_max_bytes,
+                budget_bytes=config.journal_budget_bytes,
+                owned=config.journal_dir_owned,
+            )
+            if config.journal_dir is not None
+            else None
+        )
+        self.directory = ProcessDirectory(
+            detached_retention_s=config.detached_retention_s,
+            max_detached_per_principal=config.max_detached_per_principal,
+            max_attachers=config.max_attachers,
+        )
         self._blocking = ThreadPoolExecutor(
             max_workers=config.blocking_threads, thread_name_prefix="execserver-io"
         )
@@ -93,8 +128,8 @@ class Host:
         )
         """What the `processEndings` extension offers here (told to clients that ask)."""
 
-    def process_table(self, session_id: str = "") -> LocalExecBackend:
-        """A new, empty process table (one session's)."""
+    def process_table(self, session_id: str = "", principal: str = "") -> LocalExecBackend:
+        """A new, empty process table (one session's, of `principal`)."""
         table = LocalExecBackend(
             self.reaper,
             closed_retention_s=self.config.closed_process_retention_s,
@@ -103,6 +138,9 @@ class Host:
             output_budget=self.output_budget,
             telemetry=self.config.telemetry,
             kill_grace_s=self.config.kill_grace_s,
+            directory=self.directory,
+            journals=self.journals,
+            principal=principal,
         )
         table.session_id = session_id
         return table
@@ -113,6 +151,9 @@ class Host:
         Cancellation: the threads and the reaper are released anyway.
         """
         try:
+            await self.directory.aclose()
+            if self.journals is not None:
+                self.journals.close()
             self.cgroups.close()
             if self.crash_guard is not None:
                 self.crash_guard.close()

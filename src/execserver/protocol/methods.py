@@ -21,6 +21,12 @@ PROCESS_CLOSE_STDIN = "process/closeStdin"
 # Extensions (issue 20): wait on output; a PTY process waits for input.
 PROCESS_WAIT = "process/wait"
 PROCESS_WAITING_FOR_INPUT = "process/waitingForInput"
+# Extensions (not in codex): terminal size, and processes that outlive their sessions.
+PROCESS_RESIZE = "process/resize"
+PROCESS_LIST = "process/list"
+PROCESS_ATTACH = "process/attach"
+PROCESS_DETACH = "process/detach"
+PROCESS_KILL = "process/kill"
 PROCESS_OUTPUT = "process/output"
 PROCESS_EXITED = "process/exited"
 PROCESS_CLOSED = "process/closed"

@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 import msgspec
 
 from execserver.compat.serde import variants
-from execserver.protocol.base import U64, USIZE, Base64Bytes, UuidText, WireStruct, check_u64
+from execserver.protocol.base import U16, U64, USIZE, Base64Bytes, UuidText, WireStruct, check_u64
 from execserver.protocol.network import ManagedNetworkSandboxContext, RemoteNetworkProxyLaunchConfig
 from execserver.protocol.pathuri import PathUri
 from execserver.protocol.sandbox import SandboxContext
@@ -66,6 +66,13 @@ class ProcessLimits(WireStruct):
         check_u64(self.memory_bytes, self.pids)
 
 
+class TerminalSize(WireStruct):
+    """Extension: a terminal's size in character cells (`process/start`'s `size`)."""
+
+    rows: U16
+    cols: U16
+
+
 class ProcessStartParams(WireStruct, kw_only=True):
     """Members in the reference's order (which its positional, array form follows)."""
 
@@ -87,19 +94,26 @@ class ProcessStartParams(WireStruct, kw_only=True):
     enforce_managed_network: bool = False
     managed_network: ManagedNetworkSandboxContext | None = None
     network_proxy: RemoteNetworkProxyLaunchConfig | None = None
-    # Extensions (issue 20; docs/protocol.md "Extensions"), after the reference's 14 members so
-    # its positional form is unchanged; the reference ignores them.
+    # Extensions (docs/protocol.md "Extensions"), after the reference's 14 members so its
+    # positional form is unchanged; the reference ignores them.
     timeout_ms: U64 | None = None
     idle_timeout_ms: U64 | None = None
     limits: ProcessLimits | None = None
+    size: TerminalSize | None = None
+    """The initial terminal size of a `tty` process (default 24x80)."""
+    detach: bool = False
+    """Keep the process past its session (until it exits, plus the detached retention); the
+    answer then carries its `handle` (see docs/protocol.md, Processes that outlive sessions)."""
 
     def __post_init__(self) -> None:
         check_u64(self.timeout_ms, self.idle_timeout_ms)
 
 
-class ProcessStartResponse(WireStruct):
+class ProcessStartResponse(WireStruct, omit_defaults=True):
     process_id: str
     sandbox_type: SandboxType
+    handle: str | None = None
+    """Extension: the server-wide handle of a process started with `detach`."""
 
 
 class ProcessReadParams(WireStruct):
@@ -128,7 +142,16 @@ class ProcessOutputChunk(WireStruct):
         return self.chunk
 
 
-class ProcessReadResponse(WireStruct):
+class OutputGap(WireStruct):
+    """Extension: output the executor produced but no longer keeps (the middle of a journal
+    over its cap): chunk seqs `fromSeq` to `toSeq` (inclusive), `bytes` of output."""
+
+    from_seq: int
+    to_seq: int
+    bytes: int
+
+
+class ProcessReadResponse(WireStruct, omit_defaults=True):
     chunks: list[ProcessOutputChunk]
     next_seq: int
     exited: bool
@@ -136,6 +159,8 @@ class ProcessReadResponse(WireStruct):
     closed: bool
     failure: str | None
     sandbox_denied: bool
+    gaps: list[OutputGap] = msgspec.field(default_factory=list)
+    """Extension: dropped output within this read's range (only when some was dropped)."""
 
 
 class ProcessWriteParams(WireStruct):

@@ -10,12 +10,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from execserver.local.directory import (
+    DETACHED_RETENTION_S,
+    MAX_ATTACHERS,
+    MAX_DETACHED_PER_PRINCIPAL,
+)
 from execserver.local.endings import DEFAULT_KILL_GRACE_S
 from execserver.local.host import Host, HostConfig
+from execserver.local.journal import JOURNAL_BUDGET_BYTES, JOURNAL_MAX_BYTES
 from execserver.local.output_log import MAX_RETAINED_OUTPUT_BYTES
 from execserver.local.process import CLOSED_PROCESS_RETENTION_S, MAX_PROCESSES_PER_SESSION
 from execserver.observability.telemetry import Telemetry
@@ -76,6 +84,19 @@ class ServerConfig:
     """Spans and metrics (observability); None records nothing and costs nothing."""
     metrics_page: Callable[[], bytes] | None = None
     """Renders `/metrics` (Prometheus text) on the WebSocket listener; None: no such page."""
+    state_dir: str | None = None
+    """Where the server keeps output journals (in `journal-<pid>/`, removed at shutdown); None:
+    output past the in-memory window is dropped, as in the reference."""
+    journal_max_bytes: int = JOURNAL_MAX_BYTES
+    """Output journaled per process: head and tail kept, the middle dropped past it."""
+    journal_budget_bytes: int = JOURNAL_BUDGET_BYTES
+    """Output journaled by all processes together: the oldest segments go first past it."""
+    detached_retention_s: float = DETACHED_RETENTION_S
+    """How long a detached process stays listable and attachable after it closed."""
+    max_detached_per_principal: int = MAX_DETACHED_PER_PRINCIPAL
+    """Detached processes per principal (running or retained); `detach` beyond it is refused."""
+    max_attachers: int = MAX_ATTACHERS
+    """Sessions attached to one process at once; `process/attach` beyond it is refused."""
 
 
 class ExecServer:
@@ -92,6 +113,15 @@ class ExecServer:
                 kill_grace_s=config.kill_grace_s,
                 blocking_threads=config.blocking_threads,
                 telemetry=config.telemetry,
+                journal_dir=None
+                if config.state_dir is None
+                else os.path.join(config.state_dir, f"journal-{os.getpid()}"),
+                journal_dir_owned=True,
+                journal_max_bytes=config.journal_max_bytes,
+                journal_budget_bytes=config.journal_budget_bytes,
+                detached_retention_s=config.detached_retention_s,
+                max_detached_per_principal=config.max_detached_per_principal,
+                max_attachers=config.max_attachers,
             )
         )
         self.registry = SessionRegistry(
@@ -158,8 +188,11 @@ class ExecServer:
 
     # -- listeners -----------------------------------------------------------------------------
 
-    async def listen_websocket(self, host: str, port: int) -> tuple[str, int]:
-        """Start the WebSocket listener; returns the bound (host, port)."""
+    async def listen_websocket(
+        self, host: str, port: int, *, sock: socket.socket | None = None
+    ) -> tuple[str, int]:
+        """Start the WebSocket listener (on `sock` if given: a listening socket carried over by
+        an upgrade in place); returns the bound (host, port)."""
 
         def on_open(ws: WebSocketServerConnection) -> ServerEndpoint[Any]:
             principal = ws.request.principal if ws.request is not None else None
@@ -172,6 +205,7 @@ class ExecServer:
             hook=self._authenticate if self.config.authenticator is not None else None,
             ping_interval_s=self.config.ping_interval_s,
             pages={} if self.config.metrics_page is None else {"/metrics": self._metrics},
+            sock=sock,
         )
         sockname = self._listener.sockets[0].getsockname()
         return sockname[0], sockname[1]
@@ -214,6 +248,16 @@ class ExecServer:
         except AuthFailure as failure:
             return HttpResponse(401, failure.body.encode())
         return None
+
+    def listening_fds(self) -> list[int]:
+        """The fds of the WebSocket listener's sockets (none without one)."""
+        if self._listener is None:
+            return []
+        return [sock.fileno() for sock in self._listener.sockets]
+
+    @property
+    def is_stdio(self) -> bool:
+        return self._stdio is not None
 
     def stop(self) -> None:
         if not self.stopped.done():

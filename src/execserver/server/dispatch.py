@@ -39,6 +39,12 @@ from execserver.protocol.process import (
     ProcessWaitParams,
     ProcessWriteParams,
 )
+from execserver.protocol.process_handles import (
+    ProcessAttachParams,
+    ProcessDetachParams,
+    ProcessKillParams,
+    ProcessResizeParams,
+)
 from execserver.protocol.session import EnvironmentInfo, InitializeParams, ProcessEndingsInfo
 from execserver.rpc.router import Router
 from execserver.server.connection import Connection
@@ -91,6 +97,12 @@ def build_router(connection: Connection, services: Services) -> Router:
     router.add(methods.PROCESS_TERMINATE, ProcessTerminateParams, process.terminate, gate=EXEC)
     router.add(methods.PROCESS_CLOSE_STDIN, ProcessCloseStdinParams, process.close_stdin, gate=EXEC)
     router.add(methods.PROCESS_WAIT, ProcessWaitParams, process.wait, gate=EXEC, detached=True)
+    # Extensions: terminal size, and processes that outlive their sessions (docs/protocol.md).
+    router.add(methods.PROCESS_RESIZE, ProcessResizeParams, process.resize, gate=EXEC)
+    router.add(methods.PROCESS_LIST, None, process.list, gate=EXEC)
+    router.add(methods.PROCESS_ATTACH, ProcessAttachParams, process.attach, gate=EXEC)
+    router.add(methods.PROCESS_DETACH, ProcessDetachParams, process.detach, gate=EXEC)
+    router.add(methods.PROCESS_KILL, ProcessKillParams, process.kill, gate=EXEC)
 
     router.add(methods.FS_READ_FILE, FsReadFileParams, fs.read_file, gate=FILESYSTEM)
     router.add(methods.FS_WRITE_FILE, FsWriteFileParams, fs.write_file, gate=FILESYSTEM)

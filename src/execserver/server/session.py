@@ -52,8 +52,8 @@ class Attachment(Protocol):
     def notify(self, method: str, params: object) -> None: ...
 
 
-ProcessTableFactory = Callable[[str], ProcessTable]
-"""Makes the process table of a new session (given its id, for logs)."""
+ProcessTableFactory = Callable[[str, str], ProcessTable]
+"""Makes the process table of a new session, given its id (for logs) and its principal."""
 
 
 class Session:
@@ -68,11 +68,10 @@ class Session:
         self._waiting_for_drain = False
         processes.listener = self._on_process_event
 
-    def _on_process_event(self, process: HostedProcess, event: ProcessEvent) -> None:
+    def _on_process_event(self, pid: str, process: HostedProcess, event: ProcessEvent) -> None:
         connection = self.connection
         if connection is None:
             return
-        pid = process.process_id
         if isinstance(event, ProcessOutputChunk):
             connection.notify(
                 methods.PROCESS_OUTPUT,
@@ -112,14 +111,16 @@ class Session:
         wanted = PROCESS_ENDINGS in extensions
         self.processes.waiting_listener = self._on_waiting_for_input if wanted else None
 
-    def _on_waiting_for_input(self, process: HostedProcess, pid: int, command: str) -> None:
+    def _on_waiting_for_input(
+        self, process_id: str, process: HostedProcess, pid: int, command: str
+    ) -> None:
         connection = self.connection
         if connection is None or PROCESS_ENDINGS not in self.extensions:
             return
         connection.notify(
             methods.PROCESS_WAITING_FOR_INPUT,
             ProcessWaitingForInputNotification(
-                process_id=process.process_id,
+                process_id=process_id,
                 seq=process.last_seq,
                 pid=pid,
                 command=command,
@@ -191,10 +192,21 @@ class SessionRegistry:
                 "included until they expire); resume an existing session or retry later"
             )
         session_id = str(uuid.uuid4())
-        session = Session(session_id, self._new_table(session_id), connection.principal)
+        table = self._new_table(session_id, connection.principal)
+        session = Session(session_id, table, connection.principal)
         self._sessions[session.id] = session
         session.attach(connection)
         log.info("session created", extra={"session_id": session.id})
+        return session
+
+    def sessions(self) -> list[Session]:
+        return list(self._sessions.values())
+
+    def adopt(self, session_id: str, principal: str) -> Session:
+        """A session carried over by an upgrade in place (the caller fills its table, then
+        detaches it: it waits a fresh TTL for its client to resume it)."""
+        session = Session(session_id, self._new_table(session_id, principal), principal)
+        self._sessions[session_id] = session
         return session
 
     def resume(self, session_id: str, connection: Attachment) -> Session:

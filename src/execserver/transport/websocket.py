@@ -365,15 +365,18 @@ async def serve_websocket(
     hook: HttpHook | None = None,
     ping_interval_s: float = PING_INTERVAL_S,
     pages: Mapping[str, HttpPage] | None = None,
+    sock: socket.socket | None = None,
 ) -> asyncio.Server:
-    """Listen on `host:port` and call `on_open(connection)` for every upgraded WebSocket."""
+    """Listen on `host:port` (or on the listening socket `sock`, already bound) and call
+    `on_open(connection)` for every upgraded WebSocket."""
     loop = asyncio.get_running_loop()
-    return await loop.create_server(
-        lambda: WebSocketServerConnection(on_open, hook, ping_interval_s, pages),
-        host,
-        port,
-        reuse_address=True,
-    )
+
+    def factory() -> WebSocketServerConnection:
+        return WebSocketServerConnection(on_open, hook, ping_interval_s, pages)
+
+    if sock is not None:
+        return await loop.create_server(factory, sock=sock)
+    return await loop.create_server(factory, host, port, reuse_address=True)
 
 
 # -- client side ---------------------------------------------------------------------------------

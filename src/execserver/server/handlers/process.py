@@ -25,6 +25,15 @@ from execserver.protocol.process import (
     ProcessWriteParams,
     ProcessWriteResponse,
 )
+from execserver.protocol.process_handles import (
+    EmptyResponse,
+    ProcessAttachParams,
+    ProcessAttachResponse,
+    ProcessDetachParams,
+    ProcessKillParams,
+    ProcessListResponse,
+    ProcessResizeParams,
+)
 from execserver.server.connection import Connection
 
 # Long polls are capped so a huge waitMs cannot overflow the event loop's timer arithmetic.
@@ -47,13 +56,20 @@ class ProcessHandler:
         started = self._table.start(params)
         if isinstance(started, Awaitable):
             return self._started_later(params, started)
-        return ProcessStartResponse(process_id=params.process_id, sandbox_type=started.sandbox_type)
+        return self._started(params, started)
 
     async def _started_later(
         self, params: ProcessStartParams, started: Awaitable[HostedProcess]
     ) -> ProcessStartResponse:
-        process = await started
-        return ProcessStartResponse(process_id=params.process_id, sandbox_type=process.sandbox_type)
+        return self._started(params, await started)
+
+    @staticmethod
+    def _started(params: ProcessStartParams, process: HostedProcess) -> ProcessStartResponse:
+        return ProcessStartResponse(
+            process_id=params.process_id,
+            sandbox_type=process.sandbox_type,
+            handle=process.handle if params.detach else None,
+        )
 
     def read(
         self, params: ProcessReadParams
@@ -118,3 +134,22 @@ class ProcessHandler:
         process = self._table.get(params.process_id)
         running = process.terminate() if process is not None else False
         return ProcessTerminateResponse(running=running)
+
+    # -- extensions: terminal size, processes that outlive sessions ----------------------------
+
+    def resize(self, params: ProcessResizeParams) -> EmptyResponse:
+        self._table.require(params.process_id).resize(params.rows, params.cols)
+        return EmptyResponse()
+
+    def list(self, _: None) -> ProcessListResponse:
+        return ProcessListResponse(processes=self._table.list_processes())
+
+    def attach(self, params: ProcessAttachParams) -> ProcessAttachResponse:
+        return self._table.attach(params.handle, params.process_id, params.tail_bytes)
+
+    def detach(self, params: ProcessDetachParams) -> EmptyResponse:
+        self._table.detach(params.process_id)
+        return EmptyResponse()
+
+    def kill(self, params: ProcessKillParams) -> ProcessTerminateResponse:
+        return ProcessTerminateResponse(running=self._table.kill(params.handle))
