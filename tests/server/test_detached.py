@@ -143,9 +143,20 @@ async def test_two_attachers_see_identical_output_and_both_write(
 async def test_attach_from_seq_and_tail(start_server: StartServer) -> None:
     """`after_seq` replays from a seq; `tail_bytes` replays exactly the last N bytes."""
     _, url = await start_server()
-    code = "import sys\nfor i in range(200): print(f'{i:04d}', flush=True)\nsys.stdin.read()"
+    # Two halves, the second once the first was read: the output is at least two chunks (a
+    # burst can be read as one), so a replay after the first chunk has something to replay.
+    code = (
+        "import sys\n"
+        "for i in range(100): print(f'{i:04d}', flush=True)\n"
+        "sys.stdin.readline()\n"
+        "for i in range(100, 200): print(f'{i:04d}', flush=True)\n"
+        "sys.stdin.read()"
+    )
     handle = await start_detached(url, [sys.executable, "-c", code])
     async with await connect_environment(url) as env:
+        first_half = await env.process.attach(handle)
+        await output_until(first_half, b"0099\n")
+        await first_half.write(b"go\n")
         full = await output_until(await env.process.attach(handle), b"0199\n")
         assert full == b"".join(b"%04d\n" % i for i in range(200))
         tail = await env.process.attach(handle, tail_bytes=12)
