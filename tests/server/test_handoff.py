@@ -6,12 +6,19 @@ they carry on as if nothing happened (seqs, write ids, output, exit)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
+import shlex
 import sys
+import uuid
+from collections.abc import Awaitable
 from pathlib import Path
 
 import msgspec
+import pytest
 
+from execserver.local import cgroup as cgroup_module
+from execserver.local.cgroup import Limits
 from execserver.local.handoff import (
     HostHandoff,
     TableState,
@@ -23,9 +30,10 @@ from execserver.local.handoff import (
 from execserver.local.host import Host, HostConfig
 from execserver.local.process import LocalExecBackend, LocalProcess
 from execserver.protocol.pathuri import PathUri
-from execserver.protocol.process import ProcessStartParams, TerminalSize
-from tests.conftest import TIME
+from execserver.protocol.process import ProcessLimits, ProcessStartParams, TerminalSize
+from tests.conftest import IN_CI, TIME
 from tests.harness.polling import poll
+from tests.harness.procfs import pids_with_marker, sleeper, wait_all_dead, wait_for_marked
 
 ECHO = "import sys\nfor line in sys.stdin: print('got:' + line.strip(), flush=True)\n"
 
@@ -50,6 +58,10 @@ def abandon(host: Host) -> None:
             loop.remove_reader(fd)
         if process._writing and process._stdin_fd is not None:
             loop.remove_writer(process._stdin_fd)
+        if process._timeouts is not None:
+            process._timeouts.cancel()
+        if process._kill_after is not None:
+            process._kill_after.cancel()
     for pid, (pidfd, _) in list(host.reaper._watched.items()):
         loop.remove_reader(pidfd)
         os.close(pidfd)
@@ -128,6 +140,75 @@ async def test_handoff_round_trip(tmp_path: Path) -> None:
         assert info.detached and info.state == "running"
         assert new.directory.find(detached.handle, "alice").pid == detached.pid
         await asyncio.wait_for(slow2.wait_closed(), 15 * TIME)
+    finally:
+        await again.aclose()
+        await new.aclose()
+
+
+async def test_handoff_carries_cgroups_timeouts_and_endings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process's cgroup (with its limits), its running timeout, what ended a finished one and
+    its termination record survive the handoff: after it, terminate still reaches a setsid
+    daemon through the adopted cgroup."""
+    old = Host(HostConfig(process_cgroups=True))
+    if not old.cgroups.enabled or "pids" not in old.cgroups.enforceable:
+        await old.aclose()
+        if IN_CI:
+            pytest.fail("CI=true but this host has no writable cgroup hierarchy")
+        pytest.skip("no writable cgroup hierarchy")
+    table = old.process_table("session-1", "alice")
+    marker = f"handoff-tree-{uuid.uuid4().hex}"
+    daemon = shlex.join(sleeper(marker))
+    tree = table.start(
+        params(
+            "tree",
+            ["sh", "-c", f"setsid {daemon} >/dev/null 2>&1 & exec {daemon}"],
+            limits=ProcessLimits(pids=32),
+        )
+    )
+    await wait_for_marked(marker, 2, timeout=10 * TIME)
+    timed = table.start(params("timed", ["sleep", "60"], timeout_ms=600_000))
+    signaled = table.start(params("signaled", ["sh", "-c", "kill -USR1 $$"]))
+    await signaled.wait_closed()
+    assert tree.cgroup is not None and tree.limits == Limits(pids=32)
+
+    state = msgspec.msgpack.encode(snapshot_host(old))
+    links = msgspec.msgpack.encode(snapshot_table(table))
+    abandon(old)
+    # The re-executed server has the same pid, so it finds the same base directories.
+    (base,) = {path.name for path in old.cgroups.bases}
+    number = int(base.split("-")[2]) if base.count("-") == 2 else 0
+    monkeypatch.setattr(cgroup_module, "_base_numbers", itertools.count(number))
+    new = Host(HostConfig(process_cgroups=True))
+    processes = restore_host(new, msgspec.msgpack.decode(state, type=HostHandoff))
+    again = new.process_table("session-1", "alice")
+    assert isinstance(again, LocalExecBackend)
+    restore_table(again, msgspec.msgpack.decode(links, type=TableState), processes)
+    try:
+        assert {path.name for path in new.cgroups.bases} == {base}
+        tree2 = again.require("tree")
+        assert tree2.cgroup is not None and tree2.cgroup.name == tree.cgroup.name
+        assert tree2.limits == Limits(pids=32)
+        assert timed._timeouts is not None
+        timed2 = again.require("timed")
+        assert timed2._timeouts is not None
+        left, idle = timed2._timeouts.remaining()
+        assert idle is None and left is not None and 500 < left <= 600
+        signaled2 = again.require("signaled")
+        assert signaled2.termination == signaled.termination
+        assert signaled2.termination is not None and signaled2.termination.signal == "SIGUSR1"
+        fresh = again.start(params("fresh", ["sleep", "60"]))
+        assert not isinstance(fresh, Awaitable)
+        # A new process never lands in a carried-over process's cgroup.
+        assert fresh.cgroup is not None and fresh.cgroup.name != tree2.cgroup.name
+        assert fresh.terminate() is True
+        pids = pids_with_marker(marker)
+        assert len(pids) == 2
+        assert tree2.terminate() is True
+        assert await wait_all_dead(pids, timeout=10 * TIME), pids_with_marker(marker)
+        await asyncio.wait_for(tree2.wait_closed(), 10 * TIME)
+        assert tree2.termination is not None and tree2.termination.reason == "terminated"
     finally:
         await again.aclose()
         await new.aclose()
