@@ -1,9 +1,12 @@
 """`execserver run [TARGET] [-t] -- ARGV…`: run a command on an executor, like `ssh host cmd`.
 
 Output streams live (stdout to stdout, stderr to stderr); local stdin is forwarded and its end
-closes the remote stdin where the executor can; the exit code is the remote one (a process
-that could not be followed exits 255). Ctrl-C interrupts the remote process, a second one
-kills it. `--tty` runs it on a remote terminal with the local one in raw mode.
+closes the remote stdin where the executor can; the exit code is the remote one. A command
+that cannot start exits 127 (not found), 126 (not executable) or 125 (anything else, such as
+a missing -C directory); an executor that cannot be reached or is lost for longer than
+--reconnect-timeout exits 255 (docs/cli.md has the whole table). Ctrl-C interrupts the remote
+process, a second one kills it. `--tty` runs it on a remote terminal with the local one in
+raw mode. When the command is done, its session on the executor is closed.
 """
 
 from __future__ import annotations
@@ -14,21 +17,26 @@ import contextlib
 import os
 import signal
 import sys
-import termios
 import threading
-import tty
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
-from execserver.cli.targets import add_target_arguments, open_target, target_name
-from execserver.client.environments import EnvironmentsError
-from execserver.environment import ExitedEvent, OutputEvent, ProcessFailed, Unsupported
+from execserver.cli.exit_codes import CliError, ExitCode
+from execserver.cli.help import HelpFormatter, add_version_argument
+from execserver.cli.status import raw_terminal, say
+from execserver.cli.targets import (
+    TargetOptions,
+    add_target_arguments,
+    open_target,
+    target_name,
+    target_options,
+)
+from execserver.environment import Environment, ExitedEvent, OutputEvent, Unsupported
 from execserver.environment.process import ExecProcess
-from execserver.errors import ExecServerError
+from execserver.errors import ExecServerError, MessageTooLarge, RpcError
 from execserver.protocol.process import ExecEnvPolicy
 from execserver.tasks import TaskOwner
 
 READ_BYTES = 65536
-FAILED_EXIT = 255
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,9 +45,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         usage="execserver run [TARGET] [--env NAME] [-t] [-C DIR] [-e NAME=VALUE] -- ARGV...",
         help="run a command on an executor",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("target", nargs="?", help="ws:// URL, `local` or an environments.toml id")
+    add_version_argument(parser)
     add_target_arguments(parser)
     parser.add_argument("-t", "--tty", action="store_true", help="run on a remote terminal")
     parser.add_argument("-C", "--cwd", help="working directory (default: the executor's)")
@@ -55,26 +63,29 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    args.target_name = target_name(args, parser)
+    name = target_name(args, parser)
     argv: list[str] = args.command_argv
     if not argv:
         parser.error("run: missing the command (execserver run TARGET -- ARGV...)")
     variables = {}
     for item in args.setenv:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
             parser.error(f"run: --setenv expects NAME=VALUE, got {item!r}")
-        variables[name] = value
+        variables[key] = value
     if args.tty and not os.isatty(0):
         parser.error("run: --tty needs a terminal on stdin")
-    try:
-        return asyncio.run(_run(args, argv, variables))
-    except (ExecServerError, ValueError) as exc:
-        print(f"execserver: {exc}", file=sys.stderr)
-        return FAILED_EXIT
+    options = target_options(args)
+    return asyncio.run(_run(args, name, options, argv, variables))
 
 
-async def _run(args: argparse.Namespace, argv: list[str], variables: dict[str, str]) -> int:
+async def _run(
+    args: argparse.Namespace,
+    name: str | None,
+    options: TargetOptions,
+    argv: list[str],
+    variables: dict[str, str],
+) -> int:
     if args.tty:
         variables = {"TERM": os.environ.get("TERM", "xterm"), **variables}
     policy = None
@@ -82,13 +93,69 @@ async def _run(args: argparse.Namespace, argv: list[str], variables: dict[str, s
         policy = ExecEnvPolicy(
             inherit="all", ignore_default_excludes=False, exclude=[], set=variables, include_only=[]
         )
-    async with open_target(args.target_name, token=args.token) as environment:
-        process = await environment.process.start(
-            argv, cwd=args.cwd, tty=args.tty, pipe_stdin=True, env_policy=policy
-        )
+    async with open_target(name, options) as environment:
+        try:
+            process = await environment.process.start(
+                argv, cwd=args.cwd, tty=args.tty, pipe_stdin=True, env_policy=policy
+            )
+        except (RpcError, MessageTooLarge) as exc:
+            raise await _start_failure(environment, argv, args.cwd, exc) from None
         async with process:
-            with _raw_terminal(args.tty):
+            with raw_terminal(args.tty):
                 return await _follow(process)
+
+
+def _failure_kind(exc: RpcError) -> str:
+    """`spawnNotFound`/`spawnPermissionDenied`/… from codex 0.171's `data.kind`, else from the
+    OS error in the message (codex 0.169 and older send only the message)."""
+    if isinstance(exc.data, dict) and isinstance(exc.data.get("kind"), str):
+        return str(exc.data["kind"])
+    if "(os error 2)" in exc.message:
+        return "spawnNotFound"
+    if "(os error 13)" in exc.message:
+        return "spawnPermissionDenied"
+    return "spawnFailed"
+
+
+async def _exists(environment: Environment, path: str) -> bool | None:
+    """Whether `path` exists on the executor (None: cannot tell)."""
+    try:
+        await environment.fs.get_metadata(path)
+    except FileNotFoundError:
+        return False
+    except (ExecServerError, ValueError):
+        return None
+    return True
+
+
+async def _start_failure(
+    environment: Environment, argv: list[str], cwd: str | None, exc: RpcError | MessageTooLarge
+) -> CliError:
+    """Which side and what: the command, its directory or its interpreter (as a shell says)."""
+    if isinstance(exc, MessageTooLarge):
+        return CliError(f"cannot start {argv[0]}: {exc}", ExitCode.CANNOT_START)
+    kind = _failure_kind(exc)
+    program = argv[0]
+    reason = exc.message.split(" (os error", 1)[0]
+    if (
+        kind in ("spawnNotFound", "spawnPermissionDenied")
+        and cwd is not None
+        and os.path.isabs(cwd)
+        and await _exists(environment, cwd) is False
+    ):
+        return CliError(f"remote directory {cwd} (-C) does not exist", ExitCode.CANNOT_START)
+    if kind == "spawnNotFound":
+        if "/" in program and await _exists(environment, program):
+            return CliError(
+                f"remote command {program}: its interpreter (the #! line) was not found",
+                ExitCode.NOT_EXECUTABLE,
+            )
+        return CliError(f"remote command not found: {program}", ExitCode.NOT_FOUND)
+    if kind == "spawnPermissionDenied":
+        return CliError(
+            f"remote command {program} cannot be executed: {reason}", ExitCode.NOT_EXECUTABLE
+        )
+    return CliError(f"cannot start remote command {program}: {reason}", ExitCode.CANNOT_START)
 
 
 async def _follow(process: ExecProcess) -> int:
@@ -110,7 +177,7 @@ async def _follow(process: ExecProcess) -> int:
 
     loop.add_signal_handler(signal.SIGINT, on_interrupt)
     tasks.spawn(quietly(lambda: _forward_stdin(process)))
-    exit_code = FAILED_EXIT
+    exit_code = ExitCode.CONNECTION.value
     try:
         async for event in process:
             if isinstance(event, OutputEvent):
@@ -119,13 +186,10 @@ async def _follow(process: ExecProcess) -> int:
                 stream.buffer.flush()
             elif isinstance(event, ExitedEvent):
                 exit_code = event.exit_code
-    except ProcessFailed as exc:
-        print(f"\r\nexecserver: {exc}", file=sys.stderr)
-        return FAILED_EXIT
     finally:
         loop.remove_signal_handler(signal.SIGINT)
         await tasks.aclose()
-    return exit_code if 0 <= exit_code <= 255 else FAILED_EXIT
+    return exit_code if 0 <= exit_code <= 255 else ExitCode.CONNECTION.value
 
 
 STDIN_EOF_WARNING_DELAY_S = 1.0
@@ -159,23 +223,7 @@ async def _forward_stdin(process: ExecProcess) -> None:
         # Only worth saying if the command is still running a moment later (it may be waiting
         # for an EOF that will not come); this task is cancelled when the command ends.
         await asyncio.sleep(STDIN_EOF_WARNING_DELAY_S)
-        print(
-            "execserver: this executor cannot close the command's stdin; it will not see EOF",
-            file=sys.stderr,
-        )
+        say("this executor cannot close the command's stdin; it will not see EOF")
 
 
-@contextlib.contextmanager
-def _raw_terminal(enabled: bool) -> Iterator[None]:
-    if not enabled:
-        yield
-        return
-    saved = termios.tcgetattr(0)
-    tty.setraw(0)
-    try:
-        yield
-    finally:
-        termios.tcsetattr(0, termios.TCSADRAIN, saved)
-
-
-__all__ = ["EnvironmentsError", "add_parser", "main"]
+__all__ = ["add_parser", "main"]

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from execserver.protocol.base import USIZE, Base64Bytes, UnitEnum, WideU64, WireStruct, check_u64
+from execserver.protocol.base import (
+    I64,
+    U32,
+    USIZE,
+    Base64Bytes,
+    UnitEnum,
+    WideU64,
+    WireStruct,
+    check_u64,
+)
 from execserver.protocol.pathuri import PathUri
 from execserver.protocol.sandbox import SandboxContext
 
@@ -206,3 +215,34 @@ class FsCloseParams(WireStruct):
 
 class FsEmptyResponse(WireStruct):
     """`{}`: the result of writes, removals and closes."""
+
+
+class FsGetAttributesParams(WireStruct):
+    """Extension `fs/getAttributes`: the attributes `cp` keeps (symlinks followed)."""
+
+    rust_name = "FsGetAttributesParams"
+    rust_len = 2
+
+    path: PathUri
+    sandbox: SandboxContext | None = None
+
+
+class FileAttributes(WireStruct):
+    """`mode`: the permission bits (`st_mode & 0o7777`); times in nanoseconds since the epoch."""
+
+    mode: U32
+    accessed_at_ns: I64
+    modified_at_ns: I64
+
+
+class FsSetAttributesParams(WireStruct):
+    """Extension `fs/setAttributes`: change what is given (symlinks followed); `{}`."""
+
+    rust_name = "FsSetAttributesParams"
+    rust_len = 5
+
+    path: PathUri
+    mode: U32 | None = None
+    accessed_at_ns: I64 | None = None
+    modified_at_ns: I64 | None = None
+    sandbox: SandboxContext | None = None

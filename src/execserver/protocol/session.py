@@ -60,3 +60,7 @@ class InitializeResponse(WireStruct):
 
 class EnvironmentStatusResponse(WireStruct):
     status: str = "ready"
+
+
+class SessionCloseResponse(WireStruct):
+    """`{}`: the result of the `session/close` extension."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -152,8 +153,10 @@ class ExecServer:
 
     # -- listeners -----------------------------------------------------------------------------
 
-    async def listen_websocket(self, host: str, port: int) -> tuple[str, int]:
-        """Start the WebSocket listener; returns the bound (host, port)."""
+    async def listen_websocket(
+        self, host: str, port: int, *, tls: ssl.SSLContext | None = None
+    ) -> tuple[str, int]:
+        """Start the WebSocket listener (over TLS with `tls`); returns the bound (host, port)."""
 
         def on_open(ws: WebSocketServerConnection) -> ServerEndpoint[Any]:
             principal = ws.request.principal if ws.request is not None else None
@@ -166,6 +169,7 @@ class ExecServer:
             hook=self._authenticate if self.config.authenticator is not None else None,
             ping_interval_s=self.config.ping_interval_s,
             pages={} if self.config.metrics_page is None else {"/metrics": self._metrics},
+            tls=tls,
         )
         sockname = self._listener.sockets[0].getsockname()
         return sockname[0], sockname[1]
