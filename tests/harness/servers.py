@@ -147,7 +147,7 @@ async def start_server(
         await process.wait()
         raise RuntimeError(f"{kind} server printed no URL: {stderr_path.read_text()}") from None
     url = line.decode().strip()
-    if not url.startswith("ws://"):
+    if not url.startswith(("ws://", "wss://")):
         process.kill()
         await process.wait()
         raise RuntimeError(f"{kind} server printed {line!r}; stderr: {stderr_path.read_text()}")

@@ -29,12 +29,16 @@ class TlsConfigError(ValueError):
 
 
 def _load(cert: str, key: str) -> ssl.SSLContext:
+    for path in (cert, key):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise TlsConfigError(f"cannot read {path}: {exc.strerror}") from None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
         context.load_cert_chain(cert, key)
-    except FileNotFoundError as exc:
-        raise TlsConfigError(f"cannot read {exc.filename}: {exc.strerror}") from None
     except OSError as exc:
         what = exc.strerror or str(exc)
         raise TlsConfigError(f"cannot load TLS certificate {cert} with key {key}: {what}") from None
