@@ -130,3 +130,15 @@ async def test_progress_uses_units_rate_and_eta(ours: ServerProcess, tmp_path: P
     first = stderr.decode().split("\r")[1]  # drawn after the first block
     assert re.fullmatch(r" *\d+\.\d% 1\.0 MiB of 9\.0 MiB [\d.]+ [KMG]iB/s ETA \d+:\d\d *", first)
     assert (tmp_path / "copy").read_bytes() == source.read_bytes()
+
+
+async def test_download_onto_a_symlink_replaces_its_target(
+    ours: ServerProcess, tmp_path: Path
+) -> None:
+    """As writing through the link would: the link stays, its target gets the content."""
+    (tmp_path / "source").write_text("new\n")
+    (tmp_path / "target").write_text("old\n")
+    (tmp_path / "link").symlink_to("target")
+    code, _, stderr = await run_cli("cp", f"{ours.url}:{tmp_path}/source", str(tmp_path / "link"))
+    assert code == 0, stderr
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "target").read_text() == "new\n"

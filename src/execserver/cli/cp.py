@@ -212,8 +212,10 @@ async def _copy_to_local(
     times: FileAttributes | None,
     progress: Progress | None,
 ) -> None:
-    """Into a temporary file beside the destination, renamed over it once complete."""
-    directory, name = os.path.split(destination.path)
+    """Into a temporary file beside the destination, renamed over it once complete (over a
+    symlink's target, not the link, as writing through it would)."""
+    final = await asyncio.to_thread(os.path.realpath, destination.path)
+    directory, name = os.path.split(final)
     temporary = os.path.join(directory, f".{name}.execserver-{secrets.token_hex(4)}.part")
     try:
         await copy_file(source, destination, temporary, progress)
@@ -222,7 +224,7 @@ async def _copy_to_local(
                 os.chmod(temporary, mode)
             if times is not None:
                 os.utime(temporary, ns=(times.accessed_at_ns, times.modified_at_ns))
-            os.replace(temporary, destination.path)
+            os.replace(temporary, final)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)

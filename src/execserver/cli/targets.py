@@ -348,9 +348,12 @@ def describe(resolved: Resolved) -> str:
 
 
 @asynccontextmanager
-async def open_target(name: str | None, options: TargetOptions) -> AsyncIterator[Environment]:
+async def open_target(
+    name: str | None, options: TargetOptions, *, end_session: bool = True
+) -> AsyncIterator[Environment]:
     """The environment `name` designates, connected; at the end its session is closed on the
-    executor and the connection released. Raises `CliError` for anything that prevents it."""
+    executor (unless `end_session` is False: a command that leaves processes running there)
+    and the connection released. Raises `CliError` for anything that prevents it."""
     resolved = resolve(name)
     context = TargetContext(describe(resolved), token_given=options.token is not None)
     if resolved == LOCAL_ENVIRONMENT_ID:
@@ -377,9 +380,10 @@ async def open_target(name: str | None, options: TargetOptions) -> AsyncIterator
         raise explain(exc, context) from None
     finally:
         client.remove_listener(status)
-        with contextlib.suppress(ExecServerError, TimeoutError):
-            async with asyncio.timeout(END_SESSION_TIMEOUT_S):
-                await environment.end_session()
+        if end_session:
+            with contextlib.suppress(ExecServerError, TimeoutError):
+                async with asyncio.timeout(END_SESSION_TIMEOUT_S):
+                    await environment.end_session()
         await environment.aclose()
 
 
