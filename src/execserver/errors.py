@@ -9,6 +9,7 @@ ExecServerError                 base for everything we raise
 │   ├── ConnectionClosed        we closed it                               (not retryable)
 │   ├── Disconnected            the peer or the network broke it           (retryable)
 │   └── RecoveryFailed          the session could not be resumed after a break (final)
+├── MessageTooLarge             a request bigger than the connection can carry (not sent)
 ├── ProtocolViolation           malformed JSON-RPC from the peer
 └── RpcError(code, message)     a JSON-RPC error
     ├── InvalidRequest (-32600)  MethodNotFound (-32601)  InvalidParams (-32602)
@@ -76,6 +77,11 @@ class Disconnected(TransportError):
 
 class RecoveryFailed(TransportError):
     """The connection broke and the client could not resume its session (final)."""
+
+
+class MessageTooLarge(ExecServerError, ValueError):
+    """A request too large for the connection (e.g. a huge argv); it was not sent and the
+    connection is unaffected."""
 
 
 class ProtocolViolation(ExecServerError):

@@ -98,8 +98,8 @@ async def test_attach_tty_ctrl_backslash_kills(ours: ServerProcess) -> None:
 
 
 async def test_attach_and_kill_unknown_handle(ours: ServerProcess) -> None:
-    """An unknown handle is one line and exit 1."""
+    """An unknown handle is one line naming the executor, and exit 1 (docs/cli.md)."""
     for command in ("attach", "kill"):
         code, stdout, stderr = await run_cli(command, ours.url, "deadbeef")
         assert (code, stdout) == (1, b"")
-        assert stderr == b"execserver: unknown process handle deadbeef\n"
+        assert stderr == f"execserver: {ours.url}: unknown process handle deadbeef\n".encode()

@@ -13,9 +13,8 @@ import pytest
 
 from tests.conftest import ServerProcess, require_reference
 from tests.harness.polling import poll
-from tests.harness.servers import start_server
+from tests.harness.servers import generation, start_server
 from tests.harness.wire import WireClient, process_params
-from tests.server.test_upgrade import generation
 
 Json = dict[str, Any]
 EXTENSION_METHODS: dict[str, Any] = {

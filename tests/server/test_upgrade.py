@@ -20,7 +20,7 @@ from execserver.remote import connect_environment
 from execserver.server.app import ExecServer, ServerConfig
 from execserver.server.upgrade import Upgrader
 from tests.harness.polling import poll
-from tests.harness.servers import REPO_ROOT, RunningServer, start_server
+from tests.harness.servers import REPO_ROOT, RunningServer, generation, start_server
 
 # Prints its pid, then a counter every 50 ms; echoes every stdin line ("echo:<line>").
 COUNTER = """
@@ -41,15 +41,6 @@ while True:
     i += 1
     time.sleep(0.05)
 """
-
-
-def generation(server: RunningServer) -> int:
-    """How many upgrades in place this server went through (its exec'd environment says)."""
-    environ = Path(f"/proc/{server.pid}/environ").read_bytes().split(b"\0")
-    for item in environ:
-        if item.startswith(b"EXECSERVER_UPGRADE_GENERATION="):
-            return int(item.split(b"=", 1)[1])
-    return 0
 
 
 def parent_of(pid: int) -> int:

@@ -5,6 +5,8 @@ output, command). `attach HANDLE` replays a process's output (from the start, fr
 only the last N bytes) and follows it to the end, exiting with its exit code; stdin (and with
 `-t` the terminal) goes to the process. Ctrl-C detaches (the process runs on); with `-t`, Ctrl-\\
 kills it. `kill HANDLE` ends it. Only the principal that started a process can see it.
+Exit codes: docs/cli.md (an unknown handle is 1; `attach` exits with the process's code, or 0
+once detached).
 """
 
 from __future__ import annotations
@@ -20,24 +22,28 @@ from typing import Any
 
 import msgspec
 
-from execserver.cli.run import (
-    DETACHED,
-    _follow,
-    _raw_terminal,
-    local_terminal_size,
+from execserver.cli.help import HelpFormatter, add_version_argument
+from execserver.cli.run import DETACHED, _follow, local_terminal_size
+from execserver.cli.status import raw_terminal, say
+from execserver.cli.targets import (
+    TargetOptions,
+    add_target_arguments,
+    open_target,
+    target_name,
+    target_options,
 )
-from execserver.cli.targets import add_target_arguments, open_target, target_name
 from execserver.environment.process import ExecProcess
 from execserver.errors import ExecServerError
 from execserver.protocol.process_handles import ProcessInfo
 
-ERROR_EXIT = 1
 CTRL_C = b"\x03"
 CTRL_BACKSLASH = b"\x1c"
 
 
 def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    ps = commands.add_parser("ps", help="list your processes on an executor")
+    ps = commands.add_parser(
+        "ps", help="list your processes on an executor", formatter_class=HelpFormatter
+    )
     _target(ps)
     ps.add_argument("--json", action="store_true", help="one JSON array (docs/protocol.md)")
     ps.set_defaults(handler=ps_main)
@@ -46,7 +52,7 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "attach",
         help="replay and follow a process's output (Ctrl-C detaches)",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     _target(attach)
     attach.add_argument("handle", help="the handle `run --detach` printed (see `ps`)")
@@ -62,36 +68,35 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     attach.set_defaults(handler=attach_main)
 
-    kill = commands.add_parser("kill", help="end a process (its whole tree)")
+    kill = commands.add_parser(
+        "kill", help="end a process (its whole tree)", formatter_class=HelpFormatter
+    )
     _target(kill)
     kill.add_argument("handle", help="the process's handle (see `ps`)")
     kill.set_defaults(handler=kill_main)
 
 
 def _target(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("target", nargs="?", help="ws:// URL, `local` or an environments.toml id")
+    add_version_argument(parser)
     add_target_arguments(parser)
 
 
 def _run(
     args: argparse.Namespace,
     parser: argparse.ArgumentParser,
-    main: Callable[[], Coroutine[Any, Any, int]],
+    main: Callable[[str | None, TargetOptions], Coroutine[Any, Any, int]],
 ) -> int:
-    args.target_name = target_name(args, parser)
-    try:
-        return asyncio.run(main())
-    except (ExecServerError, ValueError) as exc:
-        print(f"execserver: {exc}", file=sys.stderr)
-        return ERROR_EXIT
+    """Errors reach the user through `open_target` and `execserver.cli.main` (one line, the
+    exit code of docs/cli.md)."""
+    return asyncio.run(main(target_name(args, parser), target_options(args)))
 
 
 # -- ps -------------------------------------------------------------------------------------------
 
 
 def ps_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    async def main() -> int:
-        async with open_target(args.target_name, token=args.token) as environment:
+    async def main(name: str | None, options: TargetOptions) -> int:
+        async with open_target(name, options) as environment:
             processes = await environment.process.list_processes()
         if args.json:
             print(json.dumps(json.loads(msgspec.json.encode(processes))))
@@ -141,8 +146,8 @@ class AttachControls:
 
 
 def attach_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    async def main() -> int:
-        async with open_target(args.target_name, token=args.token) as environment:
+    async def main(name: str | None, options: TargetOptions) -> int:
+        async with open_target(name, options) as environment:
             process = await environment.process.attach(
                 args.handle, after_seq=args.from_seq, tail_bytes=args.tail
             )
@@ -154,13 +159,13 @@ def attach_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
                             await process.resize(*size)
                         except ExecServerError:
                             pass  # not a terminal, or it has exited: nothing to size
-                with _raw_terminal(args.tty):
+                with raw_terminal(args.tty):
                     code = await _follow(
                         process, resize=args.tty, controls=AttachControls(process, raw=args.tty)
                     )
                 if code == DETACHED:
                     await process.detach()
-                    print(f"\r\nexecserver: detached; {args.handle} runs on", file=sys.stderr)
+                    say(f"detached; {args.handle} runs on")
                     return 0
                 return code
 
@@ -173,11 +178,11 @@ def attach_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
 
 
 def kill_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    async def main() -> int:
-        async with open_target(args.target_name, token=args.token) as environment:
+    async def main(name: str | None, options: TargetOptions) -> int:
+        async with open_target(name, options) as environment:
             running = await environment.process.kill(args.handle)
         if not running:
-            print(f"execserver: {args.handle} had already exited", file=sys.stderr)
+            say(f"{args.handle} had already exited")
         return 0
 
     return _run(args, parser, main)

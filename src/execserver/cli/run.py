@@ -1,10 +1,13 @@
 """`execserver run [TARGET] [-t] -- ARGV…`: run a command on an executor, like `ssh host cmd`.
 
 Output streams live (stdout to stdout, stderr to stderr); local stdin is forwarded and its end
-closes the remote stdin where the executor can; the exit code is the remote one (a process
-that could not be followed exits 255). Ctrl-C interrupts the remote process, a second one
-kills it. `--tty` runs it on a remote terminal of the local terminal's size (resized with it)
-with the local one in raw mode. `--detach` starts it, prints its handle and exits at once; the
+closes the remote stdin where the executor can; the exit code is the remote one. A command
+that cannot start exits 127 (not found), 126 (not executable) or 125 (anything else, such as
+a missing -C directory); an executor that cannot be reached or is lost for longer than
+--reconnect-timeout exits 255 (docs/cli.md has the whole table). Ctrl-C interrupts the remote
+process, a second one kills it. `--tty` runs it on a remote terminal of the local terminal's
+size (resized with it) with the local one in raw mode. When the command is done, its session
+on the executor is closed. `--detach` starts it, prints its handle and exits at once; the
 command then runs on (`execserver ps`, `attach`, `kill`).
 
 `--timeout DURATION` (`90`, `30s`, `500ms`, `5m`, `1h`) has the executor end the whole process
@@ -21,24 +24,27 @@ import contextlib
 import os
 import signal
 import sys
-import termios
 import threading
-import tty
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from execserver.cli.targets import add_target_arguments, open_target, target_name
-from execserver.client.environments import EnvironmentsError
-from execserver.environment import ExitedEvent, OutputEvent, ProcessFailed, Unsupported
+from execserver.cli.exit_codes import CliError, ExitCode
+from execserver.cli.help import HelpFormatter, add_version_argument
+from execserver.cli.status import raw_terminal, say
+from execserver.cli.targets import (
+    TargetOptions,
+    add_target_arguments,
+    open_target,
+    target_name,
+    target_options,
+)
+from execserver.environment import Environment, ExitedEvent, OutputEvent, Unsupported
 from execserver.environment.process import ExecProcess, OutputGap
-from execserver.errors import ExecServerError
+from execserver.errors import ExecServerError, MessageTooLarge, RpcError
 from execserver.protocol.process import ExecEnvPolicy, Termination
 from execserver.tasks import TaskOwner
 
 READ_BYTES = 65536
-FAILED_EXIT = 255
-TIMEOUT_EXIT = 124
-"""timeout(1)'s exit code when the command ran out of time."""
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -73,7 +79,7 @@ def describe_ending(termination: Termination | None, exit_code: int) -> tuple[st
     }
     message = messages.get(termination.reason, termination.reason) + by
     if termination.reason in ("timeout", "idleTimeout"):
-        return message, TIMEOUT_EXIT
+        return message, ExitCode.TIMEOUT
     return message, exit_code
 
 
@@ -83,9 +89,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         usage="execserver run [TARGET] [--env NAME] [-t] [-C DIR] [-e NAME=VALUE] -- ARGV...",
         help="run a command on an executor",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("target", nargs="?", help="ws:// URL, `local` or an environments.toml id")
+    add_version_argument(parser)
     add_target_arguments(parser)
     parser.add_argument("-t", "--tty", action="store_true", help="run on a remote terminal")
     parser.add_argument(
@@ -113,16 +119,16 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    args.target_name = target_name(args, parser)
+    name = target_name(args, parser)
     argv: list[str] = args.command_argv
     if not argv:
         parser.error("run: missing the command (execserver run TARGET -- ARGV...)")
     variables = {}
     for item in args.setenv:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
             parser.error(f"run: --setenv expects NAME=VALUE, got {item!r}")
-        variables[name] = value
+        variables[key] = value
     if args.tty and not args.detach and not os.isatty(0):
         parser.error("run: --tty needs a terminal on stdin")
     args.timeout_s = None
@@ -133,14 +139,17 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             parser.error(
                 f"run: --timeout expects a duration such as 30s, 500ms or 5m, got {args.timeout!r}"
             )
-    try:
-        return asyncio.run(_run(args, argv, variables))
-    except (ExecServerError, ValueError) as exc:
-        print(f"execserver: {exc}", file=sys.stderr)
-        return FAILED_EXIT
+    options = target_options(args)
+    return asyncio.run(_run(args, name, options, argv, variables))
 
 
-async def _run(args: argparse.Namespace, argv: list[str], variables: dict[str, str]) -> int:
+async def _run(
+    args: argparse.Namespace,
+    name: str | None,
+    options: TargetOptions,
+    argv: list[str],
+    variables: dict[str, str],
+) -> int:
     if args.tty:
         variables = {"TERM": os.environ.get("TERM", "xterm"), **variables}
     policy = None
@@ -149,38 +158,95 @@ async def _run(args: argparse.Namespace, argv: list[str], variables: dict[str, s
             inherit="all", ignore_default_excludes=False, exclude=[], set=variables, include_only=[]
         )
     timeout_s: float | None = args.timeout_s
-    async with open_target(args.target_name, token=args.token) as environment:
+    async with open_target(name, options) as environment:
         server_timeout = timeout_s is not None and await _executor_has_timeouts(environment)
         if args.detach and timeout_s is not None and not server_timeout:
-            raise ValueError(
+            raise CliError(
                 "run: --timeout with --detach needs an executor with server-side timeouts "
-                "(the processEndings extension)"
+                "(the processEndings extension)",
+                ExitCode.CANNOT_START,
             )
-        process = await environment.process.start(
-            argv,
-            cwd=args.cwd,
-            tty=args.tty,
-            pipe_stdin=True,
-            env_policy=policy,
-            timeout_ms=round(timeout_s * 1000) if server_timeout and timeout_s else None,
-            size=local_terminal_size() if args.tty else None,
-            detach=args.detach,
-        )
+        try:
+            process = await environment.process.start(
+                argv,
+                cwd=args.cwd,
+                tty=args.tty,
+                pipe_stdin=True,
+                env_policy=policy,
+                timeout_ms=round(timeout_s * 1000) if server_timeout and timeout_s else None,
+                size=local_terminal_size() if args.tty else None,
+                detach=args.detach,
+            )
+        except (RpcError, MessageTooLarge) as exc:
+            raise await _start_failure(environment, argv, args.cwd, exc) from None
         if args.detach:
             print(process.handle)
             await process.aclose()  # stops following; the process runs on
             return 0
         async with process:
-            with _raw_terminal(args.tty):
+            with raw_terminal(args.tty):
                 # An executor without server-side timeouts: we end the command ourselves.
                 local_timeout = None if server_timeout else timeout_s
                 return await _follow(process, resize=args.tty, local_timeout=local_timeout)
 
 
-async def _executor_has_timeouts(environment: object) -> bool:
-    info = await environment.info()  # type: ignore[attr-defined]
+async def _executor_has_timeouts(environment: Environment) -> bool:
+    info = await environment.info()
     extensions = getattr(info, "extensions", None)
-    return extensions is not None and extensions.process_endings.timeouts
+    return extensions is not None and bool(extensions.process_endings.timeouts)
+
+
+def _failure_kind(exc: RpcError) -> str:
+    """`spawnNotFound`/`spawnPermissionDenied`/… from codex 0.171's `data.kind`, else from the
+    OS error in the message (codex 0.169 and older send only the message)."""
+    if isinstance(exc.data, dict) and isinstance(exc.data.get("kind"), str):
+        return str(exc.data["kind"])
+    if "(os error 2)" in exc.message:
+        return "spawnNotFound"
+    if "(os error 13)" in exc.message:
+        return "spawnPermissionDenied"
+    return "spawnFailed"
+
+
+async def _exists(environment: Environment, path: str) -> bool | None:
+    """Whether `path` exists on the executor (None: cannot tell)."""
+    try:
+        await environment.fs.get_metadata(path)
+    except FileNotFoundError:
+        return False
+    except (ExecServerError, ValueError):
+        return None
+    return True
+
+
+async def _start_failure(
+    environment: Environment, argv: list[str], cwd: str | None, exc: RpcError | MessageTooLarge
+) -> CliError:
+    """Which side and what: the command, its directory or its interpreter (as a shell says)."""
+    if isinstance(exc, MessageTooLarge):
+        return CliError(f"cannot start {argv[0]}: {exc}", ExitCode.CANNOT_START)
+    kind = _failure_kind(exc)
+    program = argv[0]
+    reason = exc.message.split(" (os error", 1)[0]
+    if (
+        kind in ("spawnNotFound", "spawnPermissionDenied")
+        and cwd is not None
+        and os.path.isabs(cwd)
+        and await _exists(environment, cwd) is False
+    ):
+        return CliError(f"remote directory {cwd} (-C) does not exist", ExitCode.CANNOT_START)
+    if kind == "spawnNotFound":
+        if "/" in program and await _exists(environment, program):
+            return CliError(
+                f"remote command {program}: its interpreter (the #! line) was not found",
+                ExitCode.NOT_EXECUTABLE,
+            )
+        return CliError(f"remote command not found: {program}", ExitCode.NOT_FOUND)
+    if kind == "spawnPermissionDenied":
+        return CliError(
+            f"remote command {program} cannot be executed: {reason}", ExitCode.NOT_EXECUTABLE
+        )
+    return CliError(f"cannot start remote command {program}: {reason}", ExitCode.CANNOT_START)
 
 
 def local_terminal_size() -> tuple[int, int] | None:
@@ -231,11 +297,12 @@ async def _follow(
     local_timeout: float | None = None,
 ) -> int:
     """Print the process's output until it closes; returns its exit code (or `DETACHED`), and
-    says on stderr why the command ended when it did not simply exit.
+    says on stderr why the command ended when it did not simply exit. Raises `ProcessFailed`
+    when it can no longer be followed.
 
-    `resize`: a terminal in raw mode: follow the local terminal's size (SIGWINCH) with
-    `process/resize`. `local_timeout`: terminate the command after that long (for an executor
-    without server-side timeouts).
+    `resize`: follow the local terminal's size (SIGWINCH) with `process/resize`.
+    `local_timeout`: terminate the command after that long (for an executor without
+    server-side timeouts).
     """
     loop = asyncio.get_running_loop()
     interrupts = 0
@@ -297,47 +364,39 @@ async def _follow(
         await asyncio.wait([printer, stopped], return_when=asyncio.FIRST_COMPLETED)
         if not printer.done():
             return DETACHED
-        ending = printer.result()
-        if isinstance(ending, ProcessFailed):
-            print(f"\r\nexecserver: {ending}", file=sys.stderr)
-            return FAILED_EXIT
+        exit_code, termination = printer.result()
     finally:
         loop.remove_signal_handler(signal.SIGINT)
         if resize:
             loop.remove_signal_handler(signal.SIGWINCH)
         await tasks.aclose()
-    end = "\r\n" if resize else "\n"  # a terminal is still raw
     if timed_out:
-        print("execserver: the command timed out", end=end, file=sys.stderr)
-        return TIMEOUT_EXIT
-    message, exit_code = describe_ending(ending[1], ending[0])
+        say("the command timed out")
+        return ExitCode.TIMEOUT
+    message, exit_code = describe_ending(termination, exit_code)
     if message is not None and interrupts == 0:
-        print(f"execserver: {message}", end=end, file=sys.stderr)
-    return exit_code if 0 <= exit_code <= 255 else FAILED_EXIT
+        say(message)
+    return exit_code if 0 <= exit_code <= 255 else ExitCode.CONNECTION
 
 
-async def _print_events(process: ExecProcess) -> tuple[int, Termination | None] | ProcessFailed:
+async def _print_events(process: ExecProcess) -> tuple[int, Termination | None]:
     """Write the output to stdout/stderr as it comes; the exit code and termination record
-    once the process closed, or the failure when it can no longer be followed."""
-    exit_code = FAILED_EXIT
+    once the process closed. Raises `ProcessFailed` when it can no longer be followed."""
+    exit_code: int = ExitCode.CONNECTION
     termination: Termination | None = None
-    try:
-        async for event in process:
-            if isinstance(event, OutputEvent):
-                stream = sys.stderr if event.stream == "stderr" else sys.stdout
-                stream.buffer.write(event.data)
-                stream.buffer.flush()
-            elif isinstance(event, ExitedEvent):
-                exit_code = event.exit_code
-                termination = event.termination
-            elif isinstance(event, OutputGap):
-                print(
-                    f"\r\nexecserver: [{event.size} bytes of output dropped (seq "
-                    f"{event.from_seq} to {event.seq}): over the executor's journal cap]\r",
-                    file=sys.stderr,
-                )
-    except ProcessFailed as exc:
-        return exc
+    async for event in process:
+        if isinstance(event, OutputEvent):
+            stream = sys.stderr if event.stream == "stderr" else sys.stdout
+            stream.buffer.write(event.data)
+            stream.buffer.flush()
+        elif isinstance(event, ExitedEvent):
+            exit_code = event.exit_code
+            termination = event.termination
+        elif isinstance(event, OutputGap):
+            say(
+                f"[{event.size} bytes of output dropped (seq {event.from_seq} to "
+                f"{event.seq}): over the executor's journal cap]"
+            )
     return exit_code, termination
 
 
@@ -381,23 +440,7 @@ async def _forward_stdin(
         # Only worth saying if the command is still running a moment later (it may be waiting
         # for an EOF that will not come); this task is cancelled when the command ends.
         await asyncio.sleep(STDIN_EOF_WARNING_DELAY_S)
-        print(
-            "execserver: this executor cannot close the command's stdin; it will not see EOF",
-            file=sys.stderr,
-        )
+        say("this executor cannot close the command's stdin; it will not see EOF")
 
 
-@contextlib.contextmanager
-def _raw_terminal(enabled: bool) -> Iterator[None]:
-    if not enabled:
-        yield
-        return
-    saved = termios.tcgetattr(0)
-    tty.setraw(0)
-    try:
-        yield
-    finally:
-        termios.tcsetattr(0, termios.TCSADRAIN, saved)
-
-
-__all__ = ["EnvironmentsError", "add_parser", "main"]
+__all__ = ["add_parser", "main"]

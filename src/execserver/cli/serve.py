@@ -21,6 +21,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 
+from execserver.cli.help import HelpFormatter, add_version_argument
 from execserver.local.directory import (
     DETACHED_RETENTION_S,
     MAX_ATTACHERS,
@@ -44,6 +45,7 @@ from execserver.server.auth import (
 )
 from execserver.server.handlers.http import MAX_HTTP_STREAMS
 from execserver.server.session import DETACHED_SESSION_TTL_S, MAX_SESSIONS
+from execserver.server.tls import ReloadingTls, TlsConfigError, load_tls
 from execserver.server.upgrade import (
     GENERATION_ENV,
     UPGRADE_CHECK_ENV,
@@ -71,6 +73,7 @@ class ListenAddress:
 
     host: str | None = None
     port: int = 0
+    tls: bool = False
 
     @property
     def is_stdio(self) -> bool:
@@ -78,13 +81,16 @@ class ListenAddress:
 
 
 def parse_listen_url(url: str) -> ListenAddress:
-    """Validate `--listen` exactly like the reference: `ws://IP:PORT`, `stdio` or `stdio://`."""
+    """Validate `--listen` like the reference: `ws://IP:PORT`, `stdio` or `stdio://`; and
+    `wss://IP:PORT` (deliberate difference `listen_wss_tls`: the reference has no TLS)."""
     if url in ("stdio", "stdio://"):
         return ListenAddress()
-    if not url.startswith("ws://"):
+    tls = url.startswith("wss://")
+    if not url.startswith("ws://") and not tls:
         raise ListenError(f"unsupported --listen URL `{url}`; expected `ws://IP:PORT` or `stdio`")
-    invalid = ListenError(f"invalid websocket --listen URL `{url}`; expected `ws://IP:PORT`")
-    rest = url[len("ws://") :]
+    scheme = "wss://" if tls else "ws://"
+    invalid = ListenError(f"invalid websocket --listen URL `{url}`; expected `{scheme}IP:PORT`")
+    rest = url[len(scheme) :]
     if rest.startswith("["):
         host, sep, port_text = rest[1:].partition("]:")
         if not sep:
@@ -101,7 +107,7 @@ def parse_listen_url(url: str) -> ListenAddress:
         raise invalid from None
     if address.version != version or not port_text.isdigit() or int(port_text) > 65535:
         raise invalid
-    return ListenAddress(str(address), int(port_text))
+    return ListenAddress(str(address), int(port_text), tls)
 
 
 def check_exposure(
@@ -119,8 +125,9 @@ def check_exposure(
         )
 
 
-def format_ws_url(host: str, port: int) -> str:
-    return f"ws://[{host}]:{port}" if ":" in host else f"ws://{host}:{port}"
+def format_ws_url(host: str, port: int, *, tls: bool = False) -> str:
+    scheme = "wss" if tls else "ws"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def _bool_flag(value: str) -> bool:
@@ -179,8 +186,26 @@ def auth_options(args: argparse.Namespace) -> AuthOptions:
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    serve = commands.add_parser("serve", help="run the exec-server")
-    serve.add_argument("--listen", default="ws://127.0.0.1:0", help="ws://IP:PORT or stdio")
+    serve = commands.add_parser(
+        "serve",
+        help="run the exec-server",
+        description=__doc__,
+        formatter_class=HelpFormatter,
+    )
+    add_version_argument(serve)
+    serve.add_argument(
+        "--listen",
+        default="ws://127.0.0.1:0",
+        help="ws://IP:PORT, wss://IP:PORT (TLS: --tls-cert and --tls-key) or stdio",
+    )
+    serve.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="PEM certificate chain for a wss:// --listen; re-read when it changes",
+    )
+    serve.add_argument(
+        "--tls-key", metavar="FILE", help="PEM private key for --tls-cert; re-read when it changes"
+    )
     serve.add_argument(
         "--concurrent-requests",
         type=_positive_int,
@@ -403,18 +428,22 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             print(f"Error: {exc}", file=sys.stderr)
             return 1
     options = auth_options(args)
+    warnings: list[str] = []
     # The reference's order: auth flag combinations, the listen URL, then the files.
     try:
         check_auth_flags(options)
         listen = parse_listen_url(args.listen)
         if listen.is_stdio and options.mode is not None:
             raise AuthConfigError("WebSocket auth requires a WebSocket listener, not stdio")
-        authenticator = load_authenticator(options)
+        authenticator = load_authenticator(options, warn=warnings.append)
         check_exposure(listen, authenticator, allow=args.allow_unauthenticated_remote)
+        tls = _tls(listen, args)
         remote = remote_options(args)
-    except (ListenError, AuthConfigError) as exc:
+    except (ListenError, AuthConfigError, TlsConfigError) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
+    for warning in warnings:
+        print(f"Warning: {warning}", file=sys.stderr)
     exit_on_stdin_close = args.exit_on_stdin_close
     if exit_on_stdin_close is None:
         env_value = os.environ.get(EXIT_ON_STDIN_CLOSE_ENV)
@@ -458,7 +487,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             return asyncio.run(_serve_remote(remote, config))
         upgrade = UpgradeOptions(handoff, state_dir, own_state_dir, generation)
         return asyncio.run(
-            _serve(listen, config, exit_on_stdin_close=exit_on_stdin_close, upgrade=upgrade)
+            _serve(
+                listen, config, exit_on_stdin_close=exit_on_stdin_close, tls=tls, upgrade=upgrade
+            )
         )
     except OSError as exc:
         print(f"Error: {exc}", file=sys.stderr)
@@ -502,11 +533,20 @@ class UpgradeOptions:
     generation: int = 0
 
 
+def _tls(listen: ListenAddress, args: argparse.Namespace) -> ReloadingTls | None:
+    if listen.tls:
+        return load_tls(args.tls_cert, args.tls_key)
+    if args.tls_cert is not None or args.tls_key is not None:
+        raise TlsConfigError("--tls-cert and --tls-key need a wss:// --listen")
+    return None
+
+
 async def _serve(
     listen: ListenAddress,
     config: ServerConfig,
     *,
     exit_on_stdin_close: bool,
+    tls: ReloadingTls | None = None,
     upgrade: UpgradeOptions | None = None,
 ) -> int:
     loop = asyncio.get_running_loop()
@@ -536,11 +576,13 @@ async def _serve(
                 await stdio_task
         else:
             assert listen.host is not None
+            context = None if tls is None else tls.context
             if handoff is not None:
-                await adopt_listener(server, handoff)  # the URL was printed by the first image
+                # The URL was printed by the first image.
+                await adopt_listener(server, handoff, tls=context)
             else:
-                host, port = await server.listen_websocket(listen.host, listen.port)
-                sys.stdout.write(format_ws_url(host, port) + "\n")
+                host, port = await server.listen_websocket(listen.host, listen.port, tls=context)
+                sys.stdout.write(format_ws_url(host, port, tls=tls is not None) + "\n")
                 sys.stdout.flush()
             if exit_on_stdin_close:
                 _watch_stdin(loop, server.stop)

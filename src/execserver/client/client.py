@@ -18,6 +18,7 @@ import contextlib
 import enum
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from ssl import SSLContext
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import msgspec
@@ -26,7 +27,9 @@ from execserver.client.reconnect import ReconnectPolicy, backoff, is_retryable
 from execserver.errors import (
     ConnectionClosed,
     ExecServerError,
+    MethodNotFound,
     RecoveryFailed,
+    TransportError,
 )
 from execserver.protocol import methods
 from execserver.protocol.process import PROCESS_ENDINGS
@@ -36,6 +39,7 @@ from execserver.protocol.session import (
     InitializeResponse,
     InitializeResponseWithExtensions,
     ProcessEndingsInfo,
+    SessionCloseResponse,
 )
 from execserver.rpc.client import RpcClient
 from execserver.tasks import TaskOwner
@@ -136,11 +140,14 @@ class ExecServerClient:
         headers: Mapping[str, str] | None = None,
         client_name: str = DEFAULT_CLIENT_NAME,
         policy: ReconnectPolicy | None = None,
+        ssl: SSLContext | None = None,
     ) -> ExecServerClient:
         """Connect to a WebSocket exec-server and complete the handshake.
 
-        Raises `ConnectError` (or the server's `RpcError`) if the first connection fails; the
-        first connection is not retried. Cancellation: nothing is left open.
+        `wss://` verifies the server with `ssl` (default: the system trust store); there is
+        no fallback to plain `ws://`. Raises `ConnectError` (or the server's `RpcError`) if the
+        first connection fails; the first connection is not retried. Cancellation: nothing is
+        left open.
         """
         policy = policy or ReconnectPolicy()
 
@@ -150,7 +157,7 @@ class ExecServerClient:
 
         async def connector(receiver: MessageReceiver) -> DialledChannel:
             return await connect_websocket(
-                url, receiver, headers=extra, timeout=policy.connect_timeout_s
+                url, receiver, headers=extra, timeout=policy.connect_timeout_s, ssl=ssl
             )
 
         client = cls(connector, client_name=client_name, policy=policy, description=url)
@@ -337,6 +344,20 @@ class ExecServerClient:
         """
         conn = await self._connection()
         return await conn.call(method, params, result_type)
+
+    async def close_session(self) -> bool:
+        """End the server-side session now (extension `session/close`): the server kills its
+        processes and forgets it. False when the server has no such method (codex
+        exec-server) or the connection is gone; the session then expires after the server's
+        detach window. The client can make no further calls; `aclose()` it next."""
+        if self._state is not ClientState.CONNECTED:
+            return False
+        try:
+            await self.call(methods.SESSION_CLOSE, None, SessionCloseResponse)
+        except (MethodNotFound, TransportError):
+            return False
+        self._resumable = False  # nothing is left to resume
+        return True
 
     # -- recovery ------------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ from execserver.local.sandbox.policy import (
 )
 from execserver.protocol.file_system import (
     DirectoryEntry,
+    FileAttributes,
     FileMetadata,
     FsWalkResponse,
     WalkOptions,
@@ -170,6 +171,33 @@ class LocalFileSystem:
         """Answered on the calling thread (one stat)."""
         with os_errors():
             return fs_ops.get_metadata(native(path), follow_symlinks=follow_symlinks)
+
+    async def get_attributes(
+        self, path: PathArg | PathUri, *, sandbox: SandboxContext | None = None
+    ) -> FileAttributes:
+        attributes: FileAttributes = await self._run(
+            sandbox, "get_attributes", native(path), writes=False, result_type=FileAttributes
+        )
+        return attributes
+
+    async def set_attributes(
+        self,
+        path: PathArg | PathUri,
+        *,
+        mode: int | None = None,
+        accessed_at_ns: int | None = None,
+        modified_at_ns: int | None = None,
+        sandbox: SandboxContext | None = None,
+    ) -> None:
+        await self._run(
+            sandbox,
+            "set_attributes",
+            native(path),
+            writes=True,
+            mode=mode,
+            accessed_at_ns=accessed_at_ns,
+            modified_at_ns=modified_at_ns,
+        )
 
     async def canonicalize(
         self, path: PathArg | PathUri, *, sandbox: SandboxContext | None = None

@@ -17,7 +17,7 @@ import stat
 
 from execserver.errors import CopyRefused, InternalError, InvalidRequest
 from execserver.local.statx import birth_time_ms
-from execserver.protocol.file_system import DirectoryEntry, FileMetadata
+from execserver.protocol.file_system import DirectoryEntry, FileAttributes, FileMetadata
 
 READ_CHUNK_BYTES = 4 * 1024 * 1024
 _MAX_SYMLINK_HOPS = 40
@@ -212,6 +212,36 @@ def get_metadata(path: bytes, *, follow_symlinks: bool = True) -> FileMetadata:
         created_at_ms=created,
         modified_at_ms=st.st_mtime_ns // 1_000_000,
     )
+
+
+def get_attributes(path: bytes) -> FileAttributes:
+    """Permission bits and access/modification times (extension `fs/getAttributes`)."""
+    st = os.stat(path)
+    return FileAttributes(
+        mode=stat.S_IMODE(st.st_mode),
+        accessed_at_ns=st.st_atime_ns,
+        modified_at_ns=st.st_mtime_ns,
+    )
+
+
+def set_attributes(
+    path: bytes,
+    *,
+    mode: int | None = None,
+    accessed_at_ns: int | None = None,
+    modified_at_ns: int | None = None,
+) -> None:
+    """Change the permission bits and/or times that are given (extension `fs/setAttributes`)."""
+    if mode is not None and mode > 0o7777:
+        raise InvalidRequest(f"fs/setAttributes mode {mode:o} has bits beyond 7777")
+    if mode is not None:
+        os.chmod(path, mode)
+    if accessed_at_ns is not None or modified_at_ns is not None:
+        if accessed_at_ns is None or modified_at_ns is None:
+            st = os.stat(path)
+            accessed_at_ns = st.st_atime_ns if accessed_at_ns is None else accessed_at_ns
+            modified_at_ns = st.st_mtime_ns if modified_at_ns is None else modified_at_ns
+        os.utime(path, ns=(accessed_at_ns, modified_at_ns))
 
 
 def canonicalize(path: bytes) -> bytes:

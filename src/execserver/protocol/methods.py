@@ -44,8 +44,15 @@ FS_OPEN = "fs/open"
 FS_READ_BLOCK = "fs/readBlock"
 FS_WRITE_BLOCK = "fs/writeBlock"
 FS_CLOSE = "fs/close"
+# Extensions (not in codex): a file's permission bits and times (`execserver cp` keeps them).
+FS_GET_ATTRIBUTES = "fs/getAttributes"
+FS_SET_ATTRIBUTES = "fs/setAttributes"
 FS_WATCH_MISSING = "fs/watchMissing"
 FS_MISSING_CHANGED = "fs/missingChanged"
+
+# Extension (not in codex): end this connection's session now (kill its processes) instead
+# of leaving it detached for the resume window. Other servers answer -32601.
+SESSION_CLOSE = "session/close"
 
 HTTP_REQUEST = "http/request"
 HTTP_REQUEST_BODY_DELTA = "http/request/bodyDelta"

@@ -93,3 +93,7 @@ class EnvironmentInfoWithExtensions(EnvironmentInfo, kw_only=True):
 
 class InitializeResponseWithExtensions(InitializeResponse, kw_only=True):
     environment_info: EnvironmentInfoWithExtensions
+
+
+class SessionCloseResponse(WireStruct):
+    """`{}`: the result of the `session/close` extension."""

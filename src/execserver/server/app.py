@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -189,10 +190,15 @@ class ExecServer:
     # -- listeners -----------------------------------------------------------------------------
 
     async def listen_websocket(
-        self, host: str, port: int, *, sock: socket.socket | None = None
+        self,
+        host: str,
+        port: int,
+        *,
+        sock: socket.socket | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> tuple[str, int]:
-        """Start the WebSocket listener (on `sock` if given: a listening socket carried over by
-        an upgrade in place); returns the bound (host, port)."""
+        """Start the WebSocket listener (over TLS with `tls`; on `sock` if given: a listening
+        socket carried over by an upgrade in place); returns the bound (host, port)."""
 
         def on_open(ws: WebSocketServerConnection) -> ServerEndpoint[Any]:
             principal = ws.request.principal if ws.request is not None else None
@@ -206,6 +212,7 @@ class ExecServer:
             ping_interval_s=self.config.ping_interval_s,
             pages={} if self.config.metrics_page is None else {"/metrics": self._metrics},
             sock=sock,
+            tls=tls,
         )
         sockname = self._listener.sockets[0].getsockname()
         return sockname[0], sockname[1]

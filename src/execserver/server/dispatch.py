@@ -18,12 +18,14 @@ from execserver.protocol.file_system import (
     FsCloseParams,
     FsCopyParams,
     FsCreateDirectoryParams,
+    FsGetAttributesParams,
     FsGetMetadataParams,
     FsOpenParams,
     FsReadBlockParams,
     FsReadDirectoryParams,
     FsReadFileParams,
     FsRemoveParams,
+    FsSetAttributesParams,
     FsWalkParams,
     FsWatchMissingParams,
     FsWriteBlockParams,
@@ -62,6 +64,7 @@ ENVIRONMENT_INFO = "environment info"
 ENVIRONMENT_STATUS = "environment status"
 ENVIRONMENT_CONFIG = "environment config"
 CAPABILITY_DISCOVERY = "capability discovery"
+SESSION = "session"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,7 @@ def build_router(connection: Connection, services: Services) -> Router:
     router.add(methods.INITIALIZE, InitializeParams, session.initialize, gate=None)
     router.add(methods.ENVIRONMENT_INFO, None, session.info, gate=ENVIRONMENT_INFO)
     router.add(methods.ENVIRONMENT_STATUS, None, session.status, gate=ENVIRONMENT_STATUS)
+    router.add(methods.SESSION_CLOSE, None, session.close, gate=SESSION)
 
     router.add(methods.PROCESS_START, ProcessStartParams, process.start, gate=EXEC)
     router.add(methods.PROCESS_READ, ProcessReadParams, process.read, gate=EXEC, detached=True)
@@ -110,6 +114,8 @@ def build_router(connection: Connection, services: Services) -> Router:
         methods.FS_CREATE_DIRECTORY, FsCreateDirectoryParams, fs.create_directory, gate=FILESYSTEM
     )
     router.add(methods.FS_GET_METADATA, FsGetMetadataParams, fs.get_metadata, gate=FILESYSTEM)
+    router.add(methods.FS_GET_ATTRIBUTES, FsGetAttributesParams, fs.get_attributes, gate=FILESYSTEM)
+    router.add(methods.FS_SET_ATTRIBUTES, FsSetAttributesParams, fs.set_attributes, gate=FILESYSTEM)
     router.add(methods.FS_CANONICALIZE, FsCanonicalizeParams, fs.canonicalize, gate=FILESYSTEM)
     router.add(methods.FS_READ_DIRECTORY, FsReadDirectoryParams, fs.read_directory, gate=FILESYSTEM)
     router.add(methods.FS_WALK, FsWalkParams, fs.walk, gate=FILESYSTEM)

@@ -221,6 +221,14 @@ class SessionRegistry:
         log.info("session resumed", extra={"session_id": session_id})
         return session
 
+    async def close(self, session: Session) -> None:
+        """End `session` at its client's request (`session/close`): forget it and kill its
+        process trees now rather than after the detach window."""
+        if self._sessions.get(session.id) is session:
+            del self._sessions[session.id]
+        log.info("session closed", extra={"session_id": session.id})
+        await session.aclose()
+
     def expire(self, session_id: str) -> None:
         session = self._sessions.pop(session_id, None)
         if session is None:

@@ -24,6 +24,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 
 import msgspec
@@ -142,12 +143,15 @@ def restore(server: ExecServer, handoff: ServerHandoff) -> None:
     )
 
 
-async def adopt_listener(server: ExecServer, handoff: ServerHandoff) -> None:
-    """Serve WebSocket connections on the listening socket(s) of the previous image."""
+async def adopt_listener(
+    server: ExecServer, handoff: ServerHandoff, *, tls: ssl.SSLContext | None = None
+) -> None:
+    """Serve WebSocket connections on the listening socket(s) of the previous image (with TLS
+    when the listener is `wss://`: the certificate is loaded again from its files)."""
     for fd in handoff.listen_fds:
         os.set_inheritable(fd, False)
         sock = socket.socket(fileno=fd)
-        await server.listen_websocket("", 0, sock=sock)
+        await server.listen_websocket("", 0, sock=sock, tls=tls)
 
 
 class Upgrader:

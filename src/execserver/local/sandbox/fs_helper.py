@@ -73,6 +73,8 @@ def _run(request: Request) -> Any:
         "write_file": fs.write_file,
         "create_directory": fs.create_directory,
         "get_metadata": fs.get_metadata,
+        "get_attributes": fs.get_attributes,
+        "set_attributes": fs.set_attributes,
         "canonicalize": fs.canonicalize,
         "read_directory": fs.read_directory,
         "remove": fs.remove,

@@ -1,4 +1,4 @@
-"""`initialize`, `environment/info`, `environment/status`."""
+"""`initialize`, `environment/info`, `environment/status`, `session/close` (extension)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from execserver.protocol.session import (
     InitializeParams,
     InitializeResponse,
     ProcessEndingsInfo,
+    SessionCloseResponse,
 )
 from execserver.server.connection import Connection, State
 from execserver.server.session import SessionRegistry
@@ -48,6 +49,17 @@ class SessionHandler:
         session.set_extensions(frozenset(params.extensions or ()))
         connection.advance("initialize")
         return InitializeResponse(session_id=session.id, environment_info=self.info(None))
+
+    async def close(self, _: None) -> SessionCloseResponse:
+        """Extension `session/close`: kill the session's processes and forget it now; the
+        connection answers nothing after this but errors (the client disconnects)."""
+        connection = self._connection
+        session = connection.session
+        connection.session = None
+        connection.session_closed = True
+        if session is not None:
+            await self._registry.close(session)
+        return SessionCloseResponse()
 
     def info(self, _: None) -> EnvironmentInfo:
         """The environment; with the `extensions` object for a client that asked for any
