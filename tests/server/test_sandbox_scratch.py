@@ -12,7 +12,8 @@ from typing import Any
 
 from execserver.local.sandbox.scratch import PREFIX
 from tests.conftest import require_bwrap
-from tests.harness.servers import start_server
+from tests.harness.polling import poll
+from tests.harness.servers import generation, start_server
 from tests.harness.wire import WireClient
 
 
@@ -76,3 +77,20 @@ async def test_scratch_directory_removed_at_exit_and_after_a_kill(tmp_path: Path
         assert _scratch_of(killed.pid) == []
     finally:
         await server.stop()
+
+
+async def test_upgrade_in_place_keeps_the_one_scratch_directory(tmp_path: Path) -> None:
+    """The new image of an upgrade in place (same pid) reuses the scratch directory, whose
+    files running sandboxes may have mounted, instead of leaving it behind."""
+    require_bwrap()
+    server = await start_server("ours", tmp_path)
+    try:
+        await _run_with_a_denied_file(server.url, tmp_path)
+        (before,) = _scratch_of(server.pid)
+        os.kill(server.pid, signal.SIGHUP)
+        await poll(lambda: generation(server) == 1, 60, "the upgrade")
+        await _run_with_a_denied_file(server.url, tmp_path)
+        assert _scratch_of(server.pid) == [before]
+    finally:
+        assert await server.stop() == 0
+    assert _scratch_of(server.pid) == []

@@ -38,6 +38,7 @@ from execserver.local.handoff import (
     snapshot_table,
 )
 from execserver.local.process import LocalExecBackend
+from execserver.local.sandbox import scratch
 from execserver.local.spawn import Stdio, spawn
 from execserver.server.app import ExecServer
 from execserver.tasks import TaskOwner
@@ -73,6 +74,8 @@ class ServerHandoff(msgspec.Struct, kw_only=True):
     state_dir: str | None
     own_state_dir: bool
     """Whether the server made `state_dir` (and removes it when it finally stops)."""
+    sandbox_scratch: str | None = None
+    """The sandboxes' scratch directory (local/sandbox/scratch.py), reused by the new image."""
 
     def fds(self) -> list[int]:
         return sorted({*self.listen_fds, *self.host.fds()})
@@ -93,6 +96,7 @@ def snapshot(server: ExecServer, *, state_dir: str | None, own_state_dir: bool) 
         host=snapshot_host(server.host),
         state_dir=state_dir,
         own_state_dir=own_state_dir,
+        sandbox_scratch=scratch.current_scratch(),
     )
 
 
@@ -130,6 +134,8 @@ def _memfd(data: bytes) -> int:
 def restore(server: ExecServer, handoff: ServerHandoff) -> None:
     """Take over the processes and sessions of the previous image (synchronously, before the
     loop runs anything else). The listener is adopted separately (`adopt_listener`)."""
+    if handoff.sandbox_scratch is not None:
+        scratch.adopt_scratch(handoff.sandbox_scratch)
     processes = restore_host(server.host, handoff.host)
     for state in handoff.sessions:
         session = server.registry.adopt(state.id, state.principal)

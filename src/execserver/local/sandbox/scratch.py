@@ -31,6 +31,22 @@ def scratch_directory() -> str:
     return _directory
 
 
+def current_scratch() -> str | None:
+    """This process's scratch directory, if it made one (an upgrade in place carries it)."""
+    return _directory
+
+
+def adopt_scratch(directory: str) -> None:
+    """Use `directory` (made by this pid's previous image, before an upgrade in place: its
+    files may be mounted in running sandboxes) instead of making another; removed at exit."""
+    global _directory, _registered
+    if _directory is None and os.path.isdir(directory):
+        _directory = directory
+        if not _registered:
+            atexit.register(remove_scratch)
+            _registered = True
+
+
 def remove_scratch() -> None:
     """Remove this process's scratch directory (at exit)."""
     global _directory
@@ -69,4 +85,11 @@ def sweep_stale(parent: str | None = None) -> list[str]:
     return removed
 
 
-__all__ = ["PREFIX", "remove_scratch", "scratch_directory", "sweep_stale"]
+__all__ = [
+    "PREFIX",
+    "adopt_scratch",
+    "current_scratch",
+    "remove_scratch",
+    "scratch_directory",
+    "sweep_stale",
+]
