@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,7 +16,8 @@ import pytest
 
 from tests.cli.support import cli_env, no_traceback, run_cli
 from tests.conftest import TIME
-from tests.harness.servers import RunningServer, ours_command, running_server
+from tests.harness.polling import poll
+from tests.harness.servers import RunningServer, generation, ours_command, running_server
 from tests.harness.tls import CertificateAuthority
 
 
@@ -147,3 +149,17 @@ def test_bad_tls_settings_refuse_to_start(
     )
     assert result.returncode == 1
     assert result.stderr.decode().startswith("Error: " + message.replace("{d}", directory))
+
+
+async def test_wss_listener_survives_an_upgrade_in_place(
+    pki: dict[str, Path], tmp_path: Path
+) -> None:
+    """SIGHUP (upgrade in place) keeps the wss:// listener a wss:// one: the new image serves
+    TLS on the carried-over socket, with the certificate read from its files again."""
+    async with tls_server(pki, tmp_path) as server:
+        os.kill(server.pid, signal.SIGHUP)
+        await poll(lambda: generation(server) == 1, 60, "the upgrade")
+        code, stdout, stderr = await run_cli(
+            "run", server.url, "--cacert", str(pki["ca"]), "--", "echo", "still-tls"
+        )
+        assert (code, stdout) == (0, b"still-tls\n"), stderr
