@@ -38,7 +38,13 @@ from execserver.cli.targets import (
     target_name,
     target_options,
 )
-from execserver.environment import Environment, ExitedEvent, OutputEvent, Unsupported
+from execserver.environment import (
+    Environment,
+    ExitedEvent,
+    OutputEvent,
+    ProcessFailed,
+    Unsupported,
+)
 from execserver.environment.process import ExecProcess, OutputGap
 from execserver.errors import ExecServerError, MessageTooLarge, RpcError
 from execserver.protocol.process import ExecEnvPolicy, Termination
@@ -298,7 +304,7 @@ async def _follow(
 ) -> int:
     """Print the process's output until it closes; returns its exit code (or `DETACHED`), and
     says on stderr why the command ended when it did not simply exit. Raises `ProcessFailed`
-    when it can no longer be followed.
+    when it can no longer be followed (after restoring the signal handlers).
 
     `resize`: follow the local terminal's size (SIGWINCH) with `process/resize`.
     `local_timeout`: terminate the command after that long (for an executor without
@@ -364,12 +370,17 @@ async def _follow(
         await asyncio.wait([printer, stopped], return_when=asyncio.FIRST_COMPLETED)
         if not printer.done():
             return DETACHED
-        exit_code, termination = printer.result()
+        ending = printer.result()
     finally:
         loop.remove_signal_handler(signal.SIGINT)
         if resize:
             loop.remove_signal_handler(signal.SIGWINCH)
         await tasks.aclose()
+    if isinstance(ending, Exception):
+        # A lost executor (`ProcessFailed`) or a closed stdout (`BrokenPipeError`): told by
+        # `open_target` and `execserver.cli.main`, once the terminal is restored.
+        raise ending
+    exit_code, termination = ending
     if timed_out:
         say("the command timed out")
         return ExitCode.TIMEOUT
@@ -379,24 +390,29 @@ async def _follow(
     return exit_code if 0 <= exit_code <= 255 else ExitCode.CONNECTION
 
 
-async def _print_events(process: ExecProcess) -> tuple[int, Termination | None]:
+async def _print_events(process: ExecProcess) -> tuple[int, Termination | None] | Exception:
     """Write the output to stdout/stderr as it comes; the exit code and termination record
-    once the process closed. Raises `ProcessFailed` when it can no longer be followed."""
+    once the process closed, or what stopped it (`ProcessFailed` when the process can no longer
+    be followed, `BrokenPipeError` when our stdout is gone): returned, not raised, since the
+    task's owner would log it as a crash."""
     exit_code: int = ExitCode.CONNECTION
     termination: Termination | None = None
-    async for event in process:
-        if isinstance(event, OutputEvent):
-            stream = sys.stderr if event.stream == "stderr" else sys.stdout
-            stream.buffer.write(event.data)
-            stream.buffer.flush()
-        elif isinstance(event, ExitedEvent):
-            exit_code = event.exit_code
-            termination = event.termination
-        elif isinstance(event, OutputGap):
-            say(
-                f"[{event.size} bytes of output dropped (seq {event.from_seq} to "
-                f"{event.seq}): over the executor's journal cap]"
-            )
+    try:
+        async for event in process:
+            if isinstance(event, OutputEvent):
+                stream = sys.stderr if event.stream == "stderr" else sys.stdout
+                stream.buffer.write(event.data)
+                stream.buffer.flush()
+            elif isinstance(event, ExitedEvent):
+                exit_code = event.exit_code
+                termination = event.termination
+            elif isinstance(event, OutputGap):
+                say(
+                    f"[{event.size} bytes of output dropped (seq {event.from_seq} to "
+                    f"{event.seq}): over the executor's journal cap]"
+                )
+    except (ProcessFailed, OSError) as exc:
+        return exc
     return exit_code, termination
 
 
