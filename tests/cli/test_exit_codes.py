@@ -103,7 +103,8 @@ async def test_no_target_needs_a_stated_default(ours: ServerProcess, tmp_path: P
 
 
 async def test_every_command_has_version_and_serve_help_shows_defaults() -> None:
-    commands = [[], ["serve"], ["run"], ["info"], ["cp"], ["relay"], ["token"], ["token", "new"]]
+    commands = [[], ["serve"], ["run"], ["ps"], ["attach"], ["kill"], ["info"], ["cp"]]
+    commands += [["relay"], ["token"], ["token", "new"]]
     for command in commands:
         code, stdout, _ = await run_cli(*command, "--version")
         assert code == 0 and stdout.startswith(b"execserver 0."), command
