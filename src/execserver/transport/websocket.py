@@ -304,7 +304,8 @@ class WebSocketServerConnection(WebSocketChannel):
         request = parse_request_head(bytes(self._head[:end]))
         self._head.clear()
         if request is None:
-            self._respond(HttpResponse(400, b"invalid HTTP request"))
+            # As hyper answers a head it cannot parse: 400, no body, and the connection closes.
+            self._respond(HttpResponse(400, headers=[("connection", "close")]))
             return
         self.request = request
         response = route(request, self._hook, self._pages)
