@@ -32,7 +32,11 @@ from execserver.server.auth import (
     load_authenticator,
 )
 from execserver.server.handlers.http import MAX_HTTP_STREAMS
-from execserver.server.session import DETACHED_SESSION_TTL_S, MAX_SESSIONS
+from execserver.server.session import (
+    DETACHED_SESSION_TTL_S,
+    MAX_SESSIONS,
+    MAX_SESSIONS_PER_PRINCIPAL,
+)
 
 EXIT_ON_STDIN_CLOSE_ENV = "CODEX_EXEC_SERVER_EXIT_ON_STDIN_CLOSE"
 REGISTRATION_TOKEN_ENV = "CODEX_API_KEY"
@@ -173,7 +177,15 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--max-sessions",
         type=_positive_int,
         default=MAX_SESSIONS,
-        help="sessions on the server, attached or detached (default %(default)s)",
+        help="sessions on the server, attached or detached; past it a new session replaces "
+        "the oldest idle detached one (default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-sessions-per-principal",
+        type=_positive_int,
+        default=MAX_SESSIONS_PER_PRINCIPAL,
+        help="sessions of one authenticated principal (with --ws-auth); past it the "
+        "principal's oldest detached session is replaced (default %(default)s)",
     )
     serve.add_argument(
         "--max-processes-per-session",
@@ -330,6 +342,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         subreaper=True,
         process_cgroups=args.process_cgroups,
         max_sessions=args.max_sessions,
+        max_sessions_per_principal=args.max_sessions_per_principal,
         max_processes_per_session=args.max_processes_per_session,
         max_retained_output=args.max_retained_output,
         max_http_streams=args.max_http_streams,

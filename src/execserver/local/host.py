@@ -1,9 +1,10 @@
 """`Host`: this machine's capabilities, built once, for the server and `local_environment()`.
 
-It owns what every session shares: the child reaper, the blocking-I/O threads, per-process
-cgroups, the server-wide output budget, the filesystem (with its sandbox helper) and the HTTP
-client, plus the environment description. `process_table()` makes one session's table.
-`aclose()` releases everything after the tables are closed.
+It owns what every session shares: the child reaper, the blocking-I/O threads (shared fairly,
+`blocking.py`), per-process cgroups, the server-wide output and memory budgets, the filesystem
+(with its sandbox helper) and the HTTP client, plus the environment description.
+`process_table()` makes one session's table. `aclose()` releases everything after the tables
+are closed.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from execserver.local import tree
+from execserver.local.blocking import FS_WAIT_TIMEOUT_S, BlockingPool
 from execserver.local.cgroup import ProcessCgroups
 from execserver.local.file_system import LocalFileSystem
 from execserver.local.http_client import LocalHttpClient
 from execserver.local.info import environment_info
+from execserver.local.memory import MemoryBudget
 from execserver.local.output_log import MAX_RETAINED_OUTPUT_BYTES, RetainedOutputBudget
 from execserver.local.process import (
     CLOSED_PROCESS_RETENTION_S,
@@ -46,6 +49,10 @@ class HostConfig:
     """Become the child subreaper and reap orphaned descendants (only for a dedicated process)."""
     blocking_threads: int = 8
     """Threads for blocking filesystem work (whole-file reads and writes, walks, copies)."""
+    max_memory: int | None = None
+    """The memory budget (`memory.py`); None: derived from the machine."""
+    fs_wait_timeout_s: float = FS_WAIT_TIMEOUT_S
+    """How long an fs operation waits for a FIFO, socket or device to become ready."""
     telemetry: Telemetry | None = None
 
 
@@ -61,11 +68,19 @@ class Host:
             ProcessCgroups.create() if config.process_cgroups else ProcessCgroups.disabled()
         )
         self.output_budget = RetainedOutputBudget(config.max_retained_output)
+        self.memory = MemoryBudget.of(config.max_memory)
         self._blocking = ThreadPoolExecutor(
             max_workers=config.blocking_threads, thread_name_prefix="execserver-io"
         )
-        self.fs = LocalFileSystem(self._blocking, SandboxedFileSystem(self.reaper, self._blocking))
-        self.http = LocalHttpClient()
+        self.blocking = BlockingPool(
+            self._blocking, config.blocking_threads, wait_timeout_s=config.fs_wait_timeout_s
+        )
+        self.fs = LocalFileSystem(
+            self.blocking,
+            SandboxedFileSystem(self.reaper, self._blocking),
+            self.memory.file_reads,
+        )
+        self.http = LocalHttpClient(body_budget=self.memory.http_bodies)
         self.info: EnvironmentInfo = environment_info()
 
     def process_table(self, session_id: str = "") -> LocalExecBackend:
@@ -76,6 +91,7 @@ class Host:
             cgroups=self.cgroups,
             max_processes=self.config.max_processes_per_session,
             output_budget=self.output_budget,
+            stdin_budget=self.memory.stdin,
             telemetry=self.config.telemetry,
         )
         table.session_id = session_id

@@ -22,10 +22,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from execserver.environment.process import ProcessEvent, ProcessListener
-from execserver.errors import InternalError, InvalidParams, InvalidRequest, StartFailed
+from execserver.errors import (
+    InternalError,
+    InvalidParams,
+    InvalidRequest,
+    StartFailed,
+    StdinBudgetExhausted,
+)
 from execserver.local import tree
 from execserver.local.cgroup import ProcessCgroups
 from execserver.local.env_policy import build_child_env
+from execserver.local.memory import ByteBudget
 from execserver.local.output_log import OutputLog, RetainedOutputBudget
 from execserver.local.pty import (
     PtySpawnError,
@@ -105,6 +112,9 @@ class LocalProcess:
         """Started with a stdin (a pipe, or the terminal), whether or not it is closed now."""
         self._stdin_buffer = bytearray()
         self._stdin_broken = False
+        self.stdin_budget: ByteBudget | None = None
+        """The server's budget for pending stdin (memory.py); the buffer's bytes are held in it."""
+        self._stdin_held = 0
         self._close_when_flushed = False
         self._writing = False
         self._write_ids: OrderedDict[str, None] = OrderedDict()
@@ -277,12 +287,18 @@ class LocalProcess:
             return "stdinClosed"
         if len(self._stdin_buffer) + len(data) > MAX_PENDING_STDIN_BYTES:
             raise InternalError("failed to write to process stdin")
+        budget = self.stdin_budget
+        queued = bool(data) and self._stdin_fd is not None and not self._stdin_broken
+        if budget is not None and queued:
+            if not budget.try_reserve(len(data)):
+                raise StdinBudgetExhausted(budget.limit)
+            self._stdin_held += len(data)
         self._write_ids[write_id] = None
         if len(self._write_ids) > WRITE_ID_MEMORY:
             self._write_ids.popitem(last=False)
         # Like the reference, a write to a process whose stdin is gone (it exited, or closed
         # its end) is accepted and the bytes are dropped.
-        if data and self._stdin_fd is not None and not self._stdin_broken:
+        if queued:
             self._stdin_buffer += data
             self._flush_stdin()
         return "accepted"
@@ -309,6 +325,14 @@ class LocalProcess:
             self._loop.remove_writer(fd)
         if not self._stdin_buffer and self._close_when_flushed:
             self._close_stdin()
+        self._release_stdin_budget()
+
+    def _release_stdin_budget(self) -> None:
+        """Give back what the buffer no longer holds."""
+        written = self._stdin_held - len(self._stdin_buffer)
+        if written > 0 and self.stdin_budget is not None:
+            self._stdin_held -= written
+            self.stdin_budget.release(written)
 
     def _on_writable(self) -> None:
         self._flush_stdin()
@@ -341,6 +365,7 @@ class LocalProcess:
             self._writing = False
         self._stdin_fd = None
         self._stdin_buffer.clear()
+        self._release_stdin_budget()
         self._close_when_flushed = False
         if fd not in self._readers:  # a PTY master is also the output fd
             os.close(fd)
@@ -388,10 +413,12 @@ class LocalExecBackend:
         cgroups: ProcessCgroups | None = None,
         max_processes: int = MAX_PROCESSES_PER_SESSION,
         output_budget: RetainedOutputBudget | None = None,
+        stdin_budget: ByteBudget | None = None,
         telemetry: Telemetry | None = None,
     ) -> None:
         self._reaper = reaper
         self._output_budget = output_budget
+        self._stdin_budget = stdin_budget
         self._telemetry = telemetry
         self.session_id = ""
         """For log lines only."""
@@ -473,6 +500,7 @@ class LocalExecBackend:
             self._cgroup_names.add(cgroup)
             process.kill_escaped = functools.partial(self._cgroups.kill, cgroup)
         self._processes[process_id] = process
+        process.stdin_budget = self._stdin_budget
         process.log.listener = self._forward(process)
         process.on_closed = self._on_closed
         if self._telemetry is not None:

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from execserver.local.blocking import FS_WAIT_TIMEOUT_S, Client
+from execserver.local.file_system import LocalFileSystem
 from execserver.local.host import Host, HostConfig
 from execserver.local.output_log import MAX_RETAINED_OUTPUT_BYTES
 from execserver.local.process import CLOSED_PROCESS_RETENTION_S, MAX_PROCESSES_PER_SESSION
@@ -24,7 +26,12 @@ from execserver.server.auth import ANONYMOUS, Authenticator, AuthFailure
 from execserver.server.connection import Connection
 from execserver.server.dispatch import Services, build_router
 from execserver.server.handlers.http import MAX_HTTP_STREAMS
-from execserver.server.session import DETACHED_SESSION_TTL_S, MAX_SESSIONS, SessionRegistry
+from execserver.server.session import (
+    DETACHED_SESSION_TTL_S,
+    MAX_SESSIONS,
+    MAX_SESSIONS_PER_PRINCIPAL,
+    SessionRegistry,
+)
 from execserver.tasks import TaskOwner
 from execserver.transport.base import MessageChannel
 from execserver.transport.http import HttpRequest, HttpResponse
@@ -54,7 +61,10 @@ class ServerConfig:
     subreaper: bool = False
     """Become the child subreaper and reap orphaned descendants (only for a dedicated process)."""
     max_sessions: int = MAX_SESSIONS
-    """Sessions on the server (attached or detached); `initialize` beyond it is refused."""
+    """Sessions on the server (attached or detached); past it a new session replaces the oldest
+    idle detached one (server/session.py), or `initialize` is refused."""
+    max_sessions_per_principal: int = MAX_SESSIONS_PER_PRINCIPAL
+    """Sessions of one principal, with an authenticator (without, all clients are one)."""
     max_processes_per_session: int = MAX_PROCESSES_PER_SESSION
     """Process table entries per session (running or retained); `process/start` beyond it is
     refused."""
@@ -67,6 +77,10 @@ class ServerConfig:
     kills reach daemons and double-forked orphans (only for a dedicated process)."""
     blocking_threads: int = 8
     """Threads for blocking filesystem work (whole-file reads and writes, walks, copies)."""
+    max_memory: int | None = None
+    """The memory budget of requests (local/memory.py); None: derived from the machine."""
+    fs_wait_timeout_s: float = FS_WAIT_TIMEOUT_S
+    """How long an fs request waits for a FIFO, socket or device to become ready."""
     authenticator: Authenticator | None = None
     """WebSocket authentication (server.auth); None lets every client in."""
     telemetry: Telemetry | None = None
@@ -87,11 +101,18 @@ class ExecServer:
                 process_cgroups=config.process_cgroups,
                 subreaper=config.subreaper,
                 blocking_threads=config.blocking_threads,
+                max_memory=config.max_memory,
+                fs_wait_timeout_s=config.fs_wait_timeout_s,
                 telemetry=config.telemetry,
             )
         )
         self.registry = SessionRegistry(
-            self.host.process_table, max_sessions=config.max_sessions, ttl_s=config.session_ttl_s
+            self.host.process_table,
+            max_sessions=config.max_sessions,
+            max_per_principal=(
+                None if config.authenticator is None else config.max_sessions_per_principal
+            ),
+            ttl_s=config.session_ttl_s,
         )
         self.info: EnvironmentInfo = self.host.info
         self._services = Services(
@@ -100,6 +121,7 @@ class ExecServer:
             fs=self.host.fs,
             http_client=self.host.http,
             max_http_streams=config.max_http_streams,
+            client_fs=self._client_fs,
         )
         self._connections: set[Connection] = set()
         self._closing_connections = TaskOwner("closing connections")
@@ -134,6 +156,20 @@ class ExecServer:
             telemetry.connection_opened()
         log.info("connection opened", extra={"peer": channel.label, "principal": principal})
         return endpoint
+
+    def _client_fs(self, connection: Connection) -> LocalFileSystem:
+        """The host's filesystem for one connection: blocking work in its own turns (and its
+        principal's share, with authentication); a whole-file read's bytes stay in the memory
+        budget until its response has left the send buffer."""
+        loop = asyncio.get_running_loop()
+        channel = connection.channel
+
+        def after_send(release: Callable[[], None]) -> None:
+            # Called as the handler returns; the response is queued in the same loop turn.
+            loop.call_soon(channel.call_when_writable, release)
+
+        principal = None if self.config.authenticator is None else connection.principal
+        return self.host.fs.for_client(Client(str(id(connection)), principal), after_send)
 
     def _connection_closed(self, connection: Connection) -> None:
         self._connections.discard(connection)

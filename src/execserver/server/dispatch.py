@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from execserver.environment.file_system import FileSystem
@@ -56,13 +57,19 @@ class Services:
     fs: FileSystem
     http_client: HttpClient
     max_http_streams: int = MAX_HTTP_STREAMS
+    client_fs: Callable[[Connection], FileSystem] | None = None
+    """The filesystem as one connection uses it (its turns of the blocking threads, releases
+    after its responses are sent); None: `fs` as is."""
 
 
 def build_router(connection: Connection, services: Services) -> Router:
     router = Router()
     session = SessionHandler(connection, services.registry, services.info)
     process = ProcessHandler(connection)
-    fs = FileSystemHandler(connection.handles, services.fs)
+    fs = FileSystemHandler(
+        connection.handles,
+        services.fs if services.client_fs is None else services.client_fs(connection),
+    )
     http = HttpHandler(connection, services.http_client, services.max_http_streams)
 
     router.add(methods.INITIALIZE, InitializeParams, session.initialize, gate=None)

@@ -15,12 +15,14 @@ import functools
 import os
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Any
 
 import msgspec
 
 from execserver.errors import InternalError, InvalidParams, InvalidRequest, from_jsonrpc_error
+from execserver.local.blocking import FS_WAIT_TIMEOUT_S
 from execserver.local.reaper import ChildReaper, exit_code_from_status
 from execserver.local.sandbox import bwrap as bw
 from execserver.local.sandbox.fs_helper import FD_SOCKET, Reply, Request
@@ -45,11 +47,22 @@ from execserver.protocol.sandbox import (
 
 _encoder = msgspec.msgpack.Encoder(enc_hook=enc_hook)
 
+Talk = tuple[bytes, bytes, int | None]
+RunBlocking = Callable[[Callable[[], Talk]], Awaitable[Talk]]
+
 # The directory holding the `execserver` package (this file is execserver/local/sandbox/...),
 # found without importing the package's top level, which sits above this layer.
 _PACKAGE_PARENT = os.path.dirname(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 )
+
+
+# The helper runs the server's own copy of the package (isolated mode ignores PYTHONPATH, and
+# an installed copy elsewhere on sys.path must not answer instead).
+_HELPER_MAIN = (
+    f"import sys; sys.path.insert(0, {_PACKAGE_PARENT!r}); "
+    "from execserver.local.sandbox.fs_helper import main; main()"
+).encode()
 
 
 def _needs_cwd(context: SandboxContext) -> bool:
@@ -106,9 +119,16 @@ class SandboxedFileSystem:
         op: str,
         args: dict[str, Any],
         result_type: Any = None,
+        *,
+        run: RunBlocking | None = None,
+        wait_timeout_s: float = FS_WAIT_TIMEOUT_S,
     ) -> Any:
-        """Run `op` in a helper under `policy`; raise the operation's error as ours would."""
-        reply, _ = await self._exchange(policy, Request(op, args), want_fd=False)
+        """Run `op` in a helper under `policy`; raise the operation's error as ours would.
+
+        `run` runs the blocking exchange (the client's turn of the blocking pool); the helper
+        waits on FIFOs, sockets and devices at most `wait_timeout_s` each time."""
+        request = Request(op, args | {"wait_timeout_s": wait_timeout_s})
+        reply, _ = await self._exchange(policy, request, want_fd=False, run=run)
         if reply.result is None or result_type is None:
             return reply.result
         return msgspec.convert(reply.result, result_type, dec_hook=dec_hook)
@@ -122,7 +142,12 @@ class SandboxedFileSystem:
         return fd
 
     async def _exchange(
-        self, policy: ResolvedPolicy, request: Request, *, want_fd: bool
+        self,
+        policy: ResolvedPolicy,
+        request: Request,
+        *,
+        want_fd: bool,
+        run: RunBlocking | None = None,
     ) -> tuple[Reply, int | None]:
         helper_policy = ResolvedPolicy(
             Mechanism.FILESYSTEM,
@@ -144,8 +169,8 @@ class SandboxedFileSystem:
             *plan.args,
             os.fsencode(sys.executable),
             b"-I",
-            b"-m",
-            b"execserver.local.sandbox.fs_helper",
+            b"-c",
+            _HELPER_MAIN,
         ]
         in_r, in_w = os.pipe()
         out_r, out_w = os.pipe()
@@ -187,7 +212,10 @@ class SandboxedFileSystem:
                 request=_encoder.encode(request),
                 want_fd=want_fd,
             )
-            out, err, fd = await loop.run_in_executor(self._executor, talk)
+            if run is None:
+                out, err, fd = await loop.run_in_executor(self._executor, talk)
+            else:
+                out, err, fd = await run(talk)
             status = await exited
         finally:
             ours.close()
