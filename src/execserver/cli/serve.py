@@ -17,6 +17,7 @@ import sys
 import threading
 from dataclasses import dataclass
 
+from execserver.local.blocking import FS_WAIT_TIMEOUT_S
 from execserver.local.output_log import MAX_RETAINED_OUTPUT_BYTES
 from execserver.local.process import MAX_PROCESSES_PER_SESSION
 from execserver.observability.setup import ObservabilityError
@@ -120,6 +121,27 @@ def _positive_int(value: str) -> int:
     return number
 
 
+_SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def _byte_size(value: str) -> int:
+    """Bytes, optionally with a K, M or G (binary) suffix: `512M`, `2G`."""
+    text = value.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = text[-1:] if text[-1:] in ("K", "M", "G") else ""
+    number = _positive_int(text[: len(text) - len(unit)])
+    return number * _SIZE_SUFFIXES[unit]
+
+
+def _positive_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError("must be greater than zero")
+    return seconds
+
+
 def _auth_mode(value: str) -> str:
     if value in AUTH_MODES:
         return value
@@ -209,6 +231,23 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="streamed http/request bodies open at once per connection (default %(default)s)",
     )
     serve.add_argument(
+        "--max-memory",
+        type=_byte_size,
+        default=None,
+        metavar="BYTES",
+        help="memory requests may make the server hold (whole-file reads, buffered http "
+        "bodies, pending stdin: a quarter each); 512M, 2G, ... (default: a quarter of the "
+        "machine's or the cgroup's memory, within 256M..16G)",
+    )
+    serve.add_argument(
+        "--fs-wait-timeout",
+        type=_positive_seconds,
+        default=FS_WAIT_TIMEOUT_S,
+        metavar="SECONDS",
+        help="how long an fs request waits for a FIFO, socket or device to become ready "
+        "before it fails (default %(default)s)",
+    )
+    serve.add_argument(
         "--process-cgroups",
         action="store_true",
         help="start each process in its own cgroup (v1 pids hierarchy) so terminate and session "
@@ -241,6 +280,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="listen on a non-loopback address without --ws-auth (anyone who can connect "
         "can run commands)",
+    )
+    auth.add_argument(
+        "--allow-child-connections",
+        action="store_true",
+        help="let processes this executor started connect to its loopback listener (by "
+        "default they are refused with 403, so a command cannot drive its own executor)",
     )
     remote = serve.add_argument_group(
         "remote relay mode: register with an environment registry and serve harnesses through "
@@ -346,6 +391,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         max_processes_per_session=args.max_processes_per_session,
         max_retained_output=args.max_retained_output,
         max_http_streams=args.max_http_streams,
+        max_memory=args.max_memory,
+        refuse_child_connections=not args.allow_child_connections,
+        fs_wait_timeout_s=args.fs_wait_timeout,
         authenticator=authenticator,
     )
     try:

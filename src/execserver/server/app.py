@@ -18,6 +18,7 @@ from execserver.local.blocking import FS_WAIT_TIMEOUT_S, Client
 from execserver.local.file_system import LocalFileSystem
 from execserver.local.host import Host, HostConfig
 from execserver.local.output_log import MAX_RETAINED_OUTPUT_BYTES
+from execserver.local.peer import cgroup_members, started_by_us
 from execserver.local.process import CLOSED_PROCESS_RETENTION_S, MAX_PROCESSES_PER_SESSION
 from execserver.observability.telemetry import Telemetry
 from execserver.protocol.session import EnvironmentInfo
@@ -46,6 +47,11 @@ if TYPE_CHECKING:  # relay mode (and its cryptography) is loaded only when it is
     from execserver.relay.executor import RelayExecutor
 
 log = logging.getLogger(__name__)
+
+CHILD_REFUSED = (
+    b"connections from processes started by this executor are refused (serve "
+    b"--allow-child-connections lets them in)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +89,9 @@ class ServerConfig:
     """How long an fs request waits for a FIFO, socket or device to become ready."""
     authenticator: Authenticator | None = None
     """WebSocket authentication (server.auth); None lets every client in."""
+    refuse_child_connections: bool = True
+    """Refuse WebSocket upgrades from processes this server started (local/peer.py), so a
+    command cannot drive its own executor through the loopback listener."""
     telemetry: Telemetry | None = None
     """Spans and metrics (observability); None records nothing and costs nothing."""
     metrics_page: Callable[[], bytes] | None = None
@@ -199,7 +208,7 @@ class ExecServer:
             host,
             port,
             on_open,
-            hook=self._authenticate if self.config.authenticator is not None else None,
+            hook=self._admit,
             ping_interval_s=self.config.ping_interval_s,
             pages={} if self.config.metrics_page is None else {"/metrics": self._metrics},
         )
@@ -236,9 +245,27 @@ class ExecServer:
             headers=[("content-type", "text/plain; version=0.0.4; charset=utf-8")],
         )
 
+    def _admit(self, request: HttpRequest) -> HttpResponse | None:
+        """A valid upgrade request: refuse our own processes, then authenticate."""
+        if self.config.refuse_child_connections and self._from_our_process(request):
+            return HttpResponse(403, CHILD_REFUSED)
+        return self._authenticate(request)
+
+    def _from_our_process(self, request: HttpRequest) -> bool:
+        peer, local = request.peer_address, request.local_address
+        if not (isinstance(peer, tuple) and isinstance(local, tuple)):
+            return False
+        pid = started_by_us(peer, local, cgroup_members(self.host.cgroups.base))
+        if pid is not None:
+            log.warning(
+                "connection from a process this executor started refused", extra={"pid": pid}
+            )
+        return pid is not None
+
     def _authenticate(self, request: HttpRequest) -> HttpResponse | None:
         authenticator = self.config.authenticator
-        assert authenticator is not None
+        if authenticator is None:
+            return None
         try:
             request.principal = authenticator.authenticate(request.headers.get("authorization"))
         except AuthFailure as failure:

@@ -165,6 +165,10 @@ class SessionRegistry:
         """Processes of every session that have not closed yet."""
         return sum(session.processes.active for session in self._sessions.values())
 
+    def is_detached(self, session_id: str) -> bool:
+        """Whether the session exists and waits for a resume."""
+        return session_id in self._detached
+
     def note_detached(self, session: Session) -> None:
         self._detached[session.id] = session
 

@@ -39,6 +39,9 @@ class HttpRequest:
     headers: dict[str, str] = field(default_factory=dict)
     principal: str | None = None
     """Who the request comes from, as the authentication hook established it."""
+    peer_address: object = None
+    """The socket's peer and local addresses (as asyncio reports them), for the hook."""
+    local_address: object = None
 
     def has_token(self, name: str, token: str) -> bool:
         value = self.headers.get(name, "")

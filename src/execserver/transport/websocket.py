@@ -308,6 +308,9 @@ class WebSocketServerConnection(WebSocketChannel):
             self._respond(HttpResponse(400, headers=[("connection", "close")]))
             return
         self.request = request
+        if self._transport is not None:
+            request.peer_address = self._transport.get_extra_info("peername")
+            request.local_address = self._transport.get_extra_info("sockname")
         response = route(request, self._hook, self._pages)
         if response is not None:
             self._respond(response, head_only=request.method == "HEAD")
