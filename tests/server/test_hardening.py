@@ -301,6 +301,8 @@ async def test_huge_value_list_is_refused_like_the_reference(
     values = 30 * 1024 * 1024
     message = b'{"id":1,"method":"fs/readFile","params":[' + b"0," * (values - 1) + b"0]}"
     answers = []
+    _, ours_before = rss(ours.pid)
+    _, ours_before = rss(ours.pid)
     for server in (ours, reference):
         async with await WireClient.connect(server.url) as client:
             await client.initialize()
@@ -316,6 +318,9 @@ async def test_huge_value_list_is_refused_like_the_reference(
             status = await client.request("environment/status", {})
             assert status["result"] == {"status": "ready"}
     assert all(answer == answers[0] for answer in answers), answers
+    # the message itself, not 30 M decoded values (~1 GiB of Python objects)
+    _, ours_peak = rss(ours.pid)
+    assert ours_peak - ours_before < 8 * len(message), (ours_peak - ours_before) // MiB
     assert "exceeds the limit of 262144 JSON values" in answers[0]["error"]["message"]
 
 
@@ -509,6 +514,48 @@ async def test_symlink_planted_by_a_sandboxed_run_cannot_redirect_a_later_grant(
 
 
 # -- copy into itself -----------------------------------------------------------------------------
+
+
+def _nest(base: Path, levels: int) -> Path:
+    path = base
+    for _ in range(levels):
+        path = path / "d"
+        path.mkdir()  # one level at a time: makedirs recurses per level
+    return path
+
+
+def _unnest(base: Path, levels: int) -> None:
+    paths = [base]
+    for _ in range(levels):
+        paths.append(paths[-1] / "d")
+    for path in reversed(paths):
+        for child in path.iterdir():
+            if not child.is_dir():
+                child.unlink()
+        path.rmdir()
+
+
+async def test_copy_of_a_very_deep_tree(start_server: StartServer, tmp_path: Path) -> None:
+    """Deeper than Python's recursion limit: copied level by level, not recursively."""
+    levels = 1100
+    _, url = await start_server()
+    source, copy = tmp_path / "source", tmp_path / "copy"
+    source.mkdir()
+    try:
+        (_nest(source, levels) / "leaf").write_text("leaf")
+        async with await WireClient.connect(url) as client:
+            await client.initialize()
+            answer = await client.request(
+                "fs/copy",
+                {"sourcePath": uri(source), "destinationPath": uri(copy), "recursive": True},
+                timeout=60 * TIME,
+            )
+            assert answer.get("result") == {}, str(answer)[:300]
+        assert (copy / "/".join(["d"] * levels) / "leaf").read_text() == "leaf"
+    finally:
+        _unnest(source, levels)
+        if copy.exists():
+            _unnest(copy, levels)
 
 
 def _mount_bind(source: Path, target: Path) -> bool:
