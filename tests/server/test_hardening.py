@@ -132,7 +132,7 @@ async def test_fifo_writes_that_hang_leave_others_served(
 ) -> None:
     """More hung writes than blocking threads (8), each on its own connection: they wait on
     the event loop, every other client is served, and each ends after --fs-wait-timeout."""
-    wait_s = 1.0 * TIME
+    wait_s = 5.0 * TIME
     _, url = await start_server(fs_wait_timeout_s=wait_s)
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
@@ -152,6 +152,7 @@ async def test_fifo_writes_that_hang_leave_others_served(
                 }
             )
         await assert_served(url)
+        assert not any(w.messages[1:] for w in writers), "others were served only after"
         for index, client in enumerate(writers):
             answer = await client.response(index, timeout=30 * TIME)
             assert answer["error"]["code"] == -32603, answer
@@ -163,6 +164,54 @@ async def test_fifo_writes_that_hang_leave_others_served(
         os.close(reader)
         for client in writers:
             await client.close()
+
+
+async def test_sandboxed_fifo_writes_that_hang_leave_others_served(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    """The same through the sandbox helper: the server waits for the helper on the event loop,
+    so helpers stuck on a FIFO hold no blocking thread either (and die with the request)."""
+    require_bwrap()
+    _, url = await start_server(fs_wait_timeout_s=600)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    writers: list[WireClient] = []
+    try:
+        for index in range(12):
+            client = await WireClient.connect(url)
+            writers.append(client)
+            await client.initialize()
+            params = {
+                "path": uri(fifo),
+                "dataBase64": b64(b"x" * MiB),
+                "sandbox": _write_policy(tmp_path),
+            }
+            await client.send({"id": index, "method": "fs/writeFile", "params": params})
+        await assert_served(url)
+        assert not any(w.messages[1:] for w in writers), "others were served only after"
+    finally:
+        os.close(reader)
+        for client in writers:
+            await client.close()
+    # leaving cancelled the writes: their helpers are killed, not left waiting
+    deadline = asyncio.get_running_loop().time() + 30 * TIME
+    while helpers := _our_fs_helpers():
+        assert asyncio.get_running_loop().time() < deadline, f"helpers left: {helpers}"
+        await asyncio.sleep(0.05)
+
+
+def _our_fs_helpers() -> list[int]:
+    from execserver.local.peer import descendants
+
+    found = []
+    for pid in descendants(os.getpid()):
+        try:
+            if b"fs_helper" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except OSError:
+            continue
+    return found
 
 
 # -- memory ---------------------------------------------------------------------------------------

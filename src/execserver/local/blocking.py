@@ -44,11 +44,13 @@ class Ready(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class Wait:
     """Yielded by a blocking operation: resume it once `fd` is ready (or the deadline passes).
-    `path` names the file in the timeout error."""
+    `path` names the file in the timeout error; a `patient` wait has no deadline (a helper
+    process of ours that keeps its own)."""
 
     fd: int
     ready: Ready
     path: bytes
+    patient: bool = False
 
 
 BlockingOp = Generator[Wait, None, T]
@@ -64,8 +66,12 @@ def drive_sync(op: BlockingOp[T], timeout_s: float = FS_WAIT_TIMEOUT_S) -> T:
             poller.register(
                 wait.fd, select.POLLIN if wait.ready is Ready.READABLE else select.POLLOUT
             )
+            if wait.patient:
+                poller.poll()
             deadline = time.monotonic() + timeout_s
-            while not poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
+            while not wait.patient and not poller.poll(
+                max(0.0, deadline - time.monotonic()) * 1000
+            ):
                 if time.monotonic() >= deadline:
                     raise WaitExpired(wait.path, wait.ready.value, timeout_s)
             wait = op.send(None)
@@ -243,7 +249,7 @@ async def _ready(loop: asyncio.AbstractEventLoop, wait: Wait, timeout_s: float) 
     except (OSError, ValueError):
         return  # epoll refuses files that are always ready: just try again
     try:
-        async with asyncio.timeout(timeout_s):
+        async with asyncio.timeout(None if wait.patient else timeout_s):
             await future
     except TimeoutError:
         raise WaitExpired(wait.path, wait.ready.value, timeout_s) from None

@@ -131,7 +131,7 @@ class LocalFileSystem:
                     op,
                     {"positional": list(args), "keywords": kwargs | (helper_only or {})},
                     result_type,
-                    run=functools.partial(self._pool.run, self._client),
+                    drive=functools.partial(self._pool.drive, self._client),
                     wait_timeout_s=self._pool.wait_timeout_s,
                 )
             function = getattr(fs_ops, op)
@@ -308,7 +308,9 @@ class LocalFileSystem:
         policy = sandbox_policy(sandbox)
         with os_errors():
             if policy is not None and needs_helper(policy, writes=mode == "replace"):
-                fd = await self._sandboxed.open(policy, target, mode)
+                fd = await self._sandboxed.open(
+                    policy, target, mode, drive=functools.partial(self._pool.drive, self._client)
+                )
             else:
                 fd = open_handle_fd(target, mode)
         return LocalFileHandle(fd, mode)
