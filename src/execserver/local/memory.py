@@ -84,28 +84,35 @@ class ByteBudget:
 
 
 class Reservation:
-    """Bytes of one request, grown as its data arrives and released once (idempotent)."""
+    """Bytes of one request, grown as its data arrives (possibly on a blocking thread) and
+    released once; after the release it grows no more, so a step still running on a thread
+    when its request was given up cannot hold bytes nobody will release."""
 
     def __init__(self, budget: ByteBudget) -> None:
         self.budget = budget
         self.size = 0
+        self._released = False
+        self._lock = threading.Lock()
 
     def grow_to(self, total: int) -> bool:
         """Hold `total` bytes; False (holding what it held) if the budget has no room."""
-        extra = total - self.size
-        if extra <= 0:
+        with self._lock:
+            extra = total - self.size
+            if extra <= 0:
+                return not self._released
+            if self._released or not self.budget.try_reserve(extra):
+                return False
+            self.size = total
             return True
-        if not self.budget.try_reserve(extra):
-            return False
-        self.size = total
-        return True
 
     def left(self) -> int:
         """The most this reservation could hold now."""
         return self.size + self.budget.available()
 
     def release(self) -> None:
-        size, self.size = self.size, 0
+        with self._lock:
+            size, self.size = self.size, 0
+            self._released = True
         if size:
             self.budget.release(size)
 
