@@ -112,6 +112,32 @@ DELIBERATE_DIFFERENCES: dict[str, str] = {
         "(a world-readable one is warned about); the reference accepts both. Tested in "
         "tests/cli/test_tokens.py."
     ),
+    "special_files_never_hang": (
+        "fs/writeFile and fs/copy onto a FIFO without a reader fail with ENXIO, and waits on "
+        "special files end after --fs-wait-timeout; the reference blocks. Tested in "
+        "tests/server/test_hardening.py."
+    ),
+    "memory_budget": (
+        "fs/readFile, buffered http/request bodies and pending stdin stop at their share of "
+        "--max-memory with a clear error; the reference has no cap. Tested in "
+        "tests/server/test_hardening.py."
+    ),
+    "jwt_sub_must_be_string": (
+        "A JWT whose sub is not a string is refused (RFC 7519); the reference accepts numbers "
+        "and booleans. Tested in tests/server/test_auth.py."
+    ),
+    "child_connections_refused": (
+        "Processes the executor started are refused on its loopback listener (403). Tested in "
+        "tests/server/test_hardening.py."
+    ),
+    "writable_grant_symlink_refused": (
+        "A writable grant through a symlink leading out of its directory is refused. Tested in "
+        "tests/server/test_hardening.py."
+    ),
+    "detached_sessions_make_room": (
+        "At the session cap an idle detached session gives way to a new one. Tested in "
+        "tests/server/test_limits.py and tests/server/test_hardening.py."
+    ),
     "larger_output_chunks": (
         "Pipe output is read up to 64 KiB at a time (the reference: 8 KiB), so fewer, larger "
         "process/output notifications carry the same bytes."

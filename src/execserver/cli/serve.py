@@ -22,6 +22,7 @@ import threading
 from dataclasses import dataclass
 
 from execserver.cli.help import HelpFormatter, add_version_argument
+from execserver.local.blocking import FS_WAIT_TIMEOUT_S
 from execserver.local.directory import (
     DETACHED_RETENTION_S,
     MAX_ATTACHERS,
@@ -44,7 +45,11 @@ from execserver.server.auth import (
     load_authenticator,
 )
 from execserver.server.handlers.http import MAX_HTTP_STREAMS
-from execserver.server.session import DETACHED_SESSION_TTL_S, MAX_SESSIONS
+from execserver.server.session import (
+    DETACHED_SESSION_TTL_S,
+    MAX_SESSIONS,
+    MAX_SESSIONS_PER_PRINCIPAL,
+)
 from execserver.server.tls import ReloadingTls, TlsConfigError, load_tls
 from execserver.server.upgrade import (
     GENERATION_ENV,
@@ -146,6 +151,27 @@ def _positive_int(value: str) -> int:
     return number
 
 
+_SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def _byte_size(value: str) -> int:
+    """Bytes, optionally with a K, M or G (binary) suffix: `512M`, `2G`."""
+    text = value.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = text[-1:] if text[-1:] in ("K", "M", "G") else ""
+    number = _positive_int(text[: len(text) - len(unit)])
+    return number * _SIZE_SUFFIXES[unit]
+
+
+def _positive_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError("must be greater than zero")
+    return seconds
+
+
 def _auth_mode(value: str) -> str:
     if value in AUTH_MODES:
         return value
@@ -231,7 +257,15 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--max-sessions",
         type=_positive_int,
         default=MAX_SESSIONS,
-        help="sessions on the server, attached or detached (default %(default)s)",
+        help="sessions on the server, attached or detached; past it a new session replaces "
+        "the oldest idle detached one (default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-sessions-per-principal",
+        type=_positive_int,
+        default=MAX_SESSIONS_PER_PRINCIPAL,
+        help="sessions of one authenticated principal (with --ws-auth); past it the "
+        "principal's oldest detached session is replaced (default %(default)s)",
     )
     serve.add_argument(
         "--max-processes-per-session",
@@ -253,6 +287,23 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=_positive_int,
         default=MAX_HTTP_STREAMS,
         help="streamed http/request bodies open at once per connection (default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-memory",
+        type=_byte_size,
+        default=None,
+        metavar="BYTES",
+        help="memory requests may make the server hold (whole-file reads, buffered http "
+        "bodies, pending stdin: a quarter each); 512M, 2G, ... (default: a quarter of the "
+        "machine's or the cgroup's memory, within 256M..16G)",
+    )
+    serve.add_argument(
+        "--fs-wait-timeout",
+        type=_positive_seconds,
+        default=FS_WAIT_TIMEOUT_S,
+        metavar="SECONDS",
+        help="how long an fs request waits for a FIFO, socket or device to become ready "
+        "before it fails (default %(default)s)",
     )
     serve.add_argument(
         "--process-cgroups",
@@ -347,6 +398,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="listen on a non-loopback address without --ws-auth (anyone who can connect "
         "can run commands)",
+    )
+    auth.add_argument(
+        "--allow-child-connections",
+        action="store_true",
+        help="let processes this executor started connect to its loopback listener (by "
+        "default they are refused with 403, so a command cannot drive its own executor)",
     )
     remote = serve.add_argument_group(
         "remote relay mode: register with an environment registry and serve harnesses through "
@@ -477,9 +534,13 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         process_cgroups=not args.no_process_cgroups,
         kill_grace_s=args.kill_grace,
         max_sessions=args.max_sessions,
+        max_sessions_per_principal=args.max_sessions_per_principal,
         max_processes_per_session=args.max_processes_per_session,
         max_retained_output=args.max_retained_output,
         max_http_streams=args.max_http_streams,
+        max_memory=args.max_memory,
+        refuse_child_connections=not args.allow_child_connections,
+        fs_wait_timeout_s=args.fs_wait_timeout,
         authenticator=authenticator,
     )
     try:

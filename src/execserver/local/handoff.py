@@ -257,8 +257,11 @@ def _restore_process(host: Host, state: ProcessState) -> LocalProcess:
         process.arm_timeouts(state.timeout_left_s, state.idle_timeout_s, state.kill_grace_s)
         if state.kill_after_s is not None:
             process.kill_later(state.kill_after_s)
+    process.stdin_budget = host.memory.stdin
     if state.stdin_buffer:
         process._stdin_buffer += state.stdin_buffer
+        if host.memory.stdin.try_reserve(len(state.stdin_buffer)):  # accepted already: kept
+            process._stdin_held = len(state.stdin_buffer)
         process._flush_stdin()
     host.directory.adopt(process, state.handle, state.principal)
     return process

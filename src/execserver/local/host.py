@@ -1,11 +1,11 @@
 """`Host`: this machine's capabilities, built once, for the server and `local_environment()`.
 
-It owns what every session shares: the child reaper, the blocking-I/O threads, per-process
-cgroups, the server-wide output budget, the output journals (with a state directory), the
-directory of processes by handle, the filesystem (with its sandbox helper), executor discovery
-and the HTTP client, plus the environment description. `process_table()` makes one session's
-table. `aclose()` releases everything after the tables are closed (and kills the detached
-processes left).
+It owns what every session shares: the child reaper, the blocking-I/O threads (shared fairly,
+`blocking.py`), per-process cgroups, the server-wide output and memory budgets, the output
+journals (with a state directory), the directory of processes by handle, the filesystem (with
+its sandbox helper), executor discovery and the HTTP client, plus the environment description.
+`process_table()` makes one session's table. `aclose()` releases everything after the tables
+are closed (and kills the detached processes left).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from execserver.local import tree
+from execserver.local.blocking import FS_WAIT_TIMEOUT_S, BlockingPool
 from execserver.local.cgroup import ProcessCgroups
 from execserver.local.crash_guard import CrashGuard
 from execserver.local.directory import (
@@ -30,6 +31,7 @@ from execserver.local.file_system import LocalFileSystem
 from execserver.local.http_client import LocalHttpClient
 from execserver.local.info import environment_info
 from execserver.local.journal import JOURNAL_BUDGET_BYTES, JOURNAL_MAX_BYTES, JournalStore
+from execserver.local.memory import MemoryBudget
 from execserver.local.output_log import MAX_RETAINED_OUTPUT_BYTES, RetainedOutputBudget
 from execserver.local.process import (
     CLOSED_PROCESS_RETENTION_S,
@@ -61,6 +63,10 @@ class HostConfig:
     """After a timeout's SIGTERM, how long a process tree has before SIGKILL."""
     blocking_threads: int = 8
     """Threads for blocking filesystem work (whole-file reads and writes, walks, copies)."""
+    max_memory: int | None = None
+    """The memory budget (`memory.py`); None: derived from the machine."""
+    fs_wait_timeout_s: float = FS_WAIT_TIMEOUT_S
+    """How long an fs operation waits for a FIFO, socket or device to become ready."""
     telemetry: Telemetry | None = None
     journal_dir: str | None = None
     """Where output journals go (None: output past the memory window is dropped)."""
@@ -109,13 +115,17 @@ class Host:
             max_detached_per_principal=config.max_detached_per_principal,
             max_attachers=config.max_attachers,
         )
+        self.memory = MemoryBudget.of(config.max_memory)
         self._blocking = ThreadPoolExecutor(
             max_workers=config.blocking_threads, thread_name_prefix="execserver-io"
         )
+        self.blocking = BlockingPool(
+            self._blocking, config.blocking_threads, wait_timeout_s=config.fs_wait_timeout_s
+        )
         sandboxed = SandboxedFileSystem(self.reaper, self._blocking)
-        self.fs = LocalFileSystem(self._blocking, sandboxed)
-        self.discovery = LocalExecutorDiscovery(self._blocking, sandboxed)
-        self.http = LocalHttpClient()
+        self.fs = LocalFileSystem(self.blocking, sandboxed, self.memory.file_reads)
+        self.discovery = LocalExecutorDiscovery(self.blocking, sandboxed)
+        self.http = LocalHttpClient(body_budget=self.memory.http_bodies)
         self.info: EnvironmentInfo = environment_info()
         self.process_endings = ProcessEndingsInfo(
             termination=True,
@@ -136,6 +146,7 @@ class Host:
             cgroups=self.cgroups,
             max_processes=self.config.max_processes_per_session,
             output_budget=self.output_budget,
+            stdin_budget=self.memory.stdin,
             telemetry=self.config.telemetry,
             kill_grace_s=self.config.kill_grace_s,
             directory=self.directory,

@@ -37,7 +37,13 @@ from execserver.environment.process import (
     ProcessListener,
     WaitingListener,
 )
-from execserver.errors import InternalError, InvalidParams, InvalidRequest, StartFailed
+from execserver.errors import (
+    InternalError,
+    InvalidParams,
+    InvalidRequest,
+    StartFailed,
+    StdinBudgetExhausted,
+)
 from execserver.local import shell_snapshot, tree
 from execserver.local.cgroup import (
     NO_PLACEMENT,
@@ -58,6 +64,7 @@ from execserver.local.endings import (
 from execserver.local.env_policy import build_child_env
 from execserver.local.input_wait import InputWatch, Reader
 from execserver.local.journal import JournalStore
+from execserver.local.memory import ByteBudget
 from execserver.local.output_log import OutputLog, RetainedOutputBudget
 from execserver.local.output_wait import compile_pattern, wait_on_output
 from execserver.local.pty import (
@@ -152,6 +159,9 @@ class LocalProcess:
         """Started with a stdin (a pipe, or the terminal), whether or not it is closed now."""
         self._stdin_buffer = bytearray()
         self._stdin_broken = False
+        self.stdin_budget: ByteBudget | None = None
+        """The server's budget for pending stdin (memory.py); the buffer's bytes are held in it."""
+        self._stdin_held = 0
         self._close_when_flushed = False
         self._writing = False
         self._write_ids: OrderedDict[str, None] = OrderedDict()
@@ -425,12 +435,18 @@ class LocalProcess:
             return "stdinClosed"
         if len(self._stdin_buffer) + len(data) > MAX_PENDING_STDIN_BYTES:
             raise InternalError("failed to write to process stdin")
+        budget = self.stdin_budget
+        queued = bool(data) and self._stdin_fd is not None and not self._stdin_broken
+        if budget is not None and queued:
+            if not budget.try_reserve(len(data)):
+                raise StdinBudgetExhausted(budget.limit)
+            self._stdin_held += len(data)
         self._write_ids[write_id] = None
         if len(self._write_ids) > WRITE_ID_MEMORY:
             self._write_ids.popitem(last=False)
         # Like the reference, a write to a process whose stdin is gone (it exited, or closed
         # its end) is accepted and the bytes are dropped.
-        if data and self._stdin_fd is not None and not self._stdin_broken:
+        if queued:
             self._stdin_buffer += data
             self._flush_stdin()
             if self._input_watch is not None:
@@ -460,6 +476,14 @@ class LocalProcess:
             self._loop.remove_writer(fd)
         if not self._stdin_buffer and self._close_when_flushed:
             self._close_stdin()
+        self._release_stdin_budget()
+
+    def _release_stdin_budget(self) -> None:
+        """Give back what the buffer no longer holds."""
+        written = self._stdin_held - len(self._stdin_buffer)
+        if written > 0 and self.stdin_budget is not None:
+            self._stdin_held -= written
+            self.stdin_budget.release(written)
 
     def _on_writable(self) -> None:
         self._flush_stdin()
@@ -492,6 +516,7 @@ class LocalProcess:
             self._writing = False
         self._stdin_fd = None
         self._stdin_buffer.clear()
+        self._release_stdin_budget()
         self._close_when_flushed = False
         if fd not in self._readers:  # a PTY master is also the output fd
             os.close(fd)
@@ -619,6 +644,7 @@ class LocalExecBackend:
         cgroups: ProcessCgroups | None = None,
         max_processes: int = MAX_PROCESSES_PER_SESSION,
         output_budget: RetainedOutputBudget | None = None,
+        stdin_budget: ByteBudget | None = None,
         telemetry: Telemetry | None = None,
         kill_grace_s: float = DEFAULT_KILL_GRACE_S,
         directory: ProcessDirectory | None = None,
@@ -629,6 +655,7 @@ class LocalExecBackend:
         self._kill_grace_s = kill_grace_s
         self._placement: Placement = NO_PLACEMENT
         self._output_budget = output_budget
+        self._stdin_budget = stdin_budget
         self._telemetry = telemetry
         self._directory = directory if directory is not None else ProcessDirectory()
         self._journals = journals
@@ -860,6 +887,7 @@ class LocalExecBackend:
             process.cgroup = cgroup
             process.limits = limits
         process.arm_timeouts(extras.timeout_s, extras.idle_s, self._kill_grace_s)
+        process.stdin_budget = self._stdin_budget
         process.argv = list(spec.argv)
         self._directory.register(process, self.principal, detached=extras.detach)
         self._link(process_id, process, attached=False)

@@ -293,6 +293,10 @@ class SignedBearerToken:
             raise invalid
         if claims.get("iss") is not None and not isinstance(claims["iss"], str):
             raise invalid
+        # RFC 7519 §4.1.2: `sub` is a string (deliberate difference `jwt_sub_must_be_string`:
+        # the reference accepts numbers and booleans there).
+        if claims.get("sub") is not None and not isinstance(claims["sub"], str):
+            raise invalid
         aud = claims.get("aud")
         if aud is not None and not (
             isinstance(aud, str) or (isinstance(aud, list) and all(isinstance(a, str) for a in aud))

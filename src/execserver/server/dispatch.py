@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from execserver.environment.discovery import ExecutorDiscovery
@@ -79,13 +80,20 @@ class Services:
     max_http_streams: int = MAX_HTTP_STREAMS
     process_endings: ProcessEndingsInfo | None = None
     """What the `processEndings` extension offers here (None: not offered)."""
+    client_fs: Callable[[Connection], FileSystem] | None = None
+    """The filesystem as one connection uses it (its turns of the blocking threads, releases
+    after its responses are sent); None: `fs` as is."""
 
 
 def build_router(connection: Connection, services: Services) -> Router:
     router = Router()
     session = SessionHandler(connection, services.registry, services.info, services.process_endings)
     process = ProcessHandler(connection)
-    fs = FileSystemHandler(connection.handles, services.fs, connection.missing_watch)
+    fs = FileSystemHandler(
+        connection.handles,
+        services.fs if services.client_fs is None else services.client_fs(connection),
+        connection.missing_watch,
+    )
     discovery = DiscoveryHandler(services.discovery)
     http = HttpHandler(connection, services.http_client, services.max_http_streams)
 

@@ -5,6 +5,10 @@ processes keep running and their output keeps accumulating; a later `initialize`
 `resumeSessionId` re-attaches it. A session left detached for `ttl_s` is expired: every
 process tree is killed and the id is forgotten. Notifications go only to the attached
 connection; while it is congested, process output reading pauses (back-pressure).
+
+Detached sessions cannot lock new clients out: at the server's cap (or a principal's), a new
+session takes the place of the oldest *idle* detached session (no process running), else of
+the oldest detached session of the same principal; only when neither exists is it refused.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
@@ -41,6 +46,9 @@ log = logging.getLogger(__name__)
 DETACHED_SESSION_TTL_S = 80.0
 MAX_SESSIONS = 256
 """Sessions on one server, attached or detached."""
+MAX_SESSIONS_PER_PRINCIPAL = 64
+"""Sessions of one principal (servers with authentication: without it, every client is the
+same principal and only `MAX_SESSIONS` applies)."""
 
 
 class Attachment(Protocol):
@@ -141,6 +149,7 @@ class Session:
         self.connection = None
         if self._waiting_for_drain:
             self._drained()
+        registry.note_detached(self)
         loop = asyncio.get_running_loop()
         self._expiry = loop.call_later(registry.ttl_s, registry.expire, self.id)
         if log.isEnabledFor(logging.INFO):  # counting the processes is not free
@@ -171,11 +180,15 @@ class SessionRegistry:
         *,
         ttl_s: float = DETACHED_SESSION_TTL_S,
         max_sessions: int = MAX_SESSIONS,
+        max_per_principal: int | None = None,
     ) -> None:
         self._new_table = new_table
         self.max_sessions = max_sessions
+        self.max_per_principal = max_per_principal
         self.ttl_s = ttl_s
         self._sessions: dict[str, Session] = {}
+        self._detached: OrderedDict[str, Session] = OrderedDict()
+        """Detached sessions, the longest detached first (eviction order)."""
         self._closing = TaskOwner("session expiries")
 
     def __len__(self) -> int:
@@ -185,12 +198,47 @@ class SessionRegistry:
         """Processes of every session that have not closed yet."""
         return sum(session.processes.active for session in self._sessions.values())
 
-    def create(self, connection: Attachment) -> Session:
-        if len(self._sessions) >= self.max_sessions:
+    def is_detached(self, session_id: str) -> bool:
+        """Whether the session exists and waits for a resume."""
+        return session_id in self._detached
+
+    def note_detached(self, session: Session) -> None:
+        self._detached[session.id] = session
+
+    def _evict(self, *, principal: str | None = None, idle_only: bool = False) -> bool:
+        """Expire the longest-detached session matching; False if there is none."""
+        for session in self._detached.values():
+            if principal is not None and session.principal != principal:
+                continue
+            if idle_only and session.processes.active:
+                continue
+            log.info("session evicted", extra={"session_id": session.id})
+            self.expire(session.id)
+            return True
+        return False
+
+    def _make_room(self, principal: str) -> None:
+        """Evict a detached session if a cap is reached (see the module docstring)."""
+        cap = self.max_per_principal
+        if cap is not None:
+            owned = sum(1 for s in self._sessions.values() if s.principal == principal)
+            if owned >= cap and not (
+                self._evict(principal=principal, idle_only=True) or self._evict(principal=principal)
+            ):
+                raise InvalidRequest(
+                    f"too many sessions for this client (limit {cap} per principal, all "
+                    "attached); close one or retry later"
+                )
+        if len(self._sessions) >= self.max_sessions and not (
+            self._evict(idle_only=True) or self._evict(principal=principal)
+        ):
             raise InvalidRequest(
-                f"too many sessions on this server (limit {self.max_sessions}, detached ones "
-                "included until they expire); resume an existing session or retry later"
+                f"too many sessions on this server (limit {self.max_sessions}; detached ones "
+                "count while a process of theirs runs); resume an existing session or retry later"
             )
+
+    def create(self, connection: Attachment) -> Session:
+        self._make_room(connection.principal)
         session_id = str(uuid.uuid4())
         table = self._new_table(session_id, connection.principal)
         session = Session(session_id, table, connection.principal)
@@ -217,6 +265,7 @@ class SessionRegistry:
             raise InvalidRequest(f"unknown session id {session_id}")
         if session.connection is not None and session.connection is not connection:
             raise SessionAttached(f"session {session_id} is already attached to another connection")
+        self._detached.pop(session_id, None)
         session.attach(connection)
         log.info("session resumed", extra={"session_id": session_id})
         return session
@@ -226,11 +275,13 @@ class SessionRegistry:
         process trees now rather than after the detach window."""
         if self._sessions.get(session.id) is session:
             del self._sessions[session.id]
+            self._detached.pop(session.id, None)
         log.info("session closed", extra={"session_id": session.id})
         await session.aclose()
 
     def expire(self, session_id: str) -> None:
         session = self._sessions.pop(session_id, None)
+        self._detached.pop(session_id, None)
         if session is None:
             return
         log.info(
@@ -247,6 +298,7 @@ class SessionRegistry:
         """Close every session (kill all process trees) and wait for pending expiries."""
         sessions = list(self._sessions.values())
         self._sessions.clear()
+        self._detached.clear()
         await asyncio.gather(*(s.aclose() for s in sessions))
         # Expiries in progress are killing their trees: let them finish rather than cancel them.
         await self._closing.join()

@@ -306,9 +306,13 @@ class WebSocketServerConnection(WebSocketChannel):
         request = parse_request_head(bytes(self._head[:end]))
         self._head.clear()
         if request is None:
-            self._respond(HttpResponse(400, b"invalid HTTP request"))
+            # As hyper answers a head it cannot parse: 400, no body, and the connection closes.
+            self._respond(HttpResponse(400, headers=[("connection", "close")]))
             return
         self.request = request
+        if self._transport is not None:
+            request.peer_address = self._transport.get_extra_info("peername")
+            request.local_address = self._transport.get_extra_info("sockname")
         response = route(request, self._hook, self._pages)
         if response is not None:
             self._respond(response, head_only=request.method == "HEAD")
