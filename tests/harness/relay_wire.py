@@ -54,23 +54,10 @@ from execserver.relay.noise import (
 from execserver.relay.records import RecordError, RecordOpener, RecordSealer
 from execserver.server.app import ExecServer, ServerConfig
 from tests.conftest import TIME
+from tests.harness.polling import POLL_S, poll
 from tests.relay.support import EXECUTOR_TOKEN, HARNESS_TOKEN
 
 Json = dict[str, Any]
-POLL_S = 0.005
-"""Period of the polls below (each has a deadline; none stands in for an event)."""
-
-
-async def poll(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    """Return once `predicate()` is true; AssertionError after `timeout` (scaled by TIME)."""
-    try:
-        async with asyncio.timeout(timeout * TIME):
-            while True:
-                if predicate():
-                    return
-                await asyncio.sleep(POLL_S)  # a poll with a deadline, not a wait for time
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what or predicate}") from None
 
 
 def b64(data: bytes) -> str:

@@ -88,6 +88,58 @@ DELIBERATE_DIFFERENCES: dict[str, str] = {
         "(status 0) as it drops a WebSocket connection; the reference keeps running but never "
         "answers again."
     ),
+    "process_endings_extension": (
+        'A client that sends `extensions: ["processEndings"]` in initialize gets termination '
+        "records on process/exited and process/read, server-side timeoutMs/idleTimeoutMs and "
+        "limits on process/start, process/wait and process/waitingForInput (docs/protocol.md, "
+        "Extensions); without the field every message has the reference's shape. The reference "
+        "ignores the fields and answers process/wait with -32601."
+    ),
+    "session_close_extension": (
+        "session/close (an extension) kills the session's processes and forgets it at once, so a "
+        "client that is done (every `execserver` CLI call) leaves nothing detached for the "
+        "resume window; the reference has no way to end a session (-32601)."
+    ),
+    "fs_attributes_extension": (
+        "fs/getAttributes and fs/setAttributes (extensions) read and set a file's permission "
+        "bits and times, so `execserver cp` keeps them like scp; the reference answers -32601."
+    ),
+    "listen_wss_tls": (
+        "--listen wss://IP:PORT with --tls-cert/--tls-key serves TLS (re-reading the files when "
+        "they change); the reference refuses wss:// and has no TLS. Tested in "
+        "tests/cli/test_tls.py."
+    ),
+    "weak_token_files_refused": (
+        "A --ws-token-file others can write, or holding a token under 16 bytes, refuses to start "
+        "(a world-readable one is warned about); the reference accepts both. Tested in "
+        "tests/cli/test_tokens.py."
+    ),
+    "special_files_never_hang": (
+        "fs/writeFile and fs/copy onto a FIFO without a reader fail with ENXIO, and waits on "
+        "special files end after --fs-wait-timeout; the reference blocks. Tested in "
+        "tests/server/test_hardening.py."
+    ),
+    "memory_budget": (
+        "fs/readFile, buffered http/request bodies and pending stdin stop at their share of "
+        "--max-memory with a clear error; the reference has no cap. Tested in "
+        "tests/server/test_hardening.py."
+    ),
+    "jwt_sub_must_be_string": (
+        "A JWT whose sub is not a string is refused (RFC 7519); the reference accepts numbers "
+        "and booleans. Tested in tests/server/test_auth.py."
+    ),
+    "child_connections_refused": (
+        "Processes the executor started are refused on its loopback listener (403). Tested in "
+        "tests/server/test_hardening.py."
+    ),
+    "writable_grant_symlink_refused": (
+        "A writable grant through a symlink leading out of its directory is refused. Tested in "
+        "tests/server/test_hardening.py."
+    ),
+    "detached_sessions_make_room": (
+        "At the session cap an idle detached session gives way to a new one. Tested in "
+        "tests/server/test_limits.py and tests/server/test_hardening.py."
+    ),
     "larger_output_chunks": (
         "Pipe output is read up to 64 KiB at a time (the reference: 8 KiB), so fewer, larger "
         "process/output notifications carry the same bytes."
@@ -691,3 +743,100 @@ async def test_network_proxy_socks5_udp_refused_reference(reference: ServerProce
     require_reference()
     (udp,) = await _netclient(reference.url, ["socks-udp"], {"enableSocks5Udp": True})
     assert udp == {"greeting": "0500", "reply": 0}
+
+
+async def _ending_of_a_timed_out_sleep(url: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(process/wait's answer, the process/exited params) for `sleep 30` with timeoutMs 200,
+    from a client that asks for processEndings."""
+    async with await WireClient.connect(url) as client:
+        response = await client.request(
+            "initialize", {"clientName": "deliberate", "extensions": ["processEndings"]}
+        )
+        assert "result" in response, response
+        await client.notify("initialized", {})
+        await client.request(
+            "process/start", process_params("sleep", ["sleep", "30"], timeoutMs=200)
+        )
+        wait = await client.request(
+            "process/wait", {"processId": "sleep", "timeoutMs": 10_000}, timeout=15 * TIME
+        )
+        if "error" in wait:
+            await client.request("process/terminate", {"processId": "sleep"})
+        events = await client.process_events("sleep", timeout=15 * TIME)
+        exited = next(e["params"] for e in events if e["method"] == "process/exited")
+        return wait, exited
+
+
+async def test_process_endings_extension(ours: ServerProcess) -> None:
+    wait, exited = await _ending_of_a_timed_out_sleep(ours.url)
+    assert wait["result"]["reason"] == "exited"
+    assert exited["exitCode"] == 128 + signal.SIGTERM
+    assert exited["termination"]["reason"] == "timeout"
+    assert exited["termination"]["signal"] == "SIGTERM"
+
+
+@pytest.mark.reference
+async def test_process_endings_extension_reference(reference: ServerProcess) -> None:
+    require_reference()
+    wait, exited = await _ending_of_a_timed_out_sleep(reference.url)
+    assert wait["error"]["code"] == -32601
+    assert "termination" not in exited and exited["exitCode"] == 128 + signal.SIGKILL
+
+
+async def _close_session(url: str) -> tuple[dict[str, Any], dict[str, Any], bool]:
+    """session/close with a sleeper running: the answer, what a later process/start gets,
+    and whether the sleeper is gone."""
+    marker = f"close-{uuid.uuid4().hex}"
+    async with await WireClient.connect(url) as client:
+        await client.initialize()
+        await client.request("process/start", process_params("sleeper", sleeper(marker)))
+        pids = await wait_for_marked(marker, 5)
+        closed = await client.request("session/close", None)
+        after = await client.request("process/start", process_params("later", ["true"]))
+        gone = await wait_all_dead(pids, timeout=5) if "result" in closed else False
+        if "error" in closed:
+            await client.request("process/terminate", {"processId": "sleeper"})
+            await wait_all_dead(pids, timeout=5)
+        return closed, after, gone
+
+
+async def test_session_close_extension(ours: ServerProcess) -> None:
+    closed, after, gone = await _close_session(ours.url)
+    assert closed["result"] == {} and gone
+    assert after["error"]["message"] == "session has been closed by session/close"
+
+
+@pytest.mark.reference
+async def test_session_close_extension_reference(reference: ServerProcess) -> None:
+    require_reference()
+    closed, after, _ = await _close_session(reference.url)
+    assert closed["error"]["code"] == -32601 and "result" in after
+
+
+async def _attributes(url: str, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    async with await WireClient.connect(url) as client:
+        await client.initialize()
+        uri = f"file://{path}"
+        setting = await client.request(
+            "fs/setAttributes", {"path": uri, "mode": 0o751, "modifiedAtNs": 1_500_000_000 * 10**9}
+        )
+        return setting, await client.request("fs/getAttributes", {"path": uri})
+
+
+async def test_fs_attributes_extension(ours: ServerProcess, tmp_path: Path) -> None:
+    path = tmp_path / "file"
+    path.write_text("x")
+    setting, got = await _attributes(ours.url, path)
+    assert setting["result"] == {}
+    assert got["result"]["mode"] == 0o751 == path.stat().st_mode & 0o7777
+    assert got["result"]["modifiedAtNs"] == 1_500_000_000 * 10**9 == path.stat().st_mtime_ns
+    assert got["result"]["accessedAtNs"] == path.stat().st_atime_ns
+
+
+@pytest.mark.reference
+async def test_fs_attributes_extension_reference(reference: ServerProcess, tmp_path: Path) -> None:
+    require_reference()
+    path = tmp_path / "file"
+    path.write_text("x")
+    setting, got = await _attributes(reference.url, path)
+    assert setting["error"]["code"] == got["error"]["code"] == -32601

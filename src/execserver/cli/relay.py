@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from execserver.cli.help import HelpFormatter, add_version_argument
 from execserver.relay.service.access import AccessConfigError, AccessPolicy, Role, Scopes, TokenSet
 from execserver.relay.service.collector import (
     FULL_INTERVAL_S,
@@ -152,8 +153,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "relay",
         help="run the environment registry and rendezvous (relay mode)",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
+    add_version_argument(relay)
     relay.add_argument("--listen", default="127.0.0.1:0", help="IP:PORT (default %(default)s)")
     relay.add_argument(
         "--public-url",

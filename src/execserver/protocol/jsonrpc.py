@@ -93,6 +93,10 @@ _encoder = msgspec.json.Encoder(enc_hook=enc_hook)
 
 def decode_message(data: bytes) -> Message:
     """Decode and classify one message; raise `EnvelopeError` for anything else."""
+    if _may_hold_too_many_values(data):
+        # The exact scan stops at the first value past the limit: a huge `[0,0,...]` costs
+        # a few hundred thousand values of work, not a full decode (and a walk) of millions.
+        return _decode_slow(data)
     try:
         obj = _decoder.decode(data)
     except (msgspec.DecodeError, RecursionError):  # msgspec's depth limit is a RecursionError
@@ -141,6 +145,18 @@ def _scan(data: bytes) -> int:
         return json_syntax.scan_value(data)
     except json_syntax.JsonSyntaxError as exc:
         raise EnvelopeError(exc.message) from None
+
+
+def _may_hold_too_many_values(data: bytes) -> bool:
+    """Cheap bound (C-speed byte counts) on the number of JSON values: every value but the
+    first of a container follows a comma, the first follows its container's opening bracket.
+    Commas and brackets inside strings only make the bound looser."""
+    if len(data) <= 2 * json_syntax.MAX_JSON_VALUES:  # each value needs a byte and a separator
+        return False
+    bound = data.count(b",")
+    if bound > json_syntax.MAX_JSON_VALUES:
+        return True
+    return bound + data.count(b"[") + data.count(b"{") + 1 > json_syntax.MAX_JSON_VALUES
 
 
 _LONG_STRING = 4096

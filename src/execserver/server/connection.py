@@ -59,6 +59,8 @@ class Connection:
         self.state = State.NEW
         self.session: Session | None = None
         self.taken_over = False
+        self.session_closed = False
+        """`session/close` ended this connection's session: nothing more can be asked."""
         # File handles belong to the connection, not the session: a resume does not carry them.
         self.handles = HandleTable()
         # Request ids of the streamed http/request bodies open now (reserved from the start).
@@ -84,6 +86,8 @@ class Connection:
     def check_gate(self, family: str) -> None:
         if self.taken_over:
             raise InvalidRequest("session has been resumed by another connection")
+        if self.session_closed:
+            raise InvalidRequest("session has been closed by session/close")
         if self.state is State.NEW:
             raise InvalidRequest(f"client must call initialize before using {family} methods")
         if self.state is State.INITIALIZED:

@@ -16,11 +16,11 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from execserver.local.sandbox.policy import MINIMAL_PATHS, Mechanism, ResolvedPolicy, SandboxError
+from execserver.local.sandbox.scratch import scratch_directory
 from execserver.local.spawn import Stdio, spawn
 
 BWRAP_ENV = "EXECSERVER_BWRAP"
@@ -139,8 +139,7 @@ def _empty_file(mode: int) -> bytes:
     """An empty file with `mode`, to mount over denied names (one of each per process)."""
     path = _mount_sources.get(mode)
     if path is None or not os.path.exists(path):
-        directory = tempfile.mkdtemp(prefix="execserver-sandbox-")
-        name = os.path.join(directory, f"empty-{mode:o}")
+        name = os.path.join(scratch_directory(), f"empty-{mode:o}")
         with open(name, "wb"):
             pass
         os.chmod(name, mode)
