@@ -790,13 +790,14 @@ async def _close_session(url: str) -> tuple[dict[str, Any], dict[str, Any], bool
     async with await WireClient.connect(url) as client:
         await client.initialize()
         await client.request("process/start", process_params("sleeper", sleeper(marker)))
-        pids = await wait_for_marked(marker, 5)
+        pids = await wait_for_marked(marker, 1, timeout=10 * TIME)
+        assert len(pids) == 1, pids
         closed = await client.request("session/close", None)
         after = await client.request("process/start", process_params("later", ["true"]))
-        gone = await wait_all_dead(pids, timeout=5) if "result" in closed else False
+        gone = await wait_all_dead(pids, timeout=10 * TIME) if "result" in closed else False
         if "error" in closed:
             await client.request("process/terminate", {"processId": "sleeper"})
-            await wait_all_dead(pids, timeout=5)
+            await wait_all_dead(pids, timeout=10 * TIME)
         return closed, after, gone
 
 
