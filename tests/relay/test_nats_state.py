@@ -17,6 +17,7 @@ from execserver.relay.service.state import (
     Entry,
     Registration,
     RevisionConflict,
+    StateUnavailable,
 )
 from tests.conftest import TIME
 from tests.harness.nats import NatsCluster, nats_cluster
@@ -189,11 +190,20 @@ async def test_nats_state_fleet_races_have_one_winner(tmp_path: Path) -> None:
                 ),
                 return_exceptions=True,
             )
+            # Under load a replicated write may time out with no answer (`StateUnavailable`:
+            # it may or may not have happened); every other outcome is a win or a lost swap.
             winners = [o for o in outcomes if isinstance(o, Entry)]
-            assert len(winners) == 1, outcomes
-            assert sum(isinstance(o, RevisionConflict) for o in outcomes) == 2
+            unknown = [i for i, o in enumerate(outcomes) if isinstance(o, StateUnavailable)]
+            conflicts = sum(isinstance(o, RevisionConflict) for o in outcomes)
+            assert len(winners) + conflicts + len(unknown) == 3, outcomes
+            assert len(winners) == 1 or (not winners and unknown), outcomes
             stored = await states[2].get_registration("race")
-            assert stored == winners[0]
+            assert stored is not None
+            if winners:
+                assert stored == winners[0]
+            else:  # the one that timed out is the one that won
+                ids = {f"reg_{i}" for i in unknown}
+                assert stored.value.registration_id in ids, (stored, outcomes)
             grant = Authorization("race", "reg", "digest", expires_at=states[0]._clock() + 60)
             await states[0].issue_authorization("once", grant)
             taken = await asyncio.gather(*(s.consume_authorization("once") for s in states))
