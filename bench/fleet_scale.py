@@ -59,7 +59,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))  # this checkout's execserver, not an installed one
 
 from tests.harness.haproxy import haproxy_process, local_haproxy_config
-from tests.harness.nats import NatsCluster, _free_ports, nats_cluster
+from tests.harness.nats import NatsCluster, nats_cluster
+from tests.harness.ports import listen_ports
 
 from bench.compare import (
     CLK_TCK,
@@ -392,7 +393,7 @@ async def running_fleet(workdir: Path, settings: Settings) -> AsyncIterator[Flee
     secret = workdir / "ticket-secret"
     secret.write_text(secrets.token_hex(32) + "\n")
     secret.chmod(0o600)
-    *ports, balancer_port = _free_ports(NODES + 1)
+    *ports, balancer_port = listen_ports(NODES + 1)
     public = f"ws://127.0.0.1:{balancer_port}"
     async with nats_cluster(workdir / "nats", size=3) as cluster:
         nodes: list[Server] = []

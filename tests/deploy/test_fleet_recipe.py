@@ -22,7 +22,6 @@ import re
 import secrets
 import shlex
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from tests.conftest import IN_CI, TIME
 from tests.harness.fleet import relay_fleet
 from tests.harness.haproxy import HAPROXY_CFG, haproxy_process, local_haproxy_config
 from tests.harness.nats import nats_server_path
+from tests.harness.ports import listen_port
 from tests.harness.relay import ENVIRONMENT_ID, EXECUTOR_TOKEN, remote_executor
 from tests.harness.relay_wire import RelayHarness
 from tests.harness.servers import REPO_ROOT
@@ -362,13 +362,6 @@ def test_haproxy_accepts_the_config() -> None:
         assert "[ALERT]" not in line, line
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def _status(session: aiohttp.ClientSession, url: str, token: str | None = None) -> int:
     headers = api.bearer(token) if token else {}
     with contextlib.suppress(aiohttp.ClientError):
@@ -392,7 +385,7 @@ async def test_haproxy_config_in_front_of_a_fleet(tmp_path: Path) -> None:
     names its executor's node, and its stream stays there (nothing crosses NATS); a node's
     path reaches another node while it is down; no ticket in the balancer's log."""
     haproxy = _require("haproxy")
-    ha_port = _free_port()
+    ha_port = listen_port()
     base = f"ws://127.0.0.1:{ha_port}"
     registry = f"http://127.0.0.1:{ha_port}"
     async with relay_fleet(

@@ -20,7 +20,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -619,14 +618,6 @@ async def registry_proxy(upstream: str, port: int = 0) -> AsyncIterator[Registry
         yield proxy
     finally:
         await proxy.aclose()
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (bound and released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # -- a fake relay: the test is the rendezvous -----------------------------------------------------

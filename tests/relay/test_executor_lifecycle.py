@@ -15,11 +15,11 @@ import aiohttp
 import pytest
 
 from execserver.relay.registry_client import RegistryClient, registry_http_client
+from tests.harness.ports import listen_port
 from tests.harness.relay import CONNECTED, relay_flags, remote_executor
 from tests.harness.relay_wire import (
     RelayHarness,
     WireStream,
-    free_port,
     poll,
     raw_key,
     registry_proxy,
@@ -210,7 +210,7 @@ async def test_executors_share_one_registry_pool() -> None:
 async def test_executor_retries_an_unreachable_registry() -> None:
     """Nothing listens at the registry URL: the executor keeps retrying (codex would exit);
     once a registry answers there, it registers and connects."""
-    port = free_port()
+    port = listen_port()
     async with (
         running_relay() as relay,
         running_executor(f"http://127.0.0.1:{port}", ENV, connect=False) as executor,
