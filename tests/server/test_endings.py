@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from execserver.local.cgroup import ProcessCgroups
-from tests.conftest import TIME
+from tests.conftest import TIME, require_bwrap
 from tests.harness.procfs import pids_with_marker, wait_all_dead, wait_for_marked
 from tests.harness.wire import Json, WireClient, process_params
 from tests.server.conftest import StartServer
@@ -544,3 +544,69 @@ async def test_spawning_thread_never_shares_a_cgroup() -> None:
         helper.join()
         await table.aclose()
         await host.aclose()
+
+
+def _workspace_sandbox(workspace: Path) -> Json:
+    """Everything readable, only `workspace` writable, `workspace/tool` inaccessible."""
+    path = f"file://{workspace}"
+    return {
+        "permissions": {
+            "type": "managed",
+            "file_system": {
+                "type": "restricted",
+                "entries": [
+                    {"path": {"type": "special", "value": {"kind": "root"}}, "access": "read"},
+                    {"path": {"type": "path", "path": path}, "access": "write"},
+                    {"path": {"type": "path", "path": f"{path}/tool"}, "access": "none"},
+                ],
+            },
+            "network": "restricted",
+        },
+        "windowsSandboxLevel": "disabled",
+    }
+
+
+async def test_sandbox_denied_record(start_server: StartServer, tmp_path: Path) -> None:
+    """Real bubblewrap denials end with `sandboxDenied`; a sandboxed process that failed for
+    its own reasons does not, even when its output mentions a sandbox (the wire's
+    `sandboxDenied` flag keeps the reference's keyword answer there)."""
+    require_bwrap()
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "tool").write_text("#!/bin/sh\necho ran\n")
+    (workspace / "tool").chmod(0o755)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    _, url = await start_server()
+    client = await connect(url)
+    sandbox = _workspace_sandbox(workspace)
+    cwd = f"file://{workspace}"
+
+    async def sandboxed(process_id: str, script: str) -> Json:
+        return await run(client, process_id, ["/bin/sh", "-c", script], sandbox=sandbox, cwd=cwd)
+
+    try:
+        # A write outside the writable roots (read-only mount: EROFS).
+        exited = await sandboxed("write", f"touch {outside}/f")
+        assert exited["exitCode"] != 0 and exited["sandboxDenied"] is True
+        assert exited["termination"]["reason"] == "sandboxDenied"
+        assert not (outside / "f").exists()
+        # An exec of a path the policy makes inaccessible (EACCES).
+        exited = await sandboxed("exec", "./tool")
+        assert exited["exitCode"] == 126 and exited["termination"]["reason"] == "sandboxDenied"
+        # Writes inside the writable root work; the failure after them is the process's own.
+        exited = await sandboxed("own", "echo data > inside && cat missing")
+        assert (workspace / "inside").read_text() == "data\n"
+        assert exited["exitCode"] == 1 and exited["sandboxDenied"] is False
+        assert exited["termination"]["reason"] == "exited"
+        # A failure that merely talks about sandboxes: the reference's flag says denied, the
+        # record says what happened.
+        exited = await sandboxed("talk", "echo 'sandbox self-check failed' >&2; exit 1")
+        assert exited["sandboxDenied"] is True
+        assert exited["termination"]["reason"] == "exited"
+        # Without a sandbox no failure is a denial.
+        script = "echo 'Permission denied' >&2; exit 1"
+        exited = await run(client, "plain", ["/bin/sh", "-c", script])
+        assert exited["termination"]["reason"] == "exited"
+    finally:
+        await client.close()
