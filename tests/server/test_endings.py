@@ -9,6 +9,7 @@ the host has no writable cgroup hierarchy, unless CI=true.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import uuid
@@ -19,6 +20,8 @@ import pytest
 
 from execserver.local.cgroup import ProcessCgroups
 from tests.conftest import TIME, require_bwrap
+from tests.harness import servers
+from tests.harness.polling import poll
 from tests.harness.procfs import pids_with_marker, wait_all_dead, wait_for_marked
 from tests.harness.wire import Json, WireClient, process_params
 from tests.server.conftest import StartServer
@@ -610,3 +613,44 @@ async def test_sandbox_denied_record(start_server: StartServer, tmp_path: Path) 
         assert exited["termination"]["reason"] == "exited"
     finally:
         await client.close()
+
+
+async def test_session_expiry_kills_whole_tree(tmp_path: Path) -> None:
+    """A real server with default flags and a 1 s session TTL: once the client is gone and the
+    TTL fires, the session's process, its `setsid` daemon and its double-forked orphan all
+    die, and the record (in the `process finished` log line) says `shutdown`."""
+    env = {**os.environ, "EXECSERVER_LOG": "info", "EXECSERVER_LOG_FORMAT": "json"}
+    server = await servers.start_server("ours", tmp_path, extra=["--session-ttl", "1"], env=env)
+    marker = f"expiry-tree-{uuid.uuid4().hex}"
+    sleeper = f"{PY} -c '{SLEEP}' {marker}"
+    script = (
+        f"setsid {sleeper} > /dev/null 2>&1 & ( {sleeper} > /dev/null 2>&1 & ) ; exec {sleeper}"
+    )
+
+    def records(message: str) -> list[Json]:
+        lines = server.stderr().splitlines()
+        found = [json.loads(line) for line in lines if line.startswith("{")]
+        return [r for r in found if r["msg"] == message]
+
+    try:
+        client = await connect(server.url)
+        await client.request("process/start", process_params("tree", ["/bin/sh", "-c", script]))
+        pids = await wait_for_marked(marker, 3)
+        assert len(pids) == 3
+        # The daemon left the shell's session, the orphan was reparented away from it.
+        sessions = {
+            Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3] for pid in pids
+        }
+        assert len(sessions) == 2
+        await client.close()
+        await poll(lambda: bool(records("session detached")), what="the session to detach")
+        assert all(Path(f"/proc/{pid}").exists() for pid in pids)  # until the TTL fires
+        assert await wait_all_dead(pids, timeout=15 * TIME), pids_with_marker(marker)
+        await poll(lambda: bool(records("process finished")), what="the finish log line")
+        (expired,) = records("session expired")
+        (finished,) = records("process finished")
+        assert finished["session_id"] == expired["session_id"]
+        assert finished["process_id"] == "tree" and finished["reason"] == "shutdown"
+        assert finished["signal"] == "SIGKILL"
+    finally:
+        await server.stop()

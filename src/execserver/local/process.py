@@ -1419,6 +1419,7 @@ class LocalExecBackend:
                 seconds=seconds,
             )
         if log.isEnabledFor(logging.INFO):
+            termination = process.termination
             log.info(
                 "process finished",
                 extra={
@@ -1427,6 +1428,8 @@ class LocalExecBackend:
                     "pid": process.pid,
                     "exit_code": exit_code,
                     "result": result,
+                    "reason": termination.reason if termination is not None else None,
+                    "signal": termination.signal if termination is not None else None,
                     "duration_ms": round(seconds * 1000, 3),
                 },
             )
