@@ -627,29 +627,43 @@ async def test_session_expiry_kills_whole_tree(tmp_path: Path) -> None:
         f"setsid {sleeper} > /dev/null 2>&1 & ( {sleeper} > /dev/null 2>&1 & ) ; exec {sleeper}"
     )
 
-    def records(message: str) -> list[Json]:
+    def records(*messages: str) -> list[Json]:
         lines = server.stderr().splitlines()
         found = [json.loads(line) for line in lines if line.startswith("{")]
-        return [r for r in found if r["msg"] == message]
+        return [r for r in found if r["msg"] in messages]
 
     try:
         client = await connect(server.url)
         await client.request("process/start", process_params("tree", ["/bin/sh", "-c", script]))
-        pids = await wait_for_marked(marker, 3)
-        assert len(pids) == 3
-        # The daemon left the shell's session, the orphan was reparented away from it.
-        sessions = {
-            Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3] for pid in pids
-        }
-        assert len(sessions) == 2
+        # The shell and its forks carry the marker too, until they exec: wait for the three
+        # Python sleepers alone, the daemon leading a session of its own.
+
+        def settled() -> list[int] | None:
+            pids = pids_with_marker(marker)
+            try:
+                argv0 = [Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] for pid in pids]
+                stats = [Path(f"/proc/{pid}/stat").read_text() for pid in pids]
+            except OSError:
+                return None
+            sessions = {stat.rsplit(")", 1)[1].split()[3] for stat in stats}
+            ok = len(pids) == 3 and set(argv0) == {PY.encode()} and len(sessions) == 2
+            return pids if ok else None
+
+        await poll(lambda: settled() is not None, what="the tree's three sleepers")
+        pids = settled()
+        assert pids is not None
         await client.close()
-        await poll(lambda: bool(records("session detached")), what="the session to detach")
-        assert all(Path(f"/proc/{pid}").exists() for pid in pids)  # until the TTL fires
         assert await wait_all_dead(pids, timeout=15 * TIME), pids_with_marker(marker)
         await poll(lambda: bool(records("process finished")), what="the finish log line")
+        (detached,) = records("session detached")
         (expired,) = records("session expired")
         (finished,) = records("process finished")
-        assert finished["session_id"] == expired["session_id"]
+        # Kept through the disconnect, killed when the TTL fired (the log is in order).
+        order = [
+            r["msg"] for r in records("session detached", "session expired", "process finished")
+        ]
+        assert order == ["session detached", "session expired", "process finished"]
+        assert finished["session_id"] == expired["session_id"] == detached["session_id"]
         assert finished["process_id"] == "tree" and finished["reason"] == "shutdown"
         assert finished["signal"] == "SIGKILL"
     finally:
