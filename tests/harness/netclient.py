@@ -15,9 +15,11 @@ import errno
 import json
 import os
 import re
+import select
 import socket
 import struct
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -110,14 +112,106 @@ def socks(host: str, port: str, *, as_name: bool = False) -> dict[str, Any]:
     return out
 
 
-def socks_udp() -> dict[str, Any]:
-    """SOCKS5 UDP ASSOCIATE (client address unspecified): the reply code."""
+def socks_udp(*, named: bool = False) -> dict[str, Any]:
+    """SOCKS5 UDP ASSOCIATE (client address unspecified, or `localhost:0` as a name): the
+    reply code."""
     sock = socket.create_connection(_proxy("ALL_PROXY"), timeout=TIMEOUT_S)
     sock.sendall(b"\x05\x01\x00")
     greeting = sock.recv(2)
-    sock.sendall(b"\x05\x03\x00\x01\x00\x00\x00\x00\x00\x00")
+    address = b"\x03\x09localhost" if named else b"\x01\x00\x00\x00\x00"
+    sock.sendall(b"\x05\x03\x00" + address + b"\x00\x00")
     reply = sock.recv(10)
     return {"greeting": greeting.hex(), "reply": reply[1] if reply else None}
+
+
+UDP_WAIT_S = 5.0
+"""How long the relay client waits for its end (then reports `timeout`)."""
+
+
+def _udp_header(spec: str, port: int) -> bytes:
+    """The SOCKS5 UDP request header for `[fragN:][name:]HOST` (RSV, FRAG, ATYP, DST)."""
+    frag = 0
+    if spec.startswith("frag"):
+        head, spec = spec.split(":", 1)
+        frag = int(head[4:])
+    if spec.startswith("name:"):
+        host = spec[5:].encode()
+        address = b"\x03" + bytes([len(host)]) + host
+    elif ":" in spec:
+        address = b"\x04" + socket.inet_pton(socket.AF_INET6, spec)
+    else:
+        address = b"\x01" + socket.inet_aton(spec)
+    return b"\x00\x00" + bytes([frag]) + address + struct.pack(">H", port)
+
+
+def _udp_source(data: bytes) -> tuple[str, bytes]:
+    """(the relayed answer's source as `ATYP HOST:PORT`, its payload)."""
+    kind = data[3]
+    if kind == 1:
+        host, rest = socket.inet_ntoa(data[4:8]), data[8:]
+    elif kind == 4:
+        host, rest = socket.inet_ntop(socket.AF_INET6, data[4:20]), data[20:]
+    else:
+        host, rest = data[5 : 5 + data[4]].decode("latin-1"), data[5 + data[4] :]
+    return f"{kind} {host}:{struct.unpack('>H', rest[:2])[0]}", rest[2:]
+
+
+def socks_udp_relay(client: str, port: str, plan: str) -> dict[str, Any]:
+    """SOCKS5 UDP ASSOCIATE, then one datagram per `plan` item (comma-separated
+    `[fragN:][name:]HOST`) to HOST:`port`, payload `I:ITEM|OWN_PORT`. `client` is the address
+    the request names: `bound` (the UDP socket's own) or `any` (0.0.0.0:0). The destination
+    (tests/harness/udpecho.py) echoes each datagram to its sender and acknowledges what it got
+    straight to OWN_PORT. Waits until the last item was acknowledged and its echo has been
+    through the relay (it came back through it, or the destination acknowledged it coming back
+    there), the relay
+    closed the control connection, or `UDP_WAIT_S`. Reports the destination's
+    acknowledgements of first-hand datagrams, the answers the relay delivered, the end."""
+    control = socket.create_connection(_proxy("ALL_PROXY"), timeout=TIMEOUT_S)
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    own = udp.getsockname()
+    control.sendall(b"\x05\x01\x00")
+    greeting = control.recv(2)
+    named = own if client == "bound" else ("0.0.0.0", 0)
+    control.sendall(b"\x05\x03\x00\x01" + socket.inet_aton(named[0]) + struct.pack(">H", named[1]))
+    reply = control.recv(10)
+    out: dict[str, Any] = {"greeting": greeting.hex(), "reply": reply[1] if reply else None}
+    if reply[1:2] != b"\x00":
+        return out
+    out["bound"] = socket.inet_ntoa(reply[4:8])
+    relay = (_proxy("ALL_PROXY")[0], struct.unpack(">H", reply[8:10])[0])
+    items = plan.split(",")
+    for index, item in enumerate(items):
+        payload = f"{index}:{item}|{own[1]}".encode()
+        udp.sendto(_udp_header(item, int(port)) + payload, relay)
+    last = f"{len(items) - 1}:{items[-1]}|{own[1]}"
+    waiting = {last, "echo " + last}
+    acked: list[str] = []
+    answers: list[list[str]] = []
+    out["end"] = "timeout"
+    deadline = time.monotonic() + UDP_WAIT_S
+    while (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([udp, control], [], [], left)
+        if control in ready:
+            out["end"] = "control closed" if control.recv(1) == b"" else "control data"
+            break
+        if udp in ready:
+            data, source = udp.recvfrom(65536)
+            if source == relay:
+                origin, payload = _udp_source(data)
+                text = payload.decode("latin-1")
+                answers.append([origin, text.rsplit("|", 1)[0]])
+            else:
+                text = data.decode("latin-1").removeprefix("ack ")
+                if not text.startswith("echo "):
+                    acked.append(text.rsplit("|", 1)[0])
+            waiting.discard(text)
+            if not waiting:
+                out["end"] = "echo relayed"
+                break
+    out["acked"] = acked
+    out["answers"] = answers
+    return out
 
 
 def direct(host: str, port: str) -> str:
@@ -153,6 +247,8 @@ OPERATIONS: dict[str, tuple[int, Callable[..., Any]]] = {
     "socks": (2, socks),
     "socks-name": (2, lambda host, port: socks(host, port, as_name=True)),
     "socks-udp": (0, socks_udp),
+    "socks-udp-named": (0, lambda: socks_udp(named=True)),
+    "socks-udp-relay": (3, socks_udp_relay),
     "direct": (2, direct),
     "unix": (0, unix),
     "bind": (0, bind),

@@ -24,6 +24,7 @@ from typing import Any
 
 from tests.harness.differential import Case, CaseContext
 from tests.harness.httpserver import HttpTestServer, http_test_server, respond, unused_port
+from tests.harness.udpecho import UdpEcho, udp_echo
 from tests.harness.wire import Json, WireClient
 from tests.wire.cases_core import start_params, summarize
 
@@ -316,6 +317,86 @@ async def network_proxy_config_errors(ctx: CaseContext) -> Any:
             await client.process_events(f"c{index}")
         out.append({k: v for k, v in response.items() if k != "id"})
     return out
+
+
+# -- SOCKS5 UDP ----------------------------------------------------------------------------
+
+
+def mask_udp(echo: UdpEcho, value: Any) -> Any:
+    """The destination's port masked (`port` members, digit strings, `:PORT` in strings)."""
+    port = echo.port
+    pattern = re.compile(rf"(?<=:){port}(?![0-9])")
+
+    def walk(item: Any) -> Any:
+        if isinstance(item, dict):
+            return {k: "<port>" if k == "port" and v == port else walk(v) for k, v in item.items()}
+        if isinstance(item, list):
+            return [walk(v) for v in item]
+        if isinstance(item, str):
+            return "<port>" if item == str(port) else pattern.sub("<port>", item)
+        return item
+
+    return walk(value)
+
+
+async def udp_run(
+    client: WireClient,
+    ctx: CaseContext,
+    echo: UdpEcho,
+    process_id: str,
+    ops: list[str],
+    *,
+    launch: Json,
+    **extra: Any,
+) -> Json:
+    """`run_netclient` plus what reached the destination first-hand (echoes coming back are
+    left out, with the answers the relay delivered: where answers go differs on purpose,
+    docs/protocol.md `network_proxy_socks5_udp_answers_bounce`)."""
+    result = await run_netclient(client, ctx, process_id, ops, launch, **extra)
+    for line in result.get("results", []):
+        if isinstance(line["result"], dict):
+            line["result"].pop("answers", None)
+    result["destination"] = [item for item in echo.received if not item[1].startswith("echo ")]
+    echo.received.clear()
+    return mask_udp(echo, result)
+
+
+@case
+async def network_proxy_socks5_udp(ctx: CaseContext) -> Any:
+    """SOCKS5 UDP ASSOCIATE with `enableSocks5Udp`, to a UDP server the test runs on 127.0.0.1
+    and 127.0.0.2: the reply (`0.0.0.0:PORT`); an allowed datagram reaches the destination and
+    its answer is checked too (two decisions); fragments and names are dropped unseen; a denied
+    destination, and any datagram in limited mode, is refused and ends the association; a
+    request naming 0.0.0.0:0 relays nothing, one naming a name is answered 08; an allowlist
+    miss is put to the client, for the datagram and for its answer; without `enableSocks5Udp`
+    the reply is 07."""
+    client = await ctx.client()
+    async with udp_echo() as echo:
+        port = str(echo.port)
+        allowed = proxy(enableSocks5Udp=True, domains={"127.0.0.1": "allow"})
+        runs: list[tuple[str, Json]] = [
+            ("frag1:127.0.0.1,name:127.0.0.1,name:localhost,127.0.0.1", allowed),
+            ("127.0.0.2,127.0.0.1", allowed),
+            ("127.0.0.1", {**allowed, "mode": "limited"}),
+            ("127.0.0.2", proxy(enableSocks5Udp=True, domains={"127.0.0.2": "deny"})),
+        ]
+        out = []
+        for index, (plan, config) in enumerate(runs):
+            ops = ["socks-udp-relay", "bound", port, plan]
+            out.append(await udp_run(client, ctx, echo, f"u{index}", ops, launch={"proxy": config}))
+        asking = {
+            "proxy": proxy(enableSocks5Udp=True, allowLocalBinding=True),
+            "policyDecisionTimeoutMs": 30000,
+        }
+        allow: Json = {"result": {"decision": {"type": "allow"}}}
+        ops = ["socks-udp-relay", "bound", port, "127.0.0.1"]
+        answers: list[Json | None] = [allow, allow]
+        out.append(await udp_run(client, ctx, echo, "ask", ops, launch=asking, answers=answers))
+        ops = ["socks-udp-relay", "any", port, "127.0.0.1", "socks-udp", "socks-udp-named"]
+        out.append(await udp_run(client, ctx, echo, "any", ops, launch={"proxy": allowed}))
+        off = {"proxy": proxy()}
+        out.append(await udp_run(client, ctx, echo, "off", ["socks-udp"], launch=off))
+        return out
 
 
 # -- managed sandboxes ---------------------------------------------------------------------

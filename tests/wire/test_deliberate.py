@@ -155,9 +155,11 @@ DELIBERATE_DIFFERENCES: dict[str, str] = {
         "connects like the same address sent as an address; the reference's proxy allows it "
         "and then answers 05 (connection refused) without connecting."
     ),
-    "network_proxy_socks5_udp_refused": (
-        "SOCKS5 UDP ASSOCIATE is answered 07 (command not supported) even with "
-        "`enableSocks5Udp`: the managed proxy relays TCP only. The reference opens a UDP relay."
+    "network_proxy_socks5_udp_answers_delivered": (
+        "A SOCKS5 UDP relay sends a destination's answer back to the client, with the header "
+        "naming its source (RFC 1928). The reference checks the answer against the policy like "
+        "we do and then sends it back to the destination it came from (rama-socks5 "
+        "0.3.0-alpha.4 relays both directions southwards), so its clients never get one."
     ),
     "network_proxy_credential_masking_refused": (
         "A `networkProxy` asking for credential masking (`proxy.credentialMasking`) is refused "
@@ -733,16 +735,35 @@ async def test_network_proxy_socks5_ip_literal_names_reference(reference: Server
     assert as_address["reply"] == 0 and as_address["tunnel"]["body"] == "reached"
 
 
-async def test_network_proxy_socks5_udp_refused(ours: ServerProcess) -> None:
-    (udp,) = await _netclient(ours.url, ["socks-udp"], {"enableSocks5Udp": True})
-    assert udp == {"greeting": "0500", "reply": 7}
+async def _udp_echo_through(url: str) -> tuple[Any, Any]:
+    """An allowed datagram through the SOCKS5 UDP relay to a UDP echo server: netclient's
+    result and what the echo server got."""
+    from tests.harness.udpecho import udp_echo
+    from tests.wire.cases_network import mask_udp
+
+    async with udp_echo() as echo:
+        ops = ["socks-udp-relay", "bound", str(echo.port), "127.0.0.1"]
+        proxy = {"enableSocks5Udp": True, "domains": {"127.0.0.1": "allow"}}
+        (result,) = await _netclient(url, ops, proxy)
+        return mask_udp(echo, result), mask_udp(echo, [list(item) for item in echo.received])
+
+
+async def test_network_proxy_socks5_udp_answers_delivered(ours: ServerProcess) -> None:
+    result, received = await _udp_echo_through(ours.url)
+    assert result["end"] == "echo relayed"
+    assert result["answers"] == [["1 127.0.0.1:<port>", "echo 0:127.0.0.1"]]
+    assert received == [["127.0.0.1", "0:127.0.0.1"]]
 
 
 @pytest.mark.reference
-async def test_network_proxy_socks5_udp_refused_reference(reference: ServerProcess) -> None:
+async def test_network_proxy_socks5_udp_answers_delivered_reference(
+    reference: ServerProcess,
+) -> None:
     require_reference()
-    (udp,) = await _netclient(reference.url, ["socks-udp"], {"enableSocks5Udp": True})
-    assert udp == {"greeting": "0500", "reply": 0}
+    result, received = await _udp_echo_through(reference.url)
+    assert result["end"] == "echo relayed"  # the echo was relayed: back to the echo server
+    assert result["answers"] == []
+    assert received == [["127.0.0.1", "0:127.0.0.1"], ["127.0.0.1", "echo 0:127.0.0.1"]]
 
 
 async def _ending_of_a_timed_out_sleep(url: str) -> tuple[dict[str, Any], dict[str, Any]]:

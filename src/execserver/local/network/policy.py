@@ -154,6 +154,8 @@ class NetworkPolicy:
     review: DomainPatterns
     limited: bool
     allow_local_binding: bool
+    socks5_udp: bool = False
+    """Whether SOCKS5 UDP ASSOCIATE is served (`enableSocks5Udp`)."""
 
     @classmethod
     def from_config(cls, config: RemoteNetworkProxyConfig) -> NetworkPolicy:
@@ -174,6 +176,7 @@ class NetworkPolicy:
             review=DomainPatterns(config.review_domains, allow_everything=True),
             limited=config.mode == "limited",
             allow_local_binding=config.allow_local_binding,
+            socks5_udp=config.enable_socks5_udp,
         )
 
     def baseline(self, host: str) -> str | None:

@@ -1,7 +1,8 @@
 """The SOCKS5 face of the managed proxy (RFC 1928): no authentication, CONNECT to a name, an
 IPv4 or an IPv6 address, one decision per connection, replies as codex 0.171's proxy gives
 them (`02` for a refusal, the errno's code for a failed connect, the upstream socket's local
-address on success). BIND and UDP ASSOCIATE are answered `07` (command not supported)."""
+address on success). UDP ASSOCIATE, when `enableSocks5Udp` is set, is served by `socks5_udp`;
+BIND, and UDP ASSOCIATE otherwise, are answered `07` (command not supported)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import ipaddress
 import socket
 import struct
 
-from execserver.local.network import relay
+from execserver.local.network import relay, socks5_udp
 from execserver.local.network.decisions import Attempt, Gatekeeper
 from execserver.local.network.policy import METHOD_NOT_ALLOWED, normalize_host
 
@@ -19,6 +20,7 @@ VERSION = 5
 NO_AUTH = 0
 NO_ACCEPTABLE_METHOD = 0xFF
 CMD_CONNECT = 1
+CMD_UDP_ASSOCIATE = 3
 ATYP_IPV4, ATYP_NAME, ATYP_IPV6 = 1, 3, 4
 
 SUCCEEDED = 0
@@ -56,8 +58,9 @@ def _bound(sockname: tuple[str, int] | None) -> bytes:
     return bytes([kind]) + address.packed + struct.pack(">H", sockname[1])
 
 
-async def _read_target(reader: asyncio.StreamReader) -> tuple[int, str, int]:
-    """(command, host, port) of the request; raises `_Malformed` or `IncompleteReadError`."""
+async def _read_target(reader: asyncio.StreamReader) -> tuple[int, int, str, int]:
+    """(command, address type, host, port) of the request; raises `_Malformed` or
+    `IncompleteReadError`."""
     version, command, _reserved, kind = await reader.readexactly(4)
     if version != VERSION:
         raise _Malformed
@@ -71,7 +74,7 @@ async def _read_target(reader: asyncio.StreamReader) -> tuple[int, str, int]:
     else:
         raise ValueError(kind)
     (port,) = struct.unpack(">H", await reader.readexactly(2))
-    return command, host, port
+    return command, kind, host, port
 
 
 async def serve(
@@ -93,9 +96,15 @@ async def serve(
             return
         writer.write(bytes([VERSION, NO_AUTH]))
         try:
-            command, host, port = await _read_target(reader)
+            command, kind, host, port = await _read_target(reader)
         except ValueError:
             writer.write(reply(ADDRESS_TYPE_NOT_SUPPORTED))
+            return
+        if command == CMD_UDP_ASSOCIATE and gate.policy.socks5_udp:
+            if kind == ATYP_NAME:  # the client's own address must be an address
+                writer.write(reply(ADDRESS_TYPE_NOT_SUPPORTED))
+            elif not await socks5_udp.associate(streams, gate, client, (host, port)):
+                writer.write(reply(GENERAL_FAILURE))
             return
         if command != CMD_CONNECT:
             writer.write(reply(COMMAND_NOT_SUPPORTED))
