@@ -186,8 +186,10 @@ async def associate(
         await asyncio.wait((relaying, watching), return_when=asyncio.FIRST_COMPLETED)
         return True
     finally:
-        association.close()
-        await tasks.aclose()
+        try:
+            await tasks.aclose()  # first: a socket being made is then made (or closed) already
+        finally:
+            association.close()
 
 
 async def _until_closed(reader: asyncio.StreamReader) -> None:
