@@ -1,4 +1,5 @@
-"""A UDP destination for SOCKS5 UDP tests: on 127.0.0.1 and 127.0.0.2 (one port), it records
+"""A UDP destination for SOCKS5 UDP tests: on 127.0.0.1 and 127.0.0.2 (and ::1 if asked; one
+port), it records
 each datagram, acknowledges it straight to the client (`ack ` + payload, to 127.0.0.1:OWN_PORT
 named after the last `|` of the payload; see tests/harness/netclient.py `socks-udp-relay`) and
 echoes it to its sender (`echo ` + payload) unless it is an echo itself: the reference's relay
@@ -21,6 +22,8 @@ class UdpEcho:
     port: int
     received: list[tuple[str, str]] = field(default_factory=list)
     """(the address that got it, payload before the last `|`), in arrival order."""
+    acknowledger: asyncio.DatagramTransport | None = None
+    """The 127.0.0.1 socket: acknowledgements leave from it."""
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -38,8 +41,8 @@ class _Protocol(asyncio.DatagramProtocol):
         if self._transport is None:
             return
         own = text.rsplit("|", 1)[-1]
-        if own.isdigit():
-            self._transport.sendto(b"ack " + data, ("127.0.0.1", int(own)))
+        if own.isdigit() and self._echo.acknowledger is not None:
+            self._echo.acknowledger.sendto(b"ack " + data, ("127.0.0.1", int(own)))
         if not text.startswith("echo "):
             self._transport.sendto(b"echo " + data, addr)
 
@@ -53,19 +56,23 @@ async def _bind(echo: UdpEcho, address: str, port: int) -> asyncio.BaseTransport
 
 
 @contextlib.asynccontextmanager
-async def udp_echo() -> AsyncIterator[UdpEcho]:
+async def udp_echo(*, ipv6: bool = False) -> AsyncIterator[UdpEcho]:
     echo = UdpEcho(0)
+    others = (*ADDRESSES[1:], "::1") if ipv6 else ADDRESSES[1:]
     transports: list[asyncio.BaseTransport] = []
     try:
-        for _ in range(20):  # the first address's port must be free on the second too
+        for _ in range(20):  # the first address's port must be free on the others too
             first = await _bind(echo, ADDRESSES[0], 0)
             transports.append(first)
             echo.port = first.get_extra_info("sockname")[1]
+            echo.acknowledger = cast(asyncio.DatagramTransport, first)
             try:
-                transports.append(await _bind(echo, ADDRESSES[1], echo.port))
+                for address in others:
+                    transports.append(await _bind(echo, address, echo.port))
                 break
             except OSError:
-                first.close()
+                for transport in transports:
+                    transport.close()
                 transports.clear()
         else:
             raise OSError("no UDP port free on both test addresses")

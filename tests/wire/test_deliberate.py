@@ -161,6 +161,11 @@ DELIBERATE_DIFFERENCES: dict[str, str] = {
         "we do and then sends it back to the destination it came from (rama-socks5 "
         "0.3.0-alpha.4 relays both directions southwards), so its clients never get one."
     ),
+    "network_proxy_socks5_udp_ipv6_relayed": (
+        "An allowed SOCKS5 UDP datagram to an IPv6 address is relayed (from an IPv6 socket). "
+        "The reference decides on it, fails to send it from its IPv4-only relay socket and "
+        "ends the association."
+    ),
     "network_proxy_credential_masking_refused": (
         "A `networkProxy` asking for credential masking (`proxy.credentialMasking`) is refused "
         "with -32602 (credentialMasking is false: no TLS-intercepting credential broker here). "
@@ -764,6 +769,35 @@ async def test_network_proxy_socks5_udp_answers_delivered_reference(
     assert result["end"] == "echo relayed"  # the echo was relayed: back to the echo server
     assert result["answers"] == []
     assert received == [["127.0.0.1", "0:127.0.0.1"], ["127.0.0.1", "echo 0:127.0.0.1"]]
+
+
+async def _udp_to_ipv6(url: str) -> tuple[Any, Any]:
+    """A datagram to ::1: netclient's result and what the echo server got first-hand."""
+    from tests.harness.udpecho import udp_echo
+    from tests.wire.cases_network import mask_udp
+
+    async with udp_echo(ipv6=True) as echo:
+        ops = ["socks-udp-relay", "bound", str(echo.port), "::1"]
+        proxy = {"enableSocks5Udp": True, "domains": {"127.0.0.1": "allow", "::1": "allow"}}
+        (result,) = await _netclient(url, ops, proxy)
+        first_hand = [list(item) for item in echo.received if not item[1].startswith("echo ")]
+        return mask_udp(echo, result), first_hand
+
+
+async def test_network_proxy_socks5_udp_ipv6_relayed(ours: ServerProcess) -> None:
+    result, received = await _udp_to_ipv6(ours.url)
+    assert result["end"] == "echo relayed"
+    assert result["acked"] == ["0:::1"]
+    assert result["answers"] == [["4 ::1:<port>", "echo 0:::1"]]
+    assert received == [["::1", "0:::1"]]
+
+
+@pytest.mark.reference
+async def test_network_proxy_socks5_udp_ipv6_relayed_reference(reference: ServerProcess) -> None:
+    require_reference()
+    result, received = await _udp_to_ipv6(reference.url)
+    assert result["end"] == "control closed"
+    assert (result["acked"], received) == ([], [])
 
 
 async def _ending_of_a_timed_out_sleep(url: str) -> tuple[dict[str, Any], dict[str, Any]]:
