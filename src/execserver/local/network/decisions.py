@@ -41,7 +41,7 @@ class Attempt:
     """One connection a proxied program asked for."""
 
     protocol: str
-    """`http`, `https_connect` or `socks5_tcp`."""
+    """`http`, `https_connect`, `socks5_tcp` or `socks5_udp`."""
     host: str
     """Normalised."""
     port: int

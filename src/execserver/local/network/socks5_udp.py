@@ -131,12 +131,12 @@ class Association:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         endpoint = self._south.get(family)
         if endpoint is None:
-            endpoint = _Endpoint(self._queue, None)
-            self._south[family] = endpoint
+            made = _Endpoint(self._queue, None)
             wildcard = "::" if family == socket.AF_INET6 else "0.0.0.0"
             await self._loop.create_datagram_endpoint(
-                lambda: endpoint, local_addr=(wildcard, 0), family=family
+                lambda: made, local_addr=(wildcard, 0), family=family
             )
+            self._south[family] = endpoint = made
         return endpoint
 
     async def run(self) -> None:
