@@ -36,6 +36,8 @@ from typing import Any
 
 import pytest
 
+from execserver.local.capability_discovery import read_text
+from execserver.local.environment_config import MAX_CONFIG_BYTES
 from tests.conftest import IN_CI, SOAK, TIME, ServerProcess, require_bwrap, require_reference
 from tests.harness.httpserver import Exchange, RecordedRequest, http_test_server
 from tests.harness.metrics import http_get, session_counts
@@ -215,6 +217,125 @@ def _our_fs_helpers() -> list[int]:
         except OSError:
             continue
     return found
+
+
+# -- discovery files ----------------------------------------------------------------------------
+
+HOSTILE = ("fifo", "dev-zero", "oversized")
+
+
+def plant(path: Path, kind: str) -> None:
+    """A FIFO nobody writes, a symlink to /dev/zero, or a sparse regular file past the cap."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "dev-zero":
+        path.symlink_to("/dev/zero")
+    else:
+        with open(path, "wb") as file:
+            file.truncate(MAX_CONFIG_BYTES + 1)
+
+
+def discovery_tree(root: Path, kind: str) -> tuple[dict[str, str], Path]:
+    """CODEX_HOME trusting a project whose `.codex/config.toml` and whose skill's SKILL.md (in
+    CODEX_HOME/skills and in a capability root) are `kind`; the server's env and the project."""
+    codex_home, home, project = root / "codex-home", root / "home", root / "project"
+    home.mkdir(parents=True)
+    (codex_home / "skills" / "s").mkdir(parents=True)
+    (codex_home / "config.toml").write_text(f'[projects."{project}"]\ntrust_level = "trusted"\n')
+    plant(project / ".codex" / "config.toml", kind)
+    plant(codex_home / "skills" / "s" / "SKILL.md", kind)
+    plant(project / "skills" / "s" / "SKILL.md", kind)
+    return {**os.environ, "CODEX_HOME": str(codex_home), "HOME": str(home)}, project
+
+
+def config_read(project: Path) -> Json:
+    return {"cwd": uri(project), "configPaths": [["model"]], "requirementsPaths": []}
+
+
+async def discovery_answers(client: WireClient, project: Path) -> list[Json]:
+    """environmentConfig/read, capabilities/discoverV2 and capabilityRoots/discoverV1, 12 of
+    each at once (more than the blocking threads), each answered within a deadline far below
+    the server's --fs-wait-timeout (nothing waits on the files) and the same every time; the
+    first answer of each."""
+    requests = [
+        ("environmentConfig/read", config_read(project)),
+        ("capabilities/discoverV2", {"cwd": uri(project)}),
+        ("capabilityRoots/discoverV1", {"roots": [{"id": "r", "path": uri(project)}]}),
+    ]
+    for index in range(12):
+        for method, params in requests:
+            await client.send({"id": f"{method}-{index}", "method": method, "params": params})
+    firsts = []
+    for method, _ in requests:
+        answers = [await client.response(f"{method}-{i}", timeout=10 * TIME) for i in range(12)]
+        bodies = [{k: v for k, v in answer.items() if k != "id"} for answer in answers]
+        assert all(body == bodies[0] for body in bodies), bodies
+        firsts.append(bodies[0])
+    return firsts
+
+
+@pytest.mark.parametrize("kind", HOSTILE)
+async def test_hostile_discovery_files_answer_at_once_within_the_budget(
+    tmp_path: Path, kind: str
+) -> None:
+    """A FIFO, a symlink to /dev/zero or an oversized file as the project's
+    `.codex/config.toml` and as SKILL.md: the config read fails at once with the reference's
+    wording (`path ... is not a file`; past the 4 MiB cap, the size), the skill is skipped (in
+    a capability root: a warning), other clients are served meanwhile, and the server's peak
+    RSS stays under its budget."""
+    env, project = discovery_tree(tmp_path, kind)
+    extra = ["--max-memory", str(BUDGET), "--fs-wait-timeout", "600"]
+    async with running_server("ours", tmp_path, extra=extra, env=env) as server:
+        async with await WireClient.connect(server.url) as client:
+            await client.initialize()
+            for _ in range(ROUNDS):
+                config, skills, roots = await discovery_answers(client, project)
+                await assert_served(server.url)
+            config_file = project / ".codex" / "config.toml"
+            reason = (
+                f"path `{config_file}` is larger than {MAX_CONFIG_BYTES} bytes"
+                if kind == "oversized"
+                else f"path `{config_file}` is not a file"
+            )
+            assert config["error"] == {
+                "code": -32603,
+                "message": "failed to load executor-local config: Failed to read project "
+                f"config file {config_file}: {reason}",
+            }, config
+            assert skills["result"]["skills"] == [], skills
+            assert roots["result"]["roots"][0]["skills"] == [], roots
+        assert rss(server.pid)[1] < BUDGET
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+async def test_hostile_config_file_answer_matches_reference(tmp_path: Path, kind: str) -> None:
+    require_reference()
+    env, project = discovery_tree(tmp_path, kind)
+    answers = []
+    for which in ("ours", "reference"):
+        async with (
+            running_server(which, tmp_path, env=env) as server,
+            await WireClient.connect(server.url) as client,
+        ):
+            await client.initialize()
+            answers.append(
+                await client.request(
+                    "environmentConfig/read", config_read(project), timeout=10 * TIME
+                )
+            )
+    assert answers[0] == answers[1]
+
+
+def test_a_skill_file_swapped_after_the_scan_fails_at_once(tmp_path: Path) -> None:
+    """The scan saw a regular SKILL.md; by the time it is read, it is a FIFO or a symlink to
+    /dev/zero: the read fails at once (no wait, no endless read) as an unreadable file."""
+    for kind in ("fifo", "dev-zero"):
+        path = tmp_path / kind / "SKILL.md"
+        plant(path, kind)
+        with pytest.raises(OSError, match="is not a file"):
+            read_text(bytes(path))
 
 
 # -- memory ---------------------------------------------------------------------------------------
