@@ -57,37 +57,6 @@ def _bases(server_pid: int) -> list[Path]:
     ]
 
 
-@needs_cgroups
-async def test_sigkill_of_the_server_leaves_nothing(tmp_path: Path) -> None:
-    server = await start_server("ours", tmp_path)
-    marker = f"crash-{uuid.uuid4().hex}"
-    sleeper = f"{PY} -c '{SLEEP}' {marker}"
-    try:
-        async with await WireClient.connect(server.url) as client:
-            await client.initialize()
-            for process_id, script in [
-                ("plain", f"exec {sleeper}"),
-                ("daemon", f"setsid {sleeper} > /dev/null 2>&1 & exit 0"),
-                ("double-fork", f"( {sleeper} > /dev/null 2>&1 & ) ; exit 0"),
-            ]:
-                response = await client.request(
-                    "process/start", process_params(process_id, ["/bin/sh", "-c", script])
-                )
-                assert "result" in response, response
-            pids = await wait_for_marked(marker, 3)
-            assert len(pids) == 3
-            assert _bases(server.pid), "the server tracks its processes in cgroups"
-            watchdogs = _watchdogs(server.pid)
-            assert len(watchdogs) == 1
-            os.kill(server.pid, signal.SIGKILL)  # no cleanup runs in the server
-            await server.stop()  # reaps it (its status may be seen by another reaper first)
-        assert await wait_all_dead(pids, timeout=10 * TIME), pids_with_marker(marker)
-        assert await wait_all_dead(watchdogs, timeout=10 * TIME)
-        assert _bases(server.pid) == []
-    finally:
-        await server.stop()
-
-
 def _watchdogs(server_pid: int) -> list[int]:
     return [pid for pid in children(server_pid) if is_watchdog(pid)]
 
@@ -111,23 +80,27 @@ async def _start_trees(client: WireClient, marker: str) -> None:
         await client.process_events(process_id, timeout=10 * TIME)
 
 
-async def test_sigkill_without_cgroups_leaves_nothing(tmp_path: Path) -> None:
-    """Tree mode: no cgroups, yet nothing the SIGKILLed server started survives it."""
-    server = await start_server("ours", tmp_path, extra=["--no-process-cgroups"])
-    marker = f"crash-tree-{uuid.uuid4().hex}"
+@pytest.mark.parametrize("mode", [pytest.param("cgroups", marks=needs_cgroups), "tree"])
+async def test_sigkill_of_the_server_leaves_nothing(tmp_path: Path, mode: str) -> None:
+    """With cgroups the watchdog sweeps them; without (tree mode) it kills the children the
+    server reported, their descendants and sessions: either way nothing survives."""
+    extra = [] if mode == "cgroups" else ["--no-process-cgroups"]
+    server = await start_server("ours", tmp_path, extra=extra)
+    marker = f"crash-{mode}-{uuid.uuid4().hex}"
     try:
         async with await WireClient.connect(server.url) as client:
             await client.initialize()
             await _start_trees(client, marker)
             pids = await wait_for_marked(marker, 5)  # the 4 sleepers and the waiting shell
             assert len(pids) == 5, pids
+            assert bool(_bases(server.pid)) == (mode == "cgroups")
             watchdogs = _watchdogs(server.pid)
             assert len(watchdogs) == 1
-            assert _bases(server.pid) == []  # no cgroups involved
-            os.kill(server.pid, signal.SIGKILL)
-            await server.stop()
+            os.kill(server.pid, signal.SIGKILL)  # no cleanup runs in the server
+            await server.stop()  # reaps it (its status may be seen by another reaper first)
         assert await wait_all_dead(pids, timeout=10 * TIME), pids_with_marker(marker)
         assert await wait_all_dead(watchdogs, timeout=10 * TIME)
+        assert _bases(server.pid) == []
     finally:
         await server.stop()
         for pid in pids_with_marker(marker):
