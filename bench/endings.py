@@ -5,7 +5,10 @@ connection per server, rounds interleaved (A B C ..., then reversed) so load dri
 
 * `before`: a checkout without per-process cgroups (`--before-src`, e.g. an older `src/`);
 * `default`: this checkout with default flags (every process in its own cgroup);
-* `no-cgroups`: this checkout with `--no-process-cgroups` (the process tree walk only);
+* `no-cgroups`: this checkout with `--no-process-cgroups` (the process tree walk only; the crash
+  watchdog in tree mode, told of each child over a pipe);
+* `before-no-cgroups`: the `--before-src` checkout with `--no-process-cgroups` (before the
+  watchdog's tree mode: no watchdog without cgroups);
 * `limited`: the `default` server, each start with `limits` (memory, pids, cpus): the cost of a
   limited spawn (on cgroup v1 the spawning thread joins the memory and cpu cgroups for it).
 
@@ -83,6 +86,7 @@ async def main() -> None:
             ("before", args.before_src, ()),
             ("default", ROOT / "src", ()),
             ("no-cgroups", ROOT / "src", ("--no-process-cgroups",)),
+            ("before-no-cgroups", args.before_src, ("--no-process-cgroups",)),
         ]:
             if src is None or (
                 name not in wanted and not (name == "default" and "limited" in wanted)
@@ -115,6 +119,11 @@ async def main() -> None:
         if "before" in samples and "default" in samples:
             delta = statistics.median(samples["default"]) - statistics.median(samples["before"])
             print(f"  default - before (p50): {delta * 1000:+.3f} ms")
+        if "before-no-cgroups" in samples and "no-cgroups" in samples:
+            delta = statistics.median(samples["no-cgroups"]) - statistics.median(
+                samples["before-no-cgroups"]
+            )
+            print(f"  no-cgroups - before-no-cgroups (p50): {delta * 1000:+.3f} ms")
     finally:
         for process in processes:
             process.terminate()

@@ -46,6 +46,8 @@ from execserver.local.tree import proc_stat, task_children, thread_children
 log = logging.getLogger(__name__)
 
 SCRIPT = Path(watchdog.__file__).resolve()
+FEED_BYTES = 1024 * 1024
+"""Tree mode: the pipe's size (the unprivileged maximum by default): ~50,000 reports."""
 ADOPTION_POLL_S = 1.0
 """Tree mode: how often the server looks for orphans it adopted without a reap to notice."""
 
@@ -138,6 +140,8 @@ class CrashGuard:
             if self._tree:
                 stdin, self.feed = os.pipe()
                 os.set_blocking(self.feed, False)
+                with contextlib.suppress(OSError):  # read every DRAIN_S: room for a burst
+                    fcntl.fcntl(self.feed, fcntl.F_SETPIPE_SZ, FEED_BYTES)
             try:
                 pid = spawn(argv[0], argv, [], b"/", Stdio(stdin=stdin, stderr=2))
             except OSError as exc:

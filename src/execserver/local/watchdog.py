@@ -80,6 +80,10 @@ def sweep(bases: list[Path]) -> None:
 TREE = "--tree"
 FEED = 0
 """The pipe the server reports its children on (tree mode)."""
+DRAIN_S = 0.25
+"""Tree mode: how often the pipe is read. Not on every line: a wake-up per spawn would cost
+each one-shot process a context switch; the pipe holds what arrives meanwhile (the server
+makes it 1 MiB) and keeps it after the server's death."""
 
 
 def _tree_module() -> ModuleType:
@@ -111,8 +115,8 @@ def follow(pidfd: int | None) -> dict[int, int]:
     feed_open = True
     os.set_blocking(FEED, False)
     while True:
-        watched = ([] if pidfd is None else [pidfd]) + ([FEED] if feed_open else [])
-        ready = select.select(watched, [], [])[0] if watched else [pidfd]
+        timeout = DRAIN_S if feed_open else None
+        dead = pidfd is None or bool(select.select([pidfd], [], [], timeout)[0])
         while feed_open:
             try:
                 data = os.read(FEED, 65536)
@@ -124,7 +128,7 @@ def follow(pidfd: int | None) -> dict[int, int]:
             pending += data
             complete, _, pending = pending.rpartition(b"\n")
             apply(records, complete)
-        if pidfd is None or pidfd in ready:
+        if dead:
             return records
 
 
