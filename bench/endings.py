@@ -5,7 +5,10 @@ connection per server, rounds interleaved (A B C ..., then reversed) so load dri
 
 * `before`: a checkout without per-process cgroups (`--before-src`, e.g. an older `src/`);
 * `default`: this checkout with default flags (every process in its own cgroup);
-* `no-cgroups`: this checkout with `--no-process-cgroups` (the process tree walk only);
+* `no-cgroups`: this checkout with `--no-process-cgroups` (the process tree walk only; the crash
+  watchdog in tree mode, told of each child over a pipe);
+* `before-no-cgroups`: the `--before-src` checkout with `--no-process-cgroups` (before the
+  watchdog's tree mode: no watchdog without cgroups);
 * `limited`: the `default` server, each start with `limits` (memory, pids, cpus): the cost of a
   limited spawn (on cgroup v1 the spawning thread joins the memory and cpu cgroups for it).
 
@@ -83,6 +86,7 @@ async def main() -> None:
             ("before", args.before_src, ()),
             ("default", ROOT / "src", ()),
             ("no-cgroups", ROOT / "src", ("--no-process-cgroups",)),
+            ("before-no-cgroups", args.before_src, ("--no-process-cgroups",)),
         ]:
             if src is None or (
                 name not in wanted and not (name == "default" and "limited" in wanted)
@@ -112,16 +116,19 @@ async def main() -> None:
                 f"  {name:10s} p50 {statistics.median(ms):6.3f}  p95 {percentile(ms, 0.95):6.3f}"
                 f"  p99 {percentile(ms, 0.99):6.3f}  min {min(ms):6.3f}"
             )
-        if "before" in samples:
-            # Both p50s, and the median of the per-round differences (each round runs the
-            # variants back to back, so a load swing hits both sides of a pair alike).
-            for name in [n for n in samples if n != "before"]:
-                delta = statistics.median(samples[name]) - statistics.median(samples["before"])
+        # Each variant against its base: p50s, and the median of the per-round differences
+        # (each round runs the variants back to back, so a load swing hits both sides alike).
+        for base, names in (
+            ("before", [n for n in samples if not n.startswith("before")]),
+            ("before-no-cgroups", ["no-cgroups"]),
+        ):
+            for name in [n for n in names if base in samples and n in samples]:
+                delta = statistics.median(samples[name]) - statistics.median(samples[base])
                 paired = statistics.median(
-                    a - b for a, b in zip(samples[name], samples["before"], strict=True)
+                    a - b for a, b in zip(samples[name], samples[base], strict=True)
                 )
                 print(
-                    f"  {name} - before: p50 {delta * 1000:+.3f} ms, "
+                    f"  {name} - {base}: p50 {delta * 1000:+.3f} ms, "
                     f"paired median {paired * 1000:+.3f} ms"
                 )
     finally:

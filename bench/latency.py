@@ -16,6 +16,7 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,9 +30,18 @@ from tests.harness.servers import reference_command
 
 
 def start(command: list[str]) -> tuple[subprocess.Popen[bytes], str]:
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    assert process.stdout is not None
-    return process, process.stdout.readline().decode().strip()
+    """Start a server that prints its URL as its first stdout line; exit with a one-line
+    message (and its stderr) when it ends before announcing one."""
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr)
+        assert process.stdout is not None
+        url = process.stdout.readline().decode().strip()
+        if not url:
+            process.wait()
+            stderr.seek(0)
+            detail = stderr.read().decode(errors="replace").strip().splitlines()[-1:]
+            raise SystemExit(f"server did not start: {' '.join(command)}: {' '.join(detail)}")
+    return process, url
 
 
 class Client:

@@ -207,6 +207,14 @@ class FileReadTooLarge(InvalidRequest):
         )
 
 
+class FileOverCap(InvalidRequest):
+    """A file read whole by the server itself (discovery's config, skill and plugin files) is
+    larger than the cap for such files."""
+
+    def __init__(self, path: bytes, limit: int) -> None:
+        super().__init__(f"path `{_display(path)}` is larger than {limit} bytes")
+
+
 class HttpBodyTooLarge(InternalError):
     """A buffered `http/request` body would take more memory than the budget leaves for it."""
 

@@ -5,14 +5,19 @@ traceback."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import subprocess
+import sys
+from collections import Counter
 from pathlib import Path
 
 from tests.cli.support import CLI, cli_env, no_traceback, run_cli
-from tests.conftest import TIME, ServerProcess
+from tests.conftest import SOAK, TIME, ServerProcess
 from tests.harness.faults import CuttingProxy
+from tests.harness.metrics import http_get, session_counts
+from tests.harness.polling import poll_async
 from tests.harness.servers import running_server, start_server
 from tests.harness.terminal import Terminal
 
@@ -31,6 +36,62 @@ async def test_each_call_releases_its_session(tmp_path: Path) -> None:
             "cp", f"{server.url}:{tmp_path}/file", f"{server.url}:{tmp_path}/copy"
         )
         assert code == 0, stderr
+
+
+# Runs the CLI's entry point (`execserver.cli.main`, argument parsing to exit code) CALLS times in
+# one interpreter: a real subprocess per call costs ~0.8 s here (interpreter start and imports),
+# 1,000 of them ~13 min, so those run in the soak only.
+_IN_PROCESS_LOOP = """
+import collections, json, sys
+from execserver.cli import main
+url, calls = sys.argv[1], int(sys.argv[2])
+print(json.dumps(collections.Counter(main(["run", url, "--", "true"]) for _ in range(calls))))
+"""
+CALLS = 1000
+
+
+async def test_a_thousand_runs_leave_no_session(tmp_path: Path) -> None:
+    """1,000 `execserver run URL -- true` in a row against a server with room for one session:
+    every call exits 0, the server's session count is back to zero, and its log shows that no
+    session was ever detached (a call that left one) or evicted to make room. The soak runs
+    them as 1,000 real subprocesses."""
+    extra = ["--max-sessions", "1", "--session-ttl", "300", "--metrics"]
+    env = {**os.environ, "EXECSERVER_LOG": "info"}
+    async with running_server("ours", tmp_path, extra=extra, env=env) as server:
+        if SOAK:
+            codes: Counter[int] = Counter()
+            for _ in range(CALLS):
+                code, _, stderr = await run_cli("run", server.url, "--", "true")
+                assert code == 0, stderr
+                codes[code] += 1
+        else:
+            loop = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                _IN_PROCESS_LOOP,
+                server.url,
+                str(CALLS),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=cli_env(),
+            )
+            async with asyncio.timeout(300 * TIME):
+                stdout, stderr = await loop.communicate()
+            assert loop.returncode == 0, stderr.decode()[-2000:]
+            codes = Counter({int(k): n for k, n in json.loads(stdout).items()})
+            no_traceback(stderr)
+        assert codes == {0: CALLS}
+
+        async def no_session_left() -> bool:
+            status, text = await asyncio.to_thread(http_get, f"{server.http_base}/metrics")
+            assert status == 200, text
+            return set(session_counts(text).values()) == {0}
+
+        await poll_async(no_session_left, what="no session left on the server")
+        log = server.stderr()
+        assert log.count("session closed") == CALLS, log[-2000:]
+        assert "session detached" not in log and "session evicted" not in log
 
 
 async def test_lost_connection_is_announced_resumed_and_no_key_is_lost(

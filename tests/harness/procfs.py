@@ -34,6 +34,20 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def is_watchdog(pid: int) -> bool:
+    """The server's own crash watchdog (local/crash_guard.py), not something a client started."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"execserver/local/watchdog.py" in f.read()
+    except OSError:
+        return False
+
+
+def managed_children(pid: int) -> list[int]:
+    """A server's children but its crash watchdog."""
+    return [child for child in children(pid) if not is_watchdog(child)]
+
+
 def zombies_of(pid: int) -> list[int]:
     return [c for c in children(pid) if (stat_fields(c) or ["?"])[0] == "Z"]
 

@@ -2,8 +2,10 @@
 
 A real server is SIGKILLed (it runs no cleanup at all) while it has running trees: a plain
 child, a `setsid` daemon whose parent exited, a double-forked orphan. The crash watchdog
-(local/crash_guard.py) must kill them all and remove the server's cgroups. Needs per-process
-cgroups (skips without a writable hierarchy, unless CI=true).
+(local/crash_guard.py) must kill them all: with per-process cgroups it sweeps them and removes
+the server's cgroups (skips without a writable hierarchy, unless CI=true); with
+`--no-process-cgroups` it kills the children the server reported, their descendants and their
+sessions (tree mode), also after an upgrade in place.
 """
 
 from __future__ import annotations
@@ -20,8 +22,15 @@ import pytest
 
 from execserver.local.cgroup import ProcessCgroups
 from tests.conftest import TIME
-from tests.harness.procfs import children, pids_with_marker, wait_all_dead, wait_for_marked
-from tests.harness.servers import start_server
+from tests.harness.polling import poll
+from tests.harness.procfs import (
+    children,
+    is_watchdog,
+    pids_with_marker,
+    wait_all_dead,
+    wait_for_marked,
+)
+from tests.harness.servers import generation, start_server
 from tests.harness.wire import WireClient, process_params
 
 PY = sys.executable
@@ -36,7 +45,7 @@ def _cgroups_available() -> bool:
         cgroups.close()
 
 
-pytestmark = pytest.mark.skipif(
+needs_cgroups = pytest.mark.skipif(
     not _cgroups_available() and os.environ.get("CI") != "true",
     reason="no writable cgroup hierarchy on this host",
 )
@@ -48,30 +57,44 @@ def _bases(server_pid: int) -> list[Path]:
     ]
 
 
-async def test_sigkill_of_the_server_leaves_nothing(tmp_path: Path) -> None:
-    server = await start_server("ours", tmp_path)
-    marker = f"crash-{uuid.uuid4().hex}"
+def _watchdogs(server_pid: int) -> list[int]:
+    return [pid for pid in children(server_pid) if is_watchdog(pid)]
+
+
+async def _start_trees(client: WireClient, marker: str) -> None:
+    """A plain child, a child of a live shell, a `setsid` daemon whose shell exited and a
+    double-forked orphan, each carrying `marker`; returns once the two shells have exited
+    (the server has seen their ends and adopted their orphans)."""
     sleeper = f"{PY} -c '{SLEEP}' {marker}"
+    for process_id, script in [
+        ("plain", f"exec {sleeper}"),
+        ("child", f"{sleeper} & wait"),
+        ("daemon", f"setsid {sleeper} > /dev/null 2>&1 & exit 0"),
+        ("double-fork", f"( {sleeper} > /dev/null 2>&1 & ) ; exit 0"),
+    ]:
+        response = await client.request(
+            "process/start", process_params(process_id, ["/bin/sh", "-c", script])
+        )
+        assert "result" in response, response
+    for process_id in ("daemon", "double-fork"):
+        await client.process_events(process_id, timeout=10 * TIME)
+
+
+@pytest.mark.parametrize("mode", [pytest.param("cgroups", marks=needs_cgroups), "tree"])
+async def test_sigkill_of_the_server_leaves_nothing(tmp_path: Path, mode: str) -> None:
+    """With cgroups the watchdog sweeps them; without (tree mode) it kills the children the
+    server reported, their descendants and sessions: either way nothing survives."""
+    extra = [] if mode == "cgroups" else ["--no-process-cgroups"]
+    server = await start_server("ours", tmp_path, extra=extra)
+    marker = f"crash-{mode}-{uuid.uuid4().hex}"
     try:
         async with await WireClient.connect(server.url) as client:
             await client.initialize()
-            for process_id, script in [
-                ("plain", f"exec {sleeper}"),
-                ("daemon", f"setsid {sleeper} > /dev/null 2>&1 & exit 0"),
-                ("double-fork", f"( {sleeper} > /dev/null 2>&1 & ) ; exit 0"),
-            ]:
-                response = await client.request(
-                    "process/start", process_params(process_id, ["/bin/sh", "-c", script])
-                )
-                assert "result" in response, response
-            pids = await wait_for_marked(marker, 3)
-            assert len(pids) == 3
-            assert _bases(server.pid), "the server tracks its processes in cgroups"
-            watchdogs = [
-                pid
-                for pid in children(server.pid)
-                if b"watchdog.py" in Path(f"/proc/{pid}/cmdline").read_bytes()
-            ]
+            await _start_trees(client, marker)
+            pids = await wait_for_marked(marker, 5)  # the 4 sleepers and the waiting shell
+            assert len(pids) == 5, pids
+            assert bool(_bases(server.pid)) == (mode == "cgroups")
+            watchdogs = _watchdogs(server.pid)
             assert len(watchdogs) == 1
             os.kill(server.pid, signal.SIGKILL)  # no cleanup runs in the server
             await server.stop()  # reaps it (its status may be seen by another reaper first)
@@ -80,6 +103,41 @@ async def test_sigkill_of_the_server_leaves_nothing(tmp_path: Path) -> None:
         assert _bases(server.pid) == []
     finally:
         await server.stop()
+        for pid in pids_with_marker(marker):
+            os.kill(pid, signal.SIGKILL)
+
+
+async def test_tree_mode_survives_an_upgrade_in_place(tmp_path: Path) -> None:
+    """Tree mode across an upgrade in place (SIGHUP): the new image re-finds the same watchdog
+    and its pipe, reports the trees started after the upgrade, and a SIGKILL then leaves
+    nothing, neither from before the upgrade nor from after."""
+    server = await start_server("ours", tmp_path, extra=["--no-process-cgroups"])
+    marker = f"crash-upgrade-{uuid.uuid4().hex}"
+    sleeper = f"{PY} -c '{SLEEP}' {marker}"
+    try:
+        async with await WireClient.connect(server.url) as client:
+            await client.initialize()
+            before = process_params("before", ["/bin/sh", "-c", f"exec {sleeper}"])
+            assert "result" in await client.request("process/start", before)
+            await wait_for_marked(marker, 1)
+            watchdogs = _watchdogs(server.pid)
+            assert len(watchdogs) == 1
+            os.kill(server.pid, signal.SIGHUP)
+            await poll(lambda: generation(server) == 1, 60, "the upgrade")
+        async with await WireClient.connect(server.url) as client:
+            assert "result" in await client.initialize()  # the new image serves
+            await _start_trees(client, marker)
+            pids = await wait_for_marked(marker, 6)
+            assert len(pids) == 6, pids
+            assert _watchdogs(server.pid) == watchdogs
+            os.kill(server.pid, signal.SIGKILL)
+            await server.stop()
+        assert await wait_all_dead(pids, timeout=10 * TIME), pids_with_marker(marker)
+        assert await wait_all_dead(watchdogs, timeout=10 * TIME)
+    finally:
+        await server.stop()
+        for pid in pids_with_marker(marker):
+            os.kill(pid, signal.SIGKILL)
 
 
 async def _until(predicate: Callable[[], bool]) -> None:
@@ -99,6 +157,7 @@ def _in_select(pid: int) -> bool:
         return False
 
 
+@needs_cgroups
 async def test_watchdog_survives_exec_of_the_server() -> None:
     """A pidfd wakes on the process's end, not on execve: a watched process that re-executes
     itself in place (as an upgrade does) keeps its guarded cgroup until it really exits."""

@@ -13,7 +13,8 @@ Each case is bounded: seconds of time, and memory capped by the server's own `--
   budget with an error naming the way around it;
 * a 60 MiB `[0,0,...]` message is refused with the reference's text, and the server answers
   other clients right after;
-* sessions: thousands of connect/initialize/drop rounds leave the server accepting;
+* sessions: thousands of connect/initialize/drop rounds leave the server accepting; the cap
+  counts only sessions that hold something, empty detached ones stay resumable (bounded);
 * processes the executor started cannot use its loopback listener, sandboxed or not;
 * a symlink planted by an earlier sandboxed run cannot redirect a later writable grant;
 * fs/copy into itself through a bind-mount alias is refused (device and inode).
@@ -35,8 +36,12 @@ from typing import Any
 
 import pytest
 
+from execserver.local.capability_discovery import read_text
+from execserver.local.environment_config import MAX_CONFIG_BYTES
 from tests.conftest import IN_CI, SOAK, TIME, ServerProcess, require_bwrap, require_reference
 from tests.harness.httpserver import Exchange, RecordedRequest, http_test_server
+from tests.harness.metrics import http_get, session_counts
+from tests.harness.polling import poll_async
 from tests.harness.rawws import RawWebSocket
 from tests.harness.servers import RunningServer, running_server
 from tests.harness.wire import Json, WireClient, process_params
@@ -214,6 +219,122 @@ def _our_fs_helpers() -> list[int]:
     return found
 
 
+# -- discovery files ----------------------------------------------------------------------------
+
+HOSTILE = ("fifo", "dev-zero", "oversized")
+
+
+def plant(path: Path, kind: str) -> None:
+    """A FIFO nobody writes, a symlink to /dev/zero, or a sparse regular file past the cap."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "dev-zero":
+        path.symlink_to("/dev/zero")
+    else:
+        with open(path, "wb") as file:
+            file.truncate(MAX_CONFIG_BYTES + 1)
+
+
+def discovery_tree(root: Path, kind: str) -> tuple[dict[str, str], Path]:
+    """CODEX_HOME trusting a project whose `.codex/config.toml` and whose skill's SKILL.md (in
+    CODEX_HOME/skills and in a capability root) are `kind`; the server's env and the project."""
+    codex_home, home, project = root / "codex-home", root / "home", root / "project"
+    home.mkdir(parents=True)
+    (codex_home / "skills" / "s").mkdir(parents=True)
+    (codex_home / "config.toml").write_text(f'[projects."{project}"]\ntrust_level = "trusted"\n')
+    plant(project / ".codex" / "config.toml", kind)
+    plant(codex_home / "skills" / "s" / "SKILL.md", kind)
+    plant(project / "skills" / "s" / "SKILL.md", kind)
+    return {**os.environ, "CODEX_HOME": str(codex_home), "HOME": str(home)}, project
+
+
+def config_read(project: Path) -> Json:
+    return {"cwd": uri(project), "configPaths": [["model"]], "requirementsPaths": []}
+
+
+async def discovery_answers(client: WireClient, project: Path) -> list[Json]:
+    """environmentConfig/read, capabilities/discoverV2 and capabilityRoots/discoverV1, 12 of
+    each at once (more than the blocking threads), each answered within a deadline far below
+    the server's --fs-wait-timeout (nothing waits on the files) and the same every time; the
+    first answer of each."""
+    requests = [
+        ("environmentConfig/read", config_read(project)),
+        ("capabilities/discoverV2", {"cwd": uri(project)}),
+        ("capabilityRoots/discoverV1", {"roots": [{"id": "r", "path": uri(project)}]}),
+    ]
+    for index in range(12):
+        for method, params in requests:
+            await client.send({"id": f"{method}-{index}", "method": method, "params": params})
+    firsts = []
+    for method, _ in requests:
+        answers = [await client.response(f"{method}-{i}", timeout=10 * TIME) for i in range(12)]
+        bodies = [{k: v for k, v in answer.items() if k != "id"} for answer in answers]
+        assert all(body == bodies[0] for body in bodies), bodies
+        firsts.append(bodies[0])
+    return firsts
+
+
+@pytest.mark.parametrize("kind", HOSTILE)
+async def test_hostile_discovery_files_answer_at_once_within_the_budget(
+    tmp_path: Path, kind: str
+) -> None:
+    """A FIFO, a symlink to /dev/zero or an oversized file as the project's
+    `.codex/config.toml` and as SKILL.md: the config read fails at once with the reference's
+    wording (`path ... is not a file`; past the 4 MiB cap, the size), the skill is skipped (in
+    a capability root: a warning), other clients are served meanwhile, and the server's peak
+    RSS stays under its budget."""
+    env, project = discovery_tree(tmp_path, kind)
+    extra = ["--max-memory", str(BUDGET), "--fs-wait-timeout", "600"]
+    async with running_server("ours", tmp_path, extra=extra, env=env) as server:
+        async with await WireClient.connect(server.url) as client:
+            await client.initialize()
+            for _ in range(ROUNDS):
+                config, skills, roots = await discovery_answers(client, project)
+                await assert_served(server.url)
+            config_file = project / ".codex" / "config.toml"
+            reason = (
+                f"path `{config_file}` is larger than {MAX_CONFIG_BYTES} bytes"
+                if kind == "oversized"
+                else f"path `{config_file}` is not a file"
+            )
+            assert config["error"] == {
+                "code": -32603,
+                "message": "failed to load executor-local config: Failed to read project "
+                f"config file {config_file}: {reason}",
+            }, config
+            assert skills["result"]["skills"] == [], skills
+            assert roots["result"]["roots"][0]["skills"] == [], roots
+        assert rss(server.pid)[1] < BUDGET
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+async def test_hostile_discovery_files_answers_match_reference(tmp_path: Path, kind: str) -> None:
+    """The same three discovery answers as the reference for a FIFO or a /dev/zero symlink."""
+    require_reference()
+    env, project = discovery_tree(tmp_path, kind)
+    answers = []
+    for which in ("ours", "reference"):
+        async with (
+            running_server(which, tmp_path, env=env) as server,
+            await WireClient.connect(server.url) as client,
+        ):
+            await client.initialize()
+            answers.append(await discovery_answers(client, project))
+    assert answers[0] == answers[1]
+
+
+def test_a_skill_file_swapped_after_the_scan_fails_at_once(tmp_path: Path) -> None:
+    """The scan saw a regular SKILL.md; by the time it is read, it is a FIFO or a symlink to
+    /dev/zero: the read fails at once (no wait, no endless read) as an unreadable file."""
+    for kind in ("fifo", "dev-zero"):
+        path = tmp_path / kind / "SKILL.md"
+        plant(path, kind)
+        with pytest.raises(OSError, match="is not a file"):
+            read_text(bytes(path))
+
+
 # -- memory ---------------------------------------------------------------------------------------
 
 
@@ -379,9 +500,10 @@ async def test_huge_value_list_is_refused_like_the_reference(
 async def test_connect_initialize_drop_loop_leaves_the_server_accepting(
     start_server: StartServer,
 ) -> None:
-    # 3,000 rounds in the soak; 600 here cycle the (lowered) cap many times over.
+    # 3,000 rounds (the issue's figure; 10 times that in the soak) cycle the (lowered) bound
+    # of empty detached sessions many times over.
     server, url = await start_server(session_ttl_s=300, max_sessions=64)
-    rounds = 3000 if SOAK else 600
+    rounds = 3000 * (10 if SOAK else 1)
     initialize = json.dumps({"id": 1, "method": "initialize", "params": {"clientName": "loop"}})
     refused = 0
     for _ in range(rounds):
@@ -390,11 +512,57 @@ async def test_connect_initialize_drop_loop_leaves_the_server_accepting(
         answer = json.loads(await ws.recv_text() or "{}")
         refused += "error" in answer
         await ws.aclose()
-    # Each new session takes the place of an idle detached one: nobody is locked out.
+    # Empty detached sessions do not count, and only the newest 64 are kept: nobody is
+    # locked out, and the registry stays bounded.
     assert refused == 0
     async with await WireClient.connect(url) as client:
         assert "result" in await client.initialize()
-    assert len(server.registry) <= server.registry.max_sessions
+        assert server.registry.counts()["attached"] == 1
+    assert server.registry.counts()["empty"] <= server.registry.max_empty_detached == 64
+
+
+async def test_session_cap_counts_only_sessions_that_hold_something(tmp_path: Path) -> None:
+    """A real server with room for 2 sessions: empty detached sessions (connect, initialize,
+    drop) neither count nor get in the way, the newest 2 of them stay resumable within the
+    TTL (the older are dropped), and the cap refuses a third session only while two hold
+    something (here: attached, with a process running)."""
+    extra = ["--max-sessions", "2", "--session-ttl", "300", "--metrics"]
+    async with running_server("ours", tmp_path, extra=extra) as server:
+
+        async def states() -> dict[str, float]:
+            status, text = await asyncio.to_thread(http_get, f"{server.http_base}/metrics")
+            assert status == 200, text
+            return session_counts(text)
+
+        busy = await WireClient.connect(server.url)
+        assert "result" in await busy.initialize()
+        assert "result" in await busy.request("process/start", process_params("s", ["sleep", "60"]))
+        empty: list[str] = []
+        for _ in range(6):
+            async with await WireClient.connect(server.url) as client:
+                empty.append((await client.initialize())["result"]["sessionId"])
+
+        async def settled() -> bool:
+            return await states() == {"attached": 1, "detached": 0, "empty": 2}
+
+        await poll_async(settled, what="1 attached and the 2 newest empty sessions")
+        for session_id in empty[:4]:  # dropped: only the newest 2 empty ones are kept
+            async with await WireClient.connect(server.url) as client:
+                answer = await client.initialize(resume=session_id)
+                assert answer["error"]["message"] == f"unknown session id {session_id}"
+        other = await WireClient.connect(server.url)
+        assert (await other.initialize(resume=empty[-1]))["result"]["sessionId"] == empty[-1]
+        assert "result" in await other.request(
+            "process/start", process_params("s", ["sleep", "60"])
+        )
+        # Two sessions hold something: a third is refused, however many empty ones exist.
+        async with await WireClient.connect(server.url) as third:
+            refused = await third.initialize()
+            assert refused["error"]["message"].startswith("too many sessions on this server")
+        async with await WireClient.connect(server.url) as client:  # the other kept one
+            assert "result" in await client.initialize(resume=empty[-2])
+        await other.close()
+        await busy.close()
 
 
 async def test_busy_detached_sessions_of_one_principal_cannot_lock_out_another(

@@ -62,6 +62,8 @@ async def test_limit_sessions(start_server: StartServer) -> None:
     _, url = await start_server(max_sessions=2, session_ttl_s=30)
     first = await WireClient.connect(url)
     session = (await first.initialize())["result"]["sessionId"]
+    await first.request("process/start", process_params("done", ["true"]))
+    await first.process_events("done")  # finished and retained: the session holds it
     second = await WireClient.connect(url)
     await second.initialize()
     third = await WireClient.connect(url)
@@ -80,7 +82,7 @@ async def test_limit_sessions(start_server: StartServer) -> None:
         back = await WireClient.connect(url)
     assert resumed["result"]["sessionId"] == session
     await back.close()
-    # ... and an idle detached session makes room for a new client (no lockout)
+    # ... and an idle detached session (its process finished) makes room for a new client
     fourth = await WireClient.connect(url)
     for _ in range(100):
         created = await fourth.initialize()

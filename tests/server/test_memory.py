@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from tests.harness.procfs import children
+from tests.harness.procfs import managed_children
 from tests.harness.rawws import RawWebSocket
 from tests.harness.servers import start_server
 from tests.harness.wire import WireClient
@@ -114,7 +114,9 @@ async def test_memory_client_that_stops_reading_is_bounded(tmp_path: Path) -> No
                 await ws.send_text(json.dumps(request))
             await asyncio.sleep(3)
             # the flood is paused: the process is still blocked writing its output
-            assert children(server.pid), "the noisy process finished: its output was not paused"
+            assert managed_children(server.pid), (
+                "the noisy process finished: its output was not paused"
+            )
             assert peak_rss(server.pid) < PEAK_RSS_LIMIT
             answered: dict[int, dict[str, object]] = {}
             output = bytearray()

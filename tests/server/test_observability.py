@@ -8,8 +8,6 @@ import gzip
 import json
 import os
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ from opentelemetry.trace import SpanKind
 from execserver.client.client import ExecServerClient
 from execserver.observability.telemetry import Telemetry
 from tests.harness.httpserver import RecordedRequest, http_test_server, respond
+from tests.harness.metrics import http_get, prometheus_values
 from tests.harness.servers import ours_command, start_server
 from tests.harness.wire import WireClient, process_params
 from tests.server.conftest import StartServer
@@ -100,30 +99,6 @@ def _otlp_values(body: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
                         value = point.as_int if point.HasField("as_int") else point.as_double
                     values[(metric.name, labels)] = value
     return values
-
-
-def _prometheus_values(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        series, value = line.rsplit(" ", 1)
-        name, _, rest = series.partition("{")
-        labels: list[tuple[str, str]] = []
-        for pair in rest.rstrip("}").split(",") if rest else []:
-            key, _, quoted = pair.partition("=")
-            labels.append((key, quoted.strip('"')))
-        values[(name, tuple(sorted(labels)))] = float(value)
-    return values
-
-
-def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
-    request = urllib.request.Request(url, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
 
 
 FINISHED = "exec_server_processes_finished_total"
@@ -202,9 +177,9 @@ async def test_observability_metrics_over_otlp_and_prometheus(tmp_path: Path) ->
                 await client.request("process/start", process_params("left2", ["sleep", "30"]))
                 for _ in range(100):
                     status, text = await asyncio.to_thread(
-                        _get, f"{server.http_base}/metrics", headers
+                        http_get, f"{server.http_base}/metrics", headers
                     )
-                    scraped = _prometheus_values(text)
+                    scraped = prometheus_values(text)
                     finished = sum(v for (n, _), v in scraped.items() if n == FINISHED)
                     if finished == started:
                         break
@@ -222,9 +197,9 @@ async def test_observability_metrics_over_otlp_and_prometheus(tmp_path: Path) ->
                 ]
                 assert ok_starts == started + 2
                 # the page is behind the same auth, and Origin is refused as for the WebSocket
-                assert (await asyncio.to_thread(_get, f"{server.http_base}/metrics"))[0] == 401
+                assert (await asyncio.to_thread(http_get, f"{server.http_base}/metrics"))[0] == 401
                 origin = {**headers, "Origin": "http://evil.example"}
-                assert (await asyncio.to_thread(_get, f"{server.http_base}/metrics", origin))[
+                assert (await asyncio.to_thread(http_get, f"{server.http_base}/metrics", origin))[
                     0
                 ] == 403
                 # the OTLP receiver gets the same counts

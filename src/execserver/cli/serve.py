@@ -257,8 +257,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--max-sessions",
         type=_positive_int,
         default=MAX_SESSIONS,
-        help="sessions on the server, attached or detached; past it a new session replaces "
-        "the oldest idle detached one (default %(default)s)",
+        help="sessions that hold something (attached, or detached with processes); past it a "
+        "new session replaces the oldest idle detached one; as many empty detached sessions "
+        "are kept for a resume on top (default %(default)s)",
     )
     serve.add_argument(
         "--max-sessions-per-principal",

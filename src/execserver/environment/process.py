@@ -499,6 +499,10 @@ class ProcessTable(Protocol):
         """Processes in the table that have not closed yet."""
         ...
 
+    def __len__(self) -> int:
+        """Entries in the table: running, or finished and retained for reads."""
+        ...
+
     def start(self, params: ProcessStartParams) -> HostedProcess | Awaitable[HostedProcess]:
         """Spawn under `params.process_id`. Raises the executor's errors.
 

@@ -25,7 +25,8 @@ import stat
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from execserver.errors import os_error_text
+from execserver.errors import RpcError, os_error_text
+from execserver.local.fs_ops import read_capped
 from execserver.local.skill_metadata import MetadataError, parse_frontmatter, parse_openai_yaml
 from execserver.protocol.discovery import (
     CapabilitiesDiscoverV2Response,
@@ -52,6 +53,8 @@ METADATA_WARNING = "some capability metadata could not be loaded; discovery may 
 LOCATIONS_WARNING = "some capability locations could not be resolved; discovery may be incomplete"
 TRAVERSAL_LIMIT_WARNING = "plugin cache traversal limit reached"
 
+MAX_CAPABILITY_FILE_BYTES = 4 * 1024 * 1024
+"""A skill, skill metadata or plugin file larger than this is not loaded (a warning)."""
 MAX_SCAN_DEPTH = 32
 """Directory levels below a scanned root."""
 MAX_SCAN_DIRECTORIES = 20_000
@@ -119,9 +122,14 @@ def find_skill_files(root: bytes, on_error: OnError) -> list[bytes]:
     return sorted(found)
 
 
-def _read_text(path: bytes) -> str:
-    with open(path, "rb") as file:
-        data = file.read()
+def read_text(path: bytes) -> str:
+    """A skill or plugin file's text. Read like a config layer (`fs_ops.read_capped`): a path
+    swapped for a FIFO or a device after the scan saw a file fails at once, an endless file
+    past `MAX_CAPABILITY_FILE_BYTES`; both as `OSError`s, like any other unreadable file."""
+    try:
+        data = read_capped(path, MAX_CAPABILITY_FILE_BYTES)
+    except RpcError as exc:
+        raise OSError(0, exc.message) from None
     try:
         return data.decode()
     except UnicodeDecodeError:
@@ -132,7 +140,7 @@ def _text_file(path: bytes) -> CapabilityTextFile | None:
     """The file's text, or None when it is not a regular file (through symlinks)."""
     if not os.path.isfile(path):
         return None
-    return CapabilityTextFile(path=_uri(path), contents=_read_text(path))
+    return CapabilityTextFile(path=_uri(path), contents=read_text(path))
 
 
 def _plugin_files(root: bytes) -> DiscoveredPluginFiles | None:
@@ -167,12 +175,12 @@ def _skill_from_file(
     """(name, description, short description, dependencies, policy). Raises `MetadataError`
     or `OSError`."""
     directory = os.path.dirname(path)
-    front = parse_frontmatter(_read_text(path), os.fsdecode(os.path.basename(directory)))
+    front = parse_frontmatter(read_text(path), os.fsdecode(os.path.basename(directory)))
     dependencies, policy = None, None
     metadata_path = os.path.join(directory, SKILL_METADATA)
     if os.path.isfile(metadata_path):
         try:
-            dependencies, policy = parse_openai_yaml(_read_text(metadata_path))
+            dependencies, policy = parse_openai_yaml(read_text(metadata_path))
         except OSError:
             pass
     return front.name, front.description, front.short_description, dependencies, policy
@@ -368,7 +376,7 @@ def inspect_root(root_id: str, root: PathUri) -> CapabilityRootDiscovery:
             result.namespace_manifests = [result.plugin.manifest]
         for skill in find_skill_files(path, on_error):
             try:
-                instructions = CapabilityTextFile(path=_uri(skill), contents=_read_text(skill))
+                instructions = CapabilityTextFile(path=_uri(skill), contents=read_text(skill))
                 metadata = _text_file(os.path.join(os.path.dirname(skill), SKILL_METADATA))
             except OSError as exc:
                 on_error(skill, exc)

@@ -23,7 +23,14 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from execserver.errors import ConfigLoadFailed, ConfigPathsInvalid, InvalidParams
+from execserver.errors import (
+    ConfigLoadFailed,
+    ConfigPathsInvalid,
+    InvalidParams,
+    RpcError,
+    os_error_text,
+)
+from execserver.local.fs_ops import read_capped
 from execserver.local.toml_writer import dumps
 from execserver.protocol.discovery import (
     EnvironmentConfigLayer,
@@ -37,6 +44,8 @@ CONFIG_FILE = b"config.toml"
 REQUIREMENTS_FILE = b"requirements.toml"
 MANAGED_CONFIG_FILE = b"managed_config.toml"
 PROJECT_CONFIG = os.path.join(b".codex", b"config.toml")
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+"""A config or requirements file larger than this fails the read (memory, docs/protocol.md)."""
 
 _POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
 _AT_END = re.compile(r"\(at end of document\)")
@@ -75,19 +84,19 @@ def select(table: Table, paths: Sequence[Sequence[str]]) -> dict[str, Any]:
 
 def _read(path: bytes, *, project: bool) -> Table | None:
     """The parsed file, None when it does not exist. Raises `InternalError` as the reference
-    words load failures."""
+    words load failures: anything but a regular file (a directory, a FIFO, a device through a
+    symlink) is `path ... is not a file`, at once; past `MAX_CONFIG_BYTES`, a clear error."""
     name = os.fsdecode(path)
+    failed = f"Failed to read {'project ' if project else ''}config file {name}"
     try:
-        with open(path, "rb") as file:
-            data = file.read()
+        data = read_capped(path, MAX_CONFIG_BYTES)
     except FileNotFoundError:
         return None
-    except IsADirectoryError:
-        raise ConfigLoadFailed(
-            f"Failed to read config file {name}: path `{name}` is not a file"
-        ) from None
     except OSError as exc:
-        raise ConfigLoadFailed(f"Failed to read config file {name}: {exc}") from None
+        reason = os_error_text(exc.errno) if exc.errno else str(exc)
+        raise ConfigLoadFailed(f"{failed}: {reason}") from None
+    except RpcError as exc:
+        raise ConfigLoadFailed(f"{failed}: {exc.message}") from None
     try:
         text = data.decode()
         return tomllib.loads(text)

@@ -19,8 +19,8 @@ import shutil
 import stat
 from collections.abc import Callable
 
-from execserver.errors import CopyRefused, InternalError, InvalidRequest
-from execserver.local.blocking import BlockingOp, Ready, Wait
+from execserver.errors import CopyRefused, FileOverCap, InternalError, InvalidRequest
+from execserver.local.blocking import FS_WAIT_TIMEOUT_S, BlockingOp, Ready, Wait, drive_sync
 from execserver.local.statx import birth_time_ms
 from execserver.protocol.file_system import DirectoryEntry, FileAttributes, FileMetadata
 
@@ -67,14 +67,21 @@ def open_regular_file(path: bytes, *, follow_symlinks: bool = True) -> int:
 
 
 def read_file(
-    path: bytes, *, follow_symlinks: bool = True, grow: Callable[[int], None] | None = None
+    path: bytes,
+    *,
+    follow_symlinks: bool = True,
+    grow: Callable[[int], None] | None = None,
+    limit: int | None = None,
 ) -> BlockingOp[bytes]:
     """The whole file. `grow(total)` is told the size before it is held (the size the file
     claims first, then what arrived) and raises to stop a read that is too large: files such
-    as /proc/self/pagemap claim 0 bytes and never end."""
+    as /proc/self/pagemap claim 0 bytes and never end. Past `limit` bytes: `FileOverCap`
+    (never more than one byte beyond it is read)."""
     fd = open_regular_file(path, follow_symlinks=follow_symlinks)
     try:
         size = os.fstat(fd).st_size
+        if limit is not None and size > limit:
+            raise FileOverCap(path, limit)
         if grow is not None:
             grow(size)
         parts: list[bytes] = []
@@ -82,6 +89,10 @@ def read_file(
         while True:
             # One read of the whole size in the common case; keep going if the file grew.
             want = max(size + 1, READ_CHUNK_BYTES) if not parts else READ_CHUNK_BYTES
+            if limit is not None:
+                if total > limit:
+                    raise FileOverCap(path, limit)
+                want = min(want, limit + 1 - total)
             if grow is not None and parts:
                 grow(total + want)
             try:
@@ -96,6 +107,15 @@ def read_file(
         return parts[0] if len(parts) == 1 else b"".join(parts)
     finally:
         os.close(fd)
+
+
+def read_capped(path: bytes, max_bytes: int, wait_timeout_s: float = FS_WAIT_TIMEOUT_S) -> bytes:
+    """A regular file (through symlinks) of at most `max_bytes`, read on this thread: for
+    files the server reads for itself (discovery). `read_file`'s non-blocking open refuses a
+    FIFO, socket or device (`path ... is not a file`), a file that would block is waited for
+    with `wait_timeout_s` (`WaitExpired`), and past `max_bytes` it stops (`FileOverCap`), so a
+    symlink to /dev/zero or /proc/self/pagemap neither hangs a thread nor grows memory."""
+    return drive_sync(read_file(path, limit=max_bytes), wait_timeout_s)
 
 
 def _resolve_final_symlinks(path: bytes) -> bytes:

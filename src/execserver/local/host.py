@@ -94,11 +94,8 @@ class Host:
             if config.process_cgroups
             else ProcessCgroups.disabled()
         )
-        self.crash_guard = (
-            CrashGuard(self.reaper, self.cgroups.bases)
-            if config.subreaper and self.cgroups.enabled
-            else None
-        )
+        # With cgroups the watchdog sweeps them; without, it follows our children (tree mode).
+        self.crash_guard = CrashGuard(self.reaper, self.cgroups.bases) if config.subreaper else None
         self.output_budget = RetainedOutputBudget(config.max_retained_output)
         self.journals = (
             JournalStore(

@@ -21,6 +21,8 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from execserver.local.tree import task_children
+
 
 def _address(text: str) -> tuple[bytes, int]:
     """An address of /proc/net/tcp (`0100007F:1F90`: 32-bit words in host order, port)."""
@@ -98,22 +100,12 @@ def socket_inode(peer: tuple[str, int], local: tuple[str, int]) -> int | None:
         return None
 
 
-def _children(pid: int) -> Iterator[int]:
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return
-    for task in tasks:
-        with contextlib.suppress(OSError, ValueError):
-            yield from map(int, Path(f"/proc/{pid}/task/{task}/children").read_text().split())
-
-
 def descendants(root: int) -> Iterator[int]:
     """Our process tree below `root`, walked through the kernel's children lists."""
     seen = {root}
     stack = [root]
     while stack:
-        for child in _children(stack.pop()):
+        for child in task_children(stack.pop()):
             if child not in seen:
                 seen.add(child)
                 stack.append(child)

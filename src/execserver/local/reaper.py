@@ -18,6 +18,7 @@ import os
 import resource
 import signal
 from collections.abc import Callable
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,15 @@ _PR_SET_CHILD_SUBREAPER = 36
 
 ExitCallback = Callable[[int], None]
 UsageCallback = Callable[[resource.struct_rusage], None]
+
+
+class ChildListener(Protocol):
+    """Hears of every child this reaper starts watching and every child it reaps (the crash
+    watchdog's view of our children without cgroups: crash_guard.py)."""
+
+    def started(self, pid: int) -> None: ...
+
+    def ended(self, pid: int) -> None: ...
 
 
 class ChildReaper:
@@ -35,6 +45,7 @@ class ChildReaper:
         self._watched: dict[int, tuple[int, ExitCallback]] = {}
         self._usage: dict[int, UsageCallback] = {}
         self._subreaper = False
+        self.listener: ChildListener | None = None
 
     def watch(self, pid: int, on_exit: ExitCallback, on_usage: UsageCallback | None = None) -> None:
         """Call `on_exit(wait_status)` once our child `pid` has exited and been reaped (and
@@ -47,6 +58,8 @@ class ChildReaper:
         if on_usage is not None:
             self._usage[pid] = on_usage
         self._loop.add_reader(pidfd, self._on_readable, pid)
+        if self.listener is not None:
+            self.listener.started(pid)
 
     def _on_readable(self, pid: int) -> None:
         usage: resource.struct_rusage | None = None
@@ -62,6 +75,8 @@ class ChildReaper:
         pidfd, on_exit = self._watched.pop(pid)
         self._loop.remove_reader(pidfd)
         os.close(pidfd)
+        if self.listener is not None:
+            self.listener.ended(pid)
         try:
             on_exit(status)
         finally:
@@ -101,6 +116,8 @@ class ChildReaper:
                 return
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(info.si_pid, 0)
+            if self.listener is not None:
+                self.listener.ended(info.si_pid)
 
     def close(self) -> None:
         """Stop watching (statuses of still-running children are then collected by nobody)."""

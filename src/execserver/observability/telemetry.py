@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
@@ -37,6 +37,8 @@ REQUEST_TOTAL_DURATION = "exec_server_request_total_duration_seconds"
 PROCESSES_ACTIVE = "exec_server_processes_active"
 PROCESSES_FINISHED_TOTAL = "exec_server_processes_finished_total"
 PROCESS_DURATION = "exec_server_process_duration_seconds"
+SESSIONS = "exec_server_sessions"
+"""Extension (not in PROTOCOL.md §14): sessions by `state`."""
 
 UNKNOWN_METHOD = "unknown"
 """Method label of requests for methods the server does not have (bounded cardinality)."""
@@ -128,9 +130,13 @@ class Telemetry:
         )
 
     def observe(
-        self, connections_active: Callable[[], int], processes_active: Callable[[], int]
+        self,
+        connections_active: Callable[[], int],
+        processes_active: Callable[[], int],
+        sessions: Callable[[], Mapping[str, int]] | None = None,
     ) -> None:
-        """Gauges that report the current state on every collection."""
+        """Gauges that report the current state on every collection (`sessions`: a count by
+        state, reported with a `state` label)."""
 
         def gauge(read: Callable[[], int]) -> Callable[[CallbackOptions], Iterable[Observation]]:
             def callback(_: CallbackOptions) -> Iterable[Observation]:
@@ -150,6 +156,18 @@ class Telemetry:
             unit="{process}",
             description="Processes not yet closed",
         )
+        if sessions is not None:
+            by_state = sessions
+
+            def session_states(_: CallbackOptions) -> Iterable[Observation]:
+                return [Observation(n, {"state": state}) for state, n in by_state().items()]
+
+            self._meter.create_observable_gauge(
+                SESSIONS,
+                [session_states],
+                unit="{session}",
+                description="Sessions on the server by state",
+            )
 
     # -- connections and requests -------------------------------------------------------------
 

@@ -77,8 +77,9 @@ class ServerConfig:
     subreaper: bool = False
     """Become the child subreaper and reap orphaned descendants (only for a dedicated process)."""
     max_sessions: int = MAX_SESSIONS
-    """Sessions on the server (attached or detached); past it a new session replaces the oldest
-    idle detached one (server/session.py), or `initialize` is refused."""
+    """Sessions on the server that hold something (server/session.py); past it a new session
+    replaces the oldest idle detached one, or `initialize` is refused. As many empty detached
+    sessions are kept for a resume, uncounted."""
     max_sessions_per_principal: int = MAX_SESSIONS_PER_PRINCIPAL
     """Sessions of one principal, with an authenticator (without, all clients are one)."""
     max_processes_per_session: int = MAX_PROCESSES_PER_SESSION
@@ -172,7 +173,11 @@ class ExecServer:
         self._connections: set[Connection] = set()
         self._closing_connections = TaskOwner("closing connections")
         if config.telemetry is not None:
-            config.telemetry.observe(lambda: len(self._connections), self.registry.active_processes)
+            config.telemetry.observe(
+                lambda: len(self._connections),
+                self.registry.active_processes,
+                self.registry.counts,
+            )
         self._listener: asyncio.Server | None = None
         self._stdio: StdioConnection | None = None
         self._closing = False

@@ -6,9 +6,14 @@ processes keep running and their output keeps accumulating; a later `initialize`
 process tree is killed and the id is forgotten. Notifications go only to the attached
 connection; while it is congested, process output reading pauses (back-pressure).
 
-Detached sessions cannot lock new clients out: at the server's cap (or a principal's), a new
-session takes the place of the oldest *idle* detached session (no process running), else of
-the oldest detached session of the same principal; only when neither exists is it refused.
+The caps count only sessions that *hold something*: an attached connection (which owns its file
+handles, watch and streamed http bodies) or an entry in the process table (a process running,
+or finished and retained for reads). An *empty* detached session (nothing left but its id)
+does not count: it stays resumable for its TTL, but at most `max_empty_detached` of them are
+kept, the longest-detached dropped first. Detached sessions cannot lock new clients out: at the
+server's cap (or a principal's), a new session takes the place of the oldest *idle* detached
+session that still holds something (no process running), else of the oldest detached session of
+the same principal; only when neither exists is it refused.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ log = logging.getLogger(__name__)
 
 DETACHED_SESSION_TTL_S = 80.0
 MAX_SESSIONS = 256
-"""Sessions on one server, attached or detached."""
+"""Sessions on one server that hold something (attached, or with processes in their table)."""
 MAX_SESSIONS_PER_PRINCIPAL = 64
 """Sessions of one principal (servers with authentication: without it, every client is the
 same principal and only `MAX_SESSIONS` applies)."""
@@ -172,6 +177,11 @@ class Session:
             self._expiry = None
         self.connection = connection
 
+    def holds_something(self) -> bool:
+        """Attached (the connection owns handles, watch, streams), or processes in the table
+        (running, or finished and retained): what the session caps count."""
+        return self.connection is not None or len(self.processes) > 0
+
     def detach(self, registry: SessionRegistry) -> None:
         self.connection = None
         if self._waiting_for_drain:
@@ -208,9 +218,12 @@ class SessionRegistry:
         ttl_s: float = DETACHED_SESSION_TTL_S,
         max_sessions: int = MAX_SESSIONS,
         max_per_principal: int | None = None,
+        max_empty_detached: int | None = None,
     ) -> None:
         self._new_table = new_table
         self.max_sessions = max_sessions
+        self.max_empty_detached = max_sessions if max_empty_detached is None else max_empty_detached
+        """Empty detached sessions kept for a resume (not counted by the caps)."""
         self.max_per_principal = max_per_principal
         self.ttl_s = ttl_s
         self._sessions: dict[str, Session] = {}
@@ -219,7 +232,19 @@ class SessionRegistry:
         self._closing = TaskOwner("session expiries")
 
     def __len__(self) -> int:
+        """Every session, counted or not."""
         return len(self._sessions)
+
+    def counts(self) -> dict[str, int]:
+        """Sessions by state: `attached`, `detached` (holding processes), `empty` (detached,
+        holding nothing: not counted by the caps)."""
+        attached = sum(1 for s in self._sessions.values() if s.connection is not None)
+        empty = sum(1 for s in self._detached.values() if not s.holds_something())
+        return {
+            "attached": attached,
+            "detached": len(self._sessions) - attached - empty,
+            "empty": empty,
+        }
 
     def active_processes(self) -> int:
         """Processes of every session that have not closed yet."""
@@ -231,11 +256,22 @@ class SessionRegistry:
 
     def note_detached(self, session: Session) -> None:
         self._detached[session.id] = session
+        self._drop_surplus_empty()
+
+    def _drop_surplus_empty(self) -> None:
+        """Keep at most `max_empty_detached` empty detached sessions (the newest)."""
+        empty = [s.id for s in self._detached.values() if not s.holds_something()]
+        for session_id in empty[: max(0, len(empty) - self.max_empty_detached)]:
+            log.info("empty session dropped", extra={"session_id": session_id})
+            self.expire(session_id)
 
     def _evict(self, *, principal: str | None = None, idle_only: bool = False) -> bool:
-        """Expire the longest-detached session matching; False if there is none."""
+        """Expire the longest-detached session matching that holds something (an empty one
+        frees no counted place); False if there is none."""
         for session in self._detached.values():
             if principal is not None and session.principal != principal:
+                continue
+            if not session.holds_something():
                 continue
             if idle_only and session.processes.active:
                 continue
@@ -246,9 +282,11 @@ class SessionRegistry:
 
     def _make_room(self, principal: str) -> None:
         """Evict a detached session if a cap is reached (see the module docstring)."""
+        self._drop_surplus_empty()
+        held = [s for s in self._sessions.values() if s.holds_something()]
         cap = self.max_per_principal
         if cap is not None:
-            owned = sum(1 for s in self._sessions.values() if s.principal == principal)
+            owned = sum(1 for s in held if s.principal == principal)
             if owned >= cap and not (
                 self._evict(principal=principal, idle_only=True) or self._evict(principal=principal)
             ):
@@ -256,12 +294,12 @@ class SessionRegistry:
                     f"too many sessions for this client (limit {cap} per principal, all "
                     "attached); close one or retry later"
                 )
-        if len(self._sessions) >= self.max_sessions and not (
+        if len(held) >= self.max_sessions and not (
             self._evict(idle_only=True) or self._evict(principal=principal)
         ):
             raise InvalidRequest(
-                f"too many sessions on this server (limit {self.max_sessions}; detached ones "
-                "count while a process of theirs runs); resume an existing session or retry later"
+                f"too many sessions on this server (limit {self.max_sessions} attached or with "
+                "processes); resume an existing session or retry later"
             )
 
     def create(self, connection: Attachment) -> Session:

@@ -258,6 +258,9 @@ class Upgrader:
         fails, with everything as it was."""
         handoff, fd = self._snapshot()
         kept = [*handoff.fds(), fd]
+        guard = self._server.host.crash_guard
+        if guard is not None and guard.feed is not None:
+            kept.append(guard.feed)  # the new image's crash guard finds it again
         for kept_fd in kept:
             os.set_inheritable(kept_fd, True)
         generation = self.generation + 1
