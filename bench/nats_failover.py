@@ -12,10 +12,12 @@ the next line. docs/SCALING.md has the figures.
     .venv/bin/python bench/nats_failover.py --lead --kills 6   # worst case: the victim leads
     .venv/bin/python bench/nats_failover.py --json PATH
 
-`--lead` first moves the leadership of every relay bucket's stream to the victim (a leader
-step-down naming it as preferred), so that each kill also costs every bucket its leader:
-the case that needs JetStream to elect new leaders (4-9 s of election timeout in
-nats-server, not configurable) before a write can succeed.
+`--lead` first moves the leadership of the registrations and nodes buckets' streams to the
+victim (a leader step-down naming it as preferred), so that each kill also costs them their
+leader (JetStream elects a new one after 4-9 s of election timeout, which nats-server does
+not let one configure); the authorization and claim lanes stay spread over the servers as
+the relay keeps them (one lane each), so the victim also leads one lane of each. Each kill
+records which streams the victim led.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -33,6 +36,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))  # this checkout's execserver, not an installed one
+# ... in the relay nodes too (they inherit the environment).
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])
+)
 
 import nats
 from tests.harness.failover import failover, harness_server
@@ -40,12 +47,9 @@ from tests.harness.fleet import Fleet, relay_fleet
 
 from bench.compare import machine_info, run_cancellable
 
-RELAY_STREAMS = (
-    "KV_relay_registrations",
-    "KV_relay_authorizations",
-    "KV_relay_claims",
-    "KV_relay_nodes",
-)
+RELAY_STREAMS = ("KV_relay_registrations", "KV_relay_nodes")
+"""The streams `--lead` hands to the victim (the relay itself spreads the leaders of the
+authorization and claim lanes over the servers, one lane each; the victim keeps its own)."""
 LEAD_TIMEOUT_S = 30.0
 
 

@@ -31,7 +31,7 @@ from execserver.relay.service.metrics import RelayMetrics
 from execserver.relay.service.overload import gate_of, priority_lane, retry_after_header
 from execserver.relay.service.registrations import EnvironmentInUse, Registrations, Validation
 from execserver.relay.service.state import Registration, RevisionConflict, StateUnavailable
-from execserver.relay.service.tickets import EXECUTOR, HARNESS, Ticket, TicketSigner, new_nonce
+from execserver.relay.service.tickets import EXECUTOR, HARNESS, Ticket, TicketSigner
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -242,7 +242,11 @@ class Registry:
         )
         expires_at = int(self._clock() + self._settings.harness_ticket_ttl_s)
         ticket = Ticket(
-            HARNESS, environment_id, registration.registration_id, expires_at, new_nonce()
+            HARNESS,
+            environment_id,
+            registration.registration_id,
+            expires_at,
+            self._registrations.new_ticket_nonce(),
         )
         log.info(
             "connect bundle issued",

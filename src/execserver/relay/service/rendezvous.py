@@ -12,7 +12,6 @@ Sockets carry binary frames of at most `max_message_bytes`; a text message close
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -43,6 +42,7 @@ from execserver.relay.service.tickets import (
     Ticket,
     TicketRejected,
     TicketSigner,
+    nonce_claim_key,
 )
 
 if TYPE_CHECKING:
@@ -204,9 +204,10 @@ class Rendezvous:
                     raise TicketRejected("route_unavailable", 503)
                 # Each harness ticket opens one socket (a connect bundle is single-use). A used
                 # ticket is as good as an expired one.
-                nonce_key = "ticket." + hashlib.sha256(ticket.nonce.encode()).hexdigest()
                 try:
-                    fresh = await self._registrations.state.claim_once(nonce_key, ticket.expires_at)
+                    fresh = await self._registrations.state.claim_once(
+                        nonce_claim_key(ticket.nonce), ticket.expires_at
+                    )
                 except StateUnavailable:
                     raise TicketRejected("route_unavailable", 503) from None
                 if not fresh:
