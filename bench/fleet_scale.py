@@ -22,7 +22,8 @@ a whole stream open (/connect, WebSocket, Noise handshake, /validate) p50/p99, r
 per idle stream, echo round trips on the executor's node and across nodes, and three floods
 (small frames on the executor's node, small frames across nodes, large frames) giving
 frames/s, MB/s and relay CPU per node. After the last step: SIGKILL of one node, and how long
-until its executors are attached elsewhere and its harness streams answer again.
+until its executors are attached elsewhere and its harness streams answer again, and the
+/connect latency of executors on the other nodes meanwhile (offered during the storm).
 
 Started here and stopped at the end (also on Ctrl-C). Needs `haproxy` (scripts/test.sh
 installs it) and nats-server >= 2.9.21 (the test dependencies' 2.15.1).
@@ -99,6 +100,9 @@ COMMAND_TIMEOUT_S = 1200.0
 """The longest a worker may take over one command (starting thousands of executors)."""
 POLL_S = 0.05
 RECOVERY_TIMEOUT_S = 180.0
+STORM_CONNECTS = 400
+STORM_CONNECT_RATE = 20.0
+"""/connect for executors on the surviving nodes, offered during the reconnect storm (per s)."""
 VICTIM = 0
 """The node killed after the last step."""
 WARM_PREFIX = "warm"
@@ -620,6 +624,28 @@ class Bench:
         await registry.connect(api.NoisePublicKey.from_raw(key.x25519, key.mlkem768))
         return self.learn(env, registry.holder)
 
+    async def storm_connects(self, envs: list[str]) -> dict[str, Any]:
+        """`STORM_CONNECTS` POST /connect at the public URL for `envs` (executors on the
+        surviving nodes, which stay attached), offered at `STORM_CONNECT_RATE` per second
+        whatever the answers take: what a harness meets while a node's executors storm back."""
+        timings: list[float] = []
+        errors: list[str] = []
+        began = time.perf_counter()
+
+        async def one(sample: int, env: str) -> None:
+            due = began + sample / STORM_CONNECT_RATE
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            try:
+                await self._connect_call(self.fleet.registry_url, env, [])
+            except Exception as exc:  # a lost harness: counted, and the run goes on
+                errors.append(f"{env}: {exc}")
+                return
+            timings.append(time.perf_counter() - due)
+
+        picks = [envs[n % len(envs)] for n in range(STORM_CONNECTS)] if envs else []
+        await asyncio.gather(*(one(n, env) for n, env in enumerate(picks)))
+        return {**latency_summary(timings), "errors": len(errors), "error_samples": errors[:5]}
+
     async def connect_latency(self) -> dict[str, Any]:
         """POST /connect for random registered environments, each asked at one node in turn
         (through the balancer's /node/<id> path), offered at `connect_rate` per second
@@ -869,9 +895,15 @@ class Bench:
         ]
         victim = fleet.nodes[VICTIM]
         assert victim.process is not None
+        stable = sorted(
+            env
+            for env, held in self.holders.items()
+            if held != VICTIM and not env.startswith(WARM_PREFIX)
+        )
         killed_at = time.monotonic()
         victim.process.send_signal(signal.SIGKILL)
         await victim.process.wait()
+        storm = asyncio.ensure_future(self.storm_connects(stable))
         marks: dict[str, float] = {}
         last: list[float] = []
         while "all_attached_s" not in marks or "declared_dead_s" not in marks:
@@ -891,6 +923,7 @@ class Bench:
                 marks["all_attached_s"] = now
             await asyncio.sleep(POLL_S)  # a poll with a deadline
         recovered = await asyncio.gather(*recovering)
+        storm_connects = await storm
         reconnected = await asyncio.gather(
             *(worker.call(cmd="reconnected", since=killed_at) for worker in self.executors)
         )
@@ -926,6 +959,7 @@ class Bench:
                 (a for answer in recovered for a in answer["attempts"]), default=0
             ),
             "stream_errors": errors[:5],
+            "storm_connect_ms": storm_connects,
         }
 
     # --- one step ---------------------------------------------------------------------------
@@ -1159,6 +1193,20 @@ def kill_rows(kill: dict[str, Any]) -> list[list[str]]:
             else "-",
         ],
         ["  most attempts of one stream", "", str(kill["stream_attempts_max"])],
+        *_storm_rows(kill.get("storm_connect_ms")),
+    ]
+
+
+def _storm_rows(storm: dict[str, Any] | None) -> list[list[str]]:
+    if not storm or not storm.get("n"):
+        return []
+    return [
+        [
+            f"/connect during the storm ({storm['n']} at {STORM_CONNECT_RATE:g}/s) p50 / p99",
+            "ms",
+            f"{fmt(storm['p50'])} / {fmt(storm['p99'])}",
+        ],
+        ["  /connect failed during the storm", "", str(storm["errors"])],
     ]
 
 

@@ -112,6 +112,10 @@ class NatsServer:
             await process.wait()
 
 
+META_LEADER = "_meta_"
+"""`NatsCluster.leaders()`'s key for the JetStream meta group."""
+
+
 @dataclass
 class NatsCluster:
     servers: list[NatsServer]
@@ -141,6 +145,31 @@ class NatsCluster:
             if any(c.get("name") == client_name for c in page.get("connections") or []):
                 return index
         return None
+
+    def leaders(self) -> dict[str, int]:
+        """Which server leads each JetStream stream (by name) and the meta group
+        (`META_LEADER`), as a live server's `/jsz` reports it."""
+        names = {server.name: index for index, server in enumerate(self.servers)}
+        for server in self.servers:
+            if server.process is None or server.process.returncode is not None:
+                continue
+            url = f"http://127.0.0.1:{server.monitor_port}/jsz?streams=true"
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    page = json.load(response)
+            except OSError:
+                continue
+            found: dict[str, int] = {}
+            meta = (page.get("meta_cluster") or {}).get("leader")
+            if meta in names:
+                found[META_LEADER] = names[meta]
+            for account in page.get("account_details") or []:
+                for stream in account.get("stream_detail") or []:
+                    leader = (stream.get("cluster") or {}).get("leader")
+                    if leader in names:
+                        found[stream["name"]] = names[leader]
+            return found
+        return {}
 
     async def kill(self, index: int) -> None:
         """SIGKILL one server."""

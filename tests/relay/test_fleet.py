@@ -13,40 +13,27 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import os
 import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from execserver.client.client import ExecServerClient
-from execserver.client.reconnect import ReconnectPolicy
-from execserver.environment import OutputEvent
 from execserver.relay import api
 from execserver.relay.harness import RelayTarget
 from execserver.remote import remote_environment
 from tests.conftest import TIME
+from tests.harness.failover import failover
 from tests.harness.fleet import Fleet, relay_fleet
 from tests.harness.relay import ENVIRONMENT_ID, EXECUTOR_TOKEN, HARNESS_TOKEN, remote_executor
 from tests.harness.relay_wire import RelayHarness, WireStream
 from tests.harness.servers import PREVIOUS_VERSIONS, REFERENCE_VERSION
 from tests.relay.support import fake_key
 from tests.server.test_file_system import uri
-
-COUNTER_LINES = 160
-COUNTER = (
-    "import sys, time\n"
-    f"for i in range({COUNTER_LINES}):\n"
-    "    print(i, flush=True)\n"
-    "    time.sleep(0.05)\n"
-    "sys.exit(7)\n"
-)
 
 
 @pytest.fixture
@@ -171,98 +158,6 @@ async def test_fleet_frames_for_an_executor_on_no_live_node_reset_the_stream(
 
 
 # --- failover ---------------------------------------------------------------------------------
-
-
-@dataclass
-class CounterRun:
-    """A counter command through our client; when each line arrived."""
-
-    lines: list[bytes] = field(default_factory=list)
-    arrivals: list[float] = field(default_factory=list)
-    exit_code: int | None = None
-    started: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set once 20 lines have arrived."""
-
-
-async def run_counter(client: ExecServerClient, cwd: Path, run: CounterRun) -> None:
-    env = remote_environment(client)
-    process = await env.process.start([sys.executable, "-c", COUNTER], cwd=str(cwd))
-    pending = b""
-    async for event in process:
-        if isinstance(event, OutputEvent):
-            pending += event.data
-            *complete, pending = pending.split(b"\n")
-            now = time.monotonic()
-            for line in complete:
-                run.lines.append(line)
-                run.arrivals.append(now)
-            if len(run.lines) >= 20:
-                run.started.set()
-    run.exit_code = await process.wait()
-
-
-def check_counter(run: CounterRun) -> None:
-    assert run.lines == [b"%d" % i for i in range(COUNTER_LINES)], (
-        f"{len(run.lines)} lines, first wrong at "
-        f"{next((i for i, line in enumerate(run.lines) if line != b'%d' % i), None)}"
-    )
-    assert run.exit_code == 7
-
-
-def recovery_s(run: CounterRun, fault_at: float) -> float:
-    """From the fault to the first line that arrived after it."""
-    after = [t for t in run.arrivals if t > fault_at]
-    assert after, "no line arrived after the fault"
-    return after[0] - fault_at
-
-
-async def failover(
-    fleet: Fleet,
-    tmp_path: Path,
-    executor_kind: str,
-    fault: str,
-    *,
-    version: str = REFERENCE_VERSION,
-) -> float:
-    """Run the counter through our client while `fault` happens; returns the recovery time."""
-    async with contextlib.AsyncExitStack() as stack:
-        await stack.enter_async_context(
-            remote_executor(executor_kind, fleet.url, tmp_path / "executor", version=version)
-        )
-        holder = await fleet.holder()
-        other = (holder + 1) % len(fleet.ports)
-        if not fleet.advertise:  # the harness lands where the balancer sends it: not the holder
-            fleet.balancer.preferred = fleet.ports[other]
-        target = RelayTarget(fleet.url, ENVIRONMENT_ID, HARNESS_TOKEN)
-        client = await ExecServerClient.connect_relay(
-            target, policy=ReconnectPolicy(deadline_s=90 * TIME, max_interval_s=0.5)
-        )
-        stack.push_async_callback(client.aclose)
-        session = client.session_id
-        run = CounterRun()
-        counting = asyncio.ensure_future(run_counter(client, tmp_path, run))
-        try:
-            async with asyncio.timeout(30 * TIME):
-                await run.started.wait()
-            if fault == "node":
-                fault_at = time.monotonic()
-                await fleet.kill_node(holder)
-            else:
-                # The stream crosses NATS; kill the NATS server the harness's node is on.
-                assert await fleet.gauge(other, "fleet_remote_executors") == 1
-                server = fleet.nats.server_of(f"execserver-relay-{fleet.node_id(other)}")
-                assert server is not None
-                fault_at = time.monotonic()
-                await fleet.nats.kill(server)
-            async with asyncio.timeout(120 * TIME):
-                await counting
-        finally:
-            counting.cancel()
-        check_counter(run)
-        assert client.session_id == session, "a new session instead of a resume"
-        took = recovery_s(run, fault_at)
-        print(f"\nfailover ({fault} killed, {executor_kind} executor): recovered in {took:.2f} s")
-        return took
 
 
 async def test_fleet_failover_node_killed_ours(fleet: Fleet, tmp_path: Path) -> None:

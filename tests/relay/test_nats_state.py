@@ -5,13 +5,23 @@ three-server cluster race for one registration and one authorization, and exactl
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from execserver.relay.service.nats_state import NatsRelayState, connect_nats
+from execserver.relay.service.nats_state import (
+    AUTHORIZATIONS_BUCKET,
+    CLAIMS_BUCKET,
+    TICKET_LANES,
+    NatsRelayState,
+    connect_nats,
+    lane_bucket,
+    lane_of,
+)
 from execserver.relay.service.overload import OperationGate
+from execserver.relay.service.registrations import Registrations, Validation, authorization_key
 from execserver.relay.service.state import (
     Authorization,
     Entry,
@@ -19,8 +29,10 @@ from execserver.relay.service.state import (
     RevisionConflict,
     StateUnavailable,
 )
+from execserver.relay.service.tickets import nonce_claim_key
 from tests.conftest import TIME
 from tests.harness.nats import NatsCluster, nats_cluster
+from tests.harness.polling import poll_async
 from tests.relay.support import FakeClock, fake_key
 
 KEY = fake_key()
@@ -227,5 +239,67 @@ async def test_nats_state_bounds_operations_in_flight(single: NatsCluster) -> No
         assert len(entries) == 40 and all(entries)
         assert state.gate.peak_in_flight == 2
         assert (state.gate.in_flight, state.gate.waiting, state.gate.refused) == (0, 0, 0)
+    finally:
+        await state.aclose()
+
+
+async def test_nats_state_spreads_key_lanes_and_avoids_one_without_leader(tmp_path: Path) -> None:
+    """Replicated: authorizations and claims are spread over lanes whose stream leaders the
+    nodes move to different servers. When one lane cannot be written (here its bucket is
+    gone: no stream answers, as while JetStream elects a leader), the write fails at once,
+    that lane is avoided, and authorizations and nonces are issued on the others."""
+    async with nats_cluster(tmp_path, size=3) as cluster:
+        state = await open_state(cluster.urls[0], replicas=3)
+        try:
+            streams = [
+                [f"KV_{lane_bucket(base, lane)}" for base in (AUTHORIZATIONS_BUCKET, CLAIMS_BUCKET)]
+                for lane in range(TICKET_LANES)
+            ]
+
+            async def spread() -> bool:
+                leaders = await asyncio.to_thread(cluster.leaders)
+                return all(leaders.get(s) == lane for lane, ss in enumerate(streams) for s in ss)
+
+            await poll_async(spread, what="lane i led by server i", timeout=60)
+
+            lost = 1
+            js = state._nc.jetstream()
+            await js.delete_key_value(lane_bucket(AUTHORIZATIONS_BUCKET, lost))
+            keys = [f"k{i}" for i in range(40)]
+            doomed = next(k for k in keys if lane_of(k, TICKET_LANES) == lost)
+            grant = Authorization("e", "reg", "digest", expires_at=state._clock() + 60)
+            with pytest.raises(StateUnavailable):
+                await state.issue_authorization(doomed, grant)
+            assert not state.usable_key(doomed)
+            assert all(state.usable_key(k) for k in keys if lane_of(k, TICKET_LANES) != lost)
+
+            registrations = Registrations(state, node_id="n", clock=state._clock)
+            entry = await state.put_registration(registration("e", "reg"), expected_revision=None)
+            for _ in range(10):
+                authorization = await registrations.authorize(entry.value, KEY)
+                assert lane_of(authorization_key(authorization), TICKET_LANES) != lost
+                assert await registrations.validate("e", "reg", KEY, authorization) is (
+                    Validation.VALID
+                )
+                nonce = registrations.new_ticket_nonce()
+                assert lane_of(nonce_claim_key(nonce), TICKET_LANES) != lost
+        finally:
+            await state.aclose()
+
+
+async def test_nats_state_reads_a_replica_while_the_leader_does_not_answer(
+    single: NatsCluster,
+) -> None:
+    """After the registrations' leader failed to answer a read, reads go to any replica
+    (direct gets, enabled on the bucket) for a while: same answers, deleted keys included."""
+    state = await open_state(single.urls[0])
+    try:
+        stored = await state.put_registration(registration(), expected_revision=None)
+        gone = await state.put_registration(registration("env/two"), expected_revision=None)
+        await state.delete_registration("env/two", expected_revision=gone.revision)
+        state._leader_trouble = time.monotonic()  # as after a read timed out
+        assert await state.get_registration("env/one") == stored
+        assert await state.get_registration("env/two") is None
+        assert await state.get_registration("env/none") is None
     finally:
         await state.aclose()

@@ -4,6 +4,7 @@ and our executor honouring it, and the collector tuning that keeps full collecti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import random
 import weakref
@@ -14,9 +15,15 @@ import pytest
 from execserver.errors import HandshakeRejected
 from execserver.relay.executor import BACKOFF_CAP_S, next_delay
 from execserver.relay.service.collector import CollectorProbe, CollectorTuning
+from execserver.relay.service.memory_state import MemoryRelayState
 from execserver.relay.service.metrics import RelayMetrics
-from execserver.relay.service.overload import OperationGate, Overloaded, retry_after_header
-from execserver.relay.service.state import StateUnavailable
+from execserver.relay.service.overload import (
+    OperationGate,
+    Overloaded,
+    priority_lane,
+    retry_after_header,
+)
+from execserver.relay.service.state import Authorization, Entry, Registration, StateUnavailable
 from execserver.transport.http import RETRY_AFTER_CAP_S, parse_retry_after
 from execserver.transport.websocket import connect_websocket
 from tests.conftest import TIME
@@ -84,16 +91,28 @@ def test_retry_after_header_spreads_over_a_few_seconds() -> None:
     assert values == {1, 2, 3, 4, 5}
 
 
-def test_retry_after_header_grows_with_the_queue() -> None:
+async def test_retry_after_header_grows_with_the_queue() -> None:
     """Each `limit` operations waiting widen the spread by 5 s, up to 30 s."""
     rng = random.Random(7)
-    gate = OperationGate(limit=4)
-    gate.waiting = 8
-    values = {int(retry_after_header(gate, rng)["Retry-After"]) for _ in range(500)}
-    assert values == set(range(1, 16))
-    gate.waiting = 400
-    values = {int(retry_after_header(gate, rng)["Retry-After"]) for _ in range(2000)}
-    assert values == set(range(1, 31))
+    gate = OperationGate(limit=4, max_waiting=1000, max_wait_s=60 * TIME)
+    release = asyncio.Event()
+
+    async def operation() -> None:
+        async with gate.slot():
+            await release.wait()
+
+    tasks = [asyncio.ensure_future(operation()) for _ in range(4 + 8)]
+    try:
+        await poll(lambda: gate.waiting == 8, what="8 waiting")
+        values = {int(retry_after_header(gate, rng)["Retry-After"]) for _ in range(500)}
+        assert values == set(range(1, 16))
+        tasks += [asyncio.ensure_future(operation()) for _ in range(392)]
+        await poll(lambda: gate.waiting == 400, what="400 waiting")
+        values = {int(retry_after_header(gate, rng)["Retry-After"]) for _ in range(2000)}
+        assert values == set(range(1, 31))
+    finally:
+        release.set()
+        await asyncio.gather(*tasks)
 
 
 async def test_gate_refuses_at_once_when_its_queue_is_full() -> None:
@@ -113,6 +132,113 @@ async def test_gate_refuses_at_once_when_its_queue_is_full() -> None:
     assert gate.refused == 1
     release.set()
     await asyncio.gather(*tasks)
+
+
+async def test_gate_serves_the_priority_lane_first() -> None:
+    """With every slot taken and operations queued, one started in `priority_lane()` gets the
+    next free slot ahead of them; the others then follow in arrival order."""
+    gate = OperationGate(limit=1, max_wait_s=10 * TIME, reserved=0)
+    releases = [asyncio.Event() for _ in range(7)]
+    started: list[str] = []
+
+    async def operation(name: str, release: asyncio.Event, priority: bool = False) -> None:
+        with priority_lane() if priority else contextlib.nullcontext():
+            async with gate.slot():
+                started.append(name)
+                await release.wait()
+
+    tasks = [asyncio.ensure_future(operation("holder", releases[0]))]
+    await poll(lambda: started == ["holder"], what="the holder")
+    tasks += [asyncio.ensure_future(operation(f"n{i}", releases[1 + i])) for i in range(5)]
+    await poll(lambda: gate.waiting == 5, what="five queued")
+    tasks.append(asyncio.ensure_future(operation("connect", releases[6], priority=True)))
+    await poll(lambda: gate.waiting_priority == 1, what="the priority operation queued")
+    for release in (releases[0], releases[6], *releases[1:6]):
+        release.set()
+    await asyncio.gather(*tasks)
+    assert started == ["holder", "connect", "n0", "n1", "n2", "n3", "n4"]
+    assert (gate.prioritized, gate.refused, gate.in_flight, gate.waiting) == (1, 0, 0, 0)
+
+
+async def test_gate_reserves_slots_for_the_priority_lane() -> None:
+    """Normal operations never take the `reserved` slots; an operation of the priority lane
+    takes one at once while the others queue, and its lane is bounded too."""
+    gate = OperationGate(limit=1, max_wait_s=10 * TIME, reserved=1, max_priority_waiting=1)
+    release = asyncio.Event()
+    started: list[str] = []
+
+    async def operation(name: str, priority: bool = False) -> None:
+        with priority_lane() if priority else contextlib.nullcontext():
+            async with gate.slot():
+                started.append(name)
+                await release.wait()
+
+    tasks = [asyncio.ensure_future(operation(f"n{i}")) for i in range(4)]
+    await poll(lambda: (gate.in_flight, gate.waiting) == (1, 3), what="one running, 3 queued")
+    tasks += [asyncio.ensure_future(operation(f"p{i}", priority=True)) for i in range(2)]
+    await poll(lambda: started == ["n0", "p0"], what="p0 in the reserved slot")
+    assert (gate.in_flight, gate.waiting_priority) == (2, 1)
+    with priority_lane(), pytest.raises(Overloaded, match="queued"):
+        async with gate.slot():
+            raise AssertionError("ran without a slot")
+    release.set()
+    await asyncio.gather(*tasks)
+    assert started[:3] == ["n0", "p0", "p1"]
+    assert (gate.peak_in_flight, gate.refused) == (2, 1)
+    with pytest.raises(ValueError):
+        OperationGate(reserved=-1)
+
+
+class GatedState(MemoryRelayState):
+    """A relay state whose operations take slots of an `OperationGate` (as the NATS state's
+    do) and whose registration writes wait for a permit, like writes to a busy NATS."""
+
+    def __init__(self, gate: OperationGate) -> None:
+        super().__init__()
+        self.gate = gate
+        self.writes = asyncio.Semaphore(0)
+        self.held = True
+
+    async def get_registration(self, environment_id: str) -> Entry[Registration] | None:
+        async with self.gate.slot():
+            return await super().get_registration(environment_id)
+
+    async def put_registration(
+        self, registration: Registration, *, expected_revision: int | None
+    ) -> Entry[Registration]:
+        async with self.gate.slot():
+            if self.held:
+                await self.writes.acquire()
+            return await super().put_registration(registration, expected_revision=expected_revision)
+
+    async def issue_authorization(self, key: str, authorization: Authorization) -> None:
+        async with self.gate.slot():
+            await super().issue_authorization(key, authorization)
+
+
+async def test_connect_is_served_ahead_of_queued_registrations() -> None:
+    """A relay node whose state operations are all taken by registrations that cannot
+    finish, with more queued behind them: a harness's `/connect` is answered anyway (its
+    reads and writes take the priority lane), and the registrations are still waiting."""
+    gate = OperationGate(limit=2, max_wait_s=60 * TIME, reserved=1)
+    state = GatedState(gate)
+    state.held = False
+    async with running_relay(state=state) as relay, running_executor(relay.url, "env1"):
+        state.held = True
+        registrations = [asyncio.ensure_future(relay.register(f"busy{i}")) for i in range(10)]
+        try:
+            await poll(lambda: (gate.in_flight, gate.waiting) == (2, 8), what="a full queue")
+            bundle = await relay.connect("env1")
+            assert bundle.environment_id == "env1"
+            assert (gate.in_flight, gate.waiting) == (2, 8)
+            assert not any(task.done() for task in registrations)
+            assert gate.prioritized == 2  # the read of the registration, the authorization
+        finally:
+            state.held = False
+            for _ in registrations:
+                state.writes.release()
+            await asyncio.gather(*registrations)
+        assert gate.refused == 0
 
 
 @pytest.mark.parametrize(

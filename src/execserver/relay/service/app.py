@@ -317,6 +317,8 @@ class RelayServer:
             gauges["kv_operations_in_flight"] = gate.in_flight
             gauges["kv_operations_waiting"] = gate.waiting
             gauges["kv_operations_refused_total"] = gate.refused
+            gauges["kv_operations_waiting_priority"] = gate.waiting_priority
+            gauges["kv_operations_prioritized_total"] = gate.prioritized
         if self._fleet_events is not None:
             gauges["nats_disconnects_total"] = self._fleet_events.disconnects
             gauges["nats_reconnects_total"] = self._fleet_events.reconnects

@@ -138,6 +138,9 @@ class MemoryRelayState:
             return None
         return authorization
 
+    def usable_key(self, key: str) -> bool:
+        return True
+
     async def claim_once(self, key: str, expires_at: float) -> bool:
         now = self._clock()
         _purge(self._claims, now, lambda expiry: expiry)

@@ -41,6 +41,12 @@ _HELP: Final = {
     "kv_operations_in_flight": "shared-state operations this node has outstanding",
     "kv_operations_waiting": "shared-state operations queued for a slot on this node",
     "kv_operations_refused_total": "shared-state operations refused after queueing too long",
+    "kv_operations_waiting_priority": "shared-state operations of harnesses queued in the "
+    "priority lane",
+    "kv_operations_prioritized_total": "shared-state operations that took the priority lane "
+    "(/connect, /validate, harness stream opens)",
+    "kv_replica_reads_total": "registration reads answered by a replica because the stream's "
+    "leader did not answer",
     "gc_pause_seconds": "garbage-collection pauses, by generation",
     "gc_longest_pause_ms": "the longest garbage-collection pause since start, milliseconds",
     "gc_objects_frozen": "objects kept out of garbage collections (gc.freeze)",

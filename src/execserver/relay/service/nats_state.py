@@ -5,11 +5,21 @@ Three buckets, one revision space each (the stream sequence is the compare-and-s
 - `relay_registrations` (history 1, no expiry): `r.<env>` → the registration as JSON, with its
   attachment (which node holds the executor's socket). Create is `create` (fails if present),
   every change an `update(last=revision)`, removal a `delete(last=revision)`: a writer that
-  read an old revision always loses.
+  read an old revision always loses. Reads go to the stream's leader; when it does not
+  answer within `FAST_TIMEOUT_S` (a server died; the election takes seconds), to any replica
+  ("direct get", enabled on the bucket; it may lag a little behind) for `LANE_AVOID_S`.
 - `relay_authorizations` (entries expire with the bucket's TTL): `a.<digest>` → the
   authorization; consuming it is `delete(last=revision)`, so of two nodes racing for one
   authorization exactly one wins.
 - `relay_claims` (TTL): `c.<digest>` created once; a second `create` fails.
+
+With replicated buckets, authorizations and claims are spread over `TICKET_LANES` lanes
+(`relay_authorizations`, `relay_authorizations_1`, …; the same for claims), a key's lane
+fixed by its hash, and every node moves lane i's stream leadership to the i-th NATS server
+(`spread_leaders`). A server's death then leaves the other lanes writable: JetStream elects
+a new leader only after 4-9 s (election timeouts that nats-server does not let one
+configure), and a harness's reconnection writes an authorization and a claim. A lane whose
+write found no leader is avoided for `LANE_AVOID_S` (`usable_key`); new keys go elsewhere.
 
 A watcher over the registrations keeps a local copy (for counting) and calls the listeners for
 every change, from any node, in commit order. Environment ids are base64url-encoded in keys
@@ -22,10 +32,13 @@ import asyncio
 import base64
 import contextlib
 import functools
+import json
 import logging
+import random
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar, cast
 
 import msgspec
 import nats
@@ -62,16 +75,17 @@ RETRY_BUDGET_S: Final = 8.0
 within a few seconds of a server's death (election timeouts of 4-9 s)."""
 
 
-def _operation(name: str, *, repeatable: bool = False) -> Callable[[F], F]:
+def _operation(name: str, *, repeatable: bool = False, laned: bool = False) -> Callable[[F], F]:
     """Run each attempt in a slot of the state's `OperationGate` (a storm queues on the node
     instead of timing out in NATS), time each call in the state's metrics
     (`kv_operation_seconds`, the wait for a slot included), and try again, with a
     short backoff, a call that no stream answered (it cannot have happened) or, when
     `repeatable` (a read, or a write whose repetition changes nothing), any failed call: a
     replicated bucket is unavailable for a few seconds while a new leader is elected after a
-    server died, and a codex harness does not retry a failed `/connect`."""
+    server died, and a codex harness does not retry a failed `/connect`. A `laned` call is
+    not repeated: its caller picks another lane."""
     retried: tuple[type[Exception], ...] = (
-        (_Unanswered, StateUnavailable) if repeatable else (_Unanswered,)
+        () if laned else (_Unanswered, StateUnavailable) if repeatable else (_Unanswered,)
     )
 
     def wrap(method: F) -> F:
@@ -112,7 +126,21 @@ AUTHORIZATIONS_TTL_S = 300.0
 """Bucket expiry of authorizations (each also carries its own, shorter, `expires_at`)."""
 CLAIMS_TTL_S = 3600.0
 """Bucket expiry of use-once claims: at least the longest ticket lifetime."""
+TICKET_LANES: Final = 3
+"""Buckets that authorizations and claims are spread over when replicated (one per server of
+a three-server cluster)."""
+LANE_AVOID_S: Final = 10.0
+"""How long new keys avoid a lane whose operation found no leader (an election: 4-9 s)."""
+SPREAD_INTERVAL_S: Final = 10.0
+"""How often a node checks that the lanes are led by different servers (jittered)."""
+LEADER_PLACEMENT_VERSION: Final = (2, 11, 0)
+"""The first nats-server whose leader step-down honours a preferred server."""
 REQUEST_TIMEOUT_S = 2.0
+FAST_TIMEOUT_S: Final = 1.0
+"""How long a registration read waits for the stream's leader, and a write to a lane for
+its leader, before the read goes to a replica and the write to another lane: a dead
+leader's requests are not refused, they time out (a live one answers in milliseconds; under
+CPU pressure in hundreds of them, docs/SCALING.md)."""
 BUCKET_SETUP_ATTEMPTS = 8
 """Creating replicated buckets on a cluster that just formed can time out: retried."""
 
@@ -142,12 +170,25 @@ Debian 12 ships 2.9.10)."""
 
 def atomic_replicated_cas(version: str) -> bool:
     """Whether nats-server `version` (`2.10.4`, `2.11.0-beta.1`) has atomic replicated CAS."""
+    return _version_at_least(version, FIXED_CAS_VERSION)
+
+
+def _version_at_least(version: str, wanted: tuple[int, int, int]) -> bool:
     parts = version.split("-", 1)[0].split(".")
     try:
-        numbers = tuple(int(part) for part in parts[:3])
+        return tuple(int(part) for part in parts[:3]) >= wanted
     except ValueError:
         return False
-    return numbers >= FIXED_CAS_VERSION
+
+
+def lane_of(key: str, lanes: int) -> int:
+    """The lane of an authorization or claim key (the same on every node)."""
+    return zlib.crc32(key.encode()) % lanes
+
+
+def lane_bucket(base: str, lane: int) -> str:
+    """The bucket of `lane` of a family (lane 0 keeps the family's name)."""
+    return base if lane == 0 else f"{base}_{lane}"
 
 
 def _lost_swap(exc: BaseException) -> bool:
@@ -353,8 +394,8 @@ class NatsRelayState:
         self,
         nc: NatsClient,
         registrations: KeyValue,
-        authorizations: KeyValue,
-        claims: KeyValue,
+        authorizations: Sequence[KeyValue],
+        claims: Sequence[KeyValue],
         *,
         clock: Callable[[], float] = time.time,
         owns_connection: bool = False,
@@ -362,11 +403,19 @@ class NatsRelayState:
         gate: OperationGate | None = None,
     ) -> None:
         self._nc = nc
+        self._fast_js = nc.jetstream(timeout=FAST_TIMEOUT_S)
+        self._leader_trouble = 0.0
+        """When (monotonic) the registrations' leader last did not answer a read; for
+        `LANE_AVOID_S` after it reads go to the replicas first."""
         self.gate = gate or OperationGate()
         """Bounds this node's operations in flight (the watch is not one of them)."""
+        if not authorizations or len(authorizations) != len(claims):
+            raise ValueError("one bucket of authorizations and one of claims per lane")
         self._registrations = registrations
-        self._authorizations = authorizations
-        self._claims = claims
+        self._authorizations = list(authorizations)
+        self._claims = list(claims)
+        self._trouble = [0.0] * len(authorizations)
+        """Per lane: when (monotonic) an operation last found no leader; 0 once one worked."""
         self._clock = clock
         self._owns_connection = owns_connection
         self._metrics = metrics
@@ -409,48 +458,82 @@ class NatsRelayState:
             )
         js = nc.jetstream(timeout=REQUEST_TIMEOUT_S)
         storage = StorageType.FILE
-        configs = (
-            KeyValueConfig(REGISTRATIONS_BUCKET, history=1, replicas=replicas, storage=storage),
+        lanes = TICKET_LANES if replicas > 1 else 1
+        registrations = await open_bucket(
+            js,
             KeyValueConfig(
-                AUTHORIZATIONS_BUCKET,
-                history=1,
-                ttl=AUTHORIZATIONS_TTL_S,
-                replicas=replicas,
-                storage=storage,
-            ),
-            KeyValueConfig(
-                CLAIMS_BUCKET, history=1, ttl=CLAIMS_TTL_S, replicas=replicas, storage=storage
+                REGISTRATIONS_BUCKET, history=1, replicas=replicas, storage=storage, direct=True
             ),
         )
-        buckets: list[KeyValue] = []
-        for config in configs:
-            buckets.append(await open_bucket(js, config))
+        await _allow_direct(js, f"KV_{REGISTRATIONS_BUCKET}")
+        families: list[list[KeyValue]] = []
+        for base, ttl in (
+            (AUTHORIZATIONS_BUCKET, AUTHORIZATIONS_TTL_S),
+            (CLAIMS_BUCKET, CLAIMS_TTL_S),
+        ):
+            family = []
+            for lane in range(lanes):
+                config = KeyValueConfig(
+                    lane_bucket(base, lane), history=1, ttl=ttl, replicas=replicas, storage=storage
+                )
+                await open_bucket(js, config)
+                family.append(await open_bucket(nc.jetstream(timeout=FAST_TIMEOUT_S), config))
+            families.append(family)
         state = cls(
             nc,
-            *buckets,
+            registrations,
+            families[0],
+            families[1],
             clock=clock,
             owns_connection=owns_connection,
             metrics=metrics,
             gate=gate,
         )
         state._tasks.spawn(state._watch())
+        if lanes > 1 and _version_at_least(server_version, LEADER_PLACEMENT_VERSION):
+            streams = [
+                [f"KV_{lane_bucket(base, lane)}" for base in (AUTHORIZATIONS_BUCKET, CLAIMS_BUCKET)]
+                for lane in range(lanes)
+            ]
+            state._tasks.spawn(_keep_spread(nc, js, streams))
         return state
 
     # --- registrations ------------------------------------------------------------------------
 
     @_operation("get_registration", repeatable=True)
     async def get_registration(self, environment_id: str) -> Entry[Registration] | None:
+        key = _env_key(environment_id)
+        if time.monotonic() - self._leader_trouble > LANE_AVOID_S:
+            try:
+                return await self._read(key, direct=False)
+            except NATS_FAILURES as exc:
+                if not (_unanswered(exc) or isinstance(exc, asyncio.TimeoutError)):
+                    raise StateUnavailable(f"registration read failed: {exc!r}") from None
+                self._leader_trouble = time.monotonic()
         try:
-            entry = await self._registrations.get(_env_key(environment_id))
-        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-            return None
+            entry = await self._read(key, direct=True)
         except NATS_FAILURES as exc:
             if _unanswered(exc):
                 raise _Unanswered(exc) from None
             raise StateUnavailable(f"registration read failed: {exc!r}") from None
-        if entry.value is None or entry.revision is None:
+        if self._metrics is not None:
+            self._metrics.count("kv_replica_reads_total")
+        return entry
+
+    async def _read(self, key: str, *, direct: bool) -> Entry[Registration] | None:
+        """`key` as the stream's leader has it, or (`direct`) as any replica has it (a
+        direct get, answered also while the stream elects a leader; it may lag a little)."""
+        try:
+            message = await self._fast_js.get_msg(
+                f"KV_{REGISTRATIONS_BUCKET}",
+                subject=f"$KV.{REGISTRATIONS_BUCKET}.{key}",
+                direct=direct,
+            )
+        except nats.js.errors.NotFoundError:
             return None
-        return Entry(_decode_registration(entry.value), entry.revision)
+        if (message.headers or {}).get("KV-Operation") in ("DEL", "PURGE") or not message.data:
+            return None
+        return Entry(_decode_registration(message.data), message.seq or 0)
 
     @_operation("put_registration")
     async def put_registration(
@@ -469,6 +552,7 @@ class NatsRelayState:
             if _lost_swap(exc):
                 raise RevisionConflict(registration.environment_id) from None
             raise StateUnavailable(f"registration write failed: {exc!r}") from None
+        self._leader_trouble = 0.0
         return Entry(registration, revision)
 
     @_operation("delete_registration")
@@ -555,7 +639,21 @@ class NatsRelayState:
 
     # --- authorizations and claims ------------------------------------------------------------
 
-    @_operation("issue_authorization", repeatable=True)
+    def _lane(self, key: str) -> int:
+        return lane_of(key, len(self._authorizations))
+
+    def usable_key(self, key: str) -> bool:
+        failed = self._trouble[self._lane(key)]
+        return failed == 0.0 or time.monotonic() - failed > LANE_AVOID_S
+
+    def _fail(self, lane: int, exc: BaseException, what: str) -> NoReturn:
+        """Record that `lane` did not answer and raise what the caller reports."""
+        self._trouble[lane] = time.monotonic()
+        if _unanswered(exc):
+            raise _Unanswered(exc) from None
+        raise StateUnavailable(f"{what} failed: {exc!r}") from None
+
+    @_operation("issue_authorization", laned=True)
     async def issue_authorization(self, key: str, authorization: Authorization) -> None:
         value = api_encode(
             _Authorization(
@@ -565,28 +663,29 @@ class NatsRelayState:
                 authorization.expires_at,
             )
         )
+        lane = self._lane(key)
         try:
-            await self._authorizations.put(f"a.{key}", value)
+            await self._authorizations[lane].put(f"a.{key}", value)
         except NATS_FAILURES as exc:
-            if _unanswered(exc):
-                raise _Unanswered(exc) from None
-            raise StateUnavailable(f"authorization write failed: {exc!r}") from None
+            self._fail(lane, exc, "authorization write")
+        self._trouble[lane] = 0.0
 
-    @_operation("consume_authorization")
+    @_operation("consume_authorization", laned=True)
     async def consume_authorization(self, key: str) -> Authorization | None:
+        lane = self._lane(key)
+        bucket = self._authorizations[lane]
         try:
-            entry = await self._authorizations.get(f"a.{key}")
+            entry = await bucket.get(f"a.{key}")
             if entry.value is None or entry.revision is None:
                 return None
-            await self._authorizations.delete(f"a.{key}", last=entry.revision)
+            await bucket.delete(f"a.{key}", last=entry.revision)
         except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
             return None
         except NATS_FAILURES as exc:
-            if _unanswered(exc):
-                raise _Unanswered(exc) from None
             if _lost_swap(exc):  # another node consumed it first
                 return None
-            raise StateUnavailable(f"authorization read failed: {exc!r}") from None
+            self._fail(lane, exc, "authorization read")
+        self._trouble[lane] = 0.0
         raw = api_decode(entry.value, _Authorization)
         if raw.expires_at <= self._clock():
             return None
@@ -594,18 +693,18 @@ class NatsRelayState:
             raw.environment_id, raw.registration_id, raw.harness_key_digest, raw.expires_at
         )
 
-    @_operation("claim_once")
+    @_operation("claim_once", laned=True)
     async def claim_once(self, key: str, expires_at: float) -> bool:
         if expires_at <= self._clock():
             return False
+        lane = self._lane(key)
         try:
-            await self._claims.create(f"c.{key}", b"1")
+            await self._claims[lane].create(f"c.{key}", b"1")
         except NATS_FAILURES as exc:
-            if _unanswered(exc):
-                raise _Unanswered(exc) from None
             if _lost_swap(exc):
                 return False
-            raise StateUnavailable(f"claim failed: {exc!r}") from None
+            self._fail(lane, exc, "claim")
+        self._trouble[lane] = 0.0
         return True
 
     async def aclose(self) -> None:
@@ -614,6 +713,46 @@ class NatsRelayState:
         if self._owns_connection:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._nc.drain())
+
+
+async def spread_leaders(nc: NatsClient, js: Any, lanes: Sequence[Sequence[str]]) -> int:
+    """Ask each stream of lane i (JetStream stream names) to move its leadership to the i-th
+    of its servers by name, when that server is current and another leads it; returns the
+    step-downs asked for. Failures are skipped (the next round tries again)."""
+    moved = 0
+    for lane, streams in enumerate(lanes):
+        for stream in streams:
+            try:
+                info = await js.stream_info(stream)
+            except NATS_FAILURES:
+                continue
+            cluster = info.cluster
+            if cluster is None or not cluster.leader:
+                continue
+            ready = {cluster.leader: True}
+            for peer in cluster.replicas or []:
+                if peer.name:
+                    ready[peer.name] = bool(peer.current) and not peer.offline
+            names = sorted(ready)
+            target = names[lane % len(names)]
+            if target == cluster.leader or not ready[target]:
+                continue
+            body = json.dumps({"placement": {"preferred": target}}).encode()
+            with contextlib.suppress(*NATS_FAILURES):
+                await nc.request(
+                    f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", body, timeout=REQUEST_TIMEOUT_S
+                )
+                moved += 1
+                log.info("moving the leadership of %s to %s", stream, target)
+    return moved
+
+
+async def _keep_spread(nc: NatsClient, js: Any, lanes: Sequence[Sequence[str]]) -> None:
+    """`spread_leaders` now and every `SPREAD_INTERVAL_S` (jittered, so that the nodes do not
+    all ask at once). Cancellation: stops."""
+    while True:
+        await spread_leaders(nc, js, lanes)
+        await asyncio.sleep(SPREAD_INTERVAL_S * random.uniform(0.5, 1.5))
 
 
 STARTED: Final = cast("KeyValue.Entry", object())
@@ -669,6 +808,18 @@ async def follow_bucket(
         await asyncio.sleep(WATCH_RETRY_S)
 
 
+async def _allow_direct(js: Any, stream: str) -> None:
+    """Enable direct gets on `stream` if a bucket created before lacks them (best effort:
+    reads then only fall back to replicas once a later start manages it)."""
+    try:
+        info = await js.stream_info(stream)
+        if not info.config.allow_direct:
+            info.config.allow_direct = True
+            await js.update_stream(info.config)
+    except NATS_FAILURES as exc:
+        log.warning("could not enable direct gets on %s: %r", stream, exc)
+
+
 async def open_bucket(js: Any, config: KeyValueConfig) -> KeyValue:
     """Bind the bucket, creating it if it does not exist; retried while a fresh cluster is
     still electing (creating replicated streams then times out now and then)."""
@@ -698,5 +849,8 @@ __all__ = [
     "atomic_replicated_cas",
     "connect_nats",
     "follow_bucket",
+    "lane_bucket",
+    "lane_of",
     "open_bucket",
+    "spread_leaders",
 ]

@@ -22,6 +22,7 @@ from typing import Final
 from execserver.relay.api import NoisePublicKey
 from execserver.relay.service.defaults import AUTHORIZATION_TTL_S
 from execserver.relay.service.nodes import Nodes, SingleNode
+from execserver.relay.service.overload import Overloaded
 from execserver.relay.service.state import (
     Attachment,
     Authorization,
@@ -29,9 +30,16 @@ from execserver.relay.service.state import (
     Registration,
     RelayState,
     RevisionConflict,
+    StateUnavailable,
 )
+from execserver.relay.service.tickets import new_nonce, nonce_claim_key
 
 CAS_ATTEMPTS: Final = 8
+AUTHORIZE_ATTEMPTS: Final = 3
+"""Authorization writes tried, each under a fresh key, when the state cannot answer (a
+fleet's key lanes: another lane may have a leader while one elects)."""
+KEY_DRAWS: Final = 16
+"""Random keys drawn at most to find one the state can use now (`RelayState.usable_key`)."""
 CLAIM_GRACE_S: Final = 10.0
 """How long a new registration that has not attached yet still holds its environment against an
 executor with another key (the time an executor takes from `/register` to its socket)."""
@@ -268,25 +276,51 @@ class Registrations:
             unsubscribe()
             unsubscribe_nodes()
 
+    def _usable(self, draw: Callable[[], str], key_of: Callable[[str], str]) -> str:
+        """A value from `draw` whose state key the state can use now (the last one drawn
+        when none of `KEY_DRAWS` is)."""
+        value = draw()
+        for _ in range(KEY_DRAWS - 1):
+            if self.state.usable_key(key_of(value)):
+                break
+            value = draw()
+        return value
+
+    def new_ticket_nonce(self) -> str:
+        """A nonce for a harness ticket whose claim the state can store now."""
+        return self._usable(new_nonce, nonce_claim_key)
+
     async def authorize(self, registration: Registration, harness_key: NoisePublicKey) -> str:
-        """A new single-use authorization for `harness_key` to reach `registration`.
+        """A new single-use authorization for `harness_key` to reach `registration`, under a
+        key the state can use now; when the write fails, again under another key (a fleet
+        spreads keys over buckets led by different NATS servers), except when the node is
+        overloaded.
 
         Raises:
             StateUnavailable: the state cannot answer or holds too many.
 
         Cancellation: the authorization may or may not have been stored.
         """
-        authorization = "hka_" + secrets.token_urlsafe(32)
-        await self.state.issue_authorization(
-            authorization_key(authorization),
-            Authorization(
-                environment_id=registration.environment_id,
-                registration_id=registration.registration_id,
-                harness_key_digest=fingerprint(harness_key),
-                expires_at=self._clock() + self._authorization_ttl_s,
-            ),
+        grant = Authorization(
+            environment_id=registration.environment_id,
+            registration_id=registration.registration_id,
+            harness_key_digest=fingerprint(harness_key),
+            expires_at=self._clock() + self._authorization_ttl_s,
         )
-        return authorization
+        for attempt in range(AUTHORIZE_ATTEMPTS):
+            authorization = self._usable(
+                lambda: "hka_" + secrets.token_urlsafe(32), authorization_key
+            )
+            try:
+                await self.state.issue_authorization(authorization_key(authorization), grant)
+            except Overloaded:
+                raise
+            except StateUnavailable:
+                if attempt == AUTHORIZE_ATTEMPTS - 1:
+                    raise
+                continue
+            return authorization
+        raise AssertionError("unreachable")
 
     async def validate(
         self,
@@ -318,8 +352,10 @@ class Registrations:
 
 __all__ = [
     "AUTHORIZATION_TTL_S",
+    "AUTHORIZE_ATTEMPTS",
     "CAS_ATTEMPTS",
     "CLAIM_GRACE_S",
+    "KEY_DRAWS",
     "EnvironmentInUse",
     "Registrations",
     "Validation",

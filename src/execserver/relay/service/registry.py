@@ -28,10 +28,10 @@ from execserver.relay.service.defaults import (
     HARNESS_TICKET_TTL_S,
 )
 from execserver.relay.service.metrics import RelayMetrics
-from execserver.relay.service.overload import gate_of, retry_after_header
+from execserver.relay.service.overload import gate_of, priority_lane, retry_after_header
 from execserver.relay.service.registrations import EnvironmentInUse, Registrations, Validation
 from execserver.relay.service.state import Registration, RevisionConflict, StateUnavailable
-from execserver.relay.service.tickets import EXECUTOR, HARNESS, Ticket, TicketSigner, new_nonce
+from execserver.relay.service.tickets import EXECUTOR, HARNESS, Ticket, TicketSigner
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -125,16 +125,21 @@ class Registry:
     async def connect(self, request: web.Request) -> web.Response:
         """`POST …/connect` (harness bearer).
 
+        Its state operations take the priority lane (a harness waits on them, and the codex
+        app-server does not retry a failed `/connect`).
         Cancellation: an authorization may have been issued; it expires unused.
         """
-        return await self._serve(api.CONNECT, Role.HARNESS, request, self._connect)
+        with priority_lane():
+            return await self._serve(api.CONNECT, Role.HARNESS, request, self._connect)
 
     async def validate(self, request: web.Request) -> web.Response:
         """`POST …/validate` (executor bearer).
 
+        Its state operations take the priority lane (a harness's stream open waits on them).
         Cancellation: the authorization may have been consumed.
         """
-        return await self._serve(api.VALIDATE, Role.EXECUTOR, request, self._validate)
+        with priority_lane():
+            return await self._serve(api.VALIDATE, Role.EXECUTOR, request, self._validate)
 
     async def _serve(
         self, operation: str, role: Role, request: web.Request, action: Action
@@ -237,7 +242,11 @@ class Registry:
         )
         expires_at = int(self._clock() + self._settings.harness_ticket_ttl_s)
         ticket = Ticket(
-            HARNESS, environment_id, registration.registration_id, expires_at, new_nonce()
+            HARNESS,
+            environment_id,
+            registration.registration_id,
+            expires_at,
+            self._registrations.new_ticket_nonce(),
         )
         log.info(
             "connect bundle issued",

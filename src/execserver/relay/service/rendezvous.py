@@ -12,7 +12,6 @@ Sockets carry binary frames of at most `max_message_bytes`; a text message close
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -26,7 +25,7 @@ from execserver.relay.service.defaults import OUTBOX_LIMIT_BYTES
 from execserver.relay.service.hub import ExecutorEnd, ExecutorLink, HarnessLink, Hub
 from execserver.relay.service.links import CLOSE_TIMEOUT_S, Link
 from execserver.relay.service.metrics import RelayMetrics
-from execserver.relay.service.overload import gate_of, retry_after_header
+from execserver.relay.service.overload import gate_of, priority_lane, retry_after_header
 from execserver.relay.service.registrations import Registrations, new_connection_id
 from execserver.relay.service.registry import EXECUTOR_PATH, HARNESS_PATH
 from execserver.relay.service.state import (
@@ -43,6 +42,7 @@ from execserver.relay.service.tickets import (
     Ticket,
     TicketRejected,
     TicketSigner,
+    nonce_claim_key,
 )
 
 if TYPE_CHECKING:
@@ -196,22 +196,24 @@ class Rendezvous:
 
         Cancellation: the socket is closed and the executor told its stream ended.
         """
-        try:
-            ticket, entry = await self._verify(request, HARNESS)
-            local = self._hub.executor(ticket.environment_id, ticket.registration_id)
-            if local is None and (self._fleet is None or not self._fleet.reachable(entry)):
-                raise TicketRejected("route_unavailable", 503)
-            # Each harness ticket opens one socket (a connect bundle is single-use). A used
-            # ticket is as good as an expired one.
-            nonce_key = "ticket." + hashlib.sha256(ticket.nonce.encode()).hexdigest()
+        with priority_lane():  # a harness waits on its stream's checks
             try:
-                fresh = await self._registrations.state.claim_once(nonce_key, ticket.expires_at)
-            except StateUnavailable:
-                raise TicketRejected("route_unavailable", 503) from None
-            if not fresh:
-                raise TicketRejected("expired", 401)
-        except TicketRejected as rejection:
-            return self._reject(HARNESS, rejection)
+                ticket, entry = await self._verify(request, HARNESS)
+                local = self._hub.executor(ticket.environment_id, ticket.registration_id)
+                if local is None and (self._fleet is None or not self._fleet.reachable(entry)):
+                    raise TicketRejected("route_unavailable", 503)
+                # Each harness ticket opens one socket (a connect bundle is single-use). A used
+                # ticket is as good as an expired one.
+                try:
+                    fresh = await self._registrations.state.claim_once(
+                        nonce_claim_key(ticket.nonce), ticket.expires_at
+                    )
+                except StateUnavailable:
+                    raise TicketRejected("route_unavailable", 503) from None
+                if not fresh:
+                    raise TicketRejected("expired", 401)
+            except TicketRejected as rejection:
+                return self._reject(HARNESS, rejection)
         ws = self._socket()
         await ws.prepare(request)
         executor: ExecutorEnd | None = local

@@ -161,6 +161,12 @@ class RelayState(Protocol):
         """
         ...
 
+    def usable_key(self, key: str) -> bool:
+        """Whether an authorization or claim stored under `key` now would go to a part of the
+        store that answers (a fleet spreads them over buckets led by different NATS servers;
+        the caller picks another random key when not). Cheap; no I/O."""
+        ...
+
     async def aclose(self) -> None:
         """Release the store (connections, files).
 

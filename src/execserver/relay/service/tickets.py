@@ -174,6 +174,11 @@ def new_nonce() -> str:
     return secrets.token_urlsafe(16)
 
 
+def nonce_claim_key(nonce: str) -> str:
+    """The state key that claims a use-once ticket's nonce (its digest)."""
+    return "ticket." + hashlib.sha256(nonce.encode()).hexdigest()
+
+
 __all__ = [
     "EXECUTOR",
     "HARNESS",
@@ -185,5 +190,6 @@ __all__ = [
     "TicketSigner",
     "load_secret_file",
     "new_nonce",
+    "nonce_claim_key",
     "state_dir_secret",
 ]
