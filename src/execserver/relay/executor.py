@@ -37,6 +37,7 @@ from execserver.relay.frames import (
     decode_frame,
     encode_frame,
     encode_reset,
+    read_data,
 )
 from execserver.relay.frames import Frame as RelayFrame
 from execserver.relay.noise import (
@@ -128,6 +129,13 @@ class ExecutorLink:
     # -- MessageReceiver of the WebSocket ------------------------------------------------------
 
     def message_received(self, data: bytes) -> None:
+        fast = read_data(data)
+        if fast is not None:  # a data frame as every sender writes it
+            stream_id, seq, payload = fast
+            stream = self._streams.get(stream_id)
+            if stream is not None and stream_id.strip():
+                stream.data_received(seq, payload)
+                return
         try:
             frame = decode_frame(data)
         except FrameError as exc:

@@ -71,7 +71,7 @@ class NoiseStream:
 
     # -- from the link -------------------------------------------------------------------------
 
-    def data_received(self, seq: int, payload: bytes) -> None:
+    def data_received(self, seq: int, payload: bytes | memoryview) -> None:
         if self._ended:
             return
         try:

@@ -53,7 +53,6 @@ from execserver.transport.ws_frames import (
     FrameTooLarge,
     MaskSource,
     client_frame,
-    client_frame_in_place,
     frame_header,
 )
 
@@ -534,22 +533,6 @@ class WebSocketClientConnection(WebSocketChannel):
         ):
             return
         transport.write(client_frame(self._first, data, self._masks.next()))
-
-    def send_in_place(self, buffer: bytearray, start: int) -> None:
-        """Send `buffer[start:]` as one message, building its frame in `buffer[:start]` (at
-        least `ws_frames.HEADROOM` bytes, overwritten): the payload is copied once, by the
-        masking."""
-        transport = self._transport
-        ws = self._ws
-        if (
-            transport is None
-            or ws is None
-            or self._closed
-            or ws.state is not OPEN
-            or transport.is_closing()
-        ):
-            return
-        transport.write(client_frame_in_place(self._first, buffer, start, self._masks.next()))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.opened.done():

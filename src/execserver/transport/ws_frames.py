@@ -4,13 +4,11 @@ socket (relay links carry every record as one frame).
 Owns the frame header layout, masking (a client masks every frame with a fresh key from a
 pool of `os.urandom` bytes) and `FrameParser`, which cuts the server's byte stream into frames.
 websockets' protocol object still does the opening handshake and writes control frames; its
-general-purpose parser and serializer cost several copies and tens of microseconds per frame,
-these one copy each way.
+general-purpose parser and serializer cost more copies and more Python per frame (measured in
+docs/BENCHMARKS.md, relay mode); these copy each payload once each way.
 
 ```
 client_frame(first, payload, mask) -> bytes                   header + mask + masked payload
-client_frame_in_place(first, buffer, start, mask) -> bytes    the same from buffer[start:],
-                                                              the header built in its headroom
 FrameParser(max_size).feed(data) -> [(fin, opcode, payload)]  whole frames, in order
 ```
 """
@@ -36,9 +34,8 @@ _DATA_OPCODES: Final = frozenset((OP_CONT, OP_TEXT, OP_BINARY))
 _CONTROL_OPCODES: Final = frozenset((OP_CLOSE, OP_PING, OP_PONG))
 FIN: Final = 0x80
 
-HEADROOM: Final = 14
-"""The longest client frame header (2 + 8-byte length + 4-byte mask): the space to leave in
-front of a payload for `client_frame_in_place`."""
+_MAX_HEADER: Final = 14
+"""The longest frame header: 2 bytes, an 8-byte length and a 4-byte mask key."""
 
 _H16 = struct.Struct("!BBH")
 _H64 = struct.Struct("!BBQ")
@@ -77,24 +74,6 @@ class MaskSource:
 def client_frame(first: int, payload: bytes | bytearray | memoryview, mask: bytes) -> bytes:
     """One whole masked frame of `payload` (`first` = FIN plus the opcode)."""
     return b"".join((frame_header(first, len(payload), 0x80), mask, apply_mask(payload, mask)))
-
-
-def client_frame_in_place(first: int, buffer: bytearray, start: int, mask: bytes) -> bytes:
-    """One whole masked frame of `buffer[start:]`, built with a single copy (the masking).
-
-    The header and mask key go into the headroom in front of `start` (at least `HEADROOM`
-    bytes, overwritten), pre-masked so that masking header and payload in one pass leaves the
-    header as it was: byte k of the output is input k XOR key[(k - header length) % 4].
-    """
-    length = len(buffer) - start
-    head = frame_header(first, length, 0x80) + mask
-    begin = start - len(head)
-    if begin < 0:
-        raise ValueError("not enough headroom for the frame header")
-    shift = len(head) % 4
-    key = mask[-shift:] + mask[:-shift] if shift else mask
-    buffer[begin:start] = apply_mask(head, key)
-    return apply_mask(memoryview(buffer)[begin:], key)
 
 
 class FrameProtocolError(Exception):
@@ -163,7 +142,7 @@ class FrameParser:
         if self._head:
             # Complete the header from the new bytes (a header is at most 14 bytes).
             held = len(self._head)
-            joined = self._head + data[pos : pos + HEADROOM]
+            joined = self._head + data[pos : pos + _MAX_HEADER]
             header = self._header(joined, 0, len(joined))
             if header is None:  # still short: all of `data` went into `joined`
                 self._head = joined
