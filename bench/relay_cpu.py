@@ -12,12 +12,12 @@ client and measures, per round and operation:
     oneshot  process/start of /bin/true until process/closed
     output   `head -c 64 MiB /dev/zero`, per MiB of process output
 
-the wall time and the CPU (utime + stime) each process spent, divided by the count. CPU per
-operation moves far less with the machine's load than latency or throughput do, so it shows
-what a change to the hot path buys on a shared machine; relay_compare.py gives the end-to-end
-figures. The table shows the median over rounds and [min..max]. `--py-spy DIR` records the
-executor and the relay with py-spy (if installed) during the runs, `--cprofile PATH` profiles
-this process (the harness client).
+the wall time and the CPU each process spent (the scheduler's run time of all its threads),
+divided by the count. CPU per operation moves far less with the machine's load than latency
+or throughput do, so it shows what a change to the hot path buys on a shared machine;
+relay_compare.py gives the end-to-end figures. The table shows the median over rounds and
+[min..max]. `--py-spy DIR` records the executor and the relay with py-spy (if installed)
+during the runs, `--cprofile PATH` profiles this process (the harness client).
 """
 
 from __future__ import annotations
@@ -128,14 +128,19 @@ OPERATIONS: dict[str, tuple[Operation, int, str]] = {
 
 
 def _proc_cpu(pid: int) -> float:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds of all threads of `pid`, from the scheduler's nanosecond accounting
+    (/proc/PID/task/*/schedstat; utime + stime count in 10 ms ticks)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, IndexError, ValueError):
+            continue  # a thread that just ended
+    return total / 1e9
 
 
 def own_cpu() -> float:
-    times = os.times()
-    return times.user + times.system
+    return time.process_time()
 
 
 async def measure(slot: RelayedSlot, relay: Server, ctx: Context, name: str) -> dict[str, float]:
