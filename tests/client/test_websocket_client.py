@@ -258,3 +258,23 @@ async def test_frames_right_behind_the_101_are_read(dial: object) -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_send_many_keeps_every_frame_in_order_when_the_socket_fills(dial: object) -> None:
+    """Frames written together (`writev` while the socket takes them): when it stops taking
+    them, the rest of a call (from the middle of a frame) waits in the transport's buffer,
+    and later calls queue behind it."""
+    session: Session = await dial(binary=True)  # type: ignore[operator]
+    peer, client = session.peer, session.client
+    assert peer.transport is not None and client._transport is not None
+    peer.transport.pause_reading()
+    payloads = [os.urandom(100_003) for _ in range(240)]  # 24 MB: more than the socket buffers
+    for start in range(0, len(payloads), 3):
+        client.send_many(payloads[start : start + 3])
+    assert client._transport.get_write_buffer_size() > 0  # the socket filled up
+    many_small = [b"%d" % i for i in range(100)]  # more frames than one writev takes
+    client.send_many(many_small)
+    peer.transport.resume_reading()
+    for payload in [*payloads, *many_small]:
+        frame = await peer.next_frame()
+        assert (frame.opcode, frame.data) == (Opcode.BINARY, payload)

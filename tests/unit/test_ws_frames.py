@@ -47,8 +47,8 @@ def parse_with_websockets(data: bytes, *, mask: bool) -> list[Frame]:
 def test_client_frames_parse_as_masked_frames(size: int) -> None:
     payload = os.urandom(size)
     masks = MaskSource()
-    binary = client_frame(FIN | OP_BINARY, payload, masks.next())
-    text = client_frame(FIN | OP_TEXT, memoryview(payload), masks.next())
+    binary = b"".join(client_frame(FIN | OP_BINARY, payload, masks.next()))
+    text = b"".join(client_frame(FIN | OP_TEXT, memoryview(payload), masks.next()))
     first, second = parse_with_websockets(binary + text, mask=True)
     assert (first.opcode, first.fin, first.data) == (Opcode.BINARY, True, payload)
     assert (second.opcode, second.fin, second.data) == (Opcode.TEXT, True, payload)

@@ -183,6 +183,12 @@ class ExecutorLink:
         elif not self.closed.done():
             self._unsent.append(frame)
 
+    def send_frames(self, frames: list[bytes]) -> None:
+        if self.channel is not None:
+            self.channel.send_many(frames)
+        elif not self.closed.done():
+            self._unsent.extend(frames)
+
     def is_congested(self) -> bool:
         return self.channel is not None and self.channel.is_congested()
 

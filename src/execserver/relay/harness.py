@@ -218,6 +218,10 @@ class HarnessLink:
         if self.channel is not None:
             self.channel.send(frame)
 
+    def send_frames(self, frames: list[bytes]) -> None:
+        if self.channel is not None:
+            self.channel.send_many(frames)
+
     def is_congested(self) -> bool:
         return self.channel is not None and self.channel.is_congested()
 

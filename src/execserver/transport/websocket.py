@@ -17,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import ssl as ssl_module
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidStatus, PayloadTooBig, ProtocolError
@@ -70,6 +71,8 @@ WRITE_LOW_WATER = 256 * 1024
 # Messages below this are batched: every one queued in a loop turn goes out in one write at its
 # end (one send syscall instead of one per message; pipelined answers share TCP segments).
 _SMALL_MESSAGE_BYTES = 256 * 1024
+_MAX_WRITEV_PARTS = 64
+"""Frames written by one `writev` at most, times two (header, payload); IOV_MAX is 1024."""
 
 
 _TEXT_FIN = FIN | OP_TEXT
@@ -412,6 +415,7 @@ class WebSocketClientConnection(WebSocketChannel):
         self._pending_receiver = receiver
         self._first = _BINARY_FIN if binary else _TEXT_FIN
         self._masks = MaskSource()
+        self._fd: int | None = None
         self._parser = FrameParser(max_size=max_message_bytes)
         self._response_head = bytearray()
         self._response_head_fed = False
@@ -423,6 +427,11 @@ class WebSocketClientConnection(WebSocketChannel):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.label = f"exec-server websocket {self.peer}"
+        sock = transport.get_extra_info("socket")
+        if sock is not None and transport.get_extra_info("sslcontext") is None:
+            # A plain TCP socket: `send_many` writes to it itself while the transport's buffer
+            # is empty (never once the transport is closing or lost, so the fd is still ours).
+            self._fd = sock.fileno()
         assert self._transport is not None
         self._transport.writelines(self._client.data_to_send())
 
@@ -522,6 +531,12 @@ class WebSocketClientConnection(WebSocketChannel):
             self._transport.close()
 
     def send(self, data: bytes) -> None:
+        self.send_many((data,))
+
+    def send_many(self, messages: Iterable[bytes]) -> None:
+        """Send each of `messages` as one message (frame), written together: one `writev`
+        while the socket takes them, so neither the frames nor a frame's header and payload
+        are joined; what the socket does not take goes to the transport's buffer."""
         transport = self._transport
         ws = self._ws
         if (
@@ -532,7 +547,25 @@ class WebSocketClientConnection(WebSocketChannel):
             or transport.is_closing()
         ):
             return
-        transport.write(client_frame(self._first, data, self._masks.next()))
+        first, next_mask = self._first, self._masks.next
+        parts: list[bytes] = []
+        for data in messages:
+            parts.extend(client_frame(first, data, next_mask()))
+        fd = self._fd
+        if fd is None or transport.get_write_buffer_size() or len(parts) > _MAX_WRITEV_PARTS:
+            transport.write(b"".join(parts))
+            return
+        try:
+            sent = os.writev(fd, parts)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            sent = 0  # the transport's own write below meets the error and reports it
+        for index, part in enumerate(parts):
+            if sent < len(part):
+                transport.write(b"".join((part[sent:], *parts[index + 1 :])))
+                return
+            sent -= len(part)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.opened.done():

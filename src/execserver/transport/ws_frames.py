@@ -8,7 +8,7 @@ general-purpose parser and serializer cost more copies and more Python per frame
 docs/BENCHMARKS.md, relay mode); these copy each payload once each way.
 
 ```
-client_frame(first, payload, mask) -> bytes                   header + mask + masked payload
+client_frame(first, payload, mask) -> (header + mask, masked payload)
 FrameParser(max_size).feed(data) -> [(fin, opcode, payload)]  whole frames, in order
 ```
 """
@@ -71,9 +71,12 @@ class MaskSource:
         return self._pool[pos : pos + 4]
 
 
-def client_frame(first: int, payload: bytes | bytearray | memoryview, mask: bytes) -> bytes:
-    """One whole masked frame of `payload` (`first` = FIN plus the opcode)."""
-    return b"".join((frame_header(first, len(payload), 0x80), mask, apply_mask(payload, mask)))
+def client_frame(
+    first: int, payload: bytes | bytearray | memoryview, mask: bytes
+) -> tuple[bytes, bytes]:
+    """One masked frame of `payload` (`first` = FIN plus the opcode): its header with the
+    mask key, and the masked payload (the one copy), to be written one after the other."""
+    return frame_header(first, len(payload), 0x80) + mask, apply_mask(payload, mask)
 
 
 class FrameProtocolError(Exception):
