@@ -114,6 +114,10 @@ class NoiseStream:
             self.abort()
             return
         stream_id = self.stream_id
+        if len(records) == 1:
+            seq, ciphertext = records[0]
+            self._link.send_frame(encode_data(stream_id, seq, ciphertext))
+            return
         frames = [encode_data(stream_id, seq, ciphertext) for seq, ciphertext in records]
         send = self._link.send_frames
         # A message's records go out together (one system call for the common two), a few at

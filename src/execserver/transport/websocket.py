@@ -20,7 +20,7 @@ import logging
 import os
 import socket
 import ssl as ssl_module
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidStatus, PayloadTooBig, ProtocolError
@@ -531,26 +531,36 @@ class WebSocketClientConnection(WebSocketChannel):
             self._transport.close()
 
     def send(self, data: bytes) -> None:
-        self.send_many((data,))
+        if self._can_send():
+            self._write_parts(client_frame(self._first, data, self._masks.next()))
 
     def send_many(self, messages: Iterable[bytes]) -> None:
-        """Send each of `messages` as one message (frame), written together: one `writev`
-        while the socket takes them, so neither the frames nor a frame's header and payload
-        are joined; what the socket does not take goes to the transport's buffer."""
-        transport = self._transport
-        ws = self._ws
-        if (
-            transport is None
-            or ws is None
-            or self._closed
-            or ws.state is not OPEN
-            or transport.is_closing()
-        ):
+        """Send each of `messages` as one message (frame), written together."""
+        if not self._can_send():
             return
         first, next_mask = self._first, self._masks.next
         parts: list[bytes] = []
         for data in messages:
             parts.extend(client_frame(first, data, next_mask()))
+        self._write_parts(parts)
+
+    def _can_send(self) -> bool:
+        transport = self._transport
+        ws = self._ws
+        return not (
+            transport is None
+            or ws is None
+            or self._closed
+            or ws.state is not OPEN
+            or transport.is_closing()
+        )
+
+    def _write_parts(self, parts: Sequence[bytes]) -> None:
+        """Write `parts` (frame headers and masked payloads) with one `writev` while the
+        socket takes them, so nothing is joined; what the socket does not take, and
+        everything once the transport buffers, goes through the transport, in order."""
+        transport = self._transport
+        assert transport is not None
         fd = self._fd
         if fd is None or transport.get_write_buffer_size() or len(parts) > _MAX_WRITEV_PARTS:
             transport.write(b"".join(parts))
