@@ -5,7 +5,8 @@ Owns the frame header layout, masking (a client masks every frame with a fresh k
 pool of `os.urandom` bytes) and `FrameParser`, which cuts the server's byte stream into frames.
 websockets' protocol object still does the opening handshake and writes control frames; its
 general-purpose parser and serializer cost more copies and more Python per frame (measured in
-docs/BENCHMARKS.md, relay mode); these copy each payload once each way.
+docs/BENCHMARKS.md, relay mode); here a payload is copied once by the masking, once when a
+received frame is cut out of the stream.
 
 ```
 client_frame(first, payload, mask) -> (header + mask, masked payload)
