@@ -32,10 +32,10 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import msgspec
 
@@ -1224,6 +1224,23 @@ async def main_async(args: argparse.Namespace) -> int:
     return exit_code
 
 
+def run_cancellable(run: Coroutine[Any, Any, int], what: str) -> NoReturn:
+    """Run a bench to its exit code; Ctrl-C and SIGTERM cancel it (its `finally` then stops
+    the `what` it started) and exit 130."""
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(run)
+    loop.add_signal_handler(signal.SIGINT, task.cancel)
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        code = loop.run_until_complete(task)
+    except asyncio.CancelledError:
+        print(f"interrupted; {what} stopped", file=sys.stderr)
+        code = 130
+    finally:
+        loop.close()
+    sys.exit(code)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -1247,19 +1264,7 @@ def main() -> None:
     if args.render:
         print(render(msgspec.json.decode(args.render.read_bytes()), args.markdown))
         return
-    loop = asyncio.new_event_loop()
-    task = loop.create_task(main_async(args))
-    # Ctrl-C and SIGTERM cancel the run; main_async's `finally` then stops the servers.
-    loop.add_signal_handler(signal.SIGINT, task.cancel)
-    loop.add_signal_handler(signal.SIGTERM, task.cancel)
-    try:
-        code = loop.run_until_complete(task)
-    except asyncio.CancelledError:
-        print("interrupted; servers stopped", file=sys.stderr)
-        code = 130
-    finally:
-        loop.close()
-    sys.exit(code)
+    run_cancellable(main_async(args), "servers")
 
 
 if __name__ == "__main__":

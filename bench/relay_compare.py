@@ -33,7 +33,6 @@ import os
 import secrets
 import shlex
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -64,6 +63,7 @@ from bench.compare import (
     format_table,
     machine_info,
     prepare_files,
+    run_cancellable,
     start_server,
     stop_server,
     summary_cell,
@@ -507,18 +507,7 @@ def main() -> None:
     if args.render:
         print(render(msgspec.json.decode(args.render.read_bytes()), args.markdown))
         return
-    loop = asyncio.new_event_loop()
-    task = loop.create_task(main_async(args))
-    loop.add_signal_handler(signal.SIGINT, task.cancel)
-    loop.add_signal_handler(signal.SIGTERM, task.cancel)
-    try:
-        code = loop.run_until_complete(task)
-    except asyncio.CancelledError:
-        print("interrupted; processes stopped", file=sys.stderr)
-        code = 130
-    finally:
-        loop.close()
-    sys.exit(code)
+    run_cancellable(main_async(args), "processes")
 
 
 if __name__ == "__main__":

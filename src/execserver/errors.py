@@ -9,6 +9,7 @@ ExecServerError                 base for everything we raise
 │   ├── ConnectionClosed        we closed it                               (not retryable)
 │   ├── Disconnected            the peer or the network broke it           (retryable)
 │   └── RecoveryFailed          the session could not be resumed after a break (final)
+├── MessageTooLarge             a request bigger than the connection can carry (not sent)
 ├── ProtocolViolation           malformed JSON-RPC from the peer
 └── RpcError(code, message)     a JSON-RPC error
     ├── InvalidRequest (-32600)  MethodNotFound (-32601)  InvalidParams (-32602)
@@ -60,10 +61,14 @@ class AuthenticationFailed(ConnectError):
 class HandshakeRejected(ConnectError):
     """The server answered the opening handshake with an HTTP error (`status`, `body`)."""
 
-    def __init__(self, message: str, *, status: int, body: str = "") -> None:
+    def __init__(
+        self, message: str, *, status: int, body: str = "", retry_after_s: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.body = body
+        self.retry_after_s = retry_after_s
+        """The answer's `Retry-After`, in seconds (None: none, or not in seconds)."""
 
 
 class ConnectionClosed(TransportError):
@@ -76,6 +81,11 @@ class Disconnected(TransportError):
 
 class RecoveryFailed(TransportError):
     """The connection broke and the client could not resume its session (final)."""
+
+
+class MessageTooLarge(ExecServerError, ValueError):
+    """A request too large for the connection (e.g. a huge argv); it was not sent and the
+    connection is unaffected."""
 
 
 class ProtocolViolation(ExecServerError):
@@ -170,6 +180,54 @@ class HttpBodyFailed(InternalError):
     def __init__(self, detail: str) -> None:
         super().__init__(f"failed to read http/request response body: {detail}")
         self.detail = detail
+
+
+def _display(path: bytes) -> str:
+    return path.decode("utf-8", "replace")
+
+
+class WaitExpired(InternalError):
+    """A filesystem operation waited too long for a FIFO, socket or device to become ready."""
+
+    def __init__(self, path: bytes, ready: str, timeout_s: float) -> None:
+        super().__init__(
+            f"timed out after {timeout_s:g} s waiting for `{_display(path)}` to become {ready} "
+            "(a FIFO, socket or device nobody serves; the limit is serve --fs-wait-timeout)"
+        )
+
+
+class FileReadTooLarge(InvalidRequest):
+    """A whole-file read would take more memory than the server's budget leaves for it."""
+
+    def __init__(self, path: bytes, limit: int) -> None:
+        super().__init__(
+            f"fs/readFile of `{_display(path)}` needs more than the {limit} bytes left of the "
+            "server's budget for whole-file reads (serve --max-memory); read large or unbounded "
+            "files in blocks with fs/open and fs/readBlock"
+        )
+
+
+class HttpBodyTooLarge(InternalError):
+    """A buffered `http/request` body would take more memory than the budget leaves for it."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"failed to read http/request response body: it exceeds the {limit} bytes left of "
+            "the server's budget for buffered bodies (serve --max-memory); send the request "
+            "with streamResponse: true to receive the body as http/request/bodyDelta "
+            "notifications"
+        )
+
+
+class StdinBudgetExhausted(InternalError):
+    """Pending stdin of all processes together would exceed the server's budget."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"failed to write to process stdin: processes that do not read their input hold "
+            f"the server's budget for pending stdin ({limit} bytes, serve --max-memory); retry "
+            "once the process reads"
+        )
 
 
 StartFailureKind = str

@@ -21,7 +21,6 @@ BAD_URLS = [
     "ws://localhost:1",
     "ws://127.0.0.1",
     "http://x",
-    "wss://127.0.0.1:1",
     "stdio://x",
     "ws://127.0.0.1:99999",
     "ws://1.2.3.4:5/path",
@@ -41,6 +40,9 @@ def test_cli_parse_listen_url_accepts() -> None:
     assert parse_listen_url("ws://0.0.0.0:1") == ListenAddress("0.0.0.0", 1)
     assert parse_listen_url("stdio").is_stdio
     assert parse_listen_url("stdio://").is_stdio
+    assert parse_listen_url("wss://127.0.0.1:8443") == ListenAddress("127.0.0.1", 8443, tls=True)
+    with pytest.raises(ListenError, match="expected `wss://IP:PORT`"):
+        parse_listen_url("wss://localhost:1")
 
 
 @pytest.mark.parametrize("url", BAD_URLS)

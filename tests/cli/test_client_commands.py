@@ -3,42 +3,17 @@ server and the pinned codex."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import TIME, ServerProcess
+from tests.cli.support import CLI, cli_env, run_cli
+from tests.conftest import ServerProcess
 from tests.harness.servers import REFERENCE_VERSION
 from tests.harness.terminal import Terminal
-
-CLI = [sys.executable, "-m", "execserver"]
-
-
-def cli_env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "PYTHONUNBUFFERED": "1", **extra}
-
-
-async def run_cli(
-    *args: str, stdin: bytes = b"", env: dict[str, str] | None = None
-) -> tuple[int, bytes, bytes]:
-    process = await asyncio.create_subprocess_exec(
-        *CLI,
-        *args,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env or cli_env(),
-    )
-    async with asyncio.timeout(60 * TIME):
-        stdout, stderr = await process.communicate(stdin)
-    assert process.returncode is not None
-    return process.returncode, stdout, stderr
 
 
 async def test_run_exits_with_the_remote_exit_code(any_server: ServerProcess) -> None:
@@ -128,10 +103,13 @@ async def test_cp_round_trips_a_large_file(any_server: ServerProcess, tmp_path: 
 
 
 async def test_cp_reports_a_missing_source(ours: ServerProcess, tmp_path: Path) -> None:
-    """A missing source is an error message and exit code 1, not a traceback."""
-    code, _, stderr = await run_cli("cp", f"{ours.url}:{tmp_path}/nope", str(tmp_path / "x"))
-    assert code == 1
-    assert stderr == b"execserver: No such file or directory (os error 2)\n"
+    """A missing source is one line naming the side and the path, and exit code 1."""
+    remote = f"{ours.url}:{tmp_path}/nope"
+    code, _, stderr = await run_cli("cp", remote, str(tmp_path / "x"))
+    missing = "No such file or directory"
+    assert (code, stderr.decode()) == (1, f"execserver: remote source {remote}: {missing}\n")
+    code, _, stderr = await run_cli("cp", str(tmp_path / "nope"), f"{ours.url}:{tmp_path}/x")
+    assert (code, stderr.decode()) == (1, f"execserver: local source {tmp_path}/nope: {missing}\n")
 
 
 async def test_env_name_selects_from_environments_toml(ours: ServerProcess, tmp_path: Path) -> None:
@@ -145,8 +123,9 @@ async def test_env_name_selects_from_environments_toml(ours: ServerProcess, tmp_
     code, stdout, _ = await run_cli("run", "--", "echo", "default", env=env)
     assert (code, stdout) == (0, b"default\n")
     code, _, stderr = await run_cli("run", "--env", "nope", "--", "true", env=env)
-    assert code == 255
-    assert stderr == b"execserver: unknown turn environment id `nope`\n"
+    assert code == 2
+    assert stderr.startswith(b"execserver: unknown turn environment id `nope`: ")
+    assert b"(ids: local, devbox)" in stderr
 
 
 @pytest.mark.parametrize("args", [["run", "ws://127.0.0.1:1", "--", "true"], ["run", "local"]])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -26,14 +27,23 @@ def test_readme_example_is_short() -> None:
 
 
 def test_readme_example_runs(ours: ServerProcess, tmp_path: Path) -> None:
-    """The example connects, runs `git status`, writes and reads a file."""
-    repo = tmp_path / "repo"
-    subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    code = readme_python_example()
-    code = code.replace("ws://127.0.0.1:8765", ours.url).replace("/work/repo", str(repo))
+    """The example runs as pasted (only the URL is the test server's): info, a command, a file
+    written and read back."""
+    code = readme_python_example().replace("ws://127.0.0.1:8765", ours.url)
+    (tmp_path / "hello.py").write_text(code)
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, timeout=60, check=False
+        [sys.executable, "hello.py"], capture_output=True, timeout=60, check=False, cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr.decode()
-    assert result.stdout == b"0 \nb'hello\\n'\n"
-    assert (repo / "NOTES.md").read_bytes() == b"hello\n"
+    assert result.stdout.decode() == f"linux {_login_shell()}\n0 Linux\nb'hello\\n'\n"
+
+
+def _login_shell() -> str:
+    import pwd
+
+    return os.path.basename(pwd.getpwuid(os.getuid()).pw_shell) or "sh"
+
+
+def test_readme_says_where_the_cli_is() -> None:
+    text = (REPO_ROOT / "README.md").read_text()
+    assert ".venv/bin/execserver" in text and 'export PATH="$PWD/.venv/bin:$PATH"' in text

@@ -22,10 +22,8 @@ import re
 import secrets
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,8 +40,10 @@ from execserver.relay import api
 from execserver.relay.service import metrics as metrics_module
 from execserver.relay.service.nats_state import atomic_replicated_cas
 from tests.conftest import IN_CI, TIME
-from tests.harness.fleet import Fleet, relay_fleet
+from tests.harness.fleet import relay_fleet
+from tests.harness.haproxy import HAPROXY_CFG, haproxy_process, local_haproxy_config
 from tests.harness.nats import nats_server_path
+from tests.harness.ports import listen_port
 from tests.harness.relay import ENVIRONMENT_ID, EXECUTOR_TOKEN, remote_executor
 from tests.harness.relay_wire import RelayHarness
 from tests.harness.servers import REPO_ROOT
@@ -53,7 +53,6 @@ FLEET = REPO_ROOT / "deploy" / "fleet"
 K8S = REPO_ROOT / "deploy" / "k8s"
 DOCS = REPO_ROOT / "docs" / "fleet.md"
 COMPOSE = FLEET / "compose.yaml"
-HAPROXY_CFG = FLEET / "haproxy.cfg"
 NATS_CONF = FLEET / "nats.conf"
 K8S_MANIFESTS = ("services.yaml", "statefulset.yaml", "pdb.yaml")
 K8S_VERSIONS = ("1.29", kubernetes_validate.utils.latest_version())
@@ -330,6 +329,8 @@ def test_haproxy_config_matches_the_relay_nodes(secret_files: dict[str, Path]) -
     assert sections["frontend relay"][0] == "bind :8780"
     relays = sections["backend relays"]
     assert "option httpchk GET /readyz" in relays
+    # A node paused by a full garbage collection (over 1 s, docs/SCALING.md) is not down.
+    assert "timeout check 5s" in sections["defaults"]
     assert sorted(line for line in relays if line.startswith("server ")) == [
         f"server {name} {name}:{node.port} check" for name, node in nodes.items()
     ]
@@ -361,39 +362,6 @@ def test_haproxy_accepts_the_config() -> None:
         assert "[ALERT]" not in line, line
 
 
-def local_balancer_config(ha_port: int, fleet: Fleet) -> str:
-    """haproxy.cfg as it is, but on 127.0.0.1 in front of `fleet` (its node ids for relay-N)."""
-    text = HAPROXY_CFG.read_text().replace("bind :8780", f"bind 127.0.0.1:{ha_port}")
-    for index, port in enumerate(fleet.ports):
-        text = text.replace(f"relay-{index + 1}:8780", f"127.0.0.1:{port}")
-        text = text.replace(f"relay-{index + 1}", fleet.node_id(index))
-    assert "relay-" not in text
-    return text
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextlib.asynccontextmanager
-async def haproxy_process(binary: str, config: Path, log: Path) -> AsyncIterator[None]:
-    with open(log, "wb") as output:
-        process = await asyncio.create_subprocess_exec(
-            binary, "-db", "-f", str(config), stdout=output, stderr=output,
-            stdin=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
-    try:
-        yield
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(10 * TIME):
-            await process.wait()
-
-
 async def _status(session: aiohttp.ClientSession, url: str, token: str | None = None) -> int:
     headers = api.bearer(token) if token else {}
     with contextlib.suppress(aiohttp.ClientError):
@@ -417,17 +385,18 @@ async def test_haproxy_config_in_front_of_a_fleet(tmp_path: Path) -> None:
     names its executor's node, and its stream stays there (nothing crosses NATS); a node's
     path reaches another node while it is down; no ticket in the balancer's log."""
     haproxy = _require("haproxy")
-    ha_port = _free_port()
+    ha_port = listen_port()
     base = f"ws://127.0.0.1:{ha_port}"
     registry = f"http://127.0.0.1:{ha_port}"
     async with relay_fleet(
         tmp_path / "fleet", advertise_base=base, extra=["--public-url", base]
     ) as fleet:
         config = tmp_path / "haproxy.cfg"
-        config.write_text(local_balancer_config(ha_port, fleet))
+        nodes = [(fleet.node_id(index), port) for index, port in enumerate(fleet.ports)]
+        config.write_text(local_haproxy_config(ha_port, nodes))
         log = tmp_path / "haproxy.log"
         async with (
-            haproxy_process(haproxy, config, log),
+            haproxy_process(haproxy, config, log, stop_timeout_s=10 * TIME),
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60 * TIME)) as session,
         ):
             await _until_status(session, f"{registry}/readyz", 200)
@@ -615,6 +584,8 @@ def test_k8s_probes_security_and_selectors() -> None:
         check = container[probe]["httpGet"]
         assert (check["path"], check["port"]) == ("/readyz", "relay"), probe
         assert check["port"] in port_names
+    # A node paused by a full garbage collection (over 1 s, docs/SCALING.md) stays ready.
+    assert container["readinessProbe"]["timeoutSeconds"] >= 5
     requests = container["resources"]["requests"]
     assert requests["cpu"] and requests["memory"]
     pod_security = template["spec"]["securityContext"]

@@ -21,23 +21,18 @@ import contextlib
 import json
 import os
 import re
-import secrets
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.conftest import TIME, require_bwrap, require_reference
-from tests.e2e.conftest import ENVIRONMENT_ID, EXECUTOR_CWD, MODEL, Agent, private_cwd
-from tests.harness.app_server import AppServer
-from tests.harness.faults import CuttingProxy
-from tests.harness.mock_model import MockModel
+from tests.conftest import TIME
+from tests.e2e.conftest import ENVIRONMENT_ID, EXECUTOR_CWD, Agent, app_config, direct_agent
 from tests.harness.procfs import loopback_queued_bytes
-from tests.harness.servers import CACHE_DIR, REFERENCE_VERSION, running_server
+from tests.harness.servers import CACHE_DIR
 
 SKILL = "---\nname: {name}\ndescription: {description}\n---\n\nSay hello.\n"
 
@@ -71,72 +66,26 @@ def inotify_instances(pid: int) -> int:
 
 @dataclass
 class DiscoveryAgent(Agent):
-    metrics_url: str = ""
     executor_home: Path = Path()
     """The executor's CODEX_HOME."""
 
-    async def metrics(self) -> str:
-        async with httpx.AsyncClient() as client:
-            response = await client.get(self.metrics_url)
-        response.raise_for_status()
-        return response.text
-
-    async def wait_until(self, condition: Callable[[], bool], what: str) -> None:
-        """Poll a condition on another process, with a deadline."""
-        try:
-            async with asyncio.timeout(20 * TIME):
-                while not condition():  # noqa: ASYNC110 - state of another process
-                    await asyncio.sleep(0.05)
-        except TimeoutError:
-            raise AssertionError(f"timed out waiting until {what}") from None
-
 
 @contextlib.asynccontextmanager
-async def discovery_agent(tmp_path: Path, app_config: str = "") -> AsyncIterator[DiscoveryAgent]:
-    require_reference(REFERENCE_VERSION)
-    bwrap = require_bwrap()
-    work = tmp_path / "work"
-    work.mkdir()
-    mark = secrets.token_hex(8)
+async def discovery_agent(tmp_path: Path, extra_config: str = "") -> AsyncIterator[DiscoveryAgent]:
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    home = Path(tempfile.mkdtemp(prefix="e2e-home-", dir=CACHE_DIR))
     executor_home = Path(tempfile.mkdtemp(prefix="e2e-executor-home-", dir=CACHE_DIR))
-    model = MockModel()
-    await model.start()
     try:
-        (home / "config.toml").write_text(
-            f'model = "{MODEL}"\napproval_policy = "never"\nsandbox_mode = "danger-full-access"\n'
-            + model.provider_config()
-            + app_config
-        )
-        env = {**os.environ, "E2E_MARK": mark, "CODEX_HOME": str(executor_home)}
-        async with (
-            running_server(
-                "ours", tmp_path, env=env, extra=["--metrics"], wrap=private_cwd(bwrap, work)
-            ) as ex,
-            CuttingProxy(ex.port) as proxy,
-            AppServer.start(home, tmp_path) as app,
-        ):
-            await app.call(
-                "environment/add",
-                {"environmentId": ENVIRONMENT_ID, "execServerUrl": f"ws://127.0.0.1:{proxy.port}"},
-            )
-            yield DiscoveryAgent(
-                "ours",
-                app,
-                model,
-                proxy,
-                ex,
-                work,
-                mark,
-                metrics_url=ex.http_base + "/metrics",
-                executor_home=executor_home,
-            )
+        async with direct_agent(
+            "ours",
+            tmp_path,
+            config=lambda model: app_config(model) + extra_config,
+            executor_env={"CODEX_HOME": str(executor_home)},
+            extra=["--metrics"],
+        ) as agent:
+            yield DiscoveryAgent(**vars(agent), executor_home=executor_home)
     finally:
-        await model.close()
-        for directory in (home, executor_home):
-            with contextlib.suppress(OSError):
-                shutil.rmtree(directory)
+        with contextlib.suppress(OSError):
+            shutil.rmtree(executor_home)
 
 
 async def test_skill_created_mid_thread_arrives_through_fs_missing_changed(

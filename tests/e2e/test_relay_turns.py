@@ -7,17 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
-import shutil
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_bwrap, require_reference
-from tests.e2e.conftest import EXECUTOR_CWD, MODEL, Agent, app_version, private_cwd
+from tests.e2e.conftest import EXECUTOR_CWD, Agent, app_config, private_cwd, scenario_setup
 from tests.harness.app_server import AppServer
 from tests.harness.fleet import Fleet, relay_fleet
 from tests.harness.mock_model import MockModel, exec_command
@@ -29,7 +25,6 @@ from tests.harness.relay import (
     remote_executor,
     wait_for_metric,
 )
-from tests.harness.servers import CACHE_DIR
 
 pytestmark = pytest.mark.reference
 
@@ -39,46 +34,33 @@ RELAY_ENVIRONMENT = "remote"
 
 @contextlib.asynccontextmanager
 async def agent_through(
-    executor_kind: str, tmp_path: Path, registry_url: str, attached: Callable[[], Awaitable[object]]
+    executor_kind: str,
+    tmp_path: Path,
+    registry_url: str,
+    attached: Callable[[], Awaitable[object]],
+    config: Callable[[MockModel], str] = app_config,
 ) -> AsyncIterator[Agent]:
     """An app-server whose `remote` environment is reached through the registry at
     `registry_url` (one relay, or a fleet's balancer), and an executor registered there;
-    `attached()` returns once the relay holds the executor's socket."""
-    version = app_version(executor_kind)
-    require_reference(version)
-    server_kind = executor_kind.partition("-app")[0]
-    bwrap = require_bwrap()
-    work = tmp_path / "work"
-    work.mkdir()
-    mark = secrets.token_hex(8)
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    home = Path(tempfile.mkdtemp(prefix="e2e-relay-", dir=CACHE_DIR))
-    model = MockModel()
-    await model.start()
-    try:
-        (home / "app").mkdir()
-        (home / "app" / "config.toml").write_text(
-            f'model = "{MODEL}"\n'
-            'approval_policy = "never"\n'
-            'sandbox_mode = "danger-full-access"\n' + model.provider_config()
-        )
+    `attached()` returns once the relay holds the executor's socket; `config(model)` is the
+    app-server's config.toml."""
+    async with scenario_setup(executor_kind, tmp_path, "e2e-relay-") as setup:
+        (setup.home / "app").mkdir()
+        (setup.home / "app" / "config.toml").write_text(config(setup.model))
         async with remote_executor(
-            server_kind,
+            setup.server_kind,
             registry_url,
-            home / "executor",
-            env={**os.environ, "E2E_MARK": mark},
-            wrap=private_cwd(bwrap, work),
+            setup.home / "executor",
+            env={**os.environ, "E2E_MARK": setup.mark},
+            wrap=private_cwd(setup.bwrap, setup.work),
         ) as executor:
             await attached()
             async with AppServer.start(
-                home / "app", tmp_path, noise_env(registry_url), version=version
+                setup.home / "app", tmp_path, noise_env(registry_url), version=setup.version
             ) as app:
-                yield Agent(executor_kind, app, model, None, None, work, mark)
+                model, work, mark = setup.model, setup.work, setup.mark
+                yield Agent(executor_kind, app, model, None, None, work, mark, setup.home / "app")
             assert executor.process.returncode is None, executor.stderr()
-    finally:
-        await model.close()
-        with contextlib.suppress(OSError):
-            shutil.rmtree(home)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import asyncio
 import re
 from pathlib import Path
 
+from tests.conftest import TIME
 from tests.e2e.conftest import EXECUTOR_CWD, Agent
 from tests.harness.mock_model import Item, ModelRequest, apply_patch, exec_command, write_stdin
 
@@ -59,7 +60,10 @@ async def test_pty_command_is_a_terminal_and_takes_stdin(agent: Agent) -> None:
         return [write_stdin("c2", sid, "hello executor\n", yield_time_ms=5000)]
 
     _turn, requests = await agent.turn(
-        [exec_command("c1", script, tty=True, yield_time_ms=500)], write
+        # The shell waits for stdin, so the whole yield window passes: long enough for a loaded
+        # machine to start it and print, short enough to keep the test quick.
+        [exec_command("c1", script, tty=True, yield_time_ms=int(1500 * TIME))],
+        write,
     )
     assert f"terminal {agent.mark}" in requests[1].call_output("c1")
     answer = requests[2].call_output("c2")

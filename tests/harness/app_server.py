@@ -191,13 +191,15 @@ class AppServer:
         assert found is not None
         return found
 
-    async def start_thread(self, environment_id: str, cwd: str) -> str:
+    async def start_thread(
+        self, environment_id: str, cwd: str, sandbox: str = "danger-full-access"
+    ) -> str:
         result = await self.call(
             "thread/start",
             {
                 "environments": [{"environmentId": environment_id, "cwd": cwd}],
                 "approvalPolicy": "never",
-                "sandbox": "danger-full-access",
+                "sandbox": sandbox,
             },
         )
         thread_id: str = result["thread"]["id"]

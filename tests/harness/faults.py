@@ -7,6 +7,8 @@
         proxy.refuse_for(0.3)      # and turn new connections away for a while
         proxy.cut(hold_upstream=True); ...; proxy.release()
                                    # break only the client's side: the server keeps its end
+        proxy.cut_before_reply(b'"status":"accepted"')
+                                   # the next time the server sends this, drop it and cut
 
     CuttingProxy(target_port, chaos=Chaos(rng, max_delay_s=0.004, split=True, stall=0.01))
                                    # and delay, split and now and then stall what it forwards
@@ -82,6 +84,7 @@ class CuttingProxy:
         self._held: list[asyncio.StreamWriter] = []
         self._heads: dict[tuple[asyncio.StreamWriter, asyncio.StreamWriter], bytes] = {}
         """The first bytes each client sent (its request line), to cut connections by kind."""
+        self._reply_trigger: bytes | None = None
         self._reply_watches: list[tuple[bytes, asyncio.Event]] = []
         self.cuts = 0
         """Cuts that actually broke at least one open connection."""
@@ -133,6 +136,12 @@ class CuttingProxy:
             self.cuts += 1
         return bool(links)
 
+    def cut_before_reply(self, pattern: bytes) -> None:
+        """Once: when the server next sends bytes containing `pattern`, drop them and cut that
+        connection (the server did the work, the client never hears of it). The pattern must be
+        in one read, which holds for a small unfragmented frame."""
+        self._reply_trigger = pattern
+
     def replied(self, pattern: bytes) -> asyncio.Event:
         """An event set once the proxy has written bytes from the server containing `pattern` to
         the client's socket (the pattern must be in one read, which holds for a small frame)."""
@@ -182,6 +191,15 @@ class CuttingProxy:
         chaos = self._chaos
         try:
             while data := await source.read(65536):
+                trigger = self._reply_trigger
+                if trigger is not None and sink is link[0] and trigger in data:
+                    self._reply_trigger = None
+                    self._links.discard(link)
+                    self._heads.pop(link, None)
+                    for writer in link:
+                        _abort(writer)
+                    self.cuts += 1
+                    return
                 if sink is link[1] and link not in self._heads:
                     self._heads[link] = data[:512]
                 if self._chaos_only is not None:

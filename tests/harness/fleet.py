@@ -26,7 +26,8 @@ import aiohttp
 
 from tests.conftest import TIME
 from tests.harness.balancer import TcpBalancer
-from tests.harness.nats import NatsCluster, _free_ports, nats_cluster
+from tests.harness.nats import NatsCluster, nats_cluster
+from tests.harness.ports import listen_ports
 from tests.harness.relay import relay_flags
 from tests.relay.support import EXECUTOR_TOKEN, RelayProcess, relay_metrics, start_relay_process
 
@@ -141,7 +142,7 @@ async def relay_fleet(
     secret_file = workdir / "ticket-secret"
     secret_file.write_text(secrets.token_hex(32) + "\n")  # as `openssl rand -hex 32` makes it
     secret_file.chmod(0o600)
-    ports = _free_ports(nodes)
+    ports = listen_ports(nodes)
     async with (
         nats_cluster(workdir / "nats", size=nats_servers) as cluster,
         TcpBalancer(ports) as balancer,

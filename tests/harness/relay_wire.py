@@ -20,7 +20,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -54,23 +53,10 @@ from execserver.relay.noise import (
 from execserver.relay.records import RecordError, RecordOpener, RecordSealer
 from execserver.server.app import ExecServer, ServerConfig
 from tests.conftest import TIME
+from tests.harness.polling import POLL_S, poll
 from tests.relay.support import EXECUTOR_TOKEN, HARNESS_TOKEN
 
 Json = dict[str, Any]
-POLL_S = 0.005
-"""Period of the polls below (each has a deadline; none stands in for an event)."""
-
-
-async def poll(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    """Return once `predicate()` is true; AssertionError after `timeout` (scaled by TIME)."""
-    try:
-        async with asyncio.timeout(timeout * TIME):
-            while True:
-                if predicate():
-                    return
-                await asyncio.sleep(POLL_S)  # a poll with a deadline, not a wait for time
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what or predicate}") from None
 
 
 def b64(data: bytes) -> str:
@@ -632,14 +618,6 @@ async def registry_proxy(upstream: str, port: int = 0) -> AsyncIterator[Registry
         yield proxy
     finally:
         await proxy.aclose()
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (bound and released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # -- a fake relay: the test is the rendezvous -----------------------------------------------------

@@ -111,6 +111,15 @@ class RunningServer:
         return self.process.returncode
 
 
+def generation(server: RunningServer) -> int:
+    """How many upgrades in place this server went through (its exec'd environment says)."""
+    environ = Path(f"/proc/{server.pid}/environ").read_bytes().split(b"\0")
+    for item in environ:
+        if item.startswith(b"EXECSERVER_UPGRADE_GENERATION="):
+            return int(item.split(b"=", 1)[1])
+    return 0
+
+
 async def start_server(
     kind: str,
     tmp_dir: Path,
@@ -147,7 +156,7 @@ async def start_server(
         await process.wait()
         raise RuntimeError(f"{kind} server printed no URL: {stderr_path.read_text()}") from None
     url = line.decode().strip()
-    if not url.startswith("ws://"):
+    if not url.startswith(("ws://", "wss://")):
         process.kill()
         await process.wait()
         raise RuntimeError(f"{kind} server printed {line!r}; stderr: {stderr_path.read_text()}")

@@ -38,15 +38,25 @@ class Terminal:
         asyncio.get_running_loop().add_reader(master, self._on_readable)
 
     @classmethod
-    def spawn(cls, argv: Sequence[str], env: Mapping[str, str] | None = None) -> Terminal:
+    def spawn(
+        cls,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        size: tuple[int, int] = (24, 80),
+    ) -> Terminal:
         pid, master = pty.fork()
         if pid == 0:  # the child: exec at once (no Python cleanup in the forked interpreter)
             try:
                 os.execvpe(argv[0], list(argv), dict(env if env is not None else os.environ))
             finally:
                 os._exit(127)
-        ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-        return cls(pid, master)
+        terminal = cls(pid, master)
+        terminal.resize(*size)
+        return terminal
+
+    def resize(self, rows: int, cols: int) -> None:
+        """Set the terminal's size (the kernel sends SIGWINCH to its foreground group)."""
+        ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
     def _on_readable(self) -> None:
         try:

@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import resource
+import select
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import aiohttp
@@ -28,6 +33,7 @@ from tests.relay.support import (
     EXECUTOR_TOKEN,
     HARNESS_TOKEN,
     fake_key,
+    relay_metrics,
     start_relay_process,
     wait_for_metric,
 )
@@ -260,3 +266,70 @@ async def test_cli_relay_sigterm_closes_sockets_with_1001(tmp_path: Path) -> Non
             await ws.close()
         finally:
             assert await stopping == 0
+
+
+async def test_cli_relay_completes_connections_while_paused(tmp_path: Path) -> None:
+    """A paused relay (SIGSTOP here; a full garbage collection or a busy CPU in a fleet whose
+    node died and whose executors all reconnect at once) still has the kernel complete the
+    TCP handshakes of 600 new connections (its listen backlog is not aiohttp's 128, which
+    would leave the rest retransmitting SYNs); resumed, it serves them."""
+    count = 600
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < count + 200:
+        wanted = min(hard, count + 400) if hard != resource.RLIM_INFINITY else count + 400
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    relay = await start_relay_process(["--listen", "127.0.0.1:0", *token_files(tmp_path)], tmp_path)
+    sockets: list[socket.socket] = []
+    try:
+        relay.process.send_signal(signal.SIGSTOP)
+        try:
+            for _ in range(count):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.setblocking(False)
+                sock.connect_ex(("127.0.0.1", relay.port))
+            poller = select.poll()
+            for sock in sockets:
+                poller.register(sock, select.POLLOUT)
+            pending = {sock.fileno() for sock in sockets}
+            deadline = time.monotonic() + 10 * TIME
+            while pending and time.monotonic() < deadline:
+                for fd, _events in poller.poll(100):
+                    pending.discard(fd)
+                    poller.unregister(fd)
+            assert not pending, f"{len(pending)} of {count} handshakes not completed"
+            assert all(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0 for sock in sockets)
+        finally:
+            relay.process.send_signal(signal.SIGCONT)
+        last = sockets[-1]
+        last.setblocking(True)
+        last.settimeout(10 * TIME)
+        last.sendall(b"GET /readyz HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n")
+        assert last.recv(64).startswith(b"HTTP/1.1 200")
+    finally:
+        for sock in sockets:
+            sock.close()
+        assert await relay.stop() == 0
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+async def test_cli_relay_freezes_long_lived_objects(tmp_path: Path, freeze: bool) -> None:
+    """By default the relay process keeps its long-lived objects out of the collector's walks
+    (`gc.freeze()`, reported on /metrics); `--no-gc-freeze` leaves the collector alone."""
+    args = ["--listen", "127.0.0.1:0", *token_files(tmp_path), "--metrics"]
+    relay = await start_relay_process(args + ([] if freeze else ["--no-gc-freeze"]), tmp_path)
+    frozen = -1
+    try:
+        async with asyncio.timeout(30 * TIME):
+            while frozen <= 0:
+                page = await relay_metrics(relay.url, EXECUTOR_TOKEN)
+                found = re.search(r"^exec_server_relay_gc_objects_frozen (\d+)$", page, re.M)
+                assert found is not None, page
+                frozen = int(found.group(1))
+                if not freeze:
+                    break
+                await asyncio.sleep(0.05)  # a poll with a deadline
+        assert (frozen > 1000) if freeze else (frozen == 0), page
+        assert "exec_server_relay_gc_longest_pause_ms " in page
+    finally:
+        assert await relay.stop() == 0

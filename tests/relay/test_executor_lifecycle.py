@@ -14,11 +14,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from execserver.relay.registry_client import RegistryClient, registry_http_client
+from tests.harness.ports import listen_port
 from tests.harness.relay import CONNECTED, relay_flags, remote_executor
 from tests.harness.relay_wire import (
     RelayHarness,
     WireStream,
-    free_port,
     poll,
     raw_key,
     registry_proxy,
@@ -180,13 +181,36 @@ async def test_relay_restart_keeps_the_executor(tmp_path: Path, keep_state: bool
         await relay.stop()
 
 
+async def test_executors_share_one_registry_pool() -> None:
+    """Many executors of one process may share one HTTP pool (`RegistryClient(http=…)`, as
+    bench/fleet_scale.py runs thousands): each registers its own environment through it, and
+    one executor ending leaves the pool open for the others (the owner closes it)."""
+    http = registry_http_client()
+    try:
+        async with running_relay() as relay:
+
+            def client(environment_id: str) -> RegistryClient:
+                return RegistryClient(relay.url, environment_id, EXECUTOR_TOKEN, http=http)
+
+            async with running_executor(relay.url, "shared1", registry=client("shared1")):
+                async with running_executor(relay.url, "shared2", registry=client("shared2")):
+                    await poll(lambda: executors_connected(relay) == 2, what="both attached")
+                assert not http.is_closed
+                async with running_executor(relay.url, "shared3", registry=client("shared3")):
+                    await poll(lambda: executors_connected(relay) == 2, what="a third attached")
+            assert registrations(relay) == 3
+            assert not http.is_closed
+    finally:
+        await http.aclose()
+
+
 # -- registry failures ----------------------------------------------------------------------------
 
 
 async def test_executor_retries_an_unreachable_registry() -> None:
     """Nothing listens at the registry URL: the executor keeps retrying (codex would exit);
     once a registry answers there, it registers and connects."""
-    port = free_port()
+    port = listen_port()
     async with (
         running_relay() as relay,
         running_executor(f"http://127.0.0.1:{port}", ENV, connect=False) as executor,

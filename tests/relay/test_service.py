@@ -791,8 +791,8 @@ class FailingState(MemoryRelayState):
 
 
 async def test_service_state_failures_are_409_and_503() -> None:
-    """Lost compare-and-swaps are 409; a state outage is 503, also on the executor's upgrade,
-    so a codex executor retries its URL instead of registering again."""
+    """Lost compare-and-swaps are 409; a state outage is 503 with a `Retry-After`, also on
+    the executor's upgrade, so a codex executor retries its URL instead of registering again."""
     state = FailingState()
     async with running_relay(state=state) as relay:
         registration = await relay.register("test1")
@@ -800,9 +800,12 @@ async def test_service_state_failures_are_409_and_503() -> None:
         body = api.RegisterRequest(api.SECURITY_PROFILE, fake_key())
         reply = await relay.post("test1", api.REGISTER, body, token=EXECUTOR_TOKEN)
         assert (reply.status, reply.body["error"]["code"]) == (409, "registration_conflict")
+        assert "Retry-After" not in reply.headers
         state.failure = StateUnavailable("down")
         reply = await relay.post("test1", api.REGISTER, body, token=EXECUTOR_TOKEN)
         assert (reply.status, reply.body["error"]["code"]) == (503, "unavailable")
+        # Told when to come back, a few seconds drawn at random (spreads a storm).
+        assert 1 <= int(reply.headers["Retry-After"]) <= 5
         assert await relay.upgrade_status(registration.url) == (503, "route_unavailable")
         state.failure = None
         ws = await relay.socket(registration.url)

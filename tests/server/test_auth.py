@@ -227,6 +227,18 @@ def _jwt_cases() -> dict[str, Case]:
         "order-nbf-and-bad-audience": lambda: bearer(make_jwt(good(nbf=now() + 99, aud="o"))),
         "order-issuer-and-audience": lambda: bearer(make_jwt(good(iss="o", aud="o"))),
         "extra-header-fields": lambda: bearer(make_jwt(good(), kid="key-1")),
+        "sub-object": lambda: bearer(raw_jwt(hs256, good(sub={"id": "u"}))),
+        "sub-list": lambda: bearer(raw_jwt(hs256, good(sub=["u"]))),
+        "sub-null": lambda: bearer(raw_jwt(hs256, good(sub=None) | {"sub": None})),
+        "header-space-before-colon": lambda: [
+            ("Authorization ", f"Bearer {make_jwt(good())}".encode())
+        ],
+        "header-tab-before-colon": lambda: [
+            ("Authorization\t", f"Bearer {make_jwt(good())}".encode())
+        ],
+        "header-value-with-del": lambda: [
+            ("Authorization", f"Bearer {make_jwt(good())}\x7f".encode())
+        ],
     }
 
 
@@ -286,7 +298,7 @@ async def test_auth_jwt_upgrade_matches_reference(
     assert ours == reference
     expect_ok = case in {
         "valid", "lowercase-scheme-double-space", "expired-within-skew", "nbf-within-skew",
-        "nbf-null", "audience-list-hit", "extra-header-fields",
+        "nbf-null", "audience-list-hit", "extra-header-fields", "sub-null",
     }  # fmt: skip
     assert (ours[0] == 101) == expect_ok, ours
 
@@ -301,6 +313,19 @@ async def test_auth_token_upgrade_matches_reference(
     reference = await upgrade(auth_servers["reference", "token"], headers)
     assert ours == reference
     assert (ours[0] == 101) == (case in {"valid", "trailing-spaces"}), ours
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("sub", [7, True, 1.5], ids=["number", "bool", "float"])
+async def test_auth_jwt_sub_must_be_string(
+    sub: object, auth_servers: dict[tuple[str, str], int]
+) -> None:
+    """Deliberate difference `jwt_sub_must_be_string`: RFC 7519 makes `sub` a string; the
+    reference accepts a number or a boolean there (and objects or lists it refuses, as we do)."""
+    claims = {"exp": int(time.time()) + 300, "iss": ISSUER, "aud": AUDIENCE, "sub": sub}
+    headers = bearer(raw_jwt({"alg": "HS256", "typ": "JWT"}, claims))
+    assert await upgrade(auth_servers["ours", "jwt"], headers) == (401, "invalid websocket jwt")
+    assert (await upgrade(auth_servers["reference", "jwt"], headers))[0] == 101
 
 
 async def _plain(port: int, request: bytes) -> int:

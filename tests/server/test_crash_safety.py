@@ -1,4 +1,5 @@
-"""fs/writeFile survives the server being killed mid-write: the target is old or new, never torn."""
+"""fs/writeFile survives the server being killed mid-write: the target is old or new, never torn,
+and no temporary file is left behind."""
 
 from __future__ import annotations
 
@@ -46,6 +47,8 @@ async def test_write_file_killed_mid_write_is_old_or_new(tmp_path: Path) -> None
         finally:
             await server.stop()
         data = target.read_bytes()
+        # the data went into an unnamed temporary file: a kill leaves no temp file behind
+        assert not list(tmp_path.glob(".target.bin.execserver-*")), f"temp file left at {delay}"
         if data == OLD:
             outcomes["old"] += 1
         else:

@@ -261,13 +261,22 @@ def background_http() -> Iterator[str]:
 # -- processes -------------------------------------------------------------------------------------
 
 
+def _is_watchdog(pid: int) -> bool:
+    """The server's own crash watchdog (local/crash_guard.py), not something a client started."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"execserver/local/watchdog.py" in f.read()
+    except OSError:
+        return False
+
+
 def descendants(pid: int) -> list[int]:
-    """Every live or zombie process below `pid`."""
+    """Every live or zombie process below `pid` (but the server's crash watchdog)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             fields = stat_fields(int(entry))
-            if fields is not None:
+            if fields is not None and not _is_watchdog(int(entry)):
                 children.setdefault(int(fields[1]), []).append(int(entry))
     found: list[int] = []
     todo = [pid]

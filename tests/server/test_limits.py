@@ -69,11 +69,8 @@ async def test_limit_sessions(start_server: StartServer) -> None:
     assert refused["error"]["code"] == -32600
     assert refused["error"]["message"].startswith("too many sessions on this server (limit 2")
     await third.close()
-    # a detached session still counts, and can still be resumed
+    # a detached session can still be resumed while there is room ...
     await first.close()
-    fourth = await WireClient.connect(url)
-    assert "error" in await fourth.initialize()
-    await fourth.close()
     back = await WireClient.connect(url)
     for _ in range(100):
         resumed = await back.initialize(resume=session)
@@ -83,6 +80,21 @@ async def test_limit_sessions(start_server: StartServer) -> None:
         back = await WireClient.connect(url)
     assert resumed["result"]["sessionId"] == session
     await back.close()
+    # ... and an idle detached session makes room for a new client (no lockout)
+    fourth = await WireClient.connect(url)
+    for _ in range(100):
+        created = await fourth.initialize()
+        if "result" in created:
+            break
+        await fourth.close()
+        fourth = await WireClient.connect(url)
+    assert "result" in created, created
+    gone = await WireClient.connect(url)
+    assert (await gone.initialize(resume=session))["error"]["message"] == (
+        f"unknown session id {session}"
+    )
+    await gone.close()
+    await fourth.close()
     await second.close()
 
 

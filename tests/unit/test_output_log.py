@@ -22,7 +22,7 @@ def test_output_log_shares_one_seq_space() -> None:
     """Output, exit and close take consecutive seqs; listeners see them in order."""
     seen: list[ProcessEvent] = []
     log = OutputLog()
-    log.listener = seen.append
+    log.listeners.append(seen.append)
     log.append_output("stdout", b"x")
     log.record_exit(0)
     log.append_output("stdout", b"late")

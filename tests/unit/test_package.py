@@ -95,9 +95,10 @@ def _is_module(name: str) -> bool:
     return (SRC / name).is_dir() or (SRC / f"{name}.py").is_file()
 
 
-# Bottom modules every layer may use: task ownership (stdlib only) and the Rust-crate
-# emulations (`compat`, which imports nothing of ours).
-EVERYWHERE = {"tasks", "compat"}
+# Bottom modules every layer may use: task ownership (stdlib only), the Rust-crate
+# emulations (`compat`, which imports nothing of ours) and the token-file checks shared by the
+# server's --ws-token-file and the CLI's --token-file (`token_files`, stdlib only).
+EVERYWHERE = {"tasks", "compat", "token_files"}
 
 
 def test_package_layers_point_one_way() -> None:
@@ -133,8 +134,9 @@ def test_package_compat_imports_nothing_of_ours() -> None:
 
 
 def test_package_tasks_module_imports_nothing_of_ours() -> None:
-    """tasks.py is below every layer."""
+    """tasks.py and token_files.py are below every layer."""
     assert _imported_layers(SRC / "tasks.py") == set()
+    assert _imported_layers(SRC / "token_files.py") == set()
 
 
 def test_package_errors_module_imports_only_protocol() -> None:

@@ -1,4 +1,4 @@
-"""local/sandbox/seccomp: the network filter, decoded and run by a small classic-BPF interpreter.
+"""local/sandbox/seccomp: the network filters, decoded and run by a small classic-BPF interpreter.
 
 The program is an array of `struct sock_filter {u16 code; u8 jt; u8 jf; u32 k}` over
 `struct seccomp_data {u32 nr; u32 arch; u64 ip; u64 args[6]}`; the interpreter knows the four
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from execserver.local.sandbox.seccomp import network_filter
+from execserver.local.sandbox.seccomp import managed_network_filter, network_filter
 
 LD_W_ABS = 0x20
 JEQ_K = 0x15
@@ -172,3 +172,55 @@ def test_seccomp_filter_is_none_for_other_machines() -> None:
     """Architectures without a syscall table get no filter (the network namespace remains)."""
     assert network_filter("riscv64") is None
     assert network_filter("armv7l") is None
+
+
+# The managed-network filter: what it refuses beyond ptrace and io_uring, by architecture.
+MANAGED_DENIED = {
+    "x86_64": {"socketpair": 53, "setns": 308, "ptrace": 101, "io_uring_setup": 425},
+    "aarch64": {"socketpair": 199, "setns": 268, "ptrace": 117, "io_uring_setup": 425},
+}
+# Internet sockets work under a managed network: connect, bind, listen, accept, send*.
+MANAGED_ALLOWED = {
+    "x86_64": [42, 43, 44, 46, 49, 50, 288, 307, 0, 1, 231],
+    "aarch64": [203, 202, 206, 211, 200, 201, 242, 269, 63, 64, 94],
+}
+
+
+def _managed(machine: str) -> list[Insn]:
+    program = managed_network_filter(machine)
+    assert program is not None
+    return decode(program)
+
+
+def test_managed_filter_refuses_unix_sockets_only(machine: str) -> None:
+    """socket() fails with EPERM for AF_UNIX and works for every other family."""
+    program = _managed(machine)
+    arch = AUDIT_ARCH[machine]
+    assert run(program, SOCKET[machine], arch, (socket.AF_UNIX,)) == RET_EPERM
+    assert run(program, SOCKET[machine], arch, ((1 << 32) | socket.AF_UNIX,)) == RET_EPERM
+    for family in (socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK, 0):
+        assert run(program, SOCKET[machine], arch, (family,)) == RET_ALLOW, family
+
+
+def test_managed_filter_denies_socketpair_setns_ptrace_io_uring(machine: str) -> None:
+    program = _managed(machine)
+    for name, nr in MANAGED_DENIED[machine].items():
+        assert run(program, nr, AUDIT_ARCH[machine]) == RET_EPERM, name
+
+
+def test_managed_filter_allows_internet_socket_calls(machine: str) -> None:
+    program = _managed(machine)
+    for nr in MANAGED_ALLOWED[machine]:
+        assert run(program, nr, AUDIT_ARCH[machine]) == RET_ALLOW, nr
+
+
+def test_managed_filter_checks_the_architecture_and_x32(machine: str) -> None:
+    program = _managed(machine)
+    other = next(arch for name, arch in AUDIT_ARCH.items() if name != machine)
+    assert run(program, SOCKET[machine], other, (socket.AF_INET,)) == RET_KILL_PROCESS
+    for index, insn in enumerate(program):
+        if insn.code in (JEQ_K, JGE_K):
+            assert index + 1 + max(insn.jt, insn.jf) < len(program)
+    if machine == "x86_64":
+        assert run(program, X32_SYSCALL_BIT + 41, AUDIT_ARCH[machine], (2,)) == RET_EPERM
+    assert managed_network_filter("riscv64") is None

@@ -232,10 +232,12 @@ async def envelope_jsonrpc_member_ignored(ctx: CaseContext) -> Any:
 async def envelope_unknown_methods(ctx: CaseContext) -> Any:
     client = await ctx.client(initialize=False)
     before = [
-        await client.request(m) for m in ("process/kill", "fs/rename", "ping", "process/output")
+        await client.request(m) for m in ("process/pause", "fs/rename", "ping", "process/output")
     ]
     await client.initialize()
-    after = [await client.request(m) for m in ("process/resize", "session/list", "$/cancelRequest")]
+    # Not process/kill or process/resize: those are our extensions (process_handles_extension).
+    unknown = ("process/suspend", "session/list", "$/cancelRequest")
+    after = [await client.request(m) for m in unknown]
     return before + after
 
 

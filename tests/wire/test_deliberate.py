@@ -51,7 +51,9 @@ DELIBERATE_DIFFERENCES: dict[str, str] = {
     ),
     "environment_info_identity": (
         "environment/info advertises false for every capability not implemented, our own "
-        "providerId, and no prependPathDirs (we ship no helper binaries)."
+        "providerId, and no prependPathDirs: the reference reports its package's codex-path "
+        "directory (a bundled rg) for the app-server's login_shell_package_path feature; we "
+        "ship no helper tools (docs/protocol.md, prependPathDirs)."
     ),
     "copy_onto_itself_refused": (
         "fs/copy of a file onto itself (same path, a symlink to it, or a hard link of it) is an "
@@ -86,14 +88,82 @@ DELIBERATE_DIFFERENCES: dict[str, str] = {
         "(status 0) as it drops a WebSocket connection; the reference keeps running but never "
         "answers again."
     ),
+    "process_endings_extension": (
+        'A client that sends `extensions: ["processEndings"]` in initialize gets termination '
+        "records on process/exited and process/read, server-side timeoutMs/idleTimeoutMs and "
+        "limits on process/start, process/wait and process/waitingForInput (docs/protocol.md, "
+        "Extensions); without the field every message has the reference's shape. The reference "
+        "ignores the fields and answers process/wait with -32601."
+    ),
+    "session_close_extension": (
+        "session/close (an extension) kills the session's processes and forgets it at once, so a "
+        "client that is done (every `execserver` CLI call) leaves nothing detached for the "
+        "resume window; the reference has no way to end a session (-32601)."
+    ),
+    "fs_attributes_extension": (
+        "fs/getAttributes and fs/setAttributes (extensions) read and set a file's permission "
+        "bits and times, so `execserver cp` keeps them like scp; the reference answers -32601."
+    ),
+    "listen_wss_tls": (
+        "--listen wss://IP:PORT with --tls-cert/--tls-key serves TLS (re-reading the files when "
+        "they change); the reference refuses wss:// and has no TLS. Tested in "
+        "tests/cli/test_tls.py."
+    ),
+    "weak_token_files_refused": (
+        "A --ws-token-file others can write, or holding a token under 16 bytes, refuses to start "
+        "(a world-readable one is warned about); the reference accepts both. Tested in "
+        "tests/cli/test_tokens.py."
+    ),
+    "special_files_never_hang": (
+        "fs/writeFile and fs/copy onto a FIFO without a reader fail with ENXIO, and waits on "
+        "special files end after --fs-wait-timeout; the reference blocks. Tested in "
+        "tests/server/test_hardening.py."
+    ),
+    "memory_budget": (
+        "fs/readFile, buffered http/request bodies and pending stdin stop at their share of "
+        "--max-memory with a clear error; the reference has no cap. Tested in "
+        "tests/server/test_hardening.py."
+    ),
+    "jwt_sub_must_be_string": (
+        "A JWT whose sub is not a string is refused (RFC 7519); the reference accepts numbers "
+        "and booleans. Tested in tests/server/test_auth.py."
+    ),
+    "child_connections_refused": (
+        "Processes the executor started are refused on its loopback listener (403). Tested in "
+        "tests/server/test_hardening.py."
+    ),
+    "writable_grant_symlink_refused": (
+        "A writable grant through a symlink leading out of its directory is refused. Tested in "
+        "tests/server/test_hardening.py."
+    ),
+    "detached_sessions_make_room": (
+        "At the session cap an idle detached session gives way to a new one. Tested in "
+        "tests/server/test_limits.py and tests/server/test_hardening.py."
+    ),
     "larger_output_chunks": (
         "Pipe output is read up to 64 KiB at a time (the reference: 8 KiB), so fewer, larger "
         "process/output notifications carry the same bytes."
     ),
-    "network_proxy_launch_refused": (
-        "A well-formed `networkProxy` (an executor-local managed proxy launch) is refused with "
-        "-32602 once every other check has passed: there is no managed proxy here yet "
-        "(networkProxyLaunch is false). The reference starts the proxy and the process."
+    "network_proxy_transparent_tcp_refused": (
+        "A `networkProxy` asking for transparent TCP (`proxy.transparentTcp`) is refused with "
+        "-32602 (networkProxyTransparentTcp is false: no TUN device and userspace TCP stack "
+        "here). The reference starts the process, and on a host without a bubblewrap it supports "
+        "its helper panics (exit 101, sandboxDenied)."
+    ),
+    "network_proxy_socks5_ip_literal_names": (
+        "A SOCKS5 CONNECT naming an IP address as a host name (ATYP 3, e.g. `127.0.0.1`) "
+        "connects like the same address sent as an address; the reference's proxy allows it "
+        "and then answers 05 (connection refused) without connecting."
+    ),
+    "network_proxy_socks5_udp_refused": (
+        "SOCKS5 UDP ASSOCIATE is answered 07 (command not supported) even with "
+        "`enableSocks5Udp`: the managed proxy relays TCP only. The reference opens a UDP relay."
+    ),
+    "network_proxy_credential_masking_refused": (
+        "A `networkProxy` asking for credential masking (`proxy.credentialMasking`) is refused "
+        "with -32602 (credentialMasking is false: no TLS-intercepting credential broker here). "
+        "The reference starts the process with its CA bundle exported (SSL_CERT_FILE and "
+        "friends) and, in every probe, the secrets in the environment left as they were."
     ),
 }
 
@@ -351,10 +421,23 @@ async def test_environment_info_identity(ours: ServerProcess) -> None:
             "httpHeaderEnvVars",
             "linuxApprovedRootWritePreservesRestrictions",
             "linuxRootWritePreservesDevices",
+            "networkProxyLaunch",
+            "networkProxyReviewDomains",
             "sandboxedFileStreaming",
             "shellSnapshotV2",
         ]
         assert info["providerId"].startswith("sha256:")
+
+
+async def test_environment_info_identity_reference(reference: ServerProcess) -> None:
+    """The reference reports one directory: `codex-path` beside its `bin/`, holding `rg`."""
+    async with await WireClient.connect(reference.url) as client:
+        info = (await client.initialize())["result"]["environmentInfo"]
+    [uri] = info["prependPathDirs"]
+    directory = Path(uri.removeprefix("file://"))
+    assert directory.name == "codex-path" and (directory.parent / "bin" / "codex").is_file()
+    rg = directory / "rg"
+    assert rg.is_file() and os.access(rg, os.X_OK)
 
 
 async def test_larger_output_chunks(ours: ServerProcess) -> None:
@@ -463,8 +546,11 @@ async def test_process_close_stdin_extension_reference(reference: ServerProcess)
     assert response["error"]["code"] == -32601
 
 
-async def _stdio_after(command: list[str], line: bytes) -> tuple[int | None, list[dict[str, Any]]]:
-    """Send `line`, then a request; return (exit status or None if running, what came back)."""
+async def _stdio_after(
+    command: list[str], line: bytes, *, exit_wait: float = 1.0
+) -> tuple[int | None, list[dict[str, Any]]]:
+    """Send `line`, then a request; return (exit status or None if still running `exit_wait`
+    seconds after the answers, what came back)."""
     server = await StdioServer.start(command)
     try:
         await server.write(line)
@@ -474,7 +560,7 @@ async def _stdio_after(command: list[str], line: bytes) -> tuple[int | None, lis
             while len(answers) < 2:
                 answers.append(await server.read(timeout=5 * TIME))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(server.process.wait(), 1.0)
+            await asyncio.wait_for(server.process.wait(), exit_wait)
         return server.process.returncode, answers
     finally:
         await server.kill()
@@ -495,7 +581,9 @@ async def test_stdio_invalid_utf8_line_answered_reference() -> None:
 
 
 async def test_stdio_violation_ends_the_server() -> None:
-    status, answers = await _stdio_after(ours_command("stdio"), b'{"id":1,"result":{}}\n')
+    status, answers = await _stdio_after(
+        ours_command("stdio"), b'{"id":1,"result":{}}\n', exit_wait=10 * TIME
+    )
     assert (status, answers) == (0, [])
 
 
@@ -517,35 +605,239 @@ _PROXY = {
 }
 
 
-async def _network_proxy_launch(url: str) -> tuple[dict[str, Any], str]:
-    """Start `env` with a well-formed networkProxy; (start response, its output)."""
-    params = process_params("np", ["/usr/bin/env"], networkProxy={"proxy": _PROXY})
+_NETWORK_ONLY = {
+    "permissions": {
+        "type": "managed",
+        "file_system": {"type": "unrestricted"},
+        "network": "restricted",
+    },
+    "windowsSandboxLevel": "disabled",
+}
+
+
+async def _network_proxy_launch(
+    url: str, proxy: dict[str, Any] | None = None, **extra: Any
+) -> tuple[dict[str, Any], str, int | None]:
+    """Start `env` with a well-formed networkProxy; (start response, its output, exit code)."""
+    launch = {"proxy": {**_PROXY, **(proxy or {})}}
+    params = process_params("np", ["/usr/bin/env"], networkProxy=launch, **extra)
     async with await WireClient.connect(url) as client:
         await client.initialize()
         response = await client.request("process/start", params)
         if "error" in response:
-            return response, ""
+            return response, "", None
         events = await client.process_events("np")
         output = b"".join(
             base64.b64decode(e["params"]["chunk"])
             for e in events
             if e["method"] == "process/output"
         )
-        return response, output.decode()
+        code = next(e["params"]["exitCode"] for e in events if e["method"] == "process/exited")
+        return response, output.decode(), code
 
 
-async def test_network_proxy_launch_refused(ours: ServerProcess) -> None:
-    response, _ = await _network_proxy_launch(ours.url)
+_TRANSPARENT = {
+    "proxy": {"transparentTcp": True},
+    "sandbox": _NETWORK_ONLY,
+    "enforceManagedNetwork": True,
+}
+
+
+async def test_network_proxy_transparent_tcp_refused(ours: ServerProcess) -> None:
+    response, _, _ = await _network_proxy_launch(ours.url, **_TRANSPARENT)
     assert response["error"] == {
         "code": -32602,
-        "message": "executor-local network proxy launches are not supported by this executor "
-        "(capability networkProxyLaunch is false)",
+        "message": "transparent TCP is not supported by this executor "
+        "(capability networkProxyTransparentTcp is false)",
     }
 
 
 @pytest.mark.reference
-async def test_network_proxy_launch_refused_reference(reference: ServerProcess) -> None:
+async def test_network_proxy_transparent_tcp_refused_reference(reference: ServerProcess) -> None:
     require_reference()
-    response, output = await _network_proxy_launch(reference.url)
-    assert "result" in response
-    assert "CODEX_NETWORK_PROXY_ACTIVE=1" in output
+    response, output, code = await _network_proxy_launch(reference.url, **_TRANSPARENT)
+    assert "result" in response  # started; on this host its helper then panics
+    assert code == 101
+    assert "transparent TCP requires a supported distro bubblewrap" in output
+
+
+_SECRET = "ghp_abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+async def test_network_proxy_credential_masking_refused(ours: ServerProcess) -> None:
+    response, _, _ = await _network_proxy_launch(
+        ours.url, {"credentialMasking": True}, env={"GITHUB_TOKEN": _SECRET}
+    )
+    assert response["error"] == {
+        "code": -32602,
+        "message": "credential masking is not supported by this executor "
+        "(capability credentialMasking is false)",
+    }
+
+
+@pytest.mark.reference
+async def test_network_proxy_credential_masking_refused_reference(
+    reference: ServerProcess,
+) -> None:
+    require_reference()
+    response, output, code = await _network_proxy_launch(
+        reference.url, {"credentialMasking": True}, env={"GITHUB_TOKEN": _SECRET}
+    )
+    assert "result" in response and code == 0
+    env = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
+    assert "/proxy/ca-bundle-" in env["SSL_CERT_FILE"]
+    assert env["GITHUB_TOKEN"] == _SECRET  # exported as given: nothing was masked
+
+
+async def _netclient(url: str, ops: list[str], proxy: dict[str, Any]) -> list[Any]:
+    """Run tests/harness/netclient.py with `ops` under a managed proxy; its result lines."""
+    import json
+    import sys
+
+    from tests.wire.cases_network import NETCLIENT
+
+    launch = {"proxy": {**_PROXY, "mode": "full", **proxy}}
+    params = process_params("nc", [sys.executable, NETCLIENT, *ops], networkProxy=launch)
+    async with await WireClient.connect(url) as client:
+        await client.initialize()
+        response = await client.request("process/start", params)
+        assert "result" in response, response
+        events = await client.process_events("nc", timeout=30 * TIME)
+    output = b"".join(
+        base64.b64decode(e["params"]["chunk"]) for e in events if e["method"] == "process/output"
+    )
+    return [json.loads(line)["result"] for line in output.decode().splitlines()]
+
+
+async def _socks_to_literal_name(url: str) -> list[Any]:
+    from tests.harness.httpserver import http_test_server, respond
+
+    async with http_test_server() as server:
+        server.route("/socks", respond(200, [], b"reached"))
+        port = str(server.port)
+        ops = ["socks-name", "127.0.0.1", port, "socks", "127.0.0.1", port]
+        return await _netclient(url, ops, {"domains": {"127.0.0.1": "allow"}})
+
+
+async def test_network_proxy_socks5_ip_literal_names(ours: ServerProcess) -> None:
+    as_name, as_address = await _socks_to_literal_name(ours.url)
+    assert as_name["reply"] == 0 and as_name["tunnel"]["body"] == "reached"
+    assert as_address == as_name
+
+
+@pytest.mark.reference
+async def test_network_proxy_socks5_ip_literal_names_reference(reference: ServerProcess) -> None:
+    require_reference()
+    as_name, as_address = await _socks_to_literal_name(reference.url)
+    assert as_name == {"greeting": "0500", "reply": 5}
+    assert as_address["reply"] == 0 and as_address["tunnel"]["body"] == "reached"
+
+
+async def test_network_proxy_socks5_udp_refused(ours: ServerProcess) -> None:
+    (udp,) = await _netclient(ours.url, ["socks-udp"], {"enableSocks5Udp": True})
+    assert udp == {"greeting": "0500", "reply": 7}
+
+
+@pytest.mark.reference
+async def test_network_proxy_socks5_udp_refused_reference(reference: ServerProcess) -> None:
+    require_reference()
+    (udp,) = await _netclient(reference.url, ["socks-udp"], {"enableSocks5Udp": True})
+    assert udp == {"greeting": "0500", "reply": 0}
+
+
+async def _ending_of_a_timed_out_sleep(url: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(process/wait's answer, the process/exited params) for `sleep 30` with timeoutMs 200,
+    from a client that asks for processEndings."""
+    async with await WireClient.connect(url) as client:
+        response = await client.request(
+            "initialize", {"clientName": "deliberate", "extensions": ["processEndings"]}
+        )
+        assert "result" in response, response
+        await client.notify("initialized", {})
+        await client.request(
+            "process/start", process_params("sleep", ["sleep", "30"], timeoutMs=200)
+        )
+        wait = await client.request(
+            "process/wait", {"processId": "sleep", "timeoutMs": 10_000}, timeout=15 * TIME
+        )
+        if "error" in wait:
+            await client.request("process/terminate", {"processId": "sleep"})
+        events = await client.process_events("sleep", timeout=15 * TIME)
+        exited = next(e["params"] for e in events if e["method"] == "process/exited")
+        return wait, exited
+
+
+async def test_process_endings_extension(ours: ServerProcess) -> None:
+    wait, exited = await _ending_of_a_timed_out_sleep(ours.url)
+    assert wait["result"]["reason"] == "exited"
+    assert exited["exitCode"] == 128 + signal.SIGTERM
+    assert exited["termination"]["reason"] == "timeout"
+    assert exited["termination"]["signal"] == "SIGTERM"
+
+
+@pytest.mark.reference
+async def test_process_endings_extension_reference(reference: ServerProcess) -> None:
+    require_reference()
+    wait, exited = await _ending_of_a_timed_out_sleep(reference.url)
+    assert wait["error"]["code"] == -32601
+    assert "termination" not in exited and exited["exitCode"] == 128 + signal.SIGKILL
+
+
+async def _close_session(url: str) -> tuple[dict[str, Any], dict[str, Any], bool]:
+    """session/close with a sleeper running: the answer, what a later process/start gets,
+    and whether the sleeper is gone."""
+    marker = f"close-{uuid.uuid4().hex}"
+    async with await WireClient.connect(url) as client:
+        await client.initialize()
+        await client.request("process/start", process_params("sleeper", sleeper(marker)))
+        pids = await wait_for_marked(marker, 1, timeout=10 * TIME)
+        assert len(pids) == 1, pids
+        closed = await client.request("session/close", None)
+        after = await client.request("process/start", process_params("later", ["true"]))
+        gone = await wait_all_dead(pids, timeout=10 * TIME) if "result" in closed else False
+        if "error" in closed:
+            await client.request("process/terminate", {"processId": "sleeper"})
+            await wait_all_dead(pids, timeout=10 * TIME)
+        return closed, after, gone
+
+
+async def test_session_close_extension(ours: ServerProcess) -> None:
+    closed, after, gone = await _close_session(ours.url)
+    assert closed["result"] == {} and gone
+    assert after["error"]["message"] == "session has been closed by session/close"
+
+
+@pytest.mark.reference
+async def test_session_close_extension_reference(reference: ServerProcess) -> None:
+    require_reference()
+    closed, after, _ = await _close_session(reference.url)
+    assert closed["error"]["code"] == -32601 and "result" in after
+
+
+async def _attributes(url: str, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    async with await WireClient.connect(url) as client:
+        await client.initialize()
+        uri = f"file://{path}"
+        setting = await client.request(
+            "fs/setAttributes", {"path": uri, "mode": 0o751, "modifiedAtNs": 1_500_000_000 * 10**9}
+        )
+        return setting, await client.request("fs/getAttributes", {"path": uri})
+
+
+async def test_fs_attributes_extension(ours: ServerProcess, tmp_path: Path) -> None:
+    path = tmp_path / "file"
+    path.write_text("x")
+    setting, got = await _attributes(ours.url, path)
+    assert setting["result"] == {}
+    assert got["result"]["mode"] == 0o751 == path.stat().st_mode & 0o7777
+    assert got["result"]["modifiedAtNs"] == 1_500_000_000 * 10**9 == path.stat().st_mtime_ns
+    assert got["result"]["accessedAtNs"] == path.stat().st_atime_ns
+
+
+@pytest.mark.reference
+async def test_fs_attributes_extension_reference(reference: ServerProcess, tmp_path: Path) -> None:
+    require_reference()
+    path = tmp_path / "file"
+    path.write_text("x")
+    setting, got = await _attributes(reference.url, path)
+    assert setting["error"]["code"] == got["error"]["code"] == -32601

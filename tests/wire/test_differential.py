@@ -21,6 +21,7 @@ from tests.wire import (
     cases_discovery,
     cases_fs,
     cases_http,
+    cases_network,
     cases_sandbox,
     cases_shell_snapshot,
 )
@@ -30,6 +31,7 @@ ALL_CASES = {
     **cases_core.CASES,
     **cases_fs.CASES,
     **cases_http.CASES,
+    **cases_network.CASES,
     **cases_sandbox.CASES,
     **cases_discovery.CASES,
     **cases_shell_snapshot.CASES,

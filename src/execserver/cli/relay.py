@@ -47,7 +47,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from execserver.cli.help import HelpFormatter, add_version_argument
 from execserver.relay.service.access import AccessConfigError, AccessPolicy, Role, Scopes, TokenSet
+from execserver.relay.service.collector import (
+    FULL_INTERVAL_S,
+    CollectorProbe,
+    CollectorTuning,
+)
 from execserver.relay.service.defaults import (
     AUTHORIZATION_TTL_S,
     CONNECT_WAIT_S,
@@ -60,6 +66,7 @@ from execserver.relay.service.defaults import (
 from execserver.relay.service.memory_state import MemoryRelayState
 from execserver.relay.service.state import StateError
 from execserver.relay.service.tickets import load_secret_file, state_dir_secret
+from execserver.tasks import TaskOwner
 
 if TYPE_CHECKING:  # the web stack is loaded only when the relay runs
     from nats.aio.client import Client as NatsClient
@@ -146,8 +153,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "relay",
         help="run the environment registry and rendezvous (relay mode)",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
+    add_version_argument(relay)
     relay.add_argument("--listen", default="127.0.0.1:0", help="IP:PORT (default %(default)s)")
     relay.add_argument(
         "--public-url",
@@ -239,6 +247,22 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="SECONDS",
         help="a harness that leaves its queue full this long is closed with 1013 and its stream "
         "reset (default %(default)s)",
+    )
+    relay.add_argument(
+        "--no-gc-freeze",
+        dest="gc_freeze",
+        action="store_false",
+        help="leave Python's garbage collector as it is (by default the relay freezes "
+        "long-lived objects out of its collections each second and collects everything every "
+        "10 minutes: shorter pauses with thousands of executors)",
+    )
+    relay.add_argument(
+        "--gc-full-interval",
+        type=_positive_float,
+        default=FULL_INTERVAL_S,
+        metavar="SECONDS",
+        help="with the freeze: how often everything, frozen objects too, is collected (one "
+        "pause as long as without the freeze; default %(default)s)",
     )
     relay.add_argument("--log-level", default=argparse.SUPPRESS, help="log level (stderr)")
     relay.set_defaults(handler=run)
@@ -362,7 +386,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
     try:
-        return asyncio.run(_serve(host, port, config, state, fleet))
+        gc_full_interval = args.gc_full_interval if args.gc_freeze else None
+        return asyncio.run(
+            _serve(host, port, config, state, fleet, gc_full_interval=gc_full_interval)
+        )
     except (OSError, StateError) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
@@ -374,7 +401,11 @@ async def _serve(
     config: RelayConfig,
     state: MemoryRelayState | None,
     fleet: FleetSettings | None,
+    *,
+    gc_full_interval: float | None = FULL_INTERVAL_S,
 ) -> int:
+    """Run one node until SIGTERM/SIGINT; `gc_full_interval`: None leaves the collector
+    alone, else the seconds between collections of everything (`CollectorTuning`)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -394,6 +425,15 @@ async def _serve(
         url = await server.start(host, port)
         sys.stdout.write(url + "\n")
         sys.stdout.flush()
+        probe = server.collector = CollectorProbe(metrics)
+        probe.install()
+        stack.callback(probe.remove)
+        if gc_full_interval is not None:
+            # Start-up's objects and each attached executor's are long-lived: keep them out of
+            # the full collections (docs/SCALING.md).
+            tasks = TaskOwner("relay garbage collection")
+            stack.push_async_callback(tasks.aclose)
+            tasks.spawn(CollectorTuning(full_interval_s=gc_full_interval).run())
         await stop.wait()
     return 0
 

@@ -1,7 +1,8 @@
 """`execserver serve [--listen ws://IP:PORT | stdio]`.
 
 On a WebSocket bind the server prints exactly one line, the bound URL, to stdout; logs go to
-stderr. SIGTERM/SIGINT stop listening, kill every managed process tree and exit 0.
+stderr. SIGTERM/SIGINT stop listening, kill every managed process tree and exit 0. SIGHUP
+replaces the server with a fresh image of the installed code, in place (server/upgrade.py).
 """
 
 from __future__ import annotations
@@ -12,11 +13,23 @@ import contextlib
 import gc
 import ipaddress
 import os
+import secrets
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass
 
+from execserver.cli.help import HelpFormatter, add_version_argument
+from execserver.local.blocking import FS_WAIT_TIMEOUT_S
+from execserver.local.directory import (
+    DETACHED_RETENTION_S,
+    MAX_ATTACHERS,
+    MAX_DETACHED_PER_PRINCIPAL,
+)
+from execserver.local.endings import DEFAULT_KILL_GRACE_S
+from execserver.local.journal import JOURNAL_BUDGET_BYTES, JOURNAL_MAX_BYTES
 from execserver.local.output_log import MAX_RETAINED_OUTPUT_BYTES
 from execserver.local.process import MAX_PROCESSES_PER_SESSION
 from execserver.observability.setup import ObservabilityError
@@ -32,7 +45,24 @@ from execserver.server.auth import (
     load_authenticator,
 )
 from execserver.server.handlers.http import MAX_HTTP_STREAMS
-from execserver.server.session import DETACHED_SESSION_TTL_S, MAX_SESSIONS
+from execserver.server.session import (
+    DETACHED_SESSION_TTL_S,
+    MAX_SESSIONS,
+    MAX_SESSIONS_PER_PRINCIPAL,
+)
+from execserver.server.tls import ReloadingTls, TlsConfigError, load_tls
+from execserver.server.upgrade import (
+    GENERATION_ENV,
+    UPGRADE_CHECK_ENV,
+    UPGRADE_FD_ENV,
+    ServerHandoff,
+    UpgradeFailed,
+    Upgrader,
+    adopt_listener,
+    decode,
+    read_fd,
+    restore,
+)
 
 EXIT_ON_STDIN_CLOSE_ENV = "CODEX_EXEC_SERVER_EXIT_ON_STDIN_CLOSE"
 REGISTRATION_TOKEN_ENV = "CODEX_API_KEY"
@@ -48,6 +78,7 @@ class ListenAddress:
 
     host: str | None = None
     port: int = 0
+    tls: bool = False
 
     @property
     def is_stdio(self) -> bool:
@@ -55,13 +86,16 @@ class ListenAddress:
 
 
 def parse_listen_url(url: str) -> ListenAddress:
-    """Validate `--listen` exactly like the reference: `ws://IP:PORT`, `stdio` or `stdio://`."""
+    """Validate `--listen` like the reference: `ws://IP:PORT`, `stdio` or `stdio://`; and
+    `wss://IP:PORT` (deliberate difference `listen_wss_tls`: the reference has no TLS)."""
     if url in ("stdio", "stdio://"):
         return ListenAddress()
-    if not url.startswith("ws://"):
+    tls = url.startswith("wss://")
+    if not url.startswith("ws://") and not tls:
         raise ListenError(f"unsupported --listen URL `{url}`; expected `ws://IP:PORT` or `stdio`")
-    invalid = ListenError(f"invalid websocket --listen URL `{url}`; expected `ws://IP:PORT`")
-    rest = url[len("ws://") :]
+    scheme = "wss://" if tls else "ws://"
+    invalid = ListenError(f"invalid websocket --listen URL `{url}`; expected `{scheme}IP:PORT`")
+    rest = url[len(scheme) :]
     if rest.startswith("["):
         host, sep, port_text = rest[1:].partition("]:")
         if not sep:
@@ -78,7 +112,7 @@ def parse_listen_url(url: str) -> ListenAddress:
         raise invalid from None
     if address.version != version or not port_text.isdigit() or int(port_text) > 65535:
         raise invalid
-    return ListenAddress(str(address), int(port_text))
+    return ListenAddress(str(address), int(port_text), tls)
 
 
 def check_exposure(
@@ -96,8 +130,9 @@ def check_exposure(
         )
 
 
-def format_ws_url(host: str, port: int) -> str:
-    return f"ws://[{host}]:{port}" if ":" in host else f"ws://{host}:{port}"
+def format_ws_url(host: str, port: int, *, tls: bool = False) -> str:
+    scheme = "wss" if tls else "ws"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def _bool_flag(value: str) -> bool:
@@ -116,12 +151,43 @@ def _positive_int(value: str) -> int:
     return number
 
 
+_SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def _byte_size(value: str) -> int:
+    """Bytes, optionally with a K, M or G (binary) suffix: `512M`, `2G`."""
+    text = value.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = text[-1:] if text[-1:] in ("K", "M", "G") else ""
+    number = _positive_int(text[: len(text) - len(unit)])
+    return number * _SIZE_SUFFIXES[unit]
+
+
+def _positive_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError("must be greater than zero")
+    return seconds
+
+
 def _auth_mode(value: str) -> str:
     if value in AUTH_MODES:
         return value
     raise argparse.ArgumentTypeError(
         f"invalid value '{value}' (possible values: {', '.join(AUTH_MODES)})"
     )
+
+
+def _seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
+    if not 0 <= number <= 3600:
+        raise argparse.ArgumentTypeError("must be between 0 and 3600 seconds")
+    return number
 
 
 def _u64(value: str) -> int:
@@ -146,8 +212,26 @@ def auth_options(args: argparse.Namespace) -> AuthOptions:
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    serve = commands.add_parser("serve", help="run the exec-server")
-    serve.add_argument("--listen", default="ws://127.0.0.1:0", help="ws://IP:PORT or stdio")
+    serve = commands.add_parser(
+        "serve",
+        help="run the exec-server",
+        description=__doc__,
+        formatter_class=HelpFormatter,
+    )
+    add_version_argument(serve)
+    serve.add_argument(
+        "--listen",
+        default="ws://127.0.0.1:0",
+        help="ws://IP:PORT, wss://IP:PORT (TLS: --tls-cert and --tls-key) or stdio",
+    )
+    serve.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="PEM certificate chain for a wss:// --listen; re-read when it changes",
+    )
+    serve.add_argument(
+        "--tls-key", metavar="FILE", help="PEM private key for --tls-cert; re-read when it changes"
+    )
     serve.add_argument(
         "--concurrent-requests",
         type=_positive_int,
@@ -173,7 +257,15 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--max-sessions",
         type=_positive_int,
         default=MAX_SESSIONS,
-        help="sessions on the server, attached or detached (default %(default)s)",
+        help="sessions on the server, attached or detached; past it a new session replaces "
+        "the oldest idle detached one (default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-sessions-per-principal",
+        type=_positive_int,
+        default=MAX_SESSIONS_PER_PRINCIPAL,
+        help="sessions of one authenticated principal (with --ws-auth); past it the "
+        "principal's oldest detached session is replaced (default %(default)s)",
     )
     serve.add_argument(
         "--max-processes-per-session",
@@ -197,11 +289,88 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="streamed http/request bodies open at once per connection (default %(default)s)",
     )
     serve.add_argument(
+        "--max-memory",
+        type=_byte_size,
+        default=None,
+        metavar="BYTES",
+        help="memory requests may make the server hold (whole-file reads, buffered http "
+        "bodies, pending stdin: a quarter each); 512M, 2G, ... (default: a quarter of the "
+        "machine's or the cgroup's memory, within 256M..16G)",
+    )
+    serve.add_argument(
+        "--fs-wait-timeout",
+        type=_positive_seconds,
+        default=FS_WAIT_TIMEOUT_S,
+        metavar="SECONDS",
+        help="how long an fs request waits for a FIFO, socket or device to become ready "
+        "before it fails (default %(default)s)",
+    )
+    serve.add_argument(
         "--process-cgroups",
         action="store_true",
-        help="start each process in its own cgroup (v1 pids hierarchy) so terminate and session "
-        "expiry also kill setsid daemons and double-forked orphans; costs ~8 ms per spawn "
-        "(cgroup migration), so it is off by default",
+        help=argparse.SUPPRESS,  # the default now; accepted for old command lines
+    )
+    serve.add_argument(
+        "--no-process-cgroups",
+        dest="no_process_cgroups",
+        action="store_true",
+        help="do not give each process its own cgroup: kills then miss setsid daemons and "
+        "double-forked orphans, limits are refused and a crash leaves processes running",
+    )
+    serve.add_argument(
+        "--kill-grace",
+        type=_seconds,
+        default=DEFAULT_KILL_GRACE_S,
+        metavar="SECONDS",
+        help="after a timeoutMs/idleTimeoutMs SIGTERM, how long a process tree has before "
+        "SIGKILL (default %(default)s)",
+    )
+    durable = serve.add_argument_group(
+        "processes that outlive their sessions (execserver run --detach, ps, attach; "
+        "docs/protocol.md)"
+    )
+    durable.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="where output journals go (default: a private directory under $TMPDIR, removed at "
+        "exit)",
+    )
+    durable.add_argument(
+        "--journal-max-bytes",
+        type=_positive_int,
+        default=JOURNAL_MAX_BYTES,
+        metavar="BYTES",
+        help="output journaled per process; past it the head and the tail are kept and the "
+        "middle is dropped (default %(default)s)",
+    )
+    durable.add_argument(
+        "--journal-budget",
+        type=_positive_int,
+        default=JOURNAL_BUDGET_BYTES,
+        metavar="BYTES",
+        help="output journaled by all processes together; past it the oldest segments on the "
+        "server are dropped first (default %(default)s)",
+    )
+    durable.add_argument(
+        "--detached-retention",
+        type=float,
+        default=DETACHED_RETENTION_S,
+        metavar="SECONDS",
+        help="how long a finished detached process stays listable and attachable "
+        "(default %(default)s)",
+    )
+    durable.add_argument(
+        "--max-detached-per-principal",
+        type=_positive_int,
+        default=MAX_DETACHED_PER_PRINCIPAL,
+        help="detached processes per principal, finished ones included until their retention "
+        "ends (default %(default)s)",
+    )
+    durable.add_argument(
+        "--max-attachers",
+        type=_positive_int,
+        default=MAX_ATTACHERS,
+        help="sessions attached to one process at once (default %(default)s)",
     )
     serve.add_argument(
         "--metrics",
@@ -229,6 +398,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="listen on a non-loopback address without --ws-auth (anyone who can connect "
         "can run commands)",
+    )
+    auth.add_argument(
+        "--allow-child-connections",
+        action="store_true",
+        help="let processes this executor started connect to its loopback listener (by "
+        "default they are refused with 403, so a command cannot drive its own executor)",
     )
     remote = serve.add_argument_group(
         "remote relay mode: register with an environment registry and serve harnesses through "
@@ -297,19 +472,35 @@ def remote_options(args: argparse.Namespace) -> RemoteOptions | None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if UPGRADE_CHECK_ENV in os.environ:  # the check child of an upgrade in place
+        from execserver.server.upgrade import check
+
+        return check(int(os.environ[UPGRADE_CHECK_ENV]))
+    handoff = None
+    generation = int(os.environ.pop(GENERATION_ENV, "0"))  # not for the children
+    if UPGRADE_FD_ENV in os.environ:  # the new image of an upgrade in place
+        try:
+            handoff = decode(read_fd(int(os.environ.pop(UPGRADE_FD_ENV))))
+        except UpgradeFailed as exc:
+            print(f"Error: {exc}", file=sys.stderr)
+            return 1
     options = auth_options(args)
+    warnings: list[str] = []
     # The reference's order: auth flag combinations, the listen URL, then the files.
     try:
         check_auth_flags(options)
         listen = parse_listen_url(args.listen)
         if listen.is_stdio and options.mode is not None:
             raise AuthConfigError("WebSocket auth requires a WebSocket listener, not stdio")
-        authenticator = load_authenticator(options)
+        authenticator = load_authenticator(options, warn=warnings.append)
         check_exposure(listen, authenticator, allow=args.allow_unauthenticated_remote)
+        tls = _tls(listen, args)
         remote = remote_options(args)
-    except (ListenError, AuthConfigError) as exc:
+    except (ListenError, AuthConfigError, TlsConfigError) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
+    for warning in warnings:
+        print(f"Warning: {warning}", file=sys.stderr)
     exit_on_stdin_close = args.exit_on_stdin_close
     if exit_on_stdin_close is None:
         env_value = os.environ.get(EXIT_ON_STDIN_CLOSE_ENV)
@@ -323,27 +514,51 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         observability = configure_observability(metrics_page=args.metrics)
     except ObservabilityError as exc:
         parser.error(str(exc))
+    state_dir, own_state_dir = args.state_dir, False
+    if handoff is not None:
+        state_dir, own_state_dir = handoff.state_dir, handoff.own_state_dir
+    elif state_dir is None:  # created on the first journal spill, if ever
+        name = f"execserver-state-{os.getpid()}-{secrets.token_hex(6)}"
+        state_dir, own_state_dir = os.path.join(tempfile.gettempdir(), name), True
     config = ServerConfig(
+        state_dir=state_dir,
+        journal_max_bytes=args.journal_max_bytes,
+        journal_budget_bytes=args.journal_budget,
+        detached_retention_s=args.detached_retention,
+        max_detached_per_principal=args.max_detached_per_principal,
+        max_attachers=args.max_attachers,
         telemetry=observability.telemetry,
         metrics_page=observability.metrics_page,
         session_ttl_s=args.session_ttl,
         subreaper=True,
-        process_cgroups=args.process_cgroups,
+        process_cgroups=not args.no_process_cgroups,
+        kill_grace_s=args.kill_grace,
         max_sessions=args.max_sessions,
+        max_sessions_per_principal=args.max_sessions_per_principal,
         max_processes_per_session=args.max_processes_per_session,
         max_retained_output=args.max_retained_output,
         max_http_streams=args.max_http_streams,
+        max_memory=args.max_memory,
+        refuse_child_connections=not args.allow_child_connections,
+        fs_wait_timeout_s=args.fs_wait_timeout,
         authenticator=authenticator,
     )
     try:
         if remote is not None:
             return asyncio.run(_serve_remote(remote, config))
-        return asyncio.run(_serve(listen, config, exit_on_stdin_close=exit_on_stdin_close))
+        upgrade = UpgradeOptions(handoff, state_dir, own_state_dir, generation)
+        return asyncio.run(
+            _serve(
+                listen, config, exit_on_stdin_close=exit_on_stdin_close, tls=tls, upgrade=upgrade
+            )
+        )
     except OSError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
     finally:
         observability.shutdown()  # flush spans and metrics still buffered
+        if own_state_dir and state_dir is not None:
+            shutil.rmtree(state_dir, ignore_errors=True)
 
 
 async def _serve_remote(remote: RemoteOptions, config: ServerConfig) -> int:
@@ -370,15 +585,49 @@ async def _serve_remote(remote: RemoteOptions, config: ServerConfig) -> int:
         await server.aclose()
 
 
-async def _serve(listen: ListenAddress, config: ServerConfig, *, exit_on_stdin_close: bool) -> int:
+@dataclass(frozen=True, slots=True)
+class UpgradeOptions:
+    handoff: ServerHandoff | None
+    """What the previous image handed over (None: a fresh start)."""
+    state_dir: str | None
+    own_state_dir: bool
+    generation: int = 0
+
+
+def _tls(listen: ListenAddress, args: argparse.Namespace) -> ReloadingTls | None:
+    if listen.tls:
+        return load_tls(args.tls_cert, args.tls_key)
+    if args.tls_cert is not None or args.tls_key is not None:
+        raise TlsConfigError("--tls-cert and --tls-key need a wss:// --listen")
+    return None
+
+
+async def _serve(
+    listen: ListenAddress,
+    config: ServerConfig,
+    *,
+    exit_on_stdin_close: bool,
+    tls: ReloadingTls | None = None,
+    upgrade: UpgradeOptions | None = None,
+) -> int:
     loop = asyncio.get_running_loop()
     _ensure_standard_fds()
     server = ExecServer(config)
+    handoff = upgrade.handoff if upgrade is not None else None
+    if handoff is not None:
+        restore(server, handoff)  # before the loop runs anything: children's statuses wait
+    upgrader = Upgrader(
+        server,
+        state_dir=upgrade.state_dir if upgrade is not None else config.state_dir,
+        own_state_dir=upgrade.own_state_dir if upgrade is not None else False,
+        generation=upgrade.generation if upgrade is not None else 0,
+    )
     # Everything imported and built so far lives as long as the server: keep it out of every
     # garbage collection (less work per collection on the request path).
     gc.freeze()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.stop)
+    upgrader.install()
     try:
         if listen.is_stdio:
             stdio_task = asyncio.ensure_future(server.serve_stdio())
@@ -388,13 +637,19 @@ async def _serve(listen: ListenAddress, config: ServerConfig, *, exit_on_stdin_c
                 await stdio_task
         else:
             assert listen.host is not None
-            host, port = await server.listen_websocket(listen.host, listen.port)
-            sys.stdout.write(format_ws_url(host, port) + "\n")
-            sys.stdout.flush()
+            context = None if tls is None else tls.context
+            if handoff is not None:
+                # The URL was printed by the first image.
+                await adopt_listener(server, handoff, tls=context)
+            else:
+                host, port = await server.listen_websocket(listen.host, listen.port, tls=context)
+                sys.stdout.write(format_ws_url(host, port, tls=tls is not None) + "\n")
+                sys.stdout.flush()
             if exit_on_stdin_close:
                 _watch_stdin(loop, server.stop)
             await server.stopped
     finally:
+        await upgrader.aclose()
         await server.aclose()
     return 0
 

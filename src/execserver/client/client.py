@@ -18,6 +18,7 @@ import contextlib
 import enum
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from ssl import SSLContext
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import msgspec
@@ -26,10 +27,20 @@ from execserver.client.reconnect import ReconnectPolicy, backoff, is_retryable
 from execserver.errors import (
     ConnectionClosed,
     ExecServerError,
+    MethodNotFound,
     RecoveryFailed,
+    TransportError,
 )
 from execserver.protocol import methods
-from execserver.protocol.session import EnvironmentInfo, InitializeParams, InitializeResponse
+from execserver.protocol.process import PROCESS_ENDINGS
+from execserver.protocol.session import (
+    EnvironmentInfo,
+    InitializeParams,
+    InitializeResponse,
+    InitializeResponseWithExtensions,
+    ProcessEndingsInfo,
+    SessionCloseResponse,
+)
 from execserver.rpc.client import RpcClient
 from execserver.tasks import TaskOwner
 from execserver.transport.base import DialledChannel, MessageReceiver
@@ -129,11 +140,14 @@ class ExecServerClient:
         headers: Mapping[str, str] | None = None,
         client_name: str = DEFAULT_CLIENT_NAME,
         policy: ReconnectPolicy | None = None,
+        ssl: SSLContext | None = None,
     ) -> ExecServerClient:
         """Connect to a WebSocket exec-server and complete the handshake.
 
-        Raises `ConnectError` (or the server's `RpcError`) if the first connection fails; the
-        first connection is not retried. Cancellation: nothing is left open.
+        `wss://` verifies the server with `ssl` (default: the system trust store); there is
+        no fallback to plain `ws://`. Raises `ConnectError` (or the server's `RpcError`) if the
+        first connection fails; the first connection is not retried. Cancellation: nothing is
+        left open.
         """
         policy = policy or ReconnectPolicy()
 
@@ -143,7 +157,7 @@ class ExecServerClient:
 
         async def connector(receiver: MessageReceiver) -> DialledChannel:
             return await connect_websocket(
-                url, receiver, headers=extra, timeout=policy.connect_timeout_s
+                url, receiver, headers=extra, timeout=policy.connect_timeout_s, ssl=ssl
             )
 
         client = cls(connector, client_name=client_name, policy=policy, description=url)
@@ -228,10 +242,14 @@ class ExecServerClient:
         conn = Connection(rpc, channel)
         try:
             async with asyncio.timeout(self.policy.initialize_timeout_s):
-                response = await rpc.call(
+                response: InitializeResponse = await rpc.call(
                     methods.INITIALIZE,
-                    InitializeParams(client_name=self._client_name, resume_session_id=resume),
-                    InitializeResponse,
+                    InitializeParams(
+                        client_name=self._client_name,
+                        resume_session_id=resume,
+                        extensions=[PROCESS_ENDINGS],  # ignored by servers without them
+                    ),
+                    InitializeResponseWithExtensions,
                 )
                 rpc.notify(methods.INITIALIZED, {})
         except BaseException:
@@ -244,6 +262,12 @@ class ExecServerClient:
         self.environment_info = response.environment_info
         self._set_state(ClientState.CONNECTED)
         self._ready.set()
+
+    @property
+    def process_endings(self) -> ProcessEndingsInfo | None:
+        """What the executor's `processEndings` extension offers (None: not an execserver)."""
+        extensions = getattr(self.environment_info, "extensions", None)
+        return extensions.process_endings if extensions is not None else None
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -320,6 +344,20 @@ class ExecServerClient:
         """
         conn = await self._connection()
         return await conn.call(method, params, result_type)
+
+    async def close_session(self) -> bool:
+        """End the server-side session now (extension `session/close`): the server kills its
+        processes and forgets it. False when the server has no such method (codex
+        exec-server) or the connection is gone; the session then expires after the server's
+        detach window. The client can make no further calls; `aclose()` it next."""
+        if self._state is not ClientState.CONNECTED:
+            return False
+        try:
+            await self.call(methods.SESSION_CLOSE, None, SessionCloseResponse)
+        except (MethodNotFound, TransportError):
+            return False
+        self._resumable = False  # nothing is left to resume
+        return True
 
     # -- recovery ------------------------------------------------------------------------------
 

@@ -41,10 +41,20 @@ class Environment:
     discovery: ExecutorDiscovery
     _info: Callable[[], Awaitable[EnvironmentInfo]] = field(repr=False)
     _close: Callable[[], Awaitable[None]] = field(repr=False)
+    _end_session: Callable[[], Awaitable[bool]] | None = field(default=None, repr=False)
 
     async def info(self) -> EnvironmentInfo:
         """The executor's shell, platform, directories and capabilities."""
         return await self._info()
+
+    async def end_session(self) -> bool:
+        """Tell the executor we are done: it kills this session's processes and forgets the
+        session now, instead of keeping it detached for a resume. Returns False where the
+        executor cannot (codex exec-server: the session then ends when its detach window
+        passes). Call it just before `aclose()`; the environment is unusable after it."""
+        if self._end_session is None:
+            return True
+        return await self._end_session()
 
     async def aclose(self) -> None:
         """Release the environment (stop its processes' followers, close its connection).

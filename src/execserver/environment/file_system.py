@@ -16,6 +16,7 @@ from typing import Literal, Protocol, Self
 from execserver.errors import InvalidRequest
 from execserver.protocol.file_system import (
     DirectoryEntry,
+    FileAttributes,
     FileMetadata,
     FsWalkResponse,
     WalkOptions,
@@ -142,6 +143,26 @@ class FileSystem(Protocol):
     ) -> FileMetadata | None:
         """`get_metadata` without a sandbox, answered at once if this environment can (one
         `stat` on this host); None where it would have to wait (a remote environment)."""
+        ...
+
+    async def get_attributes(
+        self, path: PathArg, *, sandbox: SandboxContext | None = None
+    ) -> FileAttributes:
+        """Permission bits and times (symlinks followed). Raises `Unsupported` where the
+        executor has no `fs/getAttributes` (an execserver extension)."""
+        ...
+
+    async def set_attributes(
+        self,
+        path: PathArg,
+        *,
+        mode: int | None = None,
+        accessed_at_ns: int | None = None,
+        modified_at_ns: int | None = None,
+        sandbox: SandboxContext | None = None,
+    ) -> None:
+        """Change the permission bits and/or times given (symlinks followed). Raises
+        `Unsupported` where the executor has no `fs/setAttributes` (an execserver extension)."""
         ...
 
     async def canonicalize(self, path: PathArg, *, sandbox: SandboxContext | None = None) -> str:

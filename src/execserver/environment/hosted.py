@@ -28,11 +28,25 @@ from execserver.protocol.process import (
     SandboxType,
     WriteStatus,
 )
+from execserver.protocol.process_handles import ProcessInfo
 
 
 class HostedExecProcess(StreamedProcess):
-    def __init__(self, process: HostedProcess, stream: ProcessEventStream) -> None:
-        super().__init__(process.process_id, stream)
+    def __init__(
+        self,
+        table: ProcessTable,
+        process_id: str,
+        process: HostedProcess,
+        stream: ProcessEventStream,
+        *,
+        handle: str | None = None,
+        keep_running: bool = False,
+        skip_bytes: int = 0,
+    ) -> None:
+        super().__init__(
+            process_id, stream, handle=handle, keep_running=keep_running, skip_bytes=skip_bytes
+        )
+        self._table = table
         self._process = process
 
     @property
@@ -51,6 +65,15 @@ class HostedExecProcess(StreamedProcess):
     async def terminate(self) -> bool:
         return self._process.terminate()
 
+    async def resize(self, rows: int, cols: int) -> None:
+        self._process.resize(rows, cols)
+
+    async def detach(self) -> None:
+        self._keep_running = True
+        if self._table.get(self.process_id) is not None:
+            self._table.detach(self.process_id)
+        await self._stop_following()
+
     async def read(
         self, after_seq: int = 0, *, max_bytes: int | None = None, wait: float = 0.0
     ) -> ProcessReadResponse:
@@ -58,7 +81,7 @@ class HostedExecProcess(StreamedProcess):
 
 
 class HostedExecBackend(ProcessRunner):
-    """Starts processes in `table`; closing it kills every process tree the table holds."""
+    """Starts processes in `table`; closing it kills every process tree the table owns."""
 
     def __init__(self, table: ProcessTable, *, id_prefix: str = "local-") -> None:
         self._table = table
@@ -67,8 +90,8 @@ class HostedExecBackend(ProcessRunner):
         self._ids = itertools.count(1)
         self._prefix = id_prefix
 
-    def _on_event(self, process: HostedProcess, event: ProcessEvent) -> None:
-        stream = self._streams.get(process.process_id)
+    def _on_event(self, process_id: str, process: HostedProcess, event: ProcessEvent) -> None:
+        stream = self._streams.get(process_id)
         if stream is not None:
             stream.push(event)
 
@@ -78,23 +101,61 @@ class HostedExecBackend(ProcessRunner):
     def _default_cwd(self) -> PathUri:
         return path_uri(os.getcwd())
 
-    async def _spawn(self, params: ProcessStartParams) -> HostedExecProcess:
-        started = self._table.start(params)
-        process = await started if isinstance(started, Awaitable) else started
-
-        async def read(after_seq: int) -> ProcessReadResponse:
-            response = process.read_nowait(after_seq, None)
+    def _follow(
+        self, process_id: str, process: HostedProcess, after_seq: int
+    ) -> ProcessEventStream:
+        async def read(after: int) -> ProcessReadResponse:
+            response = process.read_nowait(after, None)
             assert response is not None
             return response
 
-        stream = ProcessEventStream(read)
-        self._streams[params.process_id] = stream
+        stream = ProcessEventStream(read, after_seq=after_seq)
+        self._streams[process_id] = stream
+        return stream
+
+    async def _spawn(self, params: ProcessStartParams) -> HostedExecProcess:
+        started = self._table.start(params)
+        process = await started if isinstance(started, Awaitable) else started
+        stream = self._follow(params.process_id, process, 0)
         # Events logged before the stream existed (none: the spawn is synchronous and output
         # arrives on later loop turns) would be picked up by one catch-up read.
         initial = process.read_nowait(0, None)
         if initial is not None and initial.next_seq > 1:
             stream.request_catch_up()
-        return HostedExecProcess(process, stream)
+        handle = process.handle if params.detach else None
+        return HostedExecProcess(
+            self._table,
+            params.process_id,
+            process,
+            stream,
+            handle=handle,
+            keep_running=bool(handle),
+        )
+
+    async def list_processes(self) -> list[ProcessInfo]:
+        return self._table.list_processes()
+
+    async def attach(
+        self, handle: str, *, after_seq: int = 0, tail_bytes: int | None = None
+    ) -> HostedExecProcess:
+        process_id = self._new_process_id()
+        response = self._table.attach(handle, process_id, tail_bytes)
+        process = self._table.require(process_id)
+        after = after_seq if tail_bytes is None else response.replay_after_seq
+        stream = self._follow(process_id, process, after)
+        stream.request_catch_up()
+        return HostedExecProcess(
+            self._table,
+            process_id,
+            process,
+            stream,
+            handle=handle,
+            keep_running=True,
+            skip_bytes=response.skip_bytes,
+        )
+
+    async def kill(self, handle: str) -> bool:
+        return self._table.kill(handle)
 
     async def aclose(self) -> None:
         await self._table.aclose()

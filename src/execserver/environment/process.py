@@ -19,19 +19,28 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, Self, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 from execserver.environment.file_system import PathArg, path_uri
 from execserver.errors import ExecServerError
+from execserver.protocol.network import (
+    NetworkPolicyDecisionNotification,
+    NetworkPolicyRequestParams,
+)
 from execserver.protocol.pathuri import PathUri
 from execserver.protocol.process import (
     ExecEnvPolicy,
+    ProcessLimits,
     ProcessOutputChunk,
     ProcessReadResponse,
     ProcessStartParams,
+    ProcessWaitResponse,
     SandboxType,
+    TerminalSize,
+    Termination,
     WriteStatus,
 )
+from execserver.protocol.process_handles import ProcessAttachResponse, ProcessInfo
 from execserver.protocol.sandbox import SandboxContext
 
 # `env=None`: the environment's own variables, minus names that look like secrets (§10).
@@ -53,6 +62,8 @@ class ExitedEvent:
     seq: int
     exit_code: int
     sandbox_denied: bool
+    termination: Termination | None = None
+    """Why it ended (execserver executors, with the `processEndings` extension)."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -60,7 +71,18 @@ class ClosedEvent:
     seq: int
 
 
-ProcessEvent = ProcessOutputChunk | ExitedEvent | ClosedEvent
+@dataclass(slots=True, frozen=True)
+class OutputGap:
+    """Output the executor no longer keeps (the middle of a journal over its cap): chunk seqs
+    `from_seq` to `seq`, `size` bytes. Only executors with an output journal report it; others
+    fail the stream with `ProcessFailed` instead."""
+
+    from_seq: int
+    seq: int
+    size: int
+
+
+ProcessEvent = ProcessOutputChunk | ExitedEvent | ClosedEvent | OutputGap
 
 
 @dataclass(slots=True)
@@ -73,6 +95,8 @@ class CompletedProcess:
     stderr: bytes = b""
     sandbox_denied: bool = False
     sandbox_type: SandboxType = "none"
+    termination: Termination | None = None
+    """Why it ended (execserver executors)."""
 
     @property
     def returncode(self) -> int:
@@ -106,17 +130,23 @@ class Unsupported(ExecServerError):
 
 @runtime_checkable
 class ExecProcess(Protocol):
-    """A started process.
+    """A started (or attached) process.
 
     Iterating yields its events in seq order: output chunks, then (possibly more output from
     descendants, then) exactly one `ExitedEvent` and one final `ClosedEvent`; every event
     exactly once, also across reconnects. Iterate it once. If the events can no longer be
     followed, iteration and `wait()` raise `ProcessFailed`. `async with` terminates the process
-    on exit if it is still running.
+    on exit if it is still running, unless it was started with `detach` or attached: then it
+    only stops following it.
     """
 
     @property
     def process_id(self) -> str: ...
+
+    @property
+    def handle(self) -> str | None:
+        """The server-wide handle (processes started with `detach`, or attached), else None."""
+        ...
 
     @property
     def sandbox_type(self) -> SandboxType: ...
@@ -144,6 +174,21 @@ class ExecProcess(Protocol):
 
     async def terminate(self) -> bool:
         """Kill the whole process tree; True if the process was still running."""
+        ...
+
+    async def resize(self, rows: int, cols: int) -> None:
+        """Resize the process's terminal (SIGWINCH reaches its foreground group).
+
+        Raises `InvalidRequest` for a process without a terminal or one that has exited,
+        `Unsupported` where the executor cannot (`process/resize` is an execserver extension).
+        """
+        ...
+
+    async def detach(self) -> None:
+        """Stop following the process and let it run on (it outlives this client's session).
+
+        Raises `Unsupported` where the executor cannot (`process/detach` is an extension).
+        """
         ...
 
     async def wait(self) -> int:
@@ -182,14 +227,46 @@ class ExecBackend(Protocol):
         arg0: str | None = None,
         env_policy: ExecEnvPolicy | None = None,
         sandbox: SandboxContext | None = None,
+        timeout_ms: int | None = None,
+        idle_timeout_ms: int | None = None,
+        limits: ProcessLimits | None = None,
+        size: tuple[int, int] | None = None,
+        detach: bool = False,
     ) -> ExecProcess:
         """Start `argv` in `cwd` (default: the environment's working directory).
 
+        `timeout_ms`, `idle_timeout_ms` and `limits` are execserver extensions (the executor
+        ends or limits the process tree; others ignore them: check
+        `ExecServerClient.process_endings`).
+
         `env=None` gives the child the environment's own variables minus names that look like
         secrets (*KEY*, *SECRET*, *TOKEN*); a mapping gives it exactly that (or, with
-        `env_policy`, what the policy builds from it). Raises `RpcError`s with the executor's
+        `env_policy`, what the policy builds from it). `size` is the (rows, cols) of a `tty`
+        process's terminal (default 24x80). With `detach` the process outlives this client's
+        session and has a `handle` (see `attach()`). Raises `RpcError`s with the executor's
         wording when the process cannot start.
         """
+        ...
+
+    async def list_processes(self) -> list[ProcessInfo]:
+        """The processes of this client's principal on the executor (running, or finished and
+        still retained). Raises `Unsupported` where the executor cannot (an extension)."""
+        ...
+
+    async def attach(
+        self, handle: str, *, after_seq: int = 0, tail_bytes: int | None = None
+    ) -> ExecProcess:
+        """Follow the process `handle` from this client: its events after `after_seq` (or
+        the last `tail_bytes` bytes of output, then everything new). Writes, signals and
+        resizes go to the process; leaving `async with` (or `detach()`) lets it run on.
+
+        Raises `InvalidRequest` for an unknown handle (or another principal's), `Unsupported`
+        where the executor cannot (`process/attach` is an extension).
+        """
+        ...
+
+    async def kill(self, handle: str) -> bool:
+        """Kill the process `handle` (whole tree); True if it was still running."""
         ...
 
     async def run(
@@ -236,6 +313,11 @@ class ProcessRunner:
         arg0: str | None = None,
         env_policy: ExecEnvPolicy | None = None,
         sandbox: SandboxContext | None = None,
+        timeout_ms: int | None = None,
+        idle_timeout_ms: int | None = None,
+        limits: ProcessLimits | None = None,
+        size: tuple[int, int] | None = None,
+        detach: bool = False,
     ) -> ExecProcess:
         params = ProcessStartParams(
             process_id=self._new_process_id(),
@@ -247,6 +329,11 @@ class ProcessRunner:
             arg0=arg0,
             env_policy=env_policy if env_policy is not None or env is not None else INHERIT_ALL,
             sandbox=sandbox,
+            timeout_ms=timeout_ms,
+            idle_timeout_ms=idle_timeout_ms,
+            limits=limits,
+            size=None if size is None else TerminalSize(rows=size[0], cols=size[1]),
+            detach=detach,
         )
         return await self._spawn(params)
 
@@ -279,11 +366,13 @@ async def collect(process: ExecProcess, argv: Sequence[str]) -> CompletedProcess
     stderr: list[bytes] = []
     exit_code = -1
     denied = False
+    termination = None
     async for event in process:
         if isinstance(event, ProcessOutputChunk):
             (stderr if event.stream == "stderr" else stdout).append(event.chunk)
         elif isinstance(event, ExitedEvent):
             exit_code, denied = event.exit_code, event.sandbox_denied
+            termination = event.termination
     return CompletedProcess(
         argv=list(argv),
         exit_code=exit_code,
@@ -291,6 +380,7 @@ async def collect(process: ExecProcess, argv: Sequence[str]) -> CompletedProcess
         stderr=b"".join(stderr),
         sandbox_denied=denied,
         sandbox_type=process.sandbox_type,
+        termination=termination,
     )
 
 
@@ -312,6 +402,11 @@ class HostedProcess(Protocol):
 
     @property
     def process_id(self) -> str: ...
+
+    @property
+    def handle(self) -> str:
+        """Server-wide handle (`process/list`, `process/attach`)."""
+        ...
 
     @property
     def sandbox_type(self) -> SandboxType: ...
@@ -343,8 +438,48 @@ class HostedProcess(Protocol):
         """Kill the whole tree; True if the process itself was still running."""
         ...
 
+    def resize(self, rows: int, cols: int) -> None:
+        """Set the terminal size. Raises `InvalidRequest` without a terminal or after exit."""
+        ...
 
-ProcessListener = Callable[[HostedProcess, ProcessEvent], None]
+    # Extensions (issue 20): why it ended, and waiting on output.
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the latest event (0 before the first)."""
+        ...
+
+    @property
+    def termination(self) -> Termination | None:
+        """Why the process ended and what it used, once it has exited."""
+        ...
+
+    async def wait_output(
+        self, pattern: str | None, idle_s: float | None, timeout_s: float, after_seq: int | None
+    ) -> ProcessWaitResponse:
+        """Until new output matches `pattern`, output is idle for `idle_s`, the process exits,
+        or `timeout_s` passes (`process/wait`). Cancellation: safe."""
+        ...
+
+
+ProcessListener = Callable[[str, HostedProcess, ProcessEvent], None]
+"""Called with the table's id of the process, the process, and the event."""
+WaitingListener = Callable[[str, HostedProcess, int, str], None]
+"""Hears (the table's id of the process, the process, pid, command) when a PTY process's
+foreground process waits for input."""
+
+
+class NetworkPolicyPeer(Protocol):
+    """The client a process's managed network proxy reports to and asks (its session's)."""
+
+    def policy_decision(self, notification: NetworkPolicyDecisionNotification) -> None:
+        """Audit one decision (`network/policyDecision`); must not block."""
+        ...
+
+    async def ask_policy(self, request: NetworkPolicyRequestParams, timeout_s: float) -> Any:
+        """Ask the client to decide (`network/policyRequest`); its raw answer. Raises when
+        there is no answer within `timeout_s`, an error answer, or no client."""
+        ...
 
 
 class ProcessTable(Protocol):
@@ -352,6 +487,12 @@ class ProcessTable(Protocol):
 
     listener: ProcessListener | None
     """Hears every event of every process, in order, as it happens (must not block)."""
+    waiting_listener: WaitingListener | None
+    """Extension: hears that a PTY process waits for input (None: nobody asks, no looking)."""
+
+    network_peer: NetworkPolicyPeer | None
+    """Where managed network proxies send their decisions and questions (None: nobody
+    listens, and questions are denied)."""
 
     @property
     def active(self) -> int:
@@ -377,6 +518,25 @@ class ProcessTable(Protocol):
         ...
 
     def resume_output(self) -> None: ...
+
+    def list_processes(self) -> list[ProcessInfo]:
+        """Every process of this table's principal on the executor."""
+        ...
+
+    def attach(
+        self, handle: str, process_id: str | None = None, tail_bytes: int | None = None
+    ) -> ProcessAttachResponse:
+        """Show the principal's process `handle` in this table under `process_id`."""
+        ...
+
+    def detach(self, process_id: str) -> None:
+        """Drop `process_id` from this table without ending the process (which then outlives
+        the session if this table started it)."""
+        ...
+
+    def kill(self, handle: str) -> bool:
+        """Kill the principal's process `handle`; True if it was still running."""
+        ...
 
     async def aclose(self) -> None:
         """Kill every process tree and wait (bounded) until each child is reaped."""

@@ -7,7 +7,10 @@ Events that arrive early wait for the lower seqs. A gap on an ordered channel me
 were dropped, so the stream asks for them with `read(after_seq)`; so does a consumer that fell
 behind (the stream stops buffering at `max_buffered_bytes` and re-reads once drained). If the
 retained output no longer covers a gap, the stream fails with `ProcessFailed` after delivering
-everything before it. Pure asyncio; the one catch-up task is owned and cancelled by the stream.
+everything before it, unless the executor says the output was dropped on purpose (an `OutputGap`,
+from an executor with an output journal): then the gap is an event too. A read may come back
+cut short (`nextSeq` right after its last chunk): the stream reads on from there. Pure asyncio;
+the one catch-up task is owned and cancelled by the stream.
 """
 
 from __future__ import annotations
@@ -19,10 +22,13 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Self
 
+import msgspec
+
 from execserver.environment.process import (
     ClosedEvent,
     ExitedEvent,
     OutputEvent,
+    OutputGap,
     ProcessEvent,
     ProcessFailed,
     ReadResult,
@@ -37,6 +43,9 @@ log = logging.getLogger(__name__)
 MAX_BUFFERED_BYTES = 8 * 1024 * 1024
 
 Reader = Callable[[int], Awaitable[ReadResult]]
+CUT_READ_BYTES = 1024 * 1024
+"""A read that ends on a chunk and returned at least this much may have been cut short (an
+executor reading from its journal stops at 4 MiB): the stream reads on from there."""
 
 
 class EventsLost(ProcessFailed):
@@ -44,21 +53,30 @@ class EventsLost(ProcessFailed):
 
 
 def events_from_read(result: ReadResult, after_seq: int) -> list[ProcessEvent]:
-    """Rebuild the events after `after_seq` from a `process/read` answer (made without
-    `maxBytes`): its chunks, plus the exit and close events its flags imply.
+    """Rebuild the events after `after_seq` from a `process/read` answer: its chunks, its gaps,
+    plus the exit and close events its flags imply.
 
-    The exit event's seq is the one seq in the range that neither a chunk nor the close event
-    holds. Raises `EventsLost` when more than that is missing (evicted output).
+    A read cut short ends on a chunk (`nextSeq` is the seq after it): then the close event is
+    not in its range. The exit event's seq is the one seq in the range that neither a chunk, a
+    gap nor the close event holds. Raises `EventsLost` when more than that is missing (output
+    evicted without a journal).
     """
     end = result.next_seq - 1
-    close_seq = end if result.closed else None
     events: list[ProcessEvent] = [c for c in result.chunks if c.seq > after_seq]
+    cut = bool(events) and events[-1].seq == end
+    close_seq = end if result.closed and not cut else None
     held = {c.seq for c in events}
+    for gap in result.gaps:
+        if gap.to_seq > after_seq:
+            low = max(gap.from_seq, after_seq + 1)
+            events.append(OutputGap(low, gap.to_seq, gap.bytes))
+            held.update(range(low, gap.to_seq + 1))
     missing = [s for s in range(after_seq + 1, end + 1) if s not in held and s != close_seq]
     if result.exited and missing:
         exit_seq = missing.pop()
         code = result.exit_code if result.exit_code is not None else -1
-        events.append(ExitedEvent(exit_seq, code, result.sandbox_denied))
+        termination = getattr(result, "termination", None)  # the processEndings extension
+        events.append(ExitedEvent(exit_seq, code, result.sandbox_denied, termination))
     if missing:
         raise EventsLost(
             f"process events are no longer retained (seq {missing[0]} to {missing[-1]} "
@@ -70,11 +88,26 @@ def events_from_read(result: ReadResult, after_seq: int) -> list[ProcessEvent]:
     return events
 
 
+def _maybe_cut(result: ReadResult) -> bool:
+    chunks = result.chunks
+    return (
+        bool(chunks)
+        and chunks[-1].seq == result.next_seq - 1
+        and sum(len(c.chunk) for c in chunks) >= CUT_READ_BYTES
+    )
+
+
+def _first_seq(event: ProcessEvent) -> int:
+    return event.from_seq if isinstance(event, OutputGap) else event.seq
+
+
 class ProcessEventStream:
-    def __init__(self, read: Reader, *, max_buffered_bytes: int = MAX_BUFFERED_BYTES) -> None:
+    def __init__(
+        self, read: Reader, *, max_buffered_bytes: int = MAX_BUFFERED_BYTES, after_seq: int = 0
+    ) -> None:
         self._read = read
         self._max_buffered = max_buffered_bytes
-        self.delivered_seq = 0  # the last seq queued for the consumer, in order
+        self.delivered_seq = after_seq  # the last seq queued for the consumer, in order
         self._early: dict[int, ProcessEvent] = {}
         self._queue: deque[ProcessEvent] = deque()
         self._queued_bytes = 0
@@ -107,8 +140,9 @@ class ProcessEventStream:
             return
         if self._lagged:
             return  # re-read once the consumer drains
-        if event.seq != self.delivered_seq + 1:
-            self._early[event.seq] = event
+        first = _first_seq(event)
+        if first != self.delivered_seq + 1:
+            self._early[first] = event
             self.request_catch_up()
             return
         self._enqueue(event)
@@ -173,7 +207,7 @@ class ProcessEventStream:
             self._lagged = False
             for event in events:
                 self.push(event)
-            if not self._catch_up_again:
+            if not (self._catch_up_again or (_maybe_cut(result) and self.delivered_seq > after)):
                 return
 
     # -- consumer side -------------------------------------------------------------------------
@@ -212,18 +246,51 @@ class ProcessEventStream:
 
 class StreamedProcess:
     """The parts of an `ExecProcess` that only depend on its event stream; local and remote
-    processes add the operations."""
+    processes add the operations.
 
-    def __init__(self, process_id: str, stream: ProcessEventStream) -> None:
+    `handle` is the server-wide handle (None where unknown); `keep_running` (a detached start,
+    an attach) makes `aclose()` leave the process running; `skip_bytes` drops that much output
+    at the start (an attach with `tail_bytes` starts on a chunk boundary).
+    """
+
+    def __init__(
+        self,
+        process_id: str,
+        stream: ProcessEventStream,
+        *,
+        handle: str | None = None,
+        keep_running: bool = False,
+        skip_bytes: int = 0,
+    ) -> None:
         self._process_id = process_id
         self._stream = stream
+        self._handle = handle
+        self._keep_running = keep_running
+        self._skip_bytes = skip_bytes
 
     @property
     def process_id(self) -> str:
         return self._process_id
 
+    @property
+    def handle(self) -> str | None:
+        return self._handle
+
     def __aiter__(self) -> AsyncIterator[ProcessEvent]:
+        if self._skip_bytes:
+            return self._skipping(self._skip_bytes)
         return self._stream.events()
+
+    async def _skipping(self, skip: int) -> AsyncIterator[ProcessEvent]:
+        async for event in self._stream.events():
+            if skip and isinstance(event, OutputEvent):
+                if len(event.chunk) <= skip:
+                    skip -= len(event.chunk)
+                    continue
+                yield msgspec.structs.replace(event, chunk=event.chunk[skip:])
+                skip = 0
+                continue
+            yield event
 
     async def wait(self) -> int:
         return (await self._stream.wait_exit()).exit_code
@@ -240,7 +307,7 @@ class StreamedProcess:
 
     async def aclose(self) -> None:
         try:
-            if not self.exited and not self._stream.is_closed:
+            if not (self.exited or self._stream.is_closed or self._keep_running):
                 with contextlib.suppress(ExecServerError):
                     await self.terminate()
         finally:

@@ -1,6 +1,7 @@
 """`LocalExecutorDiscovery`: executor discovery on this host.
 
-Blocking work runs on the host's I/O threads; a sandboxed discovery whose policy restricts
+Blocking work runs on the host's I/O threads, in the blocking pool's turns (`blocking.py`: it
+cannot take every thread); a sandboxed discovery whose policy restricts
 reads runs in the filesystem sandbox helper instead (`sandbox/fs_runner.py`, the same one-shot
 helper `fs/*` requests use), so the kernel decides what the discovery can see. `CODEX_HOME`
 (default `~/.codex`) and `HOME` are read from this process's environment at each call.
@@ -8,12 +9,10 @@ helper `fs/*` requests use), so the kernel decides what the discovery can see. `
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Executor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from execserver.environment.discovery import MAX_CAPABILITY_ROOTS
 from execserver.errors import (
@@ -22,6 +21,7 @@ from execserver.errors import (
     InternalError,
     TooManyCapabilityRoots,
 )
+from execserver.local.blocking import LOCAL, BlockingPool
 from execserver.local.capability_discovery import (
     discover_capabilities,
     has_discovery_locations,
@@ -63,14 +63,24 @@ def user_home(env: Mapping[str, str]) -> str:
 
 
 class LocalExecutorDiscovery:
-    def __init__(self, executor: Executor, sandboxed: SandboxedFileSystem) -> None:
-        self._executor = executor
+    def __init__(self, pool: BlockingPool, sandboxed: SandboxedFileSystem) -> None:
+        self._pool = pool
         self._sandboxed = sandboxed
 
     async def _thread(self, function: Callable[..., T], /, *args: object, **kwargs: object) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, functools.partial(function, *args, **kwargs)
+        return await self._pool.run(LOCAL, functools.partial(function, *args, **kwargs))
+
+    async def _helper(
+        self, policy: ResolvedPolicy, op: str, args: dict[str, Any], result: Any
+    ) -> Any:
+        """Run `op` in the filesystem sandbox helper (its exchange in the pool's turns)."""
+        return await self._sandboxed.call(
+            policy,
+            op,
+            args,
+            result,
+            drive=functools.partial(self._pool.drive, LOCAL),
+            wait_timeout_s=self._pool.wait_timeout_s,
         )
 
     async def read_config(
@@ -105,7 +115,7 @@ class LocalExecutorDiscovery:
         policy = None if sandbox is None else _discovery_policy(sandbox)
         if policy is None:
             return await self._thread(discover_capabilities, chome, home)
-        result: CapabilitiesDiscoverV2Response = await self._sandboxed.call(
+        result: CapabilitiesDiscoverV2Response = await self._helper(
             policy,
             "discover_capabilities",
             {"codex_home": chome, "home": home},
@@ -125,7 +135,7 @@ class LocalExecutorDiscovery:
             policy = self._helper_policy(root.sandbox)
             if policy is None:
                 return await self._thread(inspect_root, root.id, root.path)
-            result: CapabilityRootDiscovery = await self._sandboxed.call(
+            result: CapabilityRootDiscovery = await self._helper(
                 policy,
                 "inspect_root",
                 {"root_id": root.id, "root": root.path},

@@ -7,10 +7,16 @@ Built from the same `Host` the server runs on: processes through a session-like 
 
 from __future__ import annotations
 
+import msgspec
+
 from execserver.environment import Environment
 from execserver.environment.hosted import HostedExecBackend
 from execserver.local.host import Host, HostConfig
-from execserver.protocol.session import EnvironmentInfo
+from execserver.protocol.session import (
+    EnvironmentInfo,
+    EnvironmentInfoWithExtensions,
+    ExecutorExtensions,
+)
 
 BLOCKING_THREADS = 4
 
@@ -23,8 +29,13 @@ def local_environment() -> Environment:
     host = Host(HostConfig(blocking_threads=BLOCKING_THREADS))
     processes = HostedExecBackend(host.process_table())
 
+    extended = EnvironmentInfoWithExtensions(
+        **msgspec.structs.asdict(host.info),
+        extensions=ExecutorExtensions(process_endings=host.process_endings),
+    )
+
     async def info() -> EnvironmentInfo:
-        return host.info
+        return extended
 
     async def close() -> None:
         try:

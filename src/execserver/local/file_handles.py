@@ -21,10 +21,13 @@ from execserver.local.fs_ops import open_regular_file
 
 
 def open_handle_fd(path: bytes, mode: str) -> int:
-    """Open `path` for a handle: `read` needs a regular file; `replace` truncates at open."""
+    """Open `path` for a handle: `read` needs a regular file; `replace` truncates at open.
+
+    Non-blocking, like the reference: a FIFO without a reader is ENXIO, never a hang."""
     if mode == "read":
         return open_regular_file(path)
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NONBLOCK
+    return os.open(path, flags, 0o666)
 
 
 def _bad_fd() -> OSError:

@@ -1,19 +1,19 @@
 """`LocalFileSystem`: the filesystem capability on this host, with sandbox intent enforced.
 
-Operations run on blocking-I/O threads (metadata of unsandboxed requests answers inline), or
-in a one-shot helper under bubblewrap when the request's sandbox restricts them
-(`sandbox/fs_runner.py`). The primitives live in `fs_ops.py`; this class chooses where they
-run and maps failures to the executor's errors. The server's `fs/*` handlers and the local
-environment both use it.
+Operations run on blocking-I/O threads shared fairly between clients (`blocking.py`: waits on
+FIFOs, sockets and devices happen on the event loop, with a deadline), metadata of unsandboxed
+requests inline, or in a one-shot helper under bubblewrap when the request's sandbox restricts
+them (`sandbox/fs_runner.py`). The primitives live in `fs_ops.py`; this class chooses where
+they run and maps failures to the executor's errors. Whole-file reads hold their bytes in the
+server's memory budget (`memory.py`) until the response is sent. The server's `fs/*` handlers
+(one view per connection, `for_client`) and the local environment both use it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
 from typing import Any, TypeVar
 
 from execserver.environment.file_system import (
@@ -22,10 +22,12 @@ from execserver.environment.file_system import (
     PathArg,
     path_uri,
 )
-from execserver.errors import InvalidRequest, os_errors
+from execserver.errors import FileReadTooLarge, InvalidRequest, os_errors
 from execserver.local import fs_ops
 from execserver.local import walk as fs_walk
+from execserver.local.blocking import LOCAL, BlockingPool, Client
 from execserver.local.file_handles import LocalFileHandle, open_handle_fd
+from execserver.local.memory import ByteBudget, Reservation
 from execserver.local.missing_watch import LocalMissingWatch
 from execserver.local.missing_watch import watch_missing as _watch_missing
 from execserver.local.sandbox.fs_runner import SandboxedFileSystem, fs_policy, needs_helper
@@ -37,6 +39,7 @@ from execserver.local.sandbox.policy import (
 )
 from execserver.protocol.file_system import (
     DirectoryEntry,
+    FileAttributes,
     FileMetadata,
     FsWalkResponse,
     WalkOptions,
@@ -73,16 +76,41 @@ def native(path: PathArg | PathUri) -> bytes:
     return uri.native_path()
 
 
+AfterSend = Callable[[Callable[[], None]], None]
+"""Runs a release once the response of the current request is sent (see `for_client`)."""
+
+
+def _now(release: Callable[[], None]) -> None:
+    release()
+
+
 class LocalFileSystem:
     """Filesystem operations on this host. Paths may be native paths or `PathUri`s."""
 
-    def __init__(self, executor: Executor, sandboxed: SandboxedFileSystem) -> None:
-        self._executor = executor
+    def __init__(
+        self,
+        pool: BlockingPool,
+        sandboxed: SandboxedFileSystem,
+        file_reads: ByteBudget | None = None,
+        *,
+        client: Client = LOCAL,
+        after_send: AfterSend = _now,
+    ) -> None:
+        self._pool = pool
         self._sandboxed = sandboxed
+        self._file_reads = file_reads
+        self._client = client
+        self._after_send = after_send
 
-    def _blocking(self, function: Callable[..., T], /, *args: object, **kwargs: object) -> Any:
-        loop = asyncio.get_running_loop()
-        return loop.run_in_executor(self._executor, functools.partial(function, *args, **kwargs))
+    def for_client(self, client: Client, after_send: AfterSend = _now) -> LocalFileSystem:
+        """The same filesystem for one client: its blocking work takes the client's turns, and
+        what a whole-file read holds is released by `after_send` (once the response is out)."""
+        return LocalFileSystem(
+            self._pool, self._sandboxed, self._file_reads, client=client, after_send=after_send
+        )
+
+    async def _blocking(self, function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        return await self._pool.run(self._client, functools.partial(function, *args, **kwargs))
 
     async def _run(
         self,
@@ -91,6 +119,8 @@ class LocalFileSystem:
         *args: Any,
         writes: bool,
         result_type: Any = None,
+        local_only: dict[str, Any] | None = None,
+        helper_only: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> Any:
         """Run `op` directly, or inside the sandbox when the policy restricts it."""
@@ -100,9 +130,18 @@ class LocalFileSystem:
                 if sandbox is not None and sandbox.windows_sandbox_level == "mxc":
                     raise InvalidRequest(_MXC_UNAVAILABLE)
                 return await self._sandboxed.call(
-                    policy, op, {"positional": list(args), "keywords": kwargs}, result_type
+                    policy,
+                    op,
+                    {"positional": list(args), "keywords": kwargs | (helper_only or {})},
+                    result_type,
+                    drive=functools.partial(self._pool.drive, self._client),
+                    wait_timeout_s=self._pool.wait_timeout_s,
                 )
-            return await self._blocking(getattr(fs_ops, op), *args, **kwargs)
+            function = getattr(fs_ops, op)
+            kwargs |= local_only or {}
+            if op in fs_ops.WAITING_OPS:
+                return await self._pool.drive(self._client, function(*args, **kwargs))
+            return await self._blocking(function, *args, **kwargs)
 
     async def read_file(
         self,
@@ -111,9 +150,33 @@ class LocalFileSystem:
         follow_symlinks: bool = True,
         sandbox: SandboxContext | None = None,
     ) -> bytes:
-        data: bytes = await self._run(
-            sandbox, "read_file", native(path), writes=False, follow_symlinks=follow_symlinks
-        )
+        target = native(path)
+        if self._file_reads is None:
+            unbounded: bytes = await self._run(
+                sandbox, "read_file", target, writes=False, follow_symlinks=follow_symlinks
+            )
+            return unbounded
+        reservation = Reservation(self._file_reads)
+
+        def grow(total: int) -> None:
+            if not reservation.grow_to(total):
+                raise FileReadTooLarge(target, reservation.left())
+
+        try:
+            data: bytes = await self._run(
+                sandbox,
+                "read_file",
+                target,
+                writes=False,
+                follow_symlinks=follow_symlinks,
+                local_only={"grow": grow},
+                helper_only={"max_bytes": reservation.left()},
+            )
+            grow(len(data))  # the helper's answer is held here too
+        except BaseException:
+            reservation.release()
+            raise
+        self._after_send(reservation.release)
         return data
 
     async def write_file(
@@ -171,6 +234,33 @@ class LocalFileSystem:
         with os_errors():
             return fs_ops.get_metadata(native(path), follow_symlinks=follow_symlinks)
 
+    async def get_attributes(
+        self, path: PathArg | PathUri, *, sandbox: SandboxContext | None = None
+    ) -> FileAttributes:
+        attributes: FileAttributes = await self._run(
+            sandbox, "get_attributes", native(path), writes=False, result_type=FileAttributes
+        )
+        return attributes
+
+    async def set_attributes(
+        self,
+        path: PathArg | PathUri,
+        *,
+        mode: int | None = None,
+        accessed_at_ns: int | None = None,
+        modified_at_ns: int | None = None,
+        sandbox: SandboxContext | None = None,
+    ) -> None:
+        await self._run(
+            sandbox,
+            "set_attributes",
+            native(path),
+            writes=True,
+            mode=mode,
+            accessed_at_ns=accessed_at_ns,
+            modified_at_ns=modified_at_ns,
+        )
+
     async def canonicalize(
         self, path: PathArg | PathUri, *, sandbox: SandboxContext | None = None
     ) -> str:
@@ -205,8 +295,7 @@ class LocalFileSystem:
                 policy, "walk", {"root": root, "options": options}, FsWalkResponse
             )
             return response
-        result: FsWalkResponse = await self._blocking(fs_walk.walk, root, options)
-        return result
+        return await self._blocking(fs_walk.walk, root, options)
 
     async def remove(
         self,
@@ -249,7 +338,9 @@ class LocalFileSystem:
         policy = sandbox_policy(sandbox)
         with os_errors():
             if policy is not None and needs_helper(policy, writes=mode == "replace"):
-                fd = await self._sandboxed.open(policy, target, mode)
+                fd = await self._sandboxed.open(
+                    policy, target, mode, drive=functools.partial(self._pool.drive, self._client)
+                )
             else:
                 fd = open_handle_fd(target, mode)
         return LocalFileHandle(fd, mode)

@@ -31,10 +31,12 @@ from execserver.environment.http_client import Headers, wire_headers
 from execserver.environment.http_client import HttpResponse as BufferedResponse
 from execserver.errors import (
     HttpBodyFailed,
+    HttpBodyTooLarge,
     HttpRequestFailed,
     HttpRequestInvalid,
     InternalError,
 )
+from execserver.local.memory import ByteBudget, Reservation
 from execserver.observability.telemetry import current_trace_headers
 from execserver.protocol.http import HttpHeader
 
@@ -346,10 +348,20 @@ class StreamedResponse:
     def aiter_bytes(self) -> AsyncIterator[bytes]:
         return self.chunks()
 
-    async def read_all(self) -> bytes:
-        """The whole body; the response is released. Raises `InternalError` if reading fails."""
+    async def read_all(self, reservation: Reservation | None = None) -> bytes:
+        """The whole body; the response is released. Raises `InternalError` if reading fails,
+        `HttpBodyTooLarge` if the body outgrows what `reservation` can hold."""
+        parts = []
         try:
-            return b"".join([chunk async for chunk in self.chunks()])
+            async for chunk in self.chunks():
+                if reservation is not None and not reservation.grow_to(
+                    reservation.size + len(chunk)
+                ):
+                    raise HttpBodyTooLarge(reservation.left())
+                parts.append(chunk)
+            return b"".join(parts)
+        except HttpBodyTooLarge:
+            raise
         except InternalError:
             raise HttpBodyFailed(BODY_ERROR) from None
         finally:
@@ -372,9 +384,13 @@ def timeout_ms(timeout: float | None) -> int | None:
 class LocalHttpClient:
     """The HTTP capability of this host (`HttpClient`): one pooled client for everything."""
 
-    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, env: Mapping[str, str] | None = None, *, body_budget: ByteBudget | None = None
+    ) -> None:
         self.env = os.environ if env is None else env
         self._client: httpx.AsyncClient | None = None
+        self._body_budget = body_budget
+        """What buffered bodies may hold together (the server's memory budget); None: no cap."""
 
     def _get_client(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -421,7 +437,14 @@ class LocalHttpClient:
             timeout=timeout,
             follow_redirects=follow_redirects,
         )
-        return BufferedResponse(response.status, response.headers, await response.read_all())
+        if self._body_budget is None:
+            return BufferedResponse(response.status, response.headers, await response.read_all())
+        reservation = Reservation(self._body_budget)
+        try:
+            body = await response.read_all(reservation)
+            return BufferedResponse(response.status, response.headers, body)
+        finally:
+            reservation.release()
 
     @contextlib.asynccontextmanager
     async def stream(

@@ -48,6 +48,11 @@ def implemented_capabilities() -> EnvironmentCapabilities:
         # read-only path through a writable symlink is refused (local/sandbox/).
         linux_root_write_preserves_devices=True,
         linux_approved_root_write_preserves_restrictions=True,
+        # process/start.networkProxy: an executor-local managed proxy per process, its policy
+        # (with reviewDomains put to the client) and the sandbox's own network namespace
+        # (local/network/, local/sandbox/port_bridge.py).
+        network_proxy_launch=True,
+        network_proxy_review_domains=True,
     )
 
 

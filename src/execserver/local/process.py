@@ -4,31 +4,74 @@
 (`HostedProcess`). All I/O is driven by event-loop readers and writers on non-blocking fds (no
 task per process). Teardown lives in `LocalProcess.kill()`: the whole tree gets SIGKILL and the
 child is always reaped.
+
+A table holds *links* to processes (local/directory.py): the processes it started and owns
+(killed when the session ends), the ones it started with `detach`, and the ones it attached by
+handle. Several tables may link one process: each hears its events under its own id.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
+import fcntl
 import functools
 import logging
 import os
+import resource
 import signal
 import stat
+import struct
+import termios
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from execserver.compat.rust import rust_debug_str
-from execserver.environment.process import ProcessEvent, ProcessListener
-from execserver.errors import InternalError, InvalidParams, InvalidRequest, StartFailed
+from execserver.environment.process import (
+    ClosedEvent,
+    NetworkPolicyPeer,
+    ProcessEvent,
+    ProcessListener,
+    WaitingListener,
+)
+from execserver.errors import (
+    InternalError,
+    InvalidParams,
+    InvalidRequest,
+    StartFailed,
+    StdinBudgetExhausted,
+)
 from execserver.local import shell_snapshot, tree
-from execserver.local.cgroup import ProcessCgroups
+from execserver.local.cgroup import (
+    NO_PLACEMENT,
+    Limits,
+    LimitsUnavailable,
+    Placement,
+    ProcessCgroup,
+    ProcessCgroups,
+)
+from execserver.local.directory import Linker, ProcessDirectory
+from execserver.local.endings import (
+    DEFAULT_KILL_GRACE_S,
+    Timeouts,
+    limits_from_wire,
+    termination_record,
+    timeout_seconds,
+)
 from execserver.local.env_policy import build_child_env
+from execserver.local.input_wait import InputWatch, Reader
+from execserver.local.journal import JournalStore
+from execserver.local.memory import ByteBudget
 from execserver.local.output_log import OutputLog, RetainedOutputBudget
+from execserver.local.output_wait import compile_pattern, wait_on_output
 from execserver.local.pty import (
+    COLS,
+    ROWS,
     PtySpawnError,
     open_pty,
     pty_cwd,
@@ -38,21 +81,31 @@ from execserver.local.pty import (
 )
 from execserver.local.reaper import ChildReaper, exit_code_from_status
 from execserver.local.sandbox import launch as sandbox_launch
-from execserver.local.sandbox.bwrap import SandboxUnavailable
+from execserver.local.sandbox.bwrap import MountPlan, SandboxUnavailable
 from execserver.local.sandbox.denial import TRAILING_OUTPUT_GRACE_S, looks_denied
 from execserver.local.sandbox.policy import Mechanism, ResolvedPolicy, SandboxError
+from execserver.local.sandbox.port_bridge import PortBridge
 from execserver.local.shell_snapshot import Snapshot, SnapshotCache, SnapshotKey
 from execserver.local.spawn import Stdio, resolve_program, spawn
 from execserver.observability.telemetry import ProcessTrace, Telemetry
+from execserver.protocol.network import RemoteNetworkProxyLaunchConfig
 from execserver.protocol.process import (
     ExecEnvPolicy,
     ProcessReadResponse,
     ProcessStartParams,
     ProcessStream,
+    ProcessWaitResponse,
     SandboxType,
+    Termination,
+    TerminationReason,
     WriteStatus,
 )
+from execserver.protocol.process_handles import ProcessAttachResponse, ProcessInfo
 from execserver.protocol.sandbox import SandboxContext
+from execserver.tasks import TaskOwner
+
+if TYPE_CHECKING:
+    from execserver.local.network.launch import ManagedProxy
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +132,13 @@ class ProcessSpec:
     arg0: str | None
     env_policy: ExecEnvPolicy | None
     sandbox: SandboxContext | None
+    size: tuple[int, int] = (ROWS, COLS)
+    """(rows, cols) of a `tty` process's terminal."""
+
+
+def check_size(rows: int, cols: int) -> None:
+    if not (rows and cols):
+        raise InvalidParams("terminal size must have at least 1 row and 1 column")
 
 
 class LocalProcess:
@@ -107,10 +167,14 @@ class LocalProcess:
         """Started with a stdin (a pipe, or the terminal), whether or not it is closed now."""
         self._stdin_buffer = bytearray()
         self._stdin_broken = False
+        self.stdin_budget: ByteBudget | None = None
+        """The server's budget for pending stdin (memory.py); the buffer's bytes are held in it."""
+        self._stdin_held = 0
         self._close_when_flushed = False
         self._writing = False
         self._write_ids: OrderedDict[str, None] = OrderedDict()
-        self._paused = False
+        self._pausers: set[object] = set()
+        """Who paused the output (each linked table): reading resumes when none is left."""
         self._terminated = False
         self.terminated_while_running = False
         self.started_at = time.monotonic()
@@ -125,8 +189,38 @@ class LocalProcess:
         self._done = loop.create_future()
         self.on_closed: Callable[[LocalProcess], None] | None = None
         self.cleanup: Callable[[], None] | None = None
-        self.kill_escaped: Callable[[], None] | None = None
-        """Kills descendants the tree walk cannot find (the process's cgroup), if tracked."""
+        self.cgroup: ProcessCgroup | None = None
+        """The process's own cgroup (every descendant is in it), where the host has them."""
+        self.limits: Limits | None = None
+        """The limits its cgroup enforces."""
+        self.server_peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        """The server's own peak RSS when the child was spawned (see `termination_record`)."""
+        self.end_cause: TerminationReason | None = None
+        """What the server did to end it (terminate, a timeout, shutdown), for the record."""
+        self.last_output_at = loop.time()
+        self._status: int | None = None
+        self._usage: resource.struct_rusage | None = None
+        self._timeouts: Timeouts | None = None
+        self._kill_after: asyncio.TimerHandle | None = None
+        self.kill_grace_s = DEFAULT_KILL_GRACE_S
+        """After a timeout's SIGTERM, how long the tree has before SIGKILL."""
+        self.tty_path = ""
+        """The PTY slave (PTY mode)."""
+        self._last_input_at = 0.0
+        self._input_watch: InputWatch | None = None
+        self.handle = ""
+        """Server-wide handle (local/directory.py)."""
+        self.principal = ""
+        self.detached = False
+        """Outlives the session that started it (the directory owns it)."""
+        self.argv: list[str] = []
+        self.started_wall = time.time()
+        self.links: dict[tuple[Linker, str], bool] = {}
+        """The tables showing this process, by (table, id there): True for an attach."""
+        self.release: Callable[[], None] | None = None
+        """Frees what outlives the child (its cgroup) once the process leaves the server."""
+        self.sandbox_plan: MountPlan | None = None
+        """Host-side placeholders of its sandbox, removed by `cleanup` (an upgrade carries them)."""
         for fd in readers:
             loop.add_reader(fd, self._on_readable, fd)
 
@@ -160,6 +254,30 @@ class LocalProcess:
     ) -> ProcessReadResponse:
         return await self.log.read_wait(after_seq, max_bytes, wait_s)
 
+    @property
+    def termination(self) -> Termination | None:
+        return self.log.termination
+
+    @property
+    def last_seq(self) -> int:
+        return self.log.next_seq - 1
+
+    async def wait_output(
+        self,
+        pattern: str | None,
+        idle_s: float | None,
+        timeout_s: float,
+        after_seq: int | None,
+    ) -> ProcessWaitResponse:
+        return await wait_on_output(
+            self.log,
+            pattern=compile_pattern(pattern) if pattern is not None else None,
+            idle_s=idle_s,
+            timeout_s=timeout_s,
+            after_seq=after_seq,
+            last_output=lambda: self.last_output_at,
+        )
+
     # -- output --------------------------------------------------------------------------------
 
     def _on_readable(self, fd: int) -> None:
@@ -170,7 +288,10 @@ class LocalProcess:
         except OSError:  # EIO: the PTY slave has no holders left
             data = b""
         if data:
+            self.last_output_at = self._loop.time()
             self.log.append_output(self._readers[fd], data)
+            if self._input_watch is not None:
+                self._input_watch.poke()
         else:
             self._end_stream(fd)
 
@@ -196,7 +317,7 @@ class LocalProcess:
 
     def _end_stream(self, fd: int) -> None:
         del self._readers[fd]
-        if not self._paused:
+        if not self._pausers:
             self._loop.remove_reader(fd)
         if fd != self._stdin_fd:
             os.close(fd)
@@ -204,24 +325,56 @@ class LocalProcess:
             self._finish_exit()
         self._maybe_close()
 
-    def pause_output(self) -> None:
-        """Stop reading output (back-pressure: the child blocks once its pipe is full)."""
-        if not self._paused:
-            self._paused = True
+    def pause_output(self, by: object = None) -> None:
+        """Stop reading output (back-pressure: the child blocks once its pipe is full) until
+        everyone who paused it (`by`) resumed it."""
+        if not self._pausers:
             for fd in self._readers:
                 self._loop.remove_reader(fd)
+        self._pausers.add(by)
 
-    def resume_output(self) -> None:
-        if self._paused:
-            self._paused = False
+    def resume_output(self, by: object = None) -> None:
+        if by not in self._pausers:
+            return
+        self._pausers.discard(by)
+        if not self._pausers:
             for fd in self._readers:
                 self._loop.add_reader(fd, self._on_readable, fd)
 
+    @property
+    def attachers(self) -> int:
+        """Tables that attached this process by handle."""
+        return sum(self.links.values())
+
+    # -- terminal ------------------------------------------------------------------------------
+
+    def resize(self, rows: int, cols: int) -> None:
+        """Set the terminal size; the kernel sends SIGWINCH to the terminal's foreground group.
+
+        Raises `InvalidRequest` for a process without a terminal or one that has exited.
+        """
+        check_size(rows, cols)
+        if not self.tty:
+            raise InvalidRequest("process/resize needs a process started with tty")
+        if self.log.exited or self._stdin_fd is None:
+            raise InvalidRequest("process/resize: the process has exited")
+        fcntl.ioctl(self._stdin_fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
     # -- exit ----------------------------------------------------------------------------------
+
+    def on_usage(self, usage: resource.struct_rusage) -> None:
+        """Called by the reaper (before `on_exit_status`) with the child's resource usage."""
+        self._usage = usage
 
     def on_exit_status(self, status: int) -> None:
         """Called by the reaper with the child's wait status."""
         self._reaped = True
+        self._status = status
+        if self._timeouts is not None:
+            self._timeouts.cancel()
+        if self._input_watch is not None:
+            self._input_watch.close()
+            self._input_watch = None
         self._drain()
         self._exit_code = exit_code_from_status(status)
         if self.sandbox_type != "none" and self._readers and not self._terminated:
@@ -242,7 +395,18 @@ class LocalProcess:
             self._exit_code,
             ((chunk.stream, chunk.data) for chunk in self.log.retained()),
         )
-        self.log.record_exit(self._exit_code, denied)
+        memory_limited = self.limits is not None and self.limits.memory_bytes is not None
+        limited = self.cgroup if memory_limited else None
+        termination = termination_record(
+            status=self._status,
+            usage=self._usage,
+            end_cause=self.end_cause,
+            oom_kills=limited.oom_kills() if limited is not None else 0,
+            sandbox_denied=denied,
+            peak_memory=limited.peak_memory() if limited is not None else None,
+            server_peak_rss=self.server_peak_rss,
+        )
+        self.log.record_exit(self._exit_code, denied, termination)
         if self._terminated:
             self._abandon_streams()
         self._maybe_close()
@@ -279,14 +443,23 @@ class LocalProcess:
             return "stdinClosed"
         if len(self._stdin_buffer) + len(data) > MAX_PENDING_STDIN_BYTES:
             raise InternalError("failed to write to process stdin")
+        budget = self.stdin_budget
+        queued = bool(data) and self._stdin_fd is not None and not self._stdin_broken
+        if budget is not None and queued:
+            if not budget.try_reserve(len(data)):
+                raise StdinBudgetExhausted(budget.limit)
+            self._stdin_held += len(data)
         self._write_ids[write_id] = None
         if len(self._write_ids) > WRITE_ID_MEMORY:
             self._write_ids.popitem(last=False)
         # Like the reference, a write to a process whose stdin is gone (it exited, or closed
         # its end) is accepted and the bytes are dropped.
-        if data and self._stdin_fd is not None and not self._stdin_broken:
+        if queued:
             self._stdin_buffer += data
             self._flush_stdin()
+            if self._input_watch is not None:
+                self._last_input_at = self._loop.time()
+                self._input_watch.poke()
         return "accepted"
 
     def _flush_stdin(self) -> None:
@@ -311,6 +484,14 @@ class LocalProcess:
             self._loop.remove_writer(fd)
         if not self._stdin_buffer and self._close_when_flushed:
             self._close_stdin()
+        self._release_stdin_budget()
+
+    def _release_stdin_budget(self) -> None:
+        """Give back what the buffer no longer holds."""
+        written = self._stdin_held - len(self._stdin_buffer)
+        if written > 0 and self.stdin_budget is not None:
+            self._stdin_held -= written
+            self.stdin_budget.release(written)
 
     def _on_writable(self) -> None:
         self._flush_stdin()
@@ -343,6 +524,7 @@ class LocalProcess:
             self._writing = False
         self._stdin_fd = None
         self._stdin_buffer.clear()
+        self._release_stdin_budget()
         self._close_when_flushed = False
         if fd not in self._readers:  # a PTY master is also the output fd
             os.close(fd)
@@ -360,12 +542,14 @@ class LocalProcess:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(group, signal.SIGINT)
 
-    def terminate(self) -> bool:
+    def terminate(self, cause: TerminationReason = "terminated") -> bool:
         """SIGKILL the whole tree. Returns whether the child itself was still running."""
         running = not self.log.exited
         self._terminated = True
         if running:
             self.terminated_while_running = True
+            if self.end_cause is None and not self._reaped:
+                self.end_cause = cause
         self.kill()
         if not running:
             self._abandon_streams()
@@ -373,13 +557,91 @@ class LocalProcess:
 
     def kill(self) -> None:
         """SIGKILL the child's tree (idempotent). The reaper still reports the exit."""
-        tree.kill_tree(self.pid, root_alive=not self._reaped)
-        if self.kill_escaped is not None:
-            self.kill_escaped()
+        if self._kill_after is not None:
+            self._kill_after.cancel()
+            self._kill_after = None
+        if self.cgroup is not None:
+            # Every descendant is in the cgroup: no need to walk /proc.
+            if not self._reaped:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.pid, signal.SIGKILL)
+            self.cgroup.kill()
+        else:
+            tree.kill_tree(self.pid, root_alive=not self._reaped)
+
+    def signal_tree(self, sig: int) -> None:
+        """Send `sig` (once) to the process's group and every descendant found."""
+        if not self._reaped:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, sig)
+        if self.cgroup is not None:
+            self.cgroup.signal(sig)
+        elif not self._reaped:
+            for pid in tree.descendants(self.pid) | {self.pid}:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+
+    # -- waiting for input (PTY) ---------------------------------------------------------------
+
+    def watch_input(self) -> None:
+        """Report (once per quiet stretch) to every linked table that listens when the
+        terminal's foreground process blocks reading it (local/input_wait.py: a heuristic).
+        Idempotent."""
+        if not self.tty or self._stdin_fd is None or self._reaped or self._input_watch is not None:
+            return
+
+        def pids() -> set[int] | list[int]:
+            cgroup = self.cgroup
+            if cgroup is not None:
+                return cgroup.pids()
+            return tree.descendants(self.pid) | {self.pid}
+
+        self._input_watch = InputWatch(
+            self._loop,
+            master_fd=self._stdin_fd,
+            tty_path=self.tty_path,
+            pids=pids,
+            last_activity=lambda: max(self.last_output_at, self._last_input_at),
+            report=self._report_waiting,
+        )
+
+    def _report_waiting(self, reader: Reader) -> None:
+        for linker, process_id in list(self.links):
+            listener = linker.waiting_listener
+            if listener is not None:
+                listener(process_id, self, reader.pid, reader.command)
+
+    # -- timeouts ------------------------------------------------------------------------------
+
+    def arm_timeouts(self, timeout_s: float | None, idle_s: float | None, grace_s: float) -> None:
+        """End the tree (SIGTERM, SIGKILL `grace_s` later) once `timeout_s` has passed or no
+        output came for `idle_s`."""
+        self.kill_grace_s = grace_s
+        if timeout_s is None and idle_s is None:
+            return
+
+        def expire(reason: TerminationReason) -> None:
+            if self.log.exited or self._reaped or self.end_cause is not None:
+                return
+            self.end_cause = reason
+            self.signal_tree(signal.SIGTERM)
+            self.kill_later(grace_s)
+
+        self._timeouts = Timeouts(
+            self._loop,
+            expire,
+            lambda: self.last_output_at,
+            timeout_s=timeout_s,
+            idle_s=idle_s,
+        )
+
+    def kill_later(self, delay_s: float) -> None:
+        """SIGKILL the tree in `delay_s` (a timeout's grace period)."""
+        self._kill_after = self._loop.call_later(delay_s, self.kill)
 
 
 class LocalExecBackend:
-    """The process table of one session: ids, spawning, retention of finished processes."""
+    """The process table of one session: ids, spawning, links, retention of finished ones."""
 
     def __init__(
         self,
@@ -390,35 +652,74 @@ class LocalExecBackend:
         cgroups: ProcessCgroups | None = None,
         max_processes: int = MAX_PROCESSES_PER_SESSION,
         output_budget: RetainedOutputBudget | None = None,
+        stdin_budget: ByteBudget | None = None,
         telemetry: Telemetry | None = None,
+        kill_grace_s: float = DEFAULT_KILL_GRACE_S,
+        directory: ProcessDirectory | None = None,
+        journals: JournalStore | None = None,
+        principal: str = "",
     ) -> None:
         self._reaper = reaper
+        self._kill_grace_s = kill_grace_s
+        self._placement: Placement = NO_PLACEMENT
         self._output_budget = output_budget
+        self._stdin_budget = stdin_budget
         self._telemetry = telemetry
+        self._directory = directory if directory is not None else ProcessDirectory()
+        self._journals = journals
+        self.principal = principal
+        """Who this table's session belongs to (handles are found per principal)."""
         self.session_id = ""
         """For log lines only."""
         self._max_processes = max_processes
         self._cgroups = cgroups or ProcessCgroups.disabled()
-        self._cgroup_names: set[str] = set()
-        """Cgroups of this backend's processes, kept after an entry expires while still busy."""
-        self._spawned = 0
+        self._cgroups_held: dict[str, tuple[ProcessCgroup, LocalProcess]] = {}
+        """Cgroups of the processes this table started (with the process), kept after an entry
+        expires while still busy; a detached process's goes with the process."""
         self._loop = asyncio.get_running_loop()
         self._server_env = server_env if server_env is not None else os.environ
         self._retention_s = closed_retention_s
         self._processes: dict[str, LocalProcess] = {}
+        """Links by this table's ids."""
+        self._owned: set[str] = set()
+        """Ids of the processes this table started and owns (not detached)."""
+        self._listeners: dict[str, Callable[[ProcessEvent], None]] = {}
         self._expiry: dict[str, asyncio.TimerHandle] = {}
         self._output_paused = False
         self._snapshots = SnapshotCache()
         """This session's shell snapshots (a scope lives as long as the session)."""
         self.listener: ProcessListener | None = None
+        self.network_peer: NetworkPolicyPeer | None = None
+        self._proxies: set[ManagedProxy] = set()
+        """Managed proxies of processes not closed yet."""
+        self._proxy_tasks = TaskOwner("closing network proxies")
+        self._waiting_listener: WaitingListener | None = None
+
+    @property
+    def waiting_listener(self) -> WaitingListener | None:
+        """Hears that a PTY process waits for input (set by a session that asked for it)."""
+        return self._waiting_listener
+
+    @waiting_listener.setter
+    def waiting_listener(self, listener: WaitingListener | None) -> None:
+        self._waiting_listener = listener
+        if listener is not None:  # processes linked before (adopted, attached) are watched too
+            for process in self._processes.values():
+                if process.tty:
+                    process.watch_input()
 
     def __len__(self) -> int:
         return len(self._processes)
 
     @property
     def active(self) -> int:
-        """Processes in the table that have not closed yet."""
-        return sum(1 for process in self._processes.values() if not process.closed)
+        """Processes this table started that have not closed yet (attached ones not counted:
+        they are counted where they were started)."""
+        return sum(
+            1
+            for process_id, process in self._processes.items()
+            if not process.closed and not process.links.get((self, process_id))
+        )
 
     def get(self, process_id: str) -> LocalProcess | None:
         return self._processes.get(process_id)
@@ -442,11 +743,11 @@ class LocalExecBackend:
         cwd = params.cwd.native_cwd()  # checked before argv, as the reference does
         if not params.argv:
             raise InvalidParams("argv must not be empty")
-        if sandbox is not None and params.enforce_managed_network:
-            # Fail closed: there is no managed network proxy on this executor.
+        if sandbox is not None and params.enforce_managed_network and params.network_proxy is None:
+            # Fail closed: enforcement needs the executor's own managed proxy.
             raise InvalidParams(
                 "failed to prepare process sandbox: managed network enforcement needs a "
-                "network proxy, which this executor does not provide"
+                "network proxy (`networkProxy`)"
             )
         env = build_child_env(params.env, params.env_policy, self._server_env)
         policy = None
@@ -470,16 +771,55 @@ class LocalExecBackend:
         )
         self._check_new_id(params.process_id)
         if params.network_proxy is not None:
-            raise InvalidParams(
-                "executor-local network proxy launches are not supported by this executor "
-                "(capability networkProxyLaunch is false)"
+            _refuse_unsupported_proxy_features(params.network_proxy)
+        extras = self._extras(params)
+        if params.size is not None:
+            spec = dataclasses.replace(spec, size=(params.size.rows, params.size.cols))
+        network = None
+        if params.network_proxy is not None:
+            network = self._start_proxy(params)
+            env.update(network.proxy.snapshot.env())
+        try:
+            if snapshot_key is None:
+                return self._start(
+                    params.process_id, spec, env, policy, None, extras=extras, network=network
+                )
+            known, snapshot = self._snapshots.lookup(snapshot_key)
+            if known:
+                return self._start(
+                    params.process_id, spec, env, policy, snapshot, extras=extras, network=network
+                )
+        except BaseException:
+            self._release_proxy(network)
+            raise
+        return self._start_after_capture(
+            params.process_id, spec, env, policy, snapshot_key, extras=extras, network=network
+        )
+
+    def _start_proxy(self, params: ProcessStartParams) -> _Network:
+        """The process's managed proxy, started (its snapshot is final)."""
+        # Imported on first use: the proxy (and its HTTP stack) costs nothing to the others.
+        from execserver.local.network.launch import ManagedProxy
+
+        launch = params.network_proxy
+        assert launch is not None
+        try:
+            proxy = ManagedProxy.start(
+                params.process_id, launch, lambda: self.network_peer, self._server_env
             )
-        if snapshot_key is None:
-            return self._start(params.process_id, spec, env, policy, None)
-        known, snapshot = self._snapshots.lookup(snapshot_key)
-        if known:
-            return self._start(params.process_id, spec, env, policy, snapshot)
-        return self._start_after_capture(params.process_id, spec, env, policy, snapshot_key)
+        except OSError as exc:
+            raise InternalError(f"failed to start the network proxy: {exc.strerror}") from None
+        self._proxies.add(proxy)
+        confined = params.sandbox is not None and params.enforce_managed_network
+        return _Network(proxy, confined)
+
+    def _release_proxy(self, network: _Network | None) -> None:
+        """Stop a proxy (its process ended, or never started); `aclose()` waits for it."""
+        if network is None or network.proxy not in self._proxies:
+            return
+        self._proxies.discard(network.proxy)
+        network.proxy.close()
+        self._proxy_tasks.spawn(network.proxy.aclose())
 
     def _snapshot_key(self, params: ProcessStartParams) -> SnapshotKey | None:
         """The snapshot a start uses, if any; raises the reference's errors for a bad one."""
@@ -508,6 +848,25 @@ class LocalExecBackend:
                 "ones included until they expire); terminate some or wait"
             )
 
+    def _extras(self, params: ProcessStartParams) -> _Extras:
+        """The extension members (timeouts, limits, size, detach), checked before anything
+        runs; limits that this executor cannot enforce are refused, never ignored."""
+        extras = _Extras(
+            timeout_s=timeout_seconds("timeoutMs", params.timeout_ms),
+            idle_s=timeout_seconds("idleTimeoutMs", params.idle_timeout_ms),
+            limits=limits_from_wire(params.limits),
+            detach=params.detach,
+        )
+        try:
+            self._cgroups.check(extras.limits)
+        except LimitsUnavailable as exc:
+            raise InvalidParams(f"process/start limits cannot be enforced: {exc}") from None
+        if params.size is not None:
+            check_size(params.size.rows, params.size.cols)
+        if params.detach:
+            self._directory.check_detach(self.principal)
+        return extras
+
     async def _start_after_capture(
         self,
         process_id: str,
@@ -515,18 +874,29 @@ class LocalExecBackend:
         env: dict[str, str],
         policy: ResolvedPolicy | None,
         key: SnapshotKey,
+        *,
+        extras: _Extras,
+        network: _Network | None,
     ) -> LocalProcess:
         """Capture the scope's snapshot (once), then start.
 
         Cancellation: the start is abandoned; a capture in progress goes on for the scope.
         """
-        if not spec.tty:
-            _check_cwd(spec.cwd)  # a missing cwd fails the start, not the capture
-        snapshot = await self._snapshots.get(
-            key, functools.partial(self._capture_snapshot, key, spec, env, policy)
-        )
-        self._check_new_id(process_id)  # another start may have taken the id meanwhile
-        return self._start(process_id, spec, env, policy, snapshot)
+        try:
+            if not spec.tty:
+                _check_cwd(spec.cwd)  # a missing cwd fails the start, not the capture
+            snapshot = await self._snapshots.get(
+                key, functools.partial(self._capture_snapshot, key, spec, env, policy)
+            )
+            self._check_new_id(process_id)  # another start may have taken the id meanwhile
+            if extras.detach:
+                self._directory.check_detach(self.principal)  # nor the last detached place
+            return self._start(
+                process_id, spec, env, policy, snapshot, extras=extras, network=network
+            )
+        except BaseException:
+            self._release_proxy(network)
+            raise
 
     def _start(
         self,
@@ -535,30 +905,50 @@ class LocalExecBackend:
         env: dict[str, str],
         policy: ResolvedPolicy | None,
         snapshot: Snapshot | None,
+        *,
+        extras: _Extras,
+        network: _Network | None = None,
     ) -> LocalProcess:
-        self._spawned += 1
-        cgroup = f"{id(self):x}-{self._spawned}"
-        run = _Run(spec.argv, ())
-        if snapshot is not None:
-            data = snapshot.render(pty_env(env) if spec.tty else env)
-            run = _Run(
-                shell_snapshot.restore_argv(snapshot.shell, spec.argv),
-                ((shell_snapshot.memfd_with(data), shell_snapshot.SNAPSHOT_FD),),
-            )
+        limits = extras.limits
         try:
-            with self._cgroups.enter(cgroup):
-                if policy is None:
-                    process = self._spawn(process_id, spec, env, run)
-                else:
-                    process = self._spawn_sandboxed(process_id, spec, env, policy, run)
+            # A fresh cgroup (with the limits) that the child is born in.
+            placement = self._cgroups.placement(limits)
+        except LimitsUnavailable as exc:
+            raise InvalidParams(f"process/start limits cannot be enforced: {exc}") from None
+        except OSError as exc:
+            raise InvalidParams(f"process/start limits could not be applied: {exc}") from None
+        run = _Run(spec.argv, ())
+        process = None
+        self._placement = placement
+        try:
+            if snapshot is not None:
+                data = snapshot.render(pty_env(env) if spec.tty else env)
+                run = _Run(
+                    shell_snapshot.restore_argv(snapshot.shell, spec.argv),
+                    ((shell_snapshot.memfd_with(data), shell_snapshot.SNAPSHOT_FD),),
+                )
+            if policy is None:
+                process = self._spawn(process_id, spec, env, run)
+            else:
+                process = self._spawn_sandboxed(process_id, spec, env, policy, run, network=network)
         finally:
+            self._placement = NO_PLACEMENT
             for fd, _ in run.extra_fds:
                 os.close(fd)
-        if self._cgroups.enabled:
-            self._cgroup_names.add(cgroup)
-            process.kill_escaped = functools.partial(self._cgroups.kill, cgroup)
-        self._processes[process_id] = process
-        process.log.listener = self._forward(process)
+            cgroup = placement.finish(process is not None)
+        if network is not None:
+            self._tie_proxy(process, network)
+        if cgroup is not None:
+            self._cgroups_held[cgroup.name] = (cgroup, process)
+            process.cgroup = cgroup
+            process.limits = limits
+        process.arm_timeouts(extras.timeout_s, extras.idle_s, self._kill_grace_s)
+        process.stdin_budget = self._stdin_budget
+        process.argv = list(spec.argv)
+        self._directory.register(process, self.principal, detached=extras.detach)
+        self._link(process_id, process, attached=False)
+        if not extras.detach:
+            self._owned.add(process_id)
         process.on_closed = self._on_closed
         if self._telemetry is not None:
             process.trace = self._telemetry.process_started()
@@ -574,16 +964,103 @@ class LocalExecBackend:
                     "sandbox": process.sandbox_type,
                 },
             )
-        if self._output_paused:
-            process.pause_output()
         return process
 
-    def _forward(self, process: LocalProcess) -> Callable[[ProcessEvent], None]:
+    # -- links ---------------------------------------------------------------------------------
+
+    def _link(self, process_id: str, process: LocalProcess, *, attached: bool) -> None:
+        self._processes[process_id] = process
+        listener = self._forward(process_id, process)
+        self._listeners[process_id] = listener
+        process.log.listeners.append(listener)
+        process.links[(self, process_id)] = attached
+        if self._output_paused:
+            process.pause_output((self, process_id))
+        if self._waiting_listener is not None and process.tty:
+            process.watch_input()
+        if process.closed:
+            self._schedule_expiry(process_id)
+
+    def unlink(self, process_id: str) -> None:
+        """Drop this table's link `process_id` (the process itself is unaffected)."""
+        process = self._processes.pop(process_id, None)
+        if process is None:
+            return
+        self._owned.discard(process_id)
+        handle = self._expiry.pop(process_id, None)
+        if handle is not None:
+            handle.cancel()
+        listener = self._listeners.pop(process_id)
+        with contextlib.suppress(ValueError):
+            process.log.listeners.remove(listener)
+        process.links.pop((self, process_id), None)
+        process.resume_output((self, process_id))
+
+    def _forward(self, process_id: str, process: LocalProcess) -> Callable[[ProcessEvent], None]:
         def forward(event: ProcessEvent) -> None:
             if self.listener is not None:
-                self.listener(process, event)
+                self.listener(process_id, process, event)
+            if isinstance(event, ClosedEvent):
+                self._schedule_expiry(process_id)
 
         return forward
+
+    def attach(
+        self, handle: str, process_id: str | None = None, tail_bytes: int | None = None
+    ) -> ProcessAttachResponse:
+        """Link the caller's process `handle` under `process_id` (default: the handle).
+
+        Raises `InvalidRequest` for an unknown (or someone else's) handle, an id in use, and
+        past the table's or the process's attacher limit.
+        """
+        process = self._directory.find(handle, self.principal)
+        process_id = handle if process_id is None else process_id
+        self._check_new_id(process_id)
+        self._directory.check_attach(process)
+        after_seq, skip = (0, 0) if tail_bytes is None else process.log.tail_start(tail_bytes)
+        self._link(process_id, process, attached=True)
+        return ProcessAttachResponse(
+            process_id=process_id,
+            handle=handle,
+            tty=process.tty,
+            sandbox_type=process.sandbox_type,
+            next_seq=process.log.next_seq,
+            replay_after_seq=after_seq,
+            skip_bytes=skip,
+        )
+
+    def detach(self, process_id: str) -> None:
+        """Drop the link `process_id`; a process this table owns becomes detached first (it
+        then outlives the session)."""
+        process = self.require(process_id)
+        if process_id in self._owned:
+            self._directory.detach(process)
+        self.unlink(process_id)
+
+    def links(self) -> list[tuple[str, LocalProcess, bool, bool]]:
+        """(id, process, owned, attached) of every link (for an upgrade in place)."""
+        return [
+            (pid, p, pid in self._owned, p.links.get((self, pid), False))
+            for pid, p in self._processes.items()
+        ]
+
+    def adopt_links(self, links: list[tuple[str, LocalProcess, bool, bool]]) -> None:
+        """Take links carried over by an upgrade in place (see `links()`)."""
+        for process_id, process, owned, attached in links:
+            self._link(process_id, process, attached=attached)
+            if owned:
+                self._owned.add(process_id)
+                process.on_closed = self._on_closed
+                if process.cgroup is not None:
+                    self._cgroups_held[process.cgroup.name] = (process.cgroup, process)
+
+    def list_processes(self) -> list[ProcessInfo]:
+        """Every process of this table's principal on the server."""
+        return self._directory.list(self.principal)
+
+    def kill(self, handle: str) -> bool:
+        """Kill the caller's process `handle` (whole tree); True if it was still running."""
+        return self._directory.find(handle, self.principal).terminate()
 
     def _spawn_sandboxed(
         self,
@@ -592,13 +1069,19 @@ class LocalExecBackend:
         env: dict[str, str],
         policy: ResolvedPolicy,
         run: _Run,
+        *,
+        network: _Network | None = None,
     ) -> LocalProcess:
-        """Start the program under bubblewrap (or directly, if the intent restricts nothing).
+        """Start the program under bubblewrap (or directly, if the intent restricts nothing
+        and no managed network confines it).
 
         Fails closed: if the sandbox cannot be prepared, nothing runs. A program that cannot
         be started at all (missing, not executable) is reported as without a sandbox, before
         anything runs.
         """
+        bridge = None
+        if network is not None and network.confined:
+            bridge = PortBridge(network.proxy.snapshot.ports)
         argv0 = run.argv[0]
         if not argv0:
             raise StartFailed(
@@ -608,14 +1091,16 @@ class LocalExecBackend:
             _check_cwd(spec.cwd)
         if any("\0" in arg for arg in run.argv):
             raise StartFailed("nul byte found in provided data", "spawnFailed")
-        if policy.mechanism is Mechanism.PLAIN:
+        if policy.mechanism is Mechanism.PLAIN and bridge is None:
             process = self._spawn(process_id, spec, env, run)
             process.sandbox_type = "linuxSeccomp"
             return process
         self._check_program(spec, env, argv0)
         try:
-            launch = sandbox_launch.prepare(policy, spec.cwd)
+            launch = sandbox_launch.prepare(policy, spec.cwd, bridge=bridge)
         except (SandboxUnavailable, SandboxError) as exc:
+            if bridge is not None:
+                bridge.close()
             raise StartFailed(
                 f"failed to prepare process sandbox: {exc}",
                 "sandboxUnavailable"
@@ -627,14 +1112,18 @@ class LocalExecBackend:
             if spec.tty:
                 env = pty_env(env)
             envp = _encode_env(env)
-            argv = [*launch.prefix]
-            if spec.arg0 is not None and launch.argv0_supported:
-                argv[-1:-1] = [b"--argv0", os.fsencode(spec.arg0)]
-            argv += [os.fsencode(arg) for arg in run.argv]
+            arg0 = None if spec.arg0 is None else os.fsencode(spec.arg0)
+            argv = launch.command([os.fsencode(arg) for arg in run.argv], arg0)
             extra_fds = (*launch.extra_fds, *run.extra_fds)
             if spec.tty:
                 process = self._spawn_pty(
-                    process_id, launch.prefix[0], argv, envp, cwd=b"/", extra_fds=extra_fds
+                    process_id,
+                    launch.prefix[0],
+                    argv,
+                    envp,
+                    cwd=b"/",
+                    size=spec.size,
+                    extra_fds=extra_fds,
                 )
             else:
                 process = self._spawn_pipes(
@@ -643,9 +1132,25 @@ class LocalExecBackend:
         except BaseException:
             launch.close()
             raise
+        if bridge is not None and network is not None:
+            bridge.receive(network.proxy.adopt_list)
         process.sandbox_type = "linuxSeccomp"
         process.cleanup = launch.close
+        process.sandbox_plan = launch.plan
         return process
+
+    def _tie_proxy(self, process: LocalProcess, network: _Network) -> None:
+        """The proxy lives as long as the process: it stops when the process closes."""
+        previous = process.cleanup
+
+        def cleanup() -> None:
+            try:
+                if previous is not None:
+                    previous()
+            finally:
+                self._release_proxy(network)
+
+        process.cleanup = cleanup
 
     def _check_program(self, spec: ProcessSpec, env: dict[str, str], program: str) -> None:
         """Fail now, as an unsandboxed start would, when `program` cannot be started at all:
@@ -694,7 +1199,13 @@ class LocalExecBackend:
         argv_bytes = [os.fsencode(arg) for arg in argv]
         if spec.tty:
             return self._spawn_pty(
-                process_id, program, argv_bytes, envp, cwd=cwd, extra_fds=run.extra_fds
+                process_id,
+                program,
+                argv_bytes,
+                envp,
+                cwd=cwd,
+                size=spec.size,
+                extra_fds=run.extra_fds,
             )
         search_path = env["PATH"] if "PATH" in env else self._server_env.get("PATH")
         try:
@@ -798,7 +1309,15 @@ class LocalExecBackend:
         child_side = [out_w, err_w] + ([in_r] if in_r is not None else [])
         parent_side = [out_r, err_r] + ([in_w] if in_w is not None else [])
         try:
-            pid = spawn(program, argv, envp, cwd, Stdio(in_r, out_w, err_w, extra_fds=extra_fds))
+            pid = spawn(
+                program,
+                argv,
+                envp,
+                cwd,
+                Stdio(in_r, out_w, err_w, extra_fds=extra_fds),
+                cgroup_fd=self._placement.cgroup_fd,
+                run=self._placement.run,
+            )
         except OSError as exc:
             for fd in child_side + parent_side:
                 os.close(fd)
@@ -814,10 +1333,14 @@ class LocalExecBackend:
             readers={out_r: "stdout", err_r: "stderr"},
             stdin_fd=in_w,
             loop=self._loop,
-            log=OutputLog(budget=self._output_budget),
+            log=self._new_log(),
         )
-        self._reaper.watch(pid, process.on_exit_status)
+        self._reaper.watch(pid, process.on_exit_status, process.on_usage)
         return process
+
+    def _new_log(self) -> OutputLog:
+        journal = self._journals.open() if self._journals is not None else None
+        return OutputLog(budget=self._output_budget, journal=journal)
 
     def _spawn_pty(
         self,
@@ -827,12 +1350,21 @@ class LocalExecBackend:
         envp: list[bytes],
         *,
         cwd: bytes,
+        size: tuple[int, int],
         extra_fds: tuple[tuple[int, int], ...] = (),
     ) -> LocalProcess:
-        master, slave = open_pty()
+        master, slave = open_pty(*size)
         try:
             tty = os.fsencode(os.ttyname(slave))
-            pid = spawn(program, argv, envp, cwd, Stdio(tty_path=tty, extra_fds=extra_fds))
+            pid = spawn(
+                program,
+                argv,
+                envp,
+                cwd,
+                Stdio(tty_path=tty, extra_fds=extra_fds),
+                cgroup_fd=self._placement.cgroup_fd,
+                run=self._placement.run,
+            )
         except OSError as exc:
             os.close(master)
             raise StartFailed.from_os_error(exc) from None
@@ -846,9 +1378,10 @@ class LocalExecBackend:
             readers={master: "pty"},
             stdin_fd=master,
             loop=self._loop,
-            log=OutputLog(budget=self._output_budget),
+            log=self._new_log(),
         )
-        self._reaper.watch(pid, process.on_exit_status)
+        process.tty_path = os.fsdecode(tty)
+        self._reaper.watch(pid, process.on_exit_status, process.on_usage)
         return process
 
     def _on_closed(self, process: LocalProcess) -> None:
@@ -856,7 +1389,12 @@ class LocalExecBackend:
             self._record_finish(process)
         else:  # the span after this loop turn, once the closed notification has been written
             self._loop.call_soon(self._record_finish, process)
-        self._schedule_expiry(process)
+        cgroup = process.cgroup
+        with contextlib.suppress(OSError):
+            if cgroup is not None and self._cgroups.release(cgroup):
+                # Empty: nothing of the tree is left (and the cgroup may serve another process).
+                self._cgroups_held.pop(cgroup.name, None)
+                process.cgroup = None
 
     def _record_finish(self, process: LocalProcess) -> None:
         """Count and log a process once: when it closes, or when shutdown gives up on it."""
@@ -892,59 +1430,91 @@ class LocalExecBackend:
                 },
             )
 
-    def _schedule_expiry(self, process: LocalProcess) -> None:
-        handle = self._loop.call_later(self._retention_s, self._expire, process.process_id)
-        self._expiry[process.process_id] = handle
+    def _schedule_expiry(self, process_id: str) -> None:
+        if process_id not in self._expiry:
+            handle = self._loop.call_later(self._retention_s, self._expire, process_id)
+            self._expiry[process_id] = handle
 
     def _expire(self, process_id: str) -> None:
         self._expiry.pop(process_id, None)
-        process = self._processes.pop(process_id, None)
-        if process is not None:
-            process.log.discard()
-        for cgroup in [c for c in self._cgroup_names if not self._cgroups.pids(c)]:
-            if self._cgroups.remove(cgroup):
-                self._cgroup_names.discard(cgroup)
+        process = self._processes.get(process_id)
+        if process is None:
+            return
+        if process_id in self._owned:
+            self._directory.discard(process)  # unlinks it here and everywhere else
+        else:
+            self.unlink(process_id)
+        self._remove_empty_cgroups()
+
+    def _remove_empty_cgroups(self) -> None:
+        for name, (cgroup, _) in list(self._cgroups_held.items()):
+            with contextlib.suppress(OSError):
+                if cgroup.remove():
+                    del self._cgroups_held[name]
 
     def pause_output(self) -> None:
         """Back-pressure: stop reading every process's output until `resume_output()`."""
         self._output_paused = True
-        for process in self._processes.values():
-            process.pause_output()
+        for process_id, process in self._processes.items():
+            process.pause_output((self, process_id))
 
     def resume_output(self) -> None:
         self._output_paused = False
-        for process in self._processes.values():
-            process.resume_output()
+        for process_id, process in self._processes.items():
+            process.resume_output((self, process_id))
 
     async def aclose(self, grace_s: float = 2.0) -> None:
-        """Kill every process tree and wait (bounded) until each child is reaped.
+        """Kill every process tree this table owns and wait (bounded) until each child is
+        reaped; detached and attached processes only lose their link here.
 
         Cancellation: the kills are sent before the first await; waiting may be cut short.
         """
         self._snapshots.cancel()  # shell snapshot captures in progress: their children die
+        owned = [(pid, p) for pid, p in self._processes.items() if pid in self._owned]
         pending = []
-        for process in self._processes.values():
+        for _, process in owned:
             if not process.closed:
-                process.terminate()
+                process.terminate("shutdown")
                 pending.append(process.wait_closed())
         for handle in self._expiry.values():
             handle.cancel()
         self._expiry.clear()
+        for process_id in [pid for pid in self._processes if pid not in self._owned]:
+            self.unlink(process_id)
+        # A detached process's cgroup goes when the process leaves the server.
+        for name, (_, process) in list(self._cgroups_held.items()):
+            if process.detached:
+                del self._cgroups_held[name]
+                process.release = functools.partial(release_cgroup, process)
         # Daemons and double-forked orphans of processes that already finished.
-        for cgroup in list(self._cgroup_names):
-            self._cgroups.kill(cgroup)
+        for cgroup, _ in list(self._cgroups_held.values()):
+            cgroup.kill()
         if pending:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(grace_s):
                     await asyncio.gather(*pending)
         await self._snapshots.aclose()
-        for process in self._processes.values():
+        for proxy in list(self._proxies):  # of processes that did not close in time
+            proxy.close()
+            self._proxy_tasks.spawn(proxy.aclose())
+        self._proxies.clear()
+        await self._proxy_tasks.aclose()
+        for _, process in owned:
             self._record_finish(process)
-            process.log.discard()
+            self._directory.discard(process)
         self._processes.clear()
-        for cgroup in list(self._cgroup_names):
-            if self._cgroups.remove(cgroup):
-                self._cgroup_names.discard(cgroup)
+        self._owned.clear()
+        self._remove_empty_cgroups()
+
+
+def release_cgroup(process: LocalProcess) -> None:
+    """Kill what is left in a (detached) process's cgroup and remove it: the process leaves
+    the server."""
+    cgroup, process.cgroup = process.cgroup, None
+    if cgroup is not None:
+        with contextlib.suppress(OSError):
+            cgroup.kill()
+            cgroup.remove()
 
 
 def _check_cwd(cwd: bytes) -> None:
@@ -965,6 +1535,26 @@ def _encode_env(env: Mapping[str, str]) -> list[bytes]:
             raise StartFailed("data provided contains a nul byte", "spawnFailed")
         envp.append(os.fsencode(item))
     return envp
+
+
+@dataclass(slots=True, frozen=True)
+class _Extras:
+    """`process/start`'s extension members, checked: how the process may end besides by
+    itself (timeouts, limits) and whether it outlives its session (`detach`)."""
+
+    timeout_s: float | None
+    idle_s: float | None
+    limits: Limits | None
+    detach: bool
+
+
+@dataclass(slots=True, frozen=True)
+class _Network:
+    """A process's managed proxy, and whether the process is confined to it (a sandbox with
+    `enforceManagedNetwork`: its own network namespace, where only the proxy is reachable)."""
+
+    proxy: ManagedProxy
+    confined: bool
 
 
 @dataclass(slots=True, frozen=True)
@@ -996,6 +1586,12 @@ def _check_network_members(params: ProcessStartParams) -> None:
             "invalid network proxy config: executor-local network proxy launch requires an "
             "enabled proxy"
         )
+    from execserver.local.network.policy import NetworkPolicy, PolicyConfigError
+
+    try:
+        NetworkPolicy.from_config(proxy.proxy)
+    except PolicyConfigError as exc:
+        raise InvalidParams(f"invalid network proxy config: {exc}") from None
     allowed = [path for path, rule in (proxy.proxy.unix_sockets or {}).items() if rule == "allow"]
     for index, path in enumerate(allowed):
         if not path.startswith("/") or "\0" in path:
@@ -1003,6 +1599,21 @@ def _check_network_members(params: ProcessStartParams) -> None:
                 f"invalid network proxy config: invalid network.allow_unix_sockets[{index}]: "
                 f"expected a NUL-free absolute path for Linux, got {rust_debug_str(path)}"
             )
+
+
+def _refuse_unsupported_proxy_features(launch: RemoteNetworkProxyLaunchConfig) -> None:
+    """Proxy features this executor does not have (their capabilities are false): refused
+    clearly rather than run with less than was asked (docs/protocol.md, Capabilities)."""
+    if launch.proxy.transparent_tcp:
+        raise InvalidParams(
+            "transparent TCP is not supported by this executor "
+            "(capability networkProxyTransparentTcp is false)"
+        )
+    if launch.proxy.credential_masking:
+        raise InvalidParams(
+            "credential masking is not supported by this executor "
+            "(capability credentialMasking is false)"
+        )
 
 
 async def _run_collecting(

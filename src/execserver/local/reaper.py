@@ -15,6 +15,7 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import resource
 import signal
 from collections.abc import Callable
 
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 _PR_SET_CHILD_SUBREAPER = 36
 
 ExitCallback = Callable[[int], None]
+UsageCallback = Callable[[resource.struct_rusage], None]
 
 
 class ChildReaper:
@@ -31,24 +33,32 @@ class ChildReaper:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._watched: dict[int, tuple[int, ExitCallback]] = {}
+        self._usage: dict[int, UsageCallback] = {}
         self._subreaper = False
 
-    def watch(self, pid: int, on_exit: ExitCallback) -> None:
-        """Call `on_exit(wait_status)` once our child `pid` has exited and been reaped.
+    def watch(self, pid: int, on_exit: ExitCallback, on_usage: UsageCallback | None = None) -> None:
+        """Call `on_exit(wait_status)` once our child `pid` has exited and been reaped (and
+        before it, `on_usage` with its resource usage, its waited-for descendants included).
 
         Must be called before any await after the spawn, so no other waiter can see the pid first.
         """
         pidfd = os.pidfd_open(pid)
         self._watched[pid] = (pidfd, on_exit)
+        if on_usage is not None:
+            self._usage[pid] = on_usage
         self._loop.add_reader(pidfd, self._on_readable, pid)
 
     def _on_readable(self, pid: int) -> None:
+        usage: resource.struct_rusage | None = None
         try:
-            reaped, status = os.waitpid(pid, os.WNOHANG)
+            reaped, status, usage = os.wait4(pid, os.WNOHANG)
         except ChildProcessError:
             reaped, status = pid, 255 << 8  # someone else reaped it: report an unknown failure
         if reaped == 0:
             return
+        on_usage = self._usage.pop(pid, None)
+        if on_usage is not None and usage is not None:
+            on_usage(usage)
         pidfd, on_exit = self._watched.pop(pid)
         self._loop.remove_reader(pidfd)
         os.close(pidfd)
@@ -98,6 +108,7 @@ class ChildReaper:
             self._loop.remove_reader(pidfd)
             os.close(pidfd)
         self._watched.clear()
+        self._usage.clear()
         if self._subreaper:
             self._loop.remove_signal_handler(signal.SIGCHLD)
             self._subreaper = False

@@ -14,12 +14,13 @@ import errno
 import os
 import signal
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 _POSIX_SPAWN_SETSIGDEF = 0x04
 _POSIX_SPAWN_SETSIGMASK = 0x08
 _POSIX_SPAWN_SETSID = 0x80
+_POSIX_SPAWN_SETCGROUP = 0x100  # glibc >= 2.39: clone3(CLONE_INTO_CGROUP)
 
 # Opaque glibc structures, over-allocated (posix_spawnattr_t is 336 bytes and
 # posix_spawn_file_actions_t 80 bytes on x86_64; sigset_t is 128 bytes).
@@ -83,6 +84,9 @@ class _Libc:
         self.setflags = lib.posix_spawnattr_setflags
         self.setflags.argtypes = [ctypes.c_void_p, ctypes.c_short]
         self.setsigmask = lib.posix_spawnattr_setsigmask
+        self.setcgroup = getattr(lib, "posix_spawnattr_setcgroup_np", None)
+        if self.setcgroup is not None:
+            self.setcgroup.argtypes = [ctypes.c_void_p, ctypes.c_int]
         self.setsigdefault = lib.posix_spawnattr_setsigdefault
         self.sigemptyset = lib.sigemptyset
         self.sigaddset = lib.sigaddset
@@ -120,17 +124,30 @@ def _cstrings(items: Sequence[bytes]) -> ctypes.Array[ctypes.c_char_p]:
     return array
 
 
+def can_spawn_into_cgroup() -> bool:
+    """Whether this libc can start a child directly inside a cgroup v2 (`cgroup_fd`)."""
+    try:
+        return _lib().setcgroup is not None
+    except SpawnUnavailable:
+        return False
+
+
 def spawn(
     path: bytes,
     argv: Sequence[bytes],
     env: Sequence[bytes],
     cwd: bytes,
     stdio: Stdio,
+    *,
+    cgroup_fd: int | None = None,
+    run: Callable[[Callable[[], int]], int] | None = None,
 ) -> int:
     """Start `path` with `argv` and `env` (`b"K=V"` items) in `cwd` as a session leader.
 
     Returns the child's pid. Raises `OSError` with the errno of the failed chdir/open/exec.
     Blocks until the child has exec'd (vfork semantics), typically well under a millisecond.
+    `cgroup_fd` (a cgroup v2 directory) makes the child start in that cgroup; `run` executes
+    the final libc call (e.g. on a thread placed in a v1 cgroup, local/cgroup.py).
     """
     lib = _lib()
     actions = ctypes.create_string_buffer(_ACTIONS_SIZE)
@@ -139,11 +156,13 @@ def spawn(
     try:
         _check(lib.attr_init(attr))
         try:
-            _check(
-                lib.setflags(
-                    attr, _POSIX_SPAWN_SETSID | _POSIX_SPAWN_SETSIGMASK | _POSIX_SPAWN_SETSIGDEF
-                )
-            )
+            flags = _POSIX_SPAWN_SETSID | _POSIX_SPAWN_SETSIGMASK | _POSIX_SPAWN_SETSIGDEF
+            if cgroup_fd is not None:
+                if lib.setcgroup is None:
+                    raise OSError(errno.ENOSYS, "posix_spawnattr_setcgroup_np is missing")
+                _check(lib.setcgroup(attr, cgroup_fd))
+                flags |= _POSIX_SPAWN_SETCGROUP
+            _check(lib.setflags(attr, flags))
             _check(lib.setsigmask(attr, lib.empty_mask))
             _check(lib.setsigdefault(attr, lib.default_signals))
             # chdir first so a relative program path resolves against the child's cwd, like
@@ -167,14 +186,12 @@ def spawn(
             for parent_fd, child_fd in stdio.extra_fds:
                 _check(lib.adddup2(actions, parent_fd, child_fd))
             pid = ctypes.c_int(0)
-            rc = lib.spawn(
-                ctypes.byref(pid),
-                path,
-                actions,
-                attr,
-                _cstrings(argv),
-                _cstrings(env),
-            )
+            c_argv, c_env = _cstrings(argv), _cstrings(env)
+
+            def call() -> int:
+                return int(lib.spawn(ctypes.byref(pid), path, actions, attr, c_argv, c_env))
+
+            rc = call() if run is None else run(call)
             if rc != 0:
                 raise OSError(rc, os.strerror(rc))
             return pid.value

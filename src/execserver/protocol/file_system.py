@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Literal
 
 from execserver.protocol.base import (
+    I64,
+    U32,
     U64,
     USIZE,
     Base64Bytes,
@@ -234,3 +236,34 @@ class FsWatchMissingResponse(WireStruct):
 
 class FsMissingChangedNotification(WireStruct):
     watch_id: int
+
+
+class FsGetAttributesParams(WireStruct):
+    """Extension `fs/getAttributes`: the attributes `cp` keeps (symlinks followed)."""
+
+    rust_name = "FsGetAttributesParams"
+    rust_len = 2
+
+    path: PathUri
+    sandbox: SandboxContext | None = None
+
+
+class FileAttributes(WireStruct):
+    """`mode`: the permission bits (`st_mode & 0o7777`); times in nanoseconds since the epoch."""
+
+    mode: U32
+    accessed_at_ns: I64
+    modified_at_ns: I64
+
+
+class FsSetAttributesParams(WireStruct):
+    """Extension `fs/setAttributes`: change what is given (symlinks followed); `{}`."""
+
+    rust_name = "FsSetAttributesParams"
+    rust_len = 5
+
+    path: PathUri
+    mode: U32 | None = None
+    accessed_at_ns: I64 | None = None
+    modified_at_ns: I64 | None = None
+    sandbox: SandboxContext | None = None

@@ -60,9 +60,12 @@ class Notification:
 
 @dataclass(slots=True)
 class ClientResponse:
-    """A response or error object sent by the client; the server never sends requests."""
+    """A response or error object sent by the client: the answer to a server request (a
+    `network/policyRequest`), or a protocol violation when it answers none."""
 
     id: RequestId
+    result: Any = None
+    error: ErrorObject | None = None
 
 
 Message = Request | Notification | ClientResponse
@@ -90,6 +93,10 @@ _encoder = msgspec.json.Encoder(enc_hook=enc_hook)
 
 def decode_message(data: bytes) -> Message:
     """Decode and classify one message; raise `EnvelopeError` for anything else."""
+    if _may_hold_too_many_values(data):
+        # The exact scan stops at the first value past the limit: a huge `[0,0,...]` costs
+        # a few hundred thousand values of work, not a full decode (and a walk) of millions.
+        return _decode_slow(data)
     try:
         obj = _decoder.decode(data)
     except (msgspec.DecodeError, RecursionError):  # msgspec's depth limit is a RecursionError
@@ -138,6 +145,18 @@ def _scan(data: bytes) -> int:
         return json_syntax.scan_value(data)
     except json_syntax.JsonSyntaxError as exc:
         raise EnvelopeError(exc.message) from None
+
+
+def _may_hold_too_many_values(data: bytes) -> bool:
+    """Cheap bound (C-speed byte counts) on the number of JSON values: every value but the
+    first of a container follows a comma, the first follows its container's opening bracket.
+    Commas and brackets inside strings only make the bound looser."""
+    if len(data) <= 2 * json_syntax.MAX_JSON_VALUES:  # each value needs a byte and a separator
+        return False
+    bound = data.count(b",")
+    if bound > json_syntax.MAX_JSON_VALUES:
+        return True
+    return bound + data.count(b"[") + data.count(b"{") + 1 > json_syntax.MAX_JSON_VALUES
 
 
 _LONG_STRING = 4096
@@ -248,15 +267,17 @@ def _notification(obj: dict[str, Any]) -> Notification:
 
 def _client_response(obj: dict[str, Any], required: tuple[str, ...]) -> ClientResponse:
     request_id: RequestId = 0
+    error: ErrorObject | None = None
     for key, value in obj.items():
         if key == "id":
             request_id = parse_request_id(value)
         elif key == "error" and "error" in required:
             _check_error_object(value)
+            error = ErrorObject(value["code"], value["message"], value.get("data"))
     for name in required:
         if name not in obj:
             raise EnvelopeError(f"missing field `{name}`")
-    return ClientResponse(request_id)
+    return ClientResponse(request_id, obj.get("result"), error)
 
 
 def _check_error_object(value: Any) -> None:

@@ -172,3 +172,58 @@ class ManagedNetworkSandboxContext(WireStruct):
     transparent_tcp: bool = False
     loopback_ports: list[U16] = msgspec.field(default_factory=list)
     allow_local_binding: bool = False
+
+
+# -- what the executor tells and asks the client about a proxied process's connections ---------
+
+NetworkProtocol = str
+"""`http`, `https_connect`, `socks5_tcp` (the reference's snake_case names)."""
+
+
+class NetworkPolicyDecisionNotification(WireStruct, omit_defaults=True, kw_only=True):
+    """`network/policyDecision`: one audited decision (`method` only for HTTP and CONNECT)."""
+
+    process_id: str
+    timestamp: str
+    """UTC, RFC 3339 with milliseconds and `Z`."""
+    scope: str
+    """`domain` (who may be reached) or `non_domain` (the mode guard)."""
+    decision: str
+    """`allow` or `deny`."""
+    source: str
+    """`baseline_policy`, `decider` or `mode_guard`."""
+    reason: str
+    protocol: NetworkProtocol
+    host: str
+    port: int
+    method: str | None = None
+    client: str
+    """The proxied program's address, `IP:PORT`."""
+    policy_override: bool
+
+
+class NetworkPolicyRequestTarget(WireStruct):
+    protocol: NetworkProtocol
+    host: str
+    port: int
+
+
+class NetworkPolicyRequestParams(WireStruct):
+    """`network/policyRequest` (server -> client request): may this connection go ahead?"""
+
+    process_id: str
+    request: NetworkPolicyRequestTarget
+
+
+class BlockedResponseBody(WireStruct, kw_only=True):
+    """The JSON body of the proxy's `403` to a blocked plain-HTTP request (member order as the
+    reference writes it)."""
+
+    status: str = "blocked"
+    host: str
+    reason: str
+    decision: str = "deny"
+    source: str
+    protocol: NetworkProtocol
+    port: int
+    message: str

@@ -12,6 +12,9 @@ class InitializeParams(WireStruct):
 
     client_name: str
     resume_session_id: str | None = None
+    extensions: list[str] | None = None
+    """Extension: execserver features this client wants (e.g. `processEndings`); the reference
+    ignores the field."""
 
 
 class ShellInfo(WireStruct):
@@ -60,3 +63,37 @@ class InitializeResponse(WireStruct):
 
 class EnvironmentStatusResponse(WireStruct):
     status: str = "ready"
+
+
+class ProcessEndingsInfo(WireStruct):
+    """What the `processEndings` extension can do on this executor."""
+
+    termination: bool
+    timeouts: bool
+    wait: bool
+    waiting_for_input: bool
+    whole_tree_kill: str
+    """`cgroup` (every descendant) or `processTree` (the group and parent links only)."""
+    cgroup: str | None
+    """`v1`, `v2` or None."""
+    limits: list[str]
+    """The limits this executor enforces: `memoryBytes`, `pids`, `cpus`."""
+
+
+class ExecutorExtensions(WireStruct):
+    process_endings: ProcessEndingsInfo
+
+
+class EnvironmentInfoWithExtensions(EnvironmentInfo, kw_only=True):
+    """`environment/info` for a session that asked for extensions (None from servers without
+    them; the server only sends this struct with `extensions` set)."""
+
+    extensions: ExecutorExtensions | None = None
+
+
+class InitializeResponseWithExtensions(InitializeResponse, kw_only=True):
+    environment_info: EnvironmentInfoWithExtensions
+
+
+class SessionCloseResponse(WireStruct):
+    """`{}`: the result of the `session/close` extension."""

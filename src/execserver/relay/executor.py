@@ -11,9 +11,11 @@ stream to `open_stream(channel, principal)`, the server's connection factory: a 
 more kind of connection, with the same sessions as a direct WebSocket.
 
 Deliberate differences: a registry failure (unreachable, 5xx, timeout) is retried with backoff
-instead of ending the process; only a refusal that cannot change (401, 403, other 4xx) ends
-`run()` with a `RegistryError`. A handshake for an established stream ends that stream (its
-reset ends it for the relay and the harness anyway); the reference keeps it, slot and all.
+instead of ending the process, and a 5xx with a `Retry-After` in seconds (our relay's answer
+when its state is overloaded) is retried after that delay instead of the next backoff step;
+only a refusal that cannot change (401, 403, other 4xx) ends `run()` with a `RegistryError`.
+A handshake for an established stream ends that stream (its reset ends it for the relay and
+the harness anyway); the reference keeps it, slot and all.
 """
 
 from __future__ import annotations
@@ -81,6 +83,15 @@ def backoff_delays(
     while True:
         yield rng.uniform(bound / 2, bound)
         bound = min(bound * 2, cap_s)
+
+
+def next_delay(delays: Iterator[float], retry_after_s: float | None) -> float:
+    """How long to wait before asking again: the server's `Retry-After` when it sent one
+    (capped at `BACKOFF_CAP_S`; our relay spreads its values over a few seconds when
+    overloaded), else the next of `delays` (which then does not advance)."""
+    if retry_after_s is None:
+        return next(delays)
+    return min(retry_after_s, BACKOFF_CAP_S)
 
 
 def harness_principal(key: api.NoisePublicKey) -> str:
@@ -330,6 +341,7 @@ class RelayExecutor:
         open_stream: StreamOpener,
         *,
         identity: NoiseIdentity | None = None,
+        registry: RegistryClient | None = None,
         backoff_base_s: float = BACKOFF_BASE_S,
         handshake_pause_s: float = HANDSHAKE_PAUSE_S,
         clock: Callable[[], float] = time.monotonic,
@@ -340,7 +352,9 @@ class RelayExecutor:
         self.clock = clock
         """Monotonic seconds (the handshake pause and the backoff reset read it)."""
         self.identity = identity or NoiseIdentity.generate()
-        self.registry = RegistryClient(registry_url, environment_id, token)
+        self.registry = registry or RegistryClient(registry_url, environment_id, token)
+        """The registry of `registry_url` for this environment (`registry`: one made by the
+        caller, e.g. on a pool shared by many executors of one process)."""
         self.open_stream = open_stream
         self._backoff_base_s = backoff_base_s
         self.link: ExecutorLink | None = None
@@ -364,7 +378,7 @@ class RelayExecutor:
             except RegistryError as exc:
                 if exc.is_final:
                     raise
-                delay = next(delays)
+                delay = next_delay(delays, exc.retry_after_s)
                 log.warning("relay: registration failed (%s); retrying in %.1f s", exc, delay)
                 self.count("registration_retries")
                 await asyncio.sleep(delay)
@@ -402,7 +416,9 @@ class RelayExecutor:
                     if 400 <= exc.status < 500:
                         log.info("relay: rendezvous refused us (%s); registering again", exc.status)
                         registration = self.registration = await self._register()
-                    await asyncio.sleep(next(delays))
+                        await asyncio.sleep(next(delays))
+                    else:
+                        await asyncio.sleep(next_delay(delays, exc.retry_after_s))
                     continue
                 except ConnectError as exc:
                     log.info("relay: cannot reach the rendezvous: %s", exc)

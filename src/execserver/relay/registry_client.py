@@ -1,8 +1,9 @@
 """Calls to an environment registry (RELAY.md §2), for the executor and the harness side.
 
-One pooled httpx client per `RegistryClient`, no redirects, a 10 s timeout per request (the
-reference's). Failures become `RegistryError`s carrying the HTTP status (None when no answer
-came) and the registry's own error text; the bearer token never appears in them.
+One pooled httpx client per `RegistryClient` (or one shared by many), no redirects, a 10 s
+timeout per request (the reference's). Failures become `RegistryError`s carrying the HTTP
+status (None when no answer came) and the registry's own error text; the bearer token never
+appears in them.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import msgspec
 
 from execserver.errors import ConnectError
 from execserver.relay import api
+from execserver.transport.http import parse_retry_after
 
 REQUEST_TIMEOUT_S = 10.0
 """Per registry request, as the reference (`route-aware request timed out`)."""
@@ -32,10 +34,19 @@ LOST_ENVIRONMENT_CODES = frozenset({"environment_in_use", "registration_conflict
 class RegistryError(ConnectError):
     """A registry request failed: `status` is the HTTP status (None: no answer at all)."""
 
-    def __init__(self, message: str, *, status: int | None = None, code: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str = "",
+        retry_after_s: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
+        self.retry_after_s = retry_after_s
+        """The answer's `Retry-After`, in seconds (None: none, or not in seconds)."""
 
     @property
     def is_auth_failure(self) -> bool:
@@ -74,8 +85,23 @@ class ConnectBundle:
 Validation = Literal["valid", "invalid", "unauthorized", "failed"]
 
 
+def registry_http_client(timeout_s: float = REQUEST_TIMEOUT_S) -> httpx.AsyncClient:
+    """The HTTP pool registry calls use: no redirects, `timeout_s` per request, TCP_NODELAY as
+    codex sets it (a request's head and body go out without waiting for an ACK; Nagle and
+    delayed ACKs cost ~40 ms per request otherwise). Creating one loads the TLS trust store
+    (tens of milliseconds): many clients in one process share one (`RegistryClient(http=…)`)."""
+    transport = httpx.AsyncHTTPTransport(
+        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)], trust_env=True
+    )
+    return httpx.AsyncClient(
+        follow_redirects=False, timeout=timeout_s, trust_env=True, transport=transport
+    )
+
+
 class RegistryClient:
-    """The registry at `base_url` (http:// or https://), for one environment id."""
+    """The registry at `base_url` (http:// or https://), for one environment id. `http` is a
+    pool shared with other clients (`registry_http_client()`), which `aclose()` leaves open;
+    by default the client makes its own."""
 
     def __init__(
         self,
@@ -85,6 +111,7 @@ class RegistryClient:
         *,
         account_id: str | None = None,
         timeout_s: float = REQUEST_TIMEOUT_S,
+        http: httpx.AsyncClient | None = None,
     ) -> None:
         self.base_url = base_url
         self.environment_id = environment_id
@@ -92,14 +119,8 @@ class RegistryClient:
         if account_id:
             self._headers[api.CHATGPT_ACCOUNT_ID_HEADER] = account_id
         self._timeout_s = timeout_s
-        # TCP_NODELAY as codex sets it: a request's head and body go out without waiting for
-        # an ACK (Nagle + delayed ACK cost ~40 ms per request otherwise).
-        transport = httpx.AsyncHTTPTransport(
-            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)], trust_env=True
-        )
-        self._http = httpx.AsyncClient(
-            follow_redirects=False, timeout=timeout_s, trust_env=True, transport=transport
-        )
+        self._owns_http = http is None
+        self._http = http or registry_http_client(timeout_s)
 
     async def _post(
         self,
@@ -202,7 +223,10 @@ class RegistryClient:
         )
 
     async def aclose(self) -> None:
-        """Close the pooled connections. Cancellation: closed anyway."""
+        """Close the pooled connections (not a pool passed in as `http`). Cancellation: closed
+        anyway."""
+        if not self._owns_http:
+            return
         with contextlib.suppress(Exception):
             await asyncio.shield(self._http.aclose())
 
@@ -216,4 +240,9 @@ def _status_error(operation: str, response: httpx.Response) -> RegistryError:
     phrase = f"{status} {response.reason_phrase}".strip()
     kind = "authentication failed" if status in (401, 403) else "request failed"
     text = f"environment registry {operation} {kind} ({phrase}" + (f", {code})" if code else ")")
-    return RegistryError(text + (f": {message}" if message else ""), status=status, code=code)
+    return RegistryError(
+        text + (f": {message}" if message else ""),
+        status=status,
+        code=code,
+        retry_after_s=parse_retry_after(response.headers.get("Retry-After")),
+    )

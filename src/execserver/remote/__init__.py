@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
+from ssl import SSLContext
 
 from execserver.client.client import DEFAULT_CLIENT_NAME, ExecServerClient
 from execserver.client.reconnect import ReconnectPolicy
 from execserver.environment import Environment
 from execserver.protocol import methods
-from execserver.protocol.session import EnvironmentInfo
+from execserver.protocol.session import EnvironmentInfo, EnvironmentInfoWithExtensions
 from execserver.relay.harness import RelayTarget, is_relay_url, parse_relay_url
 from execserver.remote.discovery import RemoteExecutorDiscovery
 from execserver.remote.file_system import RemoteFileSystem
@@ -30,7 +31,7 @@ def remote_environment(client: ExecServerClient) -> Environment:
 
     async def info() -> EnvironmentInfo:
         async with asyncio.timeout(ENVIRONMENT_INFO_TIMEOUT_S):
-            return await client.call(methods.ENVIRONMENT_INFO, None, EnvironmentInfo)
+            return await client.call(methods.ENVIRONMENT_INFO, None, EnvironmentInfoWithExtensions)
 
     async def close() -> None:
         try:
@@ -46,6 +47,7 @@ def remote_environment(client: ExecServerClient) -> Environment:
         discovery=RemoteExecutorDiscovery(client),
         _info=info,
         _close=close,
+        _end_session=client.close_session,
     )
 
 
@@ -56,17 +58,24 @@ async def connect_environment(
     headers: Mapping[str, str] | None = None,
     client_name: str = DEFAULT_CLIENT_NAME,
     policy: ReconnectPolicy | None = None,
+    ssl: SSLContext | None = None,
 ) -> Environment:
-    """Connect to a WebSocket exec-server (ours or `codex exec-server`): `ws://` or `wss://`,
-    or through a relay: `relay+http(s)://REGISTRY/ENVIRONMENT_ID` with the harness token as
-    `bearer_token`. Raises `ConnectError` (`AuthenticationFailed` for refused credentials),
-    `ValueError` for a relay URL it cannot use."""
+    """Connect to a WebSocket exec-server (ours or `codex exec-server`): `ws://` or `wss://`
+    (verified with `ssl`, default the system trust store), or through a relay:
+    `relay+http(s)://REGISTRY/ENVIRONMENT_ID` with the harness token as `bearer_token`.
+    Raises `ConnectError` (`AuthenticationFailed` for refused credentials), `ValueError` for
+    a relay URL it cannot use."""
     if is_relay_url(url):
         return await connect_relay_environment(
             parse_relay_url(url, bearer_token), client_name=client_name, policy=policy
         )
     client = await ExecServerClient.connect(
-        url, bearer_token=bearer_token, headers=headers, client_name=client_name, policy=policy
+        url,
+        bearer_token=bearer_token,
+        headers=headers,
+        client_name=client_name,
+        policy=policy,
+        ssl=ssl,
     )
     return remote_environment(client)
 

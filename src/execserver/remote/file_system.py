@@ -18,11 +18,13 @@ from execserver.environment.file_system import (
     PathArg,
     path_uri,
 )
-from execserver.errors import ExecServerError
+from execserver.environment.process import Unsupported
+from execserver.errors import ExecServerError, MethodNotFound
 from execserver.protocol import b64, methods
 from execserver.protocol.base import Base64Bytes, WideU64, WireStruct
 from execserver.protocol.file_system import (
     DirectoryEntry,
+    FileAttributes,
     FileMetadata,
     FsCanonicalizeParams,
     FsCanonicalizeResponse,
@@ -30,6 +32,7 @@ from execserver.protocol.file_system import (
     FsCopyParams,
     FsCreateDirectoryParams,
     FsEmptyResponse,
+    FsGetAttributesParams,
     FsGetMetadataParams,
     FsMissingChangedNotification,
     FsOpenParams,
@@ -41,6 +44,7 @@ from execserver.protocol.file_system import (
     FsReadFileParams,
     FsReadFileResponse,
     FsRemoveParams,
+    FsSetAttributesParams,
     FsWalkParams,
     FsWalkResponse,
     FsWatchMissingParams,
@@ -120,6 +124,36 @@ class RemoteFileSystem:
         self, path: PathArg, *, follow_symlinks: bool = True
     ) -> FileMetadata | None:
         return None  # every answer is a round trip
+
+    async def _extension(self, method: str, params: Any, result: type[R]) -> R:
+        try:
+            return await self._call(method, params, result)
+        except MethodNotFound:
+            raise Unsupported(f"this executor has no {method} (an execserver extension)") from None
+
+    async def get_attributes(
+        self, path: PathArg, *, sandbox: SandboxContext | None = None
+    ) -> FileAttributes:
+        params = FsGetAttributesParams(path=path_uri(path), sandbox=sandbox)
+        return await self._extension(methods.FS_GET_ATTRIBUTES, params, FileAttributes)
+
+    async def set_attributes(
+        self,
+        path: PathArg,
+        *,
+        mode: int | None = None,
+        accessed_at_ns: int | None = None,
+        modified_at_ns: int | None = None,
+        sandbox: SandboxContext | None = None,
+    ) -> None:
+        params = FsSetAttributesParams(
+            path=path_uri(path),
+            mode=mode,
+            accessed_at_ns=accessed_at_ns,
+            modified_at_ns=modified_at_ns,
+            sandbox=sandbox,
+        )
+        await self._extension(methods.FS_SET_ATTRIBUTES, params, FsEmptyResponse)
 
     async def canonicalize(self, path: PathArg, *, sandbox: SandboxContext | None = None) -> str:
         params = FsCanonicalizeParams(path=path_uri(path), sandbox=sandbox)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import secrets
+from collections.abc import Awaitable
 from typing import TypeVar
 
 import msgspec
@@ -32,6 +33,7 @@ from execserver.protocol.process import (
     ProcessOutputNotification,
     ProcessReadParams,
     ProcessReadResponse,
+    ProcessReadWithTermination,
     ProcessSignalParams,
     ProcessSignalResponse,
     ProcessStartParams,
@@ -41,17 +43,30 @@ from execserver.protocol.process import (
     ProcessWriteParams,
     ProcessWriteResponse,
     SandboxType,
+    Termination,
     WriteStatus,
+)
+from execserver.protocol.process_handles import (
+    EmptyResponse,
+    ProcessAttachParams,
+    ProcessAttachResponse,
+    ProcessDetachParams,
+    ProcessInfo,
+    ProcessKillParams,
+    ProcessListResponse,
+    ProcessResizeParams,
 )
 
 
 class _ExitedNotification(WireStruct):
-    """`process/exited` as older servers may send it: without `sandboxDenied`."""
+    """`process/exited` as older servers may send it: without `sandboxDenied`; `termination`
+    from execserver executors (the `processEndings` extension)."""
 
     process_id: str
     seq: int
     exit_code: int
     sandbox_denied: bool | None = None
+    termination: Termination | None = None
 
 
 class RemoteExecProcess(StreamedProcess):
@@ -61,8 +76,14 @@ class RemoteExecProcess(StreamedProcess):
         process_id: str,
         stream: ProcessEventStream,
         sandbox_type: SandboxType,
+        *,
+        handle: str | None = None,
+        keep_running: bool = False,
+        skip_bytes: int = 0,
     ) -> None:
-        super().__init__(process_id, stream)
+        super().__init__(
+            process_id, stream, handle=handle, keep_running=keep_running, skip_bytes=skip_bytes
+        )
         self._backend = backend
         self._client = backend.client
         self._sandbox_type = sandbox_type
@@ -115,6 +136,18 @@ class RemoteExecProcess(StreamedProcess):
         )
         return response.running
 
+    async def resize(self, rows: int, cols: int) -> None:
+        params = ProcessResizeParams(process_id=self.process_id, rows=rows, cols=cols)
+        await extension(self._client.call(methods.PROCESS_RESIZE, params, EmptyResponse))
+
+    async def detach(self) -> None:
+        self._keep_running = True
+        params = ProcessDetachParams(process_id=self.process_id)
+        try:
+            await extension(self._client.call(methods.PROCESS_DETACH, params, EmptyResponse))
+        finally:
+            await self._stop_following()
+
     async def read(
         self, after_seq: int = 0, *, max_bytes: int | None = None, wait: float = 0.0
     ) -> ProcessReadResponse:
@@ -158,7 +191,11 @@ class RemoteExecBackend(ProcessRunner):
                 if exited.sandbox_denied is None:
                     stream.request_catch_up()  # the read answer carries the classification
                 else:
-                    stream.push(ExitedEvent(exited.seq, exited.exit_code, exited.sandbox_denied))
+                    stream.push(
+                        ExitedEvent(
+                            exited.seq, exited.exit_code, exited.sandbox_denied, exited.termination
+                        )
+                    )
             elif method == methods.PROCESS_CLOSED:
                 closed = _decode(params, ProcessClosedNotification)
                 stream = self._streams.get(closed.process_id)
@@ -194,7 +231,7 @@ class RemoteExecBackend(ProcessRunner):
                 max_bytes=max_bytes,
                 wait_ms=round(wait * 1000),
             ),
-            ProcessReadResponse,
+            ProcessReadWithTermination,
         )
 
     def _new_process_id(self) -> str:
@@ -206,22 +243,84 @@ class RemoteExecBackend(ProcessRunner):
             raise ProtocolViolation("the executor did not report its working directory")
         return info.cwd
 
+    def _follow(self, process_id: str, after_seq: int = 0) -> ProcessEventStream:
+        async def read(after: int) -> ProcessReadResponse:
+            return await self.read(process_id, after, None, 0.0)
+
+        stream = ProcessEventStream(read, after_seq=after_seq)
+        self._streams[process_id] = stream
+        return stream
+
     async def _spawn(self, params: ProcessStartParams) -> RemoteExecProcess:
         process_id = params.process_id
-
-        async def read(after_seq: int) -> ProcessReadResponse:
-            return await self.read(process_id, after_seq, None, 0.0)
-
         # Registered before the request: output may be pushed before the answer arrives.
-        stream = ProcessEventStream(read)
-        self._streams[process_id] = stream
+        stream = self._follow(process_id)
         try:
             response = await self.client.call(methods.PROCESS_START, params, ProcessStartResponse)
         except BaseException:
             self._streams.pop(process_id, None)
             await stream.aclose()
             raise
-        return RemoteExecProcess(self, process_id, stream, response.sandbox_type)
+        if params.detach and response.handle is None:
+            await self._abandon(process_id, stream)
+            raise Unsupported(
+                "this executor cannot detach processes (process/start `detach` is an "
+                "execserver extension); the process was started and then terminated"
+            )
+        return RemoteExecProcess(
+            self,
+            process_id,
+            stream,
+            response.sandbox_type,
+            handle=response.handle,
+            keep_running=params.detach,
+        )
+
+    async def _abandon(self, process_id: str, stream: ProcessEventStream) -> None:
+        """A start the executor did not understand fully: end the process, stop following."""
+        try:
+            await self.client.call(
+                methods.PROCESS_TERMINATE,
+                ProcessTerminateParams(process_id=process_id),
+                ProcessTerminateResponse,
+            )
+        except ExecServerError:
+            pass
+        finally:
+            self._streams.pop(process_id, None)
+            await stream.aclose()
+
+    async def list_processes(self) -> list[ProcessInfo]:
+        call = self.client.call(methods.PROCESS_LIST, None, ProcessListResponse)
+        return (await extension(call)).processes
+
+    async def attach(
+        self, handle: str, *, after_seq: int = 0, tail_bytes: int | None = None
+    ) -> RemoteExecProcess:
+        process_id = self._new_process_id()
+        params = ProcessAttachParams(handle=handle, process_id=process_id, tail_bytes=tail_bytes)
+        call = self.client.call(methods.PROCESS_ATTACH, params, ProcessAttachResponse)
+        response = await extension(call)
+        # Output pushed between the answer and now was dropped (no stream yet): the replay
+        # read below covers it.
+        after = after_seq if tail_bytes is None else response.replay_after_seq
+        stream = self._follow(process_id, after)
+        stream.request_catch_up()
+        return RemoteExecProcess(
+            self,
+            process_id,
+            stream,
+            response.sandbox_type,
+            handle=handle,
+            keep_running=True,
+            skip_bytes=response.skip_bytes,
+        )
+
+    async def kill(self, handle: str) -> bool:
+        call = self.client.call(
+            methods.PROCESS_KILL, ProcessKillParams(handle=handle), ProcessTerminateResponse
+        )
+        return (await extension(call)).running
 
     async def aclose(self) -> None:
         self.client.remove_listener(self)
@@ -232,6 +331,17 @@ class RemoteExecBackend(ProcessRunner):
 
 
 S = TypeVar("S", bound=WireStruct)
+R = TypeVar("R")
+
+
+async def extension(call: Awaitable[R]) -> R:
+    """Await a call that uses an execserver extension: `-32601` becomes `Unsupported`."""
+    try:
+        return await call
+    except MethodNotFound as exc:
+        raise Unsupported(
+            f"this executor does not implement it (an execserver extension): {exc.message}"
+        ) from None
 
 
 def _decode(params: msgspec.Raw, kind: type[S]) -> S:

@@ -15,7 +15,12 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from execserver.errors import Disconnected, ProtocolViolation, from_jsonrpc_error
+from execserver.errors import (
+    Disconnected,
+    MessageTooLarge,
+    ProtocolViolation,
+    from_jsonrpc_error,
+)
 from execserver.observability.telemetry import current_trace_headers
 from execserver.protocol.base import dec_hook
 from execserver.protocol.jsonrpc import Response
@@ -35,6 +40,10 @@ T = TypeVar("T")
 # Called with the method and the raw params (`msgspec.Raw`, `null` when absent) of each
 # notification, in arrival order, from the channel's callback: it must not block.
 NotificationHandler = Callable[[str, msgspec.Raw], None]
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MiB"
 
 
 class RpcClient:
@@ -73,6 +82,15 @@ class RpcClient:
                 raise self._disconnected
         # The caller's span (if tracing is on) becomes the parent of the server's span.
         request_id, data = self._peer.start_call(method, params, current_trace_headers())
+        # A channel that declares a size limit (a WebSocket's frame cap) would make the server
+        # drop the whole connection for an oversized message: refuse it here instead.
+        limit: int | None = getattr(channel, "max_send_bytes", None)
+        if limit is not None and len(data) > limit:
+            self._peer.abandon_call(request_id)
+            raise MessageTooLarge(
+                f"the {method} request is {_mib(len(data))}; this connection carries at most "
+                f"{_mib(limit)} per message (a smaller argv, environment or write will fit)"
+            )
         future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:

@@ -7,7 +7,8 @@ layer to send. `rpc/server.py` and `rpc/client.py` drive it from a `MessageChann
 What it owns:
 - decoding and classification (the server role with the reference's exact envelope errors, the
   client role leniently, results left raw for one typed decode);
-- request ids and the table of pending calls (client role), failed all at once at the end;
+- request ids and the table of pending calls (the client role's, and the server role's few
+  server-to-client requests), failed all at once at the end;
 - the ordering lane (server role): requests take effect in arrival order, so while a request
   the I/O layer started (`request_started(ordered=True)`) is running, later messages wait in a
   bounded backlog; so do they while `MAX_IN_FLIGHT` requests run or while `congested` (the peer
@@ -31,6 +32,7 @@ from execserver.protocol import jsonrpc
 from execserver.protocol.jsonrpc import (
     ClientResponse,
     EnvelopeError,
+    ErrorObject,
     Notification,
     Request,
     RequestId,
@@ -40,6 +42,8 @@ from execserver.protocol.jsonrpc import (
 MAX_BACKLOG_MESSAGES = 1024
 MAX_BACKLOG_BYTES = 64 * 1024 * 1024
 MAX_IN_FLIGHT = 256
+MAX_ABANDONED_CALLS = 1024
+"""Calls given up on whose late answers are still recognised (and dropped)."""
 """Running request tasks per connection (mostly long polls); more wait in the backlog."""
 
 
@@ -70,6 +74,15 @@ class ResponseReceived:
 
 
 @dataclass(slots=True)
+class AnswerReceived:
+    """The client's answer to a request of ours (server role): its decoded result or error."""
+
+    request_id: int
+    result: Any
+    error: ErrorObject | None
+
+
+@dataclass(slots=True)
 class ParseFailed:
     """Not a JSON-RPC message: the server role answers it with id -1 and goes on."""
 
@@ -83,7 +96,14 @@ class Violation:
     reason: str
 
 
-Event = RequestReceived | NotificationReceived | ResponseReceived | ParseFailed | Violation
+Event = (
+    RequestReceived
+    | NotificationReceived
+    | ResponseReceived
+    | AnswerReceived
+    | ParseFailed
+    | Violation
+)
 
 
 class RpcPeer:
@@ -109,6 +129,8 @@ class RpcPeer:
         self._running: set[RequestId] = set()
         self._ids = itertools.count(1)
         self._pending: set[int] = set()
+        self._abandoned: dict[int, None] = {}
+        """Calls given up on (oldest first, bounded): a late answer is dropped, not a violation."""
         self.congested = False
         """Set by the I/O layer: the channel is above its high-water mark (server role waits)."""
         self.reading_paused = False
@@ -180,7 +202,14 @@ class RpcPeer:
         if isinstance(message, Notification):
             return NotificationReceived(message.method, message.params)
         assert isinstance(message, ClientResponse)
-        # This protocol's server never sends requests: any response is a violation.
+        # The answer to a server request of ours; any other response is a violation.
+        request_id = message.id
+        if isinstance(request_id, int) and request_id in self._pending:
+            self._pending.discard(request_id)
+            return AnswerReceived(request_id, message.result, message.error)
+        if isinstance(request_id, int) and request_id in self._abandoned:
+            del self._abandoned[request_id]
+            return None
         return Violation("a response from the client")
 
     def _decode_answer(self, data: bytes, received: float) -> Event | None:
@@ -216,14 +245,18 @@ class RpcPeer:
     def start_call(
         self, method: str, params: Any, trace: dict[str, str] | None = None
     ) -> tuple[int, bytes]:
-        """A new request (client role): its id, registered as pending, and its bytes."""
+        """A new request (either role): its id, registered as pending, and its bytes."""
         request_id = next(self._ids)
         self._pending.add(request_id)
         return request_id, jsonrpc.encode_request(request_id, method, params, trace)
 
     def abandon_call(self, request_id: int) -> None:
         """The caller gave up: a late answer will be dropped."""
-        self._pending.discard(request_id)
+        if request_id in self._pending:
+            self._pending.discard(request_id)
+            self._abandoned[request_id] = None
+            if len(self._abandoned) > MAX_ABANDONED_CALLS:
+                del self._abandoned[next(iter(self._abandoned))]
 
     @staticmethod
     def encode_notification(method: str, params: Any) -> bytes:
@@ -250,6 +283,7 @@ class RpcPeer:
 
 
 __all__ = [
+    "AnswerReceived",
     "Event",
     "NotificationReceived",
     "ParseFailed",

@@ -13,15 +13,23 @@ request path does not look at the clock.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
-from execserver.errors import MethodNotFound, RpcError, to_jsonrpc_error
+from execserver.errors import (
+    Disconnected,
+    MethodNotFound,
+    RpcError,
+    from_jsonrpc_error,
+    to_jsonrpc_error,
+)
 from execserver.protocol.jsonrpc import Request, RequestId, TraceContext
 from execserver.protocol.params import ParamsError
 from execserver.rpc.peer import (
+    AnswerReceived,
     Event,
     NotificationReceived,
     ParseFailed,
@@ -84,6 +92,8 @@ class ServerEndpoint(Generic[T]):
         self._reading_paused = False
         self._awaiting_drain = False
         self._closed = False
+        self._calls: dict[int, asyncio.Future[Any]] = {}
+        """Our requests to the client, by id, until answered."""
 
     @property
     def closed(self) -> bool:
@@ -109,6 +119,10 @@ class ServerEndpoint(Generic[T]):
             return
         self._closed = True
         self._peer.connection_lost()
+        calls, self._calls = self._calls, {}
+        for future in calls.values():
+            if not future.done():
+                future.set_exception(Disconnected("the client connection closed"))
         self._tasks.cancel_all()
         self._on_close()
 
@@ -117,6 +131,14 @@ class ServerEndpoint(Generic[T]):
     def _handle(self, event: Event) -> None:
         if type(event) is RequestReceived:
             self._dispatch(event.request, event.received)
+        elif isinstance(event, AnswerReceived):
+            future = self._calls.pop(event.request_id, None)
+            if future is not None and not future.done():
+                if event.error is not None:
+                    error = event.error
+                    future.set_exception(from_jsonrpc_error(error.code, error.message, error.data))
+                else:
+                    future.set_result(event.result)
         elif isinstance(event, NotificationReceived):
             if not self._on_notification(event.method):
                 self.channel.abort()
@@ -240,6 +262,25 @@ class ServerEndpoint(Generic[T]):
         """Send a server notification (dropped once the connection is closed)."""
         if not self._closed:
             self.channel.send(RpcPeer.encode_notification(method, params))
+
+    async def call(self, method: str, params: Any) -> Any:
+        """Send a request to the client and wait for its answer: the decoded `result`, or the
+        client's error raised as an `RpcError`. Raises `Disconnected` when the connection
+        is (or goes) away first.
+
+        Cancellation: the request is given up on; a late answer is dropped quietly.
+        """
+        if self._closed:
+            raise Disconnected("the client connection is closed")
+        request_id, data = self._peer.start_call(method, params)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._calls[request_id] = future
+        self.channel.send(data)
+        try:
+            return await future
+        finally:
+            if self._calls.pop(request_id, None) is not None:
+                self._peer.abandon_call(request_id)
 
     async def aclose(self) -> None:
         """Cancel every in-flight request task and wait for them to finish.

@@ -10,12 +10,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from execserver.local.blocking import FS_WAIT_TIMEOUT_S, Client
+from execserver.local.directory import (
+    DETACHED_RETENTION_S,
+    MAX_ATTACHERS,
+    MAX_DETACHED_PER_PRINCIPAL,
+)
+from execserver.local.endings import DEFAULT_KILL_GRACE_S
+from execserver.local.file_system import LocalFileSystem
 from execserver.local.host import Host, HostConfig
+from execserver.local.journal import JOURNAL_BUDGET_BYTES, JOURNAL_MAX_BYTES
 from execserver.local.output_log import MAX_RETAINED_OUTPUT_BYTES
+from execserver.local.peer import cgroup_members, started_by_us
 from execserver.local.process import CLOSED_PROCESS_RETENTION_S, MAX_PROCESSES_PER_SESSION
 from execserver.observability.telemetry import Telemetry
 from execserver.protocol.session import EnvironmentInfo
@@ -24,7 +37,12 @@ from execserver.server.auth import ANONYMOUS, Authenticator, AuthFailure
 from execserver.server.connection import Connection
 from execserver.server.dispatch import Services, build_router
 from execserver.server.handlers.http import MAX_HTTP_STREAMS
-from execserver.server.session import DETACHED_SESSION_TTL_S, MAX_SESSIONS, SessionRegistry
+from execserver.server.session import (
+    DETACHED_SESSION_TTL_S,
+    MAX_SESSIONS,
+    MAX_SESSIONS_PER_PRINCIPAL,
+    SessionRegistry,
+)
 from execserver.tasks import TaskOwner
 from execserver.transport.base import MessageChannel
 from execserver.transport.http import HttpRequest, HttpResponse
@@ -40,6 +58,11 @@ if TYPE_CHECKING:  # relay mode (and its cryptography) is loaded only when it is
 
 log = logging.getLogger(__name__)
 
+CHILD_REFUSED = (
+    b"connections from processes started by this executor are refused (serve "
+    b"--allow-child-connections lets them in)"
+)
+
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
@@ -54,7 +77,10 @@ class ServerConfig:
     subreaper: bool = False
     """Become the child subreaper and reap orphaned descendants (only for a dedicated process)."""
     max_sessions: int = MAX_SESSIONS
-    """Sessions on the server (attached or detached); `initialize` beyond it is refused."""
+    """Sessions on the server (attached or detached); past it a new session replaces the oldest
+    idle detached one (server/session.py), or `initialize` is refused."""
+    max_sessions_per_principal: int = MAX_SESSIONS_PER_PRINCIPAL
+    """Sessions of one principal, with an authenticator (without, all clients are one)."""
     max_processes_per_session: int = MAX_PROCESSES_PER_SESSION
     """Process table entries per session (running or retained); `process/start` beyond it is
     refused."""
@@ -62,17 +88,39 @@ class ServerConfig:
     """Output retained by all processes together; past it the oldest chunks anywhere go."""
     max_http_streams: int = MAX_HTTP_STREAMS
     """Streamed `http/request` bodies open at once on one connection."""
-    process_cgroups: bool = False
+    process_cgroups: bool = True
     """Start each process in its own cgroup (local/cgroup.py) where the host allows it, so
-    kills reach daemons and double-forked orphans (only for a dedicated process)."""
+    kills reach daemons and double-forked orphans and limits can be enforced."""
+    kill_grace_s: float = DEFAULT_KILL_GRACE_S
+    """After a timeout's SIGTERM, how long a process tree has before SIGKILL."""
     blocking_threads: int = 8
     """Threads for blocking filesystem work (whole-file reads and writes, walks, copies)."""
+    max_memory: int | None = None
+    """The memory budget of requests (local/memory.py); None: derived from the machine."""
+    fs_wait_timeout_s: float = FS_WAIT_TIMEOUT_S
+    """How long an fs request waits for a FIFO, socket or device to become ready."""
     authenticator: Authenticator | None = None
     """WebSocket authentication (server.auth); None lets every client in."""
+    refuse_child_connections: bool = True
+    """Refuse WebSocket upgrades from processes this server started (local/peer.py), so a
+    command cannot drive its own executor through the loopback listener."""
     telemetry: Telemetry | None = None
     """Spans and metrics (observability); None records nothing and costs nothing."""
     metrics_page: Callable[[], bytes] | None = None
     """Renders `/metrics` (Prometheus text) on the WebSocket listener; None: no such page."""
+    state_dir: str | None = None
+    """Where the server keeps output journals (in `journal-<pid>/`, removed at shutdown); None:
+    output past the in-memory window is dropped, as in the reference."""
+    journal_max_bytes: int = JOURNAL_MAX_BYTES
+    """Output journaled per process: head and tail kept, the middle dropped past it."""
+    journal_budget_bytes: int = JOURNAL_BUDGET_BYTES
+    """Output journaled by all processes together: the oldest segments go first past it."""
+    detached_retention_s: float = DETACHED_RETENTION_S
+    """How long a detached process stays listable and attachable after it closed."""
+    max_detached_per_principal: int = MAX_DETACHED_PER_PRINCIPAL
+    """Detached processes per principal (running or retained); `detach` beyond it is refused."""
+    max_attachers: int = MAX_ATTACHERS
+    """Sessions attached to one process at once; `process/attach` beyond it is refused."""
 
 
 class ExecServer:
@@ -86,12 +134,29 @@ class ExecServer:
                 max_retained_output=config.max_retained_output,
                 process_cgroups=config.process_cgroups,
                 subreaper=config.subreaper,
+                kill_grace_s=config.kill_grace_s,
                 blocking_threads=config.blocking_threads,
+                max_memory=config.max_memory,
+                fs_wait_timeout_s=config.fs_wait_timeout_s,
                 telemetry=config.telemetry,
+                journal_dir=None
+                if config.state_dir is None
+                else os.path.join(config.state_dir, f"journal-{os.getpid()}"),
+                journal_dir_owned=True,
+                journal_max_bytes=config.journal_max_bytes,
+                journal_budget_bytes=config.journal_budget_bytes,
+                detached_retention_s=config.detached_retention_s,
+                max_detached_per_principal=config.max_detached_per_principal,
+                max_attachers=config.max_attachers,
             )
         )
         self.registry = SessionRegistry(
-            self.host.process_table, max_sessions=config.max_sessions, ttl_s=config.session_ttl_s
+            self.host.process_table,
+            max_sessions=config.max_sessions,
+            max_per_principal=(
+                None if config.authenticator is None else config.max_sessions_per_principal
+            ),
+            ttl_s=config.session_ttl_s,
         )
         self.info: EnvironmentInfo = self.host.info
         self._services = Services(
@@ -101,6 +166,8 @@ class ExecServer:
             http_client=self.host.http,
             discovery=self.host.discovery,
             max_http_streams=config.max_http_streams,
+            process_endings=self.host.process_endings,
+            client_fs=self._client_fs,
         )
         self._connections: set[Connection] = set()
         self._closing_connections = TaskOwner("closing connections")
@@ -136,6 +203,20 @@ class ExecServer:
         log.info("connection opened", extra={"peer": channel.label, "principal": principal})
         return endpoint
 
+    def _client_fs(self, connection: Connection) -> LocalFileSystem:
+        """The host's filesystem for one connection: blocking work in its own turns (and its
+        principal's share, with authentication); a whole-file read's bytes stay in the memory
+        budget until its response has left the send buffer."""
+        loop = asyncio.get_running_loop()
+        channel = connection.channel
+
+        def after_send(release: Callable[[], None]) -> None:
+            # Called as the handler returns; the response is queued in the same loop turn.
+            loop.call_soon(channel.call_when_writable, release)
+
+        principal = None if self.config.authenticator is None else connection.principal
+        return self.host.fs.for_client(Client(str(id(connection)), principal), after_send)
+
     def _connection_closed(self, connection: Connection) -> None:
         self._connections.discard(connection)
         if not self._closing_connections.closed:
@@ -153,8 +234,16 @@ class ExecServer:
 
     # -- listeners -----------------------------------------------------------------------------
 
-    async def listen_websocket(self, host: str, port: int) -> tuple[str, int]:
-        """Start the WebSocket listener; returns the bound (host, port)."""
+    async def listen_websocket(
+        self,
+        host: str,
+        port: int,
+        *,
+        sock: socket.socket | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> tuple[str, int]:
+        """Start the WebSocket listener (over TLS with `tls`; on `sock` if given: a listening
+        socket carried over by an upgrade in place); returns the bound (host, port)."""
 
         def on_open(ws: WebSocketServerConnection) -> ServerEndpoint[Any]:
             principal = ws.request.principal if ws.request is not None else None
@@ -164,9 +253,11 @@ class ExecServer:
             host,
             port,
             on_open,
-            hook=self._authenticate if self.config.authenticator is not None else None,
+            hook=self._admit,
             ping_interval_s=self.config.ping_interval_s,
             pages={} if self.config.metrics_page is None else {"/metrics": self._metrics},
+            sock=sock,
+            tls=tls,
         )
         sockname = self._listener.sockets[0].getsockname()
         return sockname[0], sockname[1]
@@ -201,14 +292,44 @@ class ExecServer:
             headers=[("content-type", "text/plain; version=0.0.4; charset=utf-8")],
         )
 
+    def _admit(self, request: HttpRequest) -> HttpResponse | None:
+        """A valid upgrade request: refuse our own processes, then authenticate."""
+        if self.config.refuse_child_connections and self._from_our_process(request):
+            return HttpResponse(403, CHILD_REFUSED)
+        return self._authenticate(request)
+
+    def _from_our_process(self, request: HttpRequest) -> bool:
+        peer, local = request.peer_address, request.local_address
+        if not (isinstance(peer, tuple) and isinstance(local, tuple)):
+            return False
+        # The first base holds every process cgroup (v2's one, v1's `pids`; the others hold
+        # only limited processes).
+        pid = started_by_us(peer, local, cgroup_members(self.host.cgroups.bases[:1]))
+        if pid is not None:
+            log.warning(
+                "connection from a process this executor started refused", extra={"pid": pid}
+            )
+        return pid is not None
+
     def _authenticate(self, request: HttpRequest) -> HttpResponse | None:
         authenticator = self.config.authenticator
-        assert authenticator is not None
+        if authenticator is None:
+            return None
         try:
             request.principal = authenticator.authenticate(request.headers.get("authorization"))
         except AuthFailure as failure:
             return HttpResponse(401, failure.body.encode())
         return None
+
+    def listening_fds(self) -> list[int]:
+        """The fds of the WebSocket listener's sockets (none without one)."""
+        if self._listener is None:
+            return []
+        return [sock.fileno() for sock in self._listener.sockets]
+
+    @property
+    def is_stdio(self) -> bool:
+        return self._stdio is not None
 
     def stop(self) -> None:
         if not self.stopped.done():

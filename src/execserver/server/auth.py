@@ -16,13 +16,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import jwt
+
+from execserver.token_files import TokenFileError, check_mode, check_strength
 
 CAPABILITY_TOKEN = "capability-token"
 SIGNED_BEARER_TOKEN = "signed-bearer-token"
@@ -122,19 +124,30 @@ def check_auth_flags(options: AuthOptions) -> None:
 
 
 def load_authenticator(
-    options: AuthOptions, *, clock: Callable[[], float] = time.time
+    options: AuthOptions,
+    *,
+    clock: Callable[[], float] = time.time,
+    warn: Callable[[str], None] | None = None,
 ) -> Authenticator | None:
-    """Read the token or secret file and build the authenticator (after `check_auth_flags`)."""
+    """Read the token or secret file and build the authenticator (after `check_auth_flags`).
+
+    Deliberate difference `weak_token_files_refused` (token_files.py): a file others can write,
+    or a capability token under 16 bytes, is refused; `warn` hears about a world-readable file.
+    """
     if options.mode is None:
         return None
     if options.mode == CAPABILITY_TOKEN:
         if options.token_sha256 is not None:
             return CapabilityToken(_parse_digest(options.token_sha256))
         assert options.token_file is not None
-        token = _read_secret(options.token_file)
+        token = _read_secret(options.token_file, warn)
+        try:
+            check_strength(options.token_file, token)
+        except TokenFileError as exc:
+            raise AuthConfigError(str(exc)) from None
         return CapabilityToken(hashlib.sha256(token).digest())
     assert options.shared_secret_file is not None
-    secret = _read_secret(options.shared_secret_file)
+    secret = _read_secret(options.shared_secret_file, warn)
     if len(secret) < MIN_SECRET_BYTES:
         raise AuthConfigError(
             f"signed websocket bearer secret {options.shared_secret_file} must be at least "
@@ -166,9 +179,11 @@ def _parse_digest(text: str) -> bytes:
         ) from None
 
 
-def _read_secret(path: str) -> bytes:
+def _read_secret(path: str, warn: Callable[[str], None] | None) -> bytes:
     try:
-        raw = Path(path).read_bytes()
+        with open(path, "rb") as file:
+            raw = file.read()
+            st = os.fstat(file.fileno())
     except OSError as exc:
         raise AuthConfigError(
             f"failed to read websocket auth secret {path}: {exc.strerror} (os error {exc.errno})"
@@ -176,6 +191,10 @@ def _read_secret(path: str) -> bytes:
     secret = raw.strip()
     if not secret:
         raise AuthConfigError(f"websocket auth secret {path} must not be empty")
+    try:
+        check_mode(path, st, warn)
+    except TokenFileError as exc:
+        raise AuthConfigError(str(exc)) from None
     return secret
 
 
@@ -273,6 +292,10 @@ class SignedBearerToken:
         if claims.get("nbf") is not None and not _is_i64(claims["nbf"]):
             raise invalid
         if claims.get("iss") is not None and not isinstance(claims["iss"], str):
+            raise invalid
+        # RFC 7519 §4.1.2: `sub` is a string (deliberate difference `jwt_sub_must_be_string`:
+        # the reference accepts numbers and booleans there).
+        if claims.get("sub") is not None and not isinstance(claims["sub"], str):
             raise invalid
         aud = claims.get("aud")
         if aud is not None and not (

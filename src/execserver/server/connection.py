@@ -13,7 +13,7 @@ import enum
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from execserver.errors import InvalidRequest
+from execserver.errors import Disconnected, InvalidRequest
 from execserver.protocol import methods
 from execserver.rpc.server import ServerEndpoint
 from execserver.server.auth import ANONYMOUS
@@ -59,6 +59,8 @@ class Connection:
         self.state = State.NEW
         self.session: Session | None = None
         self.taken_over = False
+        self.session_closed = False
+        """`session/close` ended this connection's session: nothing more can be asked."""
         # File handles belong to the connection, not the session: a resume does not carry them.
         self.handles = HandleTable()
         # Request ids of the streamed http/request bodies open now (reserved from the start).
@@ -84,6 +86,8 @@ class Connection:
     def check_gate(self, family: str) -> None:
         if self.taken_over:
             raise InvalidRequest("session has been resumed by another connection")
+        if self.session_closed:
+            raise InvalidRequest("session has been closed by session/close")
         if self.state is State.NEW:
             raise InvalidRequest(f"client must call initialize before using {family} methods")
         if self.state is State.INITIALIZED:
@@ -96,6 +100,15 @@ class Connection:
     def notify(self, method: str, params: object) -> None:
         if self.endpoint is not None:
             self.endpoint.notify(method, params)
+
+    async def call(self, method: str, params: object) -> Any:
+        """A request to the client (`network/policyRequest`): its result. Raises the client's
+        error, or `Disconnected` when the connection is (or goes) away.
+
+        Cancellation: the request is given up on; a late answer is dropped."""
+        if self.endpoint is None:
+            raise Disconnected("the connection is not serving yet")
+        return await self.endpoint.call(method, params)
 
     async def writable(self) -> None:
         """Return once the outbound buffer is below its high-water mark.

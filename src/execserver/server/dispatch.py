@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from execserver.environment.discovery import ExecutorDiscovery
@@ -18,12 +19,14 @@ from execserver.protocol.file_system import (
     FsCloseParams,
     FsCopyParams,
     FsCreateDirectoryParams,
+    FsGetAttributesParams,
     FsGetMetadataParams,
     FsOpenParams,
     FsReadBlockParams,
     FsReadDirectoryParams,
     FsReadFileParams,
     FsRemoveParams,
+    FsSetAttributesParams,
     FsWalkParams,
     FsWatchMissingParams,
     FsWriteBlockParams,
@@ -36,9 +39,16 @@ from execserver.protocol.process import (
     ProcessSignalParams,
     ProcessStartParams,
     ProcessTerminateParams,
+    ProcessWaitParams,
     ProcessWriteParams,
 )
-from execserver.protocol.session import EnvironmentInfo, InitializeParams
+from execserver.protocol.process_handles import (
+    ProcessAttachParams,
+    ProcessDetachParams,
+    ProcessKillParams,
+    ProcessResizeParams,
+)
+from execserver.protocol.session import EnvironmentInfo, InitializeParams, ProcessEndingsInfo
 from execserver.rpc.router import Router
 from execserver.server.connection import Connection
 from execserver.server.handlers.discovery import DiscoveryHandler
@@ -55,6 +65,7 @@ ENVIRONMENT_INFO = "environment info"
 ENVIRONMENT_STATUS = "environment status"
 ENVIRONMENT_CONFIG = "environment config"
 CAPABILITY_DISCOVERY = "capability discovery"
+SESSION = "session"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,19 +78,29 @@ class Services:
     http_client: HttpClient
     discovery: ExecutorDiscovery
     max_http_streams: int = MAX_HTTP_STREAMS
+    process_endings: ProcessEndingsInfo | None = None
+    """What the `processEndings` extension offers here (None: not offered)."""
+    client_fs: Callable[[Connection], FileSystem] | None = None
+    """The filesystem as one connection uses it (its turns of the blocking threads, releases
+    after its responses are sent); None: `fs` as is."""
 
 
 def build_router(connection: Connection, services: Services) -> Router:
     router = Router()
-    session = SessionHandler(connection, services.registry, services.info)
+    session = SessionHandler(connection, services.registry, services.info, services.process_endings)
     process = ProcessHandler(connection)
-    fs = FileSystemHandler(connection.handles, services.fs, connection.missing_watch)
+    fs = FileSystemHandler(
+        connection.handles,
+        services.fs if services.client_fs is None else services.client_fs(connection),
+        connection.missing_watch,
+    )
     discovery = DiscoveryHandler(services.discovery)
     http = HttpHandler(connection, services.http_client, services.max_http_streams)
 
     router.add(methods.INITIALIZE, InitializeParams, session.initialize, gate=None)
     router.add(methods.ENVIRONMENT_INFO, None, session.info, gate=ENVIRONMENT_INFO)
     router.add(methods.ENVIRONMENT_STATUS, None, session.status, gate=ENVIRONMENT_STATUS)
+    router.add(methods.SESSION_CLOSE, None, session.close, gate=SESSION)
 
     router.add(methods.PROCESS_START, ProcessStartParams, process.start, gate=EXEC)
     router.add(methods.PROCESS_READ, ProcessReadParams, process.read, gate=EXEC, detached=True)
@@ -87,6 +108,13 @@ def build_router(connection: Connection, services: Services) -> Router:
     router.add(methods.PROCESS_SIGNAL, ProcessSignalParams, process.signal, gate=EXEC)
     router.add(methods.PROCESS_TERMINATE, ProcessTerminateParams, process.terminate, gate=EXEC)
     router.add(methods.PROCESS_CLOSE_STDIN, ProcessCloseStdinParams, process.close_stdin, gate=EXEC)
+    router.add(methods.PROCESS_WAIT, ProcessWaitParams, process.wait, gate=EXEC, detached=True)
+    # Extensions: terminal size, and processes that outlive their sessions (docs/protocol.md).
+    router.add(methods.PROCESS_RESIZE, ProcessResizeParams, process.resize, gate=EXEC)
+    router.add(methods.PROCESS_LIST, None, process.list, gate=EXEC)
+    router.add(methods.PROCESS_ATTACH, ProcessAttachParams, process.attach, gate=EXEC)
+    router.add(methods.PROCESS_DETACH, ProcessDetachParams, process.detach, gate=EXEC)
+    router.add(methods.PROCESS_KILL, ProcessKillParams, process.kill, gate=EXEC)
 
     router.add(methods.FS_READ_FILE, FsReadFileParams, fs.read_file, gate=FILESYSTEM)
     router.add(methods.FS_WRITE_FILE, FsWriteFileParams, fs.write_file, gate=FILESYSTEM)
@@ -94,6 +122,8 @@ def build_router(connection: Connection, services: Services) -> Router:
         methods.FS_CREATE_DIRECTORY, FsCreateDirectoryParams, fs.create_directory, gate=FILESYSTEM
     )
     router.add(methods.FS_GET_METADATA, FsGetMetadataParams, fs.get_metadata, gate=FILESYSTEM)
+    router.add(methods.FS_GET_ATTRIBUTES, FsGetAttributesParams, fs.get_attributes, gate=FILESYSTEM)
+    router.add(methods.FS_SET_ATTRIBUTES, FsSetAttributesParams, fs.set_attributes, gate=FILESYSTEM)
     router.add(methods.FS_CANONICALIZE, FsCanonicalizeParams, fs.canonicalize, gate=FILESYSTEM)
     router.add(methods.FS_READ_DIRECTORY, FsReadDirectoryParams, fs.read_directory, gate=FILESYSTEM)
     router.add(methods.FS_WALK, FsWalkParams, fs.walk, gate=FILESYSTEM)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import hashlib
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -38,6 +39,9 @@ class HttpRequest:
     headers: dict[str, str] = field(default_factory=dict)
     principal: str | None = None
     """Who the request comes from, as the authentication hook established it."""
+    peer_address: object = None
+    """The socket's peer and local addresses (as asyncio reports them), for the hook."""
+    local_address: object = None
 
     def has_token(self, name: str, token: str) -> bool:
         value = self.headers.get(name, "")
@@ -69,7 +73,15 @@ HttpPage = Callable[[HttpRequest], HttpResponse]
 to upgrade (the hook records `request.principal`)."""
 
 
+# RFC 9110 §5.6.2: a field name is a token; no whitespace before the colon (RFC 9112 §5.1,
+# "MUST respond with 400"), and no folded continuation lines (§5.2).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# A field value: visible characters, obs-text, spaces and tabs; other control bytes are refused.
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+
+
 def parse_request_head(head: bytes) -> HttpRequest | None:
+    """The request head, or None when it is not valid HTTP/1.1 (answered 400, like hyper)."""
     try:
         text = head.decode("latin-1")
         request_line, *header_lines = text.split("\r\n")
@@ -81,10 +93,10 @@ def parse_request_head(head: bytes) -> HttpRequest | None:
         if not line:
             continue
         name, sep, value = line.partition(":")
-        if not sep:
+        if not sep or not _TOKEN.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
             return None
-        key = name.strip().lower()
-        value = value.strip()
+        key = name.lower()
+        value = value.strip(" \t")
         headers[key] = f"{headers[key]},{value}" if key in headers else value
     path = target.split("?", 1)[0]
     return HttpRequest(method, path, headers)
@@ -142,3 +154,19 @@ def format_peer(address: object) -> str:
         host, port = address[0], address[1]
         return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
     return str(address)
+
+
+RETRY_AFTER_CAP_S = 300.0
+"""The longest `Retry-After` taken at its word (a larger one is capped to it)."""
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a `Retry-After` header in its delay-seconds form (RFC 9110
+    §10.2.3), capped at `RETRY_AFTER_CAP_S`; None when absent or not a plain non-negative
+    integer (the HTTP-date form is ignored: it depends on the clocks agreeing)."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value.isascii() or not value.isdigit():
+        return None
+    return min(float(int(value)), RETRY_AFTER_CAP_S)

@@ -40,6 +40,7 @@ from execserver.transport.http import (
     accept_key,
     format_peer,
     parse_request_head,
+    parse_retry_after,
     route,
 )
 from execserver.transport.ws_frames import (
@@ -64,6 +65,7 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 PING_INTERVAL_S = 30.0
 CLIENT_PING_INTERVAL_S = 20.0
 CONNECT_TIMEOUT_S = 10.0
+TLS_HANDSHAKE_TIMEOUT_S = 10.0
 # A peer that sends nothing (not even a pong) for this many ping periods is treated as gone.
 SILENT_PING_PERIODS = 2
 WRITE_HIGH_WATER = 1024 * 1024
@@ -316,9 +318,13 @@ class WebSocketServerConnection(WebSocketChannel):
         request = parse_request_head(bytes(self._head[:end]))
         self._head.clear()
         if request is None:
-            self._respond(HttpResponse(400, b"invalid HTTP request"))
+            # As hyper answers a head it cannot parse: 400, no body, and the connection closes.
+            self._respond(HttpResponse(400, headers=[("connection", "close")]))
             return
         self.request = request
+        if self._transport is not None:
+            request.peer_address = self._transport.get_extra_info("peername")
+            request.local_address = self._transport.get_extra_info("sockname")
         response = route(request, self._hook, self._pages)
         if response is not None:
             self._respond(response, head_only=request.method == "HEAD")
@@ -377,14 +383,28 @@ async def serve_websocket(
     hook: HttpHook | None = None,
     ping_interval_s: float = PING_INTERVAL_S,
     pages: Mapping[str, HttpPage] | None = None,
+    sock: socket.socket | None = None,
+    tls: ssl_module.SSLContext | None = None,
 ) -> asyncio.Server:
-    """Listen on `host:port` and call `on_open(connection)` for every upgraded WebSocket."""
+    """Listen on `host:port` (or on the listening socket `sock`, already bound; TLS with `tls`)
+    and call `on_open(connection)` for every upgraded WebSocket."""
     loop = asyncio.get_running_loop()
+
+    def factory() -> WebSocketServerConnection:
+        return WebSocketServerConnection(on_open, hook, ping_interval_s, pages)
+
+    handshake_timeout = None if tls is None else TLS_HANDSHAKE_TIMEOUT_S
+    if sock is not None:
+        return await loop.create_server(
+            factory, sock=sock, ssl=tls, ssl_handshake_timeout=handshake_timeout
+        )
     return await loop.create_server(
-        lambda: WebSocketServerConnection(on_open, hook, ping_interval_s, pages),
+        factory,
         host,
         port,
         reuse_address=True,
+        ssl=tls,
+        ssl_handshake_timeout=handshake_timeout,
     )
 
 
@@ -423,6 +443,9 @@ class WebSocketClientConnection(WebSocketChannel):
         self.opened: asyncio.Future[None] = loop.create_future()
         self._lost: asyncio.Future[None] = loop.create_future()
         self.response: Response | None = None
+        self.max_send_bytes = MAX_FRAME_BYTES
+        """Each message goes out as one frame, and servers drop the connection for a frame
+        over 16 MiB (ours and the reference): `RpcClient` refuses larger requests."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -603,8 +626,24 @@ def _handshake_error(exc: Exception | None, response: object) -> ConnectError:
             + (f": {body}" if body else ""),
             status=status,
             body=body,
+            retry_after_s=parse_retry_after(exc.response.headers.get("Retry-After")),
         )
     return ConnectError(f"WebSocket handshake failed: {exc or response}")
+
+
+def _connect_failure(exc: BaseException) -> str:
+    """Why a connection attempt failed, in words (no errno brackets)."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, ssl_module.SSLCertVerificationError):
+        return f"the server's TLS certificate is not trusted ({exc.verify_message})"
+    if isinstance(exc, ssl_module.SSLError):
+        if exc.reason == "WRONG_VERSION_NUMBER":
+            return "TLS failed: the server does not speak TLS here (a ws:// server?)"
+        return f"TLS failed: {exc.reason or exc}"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return os.strerror(exc.errno)
+    return str(exc)
 
 
 async def connect_websocket(
@@ -659,8 +698,7 @@ async def connect_websocket(
     except (OSError, TimeoutError, ssl_module.SSLError) as exc:
         if connection is not None:
             connection.abort()
-        detail = "timed out" if isinstance(exc, TimeoutError) else str(exc)
-        raise ConnectError(f"could not connect to {url}: {detail}") from None
+        raise ConnectError(f"could not connect to {url}: {_connect_failure(exc)}") from None
     except BaseException:
         if connection is not None:
             connection.abort()

@@ -16,11 +16,11 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from execserver.local.sandbox.policy import MINIMAL_PATHS, Mechanism, ResolvedPolicy, SandboxError
+from execserver.local.sandbox.scratch import scratch_directory
 from execserver.local.spawn import Stdio, spawn
 
 BWRAP_ENV = "EXECSERVER_BWRAP"
@@ -139,8 +139,7 @@ def _empty_file(mode: int) -> bytes:
     """An empty file with `mode`, to mount over denied names (one of each per process)."""
     path = _mount_sources.get(mode)
     if path is None or not os.path.exists(path):
-        directory = tempfile.mkdtemp(prefix="execserver-sandbox-")
-        name = os.path.join(directory, f"empty-{mode:o}")
+        name = os.path.join(scratch_directory(), f"empty-{mode:o}")
         with open(name, "wb"):
             pass
         os.chmod(name, mode)
@@ -258,8 +257,12 @@ def command(
     *,
     chdir: bytes,
     seccomp: bool,
+    own_user: bool = False,
 ) -> MountPlan:
-    """bwrap's argv up to and including `--` for running a program under `policy`."""
+    """bwrap's argv up to and including `--` for running a program under `policy`.
+
+    `own_user`: also when only the network is taken away, run in a user namespace of its own
+    without capabilities (a program with capabilities could leave its network namespace)."""
     if policy.mechanism is Mechanism.FILESYSTEM:
         plan = filesystem_args(policy)
         plan.args = [
@@ -279,6 +282,8 @@ def command(
         # Only the network is taken away: the filesystem and the process table stay the host's
         # (the reference applies just its seccomp filter here).
         plan = MountPlan([bwrap.path, b"--die-with-parent", b"--dev-bind", b"/", b"/"])
+        if own_user:
+            plan.args += [b"--unshare-user", b"--cap-drop", b"ALL"]
         if policy.network_restricted:
             plan.args.append(b"--unshare-net")
     plan.args += [b"--chdir", chdir]

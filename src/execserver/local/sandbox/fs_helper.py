@@ -45,8 +45,10 @@ def _send_fd(fd: int) -> None:
 
 
 def _run(request: Request) -> Any:
+    from execserver.errors import FileReadTooLarge
     from execserver.local import fs_ops as fs
     from execserver.local import walk as fs_walk
+    from execserver.local.blocking import FS_WAIT_TIMEOUT_S, drive_sync
     from execserver.local.file_handles import open_handle_fd
 
     args = request.args
@@ -73,12 +75,28 @@ def _run(request: Request) -> Any:
         "write_file": fs.write_file,
         "create_directory": fs.create_directory,
         "get_metadata": fs.get_metadata,
+        "get_attributes": fs.get_attributes,
+        "set_attributes": fs.set_attributes,
         "canonicalize": fs.canonicalize,
         "read_directory": fs.read_directory,
         "remove": fs.remove,
         "copy": fs.copy,
     }
-    return functions[op](*args.get("positional", ()), **args.get("keywords", {}))
+    positional = args.get("positional", ())
+    keywords = dict(args.get("keywords", {}))
+    max_bytes = keywords.pop("max_bytes", None)
+    if max_bytes is not None:  # read_file within what the server's budget has left
+        path = positional[0]
+
+        def grow(total: int) -> None:
+            if total > max_bytes:
+                raise FileReadTooLarge(path, max_bytes)
+
+        keywords["grow"] = grow
+    result = functions[op](*positional, **keywords)
+    if op in fs.WAITING_OPS:
+        return drive_sync(result, args.get("wait_timeout_s", FS_WAIT_TIMEOUT_S))
+    return result
 
 
 def main() -> None:

@@ -13,14 +13,17 @@ import asyncio
 import contextlib
 import functools
 import os
+import signal
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Any
 
 import msgspec
 
 from execserver.errors import InternalError, InvalidParams, InvalidRequest, from_jsonrpc_error
+from execserver.local.blocking import FS_WAIT_TIMEOUT_S, BlockingOp, Ready, Wait, drive_sync
 from execserver.local.reaper import ChildReaper, exit_code_from_status
 from execserver.local.sandbox import bwrap as bw
 from execserver.local.sandbox.fs_helper import FD_SOCKET, Reply, Request
@@ -30,6 +33,7 @@ from execserver.local.sandbox.policy import (
     SandboxError,
     resolve,
 )
+from execserver.local.sandbox.python_view import PACKAGE_PARENT, python_paths
 from execserver.local.spawn import Stdio, spawn
 from execserver.protocol.base import dec_hook, enc_hook
 from execserver.protocol.pathuri import PathUriError
@@ -45,11 +49,9 @@ from execserver.protocol.sandbox import (
 
 _encoder = msgspec.msgpack.Encoder(enc_hook=enc_hook)
 
-# The directory holding the `execserver` package (this file is execserver/local/sandbox/...),
-# found without importing the package's top level, which sits above this layer.
-_PACKAGE_PARENT = os.path.dirname(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-)
+Talk = tuple[bytes, bytes, int | None]
+DriveBlocking = Callable[[BlockingOp[Talk]], Awaitable[Talk]]
+"""Runs the exchange with the helper (`BlockingPool.drive` in one client's turns)."""
 
 
 def _needs_cwd(context: SandboxContext) -> bool:
@@ -87,14 +89,6 @@ def needs_helper(policy: ResolvedPolicy, *, writes: bool) -> bool:
     return policy.restricts_writes if writes else policy.restricts_reads
 
 
-def _python_paths() -> list[bytes]:
-    """What the helper's Python needs to see (interpreter, stdlib, packages, our source)."""
-    paths = {sys.base_prefix, sys.prefix, sys.exec_prefix, os.path.dirname(sys.executable)}
-    paths.add(_PACKAGE_PARENT)
-    paths.update(p for p in sys.path if p and os.path.isdir(p))
-    return [os.fsencode(os.path.realpath(p)) for p in sorted(paths)]
-
-
 # `-I` keeps the user's site and environment out of the helper; the server's own import path
 # (its package first, then what it imported from) is passed as arguments instead, so the helper
 # runs the same code as the server even when that is not the installed copy (PYTHONPATH, a
@@ -106,7 +100,7 @@ _BOOTSTRAP = (
 
 
 def _import_paths() -> list[bytes]:
-    paths = [_PACKAGE_PARENT, *(p for p in sys.path if p and os.path.isdir(p))]
+    paths = [PACKAGE_PARENT, *(p for p in sys.path if p and os.path.isdir(p))]
     return [os.fsencode(p) for p in dict.fromkeys(paths)]
 
 
@@ -121,23 +115,37 @@ class SandboxedFileSystem:
         op: str,
         args: dict[str, Any],
         result_type: Any = None,
+        *,
+        drive: DriveBlocking | None = None,
+        wait_timeout_s: float = FS_WAIT_TIMEOUT_S,
     ) -> Any:
-        """Run `op` in a helper under `policy`; raise the operation's error as ours would."""
-        reply, _ = await self._exchange(policy, Request(op, args), want_fd=False)
+        """Run `op` in a helper under `policy`; raise the operation's error as ours would.
+
+        `drive` runs the exchange (the client's turns of the blocking pool); the helper waits
+        on FIFOs, sockets and devices at most `wait_timeout_s` each time."""
+        request = Request(op, args | {"wait_timeout_s": wait_timeout_s})
+        reply, _ = await self._exchange(policy, request, want_fd=False, drive=drive)
         if reply.result is None or result_type is None:
             return reply.result
         return msgspec.convert(reply.result, result_type, dec_hook=dec_hook)
 
-    async def open(self, policy: ResolvedPolicy, path: bytes, mode: str) -> int:
+    async def open(
+        self, policy: ResolvedPolicy, path: bytes, mode: str, *, drive: DriveBlocking | None = None
+    ) -> int:
         """Open `path` inside the sandbox and return the fd (passed back over a socket)."""
         _, fd = await self._exchange(
-            policy, Request("open", {"path": path, "mode": mode}), want_fd=True
+            policy, Request("open", {"path": path, "mode": mode}), want_fd=True, drive=drive
         )
         assert fd is not None
         return fd
 
     async def _exchange(
-        self, policy: ResolvedPolicy, request: Request, *, want_fd: bool
+        self,
+        policy: ResolvedPolicy,
+        request: Request,
+        *,
+        want_fd: bool,
+        drive: DriveBlocking | None = None,
     ) -> tuple[Reply, int | None]:
         helper_policy = ResolvedPolicy(
             Mechanism.FILESYSTEM,
@@ -145,7 +153,7 @@ class SandboxedFileSystem:
             full_read=policy.full_read,
             full_write=policy.full_write,
             minimal=True,
-            readable=[*policy.readable, *_python_paths()],
+            readable=[*policy.readable, *python_paths()],
             writable=list(policy.writable),
             read_only=list(policy.read_only),
             denied=list(policy.denied),
@@ -203,8 +211,20 @@ class SandboxedFileSystem:
                 request=_encoder.encode(request),
                 want_fd=want_fd,
             )
-            out, err, fd = await loop.run_in_executor(self._executor, talk)
+            if drive is None:
+                out, err, fd = await loop.run_in_executor(
+                    self._executor, lambda: drive_sync(talk())
+                )
+            else:
+                out, err, fd = await drive(talk())
             status = await exited
+        except BaseException:
+            # Given up (the client left): the helper must not outlive the request. Not reaped
+            # yet, so the pid is still this helper's (bwrap's children die with it).
+            if not exited.done():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            raise
         finally:
             ours.close()
             plan.cleanup()
@@ -225,22 +245,55 @@ class SandboxedFileSystem:
 
 def _talk(
     stdin: int, stdout: int, stderr: int, *, sock: socket.socket, request: bytes, want_fd: bool
-) -> tuple[bytes, bytes, int | None]:
-    """Blocking: send the request, collect stdout/stderr (and an fd), close our ends."""
+) -> BlockingOp[Talk]:
+    """Send the request, collect stdout/stderr (and an fd), close our ends. Non-blocking: it
+    waits for the helper on the event loop (`BlockingPool.drive`), so a helper that takes long
+    (a FIFO it waits on, a big copy) holds no thread."""
+    name = b"the fs sandbox helper"
+    fds = [stdin, stdout, stderr]
     try:
-        with os.fdopen(stdin, "wb") as pipe:
-            pipe.write(request)
-    except BrokenPipeError:
-        pass
-    fd = None
-    if want_fd:
-        fds = array.array("i")
-        _, ancillary, _, _ = sock.recvmsg(1, socket.CMSG_SPACE(fds.itemsize))
-        for level, kind, data in ancillary:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
-        fd = fds[0] if fds else None
-    with os.fdopen(stdout, "rb") as out_pipe, os.fdopen(stderr, "rb") as err_pipe:
-        out = out_pipe.read()
-        err = err_pipe.read()
-    return out, err, fd
+        for fd in fds:
+            os.set_blocking(fd, False)
+        sock.setblocking(False)
+        view = memoryview(request)
+        while view:
+            try:
+                view = view[os.write(stdin, view) :]
+            except BlockingIOError:
+                yield Wait(stdin, Ready.WRITABLE, name, patient=True)
+            except BrokenPipeError:
+                break
+        os.close(stdin)
+        fds.remove(stdin)
+        passed = None
+        if want_fd:
+            while True:
+                try:
+                    _, ancillary, _, _ = sock.recvmsg(1, socket.CMSG_SPACE(4))
+                    break
+                except BlockingIOError:
+                    yield Wait(sock.fileno(), Ready.READABLE, name, patient=True)
+            received = array.array("i")
+            for level, kind, data in ancillary:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    received.frombytes(data[: len(data) - (len(data) % received.itemsize)])
+            passed = received[0] if received else None
+        out = yield from _read_to_end(stdout, name)
+        err = yield from _read_to_end(stderr, name)
+        return out, err, passed
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _read_to_end(fd: int, name: bytes) -> BlockingOp[bytes]:
+    parts: list[bytes] = []
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 20)
+        except BlockingIOError:
+            yield Wait(fd, Ready.READABLE, name, patient=True)
+            continue
+        if not chunk:
+            return b"".join(parts)
+        parts.append(chunk)

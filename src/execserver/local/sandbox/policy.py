@@ -209,6 +209,7 @@ def _resolve_restricted(
         if not os.path.exists(real):
             continue  # a missing root grants nothing
         if access == "write":
+            _check_no_escaping_symlink(path)
             policy.writable.append(real)
         else:
             policy.readable.append(real)
@@ -231,6 +232,30 @@ def _resolve_restricted(
             policy.read_only.append(os.path.join(root, name))
             policy.read_only += _gitdir_target(os.path.join(root, name))
     return policy
+
+
+def _check_no_escaping_symlink(path: bytes) -> None:
+    """Refuse a writable grant that passes through a symlink leading out of the directory the
+    symlink is in: a sandboxed run that could write `work` may have planted `work/build ->
+    /outside`, and a later grant of `work/build` must not make `/outside` writable. Symlinks
+    that stay inside their directory (`/lib -> usr/lib`, `build -> build-x86`) are followed."""
+    current = b"/"
+    for part in [p for p in os.path.normpath(path).split(b"/") if p]:
+        candidate = os.path.join(current, part)
+        try:
+            is_link = stat.S_ISLNK(os.lstat(candidate).st_mode)
+        except OSError:
+            return  # missing below here: nothing to follow
+        if is_link:
+            target = os.path.realpath(candidate)
+            if not _under(target, current):
+                raise SandboxError(
+                    f"writable root `{os.fsdecode(path)}` passes through the symlink "
+                    f"`{os.fsdecode(candidate)}`, which leads out of its directory to "
+                    f"`{os.fsdecode(target)}`; grant the target path itself"
+                )
+            candidate = target
+        current = candidate
 
 
 def _under(path: bytes, root: bytes) -> bool:

@@ -1,9 +1,12 @@
-"""A seccomp filter that takes the network away, as the reference's sandbox does.
+"""Seccomp filters for bubblewrap (`bwrap --seccomp FD`), as the reference's sandbox has them.
 
-Classic BPF for `bwrap --seccomp FD`: `socket()` of any family but AF_UNIX, and every
-connect/bind/listen/accept/send call, fail with EPERM; io_uring and ptrace are refused too (they
-could bypass the filter). Other architectures than the ones listed get no filter: the caller
-still unshares the network namespace, so the network stays unreachable.
+`network_filter()` takes the network away: `socket()` of any family but AF_UNIX, and every
+connect/bind/listen/accept/send call, fail with EPERM. `managed_network_filter()` is for a
+managed network (the program reaches the proxy through its own network namespace): internet
+sockets work, but AF_UNIX sockets (`socket`, `socketpair`) and `setns` (leaving the namespace)
+fail with EPERM. Both refuse io_uring and ptrace (they could bypass the filter). Classic BPF;
+other architectures than the ones listed get no filter: the caller still unshares the network
+namespace, so only what is reachable in it is reachable.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ _ARCHES: dict[str, tuple[int, dict[str, int]]] = {
             "io_uring_setup": 425,
             "io_uring_enter": 426,
             "io_uring_register": 427,
+            "socketpair": 53,
+            "setns": 308,
         },
     ),
     "aarch64": (
@@ -66,9 +71,14 @@ _ARCHES: dict[str, tuple[int, dict[str, int]]] = {
             "io_uring_setup": 425,
             "io_uring_enter": 426,
             "io_uring_register": 427,
+            "socketpair": 199,
+            "setns": 268,
         },
     ),
 }
+
+_CUT = ("connect", "accept", "sendto", "sendmsg", "bind", "listen", "accept4", "sendmmsg")
+_ALWAYS = ("ptrace", "io_uring_setup", "io_uring_enter", "io_uring_register")
 
 
 def _insn(code: int, jt: int, jf: int, k: int) -> bytes:
@@ -76,13 +86,27 @@ def _insn(code: int, jt: int, jf: int, k: int) -> bytes:
 
 
 def network_filter(machine: str | None = None) -> bytes | None:
-    """The filter program (struct sock_filter array), or None if this machine is not covered."""
+    """The no-network program (struct sock_filter array), or None if this machine is not
+    covered."""
+    return _program(machine, (*_CUT, *_ALWAYS), unix_only=True)
+
+
+def managed_network_filter(machine: str | None = None) -> bytes | None:
+    """The managed-network program, or None if this machine is not covered."""
+    return _program(machine, ("socketpair", "setns", *_ALWAYS), unix_only=False)
+
+
+def _program(
+    machine: str | None, denied_names: tuple[str, ...], *, unix_only: bool
+) -> bytes | None:
+    """Deny `denied_names` with EPERM; `socket()` is allowed for AF_UNIX only (`unix_only`) or
+    for every family but AF_UNIX."""
     entry = _ARCHES.get(machine or platform.machine())
     if entry is None:
         return None
     arch, numbers = entry
     eperm = _SECCOMP_RET_ERRNO | errno.EPERM
-    denied = [numbers[name] for name in numbers if name != "socket"]
+    denied = [numbers[name] for name in denied_names]
     program = [
         _insn(_LD_W_ABS, 0, 0, _OFFSET_ARCH),
         _insn(_JEQ_K, 1, 0, arch),
@@ -95,11 +119,12 @@ def network_filter(machine: str | None = None) -> bytes | None:
     tail = len(denied) + 3  # instructions after the comparisons: socket check (2), allow (1)
     for index, number in enumerate(denied):
         program.append(_insn(_JEQ_K, tail - index - 1 + 2, 0, number))
-    # socket(): allowed only for AF_UNIX.
+    # socket(): its family decides. Unix-only: AF_UNIX jumps over the EPERM to the allow;
+    # otherwise AF_UNIX falls through to the EPERM and the rest jump to the allow.
     program += [
         _insn(_JEQ_K, 0, 3, numbers["socket"]),
         _insn(_LD_W_ABS, 0, 0, _OFFSET_ARG0_LOW),
-        _insn(_JEQ_K, 1, 0, socket.AF_UNIX),
+        _insn(_JEQ_K, 1, 0, socket.AF_UNIX) if unix_only else _insn(_JEQ_K, 0, 1, socket.AF_UNIX),
         _insn(_RET_K, 0, 0, eperm),
         _insn(_RET_K, 0, 0, _SECCOMP_RET_ALLOW),
         _insn(_RET_K, 0, 0, eperm),

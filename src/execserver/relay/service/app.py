@@ -22,10 +22,12 @@ from aiohttp.abc import AbstractAccessLogger
 
 from execserver.relay.service import redaction
 from execserver.relay.service.access import AccessPolicy, Role, Verdict
-from execserver.relay.service.defaults import HARNESS_STALL_S
+from execserver.relay.service.collector import CollectorProbe
+from execserver.relay.service.defaults import HARNESS_STALL_S, LISTEN_BACKLOG
 from execserver.relay.service.hub import MAX_STREAMS_PER_EXECUTOR, Hub
 from execserver.relay.service.metrics import RelayMetrics
 from execserver.relay.service.nodes import Nodes, SingleNode
+from execserver.relay.service.overload import gate_of
 from execserver.relay.service.registrations import AUTHORIZATION_TTL_S, Registrations
 from execserver.relay.service.registry import (
     CONNECT_WAIT_S,
@@ -210,6 +212,8 @@ class RelayServer:
         self.app.add_routes([web.get("/readyz", self._readyz)])
         if config.metrics:
             self.app.add_routes([web.get("/metrics", self._metrics)])
+        self.collector: CollectorProbe | None = None
+        """The process's collector probe (set by the CLI): its gauges go on /metrics."""
         self._runner: web.AppRunner | None = None
         self._unsubscribe: list[Callable[[], None]] = []
         self._log_filter = _NodeIdFilter(config.node_id)
@@ -260,7 +264,7 @@ class RelayServer:
         await runner.setup()
         self._runner = runner
         try:
-            site = web.TCPSite(runner, host, port)
+            site = web.TCPSite(runner, host, port, backlog=LISTEN_BACKLOG)
             await site.start()
         except BaseException:
             await self.aclose()
@@ -306,6 +310,13 @@ class RelayServer:
         if self.fleet is not None:
             gauges |= self.fleet.gauges()
             gauges["fleet_nodes_alive"] = self.nodes.live_count()
+        if self.collector is not None:
+            gauges |= self.collector.gauges()
+        gate = gate_of(self.state)
+        if gate is not None:
+            gauges["kv_operations_in_flight"] = gate.in_flight
+            gauges["kv_operations_waiting"] = gate.waiting
+            gauges["kv_operations_refused_total"] = gate.refused
         if self._fleet_events is not None:
             gauges["nats_disconnects_total"] = self._fleet_events.disconnects
             gauges["nats_reconnects_total"] = self._fleet_events.reconnects

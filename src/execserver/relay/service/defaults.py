@@ -16,3 +16,9 @@ OUTBOX_LIMIT_BYTES: Final = 4 << 20
 HARNESS_STALL_S: Final = 30.0
 """How long a harness socket may leave its outbox full (the executor's socket waits meanwhile)
 before the relay gives up on it and resets its stream."""
+LISTEN_BACKLOG: Final = 4096
+"""Connections the kernel completes for the relay before it accepts them (capped by
+net.core.somaxconn). When a fleet node dies, its executors all reconnect to the others at
+once, while those may be paused (a full garbage collection takes about a second with 2,000
+executors, docs/SCALING.md); with aiohttp's default of 128 the rest wait for SYN retransmits
+(1 s, 3 s, …) and the balancer's health checks time out."""

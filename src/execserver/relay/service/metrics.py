@@ -38,6 +38,12 @@ _HELP: Final = {
     "nats_disconnects_total": "times this node lost its NATS connection",
     "nats_reconnects_total": "times this node got its NATS connection back",
     "kv_operation_seconds": "time of shared-state (NATS KV) operations, by operation",
+    "kv_operations_in_flight": "shared-state operations this node has outstanding",
+    "kv_operations_waiting": "shared-state operations queued for a slot on this node",
+    "kv_operations_refused_total": "shared-state operations refused after queueing too long",
+    "gc_pause_seconds": "garbage-collection pauses, by generation",
+    "gc_longest_pause_ms": "the longest garbage-collection pause since start, milliseconds",
+    "gc_objects_frozen": "objects kept out of garbage collections (gc.freeze)",
 }
 
 

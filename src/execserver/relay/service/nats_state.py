@@ -38,6 +38,7 @@ from nats.js.kv import KeyValue
 from execserver.relay.api import NoisePublicKey
 from execserver.relay.api import decode as api_decode
 from execserver.relay.api import encode as api_encode
+from execserver.relay.service.overload import OperationGate, Overloaded
 from execserver.relay.service.state import (
     Attachment,
     Authorization,
@@ -62,7 +63,9 @@ within a few seconds of a server's death (election timeouts of 4-9 s)."""
 
 
 def _operation(name: str, *, repeatable: bool = False) -> Callable[[F], F]:
-    """Time each call in the state's metrics (`kv_operation_seconds`), and try again, with a
+    """Run each attempt in a slot of the state's `OperationGate` (a storm queues on the node
+    instead of timing out in NATS), time each call in the state's metrics
+    (`kv_operation_seconds`, the wait for a slot included), and try again, with a
     short backoff, a call that no stream answered (it cannot have happened) or, when
     `repeatable` (a read, or a write whose repetition changes nothing), any failed call: a
     replicated bucket is unavailable for a few seconds while a new leader is elected after a
@@ -80,7 +83,10 @@ def _operation(name: str, *, repeatable: bool = False) -> Callable[[F], F]:
             try:
                 while True:
                     try:
-                        return await method(self, *args, **kwargs)
+                        async with self.gate.slot():
+                            return await method(self, *args, **kwargs)
+                    except Overloaded:
+                        raise  # queueing again here would only make the storm longer
                     except retried:
                         if time.monotonic() + delay > deadline:
                             raise
@@ -228,6 +234,20 @@ def _decode_registration(data: bytes) -> Registration:
     )
 
 
+_Version = tuple[int, int]
+"""A stored registration's revision and the hash of its bytes (a revision alone would do, but
+a bucket deleted and created again numbers its revisions from 1 again)."""
+
+
+def _version(update: KeyValue.Entry) -> _Version:
+    return (update.revision or 0, hash(update.value))
+
+
+def _entry(update: KeyValue.Entry) -> Entry[Registration]:
+    assert update.value is not None
+    return Entry(_decode_registration(update.value), update.revision or 0)
+
+
 class NatsEvents:
     """What happens to a NATS connection, for whoever must react (the fleet's data plane
     resets what a gap may have lost) or count (metrics). Handlers run on the event loop."""
@@ -339,8 +359,11 @@ class NatsRelayState:
         clock: Callable[[], float] = time.time,
         owns_connection: bool = False,
         metrics: RelayMetrics | None = None,
+        gate: OperationGate | None = None,
     ) -> None:
         self._nc = nc
+        self.gate = gate or OperationGate()
+        """Bounds this node's operations in flight (the watch is not one of them)."""
         self._registrations = registrations
         self._authorizations = authorizations
         self._claims = claims
@@ -348,7 +371,11 @@ class NatsRelayState:
         self._owns_connection = owns_connection
         self._metrics = metrics
         self._listeners: list[RegistrationListener] = []
-        self._known: dict[str, Entry[Registration]] = {}
+        self._known: dict[str, _Version] = {}
+        """Environment id → version of its registration: enough to count them and to tell,
+        after a replay, which changed (a decoded copy would cost every node ~2 KB per
+        registration, mostly the executor's public key, which only `/connect` needs, and it
+        reads the entry from the bucket)."""
         self._tasks = TaskOwner("relay state watcher")
         self.rewatch = asyncio.Event()
         """Set to start the watch again (after a NATS reconnect its consumer may be gone)."""
@@ -364,6 +391,7 @@ class NatsRelayState:
         clock: Callable[[], float] = time.time,
         owns_connection: bool = False,
         metrics: RelayMetrics | None = None,
+        gate: OperationGate | None = None,
     ) -> NatsRelayState:
         """Bind (creating them if needed) the buckets on `nc` and start watching.
 
@@ -397,7 +425,14 @@ class NatsRelayState:
         buckets: list[KeyValue] = []
         for config in configs:
             buckets.append(await open_bucket(js, config))
-        state = cls(nc, *buckets, clock=clock, owns_connection=owns_connection, metrics=metrics)
+        state = cls(
+            nc,
+            *buckets,
+            clock=clock,
+            owns_connection=owns_connection,
+            metrics=metrics,
+            gate=gate,
+        )
         state._tasks.spawn(state._watch())
         return state
 
@@ -462,47 +497,54 @@ class NatsRelayState:
     async def _watch(self) -> None:
         """Follow every registration change (ours and other nodes'), in commit order; start
         again after a NATS outage (the replay of the current values repairs the local copy)."""
-        fresh: dict[str, Entry[Registration]] = {}
+        # During a replay: every stored registration's version, and those that differ from
+        # what this node knew (only they are kept whole, to be decoded and announced).
+        seen: dict[str, _Version] = {}
+        changed: dict[str, KeyValue.Entry] = {}
         replaying = True
 
         def handle(update: KeyValue.Entry | None) -> None:
             nonlocal replaying
             if update is STARTED:
-                fresh.clear()
+                seen.clear()
+                changed.clear()
                 replaying = True
                 return
             if update is None:  # the stored values have been replayed
                 replaying = False
-                self._resync(fresh)
+                self._resync(seen, changed)
+                seen.clear()
+                changed.clear()
                 return
             environment_id = _env_of(update.key)
-            if update.operation in ("DEL", "PURGE") or update.value is None:
-                entry = None
-            else:
-                entry = Entry(_decode_registration(update.value), update.revision or 0)
+            deleted = update.operation in ("DEL", "PURGE") or update.value is None
             if not replaying:
-                self._apply(environment_id, entry)
-            elif entry is not None:
-                fresh[environment_id] = entry
+                self._apply(environment_id, None if deleted else update)
+                return
+            seen.pop(environment_id, None)
+            changed.pop(environment_id, None)
+            if not deleted:
+                version = seen[environment_id] = _version(update)
+                if self._known.get(environment_id) != version:
+                    changed[environment_id] = update
 
         await follow_bucket(self._registrations, handle, self.rewatch, what="registration")
 
-    def _resync(self, fresh: dict[str, Entry[Registration]]) -> None:
-        old, self._known = self._known, {}
-        for environment_id in old.keys() - fresh.keys():
+    def _resync(self, seen: dict[str, _Version], changed: dict[str, KeyValue.Entry]) -> None:
+        old, self._known = self._known, dict(seen)
+        for environment_id in old.keys() - seen.keys():
             self._notify(environment_id, None)
-        for environment_id, entry in fresh.items():
-            self._known[environment_id] = entry
-            if old.get(environment_id) != entry:
-                self._notify(environment_id, entry)
+        for environment_id, update in changed.items():
+            self._notify(environment_id, _entry(update))
         self.synced.set()
 
-    def _apply(self, environment_id: str, entry: Entry[Registration] | None) -> None:
-        if entry is None:
+    def _apply(self, environment_id: str, update: KeyValue.Entry | None) -> None:
+        if update is None:
             self._known.pop(environment_id, None)
+            self._notify(environment_id, None)
         else:
-            self._known[environment_id] = entry
-        self._notify(environment_id, entry)
+            self._known[environment_id] = _version(update)
+            self._notify(environment_id, _entry(update))
 
     def _notify(self, environment_id: str, entry: Entry[Registration] | None) -> None:
         for listener in list(self._listeners):

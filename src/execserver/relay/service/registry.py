@@ -28,6 +28,7 @@ from execserver.relay.service.defaults import (
     HARNESS_TICKET_TTL_S,
 )
 from execserver.relay.service.metrics import RelayMetrics
+from execserver.relay.service.overload import gate_of, retry_after_header
 from execserver.relay.service.registrations import EnvironmentInUse, Registrations, Validation
 from execserver.relay.service.state import Registration, RevisionConflict, StateUnavailable
 from execserver.relay.service.tickets import EXECUTOR, HARNESS, Ticket, TicketSigner, new_nonce
@@ -165,6 +166,7 @@ class Registry:
         except StateUnavailable:
             log.warning("relay state unavailable", extra={"operation": operation})
             response = error_response(503, "unavailable", "the registry cannot answer now")
+            response.headers.update(retry_after_header(gate_of(self._registrations.state)))
         self._metrics.count(
             "registry_requests_total", operation=operation, status=str(response.status)
         )

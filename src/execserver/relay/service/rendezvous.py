@@ -26,6 +26,7 @@ from execserver.relay.service.defaults import OUTBOX_LIMIT_BYTES
 from execserver.relay.service.hub import ExecutorEnd, ExecutorLink, HarnessLink, Hub
 from execserver.relay.service.links import CLOSE_TIMEOUT_S, Link
 from execserver.relay.service.metrics import RelayMetrics
+from execserver.relay.service.overload import gate_of, retry_after_header
 from execserver.relay.service.registrations import Registrations, new_connection_id
 from execserver.relay.service.registry import EXECUTOR_PATH, HARNESS_PATH
 from execserver.relay.service.state import (
@@ -135,11 +136,10 @@ class Rendezvous:
             "rendezvous upgrade refused",
             extra={"role": role, "reason": rejection.reason, "status": rejection.status},
         )
-        return web.Response(
-            status=rejection.status,
-            headers={REJECTION_REASON_HEADER: rejection.reason},
-            text=rejection.reason + "\n",
-        )
+        headers = {REJECTION_REASON_HEADER: rejection.reason}
+        if rejection.status == 503:  # spread the executors told to come back
+            headers.update(retry_after_header(gate_of(self._registrations.state)))
+        return web.Response(status=rejection.status, headers=headers, text=rejection.reason + "\n")
 
     async def executor(self, request: web.Request) -> web.StreamResponse:
         """`GET /relay/executor?ticket=…`: attach an executor socket to its registration.

@@ -18,6 +18,7 @@ from execserver.environment.file_system import (
 from execserver.errors import InvalidRequest
 from execserver.protocol import b64
 from execserver.protocol.file_system import (
+    FileAttributes,
     FileMetadata,
     FsCanonicalizeParams,
     FsCanonicalizeResponse,
@@ -25,6 +26,7 @@ from execserver.protocol.file_system import (
     FsCopyParams,
     FsCreateDirectoryParams,
     FsEmptyResponse,
+    FsGetAttributesParams,
     FsGetMetadataParams,
     FsOpenParams,
     FsOpenResponse,
@@ -35,6 +37,7 @@ from execserver.protocol.file_system import (
     FsReadFileParams,
     FsReadFileResponse,
     FsRemoveParams,
+    FsSetAttributesParams,
     FsWalkParams,
     FsWalkResponse,
     FsWatchMissingParams,
@@ -95,6 +98,19 @@ class FileSystemHandler:
             if metadata is not None:
                 return metadata
         return self._fs.get_metadata(params.path, follow_symlinks=follow, sandbox=params.sandbox)
+
+    async def get_attributes(self, params: FsGetAttributesParams) -> FileAttributes:
+        return await self._fs.get_attributes(params.path, sandbox=params.sandbox)
+
+    async def set_attributes(self, params: FsSetAttributesParams) -> FsEmptyResponse:
+        await self._fs.set_attributes(
+            params.path,
+            mode=params.mode,
+            accessed_at_ns=params.accessed_at_ns,
+            modified_at_ns=params.modified_at_ns,
+            sandbox=params.sandbox,
+        )
+        return FsEmptyResponse()
 
     async def canonicalize(self, params: FsCanonicalizeParams) -> FsCanonicalizeResponse:
         real = await self._fs.canonicalize(params.path, sandbox=params.sandbox)

@@ -4,20 +4,35 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 
+import msgspec
+
 from execserver.environment.process import HostedProcess, ProcessTable
 from execserver.errors import InvalidParams
 from execserver.protocol.process import (
+    PROCESS_ENDINGS,
     ProcessCloseStdinParams,
     ProcessReadParams,
     ProcessReadResponse,
+    ProcessReadWithTermination,
     ProcessSignalParams,
     ProcessSignalResponse,
     ProcessStartParams,
     ProcessStartResponse,
     ProcessTerminateParams,
     ProcessTerminateResponse,
+    ProcessWaitParams,
+    ProcessWaitResponse,
     ProcessWriteParams,
     ProcessWriteResponse,
+)
+from execserver.protocol.process_handles import (
+    EmptyResponse,
+    ProcessAttachParams,
+    ProcessAttachResponse,
+    ProcessDetachParams,
+    ProcessKillParams,
+    ProcessListResponse,
+    ProcessResizeParams,
 )
 from execserver.server.connection import Connection
 
@@ -41,13 +56,20 @@ class ProcessHandler:
         started = self._table.start(params)
         if isinstance(started, Awaitable):
             return self._started_later(params, started)
-        return ProcessStartResponse(process_id=params.process_id, sandbox_type=started.sandbox_type)
+        return self._started(params, started)
 
     async def _started_later(
         self, params: ProcessStartParams, started: Awaitable[HostedProcess]
     ) -> ProcessStartResponse:
-        process = await started
-        return ProcessStartResponse(process_id=params.process_id, sandbox_type=process.sandbox_type)
+        return self._started(params, await started)
+
+    @staticmethod
+    def _started(params: ProcessStartParams, process: HostedProcess) -> ProcessStartResponse:
+        return ProcessStartResponse(
+            process_id=params.process_id,
+            sandbox_type=process.sandbox_type,
+            handle=process.handle if params.detach else None,
+        )
 
     def read(
         self, params: ProcessReadParams
@@ -58,14 +80,35 @@ class ProcessHandler:
             after_seq, params.max_bytes, only_if_ready=bool(params.wait_ms)
         )
         if response is not None:
-            return response
+            return self._with_termination(process, response)
         return self._long_poll(process, after_seq, params)
 
     async def _long_poll(
         self, process: HostedProcess, after_seq: int, params: ProcessReadParams
     ) -> ProcessReadResponse:
         wait_s = min((params.wait_ms or 0) / 1000.0, MAX_WAIT_S)
-        return await process.read(after_seq, params.max_bytes, wait_s)
+        response = await process.read(after_seq, params.max_bytes, wait_s)
+        return self._with_termination(process, response)
+
+    def _with_termination(
+        self, process: HostedProcess, response: ProcessReadResponse
+    ) -> ProcessReadResponse:
+        """The extension's `termination` for a session that asked for `processEndings`."""
+        session = self._connection.session
+        if session is None or PROCESS_ENDINGS not in session.extensions:
+            return response
+        return ProcessReadWithTermination(
+            **msgspec.structs.asdict(response),
+            termination=process.termination if response.exited else None,
+        )
+
+    def wait(self, params: ProcessWaitParams) -> Awaitable[ProcessWaitResponse]:
+        """Extension `process/wait` (output/local/output_wait.py)."""
+        process = self._table.require(params.process_id)
+        idle_s = None if params.idle_ms is None else params.idle_ms / 1000.0
+        return process.wait_output(
+            params.pattern, idle_s, min(params.timeout_ms / 1000.0, MAX_WAIT_S), params.after_seq
+        )
 
     def write(self, params: ProcessWriteParams) -> ProcessWriteResponse:
         if not params.write_id:
@@ -91,3 +134,22 @@ class ProcessHandler:
         process = self._table.get(params.process_id)
         running = process.terminate() if process is not None else False
         return ProcessTerminateResponse(running=running)
+
+    # -- extensions: terminal size, processes that outlive sessions ----------------------------
+
+    def resize(self, params: ProcessResizeParams) -> EmptyResponse:
+        self._table.require(params.process_id).resize(params.rows, params.cols)
+        return EmptyResponse()
+
+    def list(self, _: None) -> ProcessListResponse:
+        return ProcessListResponse(processes=self._table.list_processes())
+
+    def attach(self, params: ProcessAttachParams) -> ProcessAttachResponse:
+        return self._table.attach(params.handle, params.process_id, params.tail_bytes)
+
+    def detach(self, params: ProcessDetachParams) -> EmptyResponse:
+        self._table.detach(params.process_id)
+        return EmptyResponse()
+
+    def kill(self, params: ProcessKillParams) -> ProcessTerminateResponse:
+        return ProcessTerminateResponse(running=self._table.kill(params.handle))

@@ -1,0 +1,546 @@
+"""Honest endings (issue 20): a termination record for every reason, server-side timeouts,
+limits enforced by cgroups with OOM kills attributed, whole-tree kill by default, process/wait.
+
+Real processes, real cgroups (this host's v1 hierarchies; the v2 logic is unit-tested against a
+fake cgroupfs in tests/unit/test_cgroup_v2.py). Tests that need enforceable limits skip where
+the host has no writable cgroup hierarchy, unless CI=true.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from execserver.local.cgroup import ProcessCgroups
+from tests.conftest import TIME
+from tests.harness.procfs import pids_with_marker, wait_all_dead, wait_for_marked
+from tests.harness.wire import Json, WireClient, process_params
+from tests.server.conftest import StartServer
+
+PY = sys.executable
+SLEEP = "import time; time.sleep(120)"
+MIB = 1024 * 1024
+
+
+def _host_limits() -> frozenset[str]:
+    cgroups = ProcessCgroups.create()
+    try:
+        return cgroups.enforceable
+    finally:
+        cgroups.close()
+
+
+HOST_LIMITS = _host_limits()
+
+
+def needs_limits(*names: str) -> pytest.MarkDecorator:
+    missing = set(names) - HOST_LIMITS
+    return pytest.mark.skipif(
+        bool(missing) and os.environ.get("CI") != "true",
+        reason=f"this host cannot enforce {sorted(missing)} (no writable cgroup hierarchy)",
+    )
+
+
+async def connect(url: str, *, extensions: bool = True) -> WireClient:
+    client = await WireClient.connect(url)
+    params: Json = {"clientName": "endings"}
+    if extensions:
+        params["extensions"] = ["processEndings"]
+    response = await client.request("initialize", params)
+    assert "result" in response, response
+    await client.notify("initialized", {})
+    return client
+
+
+async def run(client: WireClient, process_id: str, argv: list[str], **extra: Any) -> Json:
+    """Start, wait for the close, return the `process/exited` params."""
+    response = await client.request("process/start", process_params(process_id, argv, **extra))
+    assert "result" in response, response
+    events = await client.process_events(process_id, timeout=30 * TIME)
+    (exited,) = [e["params"] for e in events if e["method"] == "process/exited"]
+    return exited
+
+
+async def test_exit_and_signal_records(start_server: StartServer) -> None:
+    _, url = await start_server()
+    client = await connect(url)
+    try:
+        exited = await run(client, "ok", ["/bin/sh", "-c", "exit 3"])
+        assert exited["exitCode"] == 3
+        record = exited["termination"]
+        assert record["reason"] == "exited" and record["signal"] is None
+        assert record["userMs"] >= 0 and record["sysMs"] >= 0
+
+        exited = await run(client, "sig", ["/bin/sh", "-c", "kill -USR1 $$"])
+        assert exited["exitCode"] == 128 + 10
+        assert exited["termination"]["reason"] == "signaled"
+        assert exited["termination"]["signal"] == "SIGUSR1"
+
+        # process/read carries the same record once exited.
+        read = await client.request("process/read", {"processId": "sig"})
+        assert read["result"]["termination"] == exited["termination"]
+
+        # A process that used real memory reports its peak (above the server's own RSS).
+        grow = "b = bytearray(400 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096])"
+        exited = await run(client, "rss", [PY, "-c", grow])
+        assert exited["termination"]["maxRssBytes"] >= 400 * MIB
+    finally:
+        await client.close()
+
+
+async def test_no_extension_no_new_fields(start_server: StartServer) -> None:
+    """A client that did not ask (the real Codex) sees exactly the reference's shapes."""
+    _, url = await start_server()
+    client = await connect(url, extensions=False)
+    try:
+        exited = await run(client, "p", ["/bin/true"])
+        assert set(exited) == {"processId", "seq", "exitCode", "sandboxDenied"}
+        read = await client.request("process/read", {"processId": "p"})
+        assert "termination" not in read["result"]
+        info = await client.request("environment/info")
+        assert "extensions" not in info["result"]
+    finally:
+        await client.close()
+
+
+async def test_extension_advertised(start_server: StartServer) -> None:
+    _, url = await start_server()
+    client = await WireClient.connect(url)
+    try:
+        response = await client.request(
+            "initialize", {"clientName": "x", "extensions": ["processEndings"]}
+        )
+        endings = response["result"]["environmentInfo"]["extensions"]["processEndings"]
+        assert endings["termination"] and endings["timeouts"] and endings["wait"]
+        assert set(endings["limits"]) == set(HOST_LIMITS)
+        if HOST_LIMITS:
+            assert endings["wholeTreeKill"] == "cgroup" and endings["cgroup"] in ("v1", "v2")
+        await client.notify("initialized", {})
+        info = await client.request("environment/info")
+        assert info["result"]["extensions"]["processEndings"] == endings
+    finally:
+        await client.close()
+
+
+async def test_timeout_term_then_kill(start_server: StartServer) -> None:
+    _, url = await start_server(kill_grace_s=0.3)
+    client = await connect(url)
+    try:
+        # Dies of the SIGTERM.
+        exited = await run(client, "t1", ["/bin/sleep", "60"], timeoutMs=200)
+        assert exited["termination"]["reason"] == "timeout"
+        assert exited["termination"]["signal"] == "SIGTERM"
+        assert exited["exitCode"] == 128 + 15
+        # Ignores SIGTERM: SIGKILL after the grace period.
+        ignore = (
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+        )
+        exited = await run(client, "t2", [PY, "-c", ignore], timeoutMs=200)
+        assert exited["termination"]["reason"] == "timeout"
+        assert exited["termination"]["signal"] == "SIGKILL"
+        # Exits on its own first: a plain exit.
+        exited = await run(client, "t3", ["/bin/true"], timeoutMs=60_000)
+        assert exited["termination"]["reason"] == "exited"
+    finally:
+        await client.close()
+
+
+async def test_timeout_kills_whole_tree(start_server: StartServer) -> None:
+    """The TERM and the KILL reach a setsid daemon that ignores SIGTERM."""
+    _, url = await start_server(kill_grace_s=0.3)
+    marker = f"timeout-tree-{uuid.uuid4().hex}"
+    ignore = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"
+    daemon = f"setsid {PY} -c '{ignore}' {marker} > /dev/null 2>&1 &"
+    client = await connect(url)
+    try:
+        argv = ["/bin/sh", "-c", f"{daemon} exec {PY} -c '{SLEEP}' {marker}"]
+        await client.request("process/start", process_params("tree", argv, timeoutMs=500))
+        pids = await wait_for_marked(marker, 2)
+        assert len(pids) == 2
+        events = await client.process_events("tree", timeout=30 * TIME)
+        (exited,) = [e["params"] for e in events if e["method"] == "process/exited"]
+        assert exited["termination"]["reason"] == "timeout"
+        assert await wait_all_dead(pids, timeout=10 * TIME), pids_with_marker(marker)
+    finally:
+        await client.close()
+
+
+async def test_idle_timeout(start_server: StartServer) -> None:
+    _, url = await start_server(kill_grace_s=0.3)
+    client = await connect(url)
+    try:
+        exited = await run(
+            client, "quiet", ["/bin/sh", "-c", "echo started; sleep 60"], idleTimeoutMs=300
+        )
+        assert exited["termination"]["reason"] == "idleTimeout"
+        assert exited["termination"]["signal"] == "SIGTERM"
+        # Output keeps it alive: 20 lines 50 ms apart under a 2 s idle limit.
+        chatty = "for i in $(seq 20); do echo $i; sleep 0.05; done"
+        exited = await run(client, "chatty", ["/bin/sh", "-c", chatty], idleTimeoutMs=2000)
+        assert exited["termination"]["reason"] == "exited"
+        assert exited["exitCode"] == 0
+    finally:
+        await client.close()
+
+
+async def test_bad_timeouts_and_limits_refused(start_server: StartServer) -> None:
+    _, url = await start_server()
+    client = await connect(url)
+    try:
+        for extra, text in [
+            ({"timeoutMs": 0}, "timeoutMs must be between"),
+            ({"idleTimeoutMs": 0}, "idleTimeoutMs must be between"),
+            ({"limits": {"memoryBytes": 1000}}, "memoryBytes must be at least"),
+            ({"limits": {"pids": 0}}, "pids must be between"),
+            ({"limits": {"cpus": 0}}, "cpus must be a number"),
+        ]:
+            response = await client.request("process/start", process_params("x", ["true"], **extra))
+            assert response["error"]["code"] == -32602, response
+            assert text in response["error"]["message"]
+        response = await client.request("process/read", {"processId": "x"})
+        assert "unknown process id" in response["error"]["message"]  # nothing was started
+    finally:
+        await client.close()
+
+
+async def test_limits_refused_where_unenforceable(start_server: StartServer) -> None:
+    """Never silently unlimited: without cgroups a limited start fails, naming the limit."""
+    _, url = await start_server(process_cgroups=False)
+    client = await connect(url)
+    try:
+        params = process_params("m", ["/bin/true"], limits={"memoryBytes": 64 * MIB})
+        response = await client.request("process/start", params)
+        assert response["error"]["code"] == -32602
+        message = response["error"]["message"]
+        assert "cannot be enforced" in message and "memoryBytes" in message
+    finally:
+        await client.close()
+
+
+@needs_limits("memoryBytes")
+async def test_oom_under_memory_limit(start_server: StartServer) -> None:
+    _, url = await start_server()
+    client = await connect(url)
+    grow = "b = bytearray(400 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096])"
+    try:
+        limits = {"memoryBytes": 64 * MIB}
+        exited = await run(client, "direct", [PY, "-c", grow], limits=limits)
+        assert exited["termination"]["reason"] == "oom"
+        assert exited["termination"]["signal"] == "SIGKILL"
+        assert exited["termination"]["maxRssBytes"] <= 64 * MIB
+        # The victim is a child of a shell, which exits 137 on its own: still attributed.
+        exited = await run(client, "shell", ["/bin/sh", "-c", f'{PY} -c "{grow}"'], limits=limits)
+        assert exited["termination"]["reason"] == "oom"
+        assert exited["exitCode"] == 137 and exited["termination"]["signal"] is None
+        # Under the limit: a plain exit.
+        small = "b = bytearray(8 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096])"
+        exited = await run(client, "small", [PY, "-c", small], limits=limits)
+        assert exited["termination"]["reason"] == "exited"
+    finally:
+        await client.close()
+
+
+@needs_limits("pids")
+async def test_pids_limit(start_server: StartServer) -> None:
+    _, url = await start_server()
+    client = await connect(url)
+    # The shell plus 5 background sleeps need 6 processes; 3 are allowed, so a fork fails.
+    forks = "for i in 1 2 3 4 5; do sleep 30 > /dev/null 2>&1 & done; wait"
+    try:
+        await client.request(
+            "process/start",
+            process_params("p", ["/bin/sh", "-c", forks], limits={"pids": 3}),
+        )
+        wait = await client.request(
+            "process/wait",
+            {"processId": "p", "pattern": "(?i)fork", "afterSeq": 0, "timeoutMs": 10_000},
+        )
+        assert wait["result"]["reason"] == "match", wait
+        await client.request("process/terminate", {"processId": "p"})
+    finally:
+        await client.close()
+
+
+@needs_limits("cpus")
+async def test_cpu_limit_applied(start_server: StartServer) -> None:
+    """The quota is in the process's cpu cgroup (its effect is a figure, not a test)."""
+    _, url = await start_server()
+    client = await connect(url)
+    marker = f"cpu-{uuid.uuid4().hex}"
+    try:
+        await client.request(
+            "process/start",
+            process_params("c", [PY, "-c", SLEEP, marker], limits={"cpus": 0.5}),
+        )
+        (pid,) = await wait_for_marked(marker, 1)
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+        path = next(line.split(":", 2)[2] for line in lines if ":cpu," in line or ":cpu:" in line)
+        quota = (Path("/sys/fs/cgroup/cpu") / path.lstrip("/") / "cpu.cfs_quota_us").read_text()
+        assert int(quota) == 50_000
+        await client.request("process/terminate", {"processId": "c"})
+    finally:
+        await client.close()
+
+
+async def test_terminate_kills_setsid_daemon_and_double_fork(start_server: StartServer) -> None:
+    """Default flags: terminate reaches a daemon in its own session whose parent is gone, and
+    a double-forked orphan; the record says `terminated`."""
+    _, url = await start_server()
+    marker = f"term-tree-{uuid.uuid4().hex}"
+    sleeper = f"{PY} -c '{SLEEP}' {marker}"
+    script = (
+        f"setsid {sleeper} > /dev/null 2>&1 & ( {sleeper} > /dev/null 2>&1 & ) ; exec {sleeper}"
+    )
+    client = await connect(url)
+    try:
+        await client.request("process/start", process_params("tree", ["/bin/sh", "-c", script]))
+        pids = await wait_for_marked(marker, 3)
+        assert len(pids) == 3
+        response = await client.request("process/terminate", {"processId": "tree"})
+        assert response["result"] == {"running": True}
+        assert await wait_all_dead(pids, timeout=10 * TIME), pids_with_marker(marker)
+        events = await client.process_events("tree", timeout=10 * TIME)
+        (exited,) = [e["params"] for e in events if e["method"] == "process/exited"]
+        assert exited["termination"]["reason"] == "terminated"
+        assert exited["termination"]["signal"] == "SIGKILL"
+    finally:
+        await client.close()
+
+
+async def test_shutdown_record_and_no_survivors() -> None:
+    """Closing a process table (server shutdown, session expiry) kills every tree, daemons
+    included, and records `shutdown`."""
+    from execserver.local.host import Host, HostConfig
+    from execserver.protocol.pathuri import PathUri
+    from execserver.protocol.process import ProcessStartParams
+
+    host = Host(HostConfig(process_cgroups=True))
+    table = host.process_table()
+    marker = f"shutdown-{uuid.uuid4().hex}"
+    sleeper = f"{PY} -c '{SLEEP}' {marker}"
+    try:
+        process = table.start(
+            ProcessStartParams(
+                process_id="s",
+                argv=["/bin/sh", "-c", f"setsid {sleeper} > /dev/null 2>&1 & exec {sleeper}"],
+                cwd=PathUri.from_native("/tmp"),
+                env={"PATH": "/usr/bin:/bin"},
+                tty=False,
+            )
+        )
+        pids = await wait_for_marked(marker, 2)
+        assert len(pids) == 2
+        await table.aclose()
+        assert process.termination is not None
+        assert process.termination.reason == "shutdown"
+        if host.cgroups.enabled:  # without cgroups the daemon waits for the host's close
+            assert await wait_all_dead(pids, timeout=10 * TIME), pids_with_marker(marker)
+    finally:
+        await host.aclose()
+    assert await wait_all_dead(pids, timeout=10 * TIME), pids_with_marker(marker)
+
+
+async def test_process_wait(start_server: StartServer) -> None:
+    _, url = await start_server()
+    client = await connect(url)
+    try:
+        script = "echo one; sleep 0.3; echo two; printf 'pass'; sleep 0.1; echo 'word:'; sleep 60"
+        await client.request("process/start", process_params("w", ["/bin/sh", "-c", script]))
+        # A match across chunks, reporting the chunk where it ended.
+        found = await client.request(
+            "process/wait",
+            {"processId": "w", "pattern": "password?:", "timeoutMs": 10_000, "afterSeq": 0},
+        )
+        result = found["result"]
+        assert result["reason"] == "match" and result["match"] == "password:"
+        read = await client.request("process/read", {"processId": "w", "afterSeq": 0})
+        last = max(c["seq"] for c in read["result"]["chunks"])
+        assert result["seq"] == last
+        # Output from now on only: nothing more comes, so idle (or the timeout) ends it.
+        idle = await client.request(
+            "process/wait", {"processId": "w", "pattern": "one", "idleMs": 200, "timeoutMs": 10_000}
+        )
+        assert idle["result"]["reason"] == "idle"
+        timeout = await client.request("process/wait", {"processId": "w", "timeoutMs": 50})
+        assert timeout["result"]["reason"] == "timeout"
+        # The exit ends a wait.
+        pending = client.new_id()
+        await client.send(
+            {
+                "id": pending,
+                "method": "process/wait",
+                "params": {"processId": "w", "pattern": "never", "timeoutMs": 30_000},
+            }
+        )
+        await client.request("process/terminate", {"processId": "w"})
+        ended = await client.response(pending, timeout=10 * TIME)
+        assert ended["result"]["reason"] == "exited" and ended["result"]["exitCode"] == 137
+        # Bad input: clear errors.
+        bad = await client.request(
+            "process/wait", {"processId": "w", "pattern": "(", "timeoutMs": 10}
+        )
+        assert bad["error"]["code"] == -32602 and "RE2" in bad["error"]["message"]
+        unknown = await client.request("process/wait", {"processId": "nope", "timeoutMs": 10})
+        assert "unknown process id" in unknown["error"]["message"]
+    finally:
+        await client.close()
+
+
+async def test_process_wait_catastrophic_pattern_is_linear(start_server: StartServer) -> None:
+    """A backtracking engine would spin for ages on this; RE2 answers at once, and the server
+    keeps serving (the answer comes within the test's ordinary deadline)."""
+    _, url = await start_server()
+    client = await connect(url)
+    try:
+        script = "head -c 60000 /dev/zero | tr '\\0' a; echo; sleep 60"
+        await client.request("process/start", process_params("r", ["/bin/sh", "-c", script]))
+        response = await client.request(
+            "process/wait",
+            {"processId": "r", "pattern": "^(a+)+$", "afterSeq": 0, "timeoutMs": 1000},
+            timeout=10 * TIME,
+        )
+        assert response["result"]["reason"] in ("timeout", "idle", "match")
+        await client.request("process/terminate", {"processId": "r"})
+    finally:
+        await client.close()
+
+
+async def test_pty_waiting_for_input_notification(start_server: StartServer) -> None:
+    """The heuristic: a notification once the terminal's foreground process blocks reading
+    it; none while it sleeps; again after new input leads to a new prompt."""
+    _, url = await start_server()
+    client = await connect(url)
+    script = 'printf "name? "; read x; echo "hello $x"; sleep 2; printf "again? "; read y; sleep 60'
+    try:
+        await client.request(
+            "process/start", process_params("tty", ["/bin/sh", "-c", script], tty=True)
+        )
+        first = await client.wait_for(
+            lambda m: m.get("method") == "process/waitingForInput", timeout=10 * TIME
+        )
+        params = first["params"]
+        assert params["processId"] == "tty" and params["command"] == "sh"
+        assert params["seq"] >= 1  # after the prompt
+        await client.request(
+            "process/write",
+            {"processId": "tty", "chunk": "Ym9iCg==", "writeId": "w1"},  # "bob\n"
+        )
+        found = await client.request(
+            "process/wait",
+            {"processId": "tty", "pattern": "again\\?", "afterSeq": 0, "timeoutMs": 10_000},
+        )
+        assert found["result"]["reason"] == "match"
+        # During `sleep 2` nobody reads the terminal: the next notice is the second prompt's.
+        second = await client.wait_for(
+            lambda m: m.get("method") == "process/waitingForInput" and m is not first,
+            timeout=10 * TIME,
+        )
+        assert second["params"]["seq"] >= found["result"]["seq"]
+        await client.request("process/terminate", {"processId": "tty"})
+    finally:
+        await client.close()
+
+
+async def test_no_waiting_notification_without_the_extension(start_server: StartServer) -> None:
+    _, url = await start_server()
+    client = await connect(url, extensions=False)
+    try:
+        await client.request(
+            "process/start",
+            process_params("tty", ["/bin/sh", "-c", "read x; echo got $x"], tty=True),
+        )
+        # Quiet for well past the heuristic's first look, then end it with input.
+        idle = await client.request(
+            "process/wait", {"processId": "tty", "idleMs": 1500, "timeoutMs": 10_000}
+        )
+        assert idle["result"]["reason"] == "idle"
+        await client.request("process/write", {"processId": "tty", "chunk": "eAo=", "writeId": "w"})
+        await client.process_events("tty", timeout=10 * TIME)
+        assert client.notifications("process/waitingForInput") == []
+    finally:
+        await client.close()
+
+
+def _pids_cgroup(pid: int | str) -> str:
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "pids" in controllers.split(","):
+            return path
+    raise AssertionError("no pids hierarchy")
+
+
+@needs_limits("pids")
+async def test_reused_cgroup_is_not_killed_through_an_old_process(
+    start_server: StartServer,
+) -> None:
+    """A finished process's empty cgroup serves a later process; terminating the finished
+    one must not reach the later one."""
+    _, url = await start_server()
+    client = await connect(url)
+    marker = f"reuse-{uuid.uuid4().hex}"
+    try:
+        for i in range(4):  # enough closed processes for their cgroups to be reused
+            await run(client, f"short-{i}", ["/bin/true"])
+        await client.request("process/start", process_params("long", [PY, "-c", SLEEP, marker]))
+        (pid,) = await wait_for_marked(marker, 1)
+        for i in range(4):
+            response = await client.request("process/terminate", {"processId": f"short-{i}"})
+            assert response["result"] == {"running": False}
+        assert pids_with_marker(marker) == [pid]
+        await client.request("process/terminate", {"processId": "long"})
+        assert await wait_all_dead([pid], timeout=10 * TIME)
+    finally:
+        await client.close()
+
+
+@needs_limits("pids")
+async def test_spawning_thread_never_shares_a_cgroup() -> None:
+    """Anything the spawning thread starts between spawns (here a thread, as a pool creates
+    them on demand) lands in its cgroup; the next process must get a cgroup of its own, and
+    the server's thread goes back home."""
+    import threading
+
+    from execserver.local.host import Host, HostConfig
+    from execserver.protocol.pathuri import PathUri
+    from execserver.protocol.process import ProcessStartParams
+
+    host = Host(HostConfig())
+    # As `execserver serve` has them: the spawning thread waits in a fresh cgroup.
+    host.cgroups = ProcessCgroups.create(dedicated=True)
+    table = host.process_table()
+    release = threading.Event()
+    helper = threading.Thread(target=release.wait, daemon=True)
+
+    def params(process_id: str, argv: list[str]) -> ProcessStartParams:
+        return ProcessStartParams(
+            process_id=process_id,
+            argv=argv,
+            cwd=PathUri.from_native("/tmp"),
+            env={"PATH": "/usr/bin:/bin"},
+            tty=False,
+        )
+
+    try:
+        first = table.start(params("first", ["/bin/true"]))
+        await first.wait_closed()
+        helper.start()  # born wherever this (the spawning) thread sits now
+        second = table.start(params("second", ["/bin/sleep", "30"]))
+        assert _pids_cgroup(second.pid) != _pids_cgroup(f"self/task/{helper.native_id}")
+        # The server's thread does not stay in a process's cgroup (moved off the spawn path).
+        deadline = asyncio.get_running_loop().time() + 10 * TIME
+        while "/execserver-" in _pids_cgroup(f"self/task/{helper.native_id}"):
+            assert asyncio.get_running_loop().time() < deadline, "helper thread not sent home"
+            await asyncio.sleep(0.01)
+        second.terminate()
+        await second.wait_closed()
+    finally:
+        release.set()
+        helper.join()
+        await table.aclose()
+        await host.aclose()

@@ -1,0 +1,389 @@
+"""Differential wire cases for the executor-local managed proxy (`process/start.networkProxy`,
+docs/protocol.md, Managed network).
+
+The proxied process is `tests/harness/netclient.py`: it asks the proxy for connections (plain
+HTTP, CONNECT, SOCKS5) to a scripted HTTP server on 127.0.0.1 or to names, and prints one JSON
+line per answer (statuses, the proxy's error header, JSON bodies decoded, SOCKS reply codes).
+The observation is those lines, the `network/policyDecision` notifications in order, and the
+`network/policyRequest` requests the client was asked (answered by the case as scripted).
+
+Masked, because they vary from run to run: the test server's port and the proxy's ports
+(`<port>`), the program's own address in `client` (`127.0.0.1:<client>`), timestamps. Names
+under `.test` never resolve, which the proxy treats as local (both fail closed); no case
+needs the internet.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tests.harness.differential import Case, CaseContext
+from tests.harness.httpserver import HttpTestServer, http_test_server, respond, unused_port
+from tests.harness.wire import Json, WireClient
+from tests.wire.cases_core import start_params, summarize
+
+CASES: dict[str, Case] = {}
+
+NETCLIENT = str(Path(__file__).resolve().parents[1] / "harness" / "netclient.py")
+PYTHON = sys.executable
+PROXY: Json = {
+    "enabled": True,
+    "enableSocks5": True,
+    "enableSocks5Udp": False,
+    "allowUpstreamProxy": False,
+    "dangerouslyAllowAllUnixSockets": False,
+    "mode": "full",
+    "allowLocalBinding": False,
+}
+_PROCESS_TIMEOUT = 60.0
+_CLIENT = re.compile(r"127\.0\.0\.1:\d+")
+_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+def case(fn: Case) -> Case:
+    CASES[fn.__name__] = fn
+    return fn
+
+
+def proxy(**members: Any) -> Json:
+    return {**PROXY, **members}
+
+
+def _routes(server: HttpTestServer) -> None:
+    for path in ("/x", "/tunnel", "/socks", "/y"):
+        body = b"hello " + path[1:].encode()
+        server.route(path, respond(200, [("Content-Type", "text/plain")], body))
+
+
+def decision(message: Json) -> Json:
+    """A `network/policyDecision`'s params with the timestamp checked and masked."""
+    params = dict(message["params"])
+    assert _TIMESTAMP.match(params["timestamp"]), params["timestamp"]
+    params["timestamp"] = "<timestamp>"
+    params["client"] = _CLIENT.sub("127.0.0.1:<client>", params["client"])
+    return params
+
+
+async def run_netclient(
+    client: WireClient,
+    ctx: CaseContext,
+    process_id: str,
+    ops: list[str],
+    launch: Json,
+    *,
+    answers: Sequence[Json | None] = (),
+    **extra: Any,
+) -> Json:
+    """Run netclient with `ops` under the managed proxy `launch`; answer the first
+    `network/policyRequest`s with `answers` (None: leave it unanswered). Returns the start
+    answer, the printed lines, the exit, the decisions and the requests asked."""
+    params = start_params(ctx, process_id, [PYTHON, NETCLIENT, *ops], networkProxy=launch, **extra)
+    response = await client.request("process/start", params, timeout=_PROCESS_TIMEOUT)
+    if "error" in response:
+        return {"start": {k: v for k, v in response.items() if k != "id"}}
+    asked = []
+    for answer in answers:
+        request = await client.wait_for(
+            lambda m: (
+                m.get("method") == "network/policyRequest"
+                and m["params"]["processId"] == process_id
+                and m not in asked
+            ),
+            timeout=_PROCESS_TIMEOUT,
+        )
+        asked.append(request)
+        if answer is not None:
+            await client.send({"id": request["id"], **answer})
+    events = await client.process_events(process_id, timeout=_PROCESS_TIMEOUT)
+    summary = summarize(events)
+    lines = [json.loads(line) for line in "".join(o[1] for o in summary["output"]).splitlines()]
+    return {
+        "start": {k: v for k, v in response.items() if k != "id"},
+        "results": lines,
+        "exited": summary["exited"],
+        "decisions": [
+            decision(m)
+            for m in client.notifications("network/policyDecision", processId=process_id)
+        ],
+        "requests": [{k: v for k, v in m.items() if k != "id"} for m in asked],
+        "request_ids_are_integers": all(isinstance(m["id"], int) for m in asked),
+    }
+
+
+def _masked(server: HttpTestServer, value: Any, *ports: int) -> Any:
+    """The test server's port (and `ports`) masked, in strings and in `port` members."""
+    numbers = {server.port, *ports}
+
+    def walk(item: Any) -> Any:
+        if isinstance(item, dict):
+            return {
+                k: "<port>" if k == "port" and v in numbers else walk(v) for k, v in item.items()
+            }
+        if isinstance(item, list):
+            return [walk(v) for v in item]
+        if isinstance(item, str) and item.isdigit() and int(item) in numbers:
+            return "<port>"
+        return item
+
+    return server.mask(walk(value), ports=ports)
+
+
+# -- environment ---------------------------------------------------------------------------
+
+
+def _env_shapes(output: str) -> Json:
+    """`env` output -> {name: value with ports masked}, plus how the ports relate."""
+    env = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
+    ports = {name: m.group(1) for name, value in env.items() if (m := re.search(r":(\d+)$", value))}
+    http = ports.get("HTTP_PROXY")
+    return {
+        "env": {name: re.sub(r":\d+$", ":<port>", value) for name, value in sorted(env.items())},
+        "http_ports_agree": all(ports[n] == http for n in ports if env[n].startswith("http://")),
+        "all_proxy_is_http_port": ports.get("ALL_PROXY") == http,
+    }
+
+
+@case
+async def network_proxy_child_environment(ctx: CaseContext) -> Any:
+    """The variables a proxied child gets (names and value shapes), with SOCKS5 on and off,
+    local binding on and off, and over the request's own proxy variables."""
+    client = await ctx.client()
+    variants: list[tuple[Json, Json]] = [
+        ({"proxy": proxy()}, {}),
+        ({"proxy": proxy(enableSocks5=False, allowLocalBinding=True)}, {}),
+        ({"proxy": proxy(mode="limited")}, {"HTTP_PROXY": "http://x:1", "no_proxy": "a", "K": "v"}),
+    ]
+    out = []
+    for index, (launch, env) in enumerate(variants):
+        response = await client.request(
+            "process/start",
+            start_params(ctx, f"e{index}", ["/usr/bin/env"], env=env, networkProxy=launch),
+        )
+        events = await client.process_events(f"e{index}")
+        output = "".join(o[1] for o in summarize(events)["output"])
+        out.append([{k: v for k, v in response.items() if k != "id"}, _env_shapes(output)])
+    return out
+
+
+# -- decisions -------------------------------------------------------------------------------
+
+
+@case
+async def network_proxy_domain_decisions(ctx: CaseContext) -> Any:
+    """Allow and deny entries, wildcards, local and private addresses, names that do not
+    resolve, CONNECT and SOCKS5, an unreachable destination; the 403 bodies and the audit."""
+    client = await ctx.client()
+    closed = unused_port()
+    async with http_test_server() as server:
+        _routes(server)
+        port = server.port
+        launch = {
+            "proxy": proxy(
+                domains={"127.0.0.1": "allow", "bad.test": "deny", "*.good.test": "allow"}
+            )
+        }
+        ops = [
+            "get", f"http://127.0.0.1:{port}/x",
+            "get", "http://bad.test/",
+            "get", "http://BAD.test./",
+            "get", "http://a.good.test/",
+            "get", "http://good.test/",
+            "get", "http://example.com/",
+            "get", f"http://localhost:{port}/x",
+            "get", "http://10.1.2.3/",
+            "get", f"http://127.0.0.1:{closed}/",
+            "connect", f"127.0.0.1:{port}",
+            "connect", "bad.test:443",
+            "socks", "127.0.0.1", str(port),
+            "socks", "example.com", "80",
+            "socks", "127.0.0.1", str(closed),
+        ]  # fmt: skip
+        result = await run_netclient(client, ctx, "d", ops, launch)
+        return _masked(server, result, closed)
+
+
+@case
+async def network_proxy_local_binding_allowed(ctx: CaseContext) -> Any:
+    """With local binding allowed, local addresses are plain allowlist matters."""
+    client = await ctx.client()
+    async with http_test_server() as server:
+        _routes(server)
+        port = server.port
+        launch = {"proxy": proxy(allowLocalBinding=True, domains={"localhost": "allow"})}
+        ops = [
+            "get", f"http://localhost:{port}/x",
+            "get", f"http://127.0.0.1:{port}/x",
+            "get", "http://10.1.2.3/",
+            "socks", "localhost", str(port),
+        ]  # fmt: skip
+        return _masked(server, await run_netclient(client, ctx, "l", ops, launch))
+
+
+@case
+async def network_proxy_limited_mode(ctx: CaseContext) -> Any:
+    """Limited mode: safe methods only; CONNECT needs interception, SOCKS5 is refused."""
+    client = await ctx.client()
+    async with http_test_server() as server:
+        _routes(server)
+        port = server.port
+        launch = {"proxy": proxy(mode="limited", domains={"127.0.0.1": "allow"})}
+        ops = [
+            "get", f"http://127.0.0.1:{port}/x",
+            "post", f"http://127.0.0.1:{port}/x",
+            "connect", f"127.0.0.1:{port}",
+            "socks", "127.0.0.1", str(port),
+            "post", "http://bad.test/",
+        ]  # fmt: skip
+        return _masked(server, await run_netclient(client, ctx, "m", ops, launch))
+
+
+@case
+async def network_proxy_policy_requests(ctx: CaseContext) -> Any:
+    """With `policyDecisionTimeoutMs`, hosts the allowlist misses (and allowed hosts matching
+    `reviewDomains`) are put to the client; its answers as given, in order: allow, a deny with
+    a reason, a deny without one, an unknown shape, an error object, allow (review), allow
+    (SOCKS5). Denied and local hosts are never asked."""
+    client = await ctx.client()
+    async with http_test_server() as server:
+        _routes(server)
+        port = server.port
+        launch = {
+            "proxy": proxy(
+                allowLocalBinding=True,
+                domains={"bad.test": "deny", "10.9.8.7": "allow"},
+                reviewDomains=["10.9.8.7"],
+            ),
+            "policyDecisionTimeoutMs": 30000,
+        }
+        allow = {"result": {"decision": {"type": "allow"}}}
+        answers: list[Json | None] = [
+            allow,
+            {"result": {"decision": {"type": "deny", "reason": "not today"}}},
+            {"result": {"decision": {"type": "deny"}}},
+            {"result": {"decision": "allow"}},
+            {"error": {"code": -32000, "message": "no"}},
+            {"result": {"decision": {"type": "deny", "reason": "reviewed"}}},
+            allow,
+        ]
+        ops = [
+            "get", f"http://127.0.0.1:{port}/x",
+            "get", f"http://127.0.0.1:{port}/y",
+            "get", f"http://127.0.0.1:{port}/y",
+            "get", f"http://127.0.0.1:{port}/y",
+            "connect", f"127.0.0.1:{port}",
+            "get", "http://10.9.8.7/",
+            "get", "http://bad.test/",
+            "socks", "127.0.0.1", str(port),
+        ]  # fmt: skip
+        return _masked(server, await run_netclient(client, ctx, "q", ops, launch, answers=answers))
+
+
+@case
+async def network_proxy_policy_request_unanswered(ctx: CaseContext) -> Any:
+    """A question left unanswered is denied once the timeout (plus the executor's grace) has
+    passed; a late answer afterwards does not upset the connection."""
+    client = await ctx.client()
+    async with http_test_server() as server:
+        _routes(server)
+        launch = {
+            "proxy": proxy(allowLocalBinding=True),
+            "policyDecisionTimeoutMs": 100,
+        }
+        ops = ["get", f"http://127.0.0.1:{server.port}/x"]
+        result = await run_netclient(client, ctx, "u", ops, launch, answers=[None])
+        asked = client.notifications("network/policyRequest")
+        await client.send({"id": asked[-1]["id"], "result": {"decision": {"type": "allow"}}})
+        alive = await client.request("environment/status")
+        return [_masked(server, result), {k: v for k, v in alive.items() if k != "id"}]
+
+
+@case
+async def network_proxy_config_errors(ctx: CaseContext) -> Any:
+    """Lists the proxy refuses to enforce: a global wildcard in the deny list."""
+    client = await ctx.client()
+    out = []
+    for index, domains in enumerate([{"*": "deny"}, {"*": "allow", "**.x.test": "deny"}]):
+        params = start_params(
+            ctx, f"c{index}", ["/bin/true"], networkProxy={"proxy": proxy(domains=domains)}
+        )
+        response = await client.request("process/start", params)
+        if "result" in response:
+            await client.process_events(f"c{index}")
+        out.append({k: v for k, v in response.items() if k != "id"})
+    return out
+
+
+# -- managed sandboxes ---------------------------------------------------------------------
+
+
+_NO_WINDOWS: Json = {"windowsSandboxLevel": "disabled"}
+
+
+def _sandbox(ctx: CaseContext, network: str, *, workspace: bool) -> Json:
+    if not workspace:
+        file_system: Json = {"type": "unrestricted"}
+    else:
+        entries = [
+            {"path": {"type": "special", "value": {"kind": "root"}}, "access": "read"},
+            {"path": {"type": "special", "value": {"kind": "project_roots"}}, "access": "write"},
+        ]
+        file_system = {"type": "restricted", "entries": entries}
+    return {
+        "permissions": {"type": "managed", "file_system": file_system, "network": network},
+        "workspaceRoots": [ctx.uri("ws")],
+        "windowsSandboxLevel": "disabled",
+    }
+
+
+@case
+async def network_proxy_managed_sandbox_reachability(ctx: CaseContext) -> Any:
+    """With a sandbox and `enforceManagedNetwork`, the program has a network namespace of its
+    own where only the proxy's ports answer: other loopback ports are refused, new unix
+    sockets are not allowed, binding loopback works, whatever the profile (disabled and external
+    ones too). Without enforcement the profile decides (an enabled network reaches everything,
+    a restricted one nothing)."""
+    (ctx.workdir / "ws").mkdir(exist_ok=True)
+    client = await ctx.client()
+    async with http_test_server() as server:
+        _routes(server)
+        port = str(server.port)
+        launch = {"proxy": proxy(domains={"127.0.0.1": "allow"})}
+        ops = [
+            "get", f"http://127.0.0.1:{port}/x",
+            "socks", "127.0.0.1", port,
+            "direct", "127.0.0.1", port,
+            "unix",
+            "bind",
+        ]  # fmt: skip
+        variants = [
+            ("network_only", _sandbox(ctx, "restricted", workspace=False), True),
+            ("network_enabled", _sandbox(ctx, "enabled", workspace=False), True),
+            ("workspace", _sandbox(ctx, "enabled", workspace=True), True),
+            ("enabled_not_enforced", _sandbox(ctx, "enabled", workspace=True), False),
+            ("restricted_not_enforced", _sandbox(ctx, "restricted", workspace=False), False),
+            ("disabled", {"permissions": {"type": "disabled"}, **_NO_WINDOWS}, True),
+            (
+                "external",
+                {"permissions": {"type": "external", "network": "enabled"}, **_NO_WINDOWS},
+                True,
+            ),
+        ]
+        out = []
+        for index, (label, sandbox, enforce) in enumerate(variants):
+            result = await run_netclient(
+                client,
+                ctx,
+                f"s{index}",
+                ops,
+                launch,
+                sandbox=sandbox,
+                enforceManagedNetwork=enforce,
+                cwd=ctx.uri("ws"),
+            )
+            out.append([label, _masked(server, result)])
+        return out
