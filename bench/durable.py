@@ -93,9 +93,8 @@ async def replay(url: str, size: int, seed: int) -> tuple[float, float]:
     if b"".join(parts) != expected:
         raise SystemExit("replay: the bytes differ")
 
-    rpc = await connect(url)
+    rpc = await connect(url, timeout=30)  # connected and initialized
     try:
-        await rpc.initialize(30)
         await rpc.call("process/attach", {"handle": handle, "processId": "raw"})
         start = time.perf_counter()
         after = 0

@@ -3,7 +3,9 @@ Ctrl-C detaches, Ctrl-\\ kills) and `kill`, through real terminals against our s
 
 from __future__ import annotations
 
+import hashlib
 import json
+import random
 import sys
 
 from tests.cli.test_client_commands import CLI, cli_env, run_cli
@@ -103,3 +105,13 @@ async def test_attach_and_kill_unknown_handle(ours: ServerProcess) -> None:
         code, stdout, stderr = await run_cli(command, ours.url, "deadbeef")
         assert (code, stdout) == (1, b"")
         assert stderr == f"execserver: {ours.url}: unknown process handle deadbeef\n".encode()
+
+
+async def test_attach_pipes_binary_stdin_byte_for_byte(ours: ServerProcess) -> None:
+    """A non-tty `attach` forwards a piped 1 MiB of binary stdin, in order and whole, then its
+    EOF; it exits with the process's exit code."""
+    digest = "import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())"
+    handle = await detach(ours, sys.executable, "-c", digest + "; sys.exit(3)")
+    data = random.Random(19).randbytes(1024 * 1024)
+    code, stdout, stderr = await run_cli("attach", ours.url, handle, stdin=data)
+    assert (code, stdout.decode()) == (3, hashlib.sha256(data).hexdigest() + "\n"), stderr

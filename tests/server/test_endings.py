@@ -9,6 +9,7 @@ the host has no writable cgroup hierarchy, unless CI=true.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import uuid
@@ -18,7 +19,9 @@ from typing import Any
 import pytest
 
 from execserver.local.cgroup import ProcessCgroups
-from tests.conftest import TIME
+from tests.conftest import TIME, require_bwrap
+from tests.harness import servers
+from tests.harness.polling import poll
 from tests.harness.procfs import pids_with_marker, wait_all_dead, wait_for_marked
 from tests.harness.wire import Json, WireClient, process_params
 from tests.server.conftest import StartServer
@@ -544,3 +547,124 @@ async def test_spawning_thread_never_shares_a_cgroup() -> None:
         helper.join()
         await table.aclose()
         await host.aclose()
+
+
+def _workspace_sandbox(workspace: Path) -> Json:
+    """Everything readable, only `workspace` writable, `workspace/tool` inaccessible."""
+    path = f"file://{workspace}"
+    return {
+        "permissions": {
+            "type": "managed",
+            "file_system": {
+                "type": "restricted",
+                "entries": [
+                    {"path": {"type": "special", "value": {"kind": "root"}}, "access": "read"},
+                    {"path": {"type": "path", "path": path}, "access": "write"},
+                    {"path": {"type": "path", "path": f"{path}/tool"}, "access": "none"},
+                ],
+            },
+            "network": "restricted",
+        },
+        "windowsSandboxLevel": "disabled",
+    }
+
+
+async def test_sandbox_denied_record(start_server: StartServer, tmp_path: Path) -> None:
+    """Real bubblewrap denials end with `sandboxDenied`; a sandboxed process that failed for
+    its own reasons does not, even when its output mentions a sandbox (the wire's
+    `sandboxDenied` flag keeps the reference's keyword answer there)."""
+    require_bwrap()
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "tool").write_text("#!/bin/sh\necho ran\n")
+    (workspace / "tool").chmod(0o755)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    _, url = await start_server()
+    client = await connect(url)
+    sandbox = _workspace_sandbox(workspace)
+    cwd = f"file://{workspace}"
+
+    async def sandboxed(process_id: str, script: str) -> Json:
+        return await run(client, process_id, ["/bin/sh", "-c", script], sandbox=sandbox, cwd=cwd)
+
+    try:
+        # A write outside the writable roots (read-only mount: EROFS).
+        exited = await sandboxed("write", f"touch {outside}/f")
+        assert exited["exitCode"] != 0 and exited["sandboxDenied"] is True
+        assert exited["termination"]["reason"] == "sandboxDenied"
+        assert not (outside / "f").exists()
+        # An exec of a path the policy makes inaccessible (EACCES).
+        exited = await sandboxed("exec", "./tool")
+        assert exited["exitCode"] == 126 and exited["termination"]["reason"] == "sandboxDenied"
+        # Writes inside the writable root work; the failure after them is the process's own.
+        exited = await sandboxed("own", "echo data > inside && cat missing")
+        assert (workspace / "inside").read_text() == "data\n"
+        assert exited["exitCode"] == 1 and exited["sandboxDenied"] is False
+        assert exited["termination"]["reason"] == "exited"
+        # A failure that merely talks about sandboxes: the reference's flag says denied, the
+        # record says what happened.
+        exited = await sandboxed("talk", "echo 'sandbox self-check failed' >&2; exit 1")
+        assert exited["sandboxDenied"] is True
+        assert exited["termination"]["reason"] == "exited"
+        # Without a sandbox no failure is a denial.
+        script = "echo 'Permission denied' >&2; exit 1"
+        exited = await run(client, "plain", ["/bin/sh", "-c", script])
+        assert exited["termination"]["reason"] == "exited"
+    finally:
+        await client.close()
+
+
+async def test_session_expiry_kills_whole_tree(tmp_path: Path) -> None:
+    """A real server with default flags and a 1 s session TTL: once the client is gone and the
+    TTL fires, the session's process, its `setsid` daemon and its double-forked orphan all
+    die, and the record (in the `process finished` log line) says `shutdown`."""
+    env = {**os.environ, "EXECSERVER_LOG": "info", "EXECSERVER_LOG_FORMAT": "json"}
+    server = await servers.start_server("ours", tmp_path, extra=["--session-ttl", "1"], env=env)
+    marker = f"expiry-tree-{uuid.uuid4().hex}"
+    sleeper = f"{PY} -c '{SLEEP}' {marker}"
+    script = (
+        f"setsid {sleeper} > /dev/null 2>&1 & ( {sleeper} > /dev/null 2>&1 & ) ; exec {sleeper}"
+    )
+
+    def records(*messages: str) -> list[Json]:
+        lines = server.stderr().splitlines()
+        found = [json.loads(line) for line in lines if line.startswith("{")]
+        return [r for r in found if r["msg"] in messages]
+
+    try:
+        client = await connect(server.url)
+        await client.request("process/start", process_params("tree", ["/bin/sh", "-c", script]))
+        # The shell and its forks carry the marker too, until they exec: wait for the three
+        # Python sleepers alone, the daemon leading a session of its own.
+
+        def settled() -> list[int] | None:
+            pids = pids_with_marker(marker)
+            try:
+                argv0 = [Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] for pid in pids]
+                stats = [Path(f"/proc/{pid}/stat").read_text() for pid in pids]
+            except OSError:
+                return None
+            sessions = {stat.rsplit(")", 1)[1].split()[3] for stat in stats}
+            ok = len(pids) == 3 and set(argv0) == {PY.encode()} and len(sessions) == 2
+            return pids if ok else None
+
+        await poll(lambda: settled() is not None, what="the tree's three sleepers")
+        pids = settled()
+        assert pids is not None
+        await client.close()
+        assert await wait_all_dead(pids, timeout=15 * TIME), pids_with_marker(marker)
+        await poll(lambda: bool(records("process finished")), what="the finish log line")
+        (detached,) = records("session detached")
+        (expired,) = records("session expired")
+        (finished,) = records("process finished")
+        # Kept through the disconnect, killed when the TTL fired (the log is in order).
+        order = [
+            r["msg"] for r in records("session detached", "session expired", "process finished")
+        ]
+        assert order == ["session detached", "session expired", "process finished"]
+        assert finished["session_id"] == expired["session_id"] == detached["session_id"]
+        assert finished["process_id"] == "tree" and finished["reason"] == "shutdown"
+        assert finished["signal"] == "SIGKILL"
+    finally:
+        await server.stop()

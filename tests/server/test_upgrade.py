@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from execserver.environment.process import ExecProcess
+from execserver.environment.process import ExecProcess, ExitedEvent
 from execserver.protocol.process import ProcessOutputChunk
 from execserver.remote import connect_environment
 from execserver.server.app import ExecServer, ServerConfig
@@ -177,3 +177,74 @@ async def test_upgrade_needs_a_websocket_listener(caplog: pytest.LogCaptureFixtu
     finally:
         await upgrader.aclose()
         await server.aclose()
+
+
+# On a terminal: its size at start and after each SIGWINCH, a counter every 50 ms, exit 7 on
+# the first stdin line.
+PTY_COUNTER = """
+import os, signal, sys, threading, time
+resized = [1]
+signal.signal(signal.SIGWINCH, lambda *_: resized.append(1))
+def quit_on_input():
+    sys.stdin.readline()
+    os._exit(7)
+threading.Thread(target=quit_on_input, daemon=True).start()
+i = 0
+while True:
+    if resized:
+        resized.clear()
+        size = os.get_terminal_size(0)
+        print(f"size:{size.lines}x{size.columns}", flush=True)
+    print(f"count:{i}", flush=True)
+    i += 1
+    time.sleep(0.05)
+"""
+
+
+class PtyLines(Lines):
+    """`Lines` of a terminal (CR LF), keeping each chunk's seq and the exit."""
+
+    def __init__(self, process: ExecProcess) -> None:
+        self.seqs: list[int] = []
+        self.exited: ExitedEvent | None = None
+        super().__init__(process)
+
+    async def _collect(self, process: ExecProcess) -> None:
+        async for event in process:
+            if isinstance(event, ProcessOutputChunk):
+                self.seqs.append(event.seq)
+                *complete, self._pending = (self._pending + event.chunk).split(b"\n")
+                self.lines += [line.decode().rstrip("\r") for line in complete]
+            elif isinstance(event, ExitedEvent):
+                self.exited = event
+
+
+async def test_pty_process_across_an_upgrade(tmp_path: Path) -> None:
+    """A PTY process keeps its terminal across a real SIGHUP upgrade: its output continues
+    seq by seq with nothing lost or repeated, a resize after the upgrade reaches it, and its
+    exit code arrives."""
+    server = await start_server("ours", tmp_path)
+    try:
+        async with await connect_environment(server.url) as env:
+            process = await env.process.start(
+                [sys.executable, "-c", PTY_COUNTER], tty=True, size=(24, 80)
+            )
+            lines = PtyLines(process)
+            await poll(lambda: lines.count() > 5, 30, "the counter")
+            assert lines.lines[0] == "size:24x80"
+            await upgrade(server, lines, 1)
+            await process.resize(30, 100)
+            await poll(lambda: "size:30x100" in lines.lines, 30, "the resize")
+            before = lines.count()
+            await poll(lambda: lines.count() > before + 3, 30, "output after the resize")
+            assert await process.write(b"quit\n") == "accepted"
+            assert await asyncio.wait_for(process.wait(), 30) == 7
+            await asyncio.wait_for(lines.task, 30)
+            assert env.process.client.reconnects == 1  # type: ignore[attr-defined]
+    finally:
+        await server.stop()
+    assert lines.exited is not None and lines.exited.exit_code == 7
+    assert lines.seqs == list(range(lines.seqs[0], lines.seqs[0] + len(lines.seqs)))
+    assert lines.exited.seq > lines.seqs[-1]
+    counts = [int(ln[6:]) for ln in lines.lines if ln.startswith("count:")]
+    assert counts == list(range(len(counts)))

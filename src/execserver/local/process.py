@@ -82,7 +82,11 @@ from execserver.local.pty import (
 from execserver.local.reaper import ChildReaper, exit_code_from_status
 from execserver.local.sandbox import launch as sandbox_launch
 from execserver.local.sandbox.bwrap import MountPlan, SandboxUnavailable
-from execserver.local.sandbox.denial import TRAILING_OUTPUT_GRACE_S, looks_denied
+from execserver.local.sandbox.denial import (
+    TRAILING_OUTPUT_GRACE_S,
+    looks_denied,
+    sandbox_denied,
+)
 from execserver.local.sandbox.policy import Mechanism, ResolvedPolicy, SandboxError
 from execserver.local.sandbox.port_bridge import PortBridge
 from execserver.local.shell_snapshot import Snapshot, SnapshotCache, SnapshotKey
@@ -390,11 +394,8 @@ class LocalProcess:
         if self._grace is not None:
             self._grace.cancel()
             self._grace = None
-        denied = looks_denied(
-            self.sandbox_type,
-            self._exit_code,
-            ((chunk.stream, chunk.data) for chunk in self.log.retained()),
-        )
+        streams = [(chunk.stream, chunk.data) for chunk in self.log.retained()]
+        denied = looks_denied(self.sandbox_type, self._exit_code, streams)
         memory_limited = self.limits is not None and self.limits.memory_bytes is not None
         limited = self.cgroup if memory_limited else None
         termination = termination_record(
@@ -402,7 +403,7 @@ class LocalProcess:
             usage=self._usage,
             end_cause=self.end_cause,
             oom_kills=limited.oom_kills() if limited is not None else 0,
-            sandbox_denied=denied,
+            sandbox_denied=sandbox_denied(self.sandbox_type, self._exit_code, streams),
             peak_memory=limited.peak_memory() if limited is not None else None,
             server_peak_rss=self.server_peak_rss,
         )
@@ -1418,6 +1419,7 @@ class LocalExecBackend:
                 seconds=seconds,
             )
         if log.isEnabledFor(logging.INFO):
+            termination = process.termination
             log.info(
                 "process finished",
                 extra={
@@ -1426,6 +1428,8 @@ class LocalExecBackend:
                     "pid": process.pid,
                     "exit_code": exit_code,
                     "result": result,
+                    "reason": termination.reason if termination is not None else None,
+                    "signal": termination.signal if termination is not None else None,
                     "duration_ms": round(seconds * 1000, 3),
                 },
             )
