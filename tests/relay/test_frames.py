@@ -26,6 +26,7 @@ from execserver.relay.frames import (
     encode_frame,
     encode_reset,
     peek,
+    read_data,
 )
 
 SID = "65af7fd3-ad8c-4f1a-be0b-17fe69329d1a"
@@ -414,3 +415,52 @@ def test_frames_fast_paths_agree_with_the_general_decoders(
 def test_frames_fast_paths_agree_on_edge_cases(data: bytes) -> None:
     assert _outcome(decode_frame, data) == _outcome(frames._decode_frame, data)
     assert _outcome(peek, data) == _outcome(frames._peek, data)
+
+
+def _read_data_agrees(data: bytes) -> None:
+    """read_data() answers only for what the general decoder reads as a version-1 data
+    frame, segment 0 of 1, with a payload, and then gives exactly its fields."""
+    fast = read_data(data)
+    if fast is None:
+        return
+    frame = frames._decode_frame(data)
+    assert isinstance(frame.body, Data) and frame.version == 1
+    assert (frame.body.segment_index, frame.body.segment_count) == (0, 1)
+    stream_id, seq, payload = fast
+    assert isinstance(payload, memoryview) and payload.obj is data  # a view, not a copy
+    assert (stream_id, seq, bytes(payload)) == (frame.stream_id, frame.body.seq, frame.body.payload)
+    assert frame.body.payload
+
+
+DATA_FRAMES = st.builds(
+    encode_data, st.text(max_size=40), U32, st.binary(max_size=300)
+) | st.builds(encode_frame, FRAMES)
+
+
+@given(
+    DATA_FRAMES,
+    st.lists(st.tuples(st.integers(0, 2**16), st.integers(0, 255)), max_size=3),
+    st.integers(0, 2**16),
+)
+def test_frames_read_data_agrees_with_the_general_decoder(
+    data: bytes, flips: list[tuple[int, int]], cut: int
+) -> None:
+    mangled = bytearray(data)
+    for position, value in flips:
+        mangled[position % len(mangled)] = value
+    for variant in (data, data[: cut % (len(data) + 1)], bytes(mangled)):
+        _read_data_agrees(variant)
+
+
+def test_frames_read_data_reads_what_the_senders_write() -> None:
+    for seq in (0, 1, 127, 128, 2**32 - 1):
+        data = encode_data(SID, seq, b"record")
+        assert read_data(data) == (SID, seq, memoryview(b"record"))
+    assert read_data(encode_data(SID, 5, b"")) is None  # no payload: the general path drops it
+    assert read_data(encode_reset(SID, "x")) is None
+    for data in (
+        HEAD + b"\x2a\x0b\x08\x05\x10\x00\x18\x01\x22\x03abc",  # an explicit segment_index
+        HEAD + b"\x2a\x07\x08\x05\x18\x02\x22\x01a",  # two segments
+    ):
+        assert read_data(data) is None
+        _read_data_agrees(data)

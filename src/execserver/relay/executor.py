@@ -39,6 +39,7 @@ from execserver.relay.frames import (
     decode_frame,
     encode_frame,
     encode_reset,
+    read_data,
 )
 from execserver.relay.frames import Frame as RelayFrame
 from execserver.relay.noise import (
@@ -139,6 +140,13 @@ class ExecutorLink:
     # -- MessageReceiver of the WebSocket ------------------------------------------------------
 
     def message_received(self, data: bytes) -> None:
+        fast = read_data(data)
+        if fast is not None:  # a data frame as every sender writes it
+            stream_id, seq, payload = fast
+            stream = self._streams.get(stream_id)
+            if stream is not None and stream_id.strip():
+                stream.data_received(seq, payload)
+                return
         try:
             frame = decode_frame(data)
         except FrameError as exc:
@@ -185,6 +193,12 @@ class ExecutorLink:
             self.channel.send(frame)
         elif not self.closed.done():
             self._unsent.append(frame)
+
+    def send_frames(self, frames: list[bytes]) -> None:
+        if self.channel is not None:
+            self.channel.send_many(frames)
+        elif not self.closed.done():
+            self._unsent.extend(frames)
 
     def is_congested(self) -> bool:
         return self.channel is not None and self.channel.is_congested()

@@ -15,6 +15,7 @@ the general decoder, so results and errors are the same either way. Pure data: n
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import NamedTuple
@@ -222,14 +223,13 @@ def encode_data(stream_id: str, seq: int, payload: bytes) -> bytes:
         FrameError: `seq` is outside the uint32 range.
     """
     seq_field = _uint_field(1, _u32("RelayData.seq", seq))
-    payload_head = b"\x22" + _varint(len(payload)) if payload else b""
-    body_length = len(seq_field) + 2 + len(payload_head) + len(payload)
+    size = len(payload)
+    payload_head = b"\x22" + _varint(size) if size else b""
+    body_length = len(seq_field) + 2 + len(payload_head) + size
     # One join: the payload (up to a 61 KiB record) is copied once.
     return b"".join(
         (
-            b"\x08\x01",
-            _len_field(2, stream_id.encode()),
-            b"\x2a",
+            _data_frame_prefix(stream_id),
             _varint(body_length),
             seq_field,
             b"\x18\x01",
@@ -237,6 +237,13 @@ def encode_data(stream_id: str, seq: int, payload: bytes) -> bytes:
             payload,
         )
     )
+
+
+@functools.lru_cache(maxsize=512)
+def _data_frame_prefix(stream_id: str) -> bytes:
+    """`version = 1`, the stream id and the `data` key: the start of every data frame of a
+    stream (cached: a stream sends many)."""
+    return b"".join((b"\x08\x01", _len_field(2, stream_id.encode()), b"\x2a"))
 
 
 def encode_reset(stream_id: str, reason: str) -> bytes:
@@ -478,6 +485,29 @@ def _canonical_data(data: bytes | bytearray | memoryview, pos: int, end: int) ->
     )
 
 
+def read_data(data: bytes) -> tuple[str, int, memoryview] | None:
+    """(stream id, seq, payload) of a version-1 `data` frame as every encoder lays it out
+    (segment 0 of 1, a non-empty payload), the payload a view of `data` (no copy); None for
+    anything else, which `decode_frame()` then decides. The receive hot path of both ends.
+    """
+    envelope = _canonical_envelope(data)
+    if envelope is None or envelope[1] is not Kind.DATA:
+        return None
+    stream_id, _, pos, end = envelope
+    seq = 0
+    try:
+        if data[pos] == 0x08:
+            seq, pos = _read_varint(data, pos + 1, end, _FRAME)
+        if data[pos : pos + 3] != b"\x18\x01\x22":  # segment_count = 1, then the payload key
+            return None
+        start, stop = _read_len(data, pos + 3, end, _FRAME)
+    except (IndexError, FrameError):
+        return None
+    if stop != end or start == stop:
+        return None
+    return stream_id, seq & _U32_MAX, memoryview(data)[start:stop]
+
+
 def decode_frame(data: bytes | bytearray | memoryview) -> Frame:
     """Decode one `RelayMessageFrame` as prost would.
 
@@ -598,4 +628,5 @@ __all__ = [
     "encode_frame",
     "encode_reset",
     "peek",
+    "read_data",
 ]

@@ -28,6 +28,7 @@ from execserver.relay.frames import (
     Resume,
     decode_frame,
     encode_frame,
+    read_data,
 )
 from execserver.relay.frames import Frame as RelayFrame
 from execserver.relay.noise import (
@@ -146,6 +147,12 @@ class HarnessLink:
     # -- MessageReceiver of the WebSocket ------------------------------------------------------
 
     def message_received(self, data: bytes) -> None:
+        fast = read_data(data)
+        if fast is not None and self.stream is not None:  # a data frame as senders write it
+            stream_id, seq, payload = fast
+            if stream_id == self.stream_id:
+                self.stream.data_received(seq, payload)
+            return
         try:
             frame = decode_frame(data)
         except FrameError:
@@ -210,6 +217,10 @@ class HarnessLink:
     def send_frame(self, frame: bytes) -> None:
         if self.channel is not None:
             self.channel.send(frame)
+
+    def send_frames(self, frames: list[bytes]) -> None:
+        if self.channel is not None:
+            self.channel.send_many(frames)
 
     def is_congested(self) -> bool:
         return self.channel is not None and self.channel.is_congested()

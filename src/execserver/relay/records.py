@@ -241,7 +241,7 @@ class RecordOpener:
     def __init__(self, cipher: CipherState, *, next_seq: int = 0) -> None:
         self._cipher = cipher
         self._next_seq = next_seq
-        self._pending: dict[int, bytes] = {}
+        self._pending: dict[int, BytesLike] = {}
         self._pending_bytes = 0
         self._messages = MessageReassembler()
         self._failed = False
@@ -261,7 +261,7 @@ class RecordOpener:
         """Ciphertext bytes buffered ahead of a gap."""
         return self._pending_bytes
 
-    def open(self, seq: int, ciphertext: bytes) -> list[bytes]:
+    def open(self, seq: int, ciphertext: BytesLike) -> list[bytes]:
         """Accept one record; return the messages completed by it (and by any it unblocked).
 
         A record already delivered or already buffered is dropped (the first copy wins). A
@@ -287,7 +287,7 @@ class RecordOpener:
             self._failed = True
             raise
 
-    def _open(self, seq: int, ciphertext: bytes) -> list[bytes]:
+    def _open(self, seq: int, ciphertext: BytesLike) -> list[bytes]:
         if not 0 <= seq <= MAX_SEQ:
             raise RecordError(f"record seq {seq} out of range")
         if len(ciphertext) > MAX_RECORD_CIPHERTEXT:
@@ -312,7 +312,7 @@ class RecordOpener:
             self._decrypt(held, out)
         return out
 
-    def _decrypt(self, ciphertext: bytes, out: list[bytes]) -> None:
+    def _decrypt(self, ciphertext: BytesLike, out: list[bytes]) -> None:
         try:
             record = self._cipher.decrypt(ciphertext)
         except NoiseError as exc:

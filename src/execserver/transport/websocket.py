@@ -1,4 +1,7 @@
-"""WebSocket message channels, both sides: frames by websockets' sans-I/O core, I/O by asyncio.
+"""WebSocket message channels, both sides, I/O by asyncio. websockets' sans-I/O core does the
+client handshake, control frames and the server's frame parsing; the client's data frames
+and its parsing of the server's frames are `transport.ws_frames` (fewer copies and less Python
+per frame than websockets' general code: docs/BENCHMARKS.md, relay mode).
 
 `WebSocketChannel` is the part both sides share once the handshake is done: frames in ->
 whole messages to the receiver (16 MiB frames, 64 MiB messages by default; oversize input drops
@@ -17,12 +20,11 @@ import logging
 import os
 import socket
 import ssl as ssl_module
-import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from websockets.client import ClientProtocol
-from websockets.exceptions import InvalidStatus, PayloadTooBig
-from websockets.frames import Frame, Opcode
+from websockets.exceptions import InvalidStatus, PayloadTooBig, ProtocolError
+from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import OPEN, SERVER, Protocol
 from websockets.uri import parse_uri
@@ -41,6 +43,20 @@ from execserver.transport.http import (
     parse_retry_after,
     route,
 )
+from execserver.transport.ws_frames import (
+    FIN,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_TEXT,
+    FrameParser,
+    FrameProtocolError,
+    FrameTooLarge,
+    MaskSource,
+    client_frame,
+    frame_header,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,18 +73,13 @@ WRITE_LOW_WATER = 256 * 1024
 # Messages below this are batched: every one queued in a loop turn goes out in one write at its
 # end (one send syscall instead of one per message; pipelined answers share TCP segments).
 _SMALL_MESSAGE_BYTES = 256 * 1024
+_MAX_WRITEV_PARTS = 64
+"""Frames written by one `writev` at most, times two (header, payload); IOV_MAX is 1024."""
 
 
-_TEXT_FIN = 0x80 | Opcode.TEXT.value
-
-
-def _frame_header(first: int, length: int) -> bytes:
-    """An unmasked frame header; `first` is FIN plus the opcode."""
-    if length < 126:
-        return bytes((first, length))
-    if length < 65536:
-        return struct.pack("!BBH", first, 126, length)
-    return struct.pack("!BBQ", first, 127, length)
+_TEXT_FIN = FIN | OP_TEXT
+_BINARY_FIN = FIN | OP_BINARY
+_DATA_OPCODES = (Opcode.CONT, Opcode.TEXT, Opcode.BINARY)
 
 
 def _is_utf8(data: bytes) -> bool:
@@ -85,8 +96,8 @@ class WebSocketChannel(FlowControl, asyncio.Protocol):
     """A `MessageChannel` over one WebSocket; subclasses do the opening handshake.
 
     `binary` chooses the opcode of outbound messages (text for JSON-RPC, binary for relay
-    frames). A server writes its (unmasked) frames itself; a client's go through the websockets
-    protocol object, which masks them.
+    frames). A server writes its (unmasked) frames itself; a client masks its data frames with
+    `transport.ws_frames`.
     """
 
     def __init__(
@@ -330,7 +341,7 @@ class WebSocketServerConnection(WebSocketChannel):
         size = len(data)
         if size < _SMALL_MESSAGE_BYTES:
             batch = self._batch
-            batch.append(_frame_header(_TEXT_FIN, size))
+            batch.append(frame_header(_TEXT_FIN, size))
             batch.append(data)
             self._batch_bytes += size
             if self._batch_bytes >= _SMALL_MESSAGE_BYTES:
@@ -340,7 +351,7 @@ class WebSocketServerConnection(WebSocketChannel):
                 asyncio.get_running_loop().call_soon(self._flush_batch)
         else:  # no joined copy of a large payload
             self._flush_batch()
-            transport.write(_frame_header(_TEXT_FIN, size))
+            transport.write(frame_header(_TEXT_FIN, size))
             transport.write(data)
 
     def _respond(self, response: HttpResponse, *, head_only: bool = False) -> None:
@@ -401,7 +412,12 @@ async def serve_websocket(
 
 
 class WebSocketClientConnection(WebSocketChannel):
-    """A dialled WebSocket: sends the opening handshake, then carries messages."""
+    """A dialled WebSocket: sends the opening handshake, then carries messages.
+
+    websockets' client protocol does the handshake and writes the control frames (ping, close
+    and pong); data frames are masked and written, and the server's frames parsed, by
+    `transport.ws_frames`.
+    """
 
     def __init__(
         self,
@@ -410,10 +426,19 @@ class WebSocketClientConnection(WebSocketChannel):
         *,
         ping_interval_s: float,
         binary: bool,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
-        super().__init__(ping_interval_s=ping_interval_s, binary=binary)
+        super().__init__(
+            ping_interval_s=ping_interval_s, binary=binary, max_message_bytes=max_message_bytes
+        )
         self._client = protocol
         self._pending_receiver = receiver
+        self._first = _BINARY_FIN if binary else _TEXT_FIN
+        self._masks = MaskSource()
+        self._fd: int | None = None
+        self._parser = FrameParser(max_size=max_message_bytes)
+        self._response_head = bytearray()
+        self._response_head_fed = False
         loop = asyncio.get_running_loop()
         self.opened: asyncio.Future[None] = loop.create_future()
         self._lost: asyncio.Future[None] = loop.create_future()
@@ -425,16 +450,38 @@ class WebSocketClientConnection(WebSocketChannel):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.label = f"exec-server websocket {self.peer}"
+        sock = transport.get_extra_info("socket")
+        if sock is not None and transport.get_extra_info("sslcontext") is None:
+            # A plain TCP socket: `send_many` writes to it itself while the transport's buffer
+            # is empty (never once the transport is closing or lost, so the fd is still ours).
+            self._fd = sock.fileno()
         assert self._transport is not None
         self._transport.writelines(self._client.data_to_send())
 
     def data_received(self, data: bytes) -> None:
         if self._ws is not None:
-            self._receive_frames(data)
+            self._receive_server_frames(data)
             return
         client = self._client
-        client.receive_data(data)
+        rest = b""
+        if self._response_head_fed:  # the body of a refusal
+            client.receive_data(data)
+        else:
+            # websockets gets the response head alone: what follows a 101 is frames, ours to parse.
+            self._response_head += data
+            end = self._response_head.find(b"\r\n\r\n")
+            if end < 0 and len(self._response_head) <= MAX_REQUEST_HEAD_BYTES:
+                return
+            cut = end + 4 if end >= 0 else len(self._response_head)
+            head, rest = bytes(self._response_head[:cut]), bytes(self._response_head[cut:])
+            self._response_head = bytearray()
+            self._response_head_fed = True
+            client.receive_data(head)
         events = client.events_received()
+        if not events and rest:
+            client.receive_data(rest)
+            rest = b""
+            events = client.events_received()
         if not events:
             return
         response = events[0]
@@ -449,22 +496,113 @@ class WebSocketClientConnection(WebSocketChannel):
         self._open(client, self._pending_receiver)
         if not self.opened.done():
             self.opened.set_result(None)
-        for event in events[1:]:
-            if isinstance(event, Frame):
-                self._on_frame(event)
-        self._flush_protocol()
+        if rest:
+            self._receive_server_frames(rest)
 
-    def send(self, data: bytes) -> None:
-        # Clients mask their frames: websockets builds them.
-        if self._writable_transport() is None:
+    def _receive_server_frames(self, data: bytes) -> None:
+        self._last_heard = asyncio.get_running_loop().time()
+        try:
+            frames = self._parser.feed(data)
+        except FrameProtocolError as exc:
+            if not isinstance(exc, FrameTooLarge):
+                log.debug("websocket protocol error from %s: %s", self.peer, exc)
+            self.abort()
             return
+        for fin, opcode, payload in frames:
+            if self._closed:
+                return
+            if opcode <= OP_BINARY:
+                if opcode == OP_CONT:
+                    self._fragments.append(payload)
+                    if fin:
+                        assert self._fragment_opcode is not None
+                        kind, self._fragment_opcode = self._fragment_opcode, None
+                        joined, self._fragments = b"".join(self._fragments), []
+                        self._deliver(joined, kind)
+                elif fin:
+                    self._deliver(payload, _DATA_OPCODES[opcode])
+                else:
+                    self._fragment_opcode = _DATA_OPCODES[opcode]
+                    self._fragments = [payload]
+            elif opcode == OP_PING:
+                with contextlib.suppress(Exception):
+                    assert self._ws is not None
+                    self._ws.send_pong(payload)
+                    self._flush_protocol()
+            elif opcode == OP_CLOSE:
+                self._close_received(payload)
+                return
+
+    def _close_received(self, payload: bytes) -> None:
+        """Answer the server's close frame (echoing its code) and end the connection."""
         ws = self._ws
         assert ws is not None
-        if self._binary:
-            ws.send_binary(data)
-        else:
-            ws.send_text(data)
+        try:
+            close = Close.parse(payload)
+        except (ProtocolError, UnicodeDecodeError) as exc:
+            log.debug("websocket protocol error from %s: %s", self.peer, exc)
+            self.abort()
+            return
+        if ws.state is OPEN:
+            with contextlib.suppress(Exception):
+                if payload:
+                    ws.send_close(close.code, close.reason)
+                else:
+                    ws.send_close()
         self._flush_protocol()
+        if self._transport is not None:
+            self._transport.close()
+
+    def send(self, data: bytes) -> None:
+        if self._can_send():
+            assert self._transport is not None
+            self._transport.write(b"".join(client_frame(self._first, data, self._masks.next())))
+
+    def send_many(self, messages: Iterable[bytes]) -> None:
+        """Send each of a few `messages` as one message (frame), written together: one
+        system call for all while the socket takes them. For a handful of frames (a relay
+        message of two to four records); a long run of frames goes through `send()` one by
+        one (measured: writing a 43 MB message this way cost the executor more CPU)."""
+        if not self._can_send():
+            return
+        first, next_mask = self._first, self._masks.next
+        parts: list[bytes] = []
+        for data in messages:
+            parts.extend(client_frame(first, data, next_mask()))
+        self._write_parts(parts)
+
+    def _can_send(self) -> bool:
+        transport = self._transport
+        ws = self._ws
+        return not (
+            transport is None
+            or ws is None
+            or self._closed
+            or ws.state is not OPEN
+            or transport.is_closing()
+        )
+
+    def _write_parts(self, parts: Sequence[bytes]) -> None:
+        """Write `parts` (frame headers and masked payloads) with one `writev` while the
+        socket takes them, so nothing is joined; what the socket does not take, and
+        everything once the transport buffers, goes through the transport, in order."""
+        transport = self._transport
+        assert transport is not None
+        fd = self._fd
+        if fd is None or transport.get_write_buffer_size() or len(parts) > _MAX_WRITEV_PARTS:
+            transport.write(b"".join(parts))
+            return
+        try:
+            sent = os.writev(fd, parts)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            sent = 0  # the transport's own write below meets the error and reports it
+        for index, part in enumerate(parts):
+            if sent < len(part):
+                transport.write(b"".join((part[sent:], *parts[index + 1 :])))
+                return
+            sent -= len(part)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.opened.done():
@@ -543,7 +681,11 @@ async def connect_websocket(
         async with asyncio.timeout(timeout):
             _, connection = await loop.create_connection(
                 lambda: WebSocketClientConnection(
-                    protocol, receiver, ping_interval_s=ping_interval_s, binary=binary
+                    protocol,
+                    receiver,
+                    ping_interval_s=ping_interval_s,
+                    binary=binary,
+                    max_message_bytes=max_message_bytes,
                 ),
                 uri.host,
                 uri.port,

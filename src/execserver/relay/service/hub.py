@@ -280,6 +280,59 @@ class Hub:
             return None
         return stream_id, kind
 
+    def forward_from_harness(self, link: HarnessEnd, data: bytes) -> bool:
+        """Forward a message of the harness's own open stream if the executor takes it now;
+        False (nothing done) when it needs `from_harness`: a first or a reset frame, anything
+        unusual, or an executor that is full."""
+        try:
+            stream_id, kind, version = peek(data)
+        except FrameError:
+            return False
+        if (
+            version != FRAME_VERSION
+            or stream_id != link.stream_id
+            or not link.routed
+            or link.closing
+            or kind is Kind.RESET
+            or not link.executor.offer(data)
+        ):
+            return False
+        self._forwarded_to_executor(link, data, kind)
+        return True
+
+    def _forwarded_to_executor(self, link: HarnessEnd, data: bytes, kind: Kind) -> None:
+        link.owes_reset = kind is not Kind.RESET
+        self._metrics.frames[TO_EXECUTOR] += 1
+        self._metrics.bytes[TO_EXECUTOR] += len(data)
+        if kind is Kind.HANDSHAKE:
+            self._metrics.handshakes[TO_EXECUTOR] += 1
+
+    def forward_from_executor(self, link: ExecutorEnd, data: bytes) -> bool:
+        """Forward a message to the harness that owns its stream if that harness takes it now;
+        False (nothing done) when it needs `from_executor`."""
+        try:
+            stream_id, kind, version = peek(data)
+        except FrameError:
+            return False
+        harness = link.streams.get(stream_id)
+        if (
+            version != FRAME_VERSION
+            or harness is None
+            or harness.closing
+            or not harness.offer(data)
+        ):
+            return False
+        self._forwarded_to_harness(harness, data, kind)
+        return True
+
+    def _forwarded_to_harness(self, harness: HarnessEnd, data: bytes, kind: Kind) -> None:
+        self._metrics.frames[TO_HARNESS] += 1
+        self._metrics.bytes[TO_HARNESS] += len(data)
+        if kind is Kind.HANDSHAKE:
+            self._metrics.handshakes[TO_HARNESS] += 1
+        elif kind is Kind.RESET:
+            self._release(harness)
+
     async def from_harness(self, link: HarnessEnd, data: bytes) -> None:
         """Route one message a harness sent.
 
@@ -304,11 +357,7 @@ class Hub:
         if not await link.executor.put(data):
             self._metrics.count("frames_dropped_total", reason="executor_gone")
             return
-        link.owes_reset = kind is not Kind.RESET
-        self._metrics.frames[TO_EXECUTOR] += 1
-        self._metrics.bytes[TO_EXECUTOR] += len(data)
-        if kind is Kind.HANDSHAKE:
-            self._metrics.handshakes[TO_EXECUTOR] += 1
+        self._forwarded_to_executor(link, data, kind)
 
     async def from_executor(self, link: ExecutorEnd, data: bytes) -> None:
         """Route one message an executor sent. A harness that reads slowly holds the executor's
@@ -341,12 +390,7 @@ class Hub:
             self._metrics.count("sockets_closed_total", role="harness", reason="outbox_full")
             harness.request_close(WSCloseCode.TRY_AGAIN_LATER, flush=False)
             return
-        self._metrics.frames[TO_HARNESS] += 1
-        self._metrics.bytes[TO_HARNESS] += len(data)
-        if kind is Kind.HANDSHAKE:
-            self._metrics.handshakes[TO_HARNESS] += 1
-        elif kind is Kind.RESET:
-            self._release(harness)
+        self._forwarded_to_harness(harness, data, kind)
 
     async def _wait_for_room(self, harness: HarnessEnd, data: bytes) -> bool:
         """Queue `data` once the harness's outbox has room; False after `harness_stall_s`."""

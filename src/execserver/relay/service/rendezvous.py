@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeVar
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -44,11 +44,14 @@ from execserver.relay.service.tickets import (
     TicketSigner,
     nonce_claim_key,
 )
+from execserver.relay.service.ws_forward import ForwardingWebSocket
 
 if TYPE_CHECKING:
     from execserver.relay.service.fleet import FleetBus
 
 log = logging.getLogger(__name__)
+
+L = TypeVar("L", bound=Link)
 
 MAX_MESSAGE_BYTES: Final = 262_144
 """The largest WebSocket message a codex executor accepts (and so do we)."""
@@ -101,8 +104,8 @@ class Rendezvous:
     def routes(self) -> list[web.RouteDef]:
         return [web.get(EXECUTOR_PATH, self.executor), web.get(HARNESS_PATH, self.harness)]
 
-    def _socket(self) -> web.WebSocketResponse:
-        return web.WebSocketResponse(
+    def _socket(self) -> ForwardingWebSocket:
+        return ForwardingWebSocket(
             # aiohttp refuses a message whose size equals max_msg_size; the limit is inclusive.
             max_msg_size=self._settings.max_message_bytes + 1,
             heartbeat=self._settings.heartbeat_s,
@@ -233,12 +236,28 @@ class Rendezvous:
         return ws
 
     async def _read_executor(self, link: ExecutorLink) -> None:
-        while (data := await self._receive(link)) is not None:
-            await self._hub.from_executor(link, data)
+        await self._read(link, self._hub.from_executor, self._hub.forward_from_executor)
 
     async def _read_harness(self, link: HarnessLink) -> None:
+        await self._read(link, self._hub.from_harness, self._hub.forward_from_harness)
+
+    async def _read(
+        self,
+        link: L,
+        route: Callable[[L, bytes], Awaitable[None]],
+        forward: Callable[[L, bytes], bool],
+    ) -> None:
+        """Route the socket's messages: as aiohttp parses them while they can be forwarded
+        at once (`ForwardingWebSocket`), else here, one at a time, in order."""
+        ws = link.ws
+        if isinstance(ws, ForwardingWebSocket):
+            ws.set_forward(lambda data: forward(link, data))
         while (data := await self._receive(link)) is not None:
-            await self._hub.from_harness(link, data)
+            if isinstance(ws, ForwardingWebSocket):
+                ws.set_busy(True)  # nothing overtakes this message while it waits
+            await route(link, data)
+            if isinstance(ws, ForwardingWebSocket):
+                ws.set_busy(False)
 
     async def _receive(self, link: Link) -> bytes | None:
         """The socket's next binary message; None once it is closing (a text message closes
