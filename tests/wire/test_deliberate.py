@@ -159,11 +159,16 @@ DELIBERATE_DIFFERENCES: dict[str, str] = {
         "SOCKS5 UDP ASSOCIATE is answered 07 (command not supported) even with "
         "`enableSocks5Udp`: the managed proxy relays TCP only. The reference opens a UDP relay."
     ),
-    "network_proxy_credential_masking_refused": (
-        "A `networkProxy` asking for credential masking (`proxy.credentialMasking`) is refused "
-        "with -32602 (credentialMasking is false: no TLS-intercepting credential broker here). "
-        "The reference starts the process with its CA bundle exported (SSL_CERT_FILE and "
-        "friends) and, in every probe, the secrets in the environment left as they were."
+    "credential_masking_masks": (
+        "With `proxy.credentialMasking`, GH_TOKEN, GITHUB_TOKEN, GH_ENTERPRISE_TOKEN, "
+        "GITHUB_ENTERPRISE_TOKEN (with GH_HOST), OPENAI_API_KEY and the variables of custom "
+        "providers reach the child as dummies of the same shape, and the proxy swaps the real "
+        "value back only inside TLS to the bound hosts. The reference 0.171 exports its CA bundle "
+        "but, in every probe, leaves the secrets in the environment as they were. A custom "
+        "provider the broker cannot use (no env keys, no patterns, no destination, a pattern "
+        "matching the empty string, a non-https prefix, ...) is refused with -32602; the "
+        "reference accepts any well-typed provider and masks nothing. Tested in "
+        "tests/server/test_credential_masking.py."
     ),
 }
 
@@ -415,6 +420,8 @@ async def test_environment_info_identity(ours: ServerProcess) -> None:
         assert enabled == [
             "capabilityDiscoverySandbox",
             "capabilityDiscoveryV2",
+            "credentialMasking",
+            "credentialMaskingCustomProviders",
             "environmentConfigRead",
             "fileWriteStreaming",
             "fsWatchMissing",
@@ -664,21 +671,19 @@ async def test_network_proxy_transparent_tcp_refused_reference(reference: Server
 _SECRET = "ghp_abcdefghijklmnopqrstuvwxyz0123456789"
 
 
-async def test_network_proxy_credential_masking_refused(ours: ServerProcess) -> None:
-    response, _, _ = await _network_proxy_launch(
+async def test_credential_masking_masks(ours: ServerProcess) -> None:
+    response, output, code = await _network_proxy_launch(
         ours.url, {"credentialMasking": True}, env={"GITHUB_TOKEN": _SECRET}
     )
-    assert response["error"] == {
-        "code": -32602,
-        "message": "credential masking is not supported by this executor "
-        "(capability credentialMasking is false)",
-    }
+    assert "result" in response and code == 0
+    env = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
+    assert "/proxy/ca-bundle-" in env["SSL_CERT_FILE"]
+    dummy = env["GITHUB_TOKEN"]
+    assert dummy != _SECRET and dummy.startswith("ghp_") and len(dummy) == len(_SECRET)
 
 
 @pytest.mark.reference
-async def test_network_proxy_credential_masking_refused_reference(
-    reference: ServerProcess,
-) -> None:
+async def test_credential_masking_masks_reference(reference: ServerProcess) -> None:
     require_reference()
     response, output, code = await _network_proxy_launch(
         reference.url, {"credentialMasking": True}, env={"GITHUB_TOKEN": _SECRET}

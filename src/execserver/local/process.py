@@ -105,6 +105,7 @@ from execserver.protocol.sandbox import SandboxContext
 from execserver.tasks import TaskOwner
 
 if TYPE_CHECKING:
+    from execserver.local.network.credentials import CredentialBroker
     from execserver.local.network.launch import ManagedProxy
 
 log = logging.getLogger(__name__)
@@ -779,6 +780,12 @@ class LocalExecBackend:
         if params.network_proxy is not None:
             network = self._start_proxy(params)
             env.update(network.proxy.snapshot.env())
+            if network.proxy.broker is not None:
+                try:
+                    env.update(self._credential_env(network.proxy.broker, env))
+                except BaseException:
+                    self._release_proxy(network)
+                    raise
         try:
             if snapshot_key is None:
                 return self._start(
@@ -812,6 +819,22 @@ class LocalExecBackend:
         self._proxies.add(proxy)
         confined = params.sandbox is not None and params.enforce_managed_network
         return _Network(proxy, confined)
+
+    def _credential_env(self, broker: CredentialBroker, env: dict[str, str]) -> dict[str, str]:
+        """Credential masking: the CA bundle's variables, and `env`'s secrets replaced by their
+        dummies (`broker` remembers the real values)."""
+        from execserver.errors import CodexHomeInvalid
+        from execserver.local.discovery import codex_home
+        from execserver.local.network.certs import CertificateAuthorityError, authority, ca_env
+
+        try:
+            bundle = authority().bundle(os.fsdecode(codex_home(self._server_env)))
+        except (CodexHomeInvalid, CertificateAuthorityError) as exc:
+            raise InternalError(f"failed to start the network proxy: {exc}") from None
+        masked = dict(env)
+        broker.virtualize(masked)
+        masked.update(ca_env(bundle))
+        return masked
 
     def _release_proxy(self, network: _Network | None) -> None:
         """Stop a proxy (its process ended, or never started); `aclose()` waits for it."""
@@ -1592,6 +1615,13 @@ def _check_network_members(params: ProcessStartParams) -> None:
         NetworkPolicy.from_config(proxy.proxy)
     except PolicyConfigError as exc:
         raise InvalidParams(f"invalid network proxy config: {exc}") from None
+    if proxy.proxy.credential_masking:
+        from execserver.local.network.credentials import ProviderConfigError, compile_providers
+
+        try:
+            compile_providers(proxy.proxy.credential_providers)
+        except ProviderConfigError as exc:
+            raise InvalidParams(f"invalid network proxy config: {exc}") from None
     allowed = [path for path, rule in (proxy.proxy.unix_sockets or {}).items() if rule == "allow"]
     for index, path in enumerate(allowed):
         if not path.startswith("/") or "\0" in path:
@@ -1608,11 +1638,6 @@ def _refuse_unsupported_proxy_features(launch: RemoteNetworkProxyLaunchConfig) -
         raise InvalidParams(
             "transparent TCP is not supported by this executor "
             "(capability networkProxyTransparentTcp is false)"
-        )
-    if launch.proxy.credential_masking:
-        raise InvalidParams(
-            "credential masking is not supported by this executor "
-            "(capability credentialMasking is false)"
         )
 
 

@@ -61,6 +61,19 @@ class UnixSocketPermissions(dict[str, str]):
         return result
 
 
+_AUTH_METHODS = ("bearer", "token", "basic", "header")
+
+
+def _check_auth_methods(methods: list[Any]) -> None:
+    """`auth`: unit variants, by name."""
+    for method in methods:
+        if not isinstance(method, str):
+            found = unexpected(method, content=True)
+            raise ValueError(f"invalid type: {found}, expected variant identifier")
+        if method not in _AUTH_METHODS:
+            raise ValueError(unknown_variant(method, _AUTH_METHODS))
+
+
 @decodable
 class CredentialProviders(dict[str, dict[str, Any]]):
     """`proxy.credentialProviders`: name -> provider config (snake_case members, unknown
@@ -84,6 +97,8 @@ class CredentialProviders(dict[str, dict[str, Any]]):
                     if not isinstance(value, list):
                         found = unexpected(value, content=True)
                         raise ValueError(f"invalid type: {found}, expected a sequence")
+                    if key == "auth":
+                        _check_auth_methods(value)
                 elif not isinstance(value, str):
                     found = unexpected(value, content=True)
                     raise ValueError(f"invalid type: {found}, expected a string")

@@ -12,6 +12,7 @@ proxy's owner; `close()` stops accepting and cancels them, `aclose()` waits for 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Mapping
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 
 from execserver.environment.process import NetworkPolicyPeer
 from execserver.local.network import proxy_http, socks5
+from execserver.local.network.credentials import CredentialBroker, compile_providers
 from execserver.local.network.decisions import Gatekeeper
 from execserver.local.network.policy import NetworkPolicy
 from execserver.local.network.relay import Streams, UpstreamProxies, close
@@ -112,12 +114,19 @@ class ManagedProxy:
     """The proxy of one process (see the module docstring)."""
 
     def __init__(
-        self, gate: Gatekeeper, snapshot: ProxySnapshot, upstream: UpstreamProxies | None
+        self,
+        gate: Gatekeeper,
+        snapshot: ProxySnapshot,
+        upstream: UpstreamProxies | None,
+        broker: CredentialBroker | None = None,
     ) -> None:
         self.gate = gate
         self.snapshot = snapshot
         self.upstream = upstream
         """The executor's own proxies, when the launch allows using them."""
+        self.broker = broker
+        """The credential broker, with `credentialMasking` (filled by `broker.virtualize()`
+        from the child's environment before the child starts)."""
         self._loop = asyncio.get_running_loop()
         self._listeners: list[socket.socket] = []
         self._tasks = TaskOwner(f"network proxy of process {gate.process_id}")
@@ -133,8 +142,14 @@ class ManagedProxy:
     ) -> ManagedProxy:
         """Bind the listeners and start serving. Raises `PolicyConfigError` for a config the
         policy refuses, `OSError` if the listeners cannot be made. With `allowUpstreamProxy`,
-        HTTP and CONNECT go through the proxy `executor_env` names (if any)."""
+        HTTP and CONNECT go through the proxy `executor_env` names (if any). With
+        `credentialMasking`, raises `ProviderConfigError` for a custom provider it cannot use."""
         config = launch.proxy
+        broker = (
+            CredentialBroker(compile_providers(config.credential_providers))
+            if config.credential_masking
+            else None
+        )
         gate = Gatekeeper(
             process_id, NetworkPolicy.from_config(config), peer, launch.policy_decision_timeout_ms
         )
@@ -150,14 +165,15 @@ class ManagedProxy:
             config.allow_local_binding,
         )
         upstream = UpstreamProxies(executor_env) if config.allow_upstream_proxy else None
-        proxy = cls(gate, snapshot, upstream)
+        proxy = cls(gate, snapshot, upstream, broker)
         proxy.adopt(http, socks)
         return proxy
 
     def adopt(self, http: socket.socket, socks: socket.socket | None) -> None:
         """Serve these listening sockets too (made elsewhere, e.g. in a sandbox's network
         namespace); the proxy owns them from now on."""
-        for sock, handler in ((http, proxy_http.serve), (socks, socks5.serve)):
+        http_handler: Handler = functools.partial(proxy_http.serve, broker=self.broker)
+        for sock, handler in ((http, http_handler), (socks, socks5.serve)):
             if sock is None:
                 continue
             if self._closed:

@@ -1,0 +1,267 @@
+"""Credential masking (`networkProxy.proxy.credentialMasking`) with real clients: the proxied
+program (curl, Python's urllib) sees dummies and trusts the executor's CA through the variables
+the executor exports; an HTTPS server the test starts on 127.0.0.1, with a certificate from a CA
+the test makes (trusted by the executor through its own SSL_CERT_FILE), records what arrives.
+
+The bound host is `localhost`: GitHub Enterprise tokens are bound to the host `GH_HOST` names,
+and custom providers to their URL prefixes, so no name needs mapping. Hosts a credential is not
+bound to, paths outside a provider's prefixes and plain HTTP only ever see the dummy."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import ssl
+import stat
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import TIME
+from tests.harness.httpserver import HttpTestServer, echo, http_test_server
+from tests.harness.tls import CertificateAuthority
+from tests.harness.wire import Json, WireClient, process_params
+from tests.server.conftest import StartServer
+from tests.wire.cases_network import PROXY
+
+ENTERPRISE = "ghp_Enterprise0123456789abcdefghijklmnopq"
+CLOUD = "ghp_Cloud0123456789abcdefghijklmnopqrstuv"
+OPENAI = "sk-proj-" + "Ab3De6Gh9J" * 5 + "x"
+VENDOR = "vendor_abcdefghijklmnopqrstuvwx"
+SECRETS = (ENTERPRISE, CLOUD, OPENAI, VENDOR)
+
+
+@pytest.fixture
+def https(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ssl.SSLContext:
+    """A server context for `localhost` and 127.0.0.1 whose CA the executor trusts; the
+    executor's CODEX_HOME is a fresh directory."""
+    authority = CertificateAuthority.make("credential masking test CA")
+    authority.write(tmp_path / "test-ca.pem")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    for host in ("localhost", "127.0.0.1"):
+        authority.issue(host).write(tmp_path / f"{host}.pem", tmp_path / f"{host}.key")
+    context.load_cert_chain(tmp_path / "localhost.pem", tmp_path / "localhost.key")
+    fallback = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    fallback.load_cert_chain(tmp_path / "127.0.0.1.pem", tmp_path / "127.0.0.1.key")
+
+    def by_name(sock: ssl.SSLObject, name: str | None, _: ssl.SSLContext) -> None:
+        if name is None:
+            sock.context = fallback
+
+    context.sni_callback = by_name  # type: ignore[assignment]
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "test-ca.pem"))
+    (tmp_path / "codex-home").mkdir()
+    monkeypatch.setenv("CODEX_HOME", str(tmp_path / "codex-home"))
+    return context
+
+
+def launch(**proxy: Any) -> Json:
+    return {"proxy": {**PROXY, "credentialMasking": True, **proxy}}
+
+
+async def run(client: WireClient, process_id: str, argv: list[str], **extra: Any) -> str:
+    response = await client.request("process/start", process_params(process_id, argv, **extra))
+    assert "result" in response, response
+    events = await client.process_events(process_id, timeout=30 * TIME)
+    return b"".join(
+        base64.b64decode(e["params"]["chunk"]) for e in events if e["method"] == "process/output"
+    ).decode()
+
+
+def received(server: HttpTestServer, header: str) -> list[tuple[str, str]]:
+    """(path, value of `header`) of every request the server got, in order."""
+    return [(r.path, (r.header(header) or [""])[0]) for r in server.requests]
+
+
+def curl(url: str, header: str, *, insecure: bool = False) -> str:
+    flags = "-sS -k" if insecure else "-sS"
+    return f'curl {flags} -o /dev/null -H "{header}" {url} || echo curl-failed'
+
+
+async def test_builtin_github_enterprise_token_swapped_only_in_tls_to_its_host(
+    start_server: StartServer, https: ssl.SSLContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    """GH_ENTERPRISE_TOKEN bound to GH_HOST=localhost: the child sees a dummy of the same shape;
+    curl and urllib over HTTPS to localhost (through the proxy, trusting its CA) deliver the real
+    token; the cloud token to the same host, the enterprise token to 127.0.0.1 (same server, not
+    bound) and over plain HTTP stay dummies."""
+    caplog.set_level(logging.DEBUG)
+    _, url = await start_server()
+    async with (
+        http_test_server({"/x": echo(), "/ip": echo()}, tls=https) as server,
+        http_test_server({"/plain": echo()}) as plain,
+        await WireClient.connect(url) as client,
+    ):
+        await client.initialize()
+        port = server.port
+        script = "; ".join(
+            [
+                'echo "E=$GH_ENTERPRISE_TOKEN C=$GH_TOKEN"',
+                curl(f"https://localhost:{port}/x", "Authorization: Bearer $GH_ENTERPRISE_TOKEN"),
+                curl(f"https://localhost:{port}/x", "Authorization: token $GH_TOKEN"),
+                curl(
+                    f"https://127.0.0.1:{port}/ip",
+                    "Authorization: Bearer $GH_ENTERPRISE_TOKEN",
+                    insecure=True,
+                ),
+                curl(
+                    f"http://localhost:{plain.port}/plain",
+                    "Authorization: Bearer $GH_ENTERPRISE_TOKEN",
+                ),
+                f'{sys.executable} -c "import os, urllib.request as u; '
+                f"u.urlopen(u.Request('https://localhost:{port}/x', headers={{'Authorization': "
+                "'token ' + os.environ['GH_ENTERPRISE_TOKEN']}))\"",
+            ]
+        )
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "GH_HOST": "localhost",
+            "GH_ENTERPRISE_TOKEN": ENTERPRISE,
+            "GH_TOKEN": CLOUD,
+        }
+        domains = {"localhost": "allow", "127.0.0.1": "allow"}
+        output = await run(
+            client, "gh", ["/bin/sh", "-c", script], env=env, networkProxy=launch(domains=domains)
+        )
+    first = output.splitlines()[0]
+    shown = dict(part.split("=", 1) for part in first.split())
+    assert "curl-failed" not in output, output
+    for name, real in (("E", ENTERPRISE), ("C", CLOUD)):
+        assert shown[name] != real and len(shown[name]) == len(real)
+        assert shown[name].startswith("ghp_")
+        assert [c.isdigit() for c in shown[name]] == [c.isdigit() for c in real]
+    assert received(server, "authorization") == [
+        ("/x", f"Bearer {ENTERPRISE}"),
+        ("/x", f"token {shown['C']}"),  # the cloud token is bound to GitHub, not localhost
+        ("/ip", f"Bearer {shown['E']}"),  # 127.0.0.1 is not the bound name: not intercepted
+        ("/x", f"token {ENTERPRISE}"),  # urllib
+    ]
+    assert received(plain, "authorization") == [("/plain", f"Bearer {shown['E']}")]
+    assert not any(secret in caplog.text for secret in SECRETS)
+
+
+async def test_custom_provider_header_with_prefix_only_under_its_url_prefix(
+    start_server: StartServer, https: ssl.SSLContext
+) -> None:
+    """A custom provider (env, pattern, URL prefix, `header` auth with a prefix): its dummy
+    matches the pattern, is swapped under the prefix and left alone elsewhere on the same host;
+    a value that does not match the pattern is not masked."""
+    _, url = await start_server()
+    async with (
+        http_test_server({"/v1/a": echo(), "/v2/b": echo()}, tls=https) as server,
+        await WireClient.connect(url) as client,
+    ):
+        await client.initialize()
+        port = server.port
+        providers = {
+            "vendor": {
+                "env": ["VENDOR_TOKEN", "VENDOR_OTHER"],
+                "patterns": ["vendor_[a-z]{24}"],
+                "url_prefixes": [f"https://localhost:{port}/v1"],
+                "auth": ["header"],
+                "header": "X-Api-Key",
+                "prefix": "Key ",
+            }
+        }
+        script = "; ".join(
+            [
+                'echo "V=$VENDOR_TOKEN O=$VENDOR_OTHER"',
+                curl(f"https://localhost:{port}/v1/a", "X-Api-Key: Key $VENDOR_TOKEN"),
+                curl(f"https://localhost:{port}/v2/b", "X-Api-Key: Key $VENDOR_TOKEN"),
+                curl(f"https://localhost:{port}/v1/a", "Authorization: Bearer $VENDOR_TOKEN"),
+            ]
+        )
+        env = {"PATH": "/usr/bin:/bin", "VENDOR_TOKEN": VENDOR, "VENDOR_OTHER": "not-a-match"}
+        proxy = launch(domains={"localhost": "allow"}, credentialProviders=providers)
+        output = await run(client, "v", ["/bin/sh", "-c", script], env=env, networkProxy=proxy)
+    assert "curl-failed" not in output, output
+    shown = dict(part.split("=", 1) for part in output.splitlines()[0].split())
+    dummy = shown["V"]
+    assert dummy != VENDOR and dummy.startswith("vendor_") and len(dummy) == len(VENDOR)
+    assert shown["O"] == "not-a-match"
+    assert received(server, "x-api-key") == [
+        ("/v1/a", f"Key {VENDOR}"),
+        ("/v2/b", f"Key {dummy}"),
+        ("/v1/a", ""),
+    ]
+    assert received(server, "authorization")[2] == ("/v1/a", f"Bearer {dummy}")  # not its auth
+
+
+async def test_ca_bundle_files_and_variables(
+    start_server: StartServer, https: ssl.SSLContext
+) -> None:
+    """The exported variables all name one bundle under $CODEX_HOME/proxy (owner-only files in
+    an owner-only directory): the system's roots followed by the executor's CA; no private key
+    is ever written; without secrets in the environment nothing else changes."""
+    _, url = await start_server()
+    async with await WireClient.connect(url) as client:
+        await client.initialize()
+        output = await run(client, "env", ["/usr/bin/env"], networkProxy=launch())
+    env = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
+    names = [
+        "SSL_CERT_FILE", "CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS",
+        "GIT_SSL_CAINFO", "PIP_CERT", "DENO_CERT", "BUNDLE_SSL_CA_CERT", "CARGO_HTTP_CAINFO",
+        "NPM_CONFIG_CAFILE", "CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE", "CODEX_CA_CERTIFICATE",
+    ]  # fmt: skip
+    bundle = Path(env["SSL_CERT_FILE"])
+    assert {env[name] for name in names} == {str(bundle)}
+    home = Path(os.environ["CODEX_HOME"]) / "proxy"
+    assert bundle.parent == home and bundle.name.startswith("ca-bundle-")
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    files = sorted(home.iterdir())
+    assert [p.name.startswith(("ca-", "ca-bundle-")) for p in files] == [True, True]
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert b"PRIVATE KEY" not in path.read_bytes()
+    [ca] = [p for p in files if p != bundle]
+    assert bundle.read_bytes().endswith(ca.read_bytes())
+    assert b"network_proxy MITM CA" in base64.b64decode(
+        b"".join(ca.read_bytes().splitlines()[1:-1])
+    )
+
+
+@pytest.mark.parametrize(
+    ("provider", "message"),
+    [
+        ({"env": [], "patterns": ["x{5}"]}, "credential provider `v` has no environment keys"),
+        (
+            {"env": ["A"], "patterns": ["x{5}"]},
+            "credential provider `v` has no destination URL prefixes",
+        ),
+        (
+            {"env": ["GH_TOKEN"], "patterns": ["x{5}"], "url_prefixes": ["https://a.test"]},
+            "credential provider `v` overlaps a built-in credential source",
+        ),
+        (
+            {"env": ["A"], "patterns": ["x*"], "url_prefixes": ["https://a.test"]},
+            "invalid credential pattern for provider `v`",
+        ),
+        (
+            {"env": ["A"], "patterns": ["x{5}"], "url_prefixes": ["ftp://a.test"]},
+            "invalid destination for credential provider `v`",
+        ),
+        (
+            {"env": ["A"], "patterns": ["x{5}"], "url_prefixes": ["https://a.test"], "prefix": "K"},
+            "credential provider `v` requires header authentication to use a header prefix",
+        ),
+    ],
+)
+async def test_unusable_custom_provider_refused(
+    start_server: StartServer, provider: Json, message: str
+) -> None:
+    """A provider the broker cannot use is refused up front (the reference starts the process
+    and masks nothing: deliberate difference `credential_masking_masks`)."""
+    _, url = await start_server()
+    async with await WireClient.connect(url) as client:
+        await client.initialize()
+        params = process_params(
+            "p", ["/bin/true"], networkProxy=launch(credentialProviders={"v": provider})
+        )
+        response = await client.request("process/start", params)
+    assert response["error"] == {
+        "code": -32602,
+        "message": f"invalid network proxy config: {message}",
+    }
