@@ -204,7 +204,8 @@ async def test_ca_bundle_files_and_variables(
     names = [
         "SSL_CERT_FILE", "CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS",
         "GIT_SSL_CAINFO", "PIP_CERT", "DENO_CERT", "BUNDLE_SSL_CA_CERT", "CARGO_HTTP_CAINFO",
-        "NPM_CONFIG_CAFILE", "CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE", "CODEX_CA_CERTIFICATE",
+        "NPM_CONFIG_CAFILE", "npm_config_cafile", "CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE",
+        "CODEX_CA_CERTIFICATE",
     ]  # fmt: skip
     bundle = Path(env["SSL_CERT_FILE"])
     assert {env[name] for name in names} == {str(bundle)}
@@ -265,3 +266,51 @@ async def test_unusable_custom_provider_refused(
         "code": -32602,
         "message": f"invalid network proxy config: {message}",
     }
+
+
+async def test_shell_snapshot_replays_dummies(
+    start_server: StartServer, https: ssl.SSLContext, tmp_path: Path
+) -> None:
+    """A login profile that exports secrets itself: the snapshot a masked command replays
+    carries dummies, a real value copied into another variable is masked too, and the swap
+    still works for the token the profile bound to GH_HOST=localhost."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".bash_profile").write_text(
+        f"export GH_HOST=localhost GH_ENTERPRISE_TOKEN={ENTERPRISE} OPENAI_API_KEY={OPENAI}\n"
+        f"export COPY={OPENAI}\n"
+    )
+    _, url = await start_server()
+    async with (
+        http_test_server({"/x": echo()}, tls=https) as server,
+        await WireClient.connect(url) as client,
+    ):
+        await client.initialize()
+        script = "; ".join(
+            [
+                'echo "E=$GH_ENTERPRISE_TOKEN O=$OPENAI_API_KEY C=$COPY"',
+                curl(
+                    f"https://localhost:{server.port}/x",
+                    "Authorization: Bearer $GH_ENTERPRISE_TOKEN",
+                ),
+            ]
+        )
+        snapshot = {"scopeId": "s", "shell": {"name": "bash", "path": "/bin/bash"}}
+        outputs = [
+            await run(
+                client,
+                f"s{index}",
+                ["/bin/bash", "-lc", script],
+                env={"PATH": "/usr/bin:/bin", "HOME": str(home)},
+                shellSnapshot=snapshot,
+                networkProxy=launch(domains={"localhost": "allow"}),
+            )
+            for index in range(2)  # the capture, then a replay of the cached snapshot
+        ]
+    for output in outputs:
+        assert "curl-failed" not in output, output
+        assert not any(secret in output for secret in SECRETS), output
+        shown = dict(part.split("=", 1) for part in output.splitlines()[0].split())
+        assert shown["E"].startswith("ghp_") and len(shown["E"]) == len(ENTERPRISE)
+        assert shown["O"].startswith("sk-proj-") and shown["C"] == shown["O"]
+    assert received(server, "authorization") == [("/x", f"Bearer {ENTERPRISE}")] * 2

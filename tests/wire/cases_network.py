@@ -170,6 +170,44 @@ async def network_proxy_child_environment(ctx: CaseContext) -> Any:
     return out
 
 
+_CA_BUNDLE = re.compile(r"^.*/proxy/ca-bundle-[0-9a-f]{64}\.pem$")
+
+
+@case
+async def network_proxy_credential_masking_environment(ctx: CaseContext) -> Any:
+    """With `credentialMasking`, the child also gets the CA bundle (`$CODEX_HOME/proxy/
+    ca-bundle-<sha256>.pem`) in the same 13 variables; variables no provider brokers (and
+    custom providers' variables whose values do not match) are left as they were. (Brokered
+    secrets differ on purpose: deliberate difference `credential_masking_masks`.)"""
+    client = await ctx.client()
+    providers = {
+        "v": {"env": ["VENDOR_KEY"], "patterns": ["v_[a-z]{8}"], "url_prefixes": ["https://a.test"]}
+    }
+    variants: list[tuple[Json, Json]] = [
+        ({"proxy": proxy(credentialMasking=True)}, {"K": "v"}),
+        (
+            {"proxy": proxy(credentialMasking=True, credentialProviders=providers)},
+            {"VENDOR_KEY": "no match", "GH_TOKEN": ""},
+        ),
+        ({"proxy": proxy(credentialMasking=False, credentialProviders=providers)}, {}),
+    ]
+    out = []
+    for index, (launch, env) in enumerate(variants):
+        response = await client.request(
+            "process/start",
+            start_params(ctx, f"m{index}", ["/usr/bin/env"], env=env, networkProxy=launch),
+        )
+        events = await client.process_events(f"m{index}")
+        output = "".join(o[1] for o in summarize(events)["output"])
+        shapes = _env_shapes(output)
+        bundles = {v for v in shapes["env"].values() if _CA_BUNDLE.match(v)}
+        shapes["env"] = {
+            k: "<bundle>" if _CA_BUNDLE.match(v) else v for k, v in shapes["env"].items()
+        }
+        out.append([{k: v for k, v in response.items() if k != "id"}, shapes, len(bundles)])
+    return out
+
+
 # -- decisions -------------------------------------------------------------------------------
 
 

@@ -945,6 +945,8 @@ class LocalExecBackend:
         self._placement = placement
         try:
             if snapshot is not None:
+                if network is not None and network.proxy.broker is not None:
+                    snapshot = _masked_snapshot(snapshot, network.proxy.broker, env)
                 data = snapshot.render(pty_env(env) if spec.tty else env)
                 run = _Run(
                     shell_snapshot.restore_argv(snapshot.shell, spec.argv),
@@ -1586,6 +1588,19 @@ class _Run:
 
     argv: list[str]
     extra_fds: tuple[tuple[int, int], ...]
+
+
+def _masked_snapshot(snapshot: Snapshot, broker: CredentialBroker, env: dict[str, str]) -> Snapshot:
+    """`snapshot` as a credential-masked child replays it: secrets its profile exported become
+    dummies too (the broker learns them), and real values anywhere else in it are replaced."""
+    view = {**snapshot.exports, **env}
+    broker.virtualize(view)
+    return dataclasses.replace(
+        snapshot,
+        exports={name: broker.mask_text(view[name]) for name in snapshot.exports},
+        functions=broker.mask_text(snapshot.functions),
+        aliases=[broker.mask_text(alias) for alias in snapshot.aliases],
+    )
 
 
 def _check_network_members(params: ProcessStartParams) -> None:
