@@ -67,6 +67,7 @@ from execserver.local.env_policy import build_child_env
 from execserver.local.input_wait import InputWatch, Reader
 from execserver.local.journal import JournalStore
 from execserver.local.memory import ByteBudget
+from execserver.local.network.options import ExecutorNetworkOptions
 from execserver.local.output_log import OutputLog, RetainedOutputBudget
 from execserver.local.output_wait import compile_pattern, wait_on_output
 from execserver.local.pty import (
@@ -656,12 +657,14 @@ class LocalExecBackend:
         stdin_budget: ByteBudget | None = None,
         telemetry: Telemetry | None = None,
         kill_grace_s: float = DEFAULT_KILL_GRACE_S,
+        network: ExecutorNetworkOptions | None = None,
         directory: ProcessDirectory | None = None,
         journals: JournalStore | None = None,
         principal: str = "",
     ) -> None:
         self._reaper = reaper
         self._kill_grace_s = kill_grace_s
+        self._network = network or ExecutorNetworkOptions()
         self._placement: Placement = NO_PLACEMENT
         self._output_budget = output_budget
         self._stdin_budget = stdin_budget
@@ -772,7 +775,10 @@ class LocalExecBackend:
         )
         self._check_new_id(params.process_id)
         if params.network_proxy is not None:
-            _refuse_unsupported_proxy_features(params.network_proxy)
+            managed = sandbox is not None and params.enforce_managed_network
+            _refuse_unsupported_proxy_features(
+                params.network_proxy, transparent=managed and self._network.transparent_tcp
+            )
         extras = self._extras(params)
         if params.size is not None:
             spec = dataclasses.replace(spec, size=(params.size.rows, params.size.cols))
@@ -812,7 +818,11 @@ class LocalExecBackend:
         assert launch is not None
         try:
             proxy = ManagedProxy.start(
-                params.process_id, launch, lambda: self.network_peer, self._server_env
+                params.process_id,
+                launch,
+                lambda: self.network_peer,
+                self._server_env,
+                tcp_upstream=self._network.tcp_upstream,
             )
         except OSError as exc:
             raise InternalError(f"failed to start the network proxy: {exc.strerror}") from None
@@ -1646,10 +1656,12 @@ def _check_network_members(params: ProcessStartParams) -> None:
             )
 
 
-def _refuse_unsupported_proxy_features(launch: RemoteNetworkProxyLaunchConfig) -> None:
+def _refuse_unsupported_proxy_features(
+    launch: RemoteNetworkProxyLaunchConfig, *, transparent: bool = False
+) -> None:
     """Proxy features this executor does not have (their capabilities are false): refused
     clearly rather than run with less than was asked (docs/protocol.md, Capabilities)."""
-    if launch.proxy.transparent_tcp:
+    if launch.proxy.transparent_tcp or transparent:
         raise InvalidParams(
             "transparent TCP is not supported by this executor "
             "(capability networkProxyTransparentTcp is false)"

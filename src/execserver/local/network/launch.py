@@ -23,7 +23,7 @@ from execserver.local.network import proxy_http, socks5
 from execserver.local.network.credentials import CredentialBroker, compile_providers
 from execserver.local.network.decisions import Gatekeeper
 from execserver.local.network.policy import NetworkPolicy
-from execserver.local.network.relay import Streams, UpstreamProxies, close
+from execserver.local.network.relay import HttpProxy, Streams, UpstreamProxies, close
 from execserver.protocol.network import RemoteNetworkProxyLaunchConfig
 from execserver.tasks import OwnerClosed, TaskOwner
 
@@ -119,6 +119,7 @@ class ManagedProxy:
         snapshot: ProxySnapshot,
         upstream: UpstreamProxies | None,
         broker: CredentialBroker | None = None,
+        tcp_upstream: HttpProxy | None = None,
     ) -> None:
         self.gate = gate
         self.snapshot = snapshot
@@ -127,6 +128,8 @@ class ManagedProxy:
         self.broker = broker
         """The credential broker, with `credentialMasking` (filled by `broker.virtualize()`
         from the child's environment before the child starts)."""
+        self.tcp_upstream = tcp_upstream
+        """The HTTP CONNECT proxy SOCKS5 connections must go through (`--tcp-upstream-proxy`)."""
         self._loop = asyncio.get_running_loop()
         self._listeners: list[socket.socket] = []
         self._tasks = TaskOwner(f"network proxy of process {gate.process_id}")
@@ -139,6 +142,8 @@ class ManagedProxy:
         launch: RemoteNetworkProxyLaunchConfig,
         peer: Callable[[], NetworkPolicyPeer | None],
         executor_env: Mapping[str, str],
+        *,
+        tcp_upstream: HttpProxy | None = None,
     ) -> ManagedProxy:
         """Bind the listeners and start serving. Raises `PolicyConfigError` for a config the
         policy refuses, `OSError` if the listeners cannot be made. With `allowUpstreamProxy`,
@@ -165,7 +170,7 @@ class ManagedProxy:
             config.allow_local_binding,
         )
         upstream = UpstreamProxies(executor_env) if config.allow_upstream_proxy else None
-        proxy = cls(gate, snapshot, upstream, broker)
+        proxy = cls(gate, snapshot, upstream, broker, tcp_upstream)
         proxy.adopt(http, socks)
         return proxy
 
@@ -173,7 +178,8 @@ class ManagedProxy:
         """Serve these listening sockets too (made elsewhere, e.g. in a sandbox's network
         namespace); the proxy owns them from now on."""
         http_handler: Handler = functools.partial(proxy_http.serve, broker=self.broker)
-        for sock, handler in ((http, http_handler), (socks, socks5.serve)):
+        socks_handler: Handler = functools.partial(socks5.serve, via=self.tcp_upstream)
+        for sock, handler in ((http, http_handler), (socks, socks_handler)):
             if sock is None:
                 continue
             if self._closed:

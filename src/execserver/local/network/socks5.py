@@ -79,9 +79,12 @@ async def serve(
     gate: Gatekeeper,
     client: str,
     _upstream: relay.UpstreamProxies | None,
+    *,
+    via: relay.HttpProxy | None = None,
 ) -> None:
-    """Serve one client connection: the handshake, the decision, then the relay (always
-    direct: an upstream HTTP proxy is for HTTP and CONNECT)."""
+    """Serve one client connection: the handshake, the decision, then the relay (direct: the
+    executor's HTTP proxies are for HTTP and CONNECT; through `via`, the mandatory TCP
+    upstream of `--tcp-upstream-proxy`, when given)."""
     reader, writer = streams
     try:
         version, count = await reader.readexactly(2)
@@ -110,7 +113,7 @@ async def serve(
             writer.write(reply(NOT_ALLOWED_BY_RULESET))
             return
         try:
-            destination = await relay.open_upstream(host, port)
+            destination = await relay.open_upstream(host, port, via=via)
         except TimeoutError:
             writer.write(reply(TTL_EXPIRED))
             return
