@@ -9,6 +9,7 @@ bound to, paths outside a provider's prefixes and plain HTTP only ever see the d
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import os
@@ -314,3 +315,100 @@ async def test_shell_snapshot_replays_dummies(
         assert shown["E"].startswith("ghp_") and len(shown["E"]) == len(ENTERPRISE)
         assert shown["O"].startswith("sk-proj-") and shown["C"] == shown["O"]
     assert received(server, "authorization") == [("/x", f"Bearer {ENTERPRISE}")] * 2
+
+
+class HostMapper:
+    """An HTTP CONNECT proxy that takes every tunnel, whatever it names, to one local port:
+    the executor's own upstream proxy in the test, so `api.github.com` reaches the test's
+    server (no DNS or internet needed). Records the names asked for."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.asked: list[str] = []
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            self.asked.append(head.split(b" ", 2)[1].decode())
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.port)
+            writer.write(b"HTTP/1.1 200 OK\r\n\r\n")
+
+            async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+                dst.close()
+
+            await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+
+async def test_builtin_cloud_hosts_through_a_mapped_upstream(
+    start_server: StartServer,
+    https: ssl.SSLContext,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """GH_TOKEN and OPENAI_API_KEY against their real host names (api.github.com,
+    api.openai.com), which the executor's own upstream proxy (`allowUpstreamProxy`) maps to the
+    test's HTTPS server: each real value arrives only at its own host."""
+    authority = CertificateAuthority.make("cloud hosts test CA")
+    authority.write(tmp_path / "cloud-ca.pem")
+    contexts = {}
+    for host in ("api.github.com", "api.openai.com"):
+        authority.issue(host).write(tmp_path / f"{host}.pem", tmp_path / f"{host}.key")
+        contexts[host] = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        contexts[host].load_cert_chain(tmp_path / f"{host}.pem", tmp_path / f"{host}.key")
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(tmp_path / "api.github.com.pem", tmp_path / "api.github.com.key")
+
+    def by_name(sock: ssl.SSLObject, name: str | None, _: ssl.SSLContext) -> None:
+        if name in contexts:
+            sock.context = contexts[name]
+
+    server_context.sni_callback = by_name  # type: ignore[assignment]
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "cloud-ca.pem"))
+    _, url = await start_server()
+    async with http_test_server(
+        {"/user": echo(), "/v1/models": echo()}, tls=server_context
+    ) as server:
+        mapper = HostMapper(server.port)
+        async with mapper as mapper_url, await WireClient.connect(url) as client:
+            monkeypatch.setenv("HTTPS_PROXY", mapper_url)
+            await client.initialize()
+            script = "; ".join(
+                [
+                    curl("https://api.github.com/user", "Authorization: token $GH_TOKEN"),
+                    curl(
+                        "https://api.openai.com/v1/models", "Authorization: Bearer $OPENAI_API_KEY"
+                    ),
+                    curl("https://api.openai.com/v1/models", "Authorization: token $GH_TOKEN"),
+                    'echo "G=$GH_TOKEN"',
+                ]
+            )
+            domains = {"api.github.com": "allow", "api.openai.com": "allow"}
+            proxy = launch(domains=domains, allowUpstreamProxy=True, allowLocalBinding=True)
+            env = {"PATH": "/usr/bin:/bin", "GH_TOKEN": CLOUD, "OPENAI_API_KEY": OPENAI}
+            output = await run(client, "c", ["/bin/sh", "-c", script], env=env, networkProxy=proxy)
+    assert "curl-failed" not in output, output
+    dummy = output.splitlines()[-1].removeprefix("G=")
+    assert dummy != CLOUD and len(dummy) == len(CLOUD)
+    assert received(server, "authorization") == [
+        ("/user", f"token {CLOUD}"),
+        ("/v1/models", f"Bearer {OPENAI}"),
+        ("/v1/models", f"token {dummy}"),  # the GitHub token is not OpenAI's
+    ]
+    assert mapper.asked == ["api.github.com:443", "api.openai.com:443", "api.openai.com:443"]
