@@ -162,12 +162,13 @@ DELIBERATE_DIFFERENCES: dict[str, str] = {
     "credential_masking_masks": (
         "With `proxy.credentialMasking`, GH_TOKEN, GITHUB_TOKEN, GH_ENTERPRISE_TOKEN, "
         "GITHUB_ENTERPRISE_TOKEN (with GH_HOST), OPENAI_API_KEY and the variables of custom "
-        "providers reach the child as dummies of the same shape, and the proxy swaps the real "
-        "value back only inside TLS to the bound hosts. The reference 0.171 exports its CA bundle "
-        "but, in every probe, leaves the secrets in the environment as they were. A custom "
+        "providers reach every child as dummies, whatever it runs. The reference 0.171 masks "
+        "only `bash -c` commands (the app-server's non-login form; compared in "
+        "network_proxy_credential_masking_bash): a program run directly (`/usr/bin/env`), "
+        "`sh -c`, a login shell with or without a shell snapshot get the real values. A custom "
         "provider the broker cannot use (no env keys, no patterns, no destination, a pattern "
         "matching the empty string, a non-https prefix, ...) is refused with -32602; the "
-        "reference accepts any well-typed provider and masks nothing. Tested in "
+        "reference accepts it and silently masks nothing for it. Tested in "
         "tests/server/test_credential_masking.py."
     ),
 }
@@ -679,7 +680,8 @@ async def test_credential_masking_masks(ours: ServerProcess) -> None:
     env = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
     assert "/proxy/ca-bundle-" in env["SSL_CERT_FILE"]
     dummy = env["GITHUB_TOKEN"]
-    assert dummy != _SECRET and dummy.startswith("ghp_") and len(dummy) == len(_SECRET)
+    assert dummy != _SECRET and dummy.startswith("ghp_masked") and len(dummy) == len(_SECRET)
+    assert env["CODEX_NETWORK_PROXY_CREDENTIAL_BROKER_ACTIVE"] == "1"
 
 
 @pytest.mark.reference
@@ -691,7 +693,8 @@ async def test_credential_masking_masks_reference(reference: ServerProcess) -> N
     assert "result" in response and code == 0
     env = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
     assert "/proxy/ca-bundle-" in env["SSL_CERT_FILE"]
-    assert env["GITHUB_TOKEN"] == _SECRET  # exported as given: nothing was masked
+    assert env["GITHUB_TOKEN"] == _SECRET  # a direct program: nothing was masked
+    assert "CODEX_NETWORK_PROXY_CREDENTIAL_BROKER_ACTIVE" not in env
 
 
 async def _netclient(url: str, ops: list[str], proxy: dict[str, Any]) -> list[Any]:

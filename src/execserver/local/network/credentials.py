@@ -4,11 +4,13 @@ child's environment are replaced by dummies, and where the proxy swaps the real 
 Built-in providers (codex 0.171's): `GH_TOKEN`/`GITHUB_TOKEN` bound to github.com,
 api.github.com and `*.ghe.com`; `GH_ENTERPRISE_TOKEN`/`GITHUB_ENTERPRISE_TOKEN` bound to the
 host `GH_HOST` names (unless that is a GitHub cloud host); `OPENAI_API_KEY` bound to
-api.openai.com. A dummy keeps the real value's shape: its known prefix (`ghp_`, `github_pat_`,
-`sk-proj-`, ...), its length (at least 40 for GitHub, 51 for OpenAI) and, position by position,
-the class of each character (digit, upper, lower; punctuation kept), with random letters and
-digits. The real value goes back into `Authorization` (any scheme; Basic credentials are decoded
-and re-encoded) only when the header carries that credential's dummy.
+api.openai.com. A dummy is shaped as the reference's: the value's known prefix (`ghp_`,
+`github_pat_`, ..., `sk-`, `sk-proj-`), `masked`, then random letters and digits up to the real
+value's length (at least 40 for GitHub, 51 for OpenAI); the same secret gets the same dummy in
+every process of this executor. The child also gets `CODEX_NETWORK_PROXY_CREDENTIAL_BROKER_ACTIVE=1`
+and `CODEX_NETWORK_PROXY_BROKERED_CREDENTIALS` (which variables hold dummies). The real value goes
+back into `Authorization` (any scheme; Basic credentials are decoded and re-encoded) only when the
+header carries that credential's dummy.
 
 Custom providers (`proxy.credentialProviders`, `credentialMaskingCustomProviders`) name the
 variables (`env`), the shapes a value must have in full (`patterns`, regular expressions in
@@ -26,6 +28,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import json
 import random
 import re
 import re._constants as c  # type: ignore[import-not-found]  # the stdlib's own regex parser
@@ -33,7 +37,8 @@ import re._parser as sre_parse  # type: ignore[import-not-found]
 import secrets
 import string
 import urllib.parse
-from collections.abc import Iterable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +62,12 @@ BUILTIN_ENV_KEYS = frozenset(
     }
 )
 AUTH_METHODS = ("bearer", "token", "basic", "header")
+BROKER_ACTIVE_ENV = "CODEX_NETWORK_PROXY_CREDENTIAL_BROKER_ACTIVE"
+BROKERED_ENV = "CODEX_NETWORK_PROXY_BROKERED_CREDENTIALS"
+ALIAS = "@alias:"
+DUMMY_MARK = "masked"
+MAX_REMEMBERED_DUMMIES = 1024
+_ALPHANUMERIC = string.ascii_letters + string.digits
 MAX_PATTERN_BYTES = 2048
 MAX_REPEAT = 64
 DUMMY_ATTEMPTS = 64
@@ -181,22 +192,12 @@ def _swap_authorization(value: str, dummy: str, real: str, schemes: frozenset[st
 # -- dummies ---------------------------------------------------------------------------------
 
 
-def shaped_dummy(real: str, prefix: str, minimum_length: int) -> str:
-    """A random value shaped like `real`: `prefix`, then per position the class of `real`'s
-    character there (non-alphanumerics kept), lower-case letters past its end."""
-    length = max(len(real), minimum_length, len(prefix) + 16)
-    out = [prefix]
-    for index in range(len(prefix), length):
-        template = real[index] if index < len(real) else "a"
-        if template.isascii() and template.isdigit():
-            out.append(secrets.choice(string.digits))
-        elif template.isascii() and template.isupper():
-            out.append(secrets.choice(string.ascii_uppercase))
-        elif template.isascii() and not template.isalnum():
-            out.append(template)
-        else:
-            out.append(secrets.choice(string.ascii_lowercase))
-    return "".join(out)
+def masked_dummy(real: str, prefix: str, minimum_length: int) -> str:
+    """The reference's dummy for a built-in secret: `prefix`, `masked`, then random letters
+    and digits up to the real value's length (at least `minimum_length`)."""
+    head = prefix + DUMMY_MARK
+    length = max(len(real), minimum_length, len(head) + 16)
+    return head + "".join(secrets.choice(_ALPHANUMERIC) for _ in range(length - len(head)))
 
 
 def github_prefix(value: str) -> str:
@@ -212,11 +213,11 @@ def openai_prefix(value: str) -> str:
 
 
 def github_dummy(real: str) -> str:
-    return shaped_dummy(real, github_prefix(real), GITHUB_TOKEN_MIN_LENGTH)
+    return masked_dummy(real, github_prefix(real), GITHUB_TOKEN_MIN_LENGTH)
 
 
 def openai_dummy(real: str) -> str:
-    return shaped_dummy(real, openai_prefix(real), OPENAI_API_KEY_MIN_LENGTH)
+    return masked_dummy(real, openai_prefix(real), OPENAI_API_KEY_MIN_LENGTH)
 
 
 def _generate(pattern: str) -> str:
@@ -445,6 +446,26 @@ class Credential:
     placement: Placement
 
 
+_dummies: OrderedDict[bytes, str] = OrderedDict()
+"""Dummies handed out by this executor, by a hash of (variable, real value): the same secret
+gets the same dummy in every process, as the reference's broker gives it (no real value is
+kept here)."""
+
+
+def _remembered(name: str, real: str, make_dummy: Callable[[str], str | None]) -> str | None:
+    key = hashlib.sha256(f"{name}\0{real}".encode()).digest()
+    dummy = _dummies.get(key)
+    if dummy is None:
+        dummy = make_dummy(real)
+        if dummy is None:
+            return None
+        _dummies[key] = dummy
+        while len(_dummies) > MAX_REMEMBERED_DUMMIES:
+            _dummies.popitem(last=False)
+    _dummies.move_to_end(key)
+    return dummy
+
+
 def _usable(value: str) -> bool:
     """A value that can travel in a header (printable ASCII, no spaces)."""
     return bool(value) and value.isascii() and value.isprintable() and " " not in value
@@ -468,32 +489,29 @@ class CredentialBroker:
             else None
         )
         for name in ("GH_TOKEN", "GITHUB_TOKEN"):
-            self._mask(
-                env, name, cloud, authorization, lambda v: shaped_dummy(v, github_prefix(v), 40)
-            )
+            self._mask(env, name, cloud, authorization, github_dummy)
         if enterprise is not None:
             for name in ("GH_ENTERPRISE_TOKEN", "GITHUB_ENTERPRISE_TOKEN"):
-                self._mask(
-                    env,
-                    name,
-                    enterprise,
-                    authorization,
-                    lambda v: shaped_dummy(v, github_prefix(v), 40),
-                )
+                self._mask(env, name, enterprise, authorization, github_dummy)
         openai = Binding(hosts=frozenset({OPENAI_API_HOST}))
-        self._mask(
-            env,
-            "OPENAI_API_KEY",
-            openai,
-            authorization,
-            lambda v: shaped_dummy(v, openai_prefix(v), 51),
-        )
+        self._mask(env, "OPENAI_API_KEY", openai, authorization, openai_dummy)
         for provider in self._providers:
             binding = provider.binding(env)
             if binding is None:
                 continue
             for name in provider.env:
                 self._mask(env, name, binding, provider.placement, provider.dummy)
+        env[BROKER_ACTIVE_ENV] = "1"
+        env[BROKERED_ENV] = self.marker(env)
+
+    def marker(self, env: Mapping[str, str]) -> str:
+        """`CODEX_NETWORK_PROXY_BROKERED_CREDENTIALS`: the variables of `env` that hold one of
+        this broker's dummies, each also as `@alias:NAME`, as `[[name, dummy], ...]` sorted by
+        name (the reference's marker, which nested launches read to recognise dummies)."""
+        dummies = {c.dummy for c in self.credentials}
+        held = [(name, value) for name, value in env.items() if value in dummies]
+        entries = sorted([*held, *((f"{ALIAS}{name}", value) for name, value in held)])
+        return json.dumps([list(entry) for entry in entries], separators=(",", ":"))
 
     def _mask(
         self,
@@ -501,7 +519,7 @@ class CredentialBroker:
         name: str,
         binding: Binding,
         placement: Placement,
-        make_dummy: Any,
+        make_dummy: Callable[[str], str | None],
     ) -> None:
         value = env.get(name, "").strip()
         if not _usable(value) or any(c.dummy == value for c in self.credentials):
@@ -509,7 +527,7 @@ class CredentialBroker:
         existing = next(
             (c for c in self.credentials if c.real == value and c.binding == binding), None
         )
-        dummy = existing.dummy if existing is not None else make_dummy(value)
+        dummy = existing.dummy if existing is not None else _remembered(name, value, make_dummy)
         if not dummy or dummy == value:
             return
         self.credentials.append(Credential(name, value, dummy, binding, placement))
