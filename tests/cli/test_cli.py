@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -107,25 +108,16 @@ def test_cli_rejects_bad_tcp_upstream_proxy_reference(value: str, message: str) 
 
 
 @pytest.mark.parametrize("kind", ["ours", "reference"])
-async def test_cli_accepts_the_0171_network_flags(kind: str, tmp_path: object) -> None:
+async def test_cli_accepts_the_0171_network_flags(kind: str, tmp_path: Path) -> None:
     """`--linux-sandbox-transparent-tcp` and a valid `--tcp-upstream-proxy` start the server."""
     if kind == "reference":
         require_reference()
     extra = ["--linux-sandbox-transparent-tcp", "--tcp-upstream-proxy", "[::1]:3128"]
-    command = (ours_command if kind == "ours" else reference_command)(extra=extra)
-    process = await asyncio.create_subprocess_exec(
-        *command,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    assert process.stdout is not None
+    server = await start_server(kind, tmp_path, extra=extra)
     try:
-        line = await asyncio.wait_for(process.stdout.readline(), 20)
-        assert line.decode().startswith("ws://127.0.0.1:")
+        assert server.url.startswith("ws://127.0.0.1:")
     finally:
-        process.kill()
-        await process.wait()
+        await server.stop()
 
 
 def test_cli_rejects_bad_exit_on_stdin_close_env() -> None:

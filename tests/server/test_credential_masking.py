@@ -21,11 +21,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import TIME
 from tests.harness.httpserver import HttpTestServer, echo, http_test_server
-from tests.harness.tls import CertificateAuthority
+from tests.harness.tls import server_context
 from tests.harness.wire import Json, WireClient, process_params
 from tests.server.conftest import StartServer
+from tests.server.test_network_proxy import run
 from tests.wire.cases_network import PROXY
 
 ENTERPRISE = "ghp_Enterprise0123456789abcdefghijklmnopq"
@@ -39,20 +39,7 @@ SECRETS = (ENTERPRISE, CLOUD, OPENAI, VENDOR)
 def https(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ssl.SSLContext:
     """A server context for `localhost` and 127.0.0.1 whose CA the executor trusts; the
     executor's CODEX_HOME is a fresh directory."""
-    authority = CertificateAuthority.make("credential masking test CA")
-    authority.write(tmp_path / "test-ca.pem")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    for host in ("localhost", "127.0.0.1"):
-        authority.issue(host).write(tmp_path / f"{host}.pem", tmp_path / f"{host}.key")
-    context.load_cert_chain(tmp_path / "localhost.pem", tmp_path / "localhost.key")
-    fallback = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    fallback.load_cert_chain(tmp_path / "127.0.0.1.pem", tmp_path / "127.0.0.1.key")
-
-    def by_name(sock: ssl.SSLObject, name: str | None, _: ssl.SSLContext) -> None:
-        if name is None:
-            sock.context = fallback
-
-    context.sni_callback = by_name  # type: ignore[assignment]
+    context = server_context(tmp_path, ["localhost", "127.0.0.1"], ca_name="test-ca.pem")
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "test-ca.pem"))
     (tmp_path / "codex-home").mkdir()
     monkeypatch.setenv("CODEX_HOME", str(tmp_path / "codex-home"))
@@ -61,15 +48,6 @@ def https(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ssl.SSLContext:
 
 def launch(**proxy: Any) -> Json:
     return {"proxy": {**PROXY, "credentialMasking": True, **proxy}}
-
-
-async def run(client: WireClient, process_id: str, argv: list[str], **extra: Any) -> str:
-    response = await client.request("process/start", process_params(process_id, argv, **extra))
-    assert "result" in response, response
-    events = await client.process_events(process_id, timeout=30 * TIME)
-    return b"".join(
-        base64.b64decode(e["params"]["chunk"]) for e in events if e["method"] == "process/output"
-    ).decode()
 
 
 def received(server: HttpTestServer, header: str) -> list[tuple[str, str]]:
@@ -364,26 +342,10 @@ async def test_builtin_cloud_hosts_through_a_mapped_upstream(
     """GH_TOKEN and OPENAI_API_KEY against their real host names (api.github.com,
     api.openai.com), which the executor's own upstream proxy (`allowUpstreamProxy`) maps to the
     test's HTTPS server: each real value arrives only at its own host."""
-    authority = CertificateAuthority.make("cloud hosts test CA")
-    authority.write(tmp_path / "cloud-ca.pem")
-    contexts = {}
-    for host in ("api.github.com", "api.openai.com"):
-        authority.issue(host).write(tmp_path / f"{host}.pem", tmp_path / f"{host}.key")
-        contexts[host] = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        contexts[host].load_cert_chain(tmp_path / f"{host}.pem", tmp_path / f"{host}.key")
-    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_context.load_cert_chain(tmp_path / "api.github.com.pem", tmp_path / "api.github.com.key")
-
-    def by_name(sock: ssl.SSLObject, name: str | None, _: ssl.SSLContext) -> None:
-        if name in contexts:
-            sock.context = contexts[name]
-
-    server_context.sni_callback = by_name  # type: ignore[assignment]
+    cloud = server_context(tmp_path, ["api.github.com", "api.openai.com"], ca_name="cloud-ca.pem")
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "cloud-ca.pem"))
     _, url = await start_server()
-    async with http_test_server(
-        {"/user": echo(), "/v1/models": echo()}, tls=server_context
-    ) as server:
+    async with http_test_server({"/user": echo(), "/v1/models": echo()}, tls=cloud) as server:
         mapper = HostMapper(server.port)
         async with mapper as mapper_url, await WireClient.connect(url) as client:
             monkeypatch.setenv("HTTPS_PROXY", mapper_url)

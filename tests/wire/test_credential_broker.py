@@ -14,7 +14,6 @@ import base64
 import os
 import re
 import shutil
-import ssl
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import pytest
 from tests.conftest import TIME, require_reference
 from tests.harness.httpserver import HttpTestServer, echo, http_test_server
 from tests.harness.servers import CACHE_DIR, running_server
-from tests.harness.tls import CertificateAuthority
+from tests.harness.tls import server_context
 from tests.harness.wire import Json, WireClient, process_params
 from tests.wire.cases_network import PROXY
 
@@ -115,20 +114,7 @@ async def test_broker_swaps_like_the_reference(tmp_path: Path) -> None:
     over plain HTTP and to 127.0.0.1 (not the bound name); a custom provider's header with its
     prefix: real under its URL prefix, dummy outside it."""
     require_reference()
-    authority = CertificateAuthority.make("credential broker differential CA")
-    authority.write(tmp_path / "ca.pem")
-    for host in ("localhost", "127.0.0.1"):
-        authority.issue(host).write(tmp_path / f"{host}.pem", tmp_path / f"{host}.key")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(tmp_path / "localhost.pem", tmp_path / "localhost.key")
-    by_address = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    by_address.load_cert_chain(tmp_path / "127.0.0.1.pem", tmp_path / "127.0.0.1.key")
-
-    def no_name(sock: ssl.SSLObject, name: str | None, _: ssl.SSLContext) -> None:
-        if name is None:
-            sock.context = by_address
-
-    context.sni_callback = no_name  # type: ignore[assignment]
+    context = server_context(tmp_path, ["localhost", "127.0.0.1"])
     routes = {"/v1/a": echo(), "/v2/b": echo()}
     async with (
         http_test_server(routes, tls=context) as tls,

@@ -29,6 +29,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from execserver.private_file import write_private_file
+
 CA_COMMON_NAME = "network_proxy MITM CA"
 CA_BUNDLE_ENV_NAMES = (
     "SSL_CERT_FILE",
@@ -48,6 +50,7 @@ CA_BUNDLE_ENV_NAMES = (
 """The variables a credential-masked child gets, all naming the bundle (codex 0.171's set)."""
 MAX_CACHED_LEAVES = 64
 LEAF_VALIDITY = datetime.timedelta(days=30)
+CA_VALIDITY = datetime.timedelta(days=3650)
 _SYSTEM_BUNDLES = (
     "/etc/ssl/certs/ca-certificates.crt",
     "/etc/pki/tls/certs/ca-bundle.crt",
@@ -70,42 +73,81 @@ def _system_roots() -> bytes:
     return b""
 
 
+def make_authority(
+    common_name: str, validity: datetime.timedelta
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A new self-signed EC P-256 CA certificate (valid from a day ago) and its key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + validity)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return key, certificate
+
+
+def issue_server_certificate(
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca: x509.Certificate,
+    host: str,
+    validity: datetime.timedelta,
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A server certificate for `host` (a DNS name or an IP address) signed by `ca`, and its
+    new key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    try:
+        alt: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        alt = x509.DNSName(host)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host[:64])]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + validity)
+        .add_extension(x509.SubjectAlternativeName([alt]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    return key, certificate
+
+
 class CertificateAuthority:
     """The in-memory CA and its per-host leaf certificates (thread-safe)."""
 
     def __init__(self) -> None:
-        self._key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CA_COMMON_NAME)])
-        now = datetime.datetime.now(datetime.UTC)
-        self._name = name
-        self.certificate = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(self._key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=3650))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(self._key.public_key()), critical=False
-            )
-            .sign(self._key, hashes.SHA256())
-        )
+        self._key, self.certificate = make_authority(CA_COMMON_NAME, CA_VALIDITY)
         self.pem = self.certificate.public_bytes(serialization.Encoding.PEM)
         self._leaves: OrderedDict[str, ssl.SSLContext] = OrderedDict()
         self._lock = threading.Lock()
@@ -126,8 +168,8 @@ class CertificateAuthority:
                 os.chmod(directory, 0o700)
                 ca_name = f"ca-{hashlib.sha256(self.pem).hexdigest()}.pem"
                 bundle_name = f"ca-bundle-{hashlib.sha256(bundle).hexdigest()}.pem"
-                _write_private(directory / ca_name, self.pem)
-                _write_private(directory / bundle_name, bundle)
+                write_private_file(str(directory / ca_name), self.pem)
+                write_private_file(str(directory / bundle_name), bundle)
             except OSError as exc:
                 raise CertificateAuthorityError(
                     f"cannot write the proxy CA under {directory}: {exc.strerror or exc}"
@@ -150,29 +192,7 @@ class CertificateAuthority:
         return context
 
     def _make_leaf_context(self, host: str) -> ssl.SSLContext:
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.UTC)
-        try:
-            alt: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
-        except ValueError:
-            alt = x509.DNSName(host)
-        leaf = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host[:64])]))
-            .issuer_name(self._name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + LEAF_VALIDITY)
-            .add_extension(x509.SubjectAlternativeName([alt]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
-                critical=False,
-            )
-            .sign(self._key, hashes.SHA256())
-        )
+        key, leaf = issue_server_certificate(self._key, self.certificate, host, LEAF_VALIDITY)
         chain = leaf.public_bytes(serialization.Encoding.PEM) + self.pem
         key_pem = key.private_bytes(
             serialization.Encoding.PEM,
@@ -189,20 +209,6 @@ class CertificateAuthority:
         finally:
             os.close(fd)
         return context
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically, readable by the owner only."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
 
 
 _authority: CertificateAuthority | None = None
