@@ -36,12 +36,58 @@ def _curl(url: str, header: str, *flags: str) -> str:
     return " ".join(["curl -sS -o /dev/null", *flags, f'-H "{header}"', url, "|| echo failed"])
 
 
-async def _observe(kind: str, tmp_path: Path, tls: HttpTestServer, plain: HttpTestServer) -> Any:
-    tls.requests.clear()
-    plain.requests.clear()
+CHILD_ENV = {
+    "PATH": "/usr/bin:/bin",
+    "GH_HOST": "localhost",
+    "GH_ENTERPRISE_TOKEN": ENTERPRISE,
+    "VENDOR_TOKEN": VENDOR,
+}
+
+
+def _masked(value: str) -> str:
+    return _DUMMY.sub(lambda m: m[0] if m[0] in (ENTERPRISE, VENDOR) else "<dummy>", value)
+
+
+def _seen(server: HttpTestServer) -> list[Any]:
+    """(method, path, credential headers with dummies masked) of every request, in order."""
+    return [
+        (r.method, r.path, _masked(";".join(r.header("authorization") + r.header("x-api-key"))))
+        for r in server.requests
+    ]
+
+
+async def _run_under(kind: str, tmp_path: Path, script: str, proxy: Json) -> tuple[str, Any]:
+    """Run `bash -c script` with CHILD_ENV under `kind`'s managed proxy (credential masking on,
+    `proxy` added); its output and the audited decisions (timestamp and client left out)."""
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     home = tempfile.mkdtemp(prefix="cred-home-", dir=CACHE_DIR)
     env = {**os.environ, "SSL_CERT_FILE": str(tmp_path / "ca.pem"), "CODEX_HOME": home}
+    launch = {"proxy": {**PROXY, "credentialMasking": True, **proxy}}
+    params = process_params("c", ["/bin/bash", "-c", script], env=CHILD_ENV, networkProxy=launch)
+    try:
+        async with (
+            running_server(kind, tmp_path, env=env) as server,
+            await WireClient.connect(server.url) as client,
+        ):
+            await client.initialize()
+            response = await client.request("process/start", params)
+            assert "result" in response, response
+            events = await client.process_events("c", timeout=30 * TIME)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    output = b"".join(
+        base64.b64decode(e["params"]["chunk"]) for e in events if e["method"] == "process/output"
+    ).decode()
+    decisions = [
+        {k: v for k, v in m["params"].items() if k not in ("timestamp", "client")}
+        for m in client.notifications("network/policyDecision", processId="c")
+    ]
+    return output, decisions
+
+
+async def _observe(kind: str, tmp_path: Path, tls: HttpTestServer, plain: HttpTestServer) -> Any:
+    tls.requests.clear()
+    plain.requests.clear()
     https = f"https://localhost:{tls.port}"
     script = "; ".join(
         [
@@ -66,46 +112,12 @@ async def _observe(kind: str, tmp_path: Path, tls: HttpTestServer, plain: HttpTe
             "prefix": "Key ",
         }
     }
-    launch: Json = {
-        "proxy": {
-            **PROXY,
-            "credentialMasking": True,
-            "credentialProviders": providers,
-            "domains": {"localhost": "allow", "127.0.0.1": "allow"},
-        }
+    proxy = {
+        "credentialProviders": providers,
+        "domains": {"localhost": "allow", "127.0.0.1": "allow"},
     }
-    child_env = {
-        "PATH": "/usr/bin:/bin",
-        "GH_HOST": "localhost",
-        "GH_ENTERPRISE_TOKEN": ENTERPRISE,
-        "VENDOR_TOKEN": VENDOR,
-    }
-    params = process_params("c", ["/bin/bash", "-c", script], env=child_env, networkProxy=launch)
-    try:
-        async with (
-            running_server(kind, tmp_path, env=env) as server,
-            await WireClient.connect(server.url) as client,
-        ):
-            await client.initialize()
-            response = await client.request("process/start", params)
-            assert "result" in response, response
-            events = await client.process_events("c", timeout=30 * TIME)
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
-    output = b"".join(
-        base64.b64decode(e["params"]["chunk"]) for e in events if e["method"] == "process/output"
-    ).decode()
-
-    def masked(value: str) -> str:
-        return _DUMMY.sub(lambda m: m[0] if m[0] in (ENTERPRISE, VENDOR) else "<dummy>", value)
-
-    def seen(server: HttpTestServer) -> list[Any]:
-        return [
-            (r.path, masked(";".join(r.header("authorization") + r.header("x-api-key"))))
-            for r in server.requests
-        ]
-
-    return {"output": output, "tls": seen(tls), "plain": seen(plain)}
+    output, _ = await _run_under(kind, tmp_path, script, proxy)
+    return {"output": output, "tls": _seen(tls), "plain": _seen(plain)}
 
 
 @pytest.mark.reference
@@ -126,10 +138,69 @@ async def test_broker_swaps_like_the_reference(tmp_path: Path) -> None:
     assert mine == {
         "output": "E=ghp_masked V=31\n",
         "tls": [
-            ("/v1/a", f"Bearer {ENTERPRISE}"),
-            ("/v1/a", "token <dummy>"),
-            ("/v1/a", f"Key {VENDOR}"),
-            ("/v2/b", "Key <dummy>"),
+            ("GET", "/v1/a", f"Bearer {ENTERPRISE}"),
+            ("GET", "/v1/a", "token <dummy>"),
+            ("GET", "/v1/a", f"Key {VENDOR}"),
+            ("GET", "/v2/b", "Key <dummy>"),
         ],
-        "plain": [("/plain", "Bearer <dummy>")],
+        "plain": [("GET", "/plain", "Bearer <dummy>")],
     }
+
+
+@pytest.mark.reference
+async def test_limited_mode_checks_each_intercepted_request_like_the_reference(
+    tmp_path: Path,
+) -> None:
+    """In limited mode a CONNECT to a bound host is intercepted instead of refused (the
+    reference's `MITM required` no longer applies); inside it GET goes on with the real value,
+    POST and PUT get the mode's `403` and reach nothing; only the CONNECTs are audited."""
+    require_reference()
+    context = server_context(tmp_path, ["localhost"])
+    async with http_test_server({"/x": echo()}, tls=context) as tls:
+        url = f"https://localhost:{tls.port}/x"
+        curl = (
+            "curl -sS --http1.1 -o /dev/null -w '%{http_code} %header{x-proxy-error}\\n'"
+            ' -H "Authorization: Bearer $GH_ENTERPRISE_TOKEN"'
+        )
+        script = f"{curl} {url}; {curl} -X POST -d a=b {url}; {curl} -X PUT {url}"
+        proxy = {"mode": "limited", "domains": {"localhost": "allow"}}
+        observed = {}
+        for kind in ("reference", "ours"):
+            tls.requests.clear()
+            output, decisions = await _run_under(kind, tmp_path, script, proxy)
+            observed[kind] = (output.splitlines(), decisions, _seen(tls))
+    assert observed["ours"] == observed["reference"]
+    assert observed["ours"][0] == [
+        "200 ",
+        "403 blocked-by-method-policy",
+        "403 blocked-by-method-policy",
+    ]
+    assert [d["method"] for d in observed["ours"][1]] == ["CONNECT"] * 3
+    assert observed["ours"][2] == [("GET", "/x", f"Bearer {ENTERPRISE}")]
+
+
+@pytest.mark.reference
+async def test_intercepted_tls_speaks_http1(tmp_path: Path) -> None:
+    """Deliberate difference `credential_broker_http1_only`: inside an intercepted tunnel our
+    proxy offers only HTTP/1.1 (ALPN), the reference HTTP/2 too; a client offering both gets
+    1.1 from us and 2 from the reference, the same answer and the same swap either way."""
+    require_reference()
+    context = server_context(tmp_path, ["localhost"])
+    async with http_test_server({"/x": echo()}, tls=context) as tls:
+        url = f"https://localhost:{tls.port}/x"
+        script = (
+            "curl -sS -o /dev/null -w '%{http_version} %{http_code}\\n'"
+            f' -H "Authorization: Bearer $GH_ENTERPRISE_TOKEN" {url}'
+        )
+        observed = {}
+        for kind in ("reference", "ours"):
+            tls.requests.clear()
+            output, _ = await _run_under(
+                kind, tmp_path, script, {"domains": {"localhost": "allow"}}
+            )
+            observed[kind] = (output, _seen(tls))
+    assert observed["ours"][0] == "1.1 200\n"
+    assert observed["reference"][0] == "2 200\n"
+    assert (
+        observed["ours"][1] == observed["reference"][1] == [("GET", "/x", f"Bearer {ENTERPRISE}")]
+    )

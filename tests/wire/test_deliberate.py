@@ -159,6 +159,11 @@ DELIBERATE_DIFFERENCES: dict[str, str] = {
         "SOCKS5 UDP ASSOCIATE is answered 07 (command not supported) even with "
         "`enableSocks5Udp`: the managed proxy relays TCP only. The reference opens a UDP relay."
     ),
+    "credential_broker_http1_only": (
+        "Inside a tunnel the credential broker intercepts, our proxy speaks HTTP/1.1 only (ALPN "
+        "http/1.1); the reference also offers HTTP/2. Clients fall back; answers and swaps are "
+        "the same. Tested in tests/wire/test_credential_broker.py."
+    ),
     "credential_masking_masks": (
         "With `proxy.credentialMasking`, GH_TOKEN, GITHUB_TOKEN, GH_ENTERPRISE_TOKEN, "
         "GITHUB_ENTERPRISE_TOKEN (with GH_HOST), OPENAI_API_KEY and the variables of custom "

@@ -13,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Callable
 
 import h11
 
 from execserver.local.network import proxy_http, relay, responses
 from execserver.local.network.certs import CertificateAuthority
 from execserver.local.network.credentials import CredentialBroker
+from execserver.local.network.decisions import MODE_GUARD, Attempt, Verdict
+from execserver.local.network.policy import METHOD_NOT_ALLOWED
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +35,17 @@ async def server_context(authority: CertificateAuthority, host: str) -> ssl.SSLC
 
 async def intercept(
     streams: relay.Streams,
-    host: str,
-    port: int,
+    tunnel: Attempt,
     *,
     context: ssl.SSLContext,
     broker: CredentialBroker,
     via: relay.HttpProxy | None,
+    method_allowed: Callable[[str], bool],
 ) -> None:
-    """Serve the tunnel to `host:port` as its TLS server until the client is done.
+    """Serve the allowed CONNECT `tunnel` as its TLS server until the client is done. In
+    limited mode (`method_allowed` says no) a request with another method than a safe one gets
+    the mode's `403`
+    (`blocked-by-method-policy`, not audited, as the reference answers) and goes nowhere.
 
     Must be called right after the tunnel's `200` is written, with no await in between: bytes
     of the client's handshake read into the plain stream before TLS starts would be lost."""
@@ -62,6 +68,7 @@ async def intercept(
     protocol.connection_made(transport)  # start_tls does not: the reader learns its transport
     tls_writer = asyncio.StreamWriter(transport, protocol, reader, loop)
     tls_streams = (reader, tls_writer)
+    host, port = tunnel.host, tunnel.port
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=proxy_http.MAX_HEAD_BYTES)
     authority_text = proxy_http.authority_text(host, port)
     try:
@@ -69,6 +76,11 @@ async def intercept(
             event = await proxy_http.next_event(conn, reader)
             if not isinstance(event, h11.Request):
                 return
+            if not method_allowed(event.method.decode("latin-1")):
+                refusal = Verdict(False, METHOD_NOT_ALLOWED, MODE_GUARD)
+                await proxy_http.refuse(conn, tls_streams, tunnel, refusal)
+                conn.start_next_cycle()
+                continue
             headers = list(event.headers)
             target = event.target.decode("latin-1")
             broker.inject(host, port, target, headers)

@@ -97,7 +97,7 @@ def _send(conn: h11.Connection, writer: asyncio.StreamWriter, *events: h11.Event
     writer.write(b"".join(conn.send(event) or b"" for event in events))
 
 
-async def _refuse(
+async def refuse(
     conn: h11.Connection, streams: relay.Streams, attempt: Attempt, verdict: Verdict
 ) -> None:
     """The `403`; the rest of the request is read and dropped (so the connection can go on)."""
@@ -179,7 +179,7 @@ async def _forward(
     if verdict.allowed and not gate.policy.method_allowed(method):
         verdict = gate.refuse_by_mode(attempt, METHOD_NOT_ALLOWED)
     if not verdict.allowed:
-        await _refuse(conn, streams, attempt, verdict)
+        await refuse(conn, streams, attempt, verdict)
         return
     tls = scheme == "https"
     via = None if upstream is None else upstream.for_target(host, tls=tls)
@@ -283,14 +283,16 @@ async def _tunnel(
     await next_event(conn, streams[0])  # the CONNECT's end of message
     attempt = Attempt("https_connect", normalize_host(host), port, "CONNECT", client)
     verdict = await gate.check_destination(attempt)
-    if verdict.allowed and gate.policy.limited:
-        # Limited mode allows only safe methods, which it cannot see inside TLS.
+    intercepted = broker is not None and broker.intercepts(host, port)
+    if verdict.allowed and gate.policy.limited and not intercepted:
+        # Limited mode allows only safe methods, which it cannot see inside TLS it does not
+        # intercept (an intercepted tunnel has each request checked, as the reference does).
         verdict = gate.refuse_by_mode(attempt, MITM_REQUIRED)
     if not verdict.allowed:
-        await _refuse(conn, streams, attempt, verdict)
+        await refuse(conn, streams, attempt, verdict)
         return
     context = None
-    if broker is not None and broker.intercepts(host, port):
+    if intercepted:
         from execserver.local.network import certs, mitm
 
         context = await mitm.server_context(certs.authority(), host)
@@ -303,7 +305,14 @@ async def _tunnel(
     via = None if upstream is None else upstream.for_target(host, tls=True)
     if broker is not None and context is not None and not already:
         # No await before this: the client's TLS handshake must reach the TLS layer.
-        await mitm.intercept(streams, host, port, context=context, broker=broker, via=via)
+        await mitm.intercept(
+            streams,
+            attempt,
+            context=context,
+            broker=broker,
+            via=via,
+            method_allowed=gate.policy.method_allowed,
+        )
         raise Ended
     try:
         destination = await relay.open_upstream(host, port, via=via)
