@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import require_bwrap
 from tests.harness.httpserver import HttpTestServer, echo, http_test_server
 from tests.harness.tls import server_context
 from tests.harness.wire import Json, WireClient, process_params
@@ -373,3 +374,46 @@ async def test_builtin_cloud_hosts_through_a_mapped_upstream(
         ("/v1/models", f"token {dummy}"),  # the GitHub token is not OpenAI's
     ]
     assert mapper.asked == ["api.github.com:443", "api.openai.com:443", "api.openai.com:443"]
+
+
+async def test_managed_sandbox_sees_the_bundle(
+    start_server: StartServer, https: ssl.SSLContext
+) -> None:
+    """Under a managed sandbox whose filesystem view is minimal, the CA bundle the variables
+    name is readable (as in the reference), so the swap works from inside the sandbox too."""
+    require_bwrap()
+    minimal_view = {
+        "permissions": {
+            "type": "managed",
+            "file_system": {
+                "type": "restricted",
+                "entries": [
+                    {"path": {"type": "special", "value": {"kind": "minimal"}}, "access": "read"}
+                ],
+            },
+            "network": "enabled",
+        },
+        "windowsSandboxLevel": "disabled",
+    }
+    _, url = await start_server()
+    async with (
+        http_test_server({"/x": echo()}, tls=https) as server,
+        await WireClient.connect(url) as client,
+    ):
+        await client.initialize()
+        script = curl(
+            f"https://localhost:{server.port}/x", "Authorization: Bearer $GH_ENTERPRISE_TOKEN"
+        )
+        env = {"PATH": "/usr/bin:/bin", "GH_HOST": "localhost", "GH_ENTERPRISE_TOKEN": ENTERPRISE}
+        output = await run(
+            client,
+            "m",
+            ["/bin/sh", "-c", script],
+            env=env,
+            cwd="file:///",
+            sandbox=minimal_view,
+            enforceManagedNetwork=True,
+            networkProxy=launch(domains={"localhost": "allow"}),
+        )
+    assert "curl-failed" not in output, output
+    assert received(server, "authorization") == [("/x", f"Bearer {ENTERPRISE}")]

@@ -788,7 +788,7 @@ class LocalExecBackend:
             env.update(network.proxy.snapshot.env())
             if network.proxy.broker is not None:
                 try:
-                    env.update(self._credential_env(network.proxy.broker, env))
+                    env.update(self._credential_env(network.proxy, env))
                 except BaseException:
                     self._release_proxy(network)
                     raise
@@ -830,9 +830,11 @@ class LocalExecBackend:
         confined = params.sandbox is not None and params.enforce_managed_network
         return _Network(proxy, confined)
 
-    def _credential_env(self, broker: CredentialBroker, env: dict[str, str]) -> dict[str, str]:
-        """Credential masking: the CA bundle's variables, and `env`'s secrets replaced by their
-        dummies (`broker` remembers the real values)."""
+    def _credential_env(self, proxy: ManagedProxy, env: dict[str, str]) -> dict[str, str]:
+        """Credential masking: the CA bundle's variables (the bundle is noted on `proxy`), and
+        `env`'s secrets replaced by their dummies (its broker remembers the real values)."""
+        broker = proxy.broker
+        assert broker is not None
         from execserver.errors import CodexHomeInvalid
         from execserver.local.discovery import codex_home
         from execserver.local.network.certs import CertificateAuthorityError, authority, ca_env
@@ -841,6 +843,7 @@ class LocalExecBackend:
             bundle = authority().bundle(os.fsdecode(codex_home(self._server_env)))
         except (CodexHomeInvalid, CertificateAuthorityError) as exc:
             raise InternalError(f"failed to start the network proxy: {exc}") from None
+        proxy.ca_bundle = str(bundle)
         masked = dict(env)
         broker.virtualize(masked)
         masked.update(ca_env(bundle))
@@ -1117,6 +1120,9 @@ class LocalExecBackend:
         bridge = None
         if network is not None and network.confined:
             bridge = PortBridge(network.proxy.snapshot.ports)
+        if network is not None and network.proxy.ca_bundle is not None:
+            # The CA bundle the child's TLS clients are pointed at must be readable there.
+            policy = sandbox_launch.with_readable(policy, os.fsencode(network.proxy.ca_bundle))
         argv0 = run.argv[0]
         if not argv0:
             raise StartFailed(

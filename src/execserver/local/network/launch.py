@@ -128,6 +128,8 @@ class ManagedProxy:
         self.broker = broker
         """The credential broker, with `credentialMasking` (filled by `broker.virtualize()`
         from the child's environment before the child starts)."""
+        self.ca_bundle: str | None = None
+        """With `broker`: the CA bundle file the child is pointed at (set when it is written)."""
         self.tcp_upstream = tcp_upstream
         """The HTTP CONNECT proxy SOCKS5 connections must go through (`--tcp-upstream-proxy`)."""
         self._loop = asyncio.get_running_loop()
