@@ -122,15 +122,9 @@ class Binding:
     hosts: frozenset[str] = frozenset()
     destinations: tuple[Destination, ...] = ()
 
-    def matches_host(self, host: str, port: int) -> bool:
-        """Whether a connection to `host:port` may carry the credential (decides interception)."""
-        if self.github_cloud and (host in GITHUB_CLOUD_HOSTS or host.endswith(".ghe.com")):
-            return True
-        if host in self.hosts:
-            return True
-        return any(d.matches(host, port, None) for d in self.destinations)
-
-    def matches_request(self, host: str, port: int, path: str) -> bool:
+    def matches(self, host: str, port: int, path: str | None = None) -> bool:
+        """Whether a request to `host:port` (`path`: its target; None: any, which decides
+        whether a tunnel is intercepted) may carry the credential."""
         if self.github_cloud and (host in GITHUB_CLOUD_HOSTS or host.endswith(".ghe.com")):
             return True
         if host in self.hosts:
@@ -542,7 +536,7 @@ class CredentialBroker:
     def intercepts(self, host: str, port: int) -> bool:
         """Whether TLS to `host:port` must be intercepted (a credential may go there)."""
         host = normalize_host(host)
-        return any(c.binding.matches_host(host, port) for c in self.credentials)
+        return any(c.binding.matches(host, port) for c in self.credentials)
 
     def inject(self, host: str, port: int, target: str, headers: list[tuple[bytes, bytes]]) -> int:
         """Swap dummies for real values in `headers` (in place) where the request's URL is
@@ -550,7 +544,7 @@ class CredentialBroker:
         host = normalize_host(host)
         swapped = 0
         for credential in self.credentials:
-            if credential.binding.matches_request(host, port, target) and credential.placement.swap(
+            if credential.binding.matches(host, port, target) and credential.placement.swap(
                 headers, credential.dummy, credential.real
             ):
                 swapped += 1
