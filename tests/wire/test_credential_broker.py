@@ -97,6 +97,8 @@ async def _observe(kind: str, tmp_path: Path, tls: HttpTestServer, plain: HttpTe
             ),
             _curl(f"https://127.0.0.1:{tls.port}/v1/a", "Authorization: token $GH_ENTERPRISE_TOKEN",
                   "-k"),
+            _curl(f"{https}/v1/a", "Authorization: Bearer $GH_ENTERPRISE_TOKEN",
+                  '-x "$ALL_PROXY"'),
             _curl(f"{https}/v1/a", "X-Api-Key: Key $VENDOR_TOKEN"),
             _curl(f"{https}/v2/b", "X-Api-Key: Key $VENDOR_TOKEN"),
             'echo "E=${GH_ENTERPRISE_TOKEN:0:10} V=${#VENDOR_TOKEN}"',
@@ -122,9 +124,9 @@ async def _observe(kind: str, tmp_path: Path, tls: HttpTestServer, plain: HttpTe
 
 @pytest.mark.reference
 async def test_broker_swaps_like_the_reference(tmp_path: Path) -> None:
-    """GH_ENTERPRISE_TOKEN (bound to GH_HOST=localhost): real inside TLS to localhost, dummy
-    over plain HTTP and to 127.0.0.1 (not the bound name); a custom provider's header with its
-    prefix: real under its URL prefix, dummy outside it."""
+    """GH_ENTERPRISE_TOKEN (bound to GH_HOST=localhost): real inside TLS to localhost (through
+    CONNECT and through SOCKS5), dummy over plain HTTP and to 127.0.0.1 (not the bound name); a
+    custom provider's header with its prefix: real under its URL prefix, dummy outside it."""
     require_reference()
     context = server_context(tmp_path, ["localhost", "127.0.0.1"])
     routes = {"/v1/a": echo(), "/v2/b": echo()}
@@ -140,6 +142,7 @@ async def test_broker_swaps_like_the_reference(tmp_path: Path) -> None:
         "tls": [
             ("GET", "/v1/a", f"Bearer {ENTERPRISE}"),
             ("GET", "/v1/a", "token <dummy>"),
+            ("GET", "/v1/a", f"Bearer {ENTERPRISE}"),  # through SOCKS5
             ("GET", "/v1/a", f"Key {VENDOR}"),
             ("GET", "/v2/b", "Key <dummy>"),
         ],

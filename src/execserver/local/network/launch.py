@@ -180,7 +180,9 @@ class ManagedProxy:
         """Serve these listening sockets too (made elsewhere, e.g. in a sandbox's network
         namespace); the proxy owns them from now on."""
         http_handler: Handler = functools.partial(proxy_http.serve, broker=self.broker)
-        socks_handler: Handler = functools.partial(socks5.serve, via=self.tcp_upstream)
+        socks_handler: Handler = functools.partial(
+            socks5.serve, via=self.tcp_upstream, broker=self.broker
+        )
         for sock, handler in ((http, http_handler), (socks, socks_handler)):
             if sock is None:
                 continue

@@ -1,8 +1,9 @@
-"""TLS interception for the credential broker: a CONNECT tunnel to a host a masked credential
-is bound to is answered with TLS under a leaf certificate of the executor's CA (certs.py); each
-HTTP/1.1 request read inside it gets its dummies swapped for the real values where the request's
-URL is bound (credentials.py), and is sent on to the destination over a fresh, verified TLS
-connection (through the executor's own proxy when the launch allows one).
+"""TLS interception for the credential broker: a CONNECT tunnel (or SOCKS5 connection) to a
+host a masked credential is bound to is answered with TLS under a leaf certificate of the
+executor's CA (certs.py); each HTTP/1.1 request read inside it gets its dummies swapped for the
+real values where the request's URL is bound (credentials.py), and is sent on to the
+destination over a fresh, verified TLS connection (through the executor's own proxy when the
+launch allows one, or the mandatory TCP upstream for SOCKS5).
 
 A client that does not trust the CA fails its handshake: nothing is sent anywhere. Headers are
 never logged.
@@ -42,7 +43,8 @@ async def intercept(
     via: relay.HttpProxy | None,
     method_allowed: Callable[[str], bool],
 ) -> None:
-    """Serve the allowed CONNECT `tunnel` as its TLS server until the client is done. In
+    """Serve the allowed `tunnel` (a CONNECT or a SOCKS5 connection) as its TLS server until
+    the client is done. In
     limited mode (`method_allowed` says no) a request with another method than a safe one gets
     the mode's `403`
     (`blocked-by-method-policy`, not audited, as the reference answers) and goes nowhere.

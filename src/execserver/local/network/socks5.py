@@ -12,6 +12,7 @@ import socket
 import struct
 
 from execserver.local.network import relay
+from execserver.local.network.credentials import CredentialBroker
 from execserver.local.network.decisions import Attempt, Gatekeeper
 from execserver.local.network.policy import METHOD_NOT_ALLOWED, normalize_host
 
@@ -81,10 +82,12 @@ async def serve(
     _upstream: relay.UpstreamProxies | None,
     *,
     via: relay.HttpProxy | None = None,
+    broker: CredentialBroker | None = None,
 ) -> None:
     """Serve one client connection: the handshake, the decision, then the relay (direct: the
     executor's HTTP proxies are for HTTP and CONNECT; through `via`, the mandatory TCP
-    upstream of `--tcp-upstream-proxy`, when given)."""
+    upstream of `--tcp-upstream-proxy`, when given). With a `broker`, a connection to a host
+    its credentials are bound to is intercepted as TLS (mitm.py), as the reference does."""
     reader, writer = streams
     try:
         version, count = await reader.readexactly(2)
@@ -111,6 +114,21 @@ async def serve(
         verdict = await gate.check_destination(attempt)
         if not verdict.allowed:
             writer.write(reply(NOT_ALLOWED_BY_RULESET))
+            return
+        if broker is not None and broker.intercepts(host, port):
+            from execserver.local.network import certs, mitm
+
+            context = await mitm.server_context(certs.authority(), host)
+            writer.write(reply(SUCCEEDED))
+            # No await before this: the client's TLS handshake must reach the TLS layer.
+            await mitm.intercept(
+                streams,
+                attempt,
+                context=context,
+                broker=broker,
+                via=via,
+                method_allowed=gate.policy.method_allowed,
+            )
             return
         try:
             destination = await relay.open_upstream(host, port, via=via)
