@@ -29,6 +29,7 @@ from tests.wire.cases_network import PROXY
 
 ENTERPRISE = "ghp_Enterprise0123456789abcdefghijklmnopq"
 VENDOR = "vendor_abcdefghijklmnopqrstuvwx"
+BASIC = base64.b64encode(f"x-access-token:{ENTERPRISE}".encode()).decode()
 _DUMMY = re.compile(r"ghp_masked[A-Za-z0-9]+|vendor_[a-z]{24}")
 
 
@@ -99,6 +100,7 @@ async def _observe(kind: str, tmp_path: Path, tls: HttpTestServer, plain: HttpTe
                   "-k"),
             _curl(f"{https}/v1/a", "Authorization: Bearer $GH_ENTERPRISE_TOKEN",
                   '-x "$ALL_PROXY"'),
+            f'curl -sS -o /dev/null -u "x-access-token:$GH_ENTERPRISE_TOKEN" {https}/v1/a',
             _curl(f"{https}/v1/a", "X-Api-Key: Key $VENDOR_TOKEN"),
             _curl(f"{https}/v2/b", "X-Api-Key: Key $VENDOR_TOKEN"),
             'echo "E=${GH_ENTERPRISE_TOKEN:0:10} V=${#VENDOR_TOKEN}"',
@@ -143,6 +145,7 @@ async def test_broker_swaps_like_the_reference(tmp_path: Path) -> None:
             ("GET", "/v1/a", f"Bearer {ENTERPRISE}"),
             ("GET", "/v1/a", "token <dummy>"),
             ("GET", "/v1/a", f"Bearer {ENTERPRISE}"),  # through SOCKS5
+            ("GET", "/v1/a", f"Basic {BASIC}"),  # as git sends a token
             ("GET", "/v1/a", f"Key {VENDOR}"),
             ("GET", "/v2/b", "Key <dummy>"),
         ],
