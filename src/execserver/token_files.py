@@ -16,6 +16,8 @@ import secrets
 import stat
 from collections.abc import Callable
 
+from execserver.private_file import write_private_file
+
 MIN_TOKEN_BYTES = 16
 NEW_TOKEN_BYTES = 32
 
@@ -91,21 +93,7 @@ def write_token_file(path: str, token: str, *, replace: bool = False) -> None:
         with os.fdopen(fd, "wb") as file:
             file.write(data)
         return
-    directory = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
+    write_private_file(path, data)
 
 
 __all__ = [

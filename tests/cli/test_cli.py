@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -76,6 +77,47 @@ def test_cli_rejects_zero_concurrent_requests() -> None:
     )
     assert result.returncode == 2
     assert b"number would be zero for non-zero type" in result.stderr
+
+
+TCP_UPSTREAM_ERRORS = [
+    ("foo", "missing port"),
+    ("h:0", "TCP upstream proxy port must be nonzero"),
+    ("h:99999", "parse port as u16"),
+    ("h:x", "parse port as u16"),
+]
+
+
+@pytest.mark.parametrize(("value", "message"), TCP_UPSTREAM_ERRORS)
+def test_cli_rejects_bad_tcp_upstream_proxy(value: str, message: str) -> None:
+    """--tcp-upstream-proxy HOST:PORT: a usage error (status 2) in the reference's words."""
+    command = ours_command(extra=["--tcp-upstream-proxy", value])
+    result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, timeout=20)
+    assert result.returncode == 2
+    [line] = result.stderr.decode().splitlines()[-1:]
+    assert f"invalid value {value!r}: {message}" in line, line
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize(("value", "message"), TCP_UPSTREAM_ERRORS)
+def test_cli_rejects_bad_tcp_upstream_proxy_reference(value: str, message: str) -> None:
+    require_reference()
+    command = reference_command(extra=["--tcp-upstream-proxy", value])
+    result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, timeout=20)
+    assert result.returncode == 2
+    assert message in result.stderr.decode()
+
+
+@pytest.mark.parametrize("kind", ["ours", "reference"])
+async def test_cli_accepts_the_0171_network_flags(kind: str, tmp_path: Path) -> None:
+    """`--linux-sandbox-transparent-tcp` and a valid `--tcp-upstream-proxy` start the server."""
+    if kind == "reference":
+        require_reference()
+    extra = ["--linux-sandbox-transparent-tcp", "--tcp-upstream-proxy", "[::1]:3128"]
+    server = await start_server(kind, tmp_path, extra=extra)
+    try:
+        assert server.url.startswith("ws://127.0.0.1:")
+    finally:
+        await server.stop()
 
 
 def test_cli_rejects_bad_exit_on_stdin_close_env() -> None:

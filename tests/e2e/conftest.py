@@ -159,15 +159,15 @@ def app_version(executor_kind: str) -> str:
 
 def e2e_setup(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, dict[str, str]]:
     """What a test's `e2e_setup` marker asks for: the app-server config's `[features]` table
-    (and any more `config` text), and executor environment variables (`HOME`, a directory
-    holding the given files)."""
+    (and any more `config` text), and executor environment variables (`executor_env`, and
+    `HOME`, a directory holding the given `executor_home` files)."""
     marker = request.node.get_closest_marker("e2e_setup")
     if marker is None:
         return "", {}
     features = marker.kwargs.get("features", [])
     config = "\n[features]\n" + "".join(f"{name} = true\n" for name in features) if features else ""
     config += marker.kwargs.get("config", "")
-    env: dict[str, str] = {}
+    env: dict[str, str] = dict(marker.kwargs.get("executor_env", {}))
     files: dict[str, str] = marker.kwargs.get("executor_home", {})
     if files:
         home = tmp_path / "executor-home"

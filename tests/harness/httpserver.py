@@ -25,6 +25,7 @@ import gzip
 import random
 import re
 import socket
+import ssl
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -331,7 +332,9 @@ def deterministic_bytes(size: int, seed: int = 0) -> bytes:
 
 
 class HttpTestServer:
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self.tls = tls
+        """Serve HTTPS with this context (plain HTTP without)."""
         self.routes: dict[str, Handler] = {}
         self.requests: list[RecordedRequest] = []
         self.port = 0
@@ -387,7 +390,7 @@ class HttpTestServer:
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
-            self._serve, "127.0.0.1", 0, limit=1 << 20, reuse_address=True
+            self._serve, "127.0.0.1", 0, limit=1 << 20, reuse_address=True, ssl=self.tls
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -481,10 +484,11 @@ class HttpTestServer:
 
 @contextlib.asynccontextmanager
 async def http_test_server(
-    routes: dict[str, Handler] | None = None,
+    routes: dict[str, Handler] | None = None, *, tls: ssl.SSLContext | None = None
 ) -> AsyncIterator[HttpTestServer]:
-    """A started `HttpTestServer`, closed (every connection and handler) on exit."""
-    server = HttpTestServer()
+    """A started `HttpTestServer` (HTTPS with `tls`), closed (every connection and handler) on
+    exit."""
+    server = HttpTestServer(tls)
     for path, handler in (routes or {}).items():
         server.route(path, handler)
     await server.start()

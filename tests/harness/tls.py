@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+
+from execserver.local.network.certs import issue_server_certificate, make_authority
 
 _LIFETIME = datetime.timedelta(days=1)
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -50,36 +48,7 @@ class CertificateAuthority:
 
     @classmethod
     def make(cls, common_name: str) -> CertificateAuthority:
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.UTC)
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(_name(common_name))
-            .issuer_name(_name(common_name))
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + _LIFETIME)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
-            )
-            .sign(key, hashes.SHA256())
-        )
+        key, certificate = make_authority(common_name, _LIFETIME)
         return cls(certificate, key)
 
     def write(self, path: Path) -> None:
@@ -87,29 +56,36 @@ class CertificateAuthority:
 
     def issue(self, host: str) -> ServerCertificate:
         """A server certificate for `host` (an IP address or a DNS name), signed by this CA."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        try:
-            alt: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
-        except ValueError:
-            alt = x509.DNSName(host)
-        now = datetime.datetime.now(datetime.UTC)
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(_name(host))
-            .issuer_name(self.certificate.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + _LIFETIME)
-            .add_extension(x509.SubjectAlternativeName([alt]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
-                critical=False,
-            )
-            .sign(self.key, hashes.SHA256())
-        )
+        key, certificate = issue_server_certificate(self.key, self.certificate, host, _LIFETIME)
         return ServerCertificate(certificate, key)
+
+
+def server_context(directory: Path, hosts: list[str], *, ca_name: str = "ca.pem") -> ssl.SSLContext:
+    """A TLS server context presenting a certificate per name in `hosts` (chosen by SNI; the
+    first for a client that sends none, or an IP address's when it names one), all signed by a
+    new CA written to `directory / ca_name` for the clients to trust."""
+    authority = CertificateAuthority.make(f"test CA for {', '.join(hosts)}")
+    authority.write(directory / ca_name)
+    contexts: dict[str, ssl.SSLContext] = {}
+    for host in hosts:
+        authority.issue(host).write(directory / f"{host}.pem", directory / f"{host}.key")
+        contexts[host] = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        contexts[host].load_cert_chain(directory / f"{host}.pem", directory / f"{host}.key")
+    addresses = [h for h in hosts if _is_address(h)]
+
+    def by_name(sock: ssl.SSLObject, name: str | None, _: ssl.SSLContext) -> None:
+        chosen = contexts.get(name) if name else (contexts[addresses[0]] if addresses else None)
+        if chosen is not None:
+            sock.context = chosen
+
+    context = contexts[hosts[0]]
+    context.sni_callback = by_name  # type: ignore[assignment]
+    return context
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

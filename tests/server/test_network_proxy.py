@@ -237,3 +237,98 @@ async def test_upstream_proxy_of_the_executor(
             for m in client.notifications("network/policyDecision", processId="a")
         ]
         assert ours == ["allow", "allow", "allow"]
+
+
+async def test_tcp_upstream_proxy_carries_every_socks_connection(
+    start_server: StartServer,
+) -> None:
+    """`serve --tcp-upstream-proxy HOST:PORT`: SOCKS5 TCP connections leave only through that
+    HTTP CONNECT proxy (here another server's managed proxy, which audits them); plain HTTP
+    through the HTTP listener stays direct (the upstream sees only the SOCKS connection)."""
+    from execserver.local.network.options import ExecutorNetworkOptions, parse_tcp_upstream
+    from tests.wire.cases_network import NETCLIENT
+
+    _, outer_url = await start_server()
+    async with http_test_server() as server, await WireClient.connect(outer_url) as outer:
+        server.route("/socks", respond(200, [], b"via upstream"))
+        server.route("/x", respond(200, [], b"direct"))
+        await outer.initialize()
+        allow_local = {
+            "proxy": {**PROXY, "allowLocalBinding": True, "domains": {"127.0.0.1": "allow"}}
+        }
+        upstream = await waiting_proxy(outer, "up", allow_local)
+        network = ExecutorNetworkOptions(tcp_upstream=parse_tcp_upstream(upstream.split("//")[1]))
+        _, url = await start_server(network=network)
+        async with await WireClient.connect(url) as client:
+            await client.initialize()
+            ops = [
+                "socks", "127.0.0.1", str(server.port),
+                "get", server.url("/x"),
+            ]  # fmt: skip
+            launch = {"proxy": {**PROXY, "domains": {"127.0.0.1": "allow"}}}
+            output = await run(client, "s", [sys.executable, NETCLIENT, *ops], networkProxy=launch)
+        results = [json.loads(line)["result"] for line in output.splitlines()]
+        assert results[0]["reply"] == 0 and results[0]["tunnel"]["body"] == "via upstream"
+        assert results[1]["status"] == 200
+    seen = [
+        (m["params"]["protocol"], m["params"]["port"], m["params"]["decision"])
+        for m in outer.notifications("network/policyDecision", processId="up")
+    ]
+    assert seen == [("https_connect", server.port, "allow")]
+
+
+async def test_tcp_upstream_refusal_fails_the_socks_connection(start_server: StartServer) -> None:
+    """When the mandatory upstream refuses the tunnel, the SOCKS5 client gets a failure reply
+    (never a direct connection)."""
+    from execserver.local.network.options import ExecutorNetworkOptions, parse_tcp_upstream
+    from tests.wire.cases_network import NETCLIENT
+
+    _, outer_url = await start_server()
+    async with http_test_server() as server, await WireClient.connect(outer_url) as outer:
+        await outer.initialize()
+        upstream = await waiting_proxy(outer, "up", {"proxy": {**PROXY}})  # allows nothing
+        network = ExecutorNetworkOptions(tcp_upstream=parse_tcp_upstream(upstream.split("//")[1]))
+        _, url = await start_server(network=network)
+        async with await WireClient.connect(url) as client:
+            await client.initialize()
+            launch = {"proxy": {**PROXY, "domains": {"127.0.0.1": "allow"}}}
+            argv = [sys.executable, NETCLIENT, "socks", "127.0.0.1", str(server.port)]
+            output = await run(client, "s", argv, networkProxy=launch)
+        assert json.loads(output)["result"]["reply"] == 5  # connection refused
+        assert server.requests == []
+
+
+async def test_linux_sandbox_transparent_tcp_refuses_managed_sandboxes(
+    start_server: StartServer,
+) -> None:
+    """`serve --linux-sandbox-transparent-tcp`: a managed-sandbox launch would need transparent
+    TCP, which this executor cannot give: refused as `proxy.transparentTcp` is. Launches without
+    enforcement still run."""
+    from execserver.local.network.options import ExecutorNetworkOptions
+
+    _, url = await start_server(network=ExecutorNetworkOptions(transparent_tcp=True))
+    network_only = {
+        "permissions": {
+            "type": "managed",
+            "file_system": {"type": "unrestricted"},
+            "network": "restricted",
+        },
+        "windowsSandboxLevel": "disabled",
+    }
+    launch = {"proxy": PROXY}
+    async with await WireClient.connect(url) as client:
+        await client.initialize()
+        params = process_params(
+            "m",
+            ["/bin/true"],
+            networkProxy=launch,
+            sandbox=network_only,
+            enforceManagedNetwork=True,
+        )
+        refused = await client.request("process/start", params)
+        assert refused["error"] == {
+            "code": -32602,
+            "message": "transparent TCP is not supported by this executor "
+            "(capability networkProxyTransparentTcp is false)",
+        }
+        assert await run(client, "p", ["/bin/echo", "ran"], networkProxy=launch) == "ran\n"

@@ -96,9 +96,10 @@ def _is_module(name: str) -> bool:
 
 
 # Bottom modules every layer may use: task ownership (stdlib only), the Rust-crate
-# emulations (`compat`, which imports nothing of ours) and the token-file checks shared by the
-# server's --ws-token-file and the CLI's --token-file (`token_files`, stdlib only).
-EVERYWHERE = {"tasks", "compat", "token_files"}
+# emulations (`compat`, which imports nothing of ours), the token-file checks shared by the
+# server's --ws-token-file and the CLI's --token-file (`token_files`) and the owner-only atomic
+# file writer they and the proxy's CA use (`private_file`, stdlib only).
+EVERYWHERE = {"tasks", "compat", "token_files", "private_file"}
 
 
 def test_package_layers_point_one_way() -> None:
@@ -134,9 +135,11 @@ def test_package_compat_imports_nothing_of_ours() -> None:
 
 
 def test_package_tasks_module_imports_nothing_of_ours() -> None:
-    """tasks.py and token_files.py are below every layer."""
+    """tasks.py, private_file.py and token_files.py (which uses private_file) are below every
+    layer."""
     assert _imported_layers(SRC / "tasks.py") == set()
-    assert _imported_layers(SRC / "token_files.py") == set()
+    assert _imported_layers(SRC / "private_file.py") == set()
+    assert _imported_layers(SRC / "token_files.py") <= {"private_file"}
 
 
 def test_package_errors_module_imports_only_protocol() -> None:

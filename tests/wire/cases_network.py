@@ -171,6 +171,119 @@ async def network_proxy_child_environment(ctx: CaseContext) -> Any:
     return out
 
 
+_CA_BUNDLE = re.compile(r"^.*/proxy/ca-bundle-[0-9a-f]{64}\.pem$")
+
+
+@case
+async def network_proxy_credential_masking_environment(ctx: CaseContext) -> Any:
+    """With `credentialMasking`, the child also gets the CA bundle (`$CODEX_HOME/proxy/
+    ca-bundle-<sha256>.pem`) in the same 13 variables, and the broker's markers; variables no
+    provider brokers (and custom providers' variables whose values do not match) are left as
+    they were. Run as `bash -c`, the form the reference masks (deliberate difference
+    `credential_masking_masks` for the others)."""
+    client = await ctx.client()
+    providers = {
+        "v": {"env": ["VENDOR_KEY"], "patterns": ["v_[a-z]{8}"], "url_prefixes": ["https://a.test"]}
+    }
+    variants: list[tuple[Json, Json]] = [
+        ({"proxy": proxy(credentialMasking=True)}, {"K": "v"}),
+        (
+            {"proxy": proxy(credentialMasking=True, credentialProviders=providers)},
+            {"VENDOR_KEY": "no match", "GH_TOKEN": ""},
+        ),
+        ({"proxy": proxy(credentialMasking=False, credentialProviders=providers)}, {}),
+    ]
+    out = []
+    for index, (launch, env) in enumerate(variants):
+        response = await client.request(
+            "process/start",
+            start_params(
+                ctx, f"m{index}", ["/bin/bash", "-c", "env"], env=env, networkProxy=launch
+            ),
+        )
+        events = await client.process_events(f"m{index}")
+        output = "".join(o[1] for o in summarize(events)["output"])
+        shapes = _env_shapes(output)
+        bundles = {v for v in shapes["env"].values() if _CA_BUNDLE.match(v)}
+        shapes["env"] = {
+            k: "<bundle>" if _CA_BUNDLE.match(v) else v for k, v in shapes["env"].items()
+        }
+        out.append([{k: v for k, v in response.items() if k != "id"}, shapes, len(bundles)])
+    return out
+
+
+_BUILTIN_DUMMY = re.compile(
+    r"^((?:ghp_|gho_|ghu_|ghs_|ghr_|github_pat_|sk-(?:[a-z]+-)?)masked)[A-Za-z0-9]+$"
+)
+_SECRETS = {
+    "GH_TOKEN": "ghp_Wire0123456789abcdefghijklmnopqrstuvw",
+    "GITHUB_TOKEN": "short",
+    "OPENAI_API_KEY": "sk-proj-" + "Ab3De6Gh9J" * 5 + "x",
+    "GH_HOST": "ghe.example.test",
+    "GH_ENTERPRISE_TOKEN": "github_pat_Enterprise0123456789abcdefghijklmnop",
+    "VENDOR_TOKEN": "vendor_abcdefghijklmnopqrstuvwx",
+    "VENDOR_OTHER": "no match",
+}
+
+
+def _dummy_shape(name: str, value: str) -> str:
+    """A dummy as its shape: `<prefix>masked<length N>` for built-in secrets, `<vendor_ dummy
+    of length N>` for the custom provider's; anything else as it is."""
+    if value == _SECRETS.get(name):
+        return value  # not masked
+    if match := _BUILTIN_DUMMY.match(value):
+        return f"{match.group(1)}<length {len(value)}>"
+    if re.fullmatch(r"vendor_[a-z]{24}", value):
+        return f"<vendor_ dummy of length {len(value)}>"
+    return value
+
+
+@case
+async def network_proxy_credential_masking_bash(ctx: CaseContext) -> Any:
+    """A `bash -c` command under credential masking (how the app-server runs non-login
+    commands): built-in secrets (any value) and a custom provider's matching value become
+    dummies of the reference's shape, the same one for the same secret in a later process;
+    the broker's markers name them (`@alias:` entries too); a value not matching the provider's
+    pattern stays."""
+    client = await ctx.client()
+    providers = {
+        "vendor": {
+            "env": ["VENDOR_TOKEN", "VENDOR_OTHER"],
+            "patterns": ["vendor_[a-z]{24}"],
+            "url_prefixes": ["https://api.vendor.test/v1"],
+        }
+    }
+    launch = {"proxy": proxy(credentialMasking=True, credentialProviders=providers)}
+    script = "env | grep -E '^(GH_|GITHUB_|OPENAI_|VENDOR_|CODEX_NETWORK_PROXY_(CRED|BROK))' | sort"
+    out = []
+    dummies = []
+    for index in range(2):
+        response = await client.request(
+            "process/start",
+            start_params(
+                ctx, f"b{index}", ["/bin/bash", "-c", script], env=_SECRETS, networkProxy=launch
+            ),
+        )
+        events = await client.process_events(f"b{index}")
+        output = "".join(o[1] for o in summarize(events)["output"])
+        env = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
+        marker = json.loads(env.pop("CODEX_NETWORK_PROXY_BROKERED_CREDENTIALS", "null") or "null")
+        dummies.append({k: v for k, v in env.items() if v != _SECRETS.get(k)})
+        out.append(
+            [
+                {k: v for k, v in response.items() if k != "id"},
+                {k: _dummy_shape(k, v) for k, v in env.items()},
+                None
+                if marker is None
+                else [[k, _dummy_shape(k.removeprefix("@alias:"), v)] for k, v in marker],
+                marker is not None
+                and all(env.get(k.removeprefix("@alias:")) == v for k, v in marker),
+            ]
+        )
+    out.append(dummies[0] == dummies[1])
+    return out
+
+
 # -- decisions -------------------------------------------------------------------------------
 
 

@@ -166,11 +166,22 @@ DELIBERATE_DIFFERENCES: dict[str, str] = {
         "The reference decides on it, fails to send it from its IPv4-only relay socket and "
         "ends the association."
     ),
-    "network_proxy_credential_masking_refused": (
-        "A `networkProxy` asking for credential masking (`proxy.credentialMasking`) is refused "
-        "with -32602 (credentialMasking is false: no TLS-intercepting credential broker here). "
-        "The reference starts the process with its CA bundle exported (SSL_CERT_FILE and "
-        "friends) and, in every probe, the secrets in the environment left as they were."
+    "credential_broker_http1_only": (
+        "Inside a tunnel the credential broker intercepts, our proxy speaks HTTP/1.1 only (ALPN "
+        "http/1.1); the reference also offers HTTP/2. Clients fall back; answers and swaps are "
+        "the same. Tested in tests/wire/test_credential_broker.py."
+    ),
+    "credential_masking_masks": (
+        "With `proxy.credentialMasking`, GH_TOKEN, GITHUB_TOKEN, GH_ENTERPRISE_TOKEN, "
+        "GITHUB_ENTERPRISE_TOKEN (with GH_HOST), OPENAI_API_KEY and the variables of custom "
+        "providers reach every child as dummies, whatever it runs. The reference 0.171 masks "
+        "only `bash -c` commands (the app-server's non-login form; compared in "
+        "network_proxy_credential_masking_bash): a program run directly (`/usr/bin/env`), "
+        "`sh -c`, a login shell with or without a shell snapshot get the real values. A custom "
+        "provider the broker cannot use (no env keys, no patterns, no destination, a pattern "
+        "matching the empty string, a non-https prefix, ...) is refused with -32602; the "
+        "reference accepts it and silently masks nothing for it. Tested in "
+        "tests/server/test_credential_masking.py."
     ),
 }
 
@@ -422,6 +433,8 @@ async def test_environment_info_identity(ours: ServerProcess) -> None:
         assert enabled == [
             "capabilityDiscoverySandbox",
             "capabilityDiscoveryV2",
+            "credentialMasking",
+            "credentialMaskingCustomProviders",
             "environmentConfigRead",
             "fileWriteStreaming",
             "fsWatchMissing",
@@ -671,21 +684,20 @@ async def test_network_proxy_transparent_tcp_refused_reference(reference: Server
 _SECRET = "ghp_abcdefghijklmnopqrstuvwxyz0123456789"
 
 
-async def test_network_proxy_credential_masking_refused(ours: ServerProcess) -> None:
-    response, _, _ = await _network_proxy_launch(
+async def test_credential_masking_masks(ours: ServerProcess) -> None:
+    response, output, code = await _network_proxy_launch(
         ours.url, {"credentialMasking": True}, env={"GITHUB_TOKEN": _SECRET}
     )
-    assert response["error"] == {
-        "code": -32602,
-        "message": "credential masking is not supported by this executor "
-        "(capability credentialMasking is false)",
-    }
+    assert "result" in response and code == 0
+    env = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
+    assert "/proxy/ca-bundle-" in env["SSL_CERT_FILE"]
+    dummy = env["GITHUB_TOKEN"]
+    assert dummy != _SECRET and dummy.startswith("ghp_masked") and len(dummy) == len(_SECRET)
+    assert env["CODEX_NETWORK_PROXY_CREDENTIAL_BROKER_ACTIVE"] == "1"
 
 
 @pytest.mark.reference
-async def test_network_proxy_credential_masking_refused_reference(
-    reference: ServerProcess,
-) -> None:
+async def test_credential_masking_masks_reference(reference: ServerProcess) -> None:
     require_reference()
     response, output, code = await _network_proxy_launch(
         reference.url, {"credentialMasking": True}, env={"GITHUB_TOKEN": _SECRET}
@@ -693,7 +705,8 @@ async def test_network_proxy_credential_masking_refused_reference(
     assert "result" in response and code == 0
     env = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
     assert "/proxy/ca-bundle-" in env["SSL_CERT_FILE"]
-    assert env["GITHUB_TOKEN"] == _SECRET  # exported as given: nothing was masked
+    assert env["GITHUB_TOKEN"] == _SECRET  # a direct program: nothing was masked
+    assert "CODEX_NETWORK_PROXY_CREDENTIAL_BROKER_ACTIVE" not in env
 
 
 async def _netclient(url: str, ops: list[str], proxy: dict[str, Any]) -> list[Any]:

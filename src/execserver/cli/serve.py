@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from execserver.cli.help import HelpFormatter, add_version_argument
 from execserver.local.blocking import FS_WAIT_TIMEOUT_S
@@ -30,11 +31,15 @@ from execserver.local.directory import (
 )
 from execserver.local.endings import DEFAULT_KILL_GRACE_S
 from execserver.local.journal import JOURNAL_BUDGET_BYTES, JOURNAL_MAX_BYTES
+from execserver.local.network.options import ExecutorNetworkOptions, parse_tcp_upstream
 from execserver.local.output_log import MAX_RETAINED_OUTPUT_BYTES
 from execserver.local.process import MAX_PROCESSES_PER_SESSION
 from execserver.observability.setup import ObservabilityError
 from execserver.observability.setup import configure as configure_observability
 from execserver.server.app import ExecServer, ServerConfig
+
+if TYPE_CHECKING:
+    from execserver.local.network.relay import HttpProxy
 from execserver.server.auth import (
     AUTH_MODES,
     DEFAULT_MAX_CLOCK_SKEW_S,
@@ -190,6 +195,13 @@ def _seconds(value: str) -> float:
     return number
 
 
+def _tcp_upstream(value: str) -> HttpProxy:
+    try:
+        return parse_tcp_upstream(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"invalid value {value!r}: {exc}") from None
+
+
 def _u64(value: str) -> int:
     if not value.isdigit():
         raise argparse.ArgumentTypeError("invalid digit found in string")
@@ -317,6 +329,20 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="do not give each process its own cgroup: kills then miss setsid daemons and "
         "double-forked orphans, limits are refused and a crash leaves processes running",
+    )
+    serve.add_argument(
+        "--linux-sandbox-transparent-tcp",
+        action="store_true",
+        help="route managed Linux sandbox TCP through the SOCKS proxy (codex 0.171's flag): "
+        "not available here, so every managed-sandbox launch is refused with the transparent "
+        "TCP error (docs/protocol.md, networkProxyTransparentTcp)",
+    )
+    serve.add_argument(
+        "--tcp-upstream-proxy",
+        type=_tcp_upstream,
+        default=None,
+        metavar="HOST:PORT",
+        help="require this HTTP CONNECT proxy for raw TCP from the managed SOCKS listener",
     )
     serve.add_argument(
         "--kill-grace",
@@ -543,6 +569,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         refuse_child_connections=not args.allow_child_connections,
         fs_wait_timeout_s=args.fs_wait_timeout,
         authenticator=authenticator,
+        network=ExecutorNetworkOptions(
+            transparent_tcp=args.linux_sandbox_transparent_tcp,
+            tcp_upstream=args.tcp_upstream_proxy,
+        ),
     )
     try:
         if remote is not None:

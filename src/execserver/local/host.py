@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from execserver.local import tree
 from execserver.local.blocking import FS_WAIT_TIMEOUT_S, BlockingPool
@@ -32,6 +32,7 @@ from execserver.local.http_client import LocalHttpClient
 from execserver.local.info import environment_info
 from execserver.local.journal import JOURNAL_BUDGET_BYTES, JOURNAL_MAX_BYTES, JournalStore
 from execserver.local.memory import MemoryBudget
+from execserver.local.network.options import ExecutorNetworkOptions
 from execserver.local.output_log import MAX_RETAINED_OUTPUT_BYTES, RetainedOutputBudget
 from execserver.local.process import (
     CLOSED_PROCESS_RETENTION_S,
@@ -79,6 +80,8 @@ class HostConfig:
     detached_retention_s: float = DETACHED_RETENTION_S
     max_detached_per_principal: int = MAX_DETACHED_PER_PRINCIPAL
     max_attachers: int = MAX_ATTACHERS
+    network: ExecutorNetworkOptions = field(default_factory=ExecutorNetworkOptions)
+    """Executor-wide managed-network settings (serve's flags)."""
 
 
 class Host:
@@ -146,6 +149,7 @@ class Host:
             stdin_budget=self.memory.stdin,
             telemetry=self.config.telemetry,
             kill_grace_s=self.config.kill_grace_s,
+            network=self.config.network,
             directory=self.directory,
             journals=self.journals,
             principal=principal,

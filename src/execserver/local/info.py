@@ -53,6 +53,11 @@ def implemented_capabilities() -> EnvironmentCapabilities:
         # (local/network/, local/sandbox/port_bridge.py).
         network_proxy_launch=True,
         network_proxy_review_domains=True,
+        # proxy.credentialMasking (+ credentialProviders): secrets in the child's environment
+        # become dummies, swapped back inside intercepted TLS to their bound hosts
+        # (local/network/credentials.py, mitm.py, certs.py).
+        credential_masking=True,
+        credential_masking_custom_providers=True,
     )
 
 

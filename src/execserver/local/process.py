@@ -67,6 +67,7 @@ from execserver.local.env_policy import build_child_env
 from execserver.local.input_wait import InputWatch, Reader
 from execserver.local.journal import JournalStore
 from execserver.local.memory import ByteBudget
+from execserver.local.network.options import ExecutorNetworkOptions
 from execserver.local.output_log import OutputLog, RetainedOutputBudget
 from execserver.local.output_wait import compile_pattern, wait_on_output
 from execserver.local.pty import (
@@ -109,6 +110,7 @@ from execserver.protocol.sandbox import SandboxContext
 from execserver.tasks import TaskOwner
 
 if TYPE_CHECKING:
+    from execserver.local.network.credentials import CredentialBroker
     from execserver.local.network.launch import ManagedProxy
 
 log = logging.getLogger(__name__)
@@ -656,12 +658,14 @@ class LocalExecBackend:
         stdin_budget: ByteBudget | None = None,
         telemetry: Telemetry | None = None,
         kill_grace_s: float = DEFAULT_KILL_GRACE_S,
+        network: ExecutorNetworkOptions | None = None,
         directory: ProcessDirectory | None = None,
         journals: JournalStore | None = None,
         principal: str = "",
     ) -> None:
         self._reaper = reaper
         self._kill_grace_s = kill_grace_s
+        self._network = network or ExecutorNetworkOptions()
         self._placement: Placement = NO_PLACEMENT
         self._output_budget = output_budget
         self._stdin_budget = stdin_budget
@@ -772,7 +776,10 @@ class LocalExecBackend:
         )
         self._check_new_id(params.process_id)
         if params.network_proxy is not None:
-            _refuse_unsupported_proxy_features(params.network_proxy)
+            managed = sandbox is not None and params.enforce_managed_network
+            _refuse_unsupported_proxy_features(
+                params.network_proxy, transparent=managed and self._network.transparent_tcp
+            )
         extras = self._extras(params)
         if params.size is not None:
             spec = dataclasses.replace(spec, size=(params.size.rows, params.size.cols))
@@ -780,6 +787,12 @@ class LocalExecBackend:
         if params.network_proxy is not None:
             network = self._start_proxy(params)
             env.update(network.proxy.snapshot.env())
+            if network.proxy.broker is not None:
+                try:
+                    env.update(self._credential_env(network.proxy, env))
+                except BaseException:
+                    self._release_proxy(network)
+                    raise
         try:
             if snapshot_key is None:
                 return self._start(
@@ -806,13 +819,36 @@ class LocalExecBackend:
         assert launch is not None
         try:
             proxy = ManagedProxy.start(
-                params.process_id, launch, lambda: self.network_peer, self._server_env
+                params.process_id,
+                launch,
+                lambda: self.network_peer,
+                self._server_env,
+                tcp_upstream=self._network.tcp_upstream,
             )
         except OSError as exc:
             raise InternalError(f"failed to start the network proxy: {exc.strerror}") from None
         self._proxies.add(proxy)
         confined = params.sandbox is not None and params.enforce_managed_network
         return _Network(proxy, confined)
+
+    def _credential_env(self, proxy: ManagedProxy, env: dict[str, str]) -> dict[str, str]:
+        """Credential masking: the CA bundle's variables (the bundle is noted on `proxy`), and
+        `env`'s secrets replaced by their dummies (its broker remembers the real values)."""
+        broker = proxy.broker
+        assert broker is not None
+        from execserver.errors import CodexHomeInvalid
+        from execserver.local.discovery import codex_home
+        from execserver.local.network.certs import CertificateAuthorityError, authority, ca_env
+
+        try:
+            bundle = authority().bundle(os.fsdecode(codex_home(self._server_env)))
+        except (CodexHomeInvalid, CertificateAuthorityError) as exc:
+            raise InternalError(f"failed to start the network proxy: {exc}") from None
+        proxy.ca_bundle = str(bundle)
+        masked = dict(env)
+        broker.virtualize(masked)
+        masked.update(ca_env(bundle))
+        return masked
 
     def _release_proxy(self, network: _Network | None) -> None:
         """Stop a proxy (its process ended, or never started); `aclose()` waits for it."""
@@ -923,6 +959,8 @@ class LocalExecBackend:
         self._placement = placement
         try:
             if snapshot is not None:
+                if network is not None and network.proxy.broker is not None:
+                    snapshot = _masked_snapshot(snapshot, network.proxy.broker, env)
                 data = snapshot.render(pty_env(env) if spec.tty else env)
                 run = _Run(
                     shell_snapshot.restore_argv(snapshot.shell, spec.argv),
@@ -1083,6 +1121,9 @@ class LocalExecBackend:
         bridge = None
         if network is not None and network.confined:
             bridge = PortBridge(network.proxy.snapshot.ports)
+        if network is not None and network.proxy.ca_bundle is not None:
+            # The CA bundle the child's TLS clients are pointed at must be readable there.
+            policy = sandbox_launch.with_readable(policy, os.fsencode(network.proxy.ca_bundle))
         argv0 = run.argv[0]
         if not argv0:
             raise StartFailed(
@@ -1569,6 +1610,19 @@ class _Run:
     extra_fds: tuple[tuple[int, int], ...]
 
 
+def _masked_snapshot(snapshot: Snapshot, broker: CredentialBroker, env: dict[str, str]) -> Snapshot:
+    """`snapshot` as a credential-masked child replays it: secrets its profile exported become
+    dummies too (the broker learns them), and real values anywhere else in it are replaced."""
+    view = {**snapshot.exports, **env}
+    broker.virtualize(view)
+    return dataclasses.replace(
+        snapshot,
+        exports={name: broker.mask_text(view[name]) for name in snapshot.exports},
+        functions=broker.mask_text(snapshot.functions),
+        aliases=[broker.mask_text(alias) for alias in snapshot.aliases],
+    )
+
+
 def _check_network_members(params: ProcessStartParams) -> None:
     """The reference's first checks: the managed-network members, and MXC among them."""
     proxy = params.network_proxy
@@ -1596,6 +1650,13 @@ def _check_network_members(params: ProcessStartParams) -> None:
         NetworkPolicy.from_config(proxy.proxy)
     except PolicyConfigError as exc:
         raise InvalidParams(f"invalid network proxy config: {exc}") from None
+    if proxy.proxy.credential_masking:
+        from execserver.local.network.credentials import ProviderConfigError, compile_providers
+
+        try:
+            compile_providers(proxy.proxy.credential_providers)
+        except ProviderConfigError as exc:
+            raise InvalidParams(f"invalid network proxy config: {exc}") from None
     allowed = [path for path, rule in (proxy.proxy.unix_sockets or {}).items() if rule == "allow"]
     for index, path in enumerate(allowed):
         if not path.startswith("/") or "\0" in path:
@@ -1605,18 +1666,15 @@ def _check_network_members(params: ProcessStartParams) -> None:
             )
 
 
-def _refuse_unsupported_proxy_features(launch: RemoteNetworkProxyLaunchConfig) -> None:
+def _refuse_unsupported_proxy_features(
+    launch: RemoteNetworkProxyLaunchConfig, *, transparent: bool = False
+) -> None:
     """Proxy features this executor does not have (their capabilities are false): refused
     clearly rather than run with less than was asked (docs/protocol.md, Capabilities)."""
-    if launch.proxy.transparent_tcp:
+    if launch.proxy.transparent_tcp or transparent:
         raise InvalidParams(
             "transparent TCP is not supported by this executor "
             "(capability networkProxyTransparentTcp is false)"
-        )
-    if launch.proxy.credential_masking:
-        raise InvalidParams(
-            "credential masking is not supported by this executor "
-            "(capability credentialMasking is false)"
         )
 
 

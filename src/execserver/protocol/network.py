@@ -61,6 +61,25 @@ class UnixSocketPermissions(dict[str, str]):
         return result
 
 
+_AUTH_METHODS = ("bearer", "token", "basic", "header")
+
+
+def _auth_methods(methods: list[Any]) -> list[str]:
+    """`auth`: unit variants, by name (or in serde's map form, `{"bearer": null}`)."""
+    result = []
+    for given in methods:
+        method = given
+        if isinstance(given, dict) and len(given) == 1 and None in given.values():
+            method = next(iter(given))
+        if not isinstance(method, str):
+            found = unexpected(method, content=True)
+            raise ValueError(f"invalid type: {found}, expected string or map")
+        if method not in _AUTH_METHODS:
+            raise ValueError(unknown_variant(method, _AUTH_METHODS))
+        result.append(method)
+    return result
+
+
 @decodable
 class CredentialProviders(dict[str, dict[str, Any]]):
     """`proxy.credentialProviders`: name -> provider config (snake_case members, unknown
@@ -71,11 +90,12 @@ class CredentialProviders(dict[str, dict[str, Any]]):
         if not isinstance(obj, dict):
             raise ValueError(f"invalid type: {unexpected(obj)}, expected a map")
         result = cls()
-        for name, config in obj.items():
-            if not isinstance(config, dict):
-                found = unexpected(config, content=True)
+        for name, given in obj.items():
+            if not isinstance(given, dict):
+                found = unexpected(given, content=True)
                 raise ValueError(f"invalid type: {found}, expected struct CredentialProviderConfig")
-            for key, value in config.items():
+            config = dict(given)
+            for key, value in given.items():
                 if key not in _PROVIDER_FIELDS:
                     raise ValueError(unknown_field(key, _PROVIDER_FIELDS))
                 if value is None:
@@ -84,10 +104,12 @@ class CredentialProviders(dict[str, dict[str, Any]]):
                     if not isinstance(value, list):
                         found = unexpected(value, content=True)
                         raise ValueError(f"invalid type: {found}, expected a sequence")
+                    if key == "auth":
+                        config["auth"] = _auth_methods(value)
                 elif not isinstance(value, str):
                     found = unexpected(value, content=True)
                     raise ValueError(f"invalid type: {found}, expected a string")
-            result[name] = dict(config)
+            result[name] = config
         return result
 
 

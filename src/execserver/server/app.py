@@ -14,7 +14,7 @@ import os
 import socket
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from execserver.local.blocking import FS_WAIT_TIMEOUT_S, Client
@@ -27,6 +27,7 @@ from execserver.local.endings import DEFAULT_KILL_GRACE_S
 from execserver.local.file_system import LocalFileSystem
 from execserver.local.host import Host, HostConfig
 from execserver.local.journal import JOURNAL_BUDGET_BYTES, JOURNAL_MAX_BYTES
+from execserver.local.network.options import ExecutorNetworkOptions
 from execserver.local.output_log import MAX_RETAINED_OUTPUT_BYTES
 from execserver.local.peer import cgroup_members, started_by_us
 from execserver.local.process import CLOSED_PROCESS_RETENTION_S, MAX_PROCESSES_PER_SESSION
@@ -122,6 +123,8 @@ class ServerConfig:
     """Detached processes per principal (running or retained); `detach` beyond it is refused."""
     max_attachers: int = MAX_ATTACHERS
     """Sessions attached to one process at once; `process/attach` beyond it is refused."""
+    network: ExecutorNetworkOptions = field(default_factory=ExecutorNetworkOptions)
+    """`--linux-sandbox-transparent-tcp`, `--tcp-upstream-proxy`."""
 
 
 class ExecServer:
@@ -136,6 +139,7 @@ class ExecServer:
                 process_cgroups=config.process_cgroups,
                 subreaper=config.subreaper,
                 kill_grace_s=config.kill_grace_s,
+                network=config.network,
                 blocking_threads=config.blocking_threads,
                 max_memory=config.max_memory,
                 fs_wait_timeout_s=config.fs_wait_timeout_s,

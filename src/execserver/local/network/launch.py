@@ -12,6 +12,7 @@ proxy's owner; `close()` stops accepting and cancels them, `aclose()` waits for 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Mapping
@@ -19,9 +20,10 @@ from dataclasses import dataclass
 
 from execserver.environment.process import NetworkPolicyPeer
 from execserver.local.network import proxy_http, socks5
+from execserver.local.network.credentials import CredentialBroker, compile_providers
 from execserver.local.network.decisions import Gatekeeper
 from execserver.local.network.policy import NetworkPolicy
-from execserver.local.network.relay import Streams, UpstreamProxies, close
+from execserver.local.network.relay import HttpProxy, Streams, UpstreamProxies, close
 from execserver.protocol.network import RemoteNetworkProxyLaunchConfig
 from execserver.tasks import OwnerClosed, TaskOwner
 
@@ -112,12 +114,24 @@ class ManagedProxy:
     """The proxy of one process (see the module docstring)."""
 
     def __init__(
-        self, gate: Gatekeeper, snapshot: ProxySnapshot, upstream: UpstreamProxies | None
+        self,
+        gate: Gatekeeper,
+        snapshot: ProxySnapshot,
+        upstream: UpstreamProxies | None,
+        broker: CredentialBroker | None = None,
+        tcp_upstream: HttpProxy | None = None,
     ) -> None:
         self.gate = gate
         self.snapshot = snapshot
         self.upstream = upstream
         """The executor's own proxies, when the launch allows using them."""
+        self.broker = broker
+        """The credential broker, with `credentialMasking` (filled by `broker.virtualize()`
+        from the child's environment before the child starts)."""
+        self.ca_bundle: str | None = None
+        """With `broker`: the CA bundle file the child is pointed at (set when it is written)."""
+        self.tcp_upstream = tcp_upstream
+        """The HTTP CONNECT proxy SOCKS5 connections must go through (`--tcp-upstream-proxy`)."""
         self._loop = asyncio.get_running_loop()
         self._listeners: list[socket.socket] = []
         self._tasks = TaskOwner(f"network proxy of process {gate.process_id}")
@@ -130,11 +144,19 @@ class ManagedProxy:
         launch: RemoteNetworkProxyLaunchConfig,
         peer: Callable[[], NetworkPolicyPeer | None],
         executor_env: Mapping[str, str],
+        *,
+        tcp_upstream: HttpProxy | None = None,
     ) -> ManagedProxy:
         """Bind the listeners and start serving. Raises `PolicyConfigError` for a config the
         policy refuses, `OSError` if the listeners cannot be made. With `allowUpstreamProxy`,
-        HTTP and CONNECT go through the proxy `executor_env` names (if any)."""
+        HTTP and CONNECT go through the proxy `executor_env` names (if any). With
+        `credentialMasking`, raises `ProviderConfigError` for a custom provider it cannot use."""
         config = launch.proxy
+        broker = (
+            CredentialBroker(compile_providers(config.credential_providers))
+            if config.credential_masking
+            else None
+        )
         gate = Gatekeeper(
             process_id, NetworkPolicy.from_config(config), peer, launch.policy_decision_timeout_ms
         )
@@ -150,14 +172,18 @@ class ManagedProxy:
             config.allow_local_binding,
         )
         upstream = UpstreamProxies(executor_env) if config.allow_upstream_proxy else None
-        proxy = cls(gate, snapshot, upstream)
+        proxy = cls(gate, snapshot, upstream, broker, tcp_upstream)
         proxy.adopt(http, socks)
         return proxy
 
     def adopt(self, http: socket.socket, socks: socket.socket | None) -> None:
         """Serve these listening sockets too (made elsewhere, e.g. in a sandbox's network
         namespace); the proxy owns them from now on."""
-        for sock, handler in ((http, proxy_http.serve), (socks, socks5.serve)):
+        http_handler: Handler = functools.partial(proxy_http.serve, broker=self.broker)
+        socks_handler: Handler = functools.partial(
+            socks5.serve, via=self.tcp_upstream, broker=self.broker
+        )
+        for sock, handler in ((http, http_handler), (socks, socks_handler)):
             if sock is None:
                 continue
             if self._closed:

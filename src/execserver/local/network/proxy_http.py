@@ -1,5 +1,6 @@
 """The HTTP face of the managed proxy: absolute-form requests (`GET http://host/path`, also
-`https://`, origin-form with a `Host` header) and CONNECT tunnels, one decision per request
+`https://`, origin-form with a `Host` header) and CONNECT tunnels (intercepted for the
+credential broker, mitm.py), one decision per request
 (HTTP/1.1 keep-alive through h11). A blocked request gets the reference's `403`; an allowed one
 is sent to its destination on a fresh connection and the answer relayed back."""
 
@@ -11,6 +12,7 @@ import urllib.parse
 import h11
 
 from execserver.local.network import relay, responses
+from execserver.local.network.credentials import CredentialBroker
 from execserver.local.network.decisions import Attempt, Gatekeeper, Verdict
 from execserver.local.network.policy import METHOD_NOT_ALLOWED, MITM_REQUIRED, normalize_host
 
@@ -38,7 +40,7 @@ class _BadRequest(Exception):
     """The client sent something we cannot act on: `400`, and the connection ends."""
 
 
-class _Ended(Exception):
+class Ended(Exception):
     """The connection cannot go on (its answer was sent, if any)."""
 
 
@@ -47,18 +49,29 @@ async def serve(
     gate: Gatekeeper,
     client: str,
     upstream: relay.UpstreamProxies | None,
+    *,
+    broker: CredentialBroker | None = None,
 ) -> None:
     """Serve one client connection until it ends (through the executor's own proxy, when
-    `upstream` is given and names one for the destination)."""
+    `upstream` is given and names one for the destination). With a `broker`, CONNECT tunnels
+    to hosts its credentials are bound to are intercepted (mitm.py)."""
     reader, writer = streams
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
     try:
         while True:
-            event = await _next(conn, reader)
+            event = await next_event(conn, reader)
             if not isinstance(event, h11.Request):
                 return
             if event.method == b"CONNECT":
-                await _tunnel(conn, streams, event, gate=gate, client=client, upstream=upstream)
+                await _tunnel(
+                    conn,
+                    streams,
+                    event,
+                    gate=gate,
+                    client=client,
+                    upstream=upstream,
+                    broker=broker,
+                )
             else:
                 await _forward(conn, streams, event, gate=gate, client=client, upstream=upstream)
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
@@ -67,11 +80,11 @@ async def serve(
     except (h11.RemoteProtocolError, _BadRequest):
         if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             writer.write(responses.bad_request())
-    except (_Ended, h11.LocalProtocolError, ConnectionError, OSError):
+    except (Ended, h11.LocalProtocolError, ConnectionError, OSError):
         pass
 
 
-async def _next(conn: h11.Connection, reader: asyncio.StreamReader) -> h11.Event | type:
+async def next_event(conn: h11.Connection, reader: asyncio.StreamReader) -> h11.Event | type:
     while True:
         event = conn.next_event()
         if event is not h11.NEED_DATA:
@@ -84,7 +97,7 @@ def _send(conn: h11.Connection, writer: asyncio.StreamWriter, *events: h11.Event
     writer.write(b"".join(conn.send(event) or b"" for event in events))
 
 
-async def _refuse(
+async def refuse(
     conn: h11.Connection, streams: relay.Streams, attempt: Attempt, verdict: Verdict
 ) -> None:
     """The `403`; the rest of the request is read and dropped (so the connection can go on)."""
@@ -107,12 +120,12 @@ async def _refuse(
     )
     drained = 0
     while conn.their_state is h11.SEND_BODY and drained <= MAX_DRAINED_BODY_BYTES:
-        event = await _next(conn, streams[0])
+        event = await next_event(conn, streams[0])
         if isinstance(event, h11.Data):
             drained += len(event.data)
 
 
-def _authority_text(host: str, port: int) -> str:
+def authority_text(host: str, port: int) -> str:
     """`host[:port]` for a Host header (the default ports left out, IPv6 in brackets)."""
     authority = f"[{host}]" if ":" in host else host
     return authority if port in (80, 443) else f"{authority}:{port}"
@@ -166,7 +179,7 @@ async def _forward(
     if verdict.allowed and not gate.policy.method_allowed(method):
         verdict = gate.refuse_by_mode(attempt, METHOD_NOT_ALLOWED)
     if not verdict.allowed:
-        await _refuse(conn, streams, attempt, verdict)
+        await refuse(conn, streams, attempt, verdict)
         return
     tls = scheme == "https"
     via = None if upstream is None else upstream.for_target(host, tls=tls)
@@ -174,26 +187,26 @@ async def _forward(
     try:
         if via is not None and not tls:  # a plain request goes to the proxy in absolute form
             destination = await relay.open_proxy(via)
-            target = f"http://{_authority_text(host, port)}{path}"
+            target = f"http://{authority_text(host, port)}{path}"
         else:
             destination = await relay.open_upstream(host, port, tls=tls, via=via)
     except (OSError, TimeoutError):
         streams[1].write(responses.upstream_failure())
-        raise _Ended from None
+        raise Ended from None
     try:
-        await _exchange(
+        await exchange(
             conn,
             streams,
             destination,
             request,
-            authority=_authority_text(host, port),
+            authority=authority_text(host, port),
             target=target,
         )
     finally:
         await relay.close(destination[1])
 
 
-async def _exchange(
+async def exchange(
     conn: h11.Connection,
     streams: relay.Streams,
     upstream: relay.Streams,
@@ -218,7 +231,7 @@ async def _exchange(
         or b""
     )
     while True:  # the request body, as the client sends it
-        event = await _next(conn, reader)
+        event = await next_event(conn, reader)
         if isinstance(event, h11.Data):
             up_writer.write(out.send(event) or b"")
             await up_writer.drain()
@@ -226,11 +239,11 @@ async def _exchange(
             up_writer.write(out.send(h11.EndOfMessage()) or b"")
             break
         else:
-            raise _Ended
+            raise Ended
     await up_writer.drain()
     try:
         while True:  # the answer
-            event = await _next(out, up_reader)
+            event = await next_event(out, up_reader)
             if isinstance(event, h11.InformationalResponse):
                 continue
             if isinstance(event, h11.Response):
@@ -247,11 +260,11 @@ async def _exchange(
                 _send(conn, writer, h11.EndOfMessage())
                 return
             else:
-                raise _Ended
+                raise Ended
     except h11.RemoteProtocolError:  # the destination's answer is not HTTP
         if conn.our_state is h11.SEND_RESPONSE:
             writer.write(responses.upstream_failure())
-        raise _Ended from None
+        raise Ended from None
 
 
 async def _tunnel(
@@ -262,19 +275,27 @@ async def _tunnel(
     gate: Gatekeeper,
     client: str,
     upstream: relay.UpstreamProxies | None,
+    broker: CredentialBroker | None,
 ) -> None:
     """CONNECT: refused with a `403` (the connection goes on), or `200` and a tunnel that ends
     the connection."""
     host, port = _authority(request.target.decode("latin-1"), 80)
-    await _next(conn, streams[0])  # the CONNECT's end of message
+    await next_event(conn, streams[0])  # the CONNECT's end of message
     attempt = Attempt("https_connect", normalize_host(host), port, "CONNECT", client)
     verdict = await gate.check_destination(attempt)
-    if verdict.allowed and gate.policy.limited:
-        # Limited mode allows only safe methods, which it cannot see inside TLS.
+    intercepted = broker is not None and broker.intercepts(host, port)
+    if verdict.allowed and gate.policy.limited and not intercepted:
+        # Limited mode allows only safe methods, which it cannot see inside TLS it does not
+        # intercept (an intercepted tunnel has each request checked, as the reference does).
         verdict = gate.refuse_by_mode(attempt, MITM_REQUIRED)
     if not verdict.allowed:
-        await _refuse(conn, streams, attempt, verdict)
+        await refuse(conn, streams, attempt, verdict)
         return
+    context = None
+    if intercepted:
+        from execserver.local.network import certs, mitm
+
+        context = await mitm.server_context(certs.authority(), host)
     _send(
         conn,
         streams[1],
@@ -282,12 +303,23 @@ async def _tunnel(
     )
     already, _ = conn.trailing_data
     via = None if upstream is None else upstream.for_target(host, tls=True)
+    if broker is not None and context is not None and not already:
+        # No await before this: the client's TLS handshake must reach the TLS layer.
+        await mitm.intercept(
+            streams,
+            attempt,
+            context=context,
+            broker=broker,
+            via=via,
+            method_allowed=gate.policy.method_allowed,
+        )
+        raise Ended
     try:
         destination = await relay.open_upstream(host, port, via=via)
     except (OSError, TimeoutError):
-        raise _Ended from None  # the tunnel was promised; it just ends, as the reference's does
+        raise Ended from None  # the tunnel was promised; it just ends, as the reference's does
     try:
         await relay.splice(streams, destination, already)
     finally:
         await relay.close(destination[1])
-    raise _Ended
+    raise Ended

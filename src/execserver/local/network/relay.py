@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import ssl
 import urllib.parse
@@ -122,10 +123,12 @@ async def _tunnel_through(
     try:
         head = await reader.readuntil(b"\r\n\r\n")
     except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-        raise ConnectionRefusedError("the upstream proxy gave no tunnel") from None
+        raise ConnectionRefusedError(
+            errno.ECONNREFUSED, "the upstream proxy gave no tunnel"
+        ) from None
     status = head.split(b" ", 2)[1:2]
     if status != [b"200"]:
-        raise ConnectionRefusedError("the upstream proxy refused the tunnel")
+        raise ConnectionRefusedError(errno.ECONNREFUSED, "the upstream proxy refused the tunnel")
 
 
 async def open_proxy(via: HttpProxy) -> Streams:

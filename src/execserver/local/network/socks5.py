@@ -13,6 +13,7 @@ import socket
 import struct
 
 from execserver.local.network import relay, socks5_udp
+from execserver.local.network.credentials import CredentialBroker
 from execserver.local.network.decisions import Attempt, Gatekeeper
 from execserver.local.network.policy import METHOD_NOT_ALLOWED, normalize_host
 
@@ -82,9 +83,14 @@ async def serve(
     gate: Gatekeeper,
     client: str,
     _upstream: relay.UpstreamProxies | None,
+    *,
+    via: relay.HttpProxy | None = None,
+    broker: CredentialBroker | None = None,
 ) -> None:
-    """Serve one client connection: the handshake, the decision, then the relay (always
-    direct: an upstream HTTP proxy is for HTTP and CONNECT)."""
+    """Serve one client connection: the handshake, the decision, then the relay (direct: the
+    executor's HTTP proxies are for HTTP and CONNECT; through `via`, the mandatory TCP
+    upstream of `--tcp-upstream-proxy`, when given). With a `broker`, a connection to a host
+    its credentials are bound to is intercepted as TLS (mitm.py), as the reference does."""
     reader, writer = streams
     try:
         version, count = await reader.readexactly(2)
@@ -118,8 +124,23 @@ async def serve(
         if not verdict.allowed:
             writer.write(reply(NOT_ALLOWED_BY_RULESET))
             return
+        if broker is not None and broker.intercepts(host, port):
+            from execserver.local.network import certs, mitm
+
+            context = await mitm.server_context(certs.authority(), host)
+            writer.write(reply(SUCCEEDED))
+            # No await before this: the client's TLS handshake must reach the TLS layer.
+            await mitm.intercept(
+                streams,
+                attempt,
+                context=context,
+                broker=broker,
+                via=via,
+                method_allowed=gate.policy.method_allowed,
+            )
+            return
         try:
-            destination = await relay.open_upstream(host, port)
+            destination = await relay.open_upstream(host, port, via=via)
         except TimeoutError:
             writer.write(reply(TTL_EXPIRED))
             return

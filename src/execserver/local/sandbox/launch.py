@@ -86,6 +86,13 @@ def managed_network_policy(policy: ResolvedPolicy) -> ResolvedPolicy:
     return managed
 
 
+def with_readable(policy: ResolvedPolicy, path: bytes) -> ResolvedPolicy:
+    """`policy` that also lets the program read `path` (when it restricts reads at all)."""
+    if policy.mechanism is not Mechanism.FILESYSTEM or policy.full_read:
+        return policy
+    return dataclasses.replace(policy, readable=[*policy.readable, path])
+
+
 def prepare(
     policy: ResolvedPolicy, cwd: bytes, *, bridge: PortBridge | None = None
 ) -> SandboxLaunch | None:
