@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -111,10 +111,6 @@ class Flood:
                 raise ServerFailed("the executors did not receive every stream's first frame")
             await asyncio.sleep(POLL_S)  # a poll with a deadline
 
-    def _sockets_per_node(self, direction: str) -> int:
-        per_executor = self.args.streams_per_executor if direction == "to_executor" else 1
-        return self.args.executors_per_node * per_executor
-
     async def measure(
         self, mode: str, direction: str, streams: dict[str, list[str]]
     ) -> dict[str, Any]:
@@ -127,10 +123,14 @@ class Flood:
             sender, sink = self.executors, self.harnesses
             targets = dict(streams)
             node_of = {sid: self.holder[env] for env, sids in streams.items() for sid in sids}
-        rate = args.rate / self._sockets_per_node(direction) if args.rate else 0.0
+        # `--rate` is per node: shared by the sockets sending the streams of that node.
+        env_of = {sid: env for env, sids in streams.items() for sid in sids}
+        sender_node = {key: self.holder[env_of.get(key, key)] for key in targets}
+        per_node = Counter(sender_node.values())
+        rates = {key: args.rate / per_node[node] for key, node in sender_node.items()}
         received = (await sink.call(cmd="counts"))["sockets"]
         sent = (await sender.call(cmd="counts"))["sockets"]
-        await sender.call(cmd="flood", targets=targets, frame_bytes=args.frame_bytes, rate=rate)
+        await sender.call(cmd="flood", targets=targets, frame_bytes=args.frame_bytes, rates=rates)
         try:
             await asyncio.sleep(args.warmup)  # let the flood reach its steady state
             first = await self._sample(sink)

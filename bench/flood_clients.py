@@ -292,9 +292,10 @@ class FloodWorker:
       then a raw socket claims the stream with a `RelayResume`; answers
       `{"holders": [[stream id, executor's node id, harness's node id], …]}` (node ids are
       null for a relay that advertises no `/node/<id>/` URL).
-    - `{"cmd": "flood", "targets": {key: [stream id, …]}, "frame_bytes": B, "rate": R}`:
-      socket `key` (an env of `executors`, a stream id of `harnesses`) floods those streams
-      with data frames of B bytes, at R frames/s (0: as fast as it drains); answers at once.
+    - `{"cmd": "flood", "targets": {key: [stream id, …]}, "frame_bytes": B, "rates": {key:
+      R}}`: socket `key` (an env of `executors`, a stream id of `harnesses`) floods those
+      streams with data frames of B bytes, at R frames/s (0 or absent: as fast as it drains);
+      answers at once.
     - `{"cmd": "counts"}`: `{"at": monotonic time, "sockets": {key: [frames in, bytes in,
       frames out]}, "closed": [key, …]}`.
     - `{"cmd": "stop"}`: stop every flood. `{"cmd": "close"}`: close the harness sockets.
@@ -324,9 +325,10 @@ class FloodWorker:
             )
             return {"holders": holders}
         if name == "flood":
+            rates = command.get("rates") or {}
             for key, stream_ids in command["targets"].items():
                 self.sockets[key].start_flood(
-                    stream_ids, int(command["frame_bytes"]), float(command["rate"])
+                    stream_ids, int(command["frame_bytes"]), float(rates.get(key, 0))
                 )
             return {"flooding": len(command["targets"])}
         if name == "counts":

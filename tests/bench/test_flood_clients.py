@@ -18,16 +18,21 @@ async def _arrived(sink: FloodWorker, keys: list[str]) -> int:
 
 
 async def _flood(
-    sender: FloodWorker, sink: FloodWorker, targets: dict[str, list[str]], keys: list[str]
+    sender: FloodWorker,
+    sink: FloodWorker,
+    targets: dict[str, list[str]],
+    keys: list[str],
+    rates: dict[str, float] | None = None,
 ) -> int:
-    """Flood `targets` from `sender` until `sink`'s sockets `keys` counted 1,000 frames more,
-    stop, wait until every frame sent has arrived; the frames sent."""
+    """Flood `targets` from `sender` (at `rates`, default as fast as it drains) until
+    `sink`'s sockets `keys` counted 1,000 frames more, stop, wait until every frame sent has
+    arrived; the frames sent."""
     base = await _arrived(sink, keys)
 
     async def at_least(count: int) -> bool:
         return await _arrived(sink, keys) - base >= count
 
-    await sender.handle({"cmd": "flood", "targets": targets, "frame_bytes": 270, "rate": 0})
+    await sender.handle({"cmd": "flood", "targets": targets, "frame_bytes": 270, "rates": rates})
     try:
         await poll_async(lambda: at_least(1000), what="flooded frames arriving")
     finally:
@@ -59,10 +64,10 @@ async def test_flood_clients_move_every_frame_through_a_relay() -> None:
                 return await _arrived(executors, [env]) == 2
 
             await poll_async(resumes, what="the streams' resumes")
-            # Harness to executor (one socket per stream), then executor to harness (the
-            # executor's socket floods both streams).
+            # Harness to executor (one socket per stream, as fast as they drain), then
+            # executor to harness (the executor's socket floods both streams, paced).
             assert await _flood(harnesses, executors, {sid: [sid] for sid in ids}, [env]) > 0
-            assert await _flood(executors, harnesses, {env: ids}, ids) > 0
+            assert await _flood(executors, harnesses, {env: ids}, ids, {env: 5000.0}) > 0
             counts = (await harnesses.handle({"cmd": "counts"}))["sockets"]
             assert all(counts[sid][0] > 0 for sid in ids), counts
             assert "frames_dropped_total{" not in await relay.metrics()
