@@ -27,7 +27,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import msgspec
@@ -509,11 +509,18 @@ def rss_kib(pid: int | str) -> int:
     return 0
 
 
-async def serve_commands() -> None:
+class CommandWorker(Protocol):
+    async def handle(self, command: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def aclose(self) -> None: ...
+
+
+async def serve_commands(worker: CommandWorker) -> None:
+    """Answer one JSON line on stdout for each JSON command line on stdin (`worker.handle`)
+    until `{"cmd": "quit"}` or the end of stdin."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 26)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    worker = Worker()
     try:
         while line := await reader.readline():
             command = _decode(line)
@@ -530,4 +537,4 @@ async def serve_commands() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve_commands())
+    asyncio.run(serve_commands(Worker()))

@@ -115,8 +115,18 @@ def child_env(src: Path = ROOT / "src") -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": ":".join(paths)}
 
 
-@dataclass
-class Settings:
+@dataclass(kw_only=True)
+class FleetOptions:
+    """How `running_fleet` starts the relay nodes and the balancer."""
+
+    balancers: int = 1
+    relay_args: list[str] = field(default_factory=list)
+    relay_src: Path = ROOT / "src"
+    profile_dir: Path | None = None
+
+
+@dataclass(kw_only=True)
+class Settings(FleetOptions):
     steps: tuple[int, ...]
     workers: int
     harness_workers: int
@@ -132,10 +142,6 @@ class Settings:
     large_count: int
     kill: bool
     kill_streams: int
-    balancers: int
-    relay_args: list[str]
-    relay_src: Path
-    profile_dir: Path | None
 
 
 # -- processes --------------------------------------------------------------------------------
@@ -164,12 +170,15 @@ class WorkerProcess:
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def start(cls, name: str, workdir: Path) -> WorkerProcess:
+    async def start(
+        cls, name: str, workdir: Path, script: Path = ROOT / "bench" / "fleet_clients.py"
+    ) -> WorkerProcess:
+        """Start `script` (a worker speaking `fleet_clients.serve_commands`' protocol)."""
         stderr = workdir / f"{name}.stderr"
         with open(stderr, "wb") as err:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
-                str(ROOT / "bench" / "fleet_clients.py"),
+                str(script),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=err,
@@ -387,7 +396,7 @@ async def balancer_ready(http: httpx.AsyncClient, urls: list[str]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running_fleet(workdir: Path, settings: Settings) -> AsyncIterator[FleetUnderTest]:
+async def running_fleet(workdir: Path, settings: FleetOptions) -> AsyncIterator[FleetUnderTest]:
     haproxy = shutil.which("haproxy")
     if haproxy is None:
         raise ServerFailed("haproxy is not installed (apt-get install haproxy)")

@@ -86,6 +86,28 @@ def retrieve(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
+def frame_header(buf: bytes | bytearray, pos: int, size: int) -> tuple[int, int, int] | None:
+    """The WebSocket frame header at `buf[pos:size]`: (first byte, header length with any
+    masking key, payload length), or None while the header is incomplete."""
+    if size - pos < 2:
+        return None
+    length = buf[pos + 1] & 0x7F
+    header = 2
+    if length == 126:
+        if size - pos < 4:
+            return None
+        length = (buf[pos + 2] << 8) | buf[pos + 3]
+        header = 4
+    elif length == 127:
+        if size - pos < 10:
+            return None
+        length = struct.unpack_from("!Q", buf, pos + 2)[0]
+        header = 10
+    if buf[pos + 1] & 0x80:
+        header += 4  # servers must not mask, but cope with it
+    return buf[pos], header, length
+
+
 class RpcPeer:
     """The JSON-RPC half of a bench connection; subclasses carry the messages (`send_text`,
     `close`) and feed what arrives to `_message` and the end to `_lost`."""
@@ -288,22 +310,8 @@ class WsRpc(RpcPeer, asyncio.Protocol):
                 return
         pos = 0
         size = len(buf)
-        while size - pos >= 2:
-            b0 = buf[pos]
-            length = buf[pos + 1] & 0x7F
-            header = 2
-            if length == 126:
-                if size - pos < 4:
-                    break
-                length = (buf[pos + 2] << 8) | buf[pos + 3]
-                header = 4
-            elif length == 127:
-                if size - pos < 10:
-                    break
-                length = struct.unpack_from("!Q", buf, pos + 2)[0]
-                header = 10
-            if buf[pos + 1] & 0x80:
-                header += 4  # servers must not mask, but cope with it
+        while (parsed := frame_header(buf, pos, size)) is not None:
+            b0, header, length = parsed
             end = pos + header + length
             if end > size:
                 break
