@@ -145,8 +145,12 @@ def dec_hook(tp: type, obj: Any) -> Any:
 
     Raised `ValueError`s carry the reference's message for the bad value.
     """
-    if isinstance(tp, type) and issubclass(
-        tp, (UnitEnum, WideU64, NonZeroUsize, UuidText, *_DECODABLE)
+    # The two string types first: they are what every `process/write` and fs request holds.
+    if (
+        tp is not Base64Bytes
+        and tp is not PathUri
+        and isinstance(tp, type)
+        and issubclass(tp, (UnitEnum, WideU64, NonZeroUsize, UuidText, *_DECODABLE))
     ):
         return tp.decode(obj)  # type: ignore[attr-defined]
     if not isinstance(obj, str):

@@ -12,6 +12,7 @@ value count, duplicate keys). Encoders build the compact output frames. Pure dat
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -161,6 +162,9 @@ def _may_hold_too_many_values(data: bytes) -> bool:
 
 _LONG_STRING = 4096
 """Strings at least this long are cut out of the text before the raw scans below."""
+_ODD_KEY_END = re.compile(rb'\\":|"[ \t\n\r]')
+"""An escaped quote before a colon, or whitespace after a quote: text the key count above
+cannot vouch for."""
 
 
 def _may_violate_limits(data: bytes, obj: Any) -> bool:
@@ -178,7 +182,7 @@ def _may_violate_limits(data: bytes, obj: Any) -> bool:
     # means a key was repeated (or the text is spaced/escaped oddly: let the exact scan decide).
     if text.count(b'":') != keys:
         return True
-    return b'\\":' in text or any(pat in text for pat in (b'" ', b'"\t', b'"\n', b'"\r'))
+    return _ODD_KEY_END.search(text) is not None
 
 
 def _without_plain_strings(data: bytes, strings: list[str]) -> bytes:
@@ -212,24 +216,29 @@ def _without_plain_strings(data: bytes, strings: list[str]) -> bytes:
 
 
 def _stats(obj: Any, depth: int, long_strings: list[str]) -> tuple[int, int, int]:
-    """(values, keys, max container depth) of a decoded JSON value; collects long strings."""
+    """(values, keys, max container depth) of a decoded JSON value; collects long strings.
+
+    msgspec decodes to exactly `dict`, `list` and `str`, so the checks are by `type()` (cheaper
+    than `isinstance` on this every-message path)."""
     children: Iterable[Any]
-    if isinstance(obj, dict):
+    kind = type(obj)
+    if kind is dict:
         keys, children = len(obj), obj.values()
-    elif isinstance(obj, list):
+    elif kind is list:
         keys, children = 0, obj
     else:
-        if isinstance(obj, str) and len(obj) >= _LONG_STRING:
+        if kind is str and len(obj) >= _LONG_STRING:
             long_strings.append(obj)
         return 1, 0, depth - 1
     values, deepest = 1, depth
     for item in children:
-        if isinstance(item, dict | list):
+        kind = type(item)
+        if kind is dict or kind is list:
             v, k, d = _stats(item, depth + 1, long_strings)
             values, keys, deepest = values + v, keys + k, max(deepest, d)
         else:
             values += 1
-            if isinstance(item, str) and len(item) >= _LONG_STRING:
+            if kind is str and len(item) >= _LONG_STRING:
                 long_strings.append(item)
     return values, keys, deepest
 

@@ -114,6 +114,8 @@ class WebSocketChannel(FlowControl, asyncio.Protocol):
         self._max_message_bytes = max_message_bytes
         self._max_frame_bytes = max_frame_bytes
         self._transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop
+        """Set by `connection_made` (kept: `get_running_loop()` is a `getpid` system call)."""
         self._ws: Protocol | None = None
         self._receiver: MessageReceiver | None = None
         self._fragments: list[bytes] = []
@@ -132,6 +134,7 @@ class WebSocketChannel(FlowControl, asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
+        self._loop = asyncio.get_running_loop()
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -157,15 +160,14 @@ class WebSocketChannel(FlowControl, asyncio.Protocol):
         """The handshake is done: frames from now on go to `receiver`."""
         self._ws = ws
         self._receiver = receiver
-        loop = asyncio.get_running_loop()
-        self._last_heard = loop.time()
-        self._ping_handle = loop.call_later(self._ping_interval_s, self._ping)
+        self._last_heard = self._loop.time()
+        self._ping_handle = self._loop.call_later(self._ping_interval_s, self._ping)
 
     def _receive_frames(self, data: bytes) -> None:
         ws = self._ws
         assert ws is not None
         ws.receive_data(data)
-        self._last_heard = asyncio.get_running_loop().time()
+        self._last_heard = self._loop.time()
         for event in ws.events_received():
             if isinstance(event, Frame):
                 self._on_frame(event)
@@ -217,7 +219,7 @@ class WebSocketChannel(FlowControl, asyncio.Protocol):
     def _ping(self) -> None:
         if self._closed or self._ws is None:
             return
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         # Slack of half a period so a pong that races the next ping still counts.
         if loop.time() - self._last_heard > (SILENT_PING_PERIODS + 0.5) * self._ping_interval_s:
             self.abort()
@@ -348,7 +350,7 @@ class WebSocketServerConnection(WebSocketChannel):
                 self._flush_batch()
             elif not self._batch_scheduled:
                 self._batch_scheduled = True
-                asyncio.get_running_loop().call_soon(self._flush_batch)
+                self._loop.call_soon(self._flush_batch)
         else:  # no joined copy of a large payload
             self._flush_batch()
             transport.write(frame_header(_TEXT_FIN, size))
@@ -500,7 +502,7 @@ class WebSocketClientConnection(WebSocketChannel):
             self._receive_server_frames(rest)
 
     def _receive_server_frames(self, data: bytes) -> None:
-        self._last_heard = asyncio.get_running_loop().time()
+        self._last_heard = self._loop.time()
         try:
             frames = self._parser.feed(data)
         except FrameProtocolError as exc:
