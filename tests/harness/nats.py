@@ -135,16 +135,29 @@ class NatsCluster:
 
     def server_of(self, client_name: str) -> int | None:
         """The index of the server a client named `client_name` is connected to."""
+        for index, connection in self._connections():
+            if connection.get("name") == client_name:
+                return index
+        return None
+
+    def subjects_of(self, client_name: str) -> set[str] | None:
+        """The subjects a client named `client_name` subscribes to (None: not connected)."""
+        for _, connection in self._connections():
+            if connection.get("name") == client_name:
+                return set(connection.get("subscriptions_list") or [])
+        return None
+
+    def _connections(self) -> list[tuple[int, dict[str, object]]]:
+        found = []
         for index, server in enumerate(self.servers):
-            url = f"http://127.0.0.1:{server.monitor_port}/connz?limit=1024"
+            url = f"http://127.0.0.1:{server.monitor_port}/connz?limit=1024&subs=1"
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:
                     page = json.load(response)
             except OSError:
                 continue
-            if any(c.get("name") == client_name for c in page.get("connections") or []):
-                return index
-        return None
+            found += [(index, c) for c in page.get("connections") or []]
+        return found
 
     def leaders(self) -> dict[str, int]:
         """Which server leads each JetStream stream (by name) and the meta group

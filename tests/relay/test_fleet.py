@@ -90,6 +90,14 @@ async def test_fleet_harness_on_another_node_reaches_the_executor(
             await stream.initialize()
             assert await fleet.gauge(other, "fleet_remote_executors") == 1
             assert await fleet.gauge(holder, "fleet_remote_harnesses") == 1
+            # The frames cross on each node's data connection; its control connection (state,
+            # heartbeats, probes) carries none, so a flood cannot queue the heartbeats.
+            node = fleet.node_id(holder)
+            control = fleet.nats.subjects_of(f"execserver-relay-{node}")
+            data = fleet.nats.subjects_of(f"execserver-relay-{node}-data")
+            assert data is not None and control is not None, (data, control)
+            assert f"relay.node.{node}" in data and f"relay.probe.{node}" not in data, data
+            assert f"relay.probe.{node}" in control and f"relay.node.{node}" not in control
             await stream.call(
                 "process/start",
                 {

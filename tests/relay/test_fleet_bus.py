@@ -74,9 +74,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         metrics = RelayMetrics()
         state = await NatsRelayState.open(nc, metrics=metrics)
         stack.push_async_callback(state.aclose)
-        nodes = await NodeDirectory.open(
-            nc.jetstream(), "node", None, heartbeat_s=HEARTBEAT_S, ttl_s=TTL_S
-        )
+        nodes = await NodeDirectory.open(nc, "node", None, heartbeat_s=HEARTBEAT_S, ttl_s=TTL_S)
         stack.push_async_callback(nodes.aclose)
         config = RelayConfig(
             ticket_secret=TICKET_SECRET,
@@ -93,7 +91,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         peer_nc = await connect_nats(cluster.urls, name="peer")
         stack.push_async_callback(peer_nc.close)
         peer_nodes = await NodeDirectory.open(
-            peer_nc.jetstream(), PEER, None, heartbeat_s=HEARTBEAT_S, ttl_s=TTL_S
+            peer_nc, PEER, None, heartbeat_s=HEARTBEAT_S, ttl_s=TTL_S
         )
         stack.push_async_callback(peer_nodes.aclose)
         peer = Peer(peer_nc, peer_nodes)

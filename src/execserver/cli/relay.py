@@ -444,26 +444,37 @@ async def _join_fleet(
     fleet: FleetSettings,
     metrics: RelayMetrics,
 ) -> RelayServer:
-    """Connect to NATS, open the shared state and the node directory (each closed by
-    `stack`), and build this node's server."""
+    """Connect to NATS twice, open the shared state and the node directory (each closed by
+    `stack`), and build this node's server.
+
+    The control connection carries the shared state, the heartbeats and the watches; the data
+    connection the fleet's frames. On one connection a cross-node flood queued heartbeats, their
+    acknowledgements and the watches' deliveries behind megabytes of frames (2-5 s per
+    heartbeat, watches silent for up to 34 s, nodes declared dead: docs/SCALING.md).
+    """
     from execserver.relay.service.app import FleetMembership, RelayServer
     from execserver.relay.service.nats_state import NatsEvents, NatsRelayState, connect_nats
     from execserver.relay.service.nodes import NodeDirectory
 
+    name = f"execserver-relay-{config.node_id}"
+    control_events = NatsEvents()
+    control = await connect_nats(fleet.servers, name=name, events=control_events)
+    stack.push_async_callback(_drain, control)
     events = NatsEvents()
-    nc = await connect_nats(fleet.servers, name=f"execserver-relay-{config.node_id}", events=events)
+    nc = await connect_nats(fleet.servers, name=f"{name}-data", events=events)
     stack.push_async_callback(_drain, nc)
-    state = await NatsRelayState.open(nc, replicas=fleet.replicas, metrics=metrics)
+    state = await NatsRelayState.open(control, replicas=fleet.replicas, metrics=metrics)
     stack.push_async_callback(state.aclose)
     nodes = await NodeDirectory.open(
-        nc.jetstream(), config.node_id, config.advertise_url, replicas=fleet.replicas
+        control, config.node_id, config.advertise_url, replicas=fleet.replicas, metrics=metrics
     )
     stack.push_async_callback(nodes.aclose)
     # A reconnect may leave the watches' consumers behind on a dead server: start them again.
-    events.reconnected += [state.rewatch.set, nodes.rewatch.set]
+    control_events.reconnected += [state.rewatch.set, nodes.rewatch.set]
     async with asyncio.timeout(10):
         await asyncio.gather(state.synced.wait(), nodes.synced.wait())
-    return RelayServer(config, state, metrics=metrics, fleet=FleetMembership(nc, events, nodes))
+    membership = FleetMembership(nc, events, nodes, control_events=control_events)
+    return RelayServer(config, state, metrics=metrics, fleet=membership)
 
 
 async def _drain(nc: NatsClient) -> None:

@@ -86,11 +86,13 @@ class RelayConfig:
 
 @dataclass(frozen=True, slots=True)
 class FleetMembership:
-    """What makes a node part of a fleet: its NATS connection and who else is alive."""
+    """What makes a node part of a fleet: its NATS connection for the data plane, who else is
+    alive, and the events of its control connection (state and liveness) when that is another."""
 
     nc: NatsClient
     events: NatsEvents
     nodes: Nodes
+    control_events: NatsEvents | None = None
 
 
 class _NodeIdFilter(logging.Filter):
@@ -158,7 +160,7 @@ class RelayServer:
         )
         self.nodes: Nodes = SingleNode(config.node_id) if fleet is None else fleet.nodes
         self.fleet: FleetBus | None = None
-        self._fleet_events: NatsEvents | None = None
+        self._fleet_events: list[NatsEvents] = []
         if fleet is not None:
             from execserver.relay.service.fleet import FleetBus
 
@@ -170,7 +172,9 @@ class RelayServer:
                 self.metrics,
                 window=config.outbox_limit_bytes,
             )
-            self._fleet_events = fleet.events
+            self._fleet_events = [fleet.events]
+            if fleet.control_events is not None:
+                self._fleet_events.append(fleet.control_events)
         self.registrations = Registrations(
             state,
             node_id=config.node_id,
@@ -319,9 +323,9 @@ class RelayServer:
             gauges["kv_operations_refused_total"] = gate.refused
             gauges["kv_operations_waiting_priority"] = gate.waiting_priority
             gauges["kv_operations_prioritized_total"] = gate.prioritized
-        if self._fleet_events is not None:
-            gauges["nats_disconnects_total"] = self._fleet_events.disconnects
-            gauges["nats_reconnects_total"] = self._fleet_events.reconnects
+        if self._fleet_events:
+            gauges["nats_disconnects_total"] = sum(e.disconnects for e in self._fleet_events)
+            gauges["nats_reconnects_total"] = sum(e.reconnects for e in self._fleet_events)
         try:
             gauges = {"executors_registered": await self.state.count_registrations(), **gauges}
         except StateUnavailable:

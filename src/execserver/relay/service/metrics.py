@@ -35,8 +35,8 @@ _HELP: Final = {
     "fleet_messages_sent_total": "data-plane messages sent to other nodes over NATS, by kind",
     "fleet_messages_received_total": "data-plane messages received over NATS, by kind",
     "fleet_messages_dropped_total": "data-plane messages lost or refused, by reason",
-    "nats_disconnects_total": "times this node lost its NATS connection",
-    "nats_reconnects_total": "times this node got its NATS connection back",
+    "nats_disconnects_total": "times this node lost a NATS connection (control or data)",
+    "nats_reconnects_total": "times this node got a NATS connection back",
     "kv_operation_seconds": "time of shared-state (NATS KV) operations, by operation",
     "kv_operations_in_flight": "shared-state operations this node has outstanding",
     "kv_operations_waiting": "shared-state operations queued for a slot on this node",
@@ -50,6 +50,8 @@ _HELP: Final = {
     "gc_pause_seconds": "garbage-collection pauses, by generation",
     "gc_longest_pause_ms": "the longest garbage-collection pause since start, milliseconds",
     "gc_objects_frozen": "objects kept out of garbage collections (gc.freeze)",
+    "node_probes_total": "direct probes of nodes whose heartbeats stopped, by outcome "
+    "(answered: alive after all; failed: declared dead)",
 }
 
 

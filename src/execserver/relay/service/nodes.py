@@ -4,9 +4,16 @@
 fleet (only itself). `NodeDirectory` keeps the answer for a fleet in the NATS key-value bucket
 `relay_nodes`: every node puts `n.<node id>` → `{url, started_at}` every `heartbeat_s`; every
 node watches the bucket and records, on its own monotonic clock, when it last heard of each
-node (so clocks need not agree). A node not heard of for `ttl_s`, or whose key was deleted (a
-clean shutdown), is dead until it is heard of again. Listeners learn each death and each
-(re)appearance; they run on the event loop and must not block.
+node (so clocks need not agree). A node whose key was deleted (a clean shutdown) is dead; so is
+a node not heard of for `ttl_s` that then fails a direct probe: a request on
+`relay.probe.<node id>`, which every node answers on the same connection. Late heartbeats alone
+are no death: under a flood they are late while the node is well (docs/SCALING.md). A dead node
+is dead until it is heard of again. Listeners learn each death and each (re)appearance; they run
+on the event loop and must not block.
+
+The directory works on the node's control connection to NATS, never the one that carries the
+fleet's data plane (`FleetBus`): on a shared connection heartbeats, their acknowledgements and
+the watch's deliveries queue behind megabytes of frames.
 """
 
 from __future__ import annotations
@@ -17,9 +24,12 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 import msgspec
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
@@ -29,7 +39,11 @@ from execserver.relay.service.nats_state import (
     follow_bucket,
     open_bucket,
 )
+from execserver.relay.service.state import StateUnavailable
 from execserver.tasks import TaskOwner
+
+if TYPE_CHECKING:
+    from execserver.relay.service.metrics import RelayMetrics
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +51,10 @@ NODES_BUCKET: Final = "relay_nodes"
 HEARTBEAT_S: Final = 1.0
 NODE_TTL_S: Final = 4.0
 """A node not heard of for this long is dead (four heartbeats: one late one is no death)."""
+PROBE_TIMEOUT_S: Final = 2.0
+"""How long a node not heard of for `NODE_TTL_S` has to answer a direct probe (a node that is
+gone, its connection closed, gets no answer at once: NATS knows no responder)."""
+PROBE_PREFIX: Final = "relay.probe."
 NODE_KEY_MAX_AGE_S: Final = 300.0
 """The bucket forgets the key of a node gone this long (its liveness is decided earlier)."""
 NODE_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -114,20 +132,33 @@ def _key(node_id: str) -> str:
     return f"n.{node_id}"
 
 
+def probe_subject(node_id: str) -> str:
+    return PROBE_PREFIX + node_id
+
+
 class NodeDirectory:
     """`Nodes` of a fleet, in NATS KV (see the module docstring). Build with `open()`."""
 
     def __init__(
         self,
+        nc: NatsClient,
         bucket: KeyValue,
         node_id: str,
         url: str | None,
         *,
         heartbeat_s: float = HEARTBEAT_S,
         ttl_s: float = NODE_TTL_S,
+        probe_timeout_s: float = PROBE_TIMEOUT_S,
+        metrics: RelayMetrics | None = None,
     ) -> None:
         self.node_id = node_id
+        self._nc = nc
         self._bucket = bucket
+        self._probe_timeout_s = probe_timeout_s
+        self._metrics = metrics
+        self._probing: set[str] = set()
+        """Nodes with a probe in flight."""
+        self._probes: Subscription | None = None
         self._url = url
         self._heartbeat_s = heartbeat_s
         self._ttl_s = ttl_s
@@ -147,20 +178,23 @@ class NodeDirectory:
     @classmethod
     async def open(
         cls,
-        js: object,
+        nc: NatsClient,
         node_id: str,
         url: str | None,
         *,
         replicas: int = 1,
         heartbeat_s: float = HEARTBEAT_S,
         ttl_s: float = NODE_TTL_S,
+        probe_timeout_s: float = PROBE_TIMEOUT_S,
+        metrics: RelayMetrics | None = None,
     ) -> NodeDirectory:
-        """Bind (or create) the bucket, announce this node, and start heartbeats and the watch.
+        """Bind (or create) the bucket on `nc` (the node's control connection), answer probes,
+        announce this node, and start heartbeats and the watch.
 
-        Raises `StateUnavailable` if JetStream does not answer after several attempts.
+        Raises `StateUnavailable` if NATS does not answer after several attempts.
         """
         bucket = await open_bucket(
-            js,
+            nc.jetstream(),
             KeyValueConfig(
                 NODES_BUCKET,
                 history=1,
@@ -169,7 +203,20 @@ class NodeDirectory:
                 storage=StorageType.FILE,
             ),
         )
-        directory = cls(bucket, node_id, url, heartbeat_s=heartbeat_s, ttl_s=ttl_s)
+        directory = cls(
+            nc,
+            bucket,
+            node_id,
+            url,
+            heartbeat_s=heartbeat_s,
+            ttl_s=ttl_s,
+            probe_timeout_s=probe_timeout_s,
+            metrics=metrics,
+        )
+        try:
+            directory._probes = await nc.subscribe(probe_subject(node_id), cb=_answer_probe)
+        except NATS_FAILURES as exc:
+            raise StateUnavailable(f"cannot answer probes: {exc!r}") from None
         await directory.beat()
         directory._tasks.spawn(directory._heartbeats())
         directory._tasks.spawn(directory._watch())
@@ -206,7 +253,10 @@ class NodeDirectory:
     async def _heartbeats(self) -> None:
         while True:
             await asyncio.sleep(self._heartbeat_s)
-            await self.beat()
+            # A put whose acknowledgement is late must not delay the next heartbeat.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._heartbeat_s):
+                    await self.beat()
 
     def _heard(self, node_id: str, url: str | None) -> None:
         now = time.monotonic()
@@ -267,8 +317,47 @@ class NodeDirectory:
                 continue
             horizon = now - self._ttl_s
             for node_id, seen in list(self._seen.items()):
-                if seen < horizon:
-                    self._dead(node_id, f"not heard of for {self._ttl_s:g} s")
+                if seen < horizon and node_id not in self._probing:
+                    self._probing.add(node_id)
+                    self._tasks.spawn(self._probe(node_id))
+
+    async def _probe(self, node_id: str) -> None:
+        """Ask a node not heard of for `ttl_s` directly: dead if it does not answer."""
+        try:
+            await self._nc.request(probe_subject(node_id), b"", timeout=self._probe_timeout_s)
+        except NATS_FAILURES as exc:
+            failure: BaseException | None = exc
+        else:
+            failure = None
+        finally:
+            self._probing.discard(node_id)
+        seen = self._seen.get(node_id)
+        if seen is None:
+            return  # deleted meanwhile (it shut down)
+        now = time.monotonic()
+        if failure is None:
+            self._count_probe("answered")
+            log.info(
+                "relay node answered a probe after %.1f s without a heartbeat",
+                now - seen,
+                extra={"peer_node_id": node_id},
+            )
+            self._seen[node_id] = now
+        elif seen >= now - self._ttl_s:
+            return  # heard of meanwhile
+        elif not self._nc.is_connected:
+            return  # our own connection failed: that says nothing about the node
+        else:
+            self._count_probe("failed")
+            self._dead(
+                node_id,
+                f"not heard of for {self._ttl_s:g} s, no answer to a probe "
+                f"({type(failure).__name__})",
+            )
+
+    def _count_probe(self, outcome: str) -> None:
+        if self._metrics is not None:
+            self._metrics.count("node_probes_total", outcome=outcome)
 
     async def aclose(self) -> None:
         """Stop, and tell the other nodes at once (delete this node's key).
@@ -277,8 +366,16 @@ class NodeDirectory:
         """
         await self._tasks.aclose()
         with contextlib.suppress(*NATS_FAILURES):
+            if self._probes is not None:
+                await self._probes.unsubscribe()
+        with contextlib.suppress(*NATS_FAILURES):
             async with asyncio.timeout(2.0):
                 await self._bucket.delete(_key(self.node_id))
+
+
+async def _answer_probe(message: Msg) -> None:
+    with contextlib.suppress(*NATS_FAILURES):
+        await message.respond(b"")
 
 
 __all__ = [
@@ -286,6 +383,7 @@ __all__ = [
     "NODES_BUCKET",
     "NODE_ID_PATTERN",
     "NODE_TTL_S",
+    "PROBE_TIMEOUT_S",
     "NodeDirectory",
     "NodeListener",
     "Nodes",
