@@ -29,6 +29,7 @@ from execserver.remote import remote_environment
 from tests.conftest import TIME
 from tests.harness.failover import failover
 from tests.harness.fleet import Fleet, relay_fleet
+from tests.harness.metrics import prometheus_values
 from tests.harness.relay import ENVIRONMENT_ID, EXECUTOR_TOKEN, HARNESS_TOKEN, remote_executor
 from tests.harness.relay_wire import RelayHarness, WireStream
 from tests.harness.servers import PREVIOUS_VERSIONS, REFERENCE_VERSION
@@ -192,8 +193,11 @@ async def test_fleet_failover_nats_server_killed(tmp_path: Path) -> None:
     resumes; every counter line exactly once."""
     async with relay_fleet(tmp_path / "fleet", advertise=False) as fleet:
         await failover(fleet, tmp_path, "ours", "nats")
-        pages = [await fleet.metrics(i) for i in fleet.live()]
-        assert any("exec_server_relay_nats_reconnects_total 1" in page for page in pages), pages
+        # Each node holds two NATS connections (control and data), so a node whose server died
+        # counts one reconnect per connection that was on it.
+        pages = [prometheus_values(await fleet.metrics(i)) for i in fleet.live()]
+        reconnects = [page[("exec_server_relay_nats_reconnects_total", ())] for page in pages]
+        assert any(count >= 1 for count in reconnects), reconnects
 
 
 # --- shared state across nodes ----------------------------------------------------------------
