@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -34,31 +32,6 @@ sys.path.insert(0, str(ROOT))
 from bench.latency import Client, percentile, start
 
 LIMITS = {"memoryBytes": 256 * 1024 * 1024, "pids": 64, "cpus": 1.0}
-
-
-async def one_shot(client: Client, process_id: str, extra: dict[str, Any]) -> float:
-    params = {
-        "processId": process_id,
-        "argv": ["/bin/true"],
-        "cwd": "file:///tmp",
-        "env": {"PATH": "/usr/bin:/bin"},
-        "tty": False,
-        **extra,
-    }
-    begin = time.perf_counter()
-    client.next_id += 1
-    await client.ws.send(
-        json.dumps({"id": client.next_id, "method": "process/start", "params": params})
-    )
-    while True:
-        message = json.loads(await client.ws.recv())
-        if "error" in message:
-            raise RuntimeError(message["error"])
-        if (
-            message.get("method") == "process/closed"
-            and message["params"]["processId"] == process_id
-        ):
-            return time.perf_counter() - begin
 
 
 def server(src: Path, *flags: str) -> tuple[subprocess.Popen[bytes], str]:
@@ -103,11 +76,13 @@ async def main() -> None:
         samples: dict[str, list[float]] = {name: [] for name, _, _ in variants}
         for name, client, extra in variants:  # warm-up
             for i in range(10):
-                await one_shot(client, f"warm-{name}-{i}", extra)
+                await client.one_shot(f"warm-{name}-{i}", ["/bin/true"], False, extra)
         for run in range(args.runs):
             order = variants if run % 2 == 0 else list(reversed(variants))
             for name, client, extra in order:
-                samples[name].append(await one_shot(client, f"{name}-{run}", extra))
+                samples[name].append(
+                    await client.one_shot(f"{name}-{run}", ["/bin/true"], False, extra)
+                )
         load = os.getloadavg()[0]
         print(f"/bin/true start->closed, {args.runs} runs each, ms (load average {load:.2f})")
         for name, values in samples.items():

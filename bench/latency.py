@@ -75,13 +75,17 @@ class Client:
             if frame.startswith(prefix):
                 return frame
 
-    async def one_shot(self, process_id: str, argv: list[str], tty: bool) -> float:
+    async def one_shot(
+        self, process_id: str, argv: list[str], tty: bool, extra: dict[str, object] | None = None
+    ) -> float:
+        """Seconds from sending process/start to its process/closed (`extra`: more params)."""
         params = {
             "processId": process_id,
             "argv": argv,
             "cwd": "file:///tmp",
             "env": {"PATH": "/usr/bin:/bin"},
             "tty": tty,
+            **(extra or {}),
         }
         begin = time.perf_counter()
         self.next_id += 1
@@ -90,6 +94,8 @@ class Client:
         )
         while True:
             message = json.loads(await self.ws.recv())
+            if "error" in message:
+                raise RuntimeError(message["error"])
             if (
                 message.get("method") == "process/closed"
                 and message["params"]["processId"] == process_id
