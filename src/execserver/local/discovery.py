@@ -9,6 +9,7 @@ helper `fs/*` requests use), so the kernel decides what the discovery can see. `
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -41,6 +42,12 @@ from execserver.protocol.pathuri import PathUri
 from execserver.protocol.sandbox import DiscoverySandboxContext, SandboxContext
 
 T = TypeVar("T")
+
+ROOT_DISCOVERY_CONCURRENCY = 4
+"""Roots of one `discover_roots()` call inspected at once. A sandboxed root costs a fresh
+filesystem-sandbox helper (a Python start under bubblewrap, about a second): one after another,
+a request naming several such roots took their sum; all at once, up to MAX_CAPABILITY_ROOTS
+helpers would start together."""
 
 _MXC_UNAVAILABLE = (
     "failed to prepare fs sandbox: failed to prepare MXC sandbox: native MXC is unavailable on "
@@ -128,7 +135,20 @@ class LocalExecutorDiscovery:
     ) -> list[CapabilityRootDiscovery]:
         if len(roots) > MAX_CAPABILITY_ROOTS:
             raise TooManyCapabilityRoots(MAX_CAPABILITY_ROOTS)
-        return [await self._discover_root(root) for root in roots]
+        slots = asyncio.Semaphore(ROOT_DISCOVERY_CONCURRENCY)
+
+        async def discover(root: CapabilityRootRequest) -> CapabilityRootDiscovery:
+            async with slots:
+                return await self._discover_root(root)
+
+        # Answers keep the order of the request; a root's failure is its own answer (a bug in
+        # one ends the others and reaches the caller as itself, not as a group).
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(discover(root)) for root in roots]
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None
+        return [task.result() for task in tasks]
 
     async def _discover_root(self, root: CapabilityRootRequest) -> CapabilityRootDiscovery:
         try:
