@@ -69,6 +69,7 @@ from bench.compare import (
     summary_cell,
 )
 from bench.wsclient import ChannelRpc, RpcPeer
+from execserver.event_loop import EVENT_LOOPS
 from execserver.relay.harness import RelayTarget, connect_relay
 from execserver.relay.noise import NoiseIdentity
 from execserver.relay.registry_client import RegistryClient
@@ -495,11 +496,18 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="about a minute: fewer iterations")
     parser.add_argument("--only", help="comma-separated metric names")
     parser.add_argument("--relay-args", help="extra arguments for `execserver relay`")
+    parser.add_argument(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        help="our executors' `serve --event-loop` (default: serve's own default)",
+    )
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "relay-results.json")
     parser.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     parser.add_argument("--render", type=Path, help="only print the tables of a JSON result")
     parser.add_argument("--list", action="store_true", help="list the metrics and exit")
     args = parser.parse_args()
+    if args.event_loop:
+        OURS_EXTRA.extend(["--event-loop", args.event_loop])  # every executor of ours
     if args.list:
         for metric in METRICS:
             print(f"{metric.name:14s} {metric.unit:6s} {metric.better:6s} {metric.description}")

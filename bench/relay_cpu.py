@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.compare import (
     LARGE_TIMEOUT,
+    OURS_EXTRA,
     SMALL_TIMEOUT,
     Context,
     MiB,
@@ -62,6 +63,7 @@ from bench.relay_compare import (
     wait_connected,
 )
 from bench.wsclient import RpcPeer
+from execserver.event_loop import EVENT_LOOPS
 from execserver.relay.harness import RelayTarget
 from execserver.relay.noise import NoiseIdentity
 from execserver.relay.registry_client import RegistryClient
@@ -264,10 +266,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--only", help="comma-separated: " + ",".join(OPERATIONS))
     parser.add_argument("--codex", action="store_true", help="also the codex executor")
+    parser.add_argument(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        help="our executors' `serve --event-loop` (default: serve's own default)",
+    )
     parser.add_argument("--py-spy", type=Path, help="record executor and relay with py-spy")
     parser.add_argument("--cprofile", type=Path, help="cProfile this process to PATH")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
+    if args.event_loop:
+        OURS_EXTRA.extend(["--event-loop", args.event_loop])  # every executor of ours
     sys.exit(asyncio.run(main_async(args)))
 
 

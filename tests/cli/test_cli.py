@@ -8,13 +8,21 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from execserver.cli import ListenAddress, ListenError, parse_listen_url
-from tests.conftest import require_reference
-from tests.harness.procfs import is_alive, sleeper, wait_all_dead, wait_for_marked, zombies_of
+from tests.conftest import TIME, require_reference
+from tests.harness.procfs import (
+    is_alive,
+    sleeper,
+    stat_fields,
+    wait_all_dead,
+    wait_for_marked,
+    zombies_of,
+)
 from tests.harness.servers import ours_command, reference_command, start_server
 from tests.harness.wire import WireClient
 
@@ -188,26 +196,76 @@ async def test_cli_exit_on_stdin_close() -> None:
     assert await asyncio.wait_for(process.wait(), 10) == 0
 
 
-async def test_cli_reaps_orphaned_grandchildren(tmp_path: object) -> None:
-    """Descendants orphaned by their parent are re-parented to the server and reaped."""
-    from pathlib import Path
-
-    server = await start_server("ours", Path(str(tmp_path)))
+@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
+async def test_cli_reaps_orphaned_grandchildren(tmp_path: Path, event_loop: str) -> None:
+    """Descendants orphaned by their parent are re-parented to the server and reaped as soon
+    as they exit, on either event loop (uvloop keeps SIGCHLD for itself: local/reaper.py)."""
+    server = await start_server("ours", tmp_path, extra=["--event-loop", event_loop])
+    pid_file, go = tmp_path / "grandchild.pid", tmp_path / "go"
     async with await WireClient.connect(server.url) as client:
         await client.initialize()
         params = {
             "processId": "orphaner",
-            "argv": ["sh", "-c", "(sleep 0.2; exit 3) & exit 0"],
+            "argv": [
+                "sh",
+                "-c",
+                f"(while [ ! -e {go} ]; do sleep 0.01; done; exit 3) > /dev/null 2>&1 & "
+                f"echo $! > {pid_file}",
+            ],
             "cwd": "file:///tmp",
             "env": {"PATH": "/usr/bin:/bin"},
             "tty": False,
         }
         await client.request("process/start", params)
-        await client.process_events("orphaner")
-        await asyncio.sleep(0.6)
+        await client.process_events("orphaner")  # the shell has exited
+        grandchild = int(pid_file.read_text())
+        await until(lambda: parent_of(grandchild) == server.pid)  # orphaned, re-parented to us
+        go.touch()
+        await until(lambda: not os.path.exists(f"/proc/{grandchild}"))  # exited and reaped
         assert zombies_of(server.pid) == []
         assert is_alive(server.pid)
     assert await server.stop() == 0
+
+
+def parent_of(pid: int) -> int | None:
+    fields = stat_fields(pid)
+    return None if fields is None else int(fields[1])
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait for `condition` (checked every 10 ms) with a deadline."""
+    deadline = asyncio.get_running_loop().time() + 10 * TIME
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition never held"
+        await asyncio.sleep(0.01)
+
+
+def test_cli_serve_event_loop_uvloop_missing(tmp_path: Path) -> None:
+    """`--event-loop uvloop` without uvloop is one line and exit 1; `auto` falls back to the
+    standard loop and serves."""
+    blocker = tmp_path / "blocked"
+    blocker.mkdir()
+    (blocker / "uvloop.py").write_text("raise ImportError('uvloop blocked by the test')\n")
+    env = {**os.environ, "PYTHONPATH": f"{blocker}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    refused = subprocess.run(
+        ours_command(extra=["--event-loop", "uvloop"]), env=env, capture_output=True, timeout=30
+    )
+    assert refused.returncode == 1
+    assert refused.stderr.decode().splitlines() == [
+        "Error: uvloop is not installed (use --event-loop asyncio)"
+    ]
+    with subprocess.Popen(
+        ours_command(extra=["--event-loop", "auto"]),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as server:
+        try:
+            assert server.stdout is not None
+            assert server.stdout.readline().startswith(b"ws://127.0.0.1:")
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
 
 
 def test_cli_python_module_entry_point() -> None:

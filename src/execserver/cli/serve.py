@@ -22,7 +22,9 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from execserver import event_loop
 from execserver.cli.help import HelpFormatter, add_version_argument
+from execserver.event_loop import EVENT_LOOPS, EventLoopUnavailable
 from execserver.local.blocking import FS_WAIT_TIMEOUT_S
 from execserver.local.directory import (
     DETACHED_RETENTION_S,
@@ -345,6 +347,13 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="require this HTTP CONNECT proxy for raw TCP from the managed SOCKS listener",
     )
     serve.add_argument(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        default="auto",
+        help="the event loop to run on: uvloop (faster; auto: when installed) or the standard "
+        "asyncio one (default %(default)s)",
+    )
+    serve.add_argument(
         "--kill-grace",
         type=_seconds,
         default=DEFAULT_KILL_GRACE_S,
@@ -523,7 +532,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         check_exposure(listen, authenticator, allow=args.allow_unauthenticated_remote)
         tls = _tls(listen, args)
         remote = remote_options(args)
-    except (ListenError, AuthConfigError, TlsConfigError) as exc:
+        loop_factory = event_loop.loop_factory(args.event_loop)
+    except (ListenError, AuthConfigError, TlsConfigError, EventLoopUnavailable) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
     for warning in warnings:
@@ -576,12 +586,13 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     )
     try:
         if remote is not None:
-            return asyncio.run(_serve_remote(remote, config))
+            return event_loop.run(_serve_remote(remote, config), loop_factory)
         upgrade = UpgradeOptions(handoff, state_dir, own_state_dir, generation)
-        return asyncio.run(
+        return event_loop.run(
             _serve(
                 listen, config, exit_on_stdin_close=exit_on_stdin_close, tls=tls, upgrade=upgrade
-            )
+            ),
+            loop_factory,
         )
     except OSError as exc:
         print(f"Error: {exc}", file=sys.stderr)

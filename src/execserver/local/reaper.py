@@ -45,6 +45,8 @@ class ChildReaper:
         self._watched: dict[int, tuple[int, ExitCallback]] = {}
         self._usage: dict[int, UsageCallback] = {}
         self._subreaper = False
+        self._plain_sigchld = False
+        """SIGCHLD is ours through `signal.signal` (the loop would not take it)."""
         self.listener: ChildListener | None = None
 
     def watch(self, pid: int, on_exit: ExitCallback, on_usage: UsageCallback | None = None) -> None:
@@ -97,8 +99,18 @@ class ChildReaper:
             log.warning("could not become a child subreaper: errno %d", ctypes.get_errno())
             return False
         self._subreaper = True
-        self._loop.add_signal_handler(signal.SIGCHLD, self.reap_orphans)
+        try:
+            self._loop.add_signal_handler(signal.SIGCHLD, self.reap_orphans)
+        except RuntimeError:
+            # uvloop refuses SIGCHLD (it would track its own subprocesses with it; we start
+            # none through it): a plain handler that hands the signal to the loop.
+            signal.signal(signal.SIGCHLD, self._on_sigchld)
+            self._plain_sigchld = True
         return True
+
+    def _on_sigchld(self, _signal: int, _frame: object) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to reap for
+            self._loop.call_soon_threadsafe(self.reap_orphans)
 
     def reap_orphans(self) -> None:
         """Reap every exited child that is not a managed one.
@@ -127,7 +139,11 @@ class ChildReaper:
         self._watched.clear()
         self._usage.clear()
         if self._subreaper:
-            self._loop.remove_signal_handler(signal.SIGCHLD)
+            if self._plain_sigchld:
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                self._plain_sigchld = False
+            else:
+                self._loop.remove_signal_handler(signal.SIGCHLD)
             self._subreaper = False
 
 

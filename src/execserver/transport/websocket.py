@@ -21,6 +21,7 @@ import os
 import socket
 import ssl as ssl_module
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import cast
 
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidStatus, PayloadTooBig, ProtocolError
@@ -132,7 +133,8 @@ class WebSocketChannel(FlowControl, asyncio.Protocol):
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A stream transport (uvloop's do not derive from asyncio.Transport).
+        transport = cast(asyncio.Transport, transport)
         self._transport = transport
         self._loop = asyncio.get_running_loop()
         sock = transport.get_extra_info("socket")
