@@ -95,6 +95,8 @@ class HttpHandler:
         def send(data: bytes, done: bool, error: str | None) -> None:
             nonlocal seq
             seq += 1
+            if done:  # the id is free once the client can see the end (it may reuse it at once)
+                connection.http_streams.discard(request_id)
             connection.notify(
                 methods.HTTP_REQUEST_BODY_DELTA,
                 HttpRequestBodyDeltaNotification(
@@ -112,5 +114,5 @@ class HttpHandler:
             else:
                 send(b"", True, None)
         finally:
-            await exits.aclose()
             connection.http_streams.discard(request_id)
+            await exits.aclose()
