@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from execserver.cli import ListenAddress, ListenError, parse_listen_url
+from execserver.cli.serve import ListenAddress, ListenError, parse_listen_url
 from tests.conftest import require_reference
 from tests.harness.procfs import is_alive, sleeper, wait_all_dead, wait_for_marked, zombies_of
 from tests.harness.servers import ours_command, reference_command, start_server
