@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from execserver.cli import ListenAddress, ListenError, parse_listen_url
+from execserver.cli.serve import ListenAddress, ListenError, parse_listen_url
 from tests.conftest import TIME, require_reference
 from tests.harness.procfs import (
     is_alive,

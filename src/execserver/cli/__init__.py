@@ -18,14 +18,76 @@ Exit codes (one table for every client command): docs/cli.md.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
+from typing import TYPE_CHECKING, Any
 
-from execserver.cli import cp, info, processes, relay, run, serve, token
 from execserver.cli.exit_codes import CliError, ExitCode
 from execserver.cli.help import HelpFormatter, add_version_argument
-from execserver.cli.serve import ListenAddress, ListenError, parse_listen_url
 from execserver.observability.logs import FORMATS, configure_logging
+
+# Each command: the module whose `add_parsers` defines it (and whose handler runs it), and its
+# line in `execserver --help`. Only the chosen command's module is imported: `run` does not
+# load the server, nor `serve` the client.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("execserver.cli.serve", "run the exec-server"),
+    "run": ("execserver.cli.run", "run a command on an executor"),
+    "ps": ("execserver.cli.processes", "list your processes on an executor"),
+    "attach": (
+        "execserver.cli.processes",
+        "replay and follow a process's output (Ctrl-C detaches)",
+    ),
+    "kill": ("execserver.cli.processes", "end a process (its whole tree)"),
+    "info": ("execserver.cli.info", "describe an executor (JSON)"),
+    "cp": ("execserver.cli.cp", "copy a file to, from or between executors"),
+    "relay": ("execserver.cli.relay", "run the environment registry and rendezvous (relay mode)"),
+    "token": ("execserver.cli.token", "make a capability token (or show its SHA-256)"),
+}
+
+
+if TYPE_CHECKING:
+    _SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
+else:  # not subscriptable at run time
+    _SubParsers = argparse._SubParsersAction
+
+
+class _Commands(_SubParsers):
+    """The subcommands, listed from `COMMANDS`; a command's real parser is built (its module
+    imported) when it is chosen."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._unloaded: set[str] = set()
+
+    def add_placeholder(self, name: str, help: str) -> None:
+        super().add_parser(name, help=help)
+        self._unloaded.add(name)
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        if name not in self._unloaded:
+            return super().add_parser(name, **kwargs)
+        # The real parser of a listed command takes the placeholder's place (and keeps its
+        # line in the listing).
+        self._unloaded.discard(name)
+        kwargs.setdefault("prog", f"{self._prog_prefix} {name}")
+        parser: argparse.ArgumentParser = self._parser_class(**kwargs)
+        self._name_parser_map[name] = parser
+        return parser
+
+    def load(self, name: str) -> None:
+        if name in self._unloaded:
+            importlib.import_module(COMMANDS[name][0]).add_parsers(self)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        self.load(values[0])
+        super().__call__(parser, namespace, values, option_string)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,14 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("EXECSERVER_LOG_FORMAT", "text"),
         help="stderr log lines as text or one JSON object per line ($EXECSERVER_LOG_FORMAT)",
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve.add_parser(commands)
-    run.add_parser(commands)
-    processes.add_parsers(commands)
-    info.add_parser(commands)
-    cp.add_parser(commands)
-    relay.add_parser(commands)
-    token.add_parser(commands)
+    commands = parser.add_subparsers(dest="command", required=True, action=_Commands)
+    assert isinstance(commands, _Commands)
+    for name, (_, line) in COMMANDS.items():
+        commands.add_placeholder(name, line)
     return parser
 
 
@@ -95,4 +153,4 @@ def _drop_stdout() -> None:
         pass
 
 
-__all__ = ["ListenAddress", "ListenError", "main", "parse_listen_url"]
+__all__ = ["COMMANDS", "build_parser", "main"]

@@ -39,7 +39,6 @@ from execserver.cli.targets import (
 )
 from execserver.environment import Environment, Unsupported
 from execserver.errors import RpcError
-from execserver.local.environment import local_environment
 from execserver.protocol.file_system import FileAttributes
 from execserver.tasks import TaskOwner
 
@@ -47,11 +46,10 @@ BLOCK_BYTES = 1024 * 1024  # the executors' block size cap
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "cp",
         usage="execserver cp [-p] [--progress] SRC DST",
-        help="copy a file to, from or between executors",
         description=__doc__,
         formatter_class=HelpFormatter,
     )
@@ -142,6 +140,10 @@ class End:
 @contextlib.asynccontextmanager
 async def _environment(target: str | None, options: TargetOptions) -> AsyncIterator[Environment]:
     if target is None:
+        # Imported here: the local executor is most of the server, which a remote command
+        # does not need to load.
+        from execserver.local.environment import local_environment
+
         async with local_environment() as environment:
             yield environment
     else:

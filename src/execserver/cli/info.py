@@ -19,10 +19,9 @@ from execserver.cli.targets import (
 from execserver.protocol.base import enc_hook
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "info",
-        help="describe an executor (JSON)",
         description=__doc__,
         formatter_class=HelpFormatter,
     )

@@ -41,16 +41,13 @@ CTRL_BACKSLASH = b"\x1c"
 
 
 def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    ps = commands.add_parser(
-        "ps", help="list your processes on an executor", formatter_class=HelpFormatter
-    )
+    ps = commands.add_parser("ps", formatter_class=HelpFormatter)
     _target(ps)
     ps.add_argument("--json", action="store_true", help="one JSON array (docs/protocol.md)")
     ps.set_defaults(handler=ps_main)
 
     attach = commands.add_parser(
         "attach",
-        help="replay and follow a process's output (Ctrl-C detaches)",
         description=__doc__,
         formatter_class=HelpFormatter,
     )
@@ -68,9 +65,7 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     attach.set_defaults(handler=attach_main)
 
-    kill = commands.add_parser(
-        "kill", help="end a process (its whole tree)", formatter_class=HelpFormatter
-    )
+    kill = commands.add_parser("kill", formatter_class=HelpFormatter)
     _target(kill)
     kill.add_argument("handle", help="the process's handle (see `ps`)")
     kill.set_defaults(handler=kill_main)

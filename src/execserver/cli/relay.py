@@ -148,10 +148,9 @@ def _positive_int(value: str) -> int:
     return int(value)
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     relay = commands.add_parser(
         "relay",
-        help="run the environment registry and rendezvous (relay mode)",
         description=__doc__,
         formatter_class=HelpFormatter,
     )
@@ -485,7 +484,7 @@ async def _drain(nc: NatsClient) -> None:
 __all__ = [
     "FleetSettings",
     "RelayConfigError",
-    "add_parser",
+    "add_parsers",
     "build_config",
     "build_fleet",
     "parse_listen",

@@ -89,11 +89,10 @@ def describe_ending(termination: Termination | None, exit_code: int) -> tuple[st
     return message, exit_code
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "run",
         usage="execserver run [TARGET] [--env NAME] [-t] [-C DIR] [-e NAME=VALUE] -- ARGV...",
-        help="run a command on an executor",
         description=__doc__,
         formatter_class=HelpFormatter,
     )
@@ -459,4 +458,4 @@ async def _forward_stdin(
         say("this executor cannot close the command's stdin; it will not see EOF")
 
 
-__all__ = ["add_parser", "main"]
+__all__ = ["add_parsers", "main"]

@@ -225,10 +225,9 @@ def auth_options(args: argparse.Namespace) -> AuthOptions:
     )
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = commands.add_parser(
         "serve",
-        help="run the exec-server",
         description=__doc__,
         formatter_class=HelpFormatter,
     )

@@ -45,7 +45,6 @@ from execserver.client.environments import (
 from execserver.client.reconnect import ReconnectPolicy
 from execserver.environment import Environment
 from execserver.errors import ExecServerError
-from execserver.local.environment import local_environment
 from execserver.relay.harness import is_relay_url, parse_relay_url
 from execserver.remote import remote_environment
 from execserver.token_files import TokenFileError, read_token_file, token_from_bytes
@@ -357,6 +356,10 @@ async def open_target(
     resolved = resolve(name)
     context = TargetContext(describe(resolved), token_given=options.token is not None)
     if resolved == LOCAL_ENVIRONMENT_ID:
+        # Imported here: the local executor is most of the server, which a remote command
+        # does not need to load.
+        from execserver.local.environment import local_environment
+
         async with local_environment() as environment:
             try:
                 yield environment

@@ -28,10 +28,9 @@ from execserver.token_files import (
 )
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "token",
-        help="make a capability token (or show its SHA-256)",
         description=__doc__,
         formatter_class=HelpFormatter,
     )

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import importlib
 import json
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
-
-import jwt
 
 from execserver.token_files import TokenFileError, check_mode, check_strength
 
@@ -243,6 +242,9 @@ class SignedBearerToken:
         self._audience = audience
         self._skew = max_clock_skew_s
         self._clock = clock
+        # PyJWT (~60 ms of imports) is loaded by the servers that take JWTs, not by every
+        # one: here, so that the first handshake does not pay for it.
+        importlib.import_module("jwt")
 
     def authenticate(self, authorization: str | None) -> str:
         token = bearer_token(authorization)
@@ -264,6 +266,8 @@ class SignedBearerToken:
         return "jwt:" + hashlib.sha256(token.encode()).hexdigest()
 
     def _decode(self, token: str) -> dict[str, Any]:
+        import jwt  # loaded by __init__
+
         invalid = AuthFailure("invalid websocket jwt")
         # Unpadded base64url only, like the reference's decoder.
         if "=" in token:
