@@ -86,6 +86,25 @@ async def test_usage_errors_are_2_with_what_was_meant(
     assert stderr.count(b"\n") == 1
 
 
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--log-level", "nope"], {}, "argument --log-level: invalid choice: 'nope'"),
+        ([], {"EXECSERVER_LOG": "loud"}, "argument --log-level: invalid choice: 'loud'"),
+        ([], {"EXECSERVER_LOG_FORMAT": "xml"}, "argument --log-format: invalid choice: 'xml'"),
+    ],
+)
+async def test_bad_log_settings_are_usage_errors(
+    args: list[str], env: dict[str, str], message: str
+) -> None:
+    """A log level or format the logger cannot take, from a flag or the environment, is a
+    usage error (2, one line after the usage), not a traceback."""
+    code, _, stderr = await run_cli(*args, "token", "new", env=cli_env(**env))
+    assert code == ExitCode.USAGE
+    assert stderr.decode().splitlines()[-1].startswith(f"execserver: error: {message}")
+    assert b"Traceback" not in stderr
+
+
 async def test_no_target_needs_a_stated_default(ours: ServerProcess, tmp_path: Path) -> None:
     """Without a TARGET nothing runs here unless environments.toml says so: a file without
     `default` is refused; `default = "local"` (or the explicit TARGET `local`) runs here."""

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from execserver.cli.exit_codes import CliError, ExitCode
 from execserver.cli.help import HelpFormatter, add_version_argument
-from execserver.observability.logs import FORMATS, configure_logging
+from execserver.observability.logs import FORMATS, LEVELS, configure_logging
 
 # Each command: the module whose `add_parsers` defines it (and whose handler runs it), and its
 # line in `execserver --help`. Only the chosen command's module is imported: `run` does not
@@ -138,6 +138,16 @@ def _main(argv: list[str]) -> int:
         argv, command = argv[:split], argv[split + 1 :]
     args = parser.parse_args(argv)
     args.command_argv = command
+    # Checked here, not by argparse's choices: the defaults come from the environment.
+    args.log_level = args.log_level.lower()
+    for option, value, allowed in (
+        ("--log-level", args.log_level, LEVELS),
+        ("--log-format", args.log_format, FORMATS),
+    ):
+        if value not in allowed:
+            parser.error(
+                f"argument {option}: invalid choice: {value!r} (choose from {', '.join(allowed)})"
+            )
     configure_logging(args.log_level, args.log_format)
     code: int = args.handler(args, parser)
     return code

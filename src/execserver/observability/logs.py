@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 FORMATS = ("text", "json")
+LEVELS = ("debug", "info", "warning", "error")
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
     "message",
     "asctime",
