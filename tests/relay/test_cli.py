@@ -27,6 +27,7 @@ from execserver.cli.relay import (
     parse_public_url,
 )
 from execserver.relay import api
+from execserver.relay.service.defaults import FIRST_CONNECT_TIMEOUT_S
 from execserver.relay.service.nats_state import atomic_replicated_cas
 from tests.conftest import TIME
 from tests.relay.support import (
@@ -136,8 +137,10 @@ def test_cli_relay_fleet_flags(tmp_path: Path) -> None:
     assert fleet is not None
     assert fleet.servers == [f"nats://127.0.0.1:{port}" for port in (4222, 4223, 4224)]
     assert fleet.replicas == 3
-    one = relay_args("--nats", "nats://n1:4222", "--ticket-secret-file", str(secret))
-    assert build_fleet(one) == FleetSettings(["nats://n1:4222"], 1)
+    one = relay_args(*one_args(secret))
+    assert build_fleet(one) == FleetSettings(["nats://n1:4222"], 1, FIRST_CONNECT_TIMEOUT_S)
+    patient = build_fleet(relay_args(*one_args(secret), "--nats-connect-timeout", "90"))
+    assert patient is not None and patient.connect_timeout_s == 90.0
     assert build_fleet(relay_args()) is None
     refusals = {
         "pass --ticket-secret-file": ["--nats", "nats://n1:4222"],
@@ -150,6 +153,7 @@ def test_cli_relay_fleet_flags(tmp_path: Path) -> None:
         ],
         "--nats needs at least one": ["--nats", " , ", "--ticket-secret-file", str(secret)],
         "--nats-replicas needs --nats": ["--nats-replicas", "3"],
+        "--nats-connect-timeout needs --nats": ["--nats-connect-timeout", "5"],
     }  # fmt: skip
     for message, argv in refusals.items():
         with pytest.raises(RelayConfigError, match=re.escape(message.split("`")[0])):
@@ -162,13 +166,27 @@ def test_cli_relay_fleet_flags(tmp_path: Path) -> None:
         build_config(relay_args("--node-id", "a.b"))
 
 
+def one_args(secret: Path) -> list[str]:
+    return ["--nats", "nats://n1:4222", "--ticket-secret-file", str(secret)]
+
+
 def test_cli_relay_fleet_refusals_exit_1(tmp_path: Path) -> None:
-    """A fleet node that cannot reach NATS says so on one line and exits 1."""
+    """A fleet node that cannot reach NATS within --nats-connect-timeout says so on one line
+    and exits 1; a timeout that is not a positive number is a usage error."""
     secret = tmp_path / "secret"
     secret.write_text("s" * 64 + "\n")
     command = [sys.executable, "-m", "execserver", "relay", "--nats", "nats://127.0.0.1:1"]
+    for bad in ("0", "-1", "soon"):
+        refused = subprocess.run(
+            [*command, "--ticket-secret-file", str(secret), "--nats-connect-timeout", bad],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert refused.returncode == 2, refused
+        assert "argument --nats-connect-timeout" in refused.stderr.splitlines()[-1], refused
     result = subprocess.run(
-        [*command, "--ticket-secret-file", str(secret)],
+        [*command, "--ticket-secret-file", str(secret), "--nats-connect-timeout", "1"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -58,6 +58,7 @@ from execserver.relay.service.defaults import (
     AUTHORIZATION_TTL_S,
     CONNECT_WAIT_S,
     EXECUTOR_TICKET_TTL_S,
+    FIRST_CONNECT_TIMEOUT_S,
     HARNESS_STALL_S,
     HARNESS_TICKET_TTL_S,
     MAX_STREAMS_PER_EXECUTOR,
@@ -201,6 +202,13 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "(default: 3 when three or more URLs are given, else 1)",
     )
     fleet.add_argument(
+        "--nats-connect-timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="how long a node tries to reach NATS at start-up before it exits 1; after that "
+        f"it reconnects forever (default {FIRST_CONNECT_TIMEOUT_S:g})",
+    )
+    fleet.add_argument(
         "--advertise-url",
         metavar="URL",
         help="this node's own ws(s):// base; harnesses of executors held here are sent to it",
@@ -275,6 +283,7 @@ def _tokens(path: str | None) -> TokenSet | None:
 class FleetSettings:
     servers: list[str]
     replicas: int
+    connect_timeout_s: float = FIRST_CONNECT_TIMEOUT_S
 
 
 def parse_nats(value: str) -> list[str]:
@@ -300,7 +309,10 @@ def build_fleet(args: argparse.Namespace) -> FleetSettings | None:
         RelayConfigError: fleet flags without --nats, or a fleet without a shared secret.
     """
     if args.nats is None:
-        for flag, value in (("--nats-replicas", args.nats_replicas),):
+        for flag, value in (
+            ("--nats-replicas", args.nats_replicas),
+            ("--nats-connect-timeout", args.nats_connect_timeout),
+        ):
             if value is not None:
                 raise RelayConfigError(f"{flag} needs --nats")
         return None
@@ -312,7 +324,8 @@ def build_fleet(args: argparse.Namespace) -> FleetSettings | None:
     if args.state_dir is not None:
         raise RelayConfigError("--state-dir is for a single relay; a fleet keeps its state in NATS")
     replicas = args.nats_replicas or (3 if len(servers) >= 3 else 1)
-    return FleetSettings(servers, replicas)
+    timeout = args.nats_connect_timeout or FIRST_CONNECT_TIMEOUT_S
+    return FleetSettings(servers, replicas, timeout)
 
 
 def build_config(args: argparse.Namespace) -> tuple[str, int, RelayConfig, Path | None]:
@@ -457,10 +470,11 @@ async def _join_fleet(
 
     name = f"execserver-relay-{config.node_id}"
     control_events = NatsEvents()
-    control = await connect_nats(fleet.servers, name=name, events=control_events)
+    timeout = fleet.connect_timeout_s
+    control = await connect_nats(fleet.servers, name=name, events=control_events, timeout=timeout)
     stack.push_async_callback(_drain, control)
     events = NatsEvents()
-    nc = await connect_nats(fleet.servers, name=f"{name}-data", events=events)
+    nc = await connect_nats(fleet.servers, name=f"{name}-data", events=events, timeout=timeout)
     stack.push_async_callback(_drain, nc)
     state = await NatsRelayState.open(control, replicas=fleet.replicas, metrics=metrics)
     stack.push_async_callback(state.aclose)

@@ -13,6 +13,9 @@ CONNECT_WAIT_S: Final = 5.0
 """How long `/connect` waits for the environment's executor to register and attach (a codex
 harness does not retry a failed `/connect`; a codex executor reconnects within ~1-2 s)."""
 OUTBOX_LIMIT_BYTES: Final = 4 << 20
+FIRST_CONNECT_TIMEOUT_S: Final = 10.0
+"""How long a fleet node tries to reach NATS at start-up before it gives up (after that first
+connection it reconnects forever; `relay --nats-connect-timeout`)."""
 HARNESS_STALL_S: Final = 30.0
 """How long a harness socket may leave its outbox full (the executor's socket waits meanwhile)
 before the relay gives up on it and resets its stream."""

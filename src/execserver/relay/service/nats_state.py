@@ -51,6 +51,7 @@ from nats.js.kv import KeyValue
 from execserver.relay.api import NoisePublicKey
 from execserver.relay.api import decode as api_decode
 from execserver.relay.api import encode as api_encode
+from execserver.relay.service.defaults import FIRST_CONNECT_TIMEOUT_S
 from execserver.relay.service.overload import OperationGate, Overloaded
 from execserver.relay.service.state import (
     Attachment,
@@ -332,11 +333,6 @@ def _call_all(handlers: list[Callable[[], None]]) -> None:
             handler()
         except Exception:
             log.exception("NATS event handler failed")
-
-
-FIRST_CONNECT_TIMEOUT_S: Final = 10.0
-"""How long a node tries to reach NATS at start-up before it gives up (after that first
-connection it reconnects forever)."""
 
 
 async def connect_nats(
