@@ -41,6 +41,8 @@ def _loaded_after(argv: list[str]) -> set[str]:
         (["ps", "ws://127.0.0.1:1"], SERVER),
         (["token", "new"], SERVER + CLIENT),
         (["serve", "--help"], CLIENT),
+        # Capability discovery (and PyYAML under it) loads on the first discovery request.
+        (["serve", "--help"], ("execserver.local.capability_discovery",)),
     ],
 )
 def test_a_command_loads_only_its_own_side(argv: list[str], not_loaded: tuple[str, ...]) -> None:

@@ -23,11 +23,6 @@ from execserver.errors import (
     TooManyCapabilityRoots,
 )
 from execserver.local.blocking import LOCAL, BlockingPool
-from execserver.local.capability_discovery import (
-    discover_capabilities,
-    has_discovery_locations,
-    inspect_root,
-)
 from execserver.local.environment_config import check_paths, read_environment_config
 from execserver.local.file_system import sandbox_policy
 from execserver.local.sandbox.fs_runner import SandboxedFileSystem, fs_policy, needs_helper
@@ -114,14 +109,17 @@ class LocalExecutorDiscovery:
     async def discover_capabilities(
         self, cwd: PathUri, *, sandbox: DiscoverySandboxContext | None = None
     ) -> CapabilitiesDiscoverV2Response:
+        # Imported here: the skill metadata reader brings PyYAML (~20 ms of every server start).
+        from execserver.local import capability_discovery as found
+
         home = os.fsencode(user_home(os.environ))
         chome = codex_home(os.environ)
-        if not has_discovery_locations(chome, home):
+        if not found.has_discovery_locations(chome, home):
             # Nothing to look at: answered without preparing the sandbox, as the reference.
             return CapabilitiesDiscoverV2Response(plugins=[], skills=[], warnings=[])
         policy = None if sandbox is None else _discovery_policy(sandbox)
         if policy is None:
-            return await self._thread(discover_capabilities, chome, home)
+            return await self._thread(found.discover_capabilities, chome, home)
         result: CapabilitiesDiscoverV2Response = await self._helper(
             policy,
             "discover_capabilities",
@@ -154,6 +152,8 @@ class LocalExecutorDiscovery:
         try:
             policy = self._helper_policy(root.sandbox)
             if policy is None:
+                from execserver.local.capability_discovery import inspect_root
+
                 return await self._thread(inspect_root, root.id, root.path)
             result: CapabilityRootDiscovery = await self._helper(
                 policy,
