@@ -2,8 +2,9 @@
 
 `serve` runs on uvloop (libuv, in C) when it is installed: an executor's per-message cost is
 mostly the event loop's own Python (a loop turn, the socket transport's read and write paths)
-and uvloop takes most of that away (bench/relay_cpu.py: our executor's CPU per relayed echo
-about 15 % lower). `asyncio` keeps the standard loop; both are tested.
+and uvloop takes much of that away (bench/relay_cpu.py: our executor's CPU per relayed echo
+6-14 % lower; docs/BENCHMARKS.md, "Hot path, fifth round"). `asyncio` keeps the standard
+loop; both are tested.
 
 uvloop refuses a SIGCHLD handler of the loop's, so there the child reaper takes the signal with
 a plain handler that hands it to the loop (`local/reaper.py`); everything else behaves the same

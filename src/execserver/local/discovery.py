@@ -109,7 +109,8 @@ class LocalExecutorDiscovery:
     async def discover_capabilities(
         self, cwd: PathUri, *, sandbox: DiscoverySandboxContext | None = None
     ) -> CapabilitiesDiscoverV2Response:
-        # Imported here: the skill metadata reader brings PyYAML (~20 ms of every server start).
+        # Imported on use (here and below): the skill metadata reader brings PyYAML (~20 ms of
+        # every server start).
         from execserver.local import capability_discovery as found
 
         home = os.fsencode(user_home(os.environ))
@@ -152,9 +153,9 @@ class LocalExecutorDiscovery:
         try:
             policy = self._helper_policy(root.sandbox)
             if policy is None:
-                from execserver.local.capability_discovery import inspect_root
+                from execserver.local import capability_discovery as found
 
-                return await self._thread(inspect_root, root.id, root.path)
+                return await self._thread(found.inspect_root, root.id, root.path)
             result: CapabilityRootDiscovery = await self._helper(
                 policy,
                 "inspect_root",
