@@ -20,6 +20,8 @@ import signal
 from collections.abc import Callable
 from typing import Protocol
 
+from execserver.transport.held import held_sends
+
 log = logging.getLogger(__name__)
 
 _PR_SET_CHILD_SUBREAPER = 36
@@ -80,7 +82,9 @@ class ChildReaper:
         if self.listener is not None:
             self.listener.ended(pid)
         try:
-            on_exit(status)
+            # The exit, the last output and the close leave as one write where they can.
+            with held_sends():
+                on_exit(status)
         finally:
             if self._subreaper:
                 self.reap_orphans()

@@ -18,6 +18,7 @@ from execserver.relay.frames import encode_data, encode_reset
 from execserver.relay.noise import NoiseTransport
 from execserver.relay.records import RecordError, RecordOpener, RecordSealer
 from execserver.transport.base import MessageReceiver
+from execserver.transport.held import hold
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ class NoiseStream:
         self._opener = RecordOpener(keys.receive)
         self._receiver: MessageReceiver | None = None
         self._early: list[bytes] = []
+        self._held: list[bytes] = []
+        """Messages held for one record (transport/held.py)."""
         self._paused = False
         self._ended = False
 
@@ -107,12 +110,27 @@ class NoiseStream:
     def send(self, data: bytes) -> None:
         if self._ended:
             return
+        if hold(self, not self._held):
+            self._held.append(data)
+            return
+        self._seal_and_send([data])
+
+    def send_held(self) -> None:
+        """Send the held messages, packed into as few records as they fit."""
+        held, self._held = self._held, []
+        if held and not self._ended:
+            self._seal_and_send(held)
+
+    def _seal_and_send(self, messages: list[bytes]) -> None:
         try:
-            records = self._sealer.seal(data)
+            records = self._sealer.seal_batch(messages)
         except RecordError as exc:
             log.warning("relay stream %s: cannot send a message: %s", self.stream_id, exc)
             self.abort()
             return
+        self._send_records(records)
+
+    def _send_records(self, records: list[tuple[int, bytes]]) -> None:
         stream_id = self.stream_id
         link = self._link
         if len(records) == 1:
@@ -151,6 +169,10 @@ class NoiseStream:
     def _end(self, *, send_reset: bool) -> None:
         if self._ended:
             return
+        if send_reset and self._held:
+            self.send_held()  # what was sent before close() goes first
+            if self._ended:  # it could not be sealed: aborted already
+                return
         self._ended = True
         self.resume_reading()
         if send_reset:
