@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import Callable
 
 from execserver.local.reaper import ChildReaper
@@ -117,6 +118,18 @@ def test_a_stream_reset_by_the_peer_drops_what_it_held() -> None:
         s.send(b"held")
         s.reset_received()
     assert wire.frames == []
+
+
+def test_a_block_holds_only_its_own_threads_sends() -> None:
+    wire = Wire()
+    s = stream(wire)
+    with held_sends():
+        other = threading.Thread(target=s.send, args=(b"from another thread",))
+        other.start()
+        other.join()
+        assert records(wire) == [[b"from another thread"]]  # sent at once, not held here
+        s.send(b"held")
+    assert records(wire) == [[b"from another thread"], [b"held"]]
 
 
 def start_true() -> int:

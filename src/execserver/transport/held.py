@@ -10,12 +10,14 @@ when the `held_sends()` block ends, in the order they were sent, on the same loo
 A channel takes part by asking `hold(self)` in `send()`: True means a block is open and the
 channel is now registered to have `send_held()` called at its end (once per block, however
 many messages it held); False means send at once, as always. Blocks nest: only the outermost
-one flushes.
+one flushes. A block belongs to its thread (a thread-local, not a context variable: a callback
+scheduled inside a block runs after it and must not inherit it).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Protocol
@@ -29,14 +31,18 @@ class HoldingChannel(Protocol):
         ...
 
 
-_holders: list[HoldingChannel] | None = None
-"""Channels holding messages in the open block (None: no block is open)."""
+class _Block(threading.local):
+    holders: list[HoldingChannel] | None = None
+    """Channels holding messages in this thread's open block (None: no block is open)."""
+
+
+_block = _Block()
 
 
 def hold(channel: HoldingChannel, first: bool) -> bool:
     """Whether `channel` should hold the message it is sending; `first` says it holds none
     yet (then it is registered for the flush)."""
-    holders = _holders
+    holders = _block.holders
     if holders is None:
         return False
     if first:
@@ -48,16 +54,15 @@ def hold(channel: HoldingChannel, first: bool) -> bool:
 def held_sends() -> Iterator[None]:
     """Hold the sends of participating channels until the block ends (see the module
     docstring). A channel that fails to flush is logged and the others still flush."""
-    global _holders
-    if _holders is not None:
+    if _block.holders is not None:
         yield
         return
     holders: list[HoldingChannel] = []
-    _holders = holders
+    _block.holders = holders
     try:
         yield
     finally:
-        _holders = None
+        _block.holders = None
         for channel in holders:
             try:
                 channel.send_held()
