@@ -13,6 +13,7 @@ from execserver.relay.frames import Data, Reset, decode_frame
 from execserver.relay.noise import CipherState, NoiseTransport
 from execserver.relay.records import RecordOpener
 from execserver.relay.stream import NoiseStream
+from execserver.server.app import ExecServer
 from execserver.transport.held import held_sends
 
 KEY = bytes(range(32))
@@ -147,7 +148,7 @@ async def test_the_reaper_sends_what_an_exit_produces_as_one_record() -> None:
         s.send(b'{"method":"process/closed"}')
         exited.set_result(status)
 
-    reaper = ChildReaper(asyncio.get_running_loop())
+    reaper = ChildReaper(asyncio.get_running_loop(), held_sends)
     try:
         pid = start_true()
         reaper.watch(pid, on_exit)
@@ -155,3 +156,13 @@ async def test_the_reaper_sends_what_an_exit_produces_as_one_record() -> None:
     finally:
         reaper.close()
     assert records(wire) == [[b'{"method":"process/exited"}', b'{"method":"process/closed"}']]
+
+
+async def test_the_server_holds_what_an_exit_produces() -> None:
+    """The executor wires the reaper's exit scope (the reaper itself, in the local layer,
+    knows nothing of transports)."""
+    server = ExecServer()
+    try:
+        assert server.host.reaper.exit_scope is held_sends
+    finally:
+        await server.aclose()

@@ -11,6 +11,7 @@ are closed (and kills the detached processes left).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ from execserver.local.process import (
     MAX_PROCESSES_PER_SESSION,
     LocalExecBackend,
 )
-from execserver.local.reaper import ChildReaper
+from execserver.local.reaper import ChildReaper, ExitScope
 from execserver.local.sandbox.fs_runner import SandboxedFileSystem
 from execserver.observability.telemetry import Telemetry
 from execserver.protocol.session import EnvironmentInfo, ProcessEndingsInfo
@@ -82,6 +83,8 @@ class HostConfig:
     max_attachers: int = MAX_ATTACHERS
     network: ExecutorNetworkOptions = field(default_factory=ExecutorNetworkOptions)
     """Executor-wide managed-network settings (serve's flags)."""
+    exit_scope: ExitScope = contextlib.nullcontext
+    """What wraps each reaped child's exit callback (`ChildReaper`)."""
 
 
 class Host:
@@ -89,7 +92,7 @@ class Host:
 
     def __init__(self, config: HostConfig | None = None) -> None:
         self.config = config = config or HostConfig()
-        self.reaper = ChildReaper(asyncio.get_running_loop())
+        self.reaper = ChildReaper(asyncio.get_running_loop(), config.exit_scope)
         if config.subreaper:
             self.reaper.become_subreaper()
         self.cgroups = (

@@ -20,14 +20,15 @@ import signal
 from collections.abc import Callable
 from typing import Protocol
 
-from execserver.transport.held import held_sends
-
 log = logging.getLogger(__name__)
 
 _PR_SET_CHILD_SUBREAPER = 36
 
 ExitCallback = Callable[[int], None]
 UsageCallback = Callable[[resource.struct_rusage], None]
+ExitScope = Callable[[], contextlib.AbstractContextManager[object]]
+"""Wraps each exit callback: the server passes `transport.held.held_sends`, so that what one
+exit produces (the last output, `process/exited`, `process/closed`) leaves together."""
 
 
 class ChildListener(Protocol):
@@ -42,8 +43,11 @@ class ChildListener(Protocol):
 class ChildReaper:
     """Watches managed children on one event loop and reports their wait statuses."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, exit_scope: ExitScope = contextlib.nullcontext
+    ) -> None:
         self._loop = loop
+        self.exit_scope = exit_scope
         self._watched: dict[int, tuple[int, ExitCallback]] = {}
         self._usage: dict[int, UsageCallback] = {}
         self._subreaper = False
@@ -82,8 +86,7 @@ class ChildReaper:
         if self.listener is not None:
             self.listener.ended(pid)
         try:
-            # The exit, the last output and the close leave as one write where they can.
-            with held_sends():
+            with self.exit_scope():
                 on_exit(status)
         finally:
             if self._subreaper:

@@ -46,6 +46,7 @@ from execserver.server.session import (
 )
 from execserver.tasks import TaskOwner
 from execserver.transport.base import MessageChannel
+from execserver.transport.held import held_sends
 from execserver.transport.http import HttpRequest, HttpResponse
 from execserver.transport.stdio import StdioConnection
 from execserver.transport.websocket import (
@@ -153,6 +154,7 @@ class ExecServer:
                 detached_retention_s=config.detached_retention_s,
                 max_detached_per_principal=config.max_detached_per_principal,
                 max_attachers=config.max_attachers,
+                exit_scope=held_sends,
             )
         )
         self.registry = SessionRegistry(
