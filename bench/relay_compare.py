@@ -148,6 +148,26 @@ class RelayedSlot(Server):
         return await ChannelRpc.open(connector, timeout=SMALL_TIMEOUT)
 
 
+def relayed_slot(
+    name: str, executor: Server, relay: Server, environment: str, harness_token: str
+) -> tuple[RelayedSlot, RegistryClient]:
+    """The slot of an executor attached to `relay` as `environment`, and its registry client
+    (the caller closes it)."""
+    registry = RegistryClient(relay.url, environment, harness_token)
+    slot = RelayedSlot(
+        name,
+        relay.url,
+        executor.process,
+        executor.stderr_path,
+        executor.command,
+        relay=relay,
+        target=RelayTarget(relay.url, environment, harness_token),
+        identity=NoiseIdentity.generate(),
+        registry=registry,
+    )
+    return slot, registry
+
+
 # -- processes ------------------------------------------------------------------------------
 
 
@@ -418,20 +438,10 @@ async def main_async(args: argparse.Namespace) -> int:
             )
             processes.append(executor)
             executors.append(executor)
-            target = RelayTarget(relay.url, ENVIRONMENTS[slot], harness_token)
-            registry = RegistryClient(relay.url, ENVIRONMENTS[slot], harness_token)
-            registries.append(registry)
-            slots[slot] = RelayedSlot(
-                slot,
-                relay.url,
-                executor.process,
-                executor.stderr_path,
-                executor.command,
-                relay=relay,
-                target=target,
-                identity=NoiseIdentity.generate(),
-                registry=registry,
+            slots[slot], registry = relayed_slot(
+                slot, executor, relay, ENVIRONMENTS[slot], harness_token
             )
+            registries.append(registry)
         await wait_connected(relay, executor_token, executors)
         for slot, server in slots.items():
             print(f"{slot}: {server.url} pid {server.pid}", file=sys.stderr)
