@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 from tests.harness.servers import ours_command
 
 from bench.compare import (
+    OURS_EXTRA,
     Context,
     Runner,
     Server,
@@ -52,6 +53,7 @@ from bench.compare import (
 )
 from bench.relay_compare import (
     METRICS,
+    ours_remote_command,
     relay_settings,
     relayed_slot,
     start_relay,
@@ -62,7 +64,6 @@ from execserver.relay.registry_client import RegistryClient
 SLOTS = ("direct", "relay", "direct-base", "relay-base")
 PAIRS = (("direct", "direct-base"), ("relay", "relay-base"))
 DEFAULT_METRICS = "oneshot_true,getmetadata,echo_rtt"
-SERVE_EXTRA = ["--max-sessions", "100000"]
 
 
 def build_env(tree: Path) -> dict[str, str]:
@@ -79,19 +80,15 @@ async def start_slots(
     for suffix, tree in (("", ROOT), ("-base", base)):
         env = build_env(tree)
         direct = await start_server(
-            "direct" + suffix, workdir, ours_command(extra=SERVE_EXTRA), env=env
+            "direct" + suffix, workdir, ours_command(extra=OURS_EXTRA), env=env
         )
         processes.append(direct)
         slots[direct.name] = direct
         environment = "ab" + suffix
-        command = [
-            sys.executable, "-m", "execserver", "serve",
-            "--remote", relay.url, "--environment-id", environment, *SERVE_EXTRA,
-        ]  # fmt: skip
         executor = await start_server(
             "relay" + suffix,
             workdir,
-            command,
+            ours_remote_command(relay.url, environment),
             env={**env, "CODEX_API_KEY": executor_token},
             announces=None,
         )

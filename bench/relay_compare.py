@@ -185,13 +185,18 @@ async def start_relay(
     return await start_server("relay", workdir, command, announces="http://")
 
 
+def ours_remote_command(registry_url: str, environment: str) -> list[str]:
+    """Our executor dialling out to `registry_url` as `environment`."""
+    return [
+        sys.executable, "-m", "execserver", "serve",
+        "--remote", registry_url, "--environment-id", environment, *OURS_EXTRA,
+    ]  # fmt: skip
+
+
 def executor_command(slot: str, registry_url: str) -> list[str]:
     environment = ENVIRONMENTS[slot]
     if slot == "relay":
-        return [
-            sys.executable, "-m", "execserver", "serve",
-            "--remote", registry_url, "--environment-id", environment, *OURS_EXTRA,
-        ]  # fmt: skip
+        return ours_remote_command(registry_url, environment)
     binary = reference_binary()
     if binary is None:
         raise ServerFailed("the codex binary is not installed (run .ci/run or set CODEX_BIN)")
