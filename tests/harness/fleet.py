@@ -159,7 +159,14 @@ async def relay_fleet(
             advertise_base,
         )
         try:
-            await asyncio.gather(*(fleet.start_node(i) for i in range(nodes)))
+            # Every start is awaited to its end, so that one node failing to start does not
+            # leave another starting unwatched: the `finally` stops all that did start.
+            started = await asyncio.gather(
+                *(fleet.start_node(i) for i in range(nodes)), return_exceptions=True
+            )
+            for outcome in started:
+                if isinstance(outcome, BaseException):
+                    raise outcome
             await fleet.wait_alive(nodes)
             yield fleet
         finally:

@@ -6,6 +6,10 @@ that very port to the next outgoing connection of any process before the server 
 ("address already in use"). These ports come from below that range, where the kernel never
 assigns on its own; each is checked free by binding it, and picked at random so that
 concurrent test runs do not walk the same sequence.
+
+A port is handed out once per test process: a free port is only free until its server binds
+it, and a test that picks ports for two groups of servers before starting either (a fleet's
+relay nodes, then its NATS cluster) must not get one port twice.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import random
 import socket
 
 _FIRST, _LAST = 20000, 32000
+_handed_out: set[int] = set()
 
 
 def _ephemeral_range() -> range:
@@ -29,7 +34,7 @@ def listen_ports(count: int) -> list[int]:
     """`count` distinct loopback ports, free now, outside the kernel's ephemeral range."""
     ephemeral = _ephemeral_range()
     chosen: list[int] = []
-    candidates = [p for p in range(_FIRST, _LAST) if p not in ephemeral]
+    candidates = [p for p in range(_FIRST, _LAST) if p not in ephemeral and p not in _handed_out]
     random.shuffle(candidates)
     for port in candidates:
         with socket.socket() as sock:
@@ -39,6 +44,7 @@ def listen_ports(count: int) -> list[int]:
                 continue
         chosen.append(port)
         if len(chosen) == count:
+            _handed_out.update(chosen)
             return chosen
     raise RuntimeError(f"no {count} free loopback ports outside the ephemeral range")
 

@@ -294,9 +294,9 @@ async def start_relay_process(args: list[str], workdir: Path, name: str = "relay
     assert process.stdout is not None
     try:
         line = await asyncio.wait_for(process.stdout.readline(), 30 * TIME)
-    except TimeoutError:
+    except BaseException:  # a timeout, or the test cancelled: no relay is left running
         process.kill()
-        await process.wait()
+        await asyncio.shield(process.wait())
         raise
     url = line.decode().strip()
     if not url.startswith("http://"):
