@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 
+from execserver import event_loop
 from execserver.client.client import ClientState, ExecServerClient
 from execserver.environment import ProcessFailed
 from execserver.errors import ConnectError, RecoveryFailed
@@ -30,6 +31,19 @@ async def test_stdio_close_ends_the_server_and_its_processes() -> None:
     assert len(pids) == 1
     await env.aclose()
     assert await wait_all_dead(pids, 10 * TIME)
+
+
+def test_stdio_client_on_uvloop() -> None:
+    """The client spawns a stdio server and runs a command on a uvloop loop too (uvloop's
+    transports are not asyncio's classes: an isinstance check once failed every spawn)."""
+
+    async def run() -> None:
+        client = await ExecServerClient.spawn(sys.executable, SERVE_STDIO)
+        async with remote_environment(client) as env:
+            result = await env.process.run(["sh", "-c", "echo on-uvloop"])
+            assert result.stdout == b"on-uvloop\n"
+
+    event_loop.run(run(), event_loop.loop_factory("uvloop"))
 
 
 async def test_stdio_loss_is_final() -> None:

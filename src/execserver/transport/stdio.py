@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from typing import cast
 
 from execserver.compat.rust import rust_trim
 from execserver.errors import ConnectError
@@ -94,7 +95,7 @@ class StdioConnection:
         self._splitter = LineSplitter(self._on_line)
         self._writer: asyncio.WriteTransport | None = None
         self._write_side = _WriteSide()
-        self._read_transport: asyncio.BaseTransport | None = None
+        self._read_transport: asyncio.ReadTransport | None = None
         self._ended = False
         self.closed = asyncio.get_running_loop().create_future()
 
@@ -153,11 +154,11 @@ class StdioConnection:
         self.input_ended()
 
     def pause_reading(self) -> None:
-        if isinstance(self._read_transport, asyncio.ReadTransport):
+        if self._read_transport is not None:
             self._read_transport.pause_reading()
 
     def resume_reading(self) -> None:
-        if isinstance(self._read_transport, asyncio.ReadTransport):
+        if self._read_transport is not None:
             self._read_transport.resume_reading()
 
     def close(self) -> None:
@@ -190,12 +191,10 @@ class StdioChildConnection(FlowControl, asyncio.SubprocessProtocol):
         self.pid = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.SubprocessTransport)
-        self._transport = transport
-        self.pid = transport.get_pid()
-        stdin = transport.get_pipe_transport(0)
-        assert isinstance(stdin, asyncio.WriteTransport)
-        self._stdin = stdin
+        # Casts, not isinstance checks: uvloop's transports do not derive from asyncio's classes.
+        process = self._transport = cast(asyncio.SubprocessTransport, transport)
+        self.pid = process.get_pid()
+        self._stdin = cast(asyncio.WriteTransport, process.get_pipe_transport(0))
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         if fd == 1 and not self._ended and not self._splitter.feed(data):
@@ -233,17 +232,17 @@ class StdioChildConnection(FlowControl, asyncio.SubprocessProtocol):
         if self._stdin is not None and not self._stdin.is_closing() and not self._ended:
             self._stdin.writelines((data, b"\n"))
 
+    def _stdout(self) -> asyncio.ReadTransport | None:
+        stdout = None if self._transport is None else self._transport.get_pipe_transport(1)
+        return cast(asyncio.ReadTransport | None, stdout)
+
     def pause_reading(self) -> None:
-        if self._transport is not None:
-            stdout = self._transport.get_pipe_transport(1)
-            if isinstance(stdout, asyncio.ReadTransport):
-                stdout.pause_reading()
+        if (stdout := self._stdout()) is not None:
+            stdout.pause_reading()
 
     def resume_reading(self) -> None:
-        if self._transport is not None:
-            stdout = self._transport.get_pipe_transport(1)
-            if isinstance(stdout, asyncio.ReadTransport):
-                stdout.resume_reading()
+        if (stdout := self._stdout()) is not None:
+            stdout.resume_reading()
 
     def close(self) -> None:
         if self._stdin is not None:
