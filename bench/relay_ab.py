@@ -13,6 +13,9 @@ Runner), so both builds see the same moments of a noisy host:
     direct-base  the base build, direct
     relay-base   the base build, through the same relay
 
+With --relay-per-build each build's executor goes through a relay of its own build instead
+(both relays running side by side), which compares changes to the relay itself.
+
 The metrics are bench/relay_compare.py's (default: oneshot_true, getmetadata, echo_rtt). The
 table gives each slot's median and, per build, the added p50 through the relay; `this/base`
 compares the builds slot by slot (for latencies below 1 means this build is faster). On this
@@ -71,14 +74,16 @@ def build_env(tree: Path) -> dict[str, str]:
 
 
 async def start_slots(
-    workdir: Path, base: Path, relay: Server, executor_token: str, harness_token: str
+    workdir: Path, base: Path, relays: dict[str, Server], executor_token: str, harness_token: str
 ) -> tuple[dict[str, Server], list[Server], list[RegistryClient]]:
+    """`relays`: the relay of each build ("" and "-base"; one Server twice when shared)."""
     slots: dict[str, Server] = {}
     processes: list[Server] = []
     registries: list[RegistryClient] = []
-    executors = []
+    executors: dict[str, list[Server]] = {}
     for suffix, tree in (("", ROOT), ("-base", base)):
         env = build_env(tree)
+        relay = relays[suffix]
         direct = await start_server(
             "direct" + suffix, workdir, ours_command(extra=OURS_EXTRA), env=env
         )
@@ -93,12 +98,13 @@ async def start_slots(
             announces=None,
         )
         processes.append(executor)
-        executors.append(executor)
+        executors.setdefault(relay.name, []).append(executor)
         slots[executor.name], registry = relayed_slot(
             executor.name, executor, relay, environment, harness_token
         )
         registries.append(registry)
-    await wait_connected(relay, executor_token, executors)
+    for relay in {r.name: r for r in relays.values()}.values():
+        await wait_connected(relay, executor_token, executors[relay.name])
     return slots, processes, registries
 
 
@@ -169,28 +175,42 @@ async def main_async(args: argparse.Namespace) -> int:
     load_start = os.getloadavg()
     try:
         prepare_files(ctx, metrics)
-        relay = await start_relay(workdir, executor_token, harness_token, [])
+        relay = await start_relay(workdir, executor_token, harness_token, [], env=build_env(ROOT))
         processes.append(relay)
+        relays = {"": relay, "-base": relay}
+        if args.relay_per_build:
+            relays["-base"] = await start_relay(
+                workdir, executor_token, harness_token, [], name="relay-of-base",
+                env=build_env(base),
+            )  # fmt: skip
+            processes.append(relays["-base"])
         slots, started, registries = await start_slots(
-            workdir, base, relay, executor_token, harness_token
+            workdir, base, relays, executor_token, harness_token
         )
         processes.extend(started)
         runner = Runner(slots, ctx, metrics, slots=SLOTS, pairs=PAIRS)
         await runner.run(settings.rounds)
-        await relay.check_alive()
+        for each in relays.values():
+            await each.check_alive()
     finally:
         for registry in registries:
             await registry.aclose()
         for process in reversed(processes):
             await stop_server(process)
         shutil.rmtree(workdir, ignore_errors=True)
-    meta = {"base": str(base), "this": str(ROOT), "loadavg_start": list(load_start)}
+    meta = {
+        "base": str(base),
+        "this": str(ROOT),
+        "relay_per_build": args.relay_per_build,
+        "loadavg_start": list(load_start),
+    }
     results = runner.results(meta)
     if args.json is not None:
         args.json.write_bytes(msgspec.json.format(msgspec.json.encode(results), indent=1))
     print(format_table(HEADER, rows(results), args.markdown, []))
     load = ", ".join(f"{x:.2f}" for x in load_start)
-    print(f"\n{settings.rounds} rounds; load average at start {load}; base {base}")
+    relays = "a relay per build" if args.relay_per_build else "one relay (this build's)"
+    print(f"\n{settings.rounds} rounds; {relays}; load average at start {load}; base {base}")
     return 0
 
 
@@ -198,6 +218,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", type=Path, required=True, help="the other checkout")
     parser.add_argument("--only", default=DEFAULT_METRICS)
+    parser.add_argument(
+        "--relay-per-build",
+        action="store_true",
+        help="each build's executor through a relay of its own build (compares relays)",
+    )
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--markdown", action="store_true")

@@ -172,7 +172,13 @@ def relayed_slot(
 
 
 async def start_relay(
-    workdir: Path, executor_token: str, harness_token: str, extra: list[str]
+    workdir: Path,
+    executor_token: str,
+    harness_token: str,
+    extra: list[str],
+    *,
+    name: str = "relay",
+    env: dict[str, str] | None = None,
 ) -> Server:
     (workdir / "executor.tokens").write_text(executor_token + "\n")
     (workdir / "harness.tokens").write_text(harness_token + "\n")
@@ -182,7 +188,7 @@ async def start_relay(
         "--harness-token-file", str(workdir / "harness.tokens"),
         "--metrics", *RELAY_EXTRA, *extra,
     ]  # fmt: skip
-    return await start_server("relay", workdir, command, announces="http://")
+    return await start_server(name, workdir, command, env=env, announces="http://")
 
 
 def ours_remote_command(registry_url: str, environment: str) -> list[str]:

@@ -27,9 +27,10 @@ from execserver.cli.relay import (
     parse_public_url,
 )
 from execserver.relay import api
-from execserver.relay.service.defaults import FIRST_CONNECT_TIMEOUT_S
+from execserver.relay.service.defaults import FIRST_CONNECT_TIMEOUT_S, NATS_CLOSE_FLUSH_S
 from execserver.relay.service.nats_state import atomic_replicated_cas
 from tests.conftest import TIME
+from tests.harness.nats import nats_cluster
 from tests.relay.support import (
     EXECUTOR_TOKEN,
     HARNESS_TOKEN,
@@ -351,3 +352,32 @@ async def test_cli_relay_freezes_long_lived_objects(tmp_path: Path, freeze: bool
         assert "exec_server_relay_gc_longest_pause_ms " in page
     finally:
         assert await relay.stop() == 0
+
+
+async def test_cli_relay_fleet_node_stops_while_nats_is_frozen(tmp_path: Path) -> None:
+    """SIGTERM while the node's NATS server does not answer (SIGSTOP): each connection waits
+    at most NATS_CLOSE_FLUSH_S for its publishes to be confirmed, says so, and the node
+    still exits 0 (nats-py's drain, used before, held the exit for 27 s here: it waits 5 s for
+    the subscriptions, swallows a cancellation, then flushes for 10 s more, per connection)."""
+    secret = tmp_path / "ticket-secret"
+    secret.write_text("ab" * 32 + "\n")
+    secret.chmod(0o600)
+    async with nats_cluster(tmp_path / "nats", size=1) as cluster:
+        server = cluster.servers[0].process
+        assert server is not None
+        args = ["--listen", "127.0.0.1:0", "--nats", cluster.urls[0]]
+        relay = await start_relay_process(
+            [*args, "--ticket-secret-file", str(secret), *token_files(tmp_path)], tmp_path
+        )
+        server.send_signal(signal.SIGSTOP)
+        try:
+            began = time.monotonic()
+            code = await relay.stop(timeout=40)
+            took = time.monotonic() - began
+        finally:
+            server.send_signal(signal.SIGCONT)
+        assert code == 0, relay.stderr()
+        assert relay.stderr().count("publishes not confirmed") == 2, relay.stderr()
+        # Two connections, drained one after the other, plus the shutdown's other bounded
+        # steps (the node key's delete, 2 s): well under the 60 s of two default drains.
+        assert took < 4 * NATS_CLOSE_FLUSH_S * TIME, (took, relay.stderr())

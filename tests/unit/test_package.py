@@ -98,8 +98,9 @@ def _is_module(name: str) -> bool:
 # Bottom modules every layer may use: task ownership (stdlib only), the Rust-crate
 # emulations (`compat`, which imports nothing of ours), the token-file checks shared by the
 # server's --ws-token-file and the CLI's --token-file (`token_files`) and the owner-only atomic
-# file writer they and the proxy's CA use (`private_file`, stdlib only).
-EVERYWHERE = {"tasks", "compat", "token_files", "private_file"}
+# file writer they and the proxy's CA use (`private_file`, stdlib only), and which event loop
+# runs (`event_loop`, stdlib only: the relay names it in its first log line).
+EVERYWHERE = {"tasks", "compat", "token_files", "private_file", "event_loop"}
 
 
 def test_package_layers_point_one_way() -> None:

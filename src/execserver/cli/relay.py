@@ -47,7 +47,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from execserver import event_loop
 from execserver.cli.help import HelpFormatter, add_version_argument
+from execserver.event_loop import EventLoopUnavailable, add_event_loop_argument
 from execserver.relay.service.access import AccessConfigError, AccessPolicy, Role, Scopes, TokenSet
 from execserver.relay.service.collector import (
     FULL_INTERVAL_S,
@@ -70,8 +72,6 @@ from execserver.relay.service.tickets import load_secret_file, state_dir_secret
 from execserver.tasks import TaskOwner
 
 if TYPE_CHECKING:  # the web stack is loaded only when the relay runs
-    from nats.aio.client import Client as NatsClient
-
     from execserver.relay.service.app import RelayConfig, RelayServer
     from execserver.relay.service.metrics import RelayMetrics
 
@@ -157,6 +157,7 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     add_version_argument(relay)
     relay.add_argument("--listen", default="127.0.0.1:0", help="IP:PORT (default %(default)s)")
+    add_event_loop_argument(relay)
     relay.add_argument(
         "--public-url",
         metavar="URL",
@@ -394,13 +395,15 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         host, port, config, snapshot = build_config(args)
         fleet = build_fleet(args)
         state = None if fleet is not None else MemoryRelayState(snapshot_path=snapshot)
-    except (RelayConfigError, AccessConfigError, ValueError) as exc:
+        loop_factory = event_loop.loop_factory(args.event_loop)
+    except (RelayConfigError, AccessConfigError, ValueError, EventLoopUnavailable) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
     try:
         gc_full_interval = args.gc_full_interval if args.gc_freeze else None
-        return asyncio.run(
-            _serve(host, port, config, state, fleet, gc_full_interval=gc_full_interval)
+        return event_loop.run(
+            _serve(host, port, config, state, fleet, gc_full_interval=gc_full_interval),
+            loop_factory,
         )
     except (OSError, StateError) as exc:
         print(f"Error: {exc}", file=sys.stderr)
@@ -465,17 +468,22 @@ async def _join_fleet(
     heartbeat, watches silent for up to 34 s, nodes declared dead: docs/SCALING.md).
     """
     from execserver.relay.service.app import FleetMembership, RelayServer
-    from execserver.relay.service.nats_state import NatsEvents, NatsRelayState, connect_nats
+    from execserver.relay.service.nats_state import (
+        NatsEvents,
+        NatsRelayState,
+        close_connection,
+        connect_nats,
+    )
     from execserver.relay.service.nodes import NodeDirectory
 
     name = f"execserver-relay-{config.node_id}"
     control_events = NatsEvents()
     timeout = fleet.connect_timeout_s
     control = await connect_nats(fleet.servers, name=name, events=control_events, timeout=timeout)
-    stack.push_async_callback(_drain, control)
+    stack.push_async_callback(close_connection, control)
     events = NatsEvents()
     nc = await connect_nats(fleet.servers, name=f"{name}-data", events=events, timeout=timeout)
-    stack.push_async_callback(_drain, nc)
+    stack.push_async_callback(close_connection, nc)
     state = await NatsRelayState.open(control, replicas=fleet.replicas, metrics=metrics)
     stack.push_async_callback(state.aclose)
     nodes = await NodeDirectory.open(
@@ -488,11 +496,6 @@ async def _join_fleet(
         await asyncio.gather(state.synced.wait(), nodes.synced.wait())
     membership = FleetMembership(nc, events, nodes, control_events=control_events)
     return RelayServer(config, state, metrics=metrics, fleet=membership)
-
-
-async def _drain(nc: NatsClient) -> None:
-    with contextlib.suppress(Exception):
-        await nc.drain()
 
 
 __all__ = [

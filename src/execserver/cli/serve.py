@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from execserver import event_loop
 from execserver.cli.help import HelpFormatter, add_version_argument
-from execserver.event_loop import EVENT_LOOPS, EventLoopUnavailable
+from execserver.event_loop import EventLoopUnavailable, add_event_loop_argument
 from execserver.local.blocking import FS_WAIT_TIMEOUT_S
 from execserver.local.directory import (
     DETACHED_RETENTION_S,
@@ -345,13 +345,7 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         metavar="HOST:PORT",
         help="require this HTTP CONNECT proxy for raw TCP from the managed SOCKS listener",
     )
-    serve.add_argument(
-        "--event-loop",
-        choices=EVENT_LOOPS,
-        default="auto",
-        help="the event loop to run on: uvloop (faster; auto: when installed) or the standard "
-        "asyncio one (default %(default)s)",
-    )
+    add_event_loop_argument(serve)
     serve.add_argument(
         "--kill-grace",
         type=_seconds,

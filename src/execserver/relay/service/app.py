@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Final
 from aiohttp import WSCloseCode, web
 from aiohttp.abc import AbstractAccessLogger
 
+from execserver.event_loop import running_loop_name
 from execserver.relay.service import redaction
 from execserver.relay.service.access import AccessPolicy, Role, Verdict
 from execserver.relay.service.collector import CollectorProbe
@@ -275,7 +276,14 @@ class RelayServer:
             raise
         bound_host, bound_port = _bound_address(runner, host)
         self.base_url = http_base(bound_host, bound_port)
-        log.info("relay listening", extra={"url": self.base_url, "node_id": self.config.node_id})
+        log.info(
+            "relay listening",
+            extra={
+                "url": self.base_url,
+                "node_id": self.config.node_id,
+                "event_loop": running_loop_name(),
+            },
+        )
         return self.base_url
 
     async def aclose(self) -> None:

@@ -16,6 +16,9 @@ OUTBOX_LIMIT_BYTES: Final = 4 << 20
 FIRST_CONNECT_TIMEOUT_S: Final = 10.0
 """How long a fleet node tries to reach NATS at start-up before it gives up (after that first
 connection it reconnects forever; `relay --nats-connect-timeout`)."""
+NATS_CLOSE_FLUSH_S: Final = 5
+"""At shutdown, how long a fleet node waits for NATS to confirm what each of its connections
+published before closing it as it is (`nats_state.close_connection`)."""
 HARNESS_STALL_S: Final = 30.0
 """How long a harness socket may leave its outbox full (the executor's socket waits meanwhile)
 before the relay gives up on it and resets its stream."""

@@ -22,7 +22,7 @@ import contextlib
 import struct
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Final, cast
 
 from aiohttp import web
 
@@ -167,7 +167,9 @@ class Link(Endpoint):
         self.close_code: int | None = None
         self._close_requested = asyncio.Event()
         self._flush = False
-        self._transport = transport if isinstance(transport, asyncio.WriteTransport) else None
+        # A stream transport has `write` (uvloop's do not derive from asyncio.WriteTransport).
+        writable = transport is not None and callable(getattr(transport, "write", None))
+        self._transport = cast(asyncio.WriteTransport, transport) if writable else None
         """The socket's transport, for the fast path (None: always through the writer)."""
         self._writing = False
         """The writer holds a frame it took from the outbox and is sending it."""
