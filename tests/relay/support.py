@@ -260,8 +260,12 @@ class RelayProcess:
     def port(self) -> int:
         return int(self.url.rsplit(":", 1)[1])
 
-    async def stop(self, timeout: float = 15.0) -> int:
-        """SIGTERM, then wait (SIGKILL after `timeout`); returns the exit status."""
+    async def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, then wait (SIGKILL after `timeout`); returns the exit status.
+
+        A relay's exit is bounded by its own timeouts, about 22 s at worst (open requests 10 s;
+        a fleet node's key 2 s and two NATS connections 5 s each: docs/fleet.md); past those a
+        SIGKILL's -9 fails the caller's check of the status."""
         if self.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self.process.send_signal(signal.SIGTERM)
