@@ -232,6 +232,16 @@ def _read(path: Path) -> str:
         return ""
 
 
+def _write_number(path: Path, number: int) -> None:
+    """Write `number` to a cgroup file with one system call (no text layer: a thread's move
+    is on the spawn path). Raises OSError as the kernel refuses."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, str(number).encode())
+    finally:
+        os.close(fd)
+
+
 def _counter(path: Path) -> int | None:
     """A small numeric cgroup file (`pids.current`), read cheaply; None if unreadable."""
     try:
@@ -361,15 +371,26 @@ class _V1Hierarchy:
         self.base = base
         self.home = home
 
-    def enter(self, name: str) -> None:
-        """Move the calling thread into cgroup `name` (created if need be)."""
+    def place(self, name: str, tid: int, *, exists: bool = False) -> None:
+        """Move thread `tid` into cgroup `name`, created first unless it `exists` (a recycled
+        one: no mkdir on the way)."""
         target = self.base / name
-        with contextlib.suppress(FileExistsError):
-            target.mkdir()
-        (target / "tasks").write_text(str(threading.get_native_id()))
+        if not exists:
+            with contextlib.suppress(FileExistsError):
+                target.mkdir()
+        try:
+            _write_number(target / "tasks", tid)
+        except FileNotFoundError:
+            if not exists:
+                raise
+            self.place(name, tid)  # removed meanwhile: created again
+
+    def enter(self, name: str, *, exists: bool = False) -> None:
+        """Move the calling thread into cgroup `name`."""
+        self.place(name, threading.get_native_id(), exists=exists)
 
     def leave(self) -> None:
-        (self.home / "tasks").write_text(str(threading.get_native_id()))
+        _write_number(self.home / "tasks", threading.get_native_id())
 
 
 class V1Cgroup:
@@ -497,12 +518,13 @@ class CgroupV1(ProcessCgroups):
     def new_name(self) -> str:
         return f"p{next(self._names)}"
 
-    def reuse_or_new(self) -> str:
-        """An empty cgroup to recycle (no mkdir/rmdir on the way), else a new name."""
+    def reuse_or_new(self) -> tuple[str, bool]:
+        """An empty cgroup to recycle (no mkdir/rmdir on the way), else a new name; and
+        whether the cgroup exists already."""
         try:
-            return self._free.pop()
+            return self._free.pop(), True
         except IndexError:
-            return self.new_name()
+            return self.new_name(), False
 
     def release(self, cgroup: ProcessCgroup) -> bool:
         # An unlimited cgroup that is empty (no process, no thread of ours) is kept for reuse.
@@ -610,9 +632,10 @@ class _V1Placement:
     def run(self, spawn: Spawn) -> int:
         cgroups, limits = self._cgroups, self._limits
         if not cgroups.dedicated:
-            name = self._name = cgroups.reuse_or_new()
+            name, exists = cgroups.reuse_or_new()
+            self._name = name
             pids = cgroups.pids_hierarchy
-            pids.enter(name)
+            pids.enter(name, exists=exists)
             try:
                 return cgroups.spawn_in(name, limits, spawn)
             finally:
@@ -678,9 +701,11 @@ class _Mover:
         """Whether only the spawning thread is in cgroup `name` (nothing it started since it
         was moved there: a helper process, or a pool thread created on demand)."""
         directory = self._cgroups.pids_hierarchy.base / name
-        # Cheap checks (listing a v1 cgroup's tasks costs ~0.1 ms): one task in the cgroup, and
-        # this thread is it.
-        if _counter(directory / "pids.current") == 1 and self._inside(name):
+        # A cheap check (listing a v1 cgroup's tasks costs ~0.1 ms): one task in the cgroup.
+        # That task is this thread: the mover put it there (`_fresh` is set only after its
+        # write succeeded) and nothing else moves it; anything it started since would be a
+        # second task.
+        if _counter(directory / "pids.current") == 1:
             return True
         self._send_threads_home(name, tid)
         return False
@@ -693,24 +718,7 @@ class _Mover:
         for task in _read(self._cgroups.pids_hierarchy.base / name / "tasks").split():
             if task != str(spawning) and os.path.exists(f"/proc/self/task/{task}"):
                 with contextlib.suppress(OSError):
-                    home.write_text(task)
-
-    def _inside(self, name: str) -> bool:
-        """Whether the calling thread is in pids cgroup `name` (/proc/thread-self/cgroup)."""
-        try:
-            fd = os.open("/proc/thread-self/cgroup", os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                text = os.read(fd, 4096).decode()
-            finally:
-                os.close(fd)
-        except OSError:
-            return False
-        suffix = f"/{self._cgroups.pids_hierarchy.base.name}/{name}"
-        for line in text.splitlines():
-            _, controllers, path = line.split(":", 2)
-            if "pids" in controllers.split(","):
-                return path.endswith(suffix)
-        return False
+                    _write_number(home, int(task))
 
     def used(self, name: str, limits: Limits | None, *, spawned: bool) -> None:
         """A spawn used cgroup `name`: move the spawning thread out of it soon (without
@@ -735,12 +743,9 @@ class _Mover:
     def _move(self) -> None:
         cgroups = self._cgroups
         if self._fresh is None and self._tid is not None:
-            name = cgroups.reuse_or_new()
+            name, exists = cgroups.reuse_or_new()
             try:
-                directory = cgroups.pids_hierarchy.base / name
-                with contextlib.suppress(FileExistsError):  # a recycled one exists
-                    directory.mkdir()
-                (directory / "tasks").write_text(str(self._tid))
+                cgroups.pids_hierarchy.place(name, self._tid, exists=exists)
             except OSError as exc:
                 # The thread is gone or cannot move: the next spawn moves it itself.
                 log.warning("could not move the spawning thread to a fresh cgroup: %s", exc)
