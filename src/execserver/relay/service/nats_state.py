@@ -387,10 +387,11 @@ async def close_connection(nc: NatsClient) -> None:
     """Wait until the server has what this connection published (a flush: its answer to a
     ping), at most `NATS_CLOSE_FLUSH_S`, then close; if the flush fails, say so.
 
-    Not nats-py's `drain()`: it also waits for every subscription's pending messages, swallows
-    a cancellation and then flushes for up to 10 s more (30 s per connection in all, by
-    default): a node whose NATS server hung took a minute to exit on SIGTERM. At shutdown
-    only the publishes matter (the resets that tell other nodes a stream is gone).
+    Not nats-py's `drain()`: it also waits for every subscription's pending messages (up to
+    its drain timeout, 30 s by default), swallows a cancellation and then flushes for up to
+    10 s more, per connection; a node whose NATS server hung took 27 s to exit on SIGTERM
+    (tests/relay/test_cli.py). At shutdown only the publishes matter (the resets that tell
+    other nodes a stream is gone).
     Cancellation: the connection is closed anyway.
     """
     try:
