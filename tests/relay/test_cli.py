@@ -354,6 +354,23 @@ async def test_cli_relay_freezes_long_lived_objects(tmp_path: Path, freeze: bool
         assert await relay.stop() == 0
 
 
+async def test_cli_relay_fleet_node_stop_is_quiet(tmp_path: Path) -> None:
+    """A fleet node's orderly stop closes its two NATS connections and says so at info; no
+    warning (it used to log each of its own closes as "NATS connection lost")."""
+    secret = tmp_path / "ticket-secret"
+    secret.write_text("cd" * 32 + "\n")
+    secret.chmod(0o600)
+    async with nats_cluster(tmp_path / "nats", size=1) as cluster:
+        args = ["--listen", "127.0.0.1:0", "--nats", cluster.urls[0]]
+        relay = await start_relay_process(
+            [*args, "--ticket-secret-file", str(secret), *token_files(tmp_path)], tmp_path
+        )
+        assert await relay.stop() == 0, relay.stderr()
+    stderr = relay.stderr()
+    assert stderr.count("NATS connection closed") == 2, stderr
+    assert " WARNING " not in stderr, stderr
+
+
 async def test_cli_relay_fleet_node_stops_while_nats_is_frozen(tmp_path: Path) -> None:
     """SIGTERM while the node's NATS server does not answer (SIGSTOP): each connection waits
     at most NATS_CLOSE_FLUSH_S for its publishes to be confirmed, says so, and the node

@@ -480,10 +480,10 @@ async def _join_fleet(
     control_events = NatsEvents()
     timeout = fleet.connect_timeout_s
     control = await connect_nats(fleet.servers, name=name, events=control_events, timeout=timeout)
-    stack.push_async_callback(close_connection, control)
+    stack.push_async_callback(close_connection, control, control_events)
     events = NatsEvents()
     nc = await connect_nats(fleet.servers, name=f"{name}-data", events=events, timeout=timeout)
-    stack.push_async_callback(close_connection, nc)
+    stack.push_async_callback(close_connection, nc, events)
     state = await NatsRelayState.open(control, replicas=fleet.replicas, metrics=metrics)
     stack.push_async_callback(state.aclose)
     nodes = await NodeDirectory.open(

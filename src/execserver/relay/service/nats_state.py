@@ -303,9 +303,14 @@ class NatsEvents:
         self.reconnects = 0
         self.armed = False
         """Set once the first connection is up: failures before it are the caller's error."""
+        self.closing = False
+        """Set when this side closes the connection (`close_connection`): its end is no loss."""
 
     async def _on_disconnected(self) -> None:
         if not self.armed:
+            return
+        if self.closing:
+            log.info("NATS connection closed")
             return
         self.disconnects += 1
         log.warning("NATS connection lost")
@@ -383,9 +388,10 @@ async def connect_nats(
     return nc
 
 
-async def close_connection(nc: NatsClient) -> None:
+async def close_connection(nc: NatsClient, events: NatsEvents | None = None) -> None:
     """Wait until the server has what this connection published (a flush: its answer to a
-    ping), at most `NATS_CLOSE_FLUSH_S`, then close; if the flush fails, say so.
+    ping), at most `NATS_CLOSE_FLUSH_S`, then close; if the flush fails, say so. `events`:
+    the connection's (its end is then logged as a close, not a loss).
 
     Not nats-py's `drain()`: it also waits for every subscription's pending messages (up to
     its drain timeout, 30 s by default), swallows a cancellation and then flushes for up to
@@ -394,6 +400,8 @@ async def close_connection(nc: NatsClient) -> None:
     other nodes a stream is gone).
     Cancellation: the connection is closed anyway.
     """
+    if events is not None:
+        events.closing = True
     try:
         await nc.flush(timeout=NATS_CLOSE_FLUSH_S)
     except Exception as exc:
