@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import re
 import resource
+import secrets
 import select
 import signal
 import socket
@@ -34,6 +35,7 @@ from tests.harness.nats import nats_cluster
 from tests.relay.support import (
     EXECUTOR_TOKEN,
     HARNESS_TOKEN,
+    RelayProcess,
     fake_key,
     relay_metrics,
     start_relay_process,
@@ -354,17 +356,20 @@ async def test_cli_relay_freezes_long_lived_objects(tmp_path: Path, freeze: bool
         assert await relay.stop() == 0
 
 
+async def start_fleet_node(tmp_path: Path, nats_url: str) -> RelayProcess:
+    """One relay fleet node on the NATS server at `nats_url`."""
+    secret = tmp_path / "ticket-secret"
+    secret.write_text(secrets.token_hex(32) + "\n")
+    secret.chmod(0o600)
+    args = ["--listen", "127.0.0.1:0", "--nats", nats_url, "--ticket-secret-file", str(secret)]
+    return await start_relay_process([*args, *token_files(tmp_path)], tmp_path)
+
+
 async def test_cli_relay_fleet_node_stop_is_quiet(tmp_path: Path) -> None:
     """A fleet node's orderly stop closes its two NATS connections and says so at info (it
     used to log each of its own closes as a loss, at warning)."""
-    secret = tmp_path / "ticket-secret"
-    secret.write_text("cd" * 32 + "\n")
-    secret.chmod(0o600)
     async with nats_cluster(tmp_path / "nats", size=1) as cluster:
-        args = ["--listen", "127.0.0.1:0", "--nats", cluster.urls[0]]
-        relay = await start_relay_process(
-            [*args, "--ticket-secret-file", str(secret), *token_files(tmp_path)], tmp_path
-        )
+        relay = await start_fleet_node(tmp_path, cluster.urls[0])
         assert await relay.stop() == 0, relay.stderr()
     stderr = relay.stderr()
     assert stderr.count("NATS connection closed") == 2, stderr
@@ -374,18 +379,11 @@ async def test_cli_relay_fleet_node_stop_is_quiet(tmp_path: Path) -> None:
 async def test_cli_relay_fleet_node_stops_while_nats_is_frozen(tmp_path: Path) -> None:
     """SIGTERM while the node's NATS server does not answer (SIGSTOP): each connection waits
     at most NATS_CLOSE_FLUSH_S for its publishes to be confirmed, says so, and the node
-    still exits 0 (nats-py's drain, used before, held the exit for 27 s here: it waits 5 s for
-    the subscriptions, swallows a cancellation, then flushes for 10 s more, per connection)."""
-    secret = tmp_path / "ticket-secret"
-    secret.write_text("ab" * 32 + "\n")
-    secret.chmod(0o600)
+    still exits 0 (nats-py's drain, used before, held the exit for 27 s here)."""
     async with nats_cluster(tmp_path / "nats", size=1) as cluster:
         server = cluster.servers[0].process
         assert server is not None
-        args = ["--listen", "127.0.0.1:0", "--nats", cluster.urls[0]]
-        relay = await start_relay_process(
-            [*args, "--ticket-secret-file", str(secret), *token_files(tmp_path)], tmp_path
-        )
+        relay = await start_fleet_node(tmp_path, cluster.urls[0])
         server.send_signal(signal.SIGSTOP)
         try:
             began = time.monotonic()
@@ -395,6 +393,6 @@ async def test_cli_relay_fleet_node_stops_while_nats_is_frozen(tmp_path: Path) -
             server.send_signal(signal.SIGCONT)
         assert code == 0, relay.stderr()
         assert relay.stderr().count("publishes not confirmed") == 2, relay.stderr()
-        # Two connections, drained one after the other, plus the shutdown's other bounded
-        # steps (the node key's delete, 2 s): well under the 60 s of two default drains.
+        # Two connections flushed one after the other, plus the shutdown's other bounded
+        # steps (the node key's delete, 2 s): about 12 s.
         assert took < 4 * NATS_CLOSE_FLUSH_S * TIME, (took, relay.stderr())

@@ -28,6 +28,7 @@ from execserver.relay.harness import RelayAuthError, RelayTarget, connect_relay
 from execserver.relay.noise import REJECTION_SIGNAL, NoiseIdentity
 from execserver.relay.records import MAX_RECORD_PLAINTEXT, REORDER_WINDOW
 from execserver.relay.stream import PROTOCOL_ERROR
+from tests.harness.receiver import Receiver
 from tests.harness.relay_wire import (
     ExecutorUnderTest,
     RelayHarness,
@@ -92,20 +93,6 @@ async def relay_idle(relay: RelayUnderTest, executor: ExecutorUnderTest) -> None
 
 def flip(data: bytes, index: int) -> bytes:
     return data[:index] + bytes((data[index] ^ 0x01,)) + data[index + 1 :]
-
-
-class Receiver:
-    """A `MessageReceiver` that keeps what it gets."""
-
-    def __init__(self) -> None:
-        self.messages: list[bytes] = []
-        self.lost = asyncio.Event()
-
-    def message_received(self, data: bytes) -> None:
-        self.messages.append(data)
-
-    def connection_lost(self) -> None:
-        self.lost.set()
 
 
 # -- handshakes -----------------------------------------------------------------------------------

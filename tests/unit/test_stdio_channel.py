@@ -11,28 +11,16 @@ import pytest
 from execserver import event_loop
 from execserver.transport.stdio import StdioConnection
 from tests.conftest import TIME
-
-
-class Inbox:
-    def __init__(self) -> None:
-        self.messages: list[bytes] = []
-        self.arrived = asyncio.Event()
-
-    def message_received(self, data: bytes) -> None:
-        self.messages.append(data)
-        self.arrived.set()
-
-    def connection_lost(self) -> None:
-        self.arrived.set()
+from tests.harness.receiver import Receiver
 
 
 async def _pause_round() -> None:
     in_read, in_write = os.pipe()
     out_read, out_write = os.pipe()
     connection = StdioConnection()
-    inbox = Inbox()
+    inbox = Receiver()
     try:
-        await connection.open(inbox, in_read, out_write)  # type: ignore[arg-type]
+        await connection.open(inbox, in_read, out_write)
         transport = connection._read_transport
         assert transport is not None
         os.write(in_write, b'{"id":1}\n')
