@@ -8,7 +8,6 @@ the host has no writable cgroup hierarchy, unless CI=true.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import resource
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 
 from execserver.local.cgroup import ProcessCgroups
+from execserver.local.process import LocalProcess
 from tests.conftest import TIME, require_bwrap
 from tests.harness import servers
 from tests.harness.polling import poll
@@ -511,14 +511,16 @@ async def test_reused_cgroup_is_not_killed_through_an_old_process(
 async def test_spawning_thread_never_shares_a_cgroup() -> None:
     """Anything the spawning thread starts between spawns (here a thread, as a pool creates
     them on demand) lands in its cgroup; the next process must get a cgroup of its own, and
-    the server's thread goes back home."""
+    the server's thread goes back home: right away from a fresh cgroup, or (when it was born
+    before the spawning thread had left the first process's cgroup) once that cgroup goes, at
+    the first process's expiry."""
     import threading
 
     from execserver.local.host import Host, HostConfig
     from execserver.protocol.pathuri import PathUri
     from execserver.protocol.process import ProcessStartParams
 
-    host = Host(HostConfig())
+    host = Host(HostConfig(closed_process_retention_s=0.2))
     # As `execserver serve` has them: the spawning thread waits in a fresh cgroup.
     host.cgroups = ProcessCgroups.create(dedicated=True)
     table = host.process_table()
@@ -541,15 +543,82 @@ async def test_spawning_thread_never_shares_a_cgroup() -> None:
         second = table.start(params("second", ["/bin/sleep", "30"]))
         assert _pids_cgroup(second.pid) != _pids_cgroup(f"self/task/{helper.native_id}")
         # The server's thread does not stay in a process's cgroup (moved off the spawn path).
-        deadline = asyncio.get_running_loop().time() + 10 * TIME
-        while "/execserver-" in _pids_cgroup(f"self/task/{helper.native_id}"):
-            assert asyncio.get_running_loop().time() < deadline, "helper thread not sent home"
-            await asyncio.sleep(0.01)
+        await poll(
+            lambda: "/execserver-" not in _pids_cgroup(f"self/task/{helper.native_id}"),
+            what="the helper thread sent home",
+        )
         second.terminate()
         await second.wait_closed()
     finally:
         release.set()
         helper.join()
+        await table.aclose()
+        await host.aclose()
+
+
+@needs_limits("pids")
+async def test_a_thread_left_in_a_process_cgroup_goes_home_when_it_is_removed() -> None:
+    """A thread the spawning thread started between a spawn and its move (planted here) stays
+    in that process's cgroup until the cgroup is removed: removing it sends the thread home
+    (in the mover's thread) and the cgroup goes; at shutdown too."""
+    import threading
+
+    from execserver.local.host import Host, HostConfig
+    from execserver.protocol.pathuri import PathUri
+    from execserver.protocol.process import ProcessStartParams
+
+    host = Host(HostConfig())
+    host.cgroups = cgroups = ProcessCgroups.create(dedicated=True)
+    table = host.process_table()
+    release = threading.Event()
+    helpers = [threading.Thread(target=release.wait, daemon=True) for _ in range(2)]
+    for helper in helpers:
+        helper.start()
+
+    def start(process_id: str) -> LocalProcess:
+        return table.start(
+            ProcessStartParams(
+                process_id=process_id,
+                argv=["/bin/sleep", "30"],
+                cwd=PathUri.from_native("/tmp"),
+                env={"PATH": "/usr/bin:/bin"},
+                tty=False,
+            )
+        )
+
+    def plant(process: LocalProcess, helper: threading.Thread) -> Path:
+        directory = Path("/sys/fs/cgroup/pids") / _pids_cgroup(process.pid).lstrip("/")
+        (directory / "tasks").write_text(str(helper.native_id))
+        return directory
+
+    def at_home(helper: threading.Thread) -> bool:
+        return "/execserver-" not in _pids_cgroup(f"self/task/{helper.native_id}")
+
+    try:
+        first = start("first")
+        directory = plant(first, helpers[0])
+        first.terminate()
+        await first.wait_closed()
+        cgroup = first.cgroup
+        assert cgroup is not None, "a cgroup holding a thread of ours was not kept"
+        assert directory.is_dir()
+        assert not cgroup.remove()  # busy: our thread is there
+        await poll(lambda: at_home(helpers[0]), what="the thread sent home")
+        await poll(lambda: not directory.exists(), what="the cgroup removed")
+        assert cgroup.remove()
+
+        second = start("second")
+        directory = plant(second, helpers[1])
+        second.terminate()
+        await second.wait_closed()
+        await table.aclose()
+        cgroups.close()  # shutdown: the thread goes home, every cgroup goes
+        assert at_home(helpers[1])
+        assert not directory.exists()
+    finally:
+        release.set()
+        for helper in helpers:
+            helper.join()
         await table.aclose()
         await host.aclose()
 

@@ -17,9 +17,12 @@ A child is born in its cgroup, so there is no window in which it could fork outs
   its cgroup, a spawn checks that the spawning thread is still alone there: anything else it
   started meanwhile (a helper process, a thread of a pool created on demand) makes that cgroup
   unfit, and the thread migrates itself first (as it does when spawns come faster than the
-  mover: cheap then, the grace period being warm). Limits need the `memory`/`cpu`
-  hierarchies too: the spawning thread joins those cgroups for the spawn (that migration is on
-  the path: the cost of a limited spawn, see docs/BENCHMARKS.md).
+  mover: cheap then, the grace period being warm). A thread it started between a spawn and
+  the move stays in that process's cgroup, harmless there (a kill spares our own pid) until
+  the cgroup is removed: one that will not go is emptied of our threads by the mover
+  (`_Mover.evict`); a pids limit has them sent home right after the move. Limits need the
+  `memory`/`cpu` hierarchies too: the spawning thread joins those cgroups for the spawn (that
+  migration is on the path: the cost of a limited spawn, see docs/BENCHMARKS.md).
 * cgroup v2 (local/cgroup_v2.py): threads of one process cannot sit in different (domain)
   cgroups, so the child is cloned straight into its cgroup (`CLONE_INTO_CGROUP`, glibc's
   `posix_spawnattr_setcgroup_np`, glibc >= 2.39).
@@ -270,6 +273,14 @@ def signal_pids(pids: Iterable[int], sig: int) -> None:
             os.kill(pid, sig)
 
 
+def send_own_threads_home(directory: Path, home: Path, spare: int | None = None) -> None:
+    """Move this server's threads (but `spare`) from cgroup `directory` back to `home`."""
+    for task in _read(directory / "tasks").split():
+        if task != str(spare) and os.path.exists(f"/proc/self/task/{task}"):
+            with contextlib.suppress(OSError):
+                _write_number(home / "tasks", int(task))
+
+
 def kill_until_empty(directory: Path) -> None:
     for _ in range(_KILL_ROUNDS):
         pids = pids_in(directory)
@@ -397,13 +408,22 @@ class V1Cgroup:
     """One process's cgroups in the v1 hierarchies (`pids`, plus `memory`/`cpu` if limited)."""
 
     def __init__(
-        self, name: str, pids: Path, memory: Path | None, others: list[Path], *, limited: bool
+        self,
+        name: str,
+        pids: Path,
+        memory: Path | None,
+        others: list[Path],
+        *,
+        limited: bool,
+        evict: Callable[[str], None] | None = None,
     ) -> None:
         self.name = name
         self._dir = pids
         self._memory = memory
         self._dirs = [pids, *([memory] if memory is not None else []), *others]
         self.limited = limited
+        self._evict = evict
+        """Where to report a cgroup that would not go (a thread of ours may be in it)."""
 
     def pids(self) -> list[int]:
         return pids_in(self._dir)
@@ -432,6 +452,8 @@ class V1Cgroup:
                 gone = rmdir(directory) and gone
             except OSError:
                 gone = False
+        if not gone and self._evict is not None:
+            self._evict(self.name)
         return gone
 
 
@@ -596,7 +618,12 @@ class CgroupV1(ProcessCgroups):
             if limits.cpus is not None and self._cpu is not None:
                 others = [self._cpu.base / name]
         return V1Cgroup(
-            name, self._pids.base / name, memory, others or [], limited=limits is not None
+            name,
+            self._pids.base / name,
+            memory,
+            others or [],
+            limited=limits is not None,
+            evict=self.mover.evict if self.dedicated else None,
         )
 
     @property
@@ -609,6 +636,7 @@ class CgroupV1(ProcessCgroups):
             for entry in self._pids.base.iterdir():
                 if entry.is_dir():
                     kill_until_empty(entry)
+                    send_own_threads_home(entry, self._pids.home)
         for hierarchy in (self._pids, self._memory, self._cpu):
             if hierarchy is None:
                 continue
@@ -677,6 +705,9 @@ class _Mover:
         limit made exact, or the cgroup removed if nothing was spawned there."""
         self._tainted: deque[str] = deque()
         """Cgroups the spawning thread left with something else in them (see `_alone`)."""
+        self._evictions: dict[str, None] = {}
+        """Used cgroups that would not go: threads of ours are sent home from them (once per
+        report; see `evict`)."""
         self._wanted = threading.Event()
         self._closed = False
         self._thread: threading.Thread | None = None
@@ -714,16 +745,24 @@ class _Mover:
         """Move the server's own threads (but `spawning`) out of cgroup `name`: a thread
         created by the spawning thread while it sat there must not stay in a process's
         cgroup."""
-        home = self._cgroups.pids_hierarchy.home / "tasks"
-        for task in _read(self._cgroups.pids_hierarchy.base / name / "tasks").split():
-            if task != str(spawning) and os.path.exists(f"/proc/self/task/{task}"):
-                with contextlib.suppress(OSError):
-                    _write_number(home, int(task))
+        pids = self._cgroups.pids_hierarchy
+        send_own_threads_home(pids.base / name, pids.home, spawning)
 
     def used(self, name: str, limits: Limits | None, *, spawned: bool) -> None:
         """A spawn used cgroup `name`: move the spawning thread out of it soon (without
         waiting for a move in progress)."""
         self._after_move.append((name, limits, spawned))
+        self._wake()
+
+    def evict(self, name: str) -> None:
+        """Cgroup `name` of a finished spawn could not be removed: a thread the spawning
+        thread created between that spawn and its move may be in it. Send our threads home
+        and remove the pids cgroup, in the mover's thread (a migration can wait for an RCU
+        grace period); the owner's next `remove()` finds it gone."""
+        self._evictions[name] = None
+        self._wake()
+
+    def _wake(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._main, name="execserver-cgroup-mover", daemon=True
@@ -761,9 +800,17 @@ class _Mover:
                     self._tainted.append(name)
             except OSError:
                 pass
+        while self._evictions:
+            name, _ = self._evictions.popitem()  # atomic: `evict` adds from another thread
+            self._send_threads_home(name, self._tid)
+            with contextlib.suppress(OSError):
+                rmdir(cgroups.pids_hierarchy.base / name)
         while self._after_move:
             name, limits, spawned = self._after_move.popleft()
-            if spawned:
+            if spawned and limits is not None and limits.pids is not None:
+                # A thread of ours there would take one of the process's pids; otherwise a
+                # stray thread is harmless until the cgroup is removed (`evict`), and listing
+                # the tasks after every spawn would cost ~0.1 ms of this thread's time.
                 self._send_threads_home(name, None)
             if spawned and limits is not None:
                 cgroups.settle_limits(name, limits)
