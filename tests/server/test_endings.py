@@ -8,9 +8,12 @@ the host has no writable cgroup hierarchy, unless CI=true.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import resource
+import select
 import sys
 import uuid
 from pathlib import Path
@@ -23,7 +26,7 @@ from execserver.local.process import LocalProcess
 from tests.conftest import TIME, require_bwrap
 from tests.harness import servers
 from tests.harness.polling import poll
-from tests.harness.procfs import pids_with_marker, wait_all_dead, wait_for_marked
+from tests.harness.procfs import children, pids_with_marker, wait_all_dead, wait_for_marked
 from tests.harness.wire import Json, WireClient, process_params
 from tests.server.conftest import StartServer
 
@@ -475,6 +478,12 @@ async def test_no_waiting_notification_without_the_extension(start_server: Start
         await client.close()
 
 
+def _comm(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    return ""
+
+
 def _pids_cgroup(pid: int | str) -> str:
     for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
         _, controllers, path = line.split(":", 2)
@@ -619,6 +628,78 @@ async def test_a_thread_left_in_a_process_cgroup_goes_home_when_it_is_removed() 
         release.set()
         for helper in helpers:
             helper.join()
+        await table.aclose()
+        await host.aclose()
+
+
+@needs_limits("pids")
+async def test_a_helper_is_not_born_in_a_process_cgroup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The filesystem sandbox's helper, started while the spawning thread still sits in the
+    cgroup of the process it just started (held there: the mover is not woken), is born
+    elsewhere: terminating that process does not end it, and its write completes. (The helper
+    writes more than a FIFO holds, so it is alive until the test reads.)"""
+    require_bwrap()
+    import msgspec
+
+    from execserver.local.host import Host, HostConfig
+    from execserver.protocol.base import dec_hook
+    from execserver.protocol.pathuri import PathUri
+    from execserver.protocol.process import ProcessStartParams
+    from execserver.protocol.sandbox import SandboxContext
+
+    (tmp_path / "tool").mkdir()
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    size = 1 << 20
+
+    def drain() -> int:
+        """Read the FIFO until its writer is gone; the number of bytes read."""
+        total = 0
+        poller = select.poll()
+        poller.register(reader, select.POLLIN)
+        while True:
+            assert poller.poll(10_000 * TIME), "the helper stopped writing"
+            try:
+                data = os.read(reader, 1 << 16)
+            except BlockingIOError:
+                continue
+            if not data:
+                return total
+            total += len(data)
+
+    sandbox = msgspec.convert(_workspace_sandbox(tmp_path), SandboxContext, dec_hook=dec_hook)
+    host = Host(HostConfig())
+    host.cgroups = cgroups = ProcessCgroups.create(dedicated=True)
+    monkeypatch.setattr(cgroups.mover, "_wake", lambda: None)
+    table = host.process_table()
+
+    def helpers() -> list[int]:
+        return [pid for pid in children(os.getpid()) if _comm(pid) == "bwrap"]
+
+    try:
+        process = table.start(
+            ProcessStartParams(
+                process_id="p",
+                argv=["/bin/sleep", "30"],
+                cwd=PathUri.from_native("/tmp"),
+                env={"PATH": "/usr/bin:/bin"},
+                tty=False,
+            )
+        )
+        write = asyncio.create_task(host.fs.write_file(fifo, b"x" * size, sandbox=sandbox))
+        await poll(lambda: bool(helpers()), what="the sandbox helper started")
+        (helper,) = helpers()
+        assert _pids_cgroup(helper) != _pids_cgroup(process.pid)
+        process.terminate()
+        await process.wait_closed()
+        assert not write.done()
+        assert await asyncio.to_thread(drain) == size
+        await write
+    finally:
+        os.close(reader)
         await table.aclose()
         await host.aclose()
 

@@ -207,6 +207,12 @@ class ProcessCgroups:
         whether it is gone from the process; its handle must not be used afterwards."""
         return cgroup.remove()
 
+    def aside(self, spawn: Spawn) -> int:
+        """Run the libc spawn of a helper of the server's own (not a process of a client), so
+        that its child is not born in a process's cgroup, where a kill of that process would
+        reach it."""
+        return spawn()
+
     def adopt(self, name: str, limits: Limits | None) -> ProcessCgroup | None:
         """The cgroup `name` of a process carried over by an upgrade in place (same pid, so
         the same base directories), or None where this host has none."""
@@ -562,6 +568,19 @@ class CgroupV1(ProcessCgroups):
         self.check(limits)
         return _V1Placement(self, limits)
 
+    def aside(self, spawn: Spawn) -> int:
+        if not self.dedicated:  # the spawning thread sits in a cgroup of ours only to spawn
+            return spawn()
+        # Between a spawn and its move the spawning thread is still in that process's cgroup:
+        # the helper is born in a fresh one instead, which it then has to itself.
+        mover = self.mover
+        with mover.lock:
+            name = mover.take_fresh()
+            try:
+                return spawn()
+            finally:
+                mover.set_aside(name)
+
     def adopt(self, name: str, limits: Limits | None) -> ProcessCgroup | None:
         return self.handle(name, limits)
 
@@ -760,6 +779,12 @@ class _Mover:
         and remove the pids cgroup, in the mover's thread (a migration can wait for an RCU
         grace period); the owner's next `remove()` finds it gone."""
         self._evictions[name] = None
+        self._wake()
+
+    def set_aside(self, name: str) -> None:
+        """Cgroup `name`, the spawning thread's, now holds a helper process of ours: the
+        thread moves on (in the background) and the cgroup goes once the helper has."""
+        self._tainted.append(name)
         self._wake()
 
     def _wake(self) -> None:

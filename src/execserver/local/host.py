@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -125,7 +126,7 @@ class Host:
         self.blocking = BlockingPool(
             self._blocking, config.blocking_threads, wait_timeout_s=config.fs_wait_timeout_s
         )
-        sandboxed = SandboxedFileSystem(self.reaper, self._blocking)
+        sandboxed = SandboxedFileSystem(self.reaper, self._blocking, self._spawn_aside)
         self.fs = LocalFileSystem(self.blocking, sandboxed, self.memory.file_reads)
         self.discovery = LocalExecutorDiscovery(self.blocking, sandboxed)
         self.http = LocalHttpClient(body_budget=self.memory.http_bodies)
@@ -159,6 +160,10 @@ class Host:
         )
         table.session_id = session_id
         return table
+
+    def _spawn_aside(self, spawn: Callable[[], int]) -> int:
+        """A helper's spawn, outside any process's cgroup (whichever `cgroups` is current)."""
+        return self.cgroups.aside(spawn)
 
     async def aclose(self) -> None:
         """Release everything (close the process tables first).

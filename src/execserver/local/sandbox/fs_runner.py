@@ -105,9 +105,16 @@ def _import_paths() -> list[bytes]:
 
 
 class SandboxedFileSystem:
-    def __init__(self, reaper: ChildReaper, executor: Executor) -> None:
+    def __init__(
+        self,
+        reaper: ChildReaper,
+        executor: Executor,
+        aside: Callable[[Callable[[], int]], int] | None = None,
+    ) -> None:
         self._reaper = reaper
         self._executor = executor
+        self._aside = aside
+        """Runs the helper's spawn outside any process's cgroup (`ProcessCgroups.aside`)."""
 
     async def call(
         self,
@@ -184,6 +191,7 @@ class SandboxedFileSystem:
                 [b"PATH=/usr/bin:/bin"],
                 b"/",
                 Stdio(in_r, out_w, err_w, extra_fds=((theirs.fileno(), FD_SOCKET),)),
+                run=self._aside,
             )
         except OSError as exc:
             for pipe_fd in (in_r, in_w, out_r, out_w, err_r, err_w):
