@@ -704,6 +704,54 @@ async def test_a_helper_is_not_born_in_a_process_cgroup(
         await host.aclose()
 
 
+@needs_limits("pids")
+async def test_bubblewrap_probe_is_not_born_in_a_process_cgroup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bubblewrap's first probe (its version, a namespace smoke test), run by the first
+    sandboxed start, is not born in the cgroup of the process started just before (the
+    spawning thread held there: the mover is not woken), whose pids limit is full: there it
+    would fail, and the failure would be kept for every later sandboxed start."""
+    require_bwrap()
+    import msgspec
+
+    from execserver.local.host import Host, HostConfig
+    from execserver.local.sandbox import bwrap
+    from execserver.protocol.base import dec_hook
+    from execserver.protocol.pathuri import PathUri
+    from execserver.protocol.process import ProcessLimits, ProcessStartParams
+    from execserver.protocol.sandbox import SandboxContext
+
+    monkeypatch.setattr(bwrap, "_probed", {})  # this test's start probes again
+    (tmp_path / "tool").mkdir()
+    sandbox = msgspec.convert(_workspace_sandbox(tmp_path), SandboxContext, dec_hook=dec_hook)
+    host = Host(HostConfig())
+    host.cgroups = cgroups = ProcessCgroups.create(dedicated=True)
+    monkeypatch.setattr(cgroups.mover, "_wake", lambda: None)
+    table = host.process_table()
+
+    def params(process_id: str, **extra: Any) -> ProcessStartParams:
+        return ProcessStartParams(
+            process_id=process_id,
+            argv=["/bin/sleep", "30"] if "limits" in extra else ["/bin/true"],
+            cwd=PathUri.from_native(str(tmp_path)),
+            env={"PATH": "/usr/bin:/bin"},
+            tty=False,
+            **extra,
+        )
+
+    try:
+        limited = table.start(params("limited", limits=ProcessLimits(pids=1)))
+        sandboxed = table.start(params("sandboxed", sandbox=sandbox))
+        await sandboxed.wait_closed()
+        assert sandboxed.log.exit_code == 0
+        limited.terminate()
+        await limited.wait_closed()
+    finally:
+        await table.aclose()
+        await host.aclose()
+
+
 def _workspace_sandbox(workspace: Path) -> Json:
     """Everything readable, only `workspace` writable, `workspace/tool` inaccessible."""
     path = f"file://{workspace}"

@@ -1139,7 +1139,9 @@ class LocalExecBackend:
             return process
         self._check_program(spec, env, argv0)
         try:
-            launch = sandbox_launch.prepare(policy, spec.cwd, bridge=bridge)
+            launch = sandbox_launch.prepare(
+                policy, spec.cwd, bridge=bridge, probe_run=self._cgroups.aside
+            )
         except (SandboxUnavailable, SandboxError) as exc:
             if bridge is not None:
                 bridge.close()
@@ -1309,7 +1311,7 @@ class LocalExecBackend:
         launch = None
         try:
             if policy is not None:
-                launch = sandbox_launch.prepare(policy, cwd)
+                launch = sandbox_launch.prepare(policy, cwd, probe_run=self._cgroups.aside)
             if launch is not None:
                 program = launch.prefix[0]
                 argv_bytes = [*launch.prefix, *(os.fsencode(arg) for arg in argv)]

@@ -132,6 +132,10 @@ def can_spawn_into_cgroup() -> bool:
         return False
 
 
+SpawnRun = Callable[[Callable[[], int]], int]
+"""Executes a spawn's final libc call (a placement in a cgroup, local/cgroup.py)."""
+
+
 def spawn(
     path: bytes,
     argv: Sequence[bytes],
@@ -140,7 +144,7 @@ def spawn(
     stdio: Stdio,
     *,
     cgroup_fd: int | None = None,
-    run: Callable[[Callable[[], int]], int] | None = None,
+    run: SpawnRun | None = None,
 ) -> int:
     """Start `path` with `argv` and `env` (`b"K=V"` items) in `cwd` as a session leader.
 

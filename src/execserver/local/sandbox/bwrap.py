@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from execserver.local.sandbox.policy import MINIMAL_PATHS, Mechanism, ResolvedPolicy, SandboxError
 from execserver.local.sandbox.scratch import scratch_directory
-from execserver.local.spawn import Stdio, spawn
+from execserver.local.spawn import SpawnRun, Stdio, spawn
 
 BWRAP_ENV = "EXECSERVER_BWRAP"
 SECCOMP_FD = 3
@@ -44,11 +44,12 @@ class Bwrap:
 _probed: dict[bytes, Bwrap | str] = {}
 
 
-def _run(argv: list[bytes], output: bool = False) -> tuple[int, bytes]:
+def _run(argv: list[bytes], run: SpawnRun | None) -> tuple[int, bytes]:
     """Run a short probe synchronously and reap it ourselves (no SIGCHLD race)."""
     read_end, write_end = os.pipe()
     try:
-        pid = spawn(argv[0], argv, [b"PATH=/usr/bin:/bin"], b"/", Stdio(None, write_end, write_end))
+        stdio = Stdio(None, write_end, write_end)
+        pid = spawn(argv[0], argv, [b"PATH=/usr/bin:/bin"], b"/", stdio, run=run)
     finally:
         os.close(write_end)
     with os.fdopen(read_end, "rb") as pipe:
@@ -57,8 +58,10 @@ def _run(argv: list[bytes], output: bool = False) -> tuple[int, bytes]:
     return os.waitstatus_to_exitcode(status), data
 
 
-def locate(env: Mapping[str, str] | None = None) -> Bwrap:
-    """The usable bubblewrap (from $EXECSERVER_BWRAP or PATH), probed once per path."""
+def locate(env: Mapping[str, str] | None = None, *, run: SpawnRun | None = None) -> Bwrap:
+    """The usable bubblewrap (from $EXECSERVER_BWRAP or PATH), probed once per path; `run`
+    spawns the probes (`ProcessCgroups.aside`: never in a process's cgroup, where its pids
+    limit could fail them, and a failed probe is kept)."""
     env = os.environ if env is None else env
     configured = env.get(BWRAP_ENV)
     found = configured if configured is not None else shutil.which("bwrap", path=env.get("PATH"))
@@ -67,15 +70,15 @@ def locate(env: Mapping[str, str] | None = None) -> Bwrap:
     path = os.fsencode(found)
     cached = _probed.get(path)
     if cached is None:
-        cached = _probed[path] = _probe(path)
+        cached = _probed[path] = _probe(path, run)
     if isinstance(cached, str):
         raise SandboxUnavailable(cached)
     return cached
 
 
-def _probe(path: bytes) -> Bwrap | str:
+def _probe(path: bytes, run: SpawnRun | None) -> Bwrap | str:
     try:
-        code, out = _run([path, b"--version"])
+        code, out = _run([path, b"--version"], run)
     except OSError as exc:
         return f"bubblewrap at {os.fsdecode(path)} cannot run: {exc.strerror}"
     words = out.decode(errors="replace").split()
@@ -101,7 +104,7 @@ def _probe(path: bytes) -> Bwrap | str:
         b"/bin/true",
     ]
     try:
-        code, out = _run(smoke)
+        code, out = _run(smoke, run)
     except OSError as exc:
         return f"bubblewrap cannot run: {exc.strerror}"
     if code != 0:

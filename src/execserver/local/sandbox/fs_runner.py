@@ -34,7 +34,7 @@ from execserver.local.sandbox.policy import (
     resolve,
 )
 from execserver.local.sandbox.python_view import PACKAGE_PARENT, python_paths
-from execserver.local.spawn import Stdio, spawn
+from execserver.local.spawn import SpawnRun, Stdio, spawn
 from execserver.protocol.base import dec_hook, enc_hook
 from execserver.protocol.pathuri import PathUriError
 from execserver.protocol.sandbox import (
@@ -109,7 +109,7 @@ class SandboxedFileSystem:
         self,
         reaper: ChildReaper,
         executor: Executor,
-        aside: Callable[[Callable[[], int]], int] | None = None,
+        aside: SpawnRun | None = None,
     ) -> None:
         self._reaper = reaper
         self._executor = executor
@@ -167,7 +167,7 @@ class SandboxedFileSystem:
             has_deny_entries=policy.has_deny_entries,
         )
         try:
-            plan = bw.command(bw.locate(), helper_policy, chdir=b"/", seccomp=False)
+            plan = bw.command(bw.locate(run=self._aside), helper_policy, chdir=b"/", seccomp=False)
         except (bw.SandboxUnavailable, SandboxError) as exc:
             raise InvalidRequest(f"failed to prepare fs sandbox: {exc}") from None
         argv = [

@@ -18,6 +18,7 @@ from execserver.local.sandbox.policy import Mechanism, ResolvedPolicy, resolve
 from execserver.local.sandbox.port_bridge import PortBridge
 from execserver.local.sandbox.python_view import python_paths
 from execserver.local.sandbox.seccomp import managed_network_filter, network_filter
+from execserver.local.spawn import SpawnRun
 from execserver.protocol.sandbox import SandboxContext
 
 
@@ -94,15 +95,20 @@ def with_readable(policy: ResolvedPolicy, path: bytes) -> ResolvedPolicy:
 
 
 def prepare(
-    policy: ResolvedPolicy, cwd: bytes, *, bridge: PortBridge | None = None
+    policy: ResolvedPolicy,
+    cwd: bytes,
+    *,
+    bridge: PortBridge | None = None,
+    probe_run: SpawnRun | None = None,
 ) -> SandboxLaunch | None:
     """Plan one run under `policy` (None when it restricts nothing and there is no `bridge`);
-    raises `SandboxUnavailable` (refuse) or `SandboxError`."""
+    raises `SandboxUnavailable` (refuse) or `SandboxError`. `probe_run` spawns bubblewrap's
+    first probe (`bwrap.locate`)."""
     if bridge is not None:
         policy = managed_network_policy(policy)
     if policy.mechanism is Mechanism.PLAIN:
         return None
-    binary = bw.locate()
+    binary = bw.locate(run=probe_run)
     if bridge is not None:
         program = managed_network_filter()
     else:
