@@ -19,10 +19,17 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from execserver.local.cgroup import ProcessCgroups
+from execserver.local.host import Host, HostConfig
 from execserver.local.process import LocalProcess
+from execserver.local.sandbox import bwrap
+from execserver.protocol.base import dec_hook
+from execserver.protocol.pathuri import PathUri
+from execserver.protocol.process import ProcessLimits, ProcessStartParams
+from execserver.protocol.sandbox import SandboxContext
 from tests.conftest import TIME, require_bwrap
 from tests.harness import servers
 from tests.harness.polling import poll
@@ -331,24 +338,13 @@ async def test_terminate_kills_setsid_daemon_and_double_fork(start_server: Start
 async def test_shutdown_record_and_no_survivors() -> None:
     """Closing a process table (server shutdown, session expiry) kills every tree, daemons
     included, and records `shutdown`."""
-    from execserver.local.host import Host, HostConfig
-    from execserver.protocol.pathuri import PathUri
-    from execserver.protocol.process import ProcessStartParams
-
     host = Host(HostConfig(process_cgroups=True))
     table = host.process_table()
     marker = f"shutdown-{uuid.uuid4().hex}"
     sleeper = f"{PY} -c '{SLEEP}' {marker}"
     try:
-        process = table.start(
-            ProcessStartParams(
-                process_id="s",
-                argv=["/bin/sh", "-c", f"setsid {sleeper} > /dev/null 2>&1 & exec {sleeper}"],
-                cwd=PathUri.from_native("/tmp"),
-                env={"PATH": "/usr/bin:/bin"},
-                tty=False,
-            )
-        )
+        argv = ["/bin/sh", "-c", f"setsid {sleeper} > /dev/null 2>&1 & exec {sleeper}"]
+        process = table.start(_start_params("s", argv))
         pids = await wait_for_marked(marker, 2)
         assert len(pids) == 2
         await table.aclose()
@@ -482,6 +478,37 @@ async def test_no_waiting_notification_without_the_extension(start_server: Start
         await client.close()
 
 
+def _start_params(
+    process_id: str, argv: list[str], cwd: str = "/tmp", **extra: Any
+) -> ProcessStartParams:
+    return ProcessStartParams(
+        process_id=process_id,
+        argv=argv,
+        cwd=PathUri.from_native(cwd),
+        env={"PATH": "/usr/bin:/bin"},
+        tty=False,
+        **extra,
+    )
+
+
+def _serve_host(
+    monkeypatch: pytest.MonkeyPatch | None = None, **config: Any
+) -> tuple[Host, ProcessCgroups]:
+    """A host whose spawning thread waits in a fresh cgroup, as `execserver serve` has it; with
+    `monkeypatch` the mover is never woken, so that thread stays in the cgroup of the process
+    it started last (the window between a spawn and the move, held open)."""
+    host = Host(HostConfig(**config))
+    host.cgroups = cgroups = ProcessCgroups.create(dedicated=True)
+    if monkeypatch is not None:
+        monkeypatch.setattr(cgroups.mover, "_wake", lambda: None)
+    return host, cgroups
+
+
+def _sandbox_context(workspace: Path) -> SandboxContext:
+    (workspace / "tool").mkdir()
+    return msgspec.convert(_workspace_sandbox(workspace), SandboxContext, dec_hook=dec_hook)
+
+
 def _comm(pid: int) -> str:
     with contextlib.suppress(OSError):
         return Path(f"/proc/{pid}/comm").read_text().strip()
@@ -529,31 +556,15 @@ async def test_spawning_thread_never_shares_a_cgroup() -> None:
     the first process's expiry."""
     import threading
 
-    from execserver.local.host import Host, HostConfig
-    from execserver.protocol.pathuri import PathUri
-    from execserver.protocol.process import ProcessStartParams
-
-    host = Host(HostConfig(closed_process_retention_s=0.2))
-    # As `execserver serve` has them: the spawning thread waits in a fresh cgroup.
-    host.cgroups = ProcessCgroups.create(dedicated=True)
+    host, _ = _serve_host(closed_process_retention_s=0.2)
     table = host.process_table()
     release = threading.Event()
     helper = threading.Thread(target=release.wait, daemon=True)
-
-    def params(process_id: str, argv: list[str]) -> ProcessStartParams:
-        return ProcessStartParams(
-            process_id=process_id,
-            argv=argv,
-            cwd=PathUri.from_native("/tmp"),
-            env={"PATH": "/usr/bin:/bin"},
-            tty=False,
-        )
-
     try:
-        first = table.start(params("first", ["/bin/true"]))
+        first = table.start(_start_params("first", ["/bin/true"]))
         await first.wait_closed()
         helper.start()  # born wherever this (the spawning) thread sits now
-        second = table.start(params("second", ["/bin/sleep", "30"]))
+        second = table.start(_start_params("second", ["/bin/sleep", "30"]))
         assert _pids_cgroup(second.pid) != _pids_cgroup(f"self/task/{helper.native_id}")
         # The server's thread does not stay in a process's cgroup (moved off the spawn path).
         await poll(
@@ -577,12 +588,7 @@ async def test_a_thread_left_in_a_process_cgroup_goes_home_when_it_is_removed() 
     (in the mover's thread) and the cgroup goes; at shutdown too."""
     import threading
 
-    from execserver.local.host import Host, HostConfig
-    from execserver.protocol.pathuri import PathUri
-    from execserver.protocol.process import ProcessStartParams
-
-    host = Host(HostConfig())
-    host.cgroups = cgroups = ProcessCgroups.create(dedicated=True)
+    host, cgroups = _serve_host()
     table = host.process_table()
     release = threading.Event()
     helpers = [threading.Thread(target=release.wait, daemon=True) for _ in range(2)]
@@ -590,15 +596,7 @@ async def test_a_thread_left_in_a_process_cgroup_goes_home_when_it_is_removed() 
         helper.start()
 
     def start(process_id: str) -> LocalProcess:
-        return table.start(
-            ProcessStartParams(
-                process_id=process_id,
-                argv=["/bin/sleep", "30"],
-                cwd=PathUri.from_native("/tmp"),
-                env={"PATH": "/usr/bin:/bin"},
-                tty=False,
-            )
-        )
+        return table.start(_start_params(process_id, ["/bin/sleep", "30"]))
 
     def plant(process: LocalProcess, helper: threading.Thread) -> Path:
         directory = Path("/sys/fs/cgroup/pids") / _pids_cgroup(process.pid).lstrip("/")
@@ -647,15 +645,7 @@ async def test_a_helper_is_not_born_in_a_process_cgroup(
     elsewhere: terminating that process does not end it, and its write completes. (The helper
     writes more than a FIFO holds, so it is alive until the test reads.)"""
     require_bwrap()
-    import msgspec
-
-    from execserver.local.host import Host, HostConfig
-    from execserver.protocol.base import dec_hook
-    from execserver.protocol.pathuri import PathUri
-    from execserver.protocol.process import ProcessStartParams
-    from execserver.protocol.sandbox import SandboxContext
-
-    (tmp_path / "tool").mkdir()
+    sandbox = _sandbox_context(tmp_path)
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
@@ -676,25 +666,15 @@ async def test_a_helper_is_not_born_in_a_process_cgroup(
                 return total
             total += len(data)
 
-    sandbox = msgspec.convert(_workspace_sandbox(tmp_path), SandboxContext, dec_hook=dec_hook)
-    host = Host(HostConfig())
-    host.cgroups = cgroups = ProcessCgroups.create(dedicated=True)
-    monkeypatch.setattr(cgroups.mover, "_wake", lambda: None)
+    bwrap.locate()  # probed before the window (the probe is spawned aside too)
+    host, _ = _serve_host(monkeypatch)
     table = host.process_table()
 
     def helpers() -> list[int]:
         return [pid for pid in children(os.getpid()) if _comm(pid) == "bwrap"]
 
     try:
-        process = table.start(
-            ProcessStartParams(
-                process_id="p",
-                argv=["/bin/sleep", "30"],
-                cwd=PathUri.from_native("/tmp"),
-                env={"PATH": "/usr/bin:/bin"},
-                tty=False,
-            )
-        )
+        process = table.start(_start_params("p", ["/bin/sleep", "30"]))
         write = asyncio.create_task(host.fs.write_file(fifo, b"x" * size, sandbox=sandbox))
         await poll(lambda: bool(helpers()), what="the sandbox helper started")
         (helper,) = helpers()
@@ -720,36 +700,18 @@ async def test_bubblewrap_probe_is_not_born_in_a_process_cgroup(
     spawning thread held there: the mover is not woken), whose pids limit is full: there it
     would fail, and the failure would be kept for every later sandboxed start."""
     require_bwrap()
-    import msgspec
-
-    from execserver.local.host import Host, HostConfig
-    from execserver.local.sandbox import bwrap
-    from execserver.protocol.base import dec_hook
-    from execserver.protocol.pathuri import PathUri
-    from execserver.protocol.process import ProcessLimits, ProcessStartParams
-    from execserver.protocol.sandbox import SandboxContext
-
     monkeypatch.setattr(bwrap, "_probed", {})  # this test's start probes again
-    (tmp_path / "tool").mkdir()
-    sandbox = msgspec.convert(_workspace_sandbox(tmp_path), SandboxContext, dec_hook=dec_hook)
-    host = Host(HostConfig())
-    host.cgroups = cgroups = ProcessCgroups.create(dedicated=True)
-    monkeypatch.setattr(cgroups.mover, "_wake", lambda: None)
+    sandbox = _sandbox_context(tmp_path)
+    host, _ = _serve_host(monkeypatch)
     table = host.process_table()
 
-    def params(process_id: str, **extra: Any) -> ProcessStartParams:
-        return ProcessStartParams(
-            process_id=process_id,
-            argv=["/bin/sleep", "30"] if "limits" in extra else ["/bin/true"],
-            cwd=PathUri.from_native(str(tmp_path)),
-            env={"PATH": "/usr/bin:/bin"},
-            tty=False,
-            **extra,
-        )
-
     try:
-        limited = table.start(params("limited", limits=ProcessLimits(pids=1)))
-        sandboxed = table.start(params("sandboxed", sandbox=sandbox))
+        limited = table.start(
+            _start_params("limited", ["/bin/sleep", "30"], limits=ProcessLimits(pids=1))
+        )
+        sandboxed = table.start(
+            _start_params("sandboxed", ["/bin/true"], str(tmp_path), sandbox=sandbox)
+        )
         await sandboxed.wait_closed()
         assert sandboxed.log.exit_code == 0
         limited.terminate()
