@@ -140,8 +140,10 @@ def test_frames_resume_frame_matches_relay_md() -> None:
 
 def test_frames_fast_encoders_match_the_general_one() -> None:
     """encode_data and encode_reset produce exactly encode_frame's bytes."""
-    for seq in (0, 1, 127, 128, 2**32 - 1):
-        assert encode_data(SID, seq, b"payload") == encode_frame(Frame(SID, Data(seq, b"payload")))
+    for seq in (0, 1, 127, 128, 16383, 16384, 2**21, 2**32 - 1):
+        for size in (0, 1, 127, 128, 16383, 16384, 61456):
+            payload = b"p" * size
+            assert encode_data(SID, seq, payload) == encode_frame(Frame(SID, Data(seq, payload)))
     assert encode_reset(SID, "harness_disconnected") == encode_frame(
         Frame(SID, Reset("harness_disconnected"))
     )

@@ -157,6 +157,8 @@ def test_size_limit_applies_to_a_frame_and_to_a_fragmented_message() -> None:
     too_big = Frame(Opcode.BINARY, b"x" * (limit + 1)).serialize(mask=False)
     with pytest.raises(FrameTooLarge):
         FrameParser(max_size=limit).feed(too_big[:4])
+    with pytest.raises(FrameTooLarge):  # and when the whole frame comes in one read
+        FrameParser(max_size=limit).feed(too_big)
     huge_header = bytes((0x80 | OP_BINARY, 127)) + (1 << 62).to_bytes(8, "big")
     with pytest.raises(FrameTooLarge):
         FrameParser(max_size=limit).feed(huge_header)

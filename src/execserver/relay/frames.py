@@ -150,9 +150,14 @@ _BODY_FIELD_NAMES = {
 # --- encoding -------------------------------------------------------------------------------
 
 
+_ONE_BYTE_VARINTS = tuple(bytes((value,)) for value in range(0x80))
+
+
 def _varint(value: int) -> bytes:
     if value < 0x80:
-        return bytes((value,))
+        return _ONE_BYTE_VARINTS[value]
+    if value < 0x4000:
+        return bytes(((value & 0x7F) | 0x80, value >> 7))
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
@@ -222,11 +227,25 @@ def encode_data(stream_id: str, seq: int, payload: bytes) -> bytes:
     Raises:
         FrameError: `seq` is outside the uint32 range.
     """
-    seq_field = _uint_field(1, _u32("RelayData.seq", seq))
     size = len(payload)
+    if 0 < seq <= _U32_MAX and size:  # every record but a stream's first: no field omitted
+        seq_varint = _varint(seq)
+        size_varint = _varint(size)
+        # One join: the payload (up to a 61 KiB record) is copied once.
+        return b"".join(
+            (
+                _data_frame_prefix(stream_id),
+                _varint(len(seq_varint) + len(size_varint) + size + 4),
+                b"\x08",
+                seq_varint,
+                b"\x18\x01\x22",
+                size_varint,
+                payload,
+            )
+        )
+    seq_field = _uint_field(1, _u32("RelayData.seq", seq))
     payload_head = b"\x22" + _varint(size) if size else b""
     body_length = len(seq_field) + 2 + len(payload_head) + size
-    # One join: the payload (up to a 61 KiB record) is copied once.
     return b"".join(
         (
             _data_frame_prefix(stream_id),
@@ -488,24 +507,42 @@ def _canonical_data(data: bytes | bytearray | memoryview, pos: int, end: int) ->
 def read_data(data: bytes) -> tuple[str, int, memoryview] | None:
     """(stream id, seq, payload) of a version-1 `data` frame as every encoder lays it out
     (segment 0 of 1, a non-empty payload), the payload a view of `data` (no copy); None for
-    anything else, which `decode_frame()` then decides. The receive hot path of both ends.
+    anything else, which `decode_frame()` then decides. The receive hot path of both ends:
+    `_canonical_envelope` and the data body read in one pass, lengths of one or two bytes
+    without a call.
     """
-    envelope = _canonical_envelope(data)
-    if envelope is None or envelope[1] is not Kind.DATA:
+    if data[:3] != _CANONICAL_HEAD:
         return None
-    stream_id, _, pos, end = envelope
-    seq = 0
+    end = len(data)
     try:
+        pos = 4 + data[3]
+        if data[3] >= 0x80 or data[pos] != 0x2A:  # a long stream id, or not a data body
+            return None
+        stream_id = str(data[4:pos], "utf-8")
+        length = data[pos + 1]
+        if length < 0x80:
+            pos += 2
+        elif data[pos + 2] < 0x80:
+            length = (length & 0x7F) | data[pos + 2] << 7
+            pos += 3
+        else:
+            length, pos = _read_varint(data, pos + 1, end, _FRAME)
+        if pos + length != end:
+            return None
+        seq = 0
         if data[pos] == 0x08:
             seq, pos = _read_varint(data, pos + 1, end, _FRAME)
         if data[pos : pos + 3] != b"\x18\x01\x22":  # segment_count = 1, then the payload key
             return None
-        start, stop = _read_len(data, pos + 3, end, _FRAME)
-    except (IndexError, FrameError):
+        size = data[pos + 3]
+        start = pos + 4
+        if size >= 0x80:
+            size, start = _read_varint(data, pos + 3, end, _FRAME)
+    except (IndexError, UnicodeDecodeError, FrameError):
         return None
-    if stop != end or start == stop:
+    if start + size != end or not size:
         return None
-    return stream_id, seq & _U32_MAX, memoryview(data)[start:stop]
+    return stream_id, seq & _U32_MAX, memoryview(data)[start:end]
 
 
 def decode_frame(data: bytes | bytearray | memoryview) -> Frame:

@@ -109,8 +109,7 @@ class RecordSealer:
         """
         head = MAX_RECORD_PLAINTEXT - _PREFIX
         seq = self._next_seq
-        if type(message) is bytes and 0 < len(message) <= head:  # the common case, fast
-            self._reserve(1)
+        if type(message) is bytes and 0 < len(message) <= head and seq <= MAX_SEQ:  # common case
             self._next_seq = seq + 1
             return [(seq, self._cipher.encrypt(b"".join((_U32.pack(len(message)), message))))]
         view = _byte_view(message)

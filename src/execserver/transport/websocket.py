@@ -45,12 +45,12 @@ from execserver.transport.http import (
     route,
 )
 from execserver.transport.ws_frames import (
-    FIN,
+    BINARY_FIN,
     OP_BINARY,
     OP_CLOSE,
     OP_CONT,
     OP_PING,
-    OP_TEXT,
+    TEXT_FIN,
     FrameParser,
     FrameProtocolError,
     FrameTooLarge,
@@ -78,8 +78,6 @@ _MAX_WRITEV_PARTS = 64
 """Frames written by one `writev` at most, times two (header, payload); IOV_MAX is 1024."""
 
 
-_TEXT_FIN = FIN | OP_TEXT
-_BINARY_FIN = FIN | OP_BINARY
 _DATA_OPCODES = (Opcode.CONT, Opcode.TEXT, Opcode.BINARY)
 
 
@@ -345,7 +343,7 @@ class WebSocketServerConnection(WebSocketChannel):
         size = len(data)
         if size < _SMALL_MESSAGE_BYTES:
             batch = self._batch
-            batch.append(frame_header(_TEXT_FIN, size))
+            batch.append(frame_header(TEXT_FIN, size))
             batch.append(data)
             self._batch_bytes += size
             if self._batch_bytes >= _SMALL_MESSAGE_BYTES:
@@ -355,7 +353,7 @@ class WebSocketServerConnection(WebSocketChannel):
                 self._loop.call_soon(self._flush_batch)
         else:  # no joined copy of a large payload
             self._flush_batch()
-            transport.write(frame_header(_TEXT_FIN, size))
+            transport.write(frame_header(TEXT_FIN, size))
             transport.write(data)
 
     def _respond(self, response: HttpResponse, *, head_only: bool = False) -> None:
@@ -437,7 +435,7 @@ class WebSocketClientConnection(WebSocketChannel):
         )
         self._client = protocol
         self._pending_receiver = receiver
-        self._first = _BINARY_FIN if binary else _TEXT_FIN
+        self._first = BINARY_FIN if binary else TEXT_FIN
         self._masks = MaskSource()
         self._fd: int | None = None
         self._parser = FrameParser(max_size=max_message_bytes)

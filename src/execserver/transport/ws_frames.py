@@ -34,6 +34,8 @@ OP_PONG: Final = 0xA
 _DATA_OPCODES: Final = frozenset((OP_CONT, OP_TEXT, OP_BINARY))
 _CONTROL_OPCODES: Final = frozenset((OP_CLOSE, OP_PING, OP_PONG))
 FIN: Final = 0x80
+BINARY_FIN: Final = FIN | OP_BINARY
+TEXT_FIN: Final = FIN | OP_TEXT
 
 _MAX_HEADER: Final = 14
 """The longest frame header: 2 bytes, an 8-byte length and a 4-byte mask key."""
@@ -128,6 +130,17 @@ class FrameParser:
 
     def feed(self, data: bytes) -> list[Frame]:
         """The frames `data` completes, in order."""
+        if self._frame is None and not self._head and not self._fragmented and not self._masked:
+            # The common read: exactly one whole unmasked data frame, FIN set, under 64 KiB.
+            end = len(data)
+            if end >= 2 and (data[0] == BINARY_FIN or data[0] == TEXT_FIN):
+                length, size = data[1], 2
+                if length == 126 and end >= 4:
+                    length, size = (data[2] << 8) | data[3], 4
+                whole = size + length == end and length <= self._max_size
+                if whole and (length < 126 or size == 4):
+                    self._message_size = length
+                    return [(True, data[0] & 0x0F, data[size:])]
         out: list[Frame] = []
         pos = 0
         end = len(data)
