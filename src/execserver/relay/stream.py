@@ -113,22 +113,27 @@ class NoiseStream:
         if hold(self, not self._held):
             self._held.append(data)
             return
-        self._seal_and_send([data])
+        try:
+            records = self._sealer.seal(data)
+        except RecordError as exc:
+            self._cannot_send(exc)
+            return
+        self._send_records(records)
 
     def send_held(self) -> None:
         """Send the held messages, packed into as few records as they fit."""
         held, self._held = self._held, []
         if held and not self._ended:
-            self._seal_and_send(held)
+            try:
+                records = self._sealer.seal_batch(held)
+            except RecordError as exc:
+                self._cannot_send(exc)
+                return
+            self._send_records(records)
 
-    def _seal_and_send(self, messages: list[bytes]) -> None:
-        try:
-            records = self._sealer.seal_batch(messages)
-        except RecordError as exc:
-            log.warning("relay stream %s: cannot send a message: %s", self.stream_id, exc)
-            self.abort()
-            return
-        self._send_records(records)
+    def _cannot_send(self, exc: RecordError) -> None:
+        log.warning("relay stream %s: cannot send a message: %s", self.stream_id, exc)
+        self.abort()
 
     def _send_records(self, records: list[tuple[int, bytes]]) -> None:
         stream_id = self.stream_id
