@@ -455,9 +455,11 @@ def test_frames_read_data_agrees_with_the_general_decoder(
 
 
 def test_frames_read_data_reads_what_the_senders_write() -> None:
-    for seq in (0, 1, 127, 128, 2**32 - 1):
-        data = encode_data(SID, seq, b"record")
-        assert read_data(data) == (SID, seq, memoryview(b"record"))
+    for seq in (0, 1, 127, 128, 16384, 2**32 - 1):
+        # Payloads whose length, and the body's, take one, two and three varint bytes.
+        for size in (1, 6, 100, 127, 128, 16383, 16384, 61456):
+            payload = bytes(range(256)) * (size // 256) + b"r" * (size % 256)
+            assert read_data(encode_data(SID, seq, payload)) == (SID, seq, memoryview(payload))
     assert read_data(encode_data(SID, 5, b"")) is None  # no payload: the general path drops it
     assert read_data(encode_reset(SID, "x")) is None
     for data in (
