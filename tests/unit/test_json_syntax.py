@@ -27,6 +27,7 @@ from execserver.compat.json_syntax import (
     check_trailing,
     scan_value,
 )
+from execserver.protocol import jsonrpc
 from execserver.protocol.jsonrpc import EnvelopeError, decode_message
 
 CORPUS_PATH = Path(__file__).resolve().parents[1] / "data" / "json_syntax_cases.json"
@@ -506,3 +507,51 @@ def test_duplicate_keys_found_next_to_long_strings(template: str, rejected: bool
             decode_message(text)
     else:
         assert decode_message(text).method == "m"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("space", [" ", "\t", "\n", "\r"])
+def test_duplicate_key_hidden_by_whitespace_before_its_colon(space: str) -> None:
+    """A key spaced from its colon is not in the fast key count, so the count matches the
+    decoded keys although one is repeated: the whitespace sends it to the exact scan."""
+    text = f'{{"id":1,"method":"m","params":{{"a":1,"a"{space}:2}}}}'.encode()
+    with pytest.raises(EnvelopeError, match="duplicate JSON object key `a`"):
+        decode_message(text)
+
+
+_ids = st.one_of(
+    st.integers(-(2**64), 2**64),
+    st.sampled_from([-(2**63), 2**63 - 1, -(2**63) - 1, 2**63]),
+    st.text(max_size=5),
+    st.booleans(),
+    st.floats(allow_nan=False),
+    st.none(),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    request_id=_ids,
+    method=st.one_of(st.text(max_size=8), st.integers(), st.none()),
+    trace=st.one_of(st.just("absent"), st.none(), st.integers(), st.just({"traceparent": "x"})),
+    params=st.one_of(
+        st.just("absent"), st.none(), st.dictionaries(st.text(max_size=3), st.integers())
+    ),
+)
+def test_request_fast_path_agrees_with_the_checked_one(
+    request_id: Any, method: Any, trace: Any, params: Any
+) -> None:
+    """A request's members are read at once when they are plainly valid; the result (or the
+    error) is the member-by-member check's."""
+    obj: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
+    if trace != "absent":
+        obj["trace"] = trace
+    if params != "absent":
+        obj["params"] = params
+
+    def outcome(read: Callable[[dict[str, Any]], Any]) -> Any:
+        try:
+            return read(obj)
+        except EnvelopeError as exc:
+            return ("error", str(exc))
+
+    assert outcome(jsonrpc._request) == outcome(jsonrpc._checked_request)

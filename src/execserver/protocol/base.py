@@ -146,6 +146,8 @@ def dec_hook(tp: type, obj: Any) -> Any:
     Raised `ValueError`s carry the reference's message for the bad value.
     """
     # The two string types first: they are what every `process/write` and fs request holds.
+    if tp is Base64Bytes and type(obj) is str:
+        return Base64Bytes(b64.decode(obj))
     if (
         tp is not Base64Bytes
         and tp is not PathUri

@@ -531,7 +531,11 @@ def read_data(data: bytes) -> tuple[str, int, memoryview] | None:
             return None
         seq = 0
         if data[pos] == 0x08:
-            seq, pos = _read_varint(data, pos + 1, end, _FRAME)
+            seq = data[pos + 1]
+            if seq < 0x80:
+                pos += 2
+            else:
+                seq, pos = _read_varint(data, pos + 1, end, _FRAME)
         if data[pos : pos + 3] != b"\x18\x01\x22":  # segment_count = 1, then the payload key
             return None
         size = data[pos + 3]
