@@ -555,3 +555,18 @@ def test_request_fast_path_agrees_with_the_checked_one(
             return ("error", str(exc))
 
     assert outcome(jsonrpc._request) == outcome(jsonrpc._checked_request)
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(st.lists(_json_values, max_size=4) | st.dictionaries(st.text(max_size=3), _json_values))
+def test_key_count_of_a_short_message_is_the_full_walks(value: list[Any] | dict[str, Any]) -> None:
+    """Short messages only count keys; the count is the full walk's."""
+    assert jsonrpc._key_count(value) == jsonrpc._stats(value, 1, [])[1]

@@ -170,17 +170,26 @@ _ODD_KEY_END_BYTES = b" \t\n\r\\"
 which one `translate` tells far sooner than the regex's search (most requests are compact)."""
 
 
+_SHORT_TEXT = 2 * (_MAX_DEPTH_CONTAINERS + 1)
+"""Text shorter than this cannot nest too deep (a container takes two bytes), hold too many
+values or a long string: only its keys need counting."""
+
+
 def _may_violate_limits(data: bytes, obj: Any) -> bool:
     """Cheap test for what msgspec accepts but serde_json rejects: deep nesting, too many
     values, duplicate keys. False means the message certainly has none of them."""
-    long_strings: list[str] = []
-    values, keys, depth = _stats(obj, 1, long_strings)
-    if depth == 0:  # a scalar: nothing to repeat or nest
+    if type(obj) is not dict and type(obj) is not list:  # a scalar: nothing to repeat or nest
         return False
-    if depth > _MAX_DEPTH_CONTAINERS or values > json_syntax.MAX_JSON_VALUES:
-        return True
-    # Long string values (file contents, base64) hold no structure: scan only the rest.
-    text = _without_plain_strings(data, long_strings) if long_strings else data
+    if len(data) < _SHORT_TEXT:  # most requests: only the duplicate-key test applies
+        keys = _key_count(obj)
+        text = data
+    else:
+        long_strings: list[str] = []
+        values, keys, depth = _stats(obj, 1, long_strings)
+        if depth > _MAX_DEPTH_CONTAINERS or values > json_syntax.MAX_JSON_VALUES:
+            return True
+        # Long string values (file contents, base64) hold no structure: scan only the rest.
+        text = _without_plain_strings(data, long_strings) if long_strings else data
     # Every key of compact JSON ends with `":`; a count that differs from the decoded key count
     # means a key was repeated (or the text is spaced/escaped oddly: let the exact scan decide).
     if text.count(b'":') != keys:
@@ -246,6 +255,19 @@ def _stats(obj: Any, depth: int, long_strings: list[str]) -> tuple[int, int, int
             if kind is str and len(item) >= _LONG_STRING:
                 long_strings.append(item)
     return values, keys, deepest
+
+
+def _key_count(obj: dict[str, Any] | list[Any]) -> int:
+    """The keys of every object in a decoded JSON container (`_stats` without the rest)."""
+    items: Iterable[Any]
+    if type(obj) is dict:
+        count, items = len(obj), obj.values()
+    else:
+        count, items = 0, obj
+    for item in items:
+        if type(item) is dict or type(item) is list:
+            count += _key_count(item)
+    return count
 
 
 def classify(obj: Any) -> Message:

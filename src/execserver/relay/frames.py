@@ -534,6 +534,9 @@ def read_data(data: bytes) -> tuple[str, int, memoryview] | None:
             seq = data[pos + 1]
             if seq < 0x80:
                 pos += 2
+            elif data[pos + 2] < 0x80:
+                seq = (seq & 0x7F) | data[pos + 2] << 7
+                pos += 3
             else:
                 seq, pos = _read_varint(data, pos + 1, end, _FRAME)
         if data[pos : pos + 3] != b"\x18\x01\x22":  # segment_count = 1, then the payload key
@@ -541,7 +544,11 @@ def read_data(data: bytes) -> tuple[str, int, memoryview] | None:
         size = data[pos + 3]
         start = pos + 4
         if size >= 0x80:
-            size, start = _read_varint(data, pos + 3, end, _FRAME)
+            if data[pos + 4] < 0x80:
+                size = (size & 0x7F) | data[pos + 4] << 7
+                start = pos + 5
+            else:
+                size, start = _read_varint(data, pos + 3, end, _FRAME)
     except (IndexError, UnicodeDecodeError, FrameError):
         return None
     if start + size != end or not size:

@@ -281,6 +281,12 @@ class RecordOpener:
         if self._failed:
             raise RecordError("the record stream already failed")
         try:
+            if seq == self._next_seq and not self._pending:  # a healthy stream's every record
+                if len(ciphertext) > MAX_RECORD_CIPHERTEXT:
+                    raise RecordError(f"record exceeds {MAX_RECORD_PLAINTEXT} plaintext bytes")
+                out: list[bytes] = []
+                self._decrypt(ciphertext, out)
+                return out
             return self._open(seq, ciphertext)
         except RecordError:
             self._failed = True

@@ -258,17 +258,10 @@ class RpcPeer:
             if len(self._abandoned) > MAX_ABANDONED_CALLS:
                 del self._abandoned[next(iter(self._abandoned))]
 
-    @staticmethod
-    def encode_notification(method: str, params: Any) -> bytes:
-        return jsonrpc.encode_notification(method, params)
-
-    @staticmethod
-    def encode_result(request_id: RequestId, result: Any) -> bytes:
-        return jsonrpc.encode_result(request_id, result)
-
-    @staticmethod
-    def encode_error(request_id: RequestId, code: int, message: str, data: Any = None) -> bytes:
-        return jsonrpc.encode_error(request_id, code, message, data)
+    # The envelope encoders themselves (no wrapper frame on every message's path).
+    encode_notification = staticmethod(jsonrpc.encode_notification)
+    encode_result = staticmethod(jsonrpc.encode_result)
+    encode_error = staticmethod(jsonrpc.encode_error)
 
     # -- the end -------------------------------------------------------------------------------
 
