@@ -8,9 +8,11 @@ Both ends are the real classes (`NoiseStream` on an `ExecutorLink`, `RelayChanne
 `HarnessLink`, each over a `WebSocketClientConnection`) opened on a transport that only counts
 what is written. The large case sends 16 `process/output` notifications carrying 64 KiB of
 output each (1 MiB, two records per message), the small case 5000 notifications of 9 bytes;
-the receiving end is fed the frames a relay would write, in 256 KiB reads. Figures are CPU
-time (`time.process_time`): sends are the best of N rounds, receives the mean. No kernel work
-is included: relay_cpu.py measures whole processes.
+the receiving end is fed the frames a relay would write, in 256 KiB reads. The request case
+is an executor's whole relayed request path: `process/write` frames through the stream and a
+`ServerEndpoint` (whose handler only answers) to the response's frame. Figures are CPU time
+(`time.process_time`): sends and requests are the best of N rounds, receives the mean. No
+kernel work is included: relay_cpu.py measures whole processes.
 """
 
 from __future__ import annotations
@@ -30,14 +32,18 @@ sys.path.insert(0, str(ROOT))
 from websockets.client import ClientProtocol
 from websockets.uri import parse_uri
 
+from execserver.protocol.process import ProcessWriteParams, ProcessWriteResponse
 from execserver.relay.executor import ExecutorLink
 from execserver.relay.frames import encode_data
 from execserver.relay.harness import HarnessLink, RelayChannel
 from execserver.relay.noise import CipherState, NoiseTransport
 from execserver.relay.records import RecordSealer
 from execserver.relay.stream import NoiseStream
+from execserver.rpc.router import Router
+from execserver.rpc.server import ServerEndpoint
 from execserver.transport.http import accept_key
 from execserver.transport.websocket import WebSocketClientConnection
+from execserver.transport.ws_frames import frame_header
 
 KEY = bytes(range(32))
 STREAM = "0f8fad5b-d9cb-469f-a165-70867728950e"
@@ -170,6 +176,46 @@ def receive_cpu(messages: list[bytes], rounds: int) -> float:
     return spent / rounds
 
 
+def request_cpu(rounds: int, count: int = 10_000) -> float:
+    """An executor's relayed request path: `process/write` frames, one per read, through the
+    stream and a `ServerEndpoint` whose handler only answers, to the response's frame written;
+    seconds per request, best of `rounds` runs of `count`."""
+    link = ExecutorLink(None, None)  # type: ignore[arg-type]  # past the handshake
+    connection = open_socket(link)
+    link.bind(connection)
+    stream = NoiseStream(link, STREAM, NoiseTransport(CipherState(KEY), CipherState(KEY)), "")
+    link._streams[STREAM] = stream
+    router = Router()
+    answer = ProcessWriteResponse(status="accepted")
+    router.add("process/write", ProcessWriteParams, lambda params: answer, gate="exec")
+    endpoint: ServerEndpoint[None] = ServerEndpoint(
+        stream, router, gate=lambda family: None, on_notification=lambda method: True,
+        on_close=lambda: None,
+    )  # fmt: skip
+    stream.open(endpoint)
+    sealer = RecordSealer(CipherState(KEY))
+    best = float("inf")
+    for run in range(rounds):
+        reads = []
+        for i in range(run * count, (run + 1) * count):
+            chunk = base64.b64encode(b"%08d\n" % i)
+            request = (
+                b'{"jsonrpc":"2.0","id":%d,"method":"process/write","params":'
+                b'{"processId":"cat-1","chunk":"%s","writeId":"w%d"}}' % (i, chunk, i)
+            )
+            ((seq, ciphertext),) = sealer.seal(request)
+            frame = encode_data(STREAM, seq, ciphertext)
+            reads.append(frame_header(0x82, len(frame)) + frame)
+        written = connection._transport.written  # type: ignore[union-attr]
+        began = time.process_time()
+        for data in reads:
+            connection.data_received(data)
+        best = min(best, (time.process_time() - began) / count)
+        if connection._transport.written == written:  # type: ignore[union-attr]
+            raise RuntimeError("no response was written")
+    return best
+
+
 async def main_async(rounds: int) -> None:
     large = notifications(16, 64 * 1024)
     small = notifications(1, 9) * SMALL
@@ -177,6 +223,7 @@ async def main_async(rounds: int) -> None:
     print(f"receive {receive_cpu(large, rounds) * 1e3:.3f} ms per MiB of output")
     print(f"send    {send_cpu(small, 5) / SMALL * 1e6:.2f} µs per small message")
     print(f"receive {receive_cpu(small, 5) / SMALL * 1e6:.2f} µs per small message")
+    print(f"request {request_cpu(5) * 1e6:.2f} µs per relayed process/write, executor side")
 
 
 def main() -> None:
