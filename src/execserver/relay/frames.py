@@ -280,10 +280,13 @@ def _read_varint(
     data: bytes | bytearray | memoryview, pos: int, end: int, where: str
 ) -> tuple[int, int]:
     """Decode a varint at `pos`; prost's rules: at most ten bytes, the tenth at most 1."""
-    if pos < end:
+    if pos + 1 < end:  # one or two bytes: lengths and seqs of every frame, without the loop
         byte = data[pos]
         if byte < 0x80:
             return byte, pos + 1
+        second = data[pos + 1]
+        if second < 0x80:
+            return (byte & 0x7F) | second << 7, pos + 2
     value = 0
     shift = 0
     for count in range(10):
@@ -508,8 +511,7 @@ def read_data(data: bytes) -> tuple[str, int, memoryview] | None:
     """(stream id, seq, payload) of a version-1 `data` frame as every encoder lays it out
     (segment 0 of 1, a non-empty payload), the payload a view of `data` (no copy); None for
     anything else, which `decode_frame()` then decides. The receive hot path of both ends:
-    `_canonical_envelope` and the data body read in one pass, lengths of one or two bytes
-    without a call.
+    `_canonical_envelope` and the data body read in one pass.
     """
     if data[:3] != _CANONICAL_HEAD:
         return None
@@ -519,36 +521,15 @@ def read_data(data: bytes) -> tuple[str, int, memoryview] | None:
         if data[3] >= 0x80 or data[pos] != 0x2A:  # a long stream id, or not a data body
             return None
         stream_id = str(data[4:pos], "utf-8")
-        length = data[pos + 1]
-        if length < 0x80:
-            pos += 2
-        elif data[pos + 2] < 0x80:
-            length = (length & 0x7F) | data[pos + 2] << 7
-            pos += 3
-        else:
-            length, pos = _read_varint(data, pos + 1, end, _FRAME)
+        length, pos = _read_varint(data, pos + 1, end, _FRAME)
         if pos + length != end:
             return None
         seq = 0
         if data[pos] == 0x08:
-            seq = data[pos + 1]
-            if seq < 0x80:
-                pos += 2
-            elif data[pos + 2] < 0x80:
-                seq = (seq & 0x7F) | data[pos + 2] << 7
-                pos += 3
-            else:
-                seq, pos = _read_varint(data, pos + 1, end, _FRAME)
+            seq, pos = _read_varint(data, pos + 1, end, _FRAME)
         if data[pos : pos + 3] != b"\x18\x01\x22":  # segment_count = 1, then the payload key
             return None
-        size = data[pos + 3]
-        start = pos + 4
-        if size >= 0x80:
-            if data[pos + 4] < 0x80:
-                size = (size & 0x7F) | data[pos + 4] << 7
-                start = pos + 5
-            else:
-                size, start = _read_varint(data, pos + 3, end, _FRAME)
+        size, start = _read_varint(data, pos + 3, end, _FRAME)
     except (IndexError, UnicodeDecodeError, FrameError):
         return None
     if start + size != end or not size:
