@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-import msgspec
-
 from execserver.compat import serde
 from execserver.protocol.base import dec_hook
 
@@ -27,10 +25,6 @@ def decode_params(obj: Any, tp: type[T]) -> T:
 
     `obj` is the already-decoded `params` member (`None` when absent or null).
     """
-    try:
-        return msgspec.convert(obj, tp, dec_hook=dec_hook)  # params that fit: no wording needed
-    except msgspec.ValidationError:
-        pass
     try:
         return serde.from_value(obj, tp, serde.JSON_VALUE, dec_hook=dec_hook)
     except serde.SerdeError as exc:

@@ -281,9 +281,8 @@ class RecordOpener:
         if self._failed:
             raise RecordError("the record stream already failed")
         try:
-            if seq == self._next_seq and not self._pending:  # a healthy stream's every record
-                if len(ciphertext) > MAX_RECORD_CIPHERTEXT:
-                    raise RecordError(f"record exceeds {MAX_RECORD_PLAINTEXT} plaintext bytes")
+            in_order = seq == self._next_seq and not self._pending
+            if in_order and len(ciphertext) <= MAX_RECORD_CIPHERTEXT:  # a healthy stream's all
                 out: list[bytes] = []
                 self._decrypt(ciphertext, out)
                 return out

@@ -118,11 +118,7 @@ class NoiseStream:
         except RecordError as exc:
             self._cannot_send(exc)
             return
-        if len(records) == 1:  # a message of one record: every small one
-            seq, ciphertext = records[0]
-            self._link.send_frame(encode_data(self.stream_id, seq, ciphertext))
-        else:
-            self._send_records(records)
+        self._send_records(records)
 
     def send_held(self) -> None:
         """Send the held messages, packed into as few records as they fit."""
