@@ -47,8 +47,8 @@ def parse_with_websockets(data: bytes, *, mask: bool) -> list[Frame]:
 def test_client_frames_parse_as_masked_frames(size: int) -> None:
     payload = os.urandom(size)
     masks = MaskSource()
-    binary = b"".join(client_frame(FIN | OP_BINARY, payload, masks.next()))
-    text = b"".join(client_frame(FIN | OP_TEXT, memoryview(payload), masks.next()))
+    binary = b"".join(client_frame(FIN | OP_BINARY, payload, masks))
+    text = b"".join(client_frame(FIN | OP_TEXT, memoryview(payload), masks))
     first, second = parse_with_websockets(binary + text, mask=True)
     assert (first.opcode, first.fin, first.data) == (Opcode.BINARY, True, payload)
     assert (second.opcode, second.fin, second.data) == (Opcode.TEXT, True, payload)
@@ -56,9 +56,13 @@ def test_client_frames_parse_as_masked_frames(size: int) -> None:
 
 def test_mask_keys_differ_from_frame_to_frame() -> None:
     masks = MaskSource()
-    keys = [masks.next() for _ in range(3000)]  # crosses the pool refill
-    assert all(len(key) == 4 for key in keys)
+    frames = [b"".join(client_frame(FIN | OP_BINARY, b"x", masks)) for _ in range(3000)]
+    keys = [frame[2:6] for frame in frames]  # crosses the pool refill
+    assert all(frame[1] == 0x81 and len(frame) == 7 for frame in frames)
     assert len(set(keys)) > 2900
+    assert [frame.data for frame in parse_with_websockets(b"".join(frames), mask=True)] == [
+        b"x"
+    ] * 3000
 
 
 def serialize(frames: list[Frame]) -> bytes:
