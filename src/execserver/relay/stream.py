@@ -17,8 +17,8 @@ from typing import Protocol
 from execserver.relay.frames import encode_data, encode_reset
 from execserver.relay.noise import NoiseTransport
 from execserver.relay.records import RecordError, RecordOpener, RecordSealer
+from execserver.transport import held
 from execserver.transport.base import MessageReceiver
-from execserver.transport.held import hold
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,10 @@ class NoiseStream:
     def send(self, data: bytes) -> None:
         if self._ended:
             return
-        if hold(self, not self._held):
+        holders = held.block.holders
+        if holders is not None:  # sent when the held_sends() block ends
+            if not self._held:
+                holders.append(self)
             self._held.append(data)
             return
         try:
@@ -118,14 +121,18 @@ class NoiseStream:
         except RecordError as exc:
             self._cannot_send(exc)
             return
-        self._send_records(records)
+        if len(records) == 1:  # nearly every message: one record, one frame
+            seq, ciphertext = records[0]
+            self._link.send_frame(encode_data(self.stream_id, seq, ciphertext))
+        else:
+            self._send_records(records)
 
     def send_held(self) -> None:
         """Send the held messages, packed into as few records as they fit."""
-        held, self._held = self._held, []
-        if held and not self._ended:
+        messages, self._held = self._held, []
+        if messages and not self._ended:
             try:
-                records = self._sealer.seal_batch(held)
+                records = self._sealer.seal_batch(messages)
             except RecordError as exc:
                 self._cannot_send(exc)
                 return
@@ -138,12 +145,9 @@ class NoiseStream:
     def _send_records(self, records: list[tuple[int, bytes]]) -> None:
         stream_id = self.stream_id
         link = self._link
-        if len(records) == 1:
-            seq, ciphertext = records[0]
-            link.send_frame(encode_data(stream_id, seq, ciphertext))
-        elif len(records) <= _FRAMES_PER_WRITE:
-            # A message of a few records (a 64 KiB output chunk is two): written together,
-            # one system call.
+        if len(records) <= _FRAMES_PER_WRITE:
+            # A message of a few records (a 64 KiB output chunk is two), or what a block held:
+            # written together, one system call.
             link.send_frames([encode_data(stream_id, seq, ct) for seq, ct in records])
         else:  # a large message: frame by frame (measured: grouping it costs the executor)
             for seq, ciphertext in records:
