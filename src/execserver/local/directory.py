@@ -17,7 +17,7 @@ import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from execserver.environment.process import ClosedEvent, ProcessEvent, WaitingListener
+from execserver.environment.process import WaitingListener
 from execserver.errors import InvalidRequest
 from execserver.protocol.process_handles import ProcessInfo, ProcessState
 
@@ -84,16 +84,16 @@ class ProcessDirectory:
         process.handle = handle
         process.principal = principal
         self._processes[handle] = process
-        process.log.listeners.append(self._watcher(process))
+        process.log.close_listeners.append(self._watcher(process))
         if process.detached and process.closed:
             self._schedule_discard(process)
 
-    def _watcher(self, process: LocalProcess) -> Callable[[ProcessEvent], None]:
-        def watch(event: ProcessEvent) -> None:
-            if isinstance(event, ClosedEvent) and process.detached:
+    def _watcher(self, process: LocalProcess) -> Callable[[], None]:
+        def closed() -> None:
+            if process.detached:
                 self._schedule_discard(process)
 
-        return watch
+        return closed
 
     def check_detach(self, principal: str) -> None:
         """Raise the limit's error if `principal` may not detach one more process."""

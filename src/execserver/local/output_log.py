@@ -121,6 +121,8 @@ class OutputLog:
         self._changed: asyncio.Event | None = None
         self.listeners: list[EventListener] = []
         """Hear every event as it is logged, in order (must not block)."""
+        self.close_listeners: list[Callable[[], None]] = []
+        """Hear only the close, after `listeners` did (not called once per output chunk)."""
 
     @property
     def exited(self) -> bool:
@@ -203,6 +205,8 @@ class OutputLog:
         seq = self.next_seq
         self.next_seq += 1
         self._publish(ClosedEvent(seq))
+        for listener in self.close_listeners:
+            listener()
 
     def _publish(self, event: ProcessEvent) -> None:
         if self._changed is not None:
