@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from execserver.protocol import b64
 from execserver.protocol.b64 import Base64Error, decode, encode
 
 # Captured from codex exec-server 0.169.0 (process/write chunk errors).
@@ -67,3 +68,22 @@ def test_b64_round_trips(data: bytes) -> None:
     """encode() output always decodes back to the same bytes."""
     assert decode(encode(data)) == data
     assert encode(data) == base64.b64encode(data).decode()
+
+
+def _outcome(text: str) -> bytes | str:
+    try:
+        return decode(text)
+    except Base64Error as exc:
+        return f"error: {exc}"
+
+
+@given(st.text(alphabet="QUJDRAZab+/=\n -é", max_size=24) | st.binary(max_size=40).map(encode))
+def test_b64_short_and_long_decoders_agree(text: str) -> None:
+    """Short texts go through binascii, long ones through pybase64: each decoder, forced on
+    every text, gives the same bytes or the same error."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(b64, "_SHORT", 10**9)
+        short = _outcome(text)
+        patch.setattr(b64, "_SHORT", 0)
+        long = _outcome(text)
+    assert short == long
