@@ -45,16 +45,17 @@ class TraceContext:
     tracestate: str | None = None
 
 
-@dataclass(slots=True)
-class Request:
+class Request(msgspec.Struct):
+    """A request as the server reads it. A struct rather than a dataclass: msgspec builds it
+    in C, without the Python frame of a dataclass's `__init__` (one per message received)."""
+
     id: RequestId
     method: str
     params: Any
     trace: TraceContext | None
 
 
-@dataclass(slots=True)
-class Notification:
+class Notification(msgspec.Struct):
     method: str
     params: Any
 

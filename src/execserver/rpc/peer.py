@@ -52,15 +52,13 @@ class Role(enum.Enum):
     CLIENT = "client"
 
 
-@dataclass(slots=True)
-class RequestReceived:
+class RequestReceived(msgspec.Struct):
     request: Request
     received: float
     """`time.perf_counter()` at arrival when timing is on, else 0."""
 
 
-@dataclass(slots=True)
-class NotificationReceived:
+class NotificationReceived(msgspec.Struct):
     method: str
     params: Any
     """Decoded JSON (server role) or `msgspec.Raw` (client role)."""
