@@ -95,7 +95,7 @@ _encoder = msgspec.json.Encoder(enc_hook=enc_hook)
 
 def decode_message(data: bytes) -> Message:
     """Decode and classify one message; raise `EnvelopeError` for anything else."""
-    if _may_hold_too_many_values(data):
+    if len(data) > _FEW_VALUES_TEXT and _may_hold_too_many_values(data):
         # The exact scan stops at the first value past the limit: a huge `[0,0,...]` costs
         # a few hundred thousand values of work, not a full decode (and a walk) of millions.
         return _decode_slow(data)
@@ -149,12 +149,15 @@ def _scan(data: bytes) -> int:
         raise EnvelopeError(exc.message) from None
 
 
+_FEW_VALUES_TEXT = 2 * json_syntax.MAX_JSON_VALUES
+"""Text this short cannot hold too many values: each needs a byte and a separator."""
+
+
 def _may_hold_too_many_values(data: bytes) -> bool:
-    """Cheap bound (C-speed byte counts) on the number of JSON values: every value but the
-    first of a container follows a comma, the first follows its container's opening bracket.
-    Commas and brackets inside strings only make the bound looser."""
-    if len(data) <= 2 * json_syntax.MAX_JSON_VALUES:  # each value needs a byte and a separator
-        return False
+    """Cheap bound (C-speed byte counts) on the number of JSON values of a text longer than
+    `_FEW_VALUES_TEXT`: every value but the first of a container follows a comma, the first
+    follows its container's opening bracket. Commas and brackets inside strings only make the
+    bound looser."""
     bound = data.count(b",")
     if bound > json_syntax.MAX_JSON_VALUES:
         return True
@@ -258,6 +261,9 @@ def _stats(obj: Any, depth: int, long_strings: list[str]) -> tuple[int, int, int
     return values, keys, deepest
 
 
+_CONTAINERS = frozenset((dict, list))
+
+
 def _key_count(obj: dict[str, Any] | list[Any]) -> int:
     """The keys of every object in a decoded JSON container (`_stats` without the rest)."""
     items: Iterable[Any]
@@ -265,6 +271,8 @@ def _key_count(obj: dict[str, Any] | list[Any]) -> int:
         count, items = len(obj), obj.values()
     else:
         count, items = 0, obj
+    if _CONTAINERS.isdisjoint(map(type, items)):  # no container inside (params): a C-level scan
+        return count
     for item in items:
         if type(item) is dict or type(item) is list:
             count += _key_count(item)
