@@ -192,6 +192,11 @@ class MessageReassembler:
             RecordError: A length prefix is 0 or over 64 MiB.
         """
         end = len(record)
+        if not self._need and not self._header and end >= _PREFIX:
+            (length,) = _U32.unpack_from(record, 0)
+            if length == end - _PREFIX and 0 < length <= MAX_MESSAGE_BYTES:
+                out.append(record[_PREFIX:])  # a record of one whole message: nearly all
+                return
         pos = 0
         view: memoryview | None = None
         while pos < end:
