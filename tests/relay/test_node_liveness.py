@@ -5,8 +5,11 @@ node then reset the streams of a node that was well (docs/SCALING.md, bench/flee
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from pathlib import Path
+
+import pytest
 
 from execserver.relay.service.metrics import RelayMetrics
 from execserver.relay.service.nats_state import connect_nats
@@ -52,3 +55,31 @@ async def test_a_node_without_heartbeats_is_dead_only_once_a_probe_fails(tmp_pat
         assert changes == [("quiet", True), ("quiet", False)]
         assert metrics.value("node_probes_total", outcome="failed") == 1
         await quiet.aclose()
+
+
+async def test_close_ends_the_heartbeats_when_a_nats_call_loses_the_cancellation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """nats-py waits with `asyncio.wait_for`, which on Python 3.11 returns a reply that arrives
+    together with the cancellation instead of raising it. A heartbeat that loses `aclose()`'s
+    cancellation that way must not keep the loop (and `aclose()`) running forever, as it once
+    did in a test run."""
+    async with nats_cluster(tmp_path, size=1) as cluster:
+        nc = await connect_nats(cluster.urls, name="closing")
+        try:
+            directory = await NodeDirectory.open(nc, "closing", None, heartbeat_s=1.0)
+            beating = asyncio.Event()
+
+            async def beat_losing_the_cancellation() -> None:
+                beating.set()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(3600)  # cancelled: returns, as wait_for can
+
+            monkeypatch.setattr(directory, "beat", beat_losing_the_cancellation)
+            await asyncio.wait_for(beating.wait(), 10)
+            closing = asyncio.ensure_future(directory.aclose())
+            done, _ = await asyncio.wait({closing}, timeout=5)
+            assert closing in done, "aclose() still waits for its heartbeat loop"
+            await closing
+        finally:
+            await nc.close()

@@ -450,6 +450,7 @@ class NatsRelayState:
         registration, mostly the executor's public key, which only `/connect` needs, and it
         reads the entry from the bucket)."""
         self._tasks = TaskOwner("relay state watcher")
+        self._stopping = False
         self.rewatch = asyncio.Event()
         """Set to start the watch again (after a NATS reconnect its consumer may be gone)."""
         self.synced = asyncio.Event()
@@ -636,7 +637,13 @@ class NatsRelayState:
                 if self._known.get(environment_id) != version:
                     changed[environment_id] = update
 
-        await follow_bucket(self._registrations, handle, self.rewatch, what="registration")
+        await follow_bucket(
+            self._registrations,
+            handle,
+            self.rewatch,
+            what="registration",
+            stopping=lambda: self._stopping,
+        )
 
     def _resync(self, seen: dict[str, _Version], changed: dict[str, KeyValue.Entry]) -> None:
         old, self._known = self._known, dict(seen)
@@ -733,6 +740,8 @@ class NatsRelayState:
 
     async def aclose(self) -> None:
         self._listeners.clear()
+        self._stopping = True  # before the cancellation, which a NATS call may lose
+        self.rewatch.set()
         await self._tasks.aclose()
         if self._owns_connection:
             await asyncio.shield(close_connection(self._nc))
@@ -796,14 +805,18 @@ async def follow_bucket(
     rewatch: asyncio.Event,
     *,
     what: str,
+    stopping: Callable[[], bool],
 ) -> None:
-    """Forever: watch every key of `bucket` and pass `handle` `STARTED`, then each stored
-    value, then None (replayed), then every change; start again when `rewatch` is set or the
-    watch fails (NATS ordered consumers do not always survive a server's death).
+    """Until `stopping()`: watch every key of `bucket` and pass `handle` `STARTED`, then each
+    stored value, then None (replayed), then every change; start again when `rewatch` is set or
+    the watch fails (NATS ordered consumers do not always survive a server's death).
 
-    Cancellation: the watch is stopped.
+    Cancellation: the watch is stopped. An owner sets what `stopping()` reads and `rewatch`
+    before cancelling: nats-py waits with `asyncio.wait_for`, which on Python 3.11 returns a
+    result that arrives with the cancellation instead of raising it, so a cancellation can be
+    lost inside a NATS call; the loop then ends at its next turn instead of running on.
     """
-    while True:
+    while not stopping():
         rewatch.clear()
         try:
             watcher = await bucket.watchall()

@@ -167,6 +167,9 @@ class NodeDirectory:
         self._urls: dict[str, str | None] = {}
         self._listeners = _Listeners()
         self._tasks = TaskOwner("relay node directory")
+        self._stopping = False
+        """Set by `aclose()` before it cancels: the loops end at their next turn even when a
+        NATS call lost the cancellation (see `follow_bucket`)."""
         self._own_seen = time.monotonic()
         """When our own heartbeat last came back through the watch (its health check)."""
         self._replaying = False
@@ -251,7 +254,7 @@ class NodeDirectory:
             log.debug("heartbeat failed: %r", exc)
 
     async def _heartbeats(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self._heartbeat_s)
             # A put whose acknowledgement is late must not delay the next heartbeat.
             with contextlib.suppress(TimeoutError):
@@ -300,7 +303,13 @@ class NodeDirectory:
         self._heard(node_id, beat.url)
 
     async def _watch(self) -> None:
-        await follow_bucket(self._bucket, self._update, self.rewatch, what="relay node")
+        await follow_bucket(
+            self._bucket,
+            self._update,
+            self.rewatch,
+            what="relay node",
+            stopping=lambda: self._stopping,
+        )
 
     async def _sweep(self) -> None:
         while True:
@@ -364,6 +373,8 @@ class NodeDirectory:
 
         Cancellation: the tasks are stopped anyway.
         """
+        self._stopping = True
+        self.rewatch.set()
         await self._tasks.aclose()
         with contextlib.suppress(*NATS_FAILURES):
             if self._probes is not None:
