@@ -520,7 +520,7 @@ class NatsRelayState:
                 [f"KV_{lane_bucket(base, lane)}" for base in (AUTHORIZATIONS_BUCKET, CLAIMS_BUCKET)]
                 for lane in range(lanes)
             ]
-            state._tasks.spawn(_keep_spread(nc, js, streams))
+            state._tasks.spawn(_keep_spread(nc, js, streams, lambda: state._stopping))
         return state
 
     # --- registrations ------------------------------------------------------------------------
@@ -779,10 +779,13 @@ async def spread_leaders(nc: NatsClient, js: Any, lanes: Sequence[Sequence[str]]
     return moved
 
 
-async def _keep_spread(nc: NatsClient, js: Any, lanes: Sequence[Sequence[str]]) -> None:
+async def _keep_spread(
+    nc: NatsClient, js: Any, lanes: Sequence[Sequence[str]], stopping: Callable[[], bool]
+) -> None:
     """`spread_leaders` now and every `SPREAD_INTERVAL_S` (jittered, so that the nodes do not
-    all ask at once). Cancellation: stops."""
-    while True:
+    all ask at once), until `stopping()`. Cancellation: stops (and a cancellation a NATS call
+    loses ends the loop at its next turn, see `follow_bucket`)."""
+    while not stopping():
         await spread_leaders(nc, js, lanes)
         await asyncio.sleep(SPREAD_INTERVAL_S * random.uniform(0.5, 1.5))
 
