@@ -497,12 +497,25 @@ class ExecutorUnderTest:
         await poll(ready, timeout, "the executor to connect")
 
     async def wait_idle(self, timeout: float = 10.0) -> None:
-        """Until the executor holds no stream and no pending validation."""
-        await poll(
-            lambda: self.stream_count == 0 and self.pending_validations == 0,
-            timeout,
-            "the executor's streams to end",
-        )
+        """Until the executor holds no stream and no pending validation (failing, it names
+        what is left, so that a rare leak says which stream and in what state)."""
+        try:
+            await poll(
+                lambda: self.stream_count == 0 and self.pending_validations == 0,
+                timeout,
+                "the executor's streams to end",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; left: {self.leftovers()}") from None
+
+    def leftovers(self) -> str:
+        """The executor's streams and pending validations, for a failure message."""
+        link = self.relay.link
+        if link is None:
+            return "no link"
+        streams = {sid: vars(stream) for sid, stream in link._streams.items()}
+        pending = {sid: repr(task) for sid, task in link._pending.items()}
+        return f"streams {streams}, pending validations {pending}"
 
 
 @asynccontextmanager
