@@ -19,6 +19,7 @@ from execserver.relay import api
 from execserver.relay.frames import (
     Data,
     Frame,
+    FrameError,
     Handshake,
     Reset,
     Resume,
@@ -477,6 +478,37 @@ async def test_service_harness_reset_is_forwarded_once(relay: RelayUnderTest) ->
     marker_sid, marker = await relay.harness_stream("test1")
     assert decode_frame(await receive_frame(executor)) == Frame(marker_sid, Resume())
     await marker.close()
+    await executor.close()
+
+
+def _unreadable_reset(stream_id: str) -> bytes:
+    """A reset whose envelope is fine and whose reason is not UTF-8 (found by the fuzz test):
+    the ends decode the whole frame and drop it."""
+    frame = encode_frame(Frame(stream_id, Reset("àb")))
+    bad = frame.replace("à".encode(), b"\xe1\xa0")
+    with pytest.raises(FrameError):
+        decode_frame(bad)
+    return bad
+
+
+async def test_service_unreadable_reset_is_dropped_not_acted_on(relay: RelayUnderTest) -> None:
+    """A reset the other side could not decode would end the stream at the relay only (the
+    executor, ours or codex's, drops it and keeps the stream): it is dropped as malformed, in
+    either direction, and the stream goes on."""
+    _, executor = await relay.attached_executor("test1")
+    sid, harness = await relay.harness_stream("test1")
+    await receive_frame(executor)
+    await harness.send_bytes(_unreadable_reset(sid))
+    await executor.send_bytes(_unreadable_reset(sid))
+    marker = encode_frame(Frame(sid, Handshake(b"marker")))
+    await harness.send_bytes(marker)
+    assert await receive_frame(executor) == marker  # the reset was not forwarded
+    await executor.send_bytes(marker)
+    assert await receive_frame(harness) == marker
+    assert relay.server.hub.gauges()["streams_active"] == 1
+    assert 'frames_dropped_total{reason="malformed"} 2' in await relay.metrics()
+    await harness.close()
+    assert await receive_frame(executor) == encode_reset(sid, "harness_disconnected")
     await executor.close()
 
 

@@ -21,7 +21,7 @@ from typing import Final
 
 from aiohttp import WSCloseCode, web
 
-from execserver.relay.frames import FrameError, Kind, encode_reset, peek
+from execserver.relay.frames import FrameError, Kind, decode_frame, encode_reset, peek
 from execserver.relay.service.defaults import HARNESS_STALL_S, MAX_STREAMS_PER_EXECUTOR
 from execserver.relay.service.links import Endpoint, Link
 from execserver.relay.service.metrics import TO_EXECUTOR, TO_HARNESS, RelayMetrics
@@ -278,6 +278,12 @@ class Hub:
         if not stream_id.strip():
             self._metrics.count("frames_dropped_total", reason="blank_stream_id")
             return None
+        if kind is Kind.RESET and not _readable(data):
+            # A reset ends the stream here, so it must end it at the other side too: one whose
+            # body that side cannot decode (a reason that is not UTF-8) would be dropped there
+            # and leave the stream open where the relay has forgotten it.
+            self._metrics.count("frames_dropped_total", reason="malformed")
+            return None
         return stream_id, kind
 
     def forward_from_harness(self, link: HarnessEnd, data: bytes) -> bool:
@@ -309,7 +315,8 @@ class Hub:
 
     def forward_from_executor(self, link: ExecutorEnd, data: bytes) -> bool:
         """Forward a message to the harness that owns its stream if that harness takes it now;
-        False (nothing done) when it needs `from_executor`."""
+        False (nothing done) when it needs `from_executor`: a reset, anything unusual, or a
+        harness that is full."""
         try:
             stream_id, kind, version = peek(data)
         except FrameError:
@@ -319,6 +326,7 @@ class Hub:
             version != FRAME_VERSION
             or harness is None
             or harness.closing
+            or kind is Kind.RESET
             or not harness.offer(data)
         ):
             return False
@@ -417,6 +425,15 @@ class Hub:
             "harness_sockets": sum(len(link.harnesses) for link in links),
             "streams_active": sum(len(link.streams) for link in links),
         }
+
+
+def _readable(data: bytes) -> bool:
+    """Whether the whole frame decodes (asked of resets only: rare, and small)."""
+    try:
+        decode_frame(data)
+    except FrameError:
+        return False
+    return True
 
 
 __all__ = [
